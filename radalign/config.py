@@ -1,0 +1,105 @@
+"""Settings from the environment (prefix `RADALIGN_`), one object for every service.
+
+Defaults point at the embedded stack on 127.0.0.1 under the state folder; production sets the
+addresses of the real services (Kafka bootstrap servers, PostgreSQL DSN, Triton, LLM endpoint).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from radalign import PIPELINE_VERSION
+
+#: Port of each stage's HTTP server (/metrics, /health/live, /health/ready); the gateway's also
+#: serves the ingest API.
+STAGE_WEB_PORTS = {"gateway": 18080, "preprocess": 18101, "concepts": 18102, "retrieval": 18103, "drafting": 18104}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RADALIGN_", env_file=None, extra="ignore")
+
+    state_dir: Path = Field(default=Path(".radalign"), description="PIDs, logs and data of the embedded stack")
+    pipeline_version: str = PIPELINE_VERSION
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_session_timeout_ms: int = 6000  # tansu joins take about half the session timeout
+    kafka_heartbeat_ms: int = 1000
+    kafka_partitions: int = 4
+
+    # PostgreSQL + pgvector. Empty: the embedded server's socket under the state folder.
+    database_url: str = ""
+    db_connect_timeout_s: float = 5.0
+    db_statement_timeout_ms: int = 5000
+
+    # Triton
+    triton_grpc_url: str = "127.0.0.1:18001"
+    triton_http_port: int = 18000
+    triton_grpc_port: int = 18001
+    triton_metrics_port: int = 18002
+    triton_model: str = "concept_model"
+    triton_timeout_s: float = 30.0
+    triton_concurrency: int = 8
+
+    # LLM. Empty URL: the deterministic drafter (CI default).
+    llm_url: str = ""
+    llm_model: str = "gemma-3-270m"
+    llm_api_key: str = ""
+    llm_timeout_s: float = 60.0
+    llm_concurrency: int = 2
+    llm_max_tokens: int = 256
+
+    # Claim-check blob store: file:///path or s3://bucket/prefix. Empty: <state_dir>/blobs.
+    blob_url: str = ""
+    s3_endpoint_url: str = ""
+
+    # Retries of outside calls (Triton, PostgreSQL, LLM, blob store)
+    retry_attempts: int = 4
+    retry_base_delay_s: float = 0.2
+    retry_max_delay_s: float = 5.0
+
+    # Retrieval
+    retrieval_k: int = 5
+    retrieval_candidates: int = 40
+    retrieval_ef_search: int = 100
+    retrieval_label_weight: float = 0.5
+
+    # Gateway
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = STAGE_WEB_PORTS["gateway"]
+    gateway_tokens: str = Field(default="", description="comma-separated bearer tokens; empty disables auth (dev only)")
+    gateway_max_bytes: int = 64 * 1024 * 1024
+    dicom_ae_title: str = "RADALIGN"
+    dicom_port: int = 11112
+    dicom_allowed_aes: str = Field(default="", description="comma-separated calling AE titles; empty allows any")
+    dicom_max_associations: int = 10
+    study_quiet_s: float = 2.0
+    deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
+
+    # Observability
+    metrics_dir: Path | None = Field(default=None, description="PROMETHEUS_MULTIPROC_DIR for multi-process workers")
+    log_level: str = "INFO"
+
+    @property
+    def blob_root(self) -> str:
+        return self.blob_url or (self.state_dir.resolve() / "blobs").as_uri()
+
+    @property
+    def pg_data_dir(self) -> Path:
+        return self.state_dir.resolve() / "postgres"
+
+    @property
+    def dsn(self) -> str:
+        return self.database_url or f"postgresql://postgres:@/postgres?host={self.pg_data_dir}"
+
+    def web_port(self, stage: str) -> int:
+        return STAGE_WEB_PORTS[stage]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,5 @@
+"""RadAlign Stream event contracts: payload models, topic catalogue and headers (version 1)."""
+
+from schemas.events import *  # noqa: F401,F403
+from schemas.events import ALL_CONTRACTS, CONTRACT_VERSION  # noqa: F401
+from schemas.topics import *  # noqa: F401,F403

@@ -1,0 +1,270 @@
+"""Event payloads carried on the RadAlign Stream topics (contract version 1).
+
+These pydantic models are the single definition of every topic payload. The JSON Schema files in
+`schemas/json/` are generated from them (`radalign schemas export`) for consumers in other
+languages, and `tests/unit/test_contracts.py` fails when a file is stale.
+
+Rules every payload follows:
+- no patient identifier: studies and patients are named by pseudonyms (`study_key`,
+  `patient_key`) minted at the gateway; the mapping back lives only in PostgreSQL;
+- no pixels: images travel as claim-check references (`BlobRef`) with a checksum;
+- additive evolution inside a major version (new optional fields only); a breaking change gets
+  new `.v2` topics and schema files.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CONTRACT_VERSION = "1"
+
+_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$"
+_SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class Observation(str, Enum):
+    """The 14 CheXpert observations, in CheXpert's order."""
+
+    NO_FINDING = "No Finding"
+    ENLARGED_CARDIOMEDIASTINUM = "Enlarged Cardiomediastinum"
+    CARDIOMEGALY = "Cardiomegaly"
+    LUNG_OPACITY = "Lung Opacity"
+    LUNG_LESION = "Lung Lesion"
+    EDEMA = "Edema"
+    CONSOLIDATION = "Consolidation"
+    PNEUMONIA = "Pneumonia"
+    ATELECTASIS = "Atelectasis"
+    PNEUMOTHORAX = "Pneumothorax"
+    PLEURAL_EFFUSION = "Pleural Effusion"
+    PLEURAL_OTHER = "Pleural Other"
+    FRACTURE = "Fracture"
+    SUPPORT_DEVICES = "Support Devices"
+
+
+class Certainty(str, Enum):
+    """A label's or a prediction's state, as CheXpert defines it (1 / 0 / -1)."""
+
+    PRESENT = "present"
+    ABSENT = "absent"
+    UNCERTAIN = "uncertain"
+
+
+class Priority(str, Enum):
+    STAT = "stat"
+    ROUTINE = "routine"
+
+
+class Contract(BaseModel):
+    """Base of every payload: strict (unknown fields are refused) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    #: CloudEvents `type` of the event that carries this payload.
+    event_type: ClassVar[str]
+    #: Which JSON Schema file describes it.
+    schema_name: ClassVar[str]
+
+
+class BlobRef(BaseModel):
+    """A claim check: where the bytes are and how to verify them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str = Field(description="file:///... or s3://bucket/key", min_length=1, max_length=2048)
+    sha256: str = Field(pattern=_SHA256_PATTERN)
+    size: int = Field(ge=0, description="bytes")
+    media_type: str = Field(description="application/dicom, image/png, application/x-npy ...")
+
+
+class StudyRef(BaseModel):
+    """Who the event is about, pseudonymously, and how urgent it is. Every payload carries one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    study_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of StudyInstanceUID; the record key")
+    patient_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of the patient")
+    priority: Priority = Priority.ROUTINE
+    received_at: datetime = Field(description="when the gateway published the study (UTC)")
+    pipeline_version: str = Field(description="outputs are idempotent per (study_key, pipeline_version)")
+
+
+class StageTiming(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str
+    started_at: datetime
+    duration_ms: float = Field(ge=0)
+
+
+class Instance(BaseModel):
+    """One image of a study as received (pixels stay in the blob store)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    instance_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of SOPInstanceUID")
+    source_format: Literal["dicom", "png", "jpeg"]
+    view_position: str | None = Field(default=None, description="DICOM ViewPosition (PA, AP, LL ...) or null")
+    blob: BlobRef
+    rows: int | None = Field(default=None, ge=1)
+    columns: int | None = Field(default=None, ge=1)
+
+
+class StudyReceived(Contract):
+    """A study the gateway assembled and accepted; topic `radalign.study.received.v1` (+ `.stat`)."""
+
+    event_type: ClassVar[str] = "org.radalign.study.received.v1"
+    schema_name: ClassVar[str] = "study_received"
+
+    study: StudyRef
+    modality: Literal["CR", "DX", "OT"] = Field(description="OT: plain image via HTTP or secondary capture")
+    source: Literal["dicom-cstore", "dicomweb-stow", "http"]
+    instances: list[Instance] = Field(min_length=1, max_length=64)
+    study_version: int = Field(default=1, ge=1, description="bumped when late instances re-open a study")
+
+
+class StudyPreprocessed(Contract):
+    """The chosen image, decoded once and written as the model input; topic `radalign.study.preprocessed.v1`."""
+
+    event_type: ClassVar[str] = "org.radalign.study.preprocessed.v1"
+    schema_name: ClassVar[str] = "study_preprocessed"
+
+    study: StudyRef
+    instance_key: str = Field(pattern=_KEY_PATTERN)
+    view_position: str | None
+    view_fallback: str | None = Field(default=None, description="why this image was chosen when ViewPosition did not decide")
+    lateral_only: bool = False
+    model_input: BlobRef = Field(description="float32 .npy, shape (1, H, W), values in [0, 1]")
+    input_shape: list[int] = Field(min_length=3, max_length=3)
+    original_rows: int = Field(ge=1)
+    original_columns: int = Field(ge=1)
+    preprocess_version: str
+    timings: list[StageTiming] = Field(default_factory=list)
+
+
+class ConceptScore(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    observation: Observation
+    probability: float = Field(ge=0, le=1)
+    state: Certainty = Field(description="present / absent / uncertain after the model's thresholds")
+
+
+class ConceptsInferred(Contract):
+    """Per-concept scores and the aligned image embedding; topic `radalign.study.concepts.v1`."""
+
+    event_type: ClassVar[str] = "org.radalign.study.concepts.v1"
+    schema_name: ClassVar[str] = "concepts_inferred"
+
+    study: StudyRef
+    view_position: str | None
+    lateral_only: bool = False
+    concepts: list[ConceptScore] = Field(min_length=1, max_length=14)
+    image_embedding: list[float] = Field(min_length=8, max_length=4096, description="L2-normalised, in the report encoder's text space")
+    model_name: str
+    model_version: str
+    timings: list[StageTiming] = Field(default_factory=list)
+
+
+class RetrievedCase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    case_key: str
+    similarity: float = Field(description="cosine similarity of the aligned embeddings")
+    label_agreement: float = Field(ge=0, le=1, description="share of observations where the case's labels agree with the predicted concepts")
+    score: float = Field(description="re-ranking score; higher is better")
+    findings: str
+    impression: str
+
+
+class CasesRetrieved(Contract):
+    """Similar historical cases that ground the draft; topic `radalign.study.retrieved.v1`."""
+
+    event_type: ClassVar[str] = "org.radalign.study.retrieved.v1"
+    schema_name: ClassVar[str] = "cases_retrieved"
+
+    study: StudyRef
+    view_position: str | None
+    lateral_only: bool = False
+    concepts: list[ConceptScore] = Field(min_length=1, max_length=14)
+    model_name: str
+    model_version: str
+    cases: list[RetrievedCase] = Field(max_length=50)
+    retrieval_version: str
+    timings: list[StageTiming] = Field(default_factory=list)
+
+
+class GuardVerdict(str, Enum):
+    PASSED = "passed"
+    REGENERATED = "regenerated"
+    FELL_BACK = "fell_back"
+
+
+class Guard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    verdict: GuardVerdict
+    unsupported: list[Observation] = Field(default_factory=list, description="positive in the draft, not supported by the concepts")
+    omitted: list[Observation] = Field(default_factory=list, description="confidently predicted, missing from the draft")
+    changes: list[str] = Field(default_factory=list, description="what the guard did, in words")
+
+
+class ReportDrafted(Contract):
+    """The draft a radiologist edits; topic `radalign.report.drafted.v1` (and `radalign.report.review.v1`)."""
+
+    event_type: ClassVar[str] = "org.radalign.report.drafted.v1"
+    schema_name: ClassVar[str] = "report_drafted"
+
+    study: StudyRef
+    report_id: str = Field(description="deterministic: the same study and pipeline version give the same id")
+    findings: str = Field(min_length=1)
+    impression: str = Field(min_length=1)
+    concepts: list[ConceptScore]
+    case_keys: list[str]
+    view_position: str | None
+    model_name: str
+    model_version: str
+    drafter: str = Field(description="backend that wrote the text: deterministic, openai:<model>, llama-cpp:<model>")
+    prompt_version: str
+    guard: Guard
+    critical: list[Observation] = Field(default_factory=list, description="critical findings that route the report to review")
+    needs_review: bool
+    timings: list[StageTiming] = Field(default_factory=list)
+
+
+class DeadLetter(Contract):
+    """What a stage could not process, and why; topic `radalign.dlq.<stage>.v1`."""
+
+    event_type: ClassVar[str] = "org.radalign.deadletter.v1"
+    schema_name: ClassVar[str] = "dead_letter"
+
+    stage: str
+    reason: str = Field(min_length=1, max_length=4000, description="human-readable; never holds identifiers")
+    error_type: Literal["validation", "decode", "dependency", "processing", "refused"]
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    key: str | None = Field(default=None, description="the record key (a pseudonym), if any")
+    attempts: int = Field(ge=1)
+    failed_at: datetime
+    payload_b64: str = Field(description="the original record value, base64, for replay", max_length=1_500_000)
+
+
+ALL_CONTRACTS: tuple[type[Contract], ...] = (
+    StudyReceived,
+    StudyPreprocessed,
+    ConceptsInferred,
+    CasesRetrieved,
+    ReportDrafted,
+    DeadLetter,
+)
+
+
+def example_payloads() -> dict[str, list[dict[str, Any]]]:
+    """Examples embedded in each JSON Schema file (see `schemas/examples.py`)."""
+    from schemas.examples import EXAMPLES
+
+    return EXAMPLES

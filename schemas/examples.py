@@ -1,0 +1,123 @@
+"""One realistic example per contract; they are embedded in the JSON Schema files and tested."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_STUDY = {
+    "study_key": "st-5f0c2a9e41b7d3c8",
+    "patient_key": "pt-91ab77c0e2f54d10",
+    "priority": "routine",
+    "received_at": "2026-11-27T20:00:00Z",
+    "pipeline_version": "radalign-0.1.0",
+}
+_TIMING = {"stage": "preprocess", "started_at": "2026-11-27T20:00:01Z", "duration_ms": 84.2}
+_CONCEPTS = [
+    {"observation": "Cardiomegaly", "probability": 0.81, "state": "present"},
+    {"observation": "Pleural Effusion", "probability": 0.12, "state": "absent"},
+    {"observation": "Edema", "probability": 0.48, "state": "uncertain"},
+]
+_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "study_received": [
+        {
+            "study": _STUDY,
+            "modality": "CR",
+            "source": "dicom-cstore",
+            "instances": [
+                {
+                    "instance_key": "in-3c1d9e0f7a2b4c5d",
+                    "source_format": "dicom",
+                    "view_position": "PA",
+                    "blob": {"uri": "file:///var/lib/radalign/blobs/9f/86/" + _SHA, "sha256": _SHA, "size": 7200512, "media_type": "application/dicom"},
+                    "rows": 1955,
+                    "columns": 1841,
+                }
+            ],
+            "study_version": 1,
+        }
+    ],
+    "study_preprocessed": [
+        {
+            "study": _STUDY,
+            "instance_key": "in-3c1d9e0f7a2b4c5d",
+            "view_position": "PA",
+            "view_fallback": None,
+            "lateral_only": False,
+            "model_input": {"uri": "file:///var/lib/radalign/blobs/9f/86/" + _SHA, "sha256": _SHA, "size": 200832, "media_type": "application/x-npy"},
+            "input_shape": [1, 224, 224],
+            "original_rows": 1955,
+            "original_columns": 1841,
+            "preprocess_version": "pre-1",
+            "timings": [_TIMING],
+        }
+    ],
+    "concepts_inferred": [
+        {
+            "study": _STUDY,
+            "view_position": "PA",
+            "lateral_only": False,
+            "concepts": _CONCEPTS,
+            "image_embedding": [0.125] * 8,
+            "model_name": "concept_model",
+            "model_version": "1",
+            "timings": [_TIMING],
+        }
+    ],
+    "cases_retrieved": [
+        {
+            "study": _STUDY,
+            "view_position": "PA",
+            "lateral_only": False,
+            "concepts": _CONCEPTS,
+            "model_name": "concept_model",
+            "model_version": "1",
+            "cases": [
+                {
+                    "case_key": "iu-CXR1234",
+                    "similarity": 0.71,
+                    "label_agreement": 0.93,
+                    "score": 0.85,
+                    "findings": "The heart is enlarged. No pleural effusion or pneumothorax.",
+                    "impression": "Cardiomegaly without acute disease.",
+                }
+            ],
+            "retrieval_version": "ret-1",
+            "timings": [_TIMING],
+        }
+    ],
+    "report_drafted": [
+        {
+            "study": _STUDY,
+            "report_id": "rp-0d2c4b1f9e8a7c6b",
+            "findings": "The cardiac silhouette is enlarged. No pleural effusion. No pneumothorax.",
+            "impression": "Cardiomegaly.",
+            "concepts": _CONCEPTS,
+            "case_keys": ["iu-CXR1234"],
+            "view_position": "PA",
+            "model_name": "concept_model",
+            "model_version": "1",
+            "drafter": "deterministic",
+            "prompt_version": "draft-1",
+            "guard": {"verdict": "passed", "unsupported": [], "omitted": [], "changes": []},
+            "critical": [],
+            "needs_review": False,
+            "timings": [_TIMING],
+        }
+    ],
+    "dead_letter": [
+        {
+            "stage": "preprocess",
+            "reason": "pixel data could not be decoded: unsupported transfer syntax 1.2.840.10008.1.2.4.100",
+            "error_type": "decode",
+            "source_topic": "radalign.study.received.v1",
+            "source_partition": 0,
+            "source_offset": 42,
+            "key": "st-5f0c2a9e41b7d3c8",
+            "attempts": 1,
+            "failed_at": "2026-11-27T20:00:02Z",
+            "payload_b64": "eyJzdHVkeSI6IHt9fQ==",
+        }
+    ],
+}

@@ -1,0 +1,48 @@
+"""Generate `schemas/json/*.v1.json` from the payload models (`python -m schemas.export`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from schemas.events import ALL_CONTRACTS, CONTRACT_VERSION, Contract
+from schemas.examples import EXAMPLES
+from schemas.topics import ALL_TOPICS
+
+JSON_DIR = Path(__file__).parent / "json"
+
+
+def schema_file(contract: type[Contract]) -> Path:
+    return JSON_DIR / f"{contract.schema_name}.v{CONTRACT_VERSION}.json"
+
+
+def render(contract: type[Contract]) -> str:
+    """The JSON Schema document for one contract, as it is written to disk."""
+    schema = contract.model_json_schema(mode="validation")
+    topics = sorted(n for t in ALL_TOPICS if t.contract is contract for n in t.names)
+    document = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://radalign.example/schemas/{schema_file(contract).name}",
+        **schema,
+        "x-event-type": contract.event_type,
+        "x-contract-version": CONTRACT_VERSION,
+        "x-topics": topics if contract.schema_name != "dead_letter" else ["radalign.dlq.<stage>.v1"],
+        "x-key": "study.study_key (the study pseudonym)" if contract.schema_name != "dead_letter" else "the failed record's key",
+        "examples": EXAMPLES[contract.schema_name],
+    }
+    return json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def export() -> list[Path]:
+    JSON_DIR.mkdir(exist_ok=True)
+    written = []
+    for contract in ALL_CONTRACTS:
+        path = schema_file(contract)
+        path.write_text(render(contract), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for p in export():
+        print(p)

@@ -1,0 +1,84 @@
+"""The topic catalogue: names, payload contract, key and partitioning, in one place.
+
+Every record:
+- key: the study pseudonym (`study.study_key`), so all events of a study stay in one partition
+  and in order;
+- value: UTF-8 JSON of the topic's contract (`schemas/json/<schema>.v1.json`);
+- headers (CloudEvents binary mode over Kafka, plus W3C trace context):
+  `ce_specversion`=1.0, `ce_id`, `ce_type`, `ce_source`, `ce_time`, `content-type`=application/json,
+  `traceparent`, and `ce_dataschema` naming the schema file. `ce_id` is deterministic per
+  (stage, study_key, pipeline_version), so consumers de-duplicate redeliveries by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.events import (
+    CasesRetrieved,
+    ConceptsInferred,
+    Contract,
+    DeadLetter,
+    Priority,
+    ReportDrafted,
+    StudyPreprocessed,
+    StudyReceived,
+)
+
+STAGES: tuple[str, ...] = ("gateway", "preprocess", "concepts", "retrieval", "drafting")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    contract: type[Contract]
+    partitions: int = 4
+    #: True: a `<name>.stat` twin carries STAT studies so they never queue behind routine work.
+    has_stat_lane: bool = True
+
+    def lane(self, priority: Priority) -> str:
+        """The topic name for a study of this priority."""
+        if self.has_stat_lane and priority == Priority.STAT:
+            return f"{self.name}.stat"
+        return self.name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every concrete topic: the routine topic and, where there is one, its STAT twin."""
+        return (self.name, f"{self.name}.stat") if self.has_stat_lane else (self.name,)
+
+
+STUDY_RECEIVED = TopicSpec("radalign.study.received.v1", StudyReceived)
+STUDY_PREPROCESSED = TopicSpec("radalign.study.preprocessed.v1", StudyPreprocessed)
+CONCEPTS_INFERRED = TopicSpec("radalign.study.concepts.v1", ConceptsInferred)
+CASES_RETRIEVED = TopicSpec("radalign.study.retrieved.v1", CasesRetrieved)
+# Downstream systems subscribe to these two; they carry no STAT twin because consumers read them
+# continuously, and `needs_review` / `priority` in the payload tell them what is urgent.
+REPORT_DRAFTED = TopicSpec("radalign.report.drafted.v1", ReportDrafted, has_stat_lane=False)
+REPORT_REVIEW = TopicSpec("radalign.report.review.v1", ReportDrafted, has_stat_lane=False)
+
+
+def dead_letter_topic(stage: str) -> TopicSpec:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    return TopicSpec(f"radalign.dlq.{stage}.v1", DeadLetter, partitions=1, has_stat_lane=False)
+
+
+#: What each stage reads and writes; the data flows one way, gateway to drafting.
+STAGE_IO: dict[str, tuple[TopicSpec | None, tuple[TopicSpec, ...]]] = {
+    "gateway": (None, (STUDY_RECEIVED,)),
+    "preprocess": (STUDY_RECEIVED, (STUDY_PREPROCESSED,)),
+    "concepts": (STUDY_PREPROCESSED, (CONCEPTS_INFERRED,)),
+    "retrieval": (CONCEPTS_INFERRED, (CASES_RETRIEVED,)),
+    "drafting": (CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW)),
+}
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    STUDY_RECEIVED,
+    STUDY_PREPROCESSED,
+    CONCEPTS_INFERRED,
+    CASES_RETRIEVED,
+    REPORT_DRAFTED,
+    REPORT_REVIEW,
+    *(dead_letter_topic(s) for s in STAGES),
+)
