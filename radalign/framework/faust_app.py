@@ -1,0 +1,126 @@
+"""The Faust adapter shared by every consuming stage: one app per stage, one agent per lane.
+
+What it adds to `StageRunner`: consuming the routine and STAT topics as separate agents (a STAT
+study never waits behind a routine backlog), at-least-once delivery (an input offset is committed
+only after its outputs were acknowledged by the broker: `send_and_wait` before the event is
+acked), and the HTTP endpoints Kubernetes and Prometheus need: /metrics, /health/live,
+/health/ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import faust
+from faust.web import Request, Response, View
+
+from radalign.config import Settings
+from radalign.framework import metrics
+from radalign.framework.stage import Record, Stage, StageRunner
+
+log = logging.getLogger("radalign.faust")
+
+#: /health/live fails when the event loop has not ticked for this long (a blocked loop).
+LOOP_STALL_S = 15.0
+
+
+def broker_urls(bootstrap: str) -> str:
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+def create_app(stage: Stage, settings: Settings) -> faust.App:
+    datadir = settings.state_dir.resolve() / "faust" / stage.name
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"radalign-{stage.name}",
+        broker=broker_urls(settings.kafka_bootstrap),
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka_heartbeat_ms / 1000,
+        broker_commit_every=1,  # commit soon after each ack: a restart re-reads little
+        broker_commit_interval=0.5,
+        consumer_auto_offset_reset="earliest",
+        topic_allow_declare=False,  # topics are provisioned (stack up / k8s), never by workers
+        topic_disable_leader=True,
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=True,
+        web_bind="0.0.0.0",
+        web_port=settings.web_port(stage.name),
+        web_in_thread=False,
+        stream_wait_empty=False,
+        producer_acks=-1,
+    )
+    runner = StageRunner(stage, settings)
+    state = {"last_tick": time.monotonic(), "ready": False}
+
+    async def _run(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            record = Record(
+                topic=msg.topic,
+                partition=msg.partition,
+                offset=msg.offset,
+                key=msg.key,
+                value=msg.value,
+                headers=list(msg.headers or []),
+            )
+            for out in await runner.process(record):
+                # Wait for the broker's ack before this event is acked (and its offset committed).
+                await app.producer.send_and_wait(out.topic, out.key, out.value, partition=None, timestamp=None, headers=out.headers)
+
+    for topic_name in stage.input.names:
+        lane = "stat" if topic_name.endswith(".stat") else "routine"
+        topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", allow_empty=True)
+        app.agent(topic, name=f"{stage.name}-{lane}", concurrency=stage.concurrency)(_run)
+
+    @app.task
+    async def _setup() -> None:
+        await stage.setup(settings)
+        state["ready"] = True
+        log.info("stage %s ready", stage.name)
+
+    @app.timer(interval=1.0)
+    async def _tick() -> None:
+        state["last_tick"] = time.monotonic()
+
+    @app.page("/metrics")
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(metrics.render(), content_type=metrics.CONTENT_TYPE.split(";")[0])
+
+    @app.page("/health/live")
+    class LiveView(View):
+        async def get(self, request: Request) -> Response:
+            stalled = time.monotonic() - state["last_tick"]
+            ok = stalled < LOOP_STALL_S
+            return self.json({"status": "ok" if ok else "stalled", "loop_lag_s": round(stalled, 3)}, status=200 if ok else 503)
+
+    @app.page("/health/ready")
+    class ReadyView(View):
+        async def get(self, request: Request) -> Response:
+            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()) if app.consumer else []
+            deps_ok, detail = (await stage.ready()) if state["ready"] else (False, "starting")
+            ok = bool(assigned) and deps_ok
+            body = {"status": "ready" if ok else "not ready", "partitions": assigned, "dependencies": detail}
+            return self.json(body, status=200 if ok else 503)
+
+    @app.on_before_shutdown.connect
+    async def _close(app: faust.App, **kwargs: object) -> None:
+        await stage.close()
+
+    return app
+
+
+def run_worker(stage: Stage, settings: Settings) -> None:
+    """Run one stage until SIGTERM (what `radalign worker <stage>` does)."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(stage, settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+__all__ = ["create_app", "run_worker"]

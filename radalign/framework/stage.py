@@ -1,0 +1,149 @@
+"""The stage contract and its Kafka-free runner.
+
+A stage is a small class: `handle(event) -> [Output]` over one validated input contract. The runner
+does what every stage needs, identically: validate the record against its contract, time the
+stage, append the stage's timing to the outputs, encode them with deterministic event ids and
+trace headers, and turn every failure into a dead-letter record that names the stage and the
+reason. It never raises for bad data, so one poison record cannot stop a partition. The Faust
+adapter (`radalign.framework.faust_app`) only moves records between Kafka and this runner.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from radalign.config import Settings
+from radalign.framework import codec, metrics
+from radalign.framework.producer import record_key, topic_for
+from radalign.framework.retry import DependencyUnavailable, PermanentError
+from schemas.events import Contract, DeadLetter, StageTiming
+from schemas.topics import TopicSpec, dead_letter_topic
+
+log = logging.getLogger("radalign.stage")
+
+
+@dataclass(frozen=True)
+class Output:
+    spec: TopicSpec
+    event: Contract
+
+
+@dataclass(frozen=True)
+class Record:
+    """A consumed record, as any Kafka client hands it over."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: codec.Headers
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: codec.Headers
+
+
+class Stage(ABC):
+    """One pipeline stage. Subclasses set `name` and `input` and implement `handle`."""
+
+    name: str
+    input: TopicSpec
+    #: Records processed at once per lane (concept inference raises it so that Triton can batch).
+    concurrency: int = 1
+
+    async def setup(self, settings: Settings) -> None:
+        """Open clients and pools (called once per worker before consuming)."""
+
+    async def close(self) -> None:
+        """Release what setup opened."""
+
+    async def ready(self) -> tuple[bool, str]:
+        """Are this stage's dependencies reachable? (readiness probe)"""
+        return True, "ok"
+
+    @abstractmethod
+    async def handle(self, event: Contract) -> list[Output]:
+        """Process one valid input event. Raise PermanentError for bad input."""
+
+
+class StageRunner:
+    def __init__(self, stage: Stage, settings: Settings) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.dead_letter_spec = dead_letter_topic(stage.name)
+
+    async def process(self, record: Record) -> list[OutgoingRecord]:
+        started = time.perf_counter()
+        started_at = datetime.now(UTC)
+        lane = "stat" if record.topic.endswith(".stat") else "routine"
+        metrics.IN_FLIGHT.labels(stage=self.stage.name).inc()
+        try:
+            try:
+                event = codec.decode(self.stage.input.contract, record.value)
+            except codec.ContractViolation as exc:
+                return [self._dead_letter(record, str(exc), "validation")]
+            try:
+                outputs = await self.stage.handle(event)
+            except PermanentError as exc:
+                return [self._dead_letter(record, exc.reason, exc.error_type)]
+            except DependencyUnavailable as exc:
+                return [self._dead_letter(record, str(exc), "dependency", attempts=self.settings.retry_attempts)]
+            except Exception as exc:  # a bug or unforeseen input: park it, keep the partition flowing
+                log.exception("stage %s failed on a record", self.stage.name)
+                return [self._dead_letter(record, f"{type(exc).__name__}: {exc}", "processing")]
+            elapsed = time.perf_counter() - started
+            timing = StageTiming(stage=self.stage.name, started_at=started_at, duration_ms=round(elapsed * 1000, 3))
+            parent = codec.header(record.headers, "traceparent")
+            outgoing = [self._encode(out, event, timing, parent) for out in outputs]
+            metrics.STAGE_LATENCY.labels(stage=self.stage.name).observe(elapsed)
+            received_at = getattr(getattr(event, "study", None), "received_at", None)
+            if received_at is not None:
+                metrics.END_TO_END.labels(stage=self.stage.name, lane=lane).observe(
+                    max(0.0, (datetime.now(UTC) - received_at).total_seconds())
+                )
+            metrics.EVENTS.labels(stage=self.stage.name, lane=lane, outcome="ok").inc()
+            return outgoing
+        finally:
+            metrics.IN_FLIGHT.labels(stage=self.stage.name).dec()
+
+    def _encode(self, out: Output, source: Contract, timing: StageTiming, parent: str | None) -> OutgoingRecord:
+        event = out.event
+        if "timings" in type(event).model_fields:
+            previous = list(getattr(source, "timings", []) or [])
+            event = event.model_copy(update={"timings": [*previous, timing]})
+        study = event.study  # every stage output carries its StudyRef
+        ev_id = codec.event_id(self.stage.name, study.study_key, study.pipeline_version, getattr(source, "study_version", 1))
+        headers = codec.build_headers(event, stage=self.stage.name, ev_id=ev_id, traceparent=codec.child_traceparent(parent))
+        return OutgoingRecord(topic_for(out.spec, event), record_key(event), codec.encode(event), headers)
+
+    def _dead_letter(self, record: Record, reason: str, error_type: str, attempts: int = 1) -> OutgoingRecord:
+        metrics.DEAD_LETTERS.labels(stage=self.stage.name, error_type=error_type).inc()
+        lane = "stat" if record.topic.endswith(".stat") else "routine"
+        metrics.EVENTS.labels(stage=self.stage.name, lane=lane, outcome="dead_letter").inc()
+        key = record.key.decode("utf-8", "replace") if record.key else None
+        log.warning("stage %s dead-lettered a record (%s): %s", self.stage.name, error_type, reason[:300])
+        letter = DeadLetter(
+            stage=self.stage.name,
+            reason=reason[:4000],
+            error_type=error_type,  # type: ignore[arg-type]
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            key=key,
+            attempts=attempts,
+            failed_at=datetime.now(UTC),
+            payload_b64=base64.b64encode((record.value or b"")[:1_000_000]).decode(),
+        )
+        ev_id = f"dl-{self.stage.name}-{record.topic}-{record.partition}-{record.offset}"
+        headers = codec.build_headers(letter, stage=self.stage.name, ev_id=ev_id, traceparent=codec.header(record.headers, "traceparent"))
+        return OutgoingRecord(self.dead_letter_spec.name, record.key, codec.encode(letter), headers)

@@ -1,0 +1,125 @@
+"""The stage runner without Kafka: outputs, timings, headers and dead letters."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from radalign.config import Settings
+from radalign.framework import codec
+from radalign.framework.retry import DependencyUnavailable, PermanentError, call_with_retry
+from radalign.framework.stage import Output, Record, Stage, StageRunner
+from schemas.events import DeadLetter, Priority, StudyPreprocessed, StudyReceived
+from schemas.examples import EXAMPLES
+from schemas.topics import STUDY_PREPROCESSED, STUDY_RECEIVED
+
+
+class EchoStage(Stage):
+    name = "preprocess"
+    input = STUDY_RECEIVED
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.seen: list[StudyReceived] = []
+
+    async def handle(self, event):
+        self.seen.append(event)
+        if self.fail:
+            raise self.fail
+        inst = event.instances[0]
+        out = StudyPreprocessed(
+            study=event.study, instance_key=inst.instance_key, view_position=inst.view_position, model_input=inst.blob,
+            input_shape=[1, 224, 224], original_rows=10, original_columns=10, preprocess_version="t",
+        )
+        return [Output(STUDY_PREPROCESSED, out)]
+
+
+def _record(payload: dict | bytes, topic: str = "radalign.study.received.v1") -> Record:
+    value = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    tp = codec.new_traceparent()
+    return Record(topic, 2, 17, b"st-5f0c2a9e41b7d3c8", value, [("traceparent", tp.encode())])
+
+
+def _payload(priority: str = "routine") -> dict:
+    p = json.loads(json.dumps(EXAMPLES["study_received"][0]))
+    p["study"]["priority"] = priority
+    return p
+
+
+async def test_valid_record_gives_output_with_timing_and_trace():
+    runner = StageRunner(EchoStage(), Settings())
+    rec = _record(_payload())
+    [out] = await runner.process(rec)
+    assert out.topic == "radalign.study.preprocessed.v1"
+    assert out.key == b"st-5f0c2a9e41b7d3c8"
+    event = codec.decode(StudyPreprocessed, out.value)
+    assert [t.stage for t in event.timings] == ["preprocess"]
+    assert event.timings[0].duration_ms >= 0
+    parent = codec.header(rec.headers, "traceparent").split("-")[1]
+    assert codec.header(out.headers, "traceparent").split("-")[1] == parent, "trace id propagates"
+    assert codec.header(out.headers, "ce_type") == StudyPreprocessed.event_type
+    # Deterministic id: a redelivery produces the same ce_id, so consumers can de-duplicate.
+    [again] = await runner.process(rec)
+    assert codec.header(again.headers, "ce_id") == codec.header(out.headers, "ce_id")
+
+
+async def test_stat_study_goes_to_stat_lane():
+    [out] = await StageRunner(EchoStage(), Settings()).process(_record(_payload("stat"), "radalign.study.received.v1.stat"))
+    assert out.topic == "radalign.study.preprocessed.v1.stat"
+    assert codec.decode(StudyPreprocessed, out.value).study.priority == Priority.STAT
+
+
+@pytest.mark.parametrize(
+    ("value", "failure", "error_type", "reason_part"),
+    [
+        (b"{not json", None, "validation", "does not match study_received"),
+        (json.dumps({**_payload(), "modality": "CT"}).encode(), None, "validation", "modality"),
+        (None, PermanentError("no pixel data", "decode"), "decode", "no pixel data"),
+        (None, DependencyUnavailable("triton failed after retries"), "dependency", "triton failed"),
+        (None, ZeroDivisionError("boom"), "processing", "ZeroDivisionError: boom"),
+    ],
+)
+async def test_failures_become_dead_letters_naming_stage_and_reason(value, failure, error_type, reason_part):
+    stage = EchoStage(fail=failure)
+    rec = _record(value if value is not None else _payload())
+    [out] = await StageRunner(stage, Settings()).process(rec)
+    assert out.topic == "radalign.dlq.preprocess.v1"
+    letter = codec.decode(DeadLetter, out.value)
+    assert letter.stage == "preprocess"
+    assert letter.error_type == error_type
+    assert reason_part in letter.reason
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (rec.topic, 2, 17)
+    assert base64.b64decode(letter.payload_b64) == rec.value, "the original record is kept for replay"
+
+
+async def test_retry_is_bounded_and_permanent_errors_are_not_retried():
+    settings = Settings(retry_attempts=3, retry_base_delay_s=0.001, retry_max_delay_s=0.002)
+    calls = {"n": 0}
+
+    async def flaky():
+        calls["n"] += 1
+        raise ConnectionError("down")
+
+    with pytest.raises(DependencyUnavailable, match="triton failed after retries"):
+        await call_with_retry("triton", flaky, settings, stage="concepts", timeout_s=1)
+    assert calls["n"] == 3
+
+    calls["n"] = 0
+
+    async def bad():
+        calls["n"] += 1
+        raise PermanentError("bad input")
+
+    with pytest.raises(PermanentError):
+        await call_with_retry("triton", bad, settings, stage="concepts", timeout_s=1)
+    assert calls["n"] == 1
+
+    async def slow():
+        import asyncio
+
+        await asyncio.sleep(5)
+
+    with pytest.raises(DependencyUnavailable, match="TimeoutError"):
+        await call_with_retry("llm", slow, settings, stage="drafting", timeout_s=0.01, attempts=2)
