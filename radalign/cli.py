@@ -1,0 +1,62 @@
+"""`radalign`: the single entry point (stack, workers, demo, and the domain commands)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Annotated
+
+import typer
+
+from schemas.topics import STAGES
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="RadAlign Stream: chest X-ray report drafting on Kafka, Triton and pgvector.")
+schemas_app = typer.Typer(no_args_is_help=True, help="Event contracts (JSON Schema files in schemas/json).")
+app.add_typer(schemas_app, name="schemas")
+
+
+def _mount(module: str, attr: str, name: str, help_text: str) -> None:
+    sub = getattr(importlib.import_module(module), attr)
+    app.add_typer(sub, name=name, help=help_text)
+
+
+_mount("radalign.stack.cli", "stack_app", "stack", "The embedded stack: broker, PostgreSQL, Triton and the stage workers.")
+
+
+@app.command()
+def worker(stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")]) -> None:
+    """Run one stage's worker in the foreground (what each Kubernetes Deployment runs)."""
+    if stage not in STAGES:
+        raise typer.BadParameter(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    from radalign.config import get_settings
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    importlib.import_module(f"services.{stage}.agent").main(get_settings())
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="leave the stack up afterwards")] = False,
+    timeout_s: Annotated[float, typer.Option(help="how long to wait for the reports")] = 300.0,
+) -> None:
+    """Bring the stack up, send the sample studies, wait for the drafted reports and print them."""
+    from radalign.demo import run_demo
+
+    raise typer.Exit(run_demo(keep_running=keep_running, timeout_s=timeout_s))
+
+
+@schemas_app.command("export")
+def schemas_export() -> None:
+    """Regenerate schemas/json/*.v1.json from the contract models."""
+    from schemas.export import export
+
+    for path in export():
+        typer.echo(path)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m radalign.cli`
+    app()

@@ -1,0 +1,202 @@
+"""`radalign demo`: the whole pipeline on the embedded stack with the sample studies.
+
+Brings the stack up (broker, PostgreSQL, Triton, the five workers), loads the IU reports into the
+case store on first use, sends the chest CR from pydicom-data by DICOM C-STORE and the chest JPEGs
+from pneumonia-model-package over HTTP, then reads the report topic until every study has a
+report (or a dead letter) and prints the drafts with per-stage timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from radalign.config import Settings, get_settings
+from radalign.framework import codec
+from radalign.samples import chest_cr_files, chest_jpeg_files
+from schemas.events import DeadLetter, ReportDrafted
+from schemas.topics import REPORT_DRAFTED, STAGES, dead_letter_topic
+
+console = Console()
+
+
+@dataclass
+class DemoResult:
+    reports: dict[str, ReportDrafted] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    sent: int = 0
+    wall_s: float = 0.0
+
+
+def send_dicom(settings: Settings, files: list[Path]) -> int:
+    """C-STORE the files to the gateway's SCP, as a modality or PACS would."""
+    from pydicom import dcmread
+    from pynetdicom import AE
+
+    ae = AE(ae_title="DEMO-SCU")
+    datasets = [dcmread(f) for f in files]
+    for ds in datasets:
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_ae_title)
+    if not assoc.is_established:
+        raise RuntimeError(f"the gateway's DICOM SCP refused the association on port {settings.dicom_port}")
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            if not status or status.Status != 0x0000:
+                raise RuntimeError(f"C-STORE failed with status {getattr(status, 'Status', None)!r}")
+    finally:
+        assoc.release()
+    return 1  # one study: both files share a StudyInstanceUID
+
+
+def send_images(settings: Settings, files: list[Path]) -> list[str]:
+    """POST each JPEG as its own study through the HTTP API; returns the study pseudonyms."""
+    import httpx
+
+    headers = {}
+    if settings.gateway_tokens:
+        headers["Authorization"] = f"Bearer {settings.gateway_tokens.split(',')[0].strip()}"
+    keys = []
+    base = f"http://{settings.gateway_host}:{settings.gateway_port}"
+    with httpx.Client(base_url=base, timeout=30.0, headers=headers) as client:
+        for i, path in enumerate(files):
+            response = client.post(
+                "/v1/studies",
+                data={
+                    "study_id": f"DEMO-STUDY-{i:03d}",
+                    "patient_id": f"DEMO-PATIENT-{i:03d}",
+                    "view_position": "AP",  # pediatric films in that set are AP
+                    "priority": "stat" if i == 0 else "routine",
+                },
+                files={"file": (path.name, path.read_bytes(), "image/jpeg")},
+            )
+            response.raise_for_status()
+            keys.append(response.json()["study_key"])
+    return keys
+
+
+async def collect(settings: Settings, expected: int, timeout_s: float, start_offsets: dict) -> DemoResult:
+    """Read reports and dead letters from the offsets taken before sending."""
+    from aiokafka import AIOKafkaConsumer
+
+    result = DemoResult()
+    dlq_topics = [dead_letter_topic(s).name for s in STAGES]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(start_offsets))
+        for tp, offset in start_offsets.items():
+            consumer.seek(tp, offset)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and len(result.reports) + len(result.dead_letters) < expected:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for tp, messages in batches.items():
+                for msg in messages:
+                    if tp.topic == REPORT_DRAFTED.name:
+                        report = codec.decode(ReportDrafted, msg.value)
+                        if report.study.study_key not in result.reports:
+                            result.reports[report.study.study_key] = report
+                            console.print(f"  report {len(result.reports)}/{expected}: {report.study.study_key} ({report.drafter})")
+                    elif tp.topic in dlq_topics:
+                        letter = codec.decode(DeadLetter, msg.value)
+                        result.dead_letters.append(letter)
+                        console.print(f"  [red]dead letter[/red] from {letter.stage}: {letter.reason[:120]}")
+    finally:
+        await consumer.stop()
+    return result
+
+
+async def end_offsets(settings: Settings) -> dict:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topics = [REPORT_DRAFTED.name, *(dead_letter_topic(s).name for s in STAGES)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches cluster metadata, so that partitions are known
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        return await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
+
+
+def print_reports(result: DemoResult) -> None:
+    for report in result.reports.values():
+        positives = ", ".join(f"{c.observation.value} {c.probability:.2f}" for c in report.concepts if c.state.value == "present") or "none"
+        body = (
+            f"[bold]FINDINGS:[/bold] {report.findings}\n[bold]IMPRESSION:[/bold] {report.impression}\n\n"
+            f"[dim]present concepts: {positives}\ncases: {', '.join(report.case_keys[:5]) or '-'}\n"
+            f"drafter {report.drafter}, prompt {report.prompt_version}, model {report.model_name} v{report.model_version}, "
+            f"guard {report.guard.verdict.value}{', REVIEW' if report.needs_review else ''}[/dim]"
+        )
+        title = f"{report.study.study_key} [{report.study.priority.value}] view {report.view_position or '?'}"
+        console.print(Panel(body, title=title, expand=False))
+
+
+def timing_table(result: DemoResult) -> Table:
+    per_stage: dict[str, list[float]] = defaultdict(list)
+    e2e: list[float] = []
+    for report in result.reports.values():
+        for t in report.timings:
+            per_stage[t.stage].append(t.duration_ms)
+        if report.timings:
+            last = report.timings[-1]
+            done = last.started_at.timestamp() + last.duration_ms / 1000
+            e2e.append((done - report.study.received_at.timestamp()) * 1000)
+    table = Table(title="Per-stage latency over the demo's studies (ms)")
+    for col in ("stage", "n", "median", "p95", "max"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    rows = [(s, per_stage[s]) for s in STAGES if per_stage.get(s)] + [("end to end (gateway -> report)", e2e)]
+    for name, values in rows:
+        if not values:
+            continue
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        table.add_row(name, str(len(values)), f"{statistics.median(values):.1f}", f"{p95:.1f}", f"{max(values):.1f}")
+    return table
+
+
+def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Settings | None = None) -> int:
+    from radalign.kb.ingest import ensure_iu_cases
+    from radalign.stack import manager
+
+    settings = settings or get_settings()
+    started = time.perf_counter()
+    console.rule("RadAlign Stream demo")
+    console.print("[bold]1/4[/bold] starting the embedded stack (broker, PostgreSQL, Triton, workers)...")
+    for row in manager.up(settings):
+        console.print(f"  {row.name:<20} pid {row.pid or '-':<8} {row.address:<40} {row.detail}")
+    try:
+        console.print("[bold]2/4[/bold] case store: the IU reports (first run embeds 3,955 reports)...")
+        console.print(f"  {ensure_iu_cases(settings)} cases available for retrieval")
+        offsets = asyncio.run(end_offsets(settings))
+        console.print("[bold]3/4[/bold] sending sample studies...")
+        sent = send_dicom(settings, chest_cr_files())
+        console.print(f"  C-STORE: the chest CR from pydicom-data ({sent} study, 2 instances)")
+        keys = send_images(settings, chest_jpeg_files())
+        console.print(f"  HTTP: {len(keys)} chest JPEGs from pneumonia-model-package (first one STAT)")
+        expected = sent + len(keys)
+        console.print(f"[bold]4/4[/bold] waiting for {expected} reports...")
+        result = asyncio.run(collect(settings, expected, timeout_s, offsets))
+        result.sent = expected
+        result.wall_s = time.perf_counter() - started
+        print_reports(result)
+        console.print(timing_table(result))
+        console.print(
+            f"[bold]{len(result.reports)}/{expected} reports[/bold], {len(result.dead_letters)} dead letters, "
+            f"demo wall time {result.wall_s:.1f} s"
+        )
+        return 0 if len(result.reports) == expected else 1
+    finally:
+        if not keep_running:
+            console.print("stopping the stack (`radalign demo --keep-running` leaves it up)...")
+            manager.down(settings)

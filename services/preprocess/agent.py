@@ -1,0 +1,35 @@
+"""Preprocess stage adapter: StudyReceived -> StudyPreprocessed (Faust; the work is in core.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from radalign.blobstore import BlobStore, open_blob_store
+from radalign.config import Settings
+from radalign.framework.faust_app import run_worker
+from radalign.framework.retry import PermanentError
+from radalign.framework.stage import Output, Stage
+from schemas.events import StudyReceived
+from schemas.topics import STUDY_PREPROCESSED, STUDY_RECEIVED
+from services.preprocess.core import PreprocessError, preprocess
+
+
+class PreprocessStage(Stage):
+    name = "preprocess"
+    input = STUDY_RECEIVED
+    concurrency = 2  # decoding is CPU-bound in a thread; two overlap blob I/O with decoding
+
+    async def setup(self, settings: Settings) -> None:
+        self.blobs: BlobStore = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
+
+    async def handle(self, event: StudyReceived) -> list[Output]:
+        try:
+            # Decoding a large DICOM takes tens of ms: off the event loop so heartbeats keep flowing.
+            result = await asyncio.to_thread(preprocess, event, self.blobs)
+        except PreprocessError as exc:
+            raise PermanentError(exc.reason, exc.error_type) from exc
+        return [Output(STUDY_PREPROCESSED, result)]
+
+
+def main(settings: Settings) -> None:
+    run_worker(PreprocessStage(), settings)
