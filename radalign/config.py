@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RADALIGN_", env_file=None, extra="ignore")
 
     state_dir: Path = Field(default=Path(".radalign"), description="PIDs, logs and data of the embedded stack")
+    stack_external: str = Field(
+        default="",
+        description="comma-separated stack components run elsewhere (broker, postgres, triton): `stack up` skips them",
+    )
     pipeline_version: str = PIPELINE_VERSION
 
     # Kafka
@@ -80,7 +84,9 @@ class Settings(BaseSettings):
     study_quiet_s: float = 2.0
     deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
 
-    # Observability
+    # Observability. Stage HTTP ports are STAGE_WEB_PORTS + web_port_offset (the gateway's is gateway_port),
+    # so a second stack (tests) can run beside a dev stack.
+    web_port_offset: int = 0
     metrics_dir: Path | None = Field(default=None, description="PROMETHEUS_MULTIPROC_DIR for multi-process workers")
     log_level: str = "INFO"
 
@@ -97,7 +103,9 @@ class Settings(BaseSettings):
         return self.database_url or f"postgresql://postgres:@/postgres?host={self.pg_data_dir}"
 
     def web_port(self, stage: str) -> int:
-        return STAGE_WEB_PORTS[stage]
+        if stage == "gateway":
+            return self.gateway_port
+        return STAGE_WEB_PORTS[stage] + self.web_port_offset
 
 
 @lru_cache(maxsize=1)
