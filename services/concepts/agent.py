@@ -1,0 +1,63 @@
+"""Concept-inference stage adapter: StudyPreprocessed -> ConceptsInferred via Triton (async gRPC).
+
+Concurrency matters here: several records in flight at once let Triton's dynamic batcher form
+batches, which is where the CPU/GPU gains (benchmarks/triton_bench.py).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from radalign.blobstore import BlobStore, open_blob_store
+from radalign.concepts.client import TritonConceptClient
+from radalign.config import Settings, get_settings
+from radalign.framework.faust_app import run_worker
+from radalign.framework.retry import PermanentError, call_with_retry
+from radalign.framework.stage import Output, Stage
+from schemas.events import StudyPreprocessed
+from schemas.topics import CONCEPTS_INFERRED, STUDY_PREPROCESSED
+from services.concepts.core import build_concepts_event
+
+
+def load_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
+    try:
+        array = np.load(io.BytesIO(blobs.get(event.model_input)), allow_pickle=False)
+    except Exception as exc:  # missing blob, checksum mismatch, not an .npy
+        raise PermanentError(f"model input unreadable: {type(exc).__name__}: {exc}", "decode") from exc
+    if list(array.shape) != list(event.input_shape) or array.dtype != np.float32:
+        raise PermanentError(f"model input has shape {array.shape} {array.dtype}, event says {event.input_shape} float32", "validation")
+    return array
+
+
+class ConceptsStage(Stage):
+    name = "concepts"
+    input = STUDY_PREPROCESSED
+
+    def __init__(self) -> None:
+        self.concurrency = get_settings().triton_concurrency
+
+    async def setup(self, settings: Settings) -> None:
+        self.settings = settings
+        self.blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
+        self.client = TritonConceptClient(settings.triton_grpc_url, settings.triton_model, settings.triton_timeout_s)
+
+    async def ready(self) -> tuple[bool, str]:
+        try:
+            ok = await self.client.ready()
+        except Exception as exc:  # readiness must answer, not raise
+            return False, f"triton: {type(exc).__name__}"
+        return ok, "triton ready" if ok else "triton model not ready"
+
+    async def handle(self, event: StudyPreprocessed) -> list[Output]:
+        image = load_model_input(self.blobs, event)
+        probabilities, embedding = await call_with_retry(
+            "triton", lambda: self.client.infer(image), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
+        )
+        out = build_concepts_event(event, probabilities, embedding, self.settings.triton_model, str(self.client.model_version))
+        return [Output(CONCEPTS_INFERRED, out)]
+
+
+def main(settings: Settings) -> None:
+    run_worker(ConceptsStage(), settings)
