@@ -1,0 +1,243 @@
+"""Load reports into the case store: read a corpus, label, pseudonymise, embed, upsert.
+
+Sources: the IU chest X-ray reports (read from the torchxrayvision wheel at run time, never
+copied) and a provider's CSV (`case_id, patient_id, findings, impression[, image_path]`).
+Every case is labelled by the project's rule-based CheXpert labeler, so stored labels and the
+drafting guard speak the same language.
+
+Idempotent and cheap to re-run: drafts whose content hash is already stored are neither
+re-embedded nor rewritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from radalign.kb.case import CaseDraft, CaseRecord
+from radalign.kb.pseudonym import case_key as make_case_key
+from radalign.kb.pseudonym import patient_key as make_patient_key
+from schemas.events import Certainty, Observation
+
+if TYPE_CHECKING:
+    from radalign.kb.store import CaseStore
+
+log = logging.getLogger(__name__)
+
+IU_SOURCE = "iu-openi"
+CSV_COLUMNS = ("case_id", "patient_id", "findings", "impression")
+LabelFn = Callable[[str, str], Mapping[Observation, Certainty]]
+
+
+class IngestError(ValueError):
+    """The input cannot be ingested as given (missing columns, no rows)."""
+
+
+@dataclass
+class IngestReport:
+    source: str
+    read: int = 0
+    skipped_empty: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    changed: int = 0
+    with_images: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # label, embed, upsert, total
+
+    def summary(self) -> str:
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+        return (
+            f"{self.source}: read {self.read}, skipped (empty) {self.skipped_empty}, unchanged {self.unchanged}, "
+            f"embedded {self.embedded}, changed {self.changed}, with images {self.with_images} ({times})"
+        )
+
+
+def default_label_fn() -> LabelFn:
+    from radalign.labeler import label_sections
+
+    return label_sections
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def iu_drafts(secret: str, label_fn: LabelFn, *, limit: int | None = None, report: IngestReport | None = None) -> list[CaseDraft]:
+    """Drafts of the IU reports (ordered by uid). IU publishes no patient link (one study per
+    report), so each report is its own pseudonymous patient; case keys keep the public uid."""
+    from radalign.labeler.iu import load_iu_reports
+
+    reports = load_iu_reports()
+    if limit is not None:
+        reports = reports[:limit]
+    rows = (
+        {"case_key": f"iu-{r.uid}", "patient_id": f"iu:{r.uid}", "findings": r.findings, "impression": r.impression}
+        for r in reports
+    )
+    return _drafts(rows, IU_SOURCE, secret, label_fn, report)
+
+
+def read_provider_csv(path: Path) -> Iterator[dict[str, str]]:
+    """Rows of a provider CSV; raises IngestError when a required column is missing."""
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        missing = [c for c in CSV_COLUMNS if c not in header]
+        if missing:
+            raise IngestError(f"{Path(path).name}: missing column(s) {', '.join(missing)}; need {', '.join(CSV_COLUMNS)}[, image_path]")
+        for row in reader:
+            yield {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+
+
+def csv_drafts(
+    path: Path, source: str, secret: str, label_fn: LabelFn, *, limit: int | None = None, report: IngestReport | None = None
+) -> list[CaseDraft]:
+    """Drafts of a provider CSV. Case and patient ids are pseudonymised (they may be accession
+    numbers and MRNs); image paths are resolved against the CSV's folder."""
+    base = Path(path).resolve().parent
+    rows: list[dict[str, Any]] = []
+    for i, row in enumerate(read_provider_csv(path)):
+        if limit is not None and i >= limit:
+            break
+        if not row["case_id"] or not row["patient_id"]:
+            raise IngestError(f"{Path(path).name} row {i + 2}: case_id and patient_id must not be empty")
+        image = row.get("image_path") or ""
+        rows.append(
+            {
+                "case_key": make_case_key(source, row["case_id"], secret),
+                "patient_id": row["patient_id"],
+                "findings": row["findings"],
+                "impression": row["impression"],
+                "image_ref": str((base / image).resolve()) if image else None,
+            }
+        )
+    return _drafts(rows, source, secret, label_fn, report)
+
+
+def _drafts(rows, source: str, secret: str, label_fn: LabelFn, report: IngestReport | None) -> list[CaseDraft]:
+    report = report or IngestReport(source)
+    t0 = time.perf_counter()
+    drafts = []
+    for row in rows:
+        report.read += 1
+        findings, impression = row["findings"] or "", row["impression"] or ""
+        if not findings.strip() and not impression.strip():
+            report.skipped_empty += 1
+            continue
+        drafts.append(
+            CaseDraft(
+                case_key=row["case_key"],
+                patient_key=make_patient_key(row["patient_id"], secret),
+                source=source,
+                findings=findings,
+                impression=impression,
+                labels=dict(label_fn(findings, impression)),
+                image_ref=row.get("image_ref"),
+            )
+        )
+    report.seconds["label"] = report.seconds.get("label", 0.0) + time.perf_counter() - t0
+    return drafts
+
+
+# -- image embeddings (optional) -------------------------------------------------------------
+
+
+def image_embedder_available() -> bool:
+    import radalign.concepts as concepts
+
+    return callable(getattr(concepts, "embed_image_files", None))
+
+
+def embed_images(paths: Sequence[str | Path]) -> np.ndarray | None:
+    """(n, 384) L2-normalised image embeddings in the report text space, from the concept model,
+    or None when no concept model is available (text-only ingest then stores no image embedding).
+
+    Hook: `radalign.concepts.embed_image_files(paths) -> array (n, 384)` where the concept
+    package provides it (it owns the checkpoint and preprocessing); nothing else is assumed.
+    """
+    try:
+        import radalign.concepts as concepts
+    except ImportError:  # pragma: no cover - the package is part of the project
+        return None
+    embedder = getattr(concepts, "embed_image_files", None)
+    if embedder is None:
+        log.info("the concept model offers no image embedder; cases are stored without image embeddings")
+        return None
+    vectors = np.asarray(embedder([str(p) for p in paths]), dtype=np.float32)
+    if vectors.shape != (len(paths), 384):
+        raise ValueError(f"image embedder returned shape {vectors.shape}, expected ({len(paths)}, 384)")
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+# -- pipeline --------------------------------------------------------------------------------
+
+
+async def ingest_drafts(
+    store: CaseStore,
+    drafts: Sequence[CaseDraft],
+    *,
+    encoder: Any = None,
+    batch_size: int = 256,
+    with_images: bool = True,
+    image_embedder: Callable[[Sequence[str]], np.ndarray | None] | None = None,
+    progress: bool = True,
+    report: IngestReport | None = None,
+) -> IngestReport:
+    """Embed the drafts not yet stored as they are and upsert them, `batch_size` at a time.
+
+    `encoder`: anything with `.name` and `.encode(list[str]) -> (n, 384)` (default: the shared
+    text encoder).
+    """
+    from tqdm.auto import tqdm
+
+    if encoder is None:
+        from radalign.text_encoder import get_text_encoder
+
+        encoder = get_text_encoder()
+    if image_embedder is None and with_images and image_embedder_available():
+        image_embedder = embed_images
+    image_model = getattr(image_embedder, "__qualname__", None) if with_images and image_embedder else None
+    report = report or IngestReport(drafts[0].source if drafts else "empty")
+    t_start = time.perf_counter()
+    hashes = {d.case_key: d.content_hash(encoder.name, image_model) for d in drafts}
+    stored = await store.existing_hashes(list(hashes))
+    todo = [d for d in drafts if stored.get(d.case_key) != hashes[d.case_key]]
+    report.unchanged += len(drafts) - len(todo)
+    embed_s = upsert_s = 0.0
+    with tqdm(total=len(todo), desc=f"embed+upsert {report.source}", unit="case", disable=not progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            t0 = time.perf_counter()
+            text_vectors = encoder.encode([d.text for d in batch])
+            image_vectors = _image_vectors(batch, image_embedder) if image_model else {}
+            embed_s += time.perf_counter() - t0
+            records = [
+                CaseRecord.from_draft(d, text_vectors[i], hashes[d.case_key], image_vectors.get(d.case_key))
+                for i, d in enumerate(batch)
+            ]
+            t0 = time.perf_counter()
+            report.changed += await store.upsert_many(records)
+            upsert_s += time.perf_counter() - t0
+            report.embedded += len(batch)
+            report.with_images += len(image_vectors)
+            bar.update(len(batch))
+    report.seconds["embed"] = report.seconds.get("embed", 0.0) + embed_s
+    report.seconds["upsert"] = report.seconds.get("upsert", 0.0) + upsert_s
+    report.seconds["total"] = report.seconds.get("label", 0.0) + time.perf_counter() - t_start
+    return report
+
+
+def _image_vectors(batch: Sequence[CaseDraft], image_embedder) -> dict[str, np.ndarray]:
+    with_image = [d for d in batch if d.image_ref and Path(d.image_ref).is_file()]
+    if not with_image:
+        return {}
+    vectors = image_embedder([d.image_ref for d in with_image])
+    if vectors is None:
+        return {}
+    return {d.case_key: vectors[i] for i, d in enumerate(with_image)}
