@@ -56,6 +56,17 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 60.0
     llm_concurrency: int = 2
     llm_max_tokens: int = 256
+    llm_backend: str = Field(default="auto", description="auto (openai if llm_url else deterministic), openai, llama-cpp, deterministic")
+    llm_max_retries: int = 2
+    llm_prompt_form: str = Field(default="chat", description="chat (instruction models) or completion (few-shot, base models)")
+    llm_structured_output: bool = True
+    llm_model_path: str = Field(default="", description="GGUF for llama-cpp; empty: Gemma-3-270M from its package")
+
+    # Drafting
+    drafting_prompt_version: str = "draft-v1"
+    drafting_max_cases: int = 3
+    drafting_critical: str = Field(default="Pneumothorax", description="comma-separated observations that route a report to review")
+    drafting_omit_threshold: float = Field(default=0.0, description="predicted-present findings below this probability may be omitted")
 
     # Claim-check blob store: file:///path or s3://bucket/prefix. Empty: <state_dir>/blobs.
     blob_url: str = ""

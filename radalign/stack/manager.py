@@ -1,0 +1,267 @@
+"""`up`, `down` and `status` of the embedded stack (broker, PostgreSQL, Triton, workers).
+
+Each component is its own OS process with a PID file, a log file and data under
+`settings.state_dir`, so the stack outlives the command that started it and `down` needs
+nothing but the state folder. Components that the settings place elsewhere (external mode) are
+skipped by `up`/`down` and only probed by `status`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from radalign.config import Settings
+from radalign.db import apply_migrations
+from radalign.stack import broker, postgres, triton, workers
+from radalign.stack.broker import parse_bootstrap
+from radalign.stack.process import (
+    StatePaths,
+    live_process,
+    processes_mentioning,
+    read_pid_file,
+    stop_process,
+    terminate_tree,
+)
+from radalign.stack.readiness import StackStartError, tcp_open
+
+log = logging.getLogger(__name__)
+
+SERVICES: tuple[str, ...] = ("broker", "postgres", "triton")
+COMPONENTS: tuple[str, ...] = (*SERVICES, "workers")
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    address: str
+    healthy: bool
+    detail: str = ""
+    #: Seconds `up` took to start it and wait until it was ready (None when not started by `up`).
+    started_in_s: float | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def external_components(settings: Settings) -> set[str]:
+    """Components the settings place outside this machine's embedded stack: the ones listed in
+    `stack_external`, PostgreSQL when `database_url` is set, the broker / Triton when their
+    address is not a loopback one."""
+    external = {c.strip() for c in settings.stack_external.split(",") if c.strip()}
+    unknown = external - set(SERVICES)
+    if unknown:
+        raise ValueError(f"stack_external names unknown components {sorted(unknown)}; known: {', '.join(SERVICES)}")
+    if settings.database_url:
+        external.add("postgres")
+    if not _is_loopback(parse_bootstrap(settings.kafka_bootstrap)[0]):
+        external.add("broker")
+    if not _is_loopback(settings.triton_grpc_url.rpartition(":")[0].strip("[]")):
+        external.add("triton")
+    return external
+
+
+def public_dsn(dsn: str) -> str:
+    """The DSN without its password, for display."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:
+        return "(unparsable DSN)"
+    if params.pop("password", None):
+        params["password"] = "***"
+    return make_conninfo(**params)
+
+
+def address_of(settings: Settings, component: str) -> str:
+    if component == "broker":
+        return settings.kafka_bootstrap
+    if component == "postgres":
+        return public_dsn(settings.dsn)
+    if component == "triton":
+        return f"grpc {settings.triton_grpc_url}, http 127.0.0.1:{settings.triton_http_port}"
+    return ""
+
+
+@contextmanager
+def _stack_lock(paths: StatePaths) -> Iterator[None]:
+    """One `up`/`down` at a time per state folder (two `up`s would race for ports and PID files)."""
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    with (paths.run_dir / "stack.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _running(paths: StatePaths, name: str) -> psutil.Process | None:
+    return live_process(read_pid_file(paths.pid_file(name)))
+
+
+def _start_service(settings: Settings, paths: StatePaths, component: str, model_repo: Path | None) -> psutil.Process:
+    if component == "broker":
+        return broker.start_broker(settings, paths)
+    if component == "postgres":
+        proc = postgres.start_postgres(settings, paths)
+        try:
+            applied = apply_migrations(settings.dsn)
+        except Exception:
+            postgres.stop_postgres(settings, paths)
+            raise
+        log.info("migrations applied: %s", ", ".join(applied) or "none (up to date)")
+        return proc
+    if component == "triton":
+        return triton.start_triton(settings, paths, model_repo)
+    raise ValueError(f"unknown component {component!r}")
+
+
+def up(
+    settings: Settings,
+    components: Iterable[str] = COMPONENTS,
+    *,
+    model_repo: Path | None = None,
+) -> list[ComponentStatus]:
+    """Start the requested components that are neither external nor already running, in
+    dependency order (broker, postgres + migrations, triton, workers), each waited on until
+    ready. On a failure, what this call started is stopped again and StackStartError raised.
+    Returns one status per requested component, with the start time of those it started."""
+    wanted = list(components)
+    unknown = set(wanted) - set(COMPONENTS)
+    if unknown:
+        raise ValueError(f"unknown components {sorted(unknown)}; known: {', '.join(COMPONENTS)}")
+    paths = StatePaths.of(settings.state_dir)
+    external = external_components(settings)
+    results: list[ComponentStatus] = []
+    started: list[str] = []
+    with _stack_lock(paths):
+        try:
+            for component in SERVICES:
+                if component not in wanted:
+                    continue
+                if component in external:
+                    results.append(ComponentStatus(component, None, address_of(settings, component), True, "external: not started"))
+                    continue
+                if (proc := _running(paths, component)) is not None:
+                    results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, "already running"))
+                    continue
+                begin = time.monotonic()
+                proc = _start_service(settings, paths, component, model_repo)
+                started.append(component)
+                elapsed = time.monotonic() - begin
+                log.info("%s ready in %.2f s (pid %d)", component, elapsed, proc.pid)
+                results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, "started", elapsed))
+            if "workers" in wanted:
+                begin = time.monotonic()
+                missing = [s for s in workers.STAGES if _running(paths, workers.worker_name(s)) is None]
+                procs = workers.start_workers(settings, missing)
+                started.extend(workers.worker_name(s) for s in missing)
+                elapsed = time.monotonic() - begin
+                for stage, proc in zip(missing, procs, strict=True):
+                    results.append(ComponentStatus(workers.worker_name(stage), proc.pid, "", proc.is_running(), "started", elapsed))
+        except BaseException:
+            for name in reversed(started):
+                _stop_component(settings, paths, name)
+            raise
+    return results
+
+
+def _stop_component(settings: Settings, paths: StatePaths, name: str, timeout_s: float = 10.0) -> bool:
+    if name == "postgres":
+        return postgres.stop_postgres(settings, paths, timeout_s * 2)
+    return stop_process(paths, name, timeout_s)
+
+
+def down(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """Stop every process of the stack (workers first, the broker last), remove the PID files,
+    then kill any process still naming the state folder (orphans of a crashed parent).
+    Returns the names stopped. Raises RuntimeError if a process survives SIGKILL."""
+    paths = StatePaths.of(settings.state_dir)
+    stopped: list[str] = []
+    external = external_components(settings)
+    with _stack_lock(paths):
+        supervised = [n for n in paths.names() if n not in SERVICES]  # workers and other start_process names
+        for name in supervised:
+            if stop_process(paths, name, timeout_s):
+                stopped.append(name)
+        for service in reversed(SERVICES):
+            if service not in external and _stop_component(settings, paths, service, timeout_s):
+                stopped.append(service)
+        leftovers = processes_mentioning(f"{paths.root}{os.sep}")
+        if leftovers:
+            log.warning("killing %d orphaned stack processes: %s", len(leftovers), [p.pid for p in leftovers])
+            terminate_tree(leftovers, timeout_s=timeout_s)
+        survivors = [p for p in processes_mentioning(f"{paths.root}{os.sep}") if p.is_running()]
+        if survivors:
+            raise RuntimeError(f"processes survived SIGKILL: {[p.pid for p in survivors]}")
+    return stopped
+
+
+def _probe(settings: Settings, component: str) -> bool:
+    if component == "broker":
+        return broker.broker_healthy(settings)
+    if component == "postgres":
+        return postgres.postgres_healthy(settings)
+    if component == "triton":
+        return triton.triton_healthy(settings)
+    return False
+
+
+def status(settings: Settings) -> list[ComponentStatus]:
+    """One row per service (embedded or external) and per worker that has a PID file."""
+    paths = StatePaths.of(settings.state_dir)
+    external = external_components(settings)
+    rows: list[ComponentStatus] = []
+    for component in SERVICES:
+        address = address_of(settings, component)
+        if component in external:
+            if component == "triton":  # only the gRPC address is known for an external Triton
+                host, _, port = settings.triton_grpc_url.rpartition(":")
+                healthy = port.isdigit() and tcp_open(host.strip("[]"), int(port))
+            else:
+                healthy = _probe(settings, component)
+            rows.append(ComponentStatus(component, None, address, healthy, "external"))
+            continue
+        proc = _running(paths, component)
+        if proc is None:
+            rows.append(ComponentStatus(component, None, address, False, "not running"))
+            continue
+        healthy = _probe(settings, component)
+        rows.append(ComponentStatus(component, proc.pid, address, healthy, "ready" if healthy else "running, not ready"))
+    for name in paths.names():
+        if name in SERVICES:
+            continue
+        proc = _running(paths, name)
+        rows.append(
+            ComponentStatus(name, proc.pid if proc else None, "", proc is not None, "running" if proc else f"exited; see {paths.log_file(name)}")
+        )
+    return rows
+
+
+__all__ = [
+    "COMPONENTS",
+    "SERVICES",
+    "ComponentStatus",
+    "StackStartError",
+    "address_of",
+    "down",
+    "external_components",
+    "status",
+    "up",
+]
