@@ -1,0 +1,1 @@
+"""Gateway: DICOM C-STORE / STOW-RS / HTTP intake -> de-identified studies on the study topic."""

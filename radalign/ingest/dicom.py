@@ -1,0 +1,240 @@
+"""Reading, checking and decoding DICOM objects with pydicom.
+
+The gateway calls `read_dicom` + `check_dicom` (cheap: the header and the pixel data's
+structure, no decompression) and the preprocess stage calls `decode_dicom_pixels` (the one full
+decode). Rules every accepted object meets: Part 10 file, a supported storage SOP class, a plain
+radiograph modality, pixel data whose transfer syntax has an installed decoder, pixel data at
+least as long as the header says.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from radalign.ingest.refusal import Refusal, RefusalReason
+
+CR_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1")
+DX_PRESENTATION_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1")
+DX_PROCESSING_STORAGE = UID("1.2.840.10008.5.1.4.1.1.1.1.1")
+SECONDARY_CAPTURE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
+#: Storage SOP classes the gateway accepts (C-STORE contexts and STOW-RS alike).
+ACCEPTED_SOP_CLASSES: tuple[UID, ...] = (CR_STORAGE, DX_PRESENTATION_STORAGE, DX_PROCESSING_STORAGE, SECONDARY_CAPTURE_STORAGE)
+ACCEPTED_MODALITIES = frozenset({"CR", "DX", "SC", "OT"})
+
+#: Views that show the chest from the front, best first (PA is the reference view of CXR reports).
+FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
+LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "L"})
+
+
+@dataclass(frozen=True)
+class DicomFacts:
+    """What the gateway needs from a header. Holds identifiers: never log or publish it."""
+
+    study_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    modality: str
+    view_position: str | None
+    stat: bool
+    rows: int
+    columns: int
+    transfer_syntax: str
+
+
+def read_dicom(data: bytes, *, stop_before_pixels: bool = False) -> Dataset:
+    """Parse a DICOM Part 10 object; anything pydicom cannot read is refused as unreadable."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(io.BytesIO(data), force=False, stop_before_pixels=stop_before_pixels)
+            # Touch every element now: pydicom reads lazily, and a truncated file only fails
+            # when an element past the cut is accessed.
+            for _ in ds.iterall():
+                pass
+    except Exception as exc:  # pydicom raises struct.error, OSError, ValueError... on bad bytes
+        raise Refusal(RefusalReason.UNREADABLE, f"not a readable DICOM Part 10 object ({type(exc).__name__})") from exc
+    # pydicom only warns when the file ends inside an element or before a sequence delimiter.
+    if any("end of file" in str(w.message).lower() or "delimiter" in str(w.message).lower() for w in caught):
+        raise Refusal(RefusalReason.UNREADABLE, "the object is truncated")
+    if len(ds) == 0:
+        raise Refusal(RefusalReason.UNREADABLE, "the object holds no data set")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise Refusal(RefusalReason.UNREADABLE, "file meta information has no transfer syntax")
+    return ds
+
+
+def normalise_view(value: object) -> str | None:
+    text = str(value or "").strip().upper()
+    return text or None
+
+
+def requested_priority_is_stat(ds: Dataset) -> bool:
+    """STAT from Requested Procedure Priority (0040,1003), top level or in the Request Attributes."""
+    values = [ds.get((0x0040, 0x1003))]
+    for item in ds.get("RequestAttributesSequence", []) or []:
+        values.append(item.get((0x0040, 0x1003)))
+    return any(str(v.value if v is not None else "").strip().upper() == "STAT" for v in values if v is not None)
+
+
+def _check_decoder(ds: Dataset) -> None:
+    tsuid = UID(ds.file_meta.TransferSyntaxUID)
+    if not tsuid.is_compressed:
+        return
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(tsuid)
+    except NotImplementedError as exc:
+        raise Refusal(RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, f"no decoder for transfer syntax {tsuid.name}") from exc
+    if not decoder.is_available:
+        raise Refusal(RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, f"no installed decoder for transfer syntax {tsuid.name}")
+
+
+def _check_pixel_length(ds: Dataset) -> None:
+    tsuid = UID(ds.file_meta.TransferSyntaxUID)
+    pixel_bytes = ds.PixelData
+    if not tsuid.is_encapsulated:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        expected = ds.Rows * ds.Columns * int(ds.get("SamplesPerPixel", 1)) * frames * ds.BitsAllocated // 8
+        if len(pixel_bytes) < expected:
+            raise Refusal(RefusalReason.UNREADABLE, f"pixel data truncated ({len(pixel_bytes)} of {expected} bytes)")
+        return
+    from pydicom.encaps import generate_fragmented_frames
+
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        first = next(iter(generate_fragmented_frames(pixel_bytes, number_of_frames=frames)), None)
+    except (ValueError, KeyError, EOFError) as exc:
+        raise Refusal(RefusalReason.UNREADABLE, "encapsulated pixel data is malformed") from exc
+    if not first or not any(len(f) for f in first):
+        raise Refusal(RefusalReason.UNREADABLE, "encapsulated pixel data holds no frame")
+
+
+def check_dicom(ds: Dataset, *, max_pixels: int = 100_000_000) -> DicomFacts:
+    """Apply the gateway's refusal rules to a parsed object; return the facts it needs."""
+    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if sop_class not in ACCEPTED_SOP_CLASSES:
+        name = UID(sop_class).name if sop_class else "missing"
+        raise Refusal(RefusalReason.UNSUPPORTED_SOP_CLASS, f"SOP class {name} is not a radiograph storage class")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if modality not in ACCEPTED_MODALITIES:
+        raise Refusal(RefusalReason.UNSUPPORTED_MODALITY, f"modality {modality or 'missing'} is not CR/DX/SC/OT")
+    for keyword in ("StudyInstanceUID", "SOPInstanceUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            raise Refusal(RefusalReason.MISSING_IDENTIFIER, f"{keyword} is missing")
+    if "PixelData" not in ds:
+        raise Refusal(RefusalReason.MISSING_PIXEL_DATA, "the object has no Pixel Data (7FE0,0010)")
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise Refusal(RefusalReason.MISSING_PIXEL_DATA, "image pixel module incomplete (Rows/Columns/BitsAllocated)") from exc
+    if rows < 1 or columns < 1 or rows * columns > max_pixels:
+        raise Refusal(RefusalReason.TOO_LARGE if rows * columns > max_pixels else RefusalReason.UNREADABLE, f"image size {rows}x{columns} out of range")
+    _check_decoder(ds)
+    _check_pixel_length(ds)
+    return DicomFacts(
+        study_uid=str(ds.StudyInstanceUID).strip(),
+        sop_instance_uid=str(ds.SOPInstanceUID).strip(),
+        sop_class_uid=sop_class,
+        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
+        modality=modality,
+        view_position=normalise_view(ds.get("ViewPosition")),
+        stat=requested_priority_is_stat(ds),
+        rows=rows,
+        columns=columns,
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding (preprocess stage)
+
+
+class PixelDecodeError(ValueError):
+    """The pixel data could not be decoded into a grayscale image."""
+
+
+def decode_dicom_pixels(ds: Dataset) -> np.ndarray:
+    """Display-ready grayscale in [0, 1], float32, 2-D, bright = dense (bone white).
+
+    Order follows the DICOM grayscale pipeline (PS3.4 N.2): stored values -> Modality LUT
+    (rescale slope/intercept or LUT) -> VOI LUT (window or LUT, with VOILUTFunction) ->
+    MONOCHROME1 inversion. Without a VOI, the 0.5-99.5 percentile range is stretched so that a
+    few hot or padding pixels do not flatten the contrast.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    try:
+        stored = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types from its decoder plugins
+        raise PixelDecodeError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        stored = stored[0]
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        # Secondary captures are sometimes RGB/YBR: take luminance, there is no VOI for colour.
+        if stored.ndim != 3:
+            raise PixelDecodeError(f"unsupported photometric interpretation {photometric}")
+        from pydicom.pixels import convert_color_space
+
+        if photometric.startswith("YBR"):
+            stored = convert_color_space(stored, photometric, "RGB")
+        rgb = stored.astype(np.float32)
+        gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return _stretch(gray, percentile=False)
+    if stored.ndim != 2:
+        raise PixelDecodeError(f"expected one grayscale frame, got shape {stored.shape}")
+    values = apply_modality_lut(stored, ds)
+    has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+    if has_voi:
+        try:
+            values = apply_voi_lut(values, ds)
+        except Exception:  # a malformed window is not worth refusing the image: fall back
+            has_voi = False
+    values = np.asarray(values, dtype=np.float32)
+    if has_voi:
+        lo, hi = _voi_output_range(ds)
+        image = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32) if hi > lo else _stretch(values, percentile=False)
+    else:
+        padding = ds.get("PixelPaddingValue")
+        mask = stored != padding if padding is not None else None
+        image = _stretch(values, percentile=True, mask=mask)
+    if photometric == "MONOCHROME1":
+        image = 1.0 - image
+    return image
+
+
+def _voi_output_range(ds: Dataset) -> tuple[float, float]:
+    """The range the VOI transform maps onto (PS3.3 C.11.2.1.2): a VOI LUT's output bit depth,
+    or for a window the range pydicom's `apply_windowing` uses (stored range through the rescale)."""
+    if "VOILUTSequence" in ds:
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    if ds.get("ModalityLUTSequence"):
+        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.BitsStored)
+    lo, hi = (0.0, float(2**bits - 1)) if int(ds.PixelRepresentation) == 0 else (float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1))
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        lo, hi = sorted((lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)))
+    return lo, hi
+
+
+def _stretch(values: np.ndarray, *, percentile: bool, mask: np.ndarray | None = None) -> np.ndarray:
+    sample = values[mask] if mask is not None and mask.any() else values
+    if percentile:
+        lo, hi = np.percentile(sample, (0.5, 99.5))
+    else:
+        lo, hi = float(sample.min()), float(sample.max())
+    if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:
+        return np.zeros(values.shape, dtype=np.float32)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)

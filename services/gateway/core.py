@@ -1,0 +1,202 @@
+"""The gateway's pure core: refuse, de-identify, store, assemble, publish. No sockets here.
+
+Every source (C-STORE, STOW-RS, HTTP form) ends in `GatewayCore.ingest_dicom` or
+`GatewayCore.ingest_image`; both either return an `Accepted` or raise a `Refusal` (see
+`radalign.ingest.refusal` for the reasons and their HTTP/DICOM statuses). Order of work per
+instance, so that no partial study is ever published:
+  1. size limit, parse, refusal rules (nothing stored yet);
+  2. de-identify; write the cleaned object to the blob store (content-addressed, idempotent);
+  3. upsert pseudonym -> identifiers in PostgreSQL (idempotent);
+  4. queue the instance in the study assembler, which publishes the study once it is quiet.
+CPU-bound steps (parsing, encoding, hashing) run in worker threads to keep the loop responsive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from radalign.blobstore import BlobStore
+from radalign.config import Settings
+from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
+from radalign.ingest.deid import OriginalIdentifiers, Pseudonymizer, deidentify, encode_dicom
+from radalign.ingest.dicom import check_dicom, read_dicom
+from radalign.ingest.images import clean_raster, open_raster, sniff_raster
+from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
+from radalign.ingest.refusal import Refusal, RefusalReason
+from schemas.events import Contract, Instance, Priority, StudyReceived
+from schemas.topics import STUDY_RECEIVED, TopicSpec
+from services.gateway import metrics
+
+log = logging.getLogger(__name__)
+
+_KEY_PATTERN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+_VIEW_VALUES = {"PA", "AP", "LL", "RL", "LATERAL", "LAT"}
+
+
+class EventPublisher(Protocol):
+    """Implemented by `radalign.framework.producer.KafkaEventPublisher` (aiokafka, STAT lane routing)."""
+
+    async def publish(self, spec: TopicSpec, event: Contract) -> None: ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    study_key: str
+    patient_key: str
+    instance_key: str
+    duplicate: bool
+    #: The sender's own SOP class / instance UIDs, only for the STOW-RS response to that sender.
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+
+def _modality(value: str) -> Literal["CR", "DX", "OT"]:
+    return value if value in ("CR", "DX") else "OT"  # type: ignore[return-value]
+
+
+class GatewayCore:
+    def __init__(
+        self,
+        settings: Settings,
+        publisher: EventPublisher,
+        blobs: BlobStore,
+        pseudonyms: PseudonymStore,
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.blobs = blobs
+        self.pseudonyms = pseudonyms
+        self.pseudonymizer = Pseudonymizer(settings.deid_secret)
+        self.assembler = StudyAssembler(
+            settings.study_quiet_s,
+            self._publish_study,
+            pipeline_version=settings.pipeline_version,
+            published_version=pseudonyms.published_version,
+        )
+
+    async def _publish_study(self, event: StudyReceived) -> None:
+        await self.publisher.publish(STUDY_RECEIVED, event)
+        await self.pseudonyms.mark_published(event.study.study_key, event.study_version)
+        metrics.STUDIES_PUBLISHED.labels(
+            event.source, event.study.priority.value, "new" if event.study_version == 1 else "reopened"
+        ).inc()
+        log.info(
+            "published study %s v%d (%d instances, %s)",
+            event.study.study_key, event.study_version, len(event.instances), event.study.priority.value,
+        )
+
+    def refused(self, source: str, refusal: Refusal) -> Refusal:
+        """Count a refusal (also those decided by an adapter: auth, content type) and return it."""
+        metrics.INSTANCES_REFUSED.labels(source, refusal.reason.value).inc()
+        log.info("refused input from %s: %s", source, refusal.reason.value)
+        return refusal
+
+    def _check_size(self, size: int) -> None:
+        if size > self.settings.gateway_max_bytes:
+            raise Refusal(RefusalReason.TOO_LARGE, f"object of {size} bytes exceeds the {self.settings.gateway_max_bytes}-byte limit")
+
+    async def _accept(self, record: PseudonymRecord, item: ReceivedInstance) -> bool:
+        try:
+            await self.pseudonyms.save(record)
+        except Exception as exc:
+            log.exception("pseudonym store unavailable")
+            raise Refusal(RefusalReason.INTERNAL, "the pseudonym store is unavailable; retry later") from exc
+        return self.assembler.add(item)
+
+    async def ingest_dicom(self, data: bytes, source: Source, *, stat: bool = False) -> Accepted:
+        """Accept one DICOM Part 10 object or raise `Refusal` (counted in the metrics)."""
+        try:
+            self._check_size(len(data))
+            prepared = await asyncio.to_thread(self._prepare_dicom, data)
+            facts, clean_bytes, original, patient_key = prepared
+            study_key = self.pseudonymizer.study_key(facts.study_uid)
+            instance_key = self.pseudonymizer.instance_key(facts.sop_instance_uid)
+            blob = await asyncio.to_thread(self.blobs.put, clean_bytes, "application/dicom")
+            instance = Instance(
+                instance_key=instance_key, source_format="dicom", view_position=facts.view_position,
+                blob=blob, rows=facts.rows, columns=facts.columns,
+            )
+            item = ReceivedInstance(study_key, patient_key, instance, _modality(facts.modality), source, stat or facts.stat)
+            record = PseudonymRecord(study_key, patient_key, instance_key, source, original)
+            added = await self._accept(record, item)
+        except Refusal as refusal:
+            raise self.refused(source, refusal) from None
+        (metrics.INSTANCES_ACCEPTED if added else metrics.INSTANCES_DUPLICATE).labels(source).inc()
+        return Accepted(study_key, patient_key, instance_key, not added, facts.sop_class_uid, facts.sop_instance_uid)
+
+    def _prepare_dicom(self, data: bytes):
+        ds = read_dicom(data)
+        facts = check_dicom(ds)
+        clean, original = deidentify(ds, self.pseudonymizer)
+        patient_key = str(clean.PatientID)
+        return facts, encode_dicom(clean), original, patient_key
+
+    async def ingest_image(
+        self,
+        data: bytes,
+        *,
+        study_id: str,
+        patient_id: str | None = None,
+        patient_key: str | None = None,
+        view_position: str | None = None,
+        stat: bool = False,
+    ) -> Accepted:
+        """Accept one PNG/JPEG with its form metadata, or raise `Refusal`.
+
+        `study_id` and `patient_id` are the sender's identifiers (pseudonymised here and kept in
+        PostgreSQL); a sender that already pseudonymises passes `patient_key` instead.
+        """
+        source: Source = "http"
+        try:
+            self._check_size(len(data))
+            study_id = (study_id or "").strip()
+            if not study_id or len(study_id) > 128:
+                raise Refusal(RefusalReason.INVALID_METADATA, "study_id is required (1-128 characters)")
+            if patient_key is not None and patient_id is not None:
+                raise Refusal(RefusalReason.INVALID_METADATA, "give patient_id or patient_key, not both")
+            if patient_key is not None:
+                patient_key = patient_key.strip()
+                if not (8 <= len(patient_key) <= 128 and set(patient_key) <= _KEY_PATTERN_CHARS and patient_key[0].isalnum()):
+                    raise Refusal(RefusalReason.INVALID_METADATA, "patient_key must match the pseudonym pattern")
+            view = (view_position or "").strip().upper() or None
+            if view is not None and view not in _VIEW_VALUES:
+                raise Refusal(RefusalReason.INVALID_METADATA, f"view_position must be one of {', '.join(sorted(_VIEW_VALUES))}")
+            fmt = sniff_raster(data)
+            if fmt is None:
+                raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "the file is not a PNG or JPEG image")
+            image = await asyncio.to_thread(open_raster, data)
+            clean = await asyncio.to_thread(clean_raster, image)
+            study_key = self.pseudonymizer.study_key(f"http|{study_id}")
+            patient = patient_key or self.pseudonymizer.patient_key(f"http|{patient_id}" if patient_id else f"study|http|{study_id}")
+            digest = hashlib.sha256(clean).hexdigest()
+            instance_key = self.pseudonymizer.instance_key(f"http|{study_id}|{digest}")
+            blob = await asyncio.to_thread(self.blobs.put, clean, "image/png")
+            instance = Instance(
+                instance_key=instance_key, source_format=fmt, view_position=view, blob=blob,
+                rows=image.height, columns=image.width,
+            )
+            original = OriginalIdentifiers(
+                study_uid=study_id, patient_id=patient_id or "", patient_name="", accession_number="",
+                routing={"source": "http"},
+            )
+            item = ReceivedInstance(study_key, patient, instance, "OT", source, stat)
+            added = await self._accept(PseudonymRecord(study_key, patient, instance_key, source, original), item)
+        except Refusal as refusal:
+            raise self.refused(source, refusal) from None
+        (metrics.INSTANCES_ACCEPTED if added else metrics.INSTANCES_DUPLICATE).labels(source).inc()
+        return Accepted(study_key, patient, instance_key, not added)
+
+    async def flush(self, *, force: bool = False) -> list[StudyReceived]:
+        return await self.assembler.flush(force=force)
+
+    async def run_assembler(self, stop: asyncio.Event) -> None:
+        await self.assembler.run(stop)
+
+
+def parse_priority(value: str | None) -> bool:
+    """True for STAT from an HTTP field (`stat`, `STAT`, `Priority.STAT`)."""
+    return (value or "").strip().lower() in (Priority.STAT.value, "priority.stat")

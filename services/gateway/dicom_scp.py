@@ -1,0 +1,114 @@
+"""DICOM C-STORE / C-ECHO service class provider (pynetdicom) feeding the gateway core.
+
+pynetdicom runs each association in its own thread; the C-STORE handler hands the encoded object
+to the gateway core on the asyncio loop (`run_coroutine_threadsafe`) and waits, with a timeout,
+for the verdict that becomes the C-STORE response status:
+
+- 0x0000 success (also for an instance received again unchanged);
+- refusal statuses from `radalign.ingest.refusal.DICOM_STATUS`: 0xA700 out of resources (too
+  large), 0xA900 data set does not match SOP class (modality not CR/DX/SC/OT, no pixel data,
+  missing UID), 0xC000 cannot understand (unreadable/truncated), 0xC001 no decoder for the
+  transfer syntax, 0x0122 SOP class not supported;
+- 0x0110 processing failure when the core did not answer in time or a dependency failed.
+
+Presentation contexts: CR, DX (for presentation and for processing) and Secondary Capture image
+storage, each with the uncompressed transfer syntaxes and every compressed one whose pixel
+decoder is installed; an object whose SOP class is not among them (a CT) is refused during
+association negotiation. Associations: `dicom_max_associations`, calling AE titles limited to
+`dicom_allowed_aes` when set (others are rejected at association time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+
+from pydicom import uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+
+from radalign.config import Settings
+from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES
+from radalign.ingest.refusal import DICOM_STATUS, Refusal, RefusalReason
+from services.gateway.core import GatewayCore
+
+log = logging.getLogger(__name__)
+
+_UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian]
+_COMPRESSED = [
+    uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1, uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K,
+    uid.RLELossless,
+]
+STORE_TIMEOUT_S = 60.0
+
+
+def decodable_transfer_syntaxes() -> list[str]:
+    """Uncompressed syntaxes plus each compressed one that has an installed pixel decoder."""
+    from pydicom.pixels import get_decoder
+
+    found = list(_UNCOMPRESSED)
+    for ts in _COMPRESSED:
+        try:
+            if get_decoder(ts).is_available:
+                found.append(ts)
+        except NotImplementedError:
+            continue
+    return found
+
+
+class DicomScp:
+    def __init__(self, settings: Settings, core: GatewayCore, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.core = core
+        self.loop = loop
+        self._server = None
+        ae = AE(ae_title=settings.dicom_ae_title)
+        ae.maximum_associations = settings.dicom_max_associations
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        allowed = [a.strip() for a in settings.dicom_allowed_aes.split(",") if a.strip()]
+        if allowed:
+            ae.require_calling_aet = allowed
+        syntaxes = decodable_transfer_syntaxes()
+        for sop_class in ACCEPTED_SOP_CLASSES:
+            # pynetdicom allows at most 128 contexts; 4 classes x <=16 syntaxes fits.
+            ae.add_supported_context(sop_class, syntaxes)
+        ae.add_supported_context(Verification)
+        self.ae = ae
+
+    def _on_store(self, event: evt.Event) -> int:
+        try:
+            data = event.encoded_dataset(include_meta=True)
+        except Exception:
+            self.core.refused("dicom-cstore", Refusal(RefusalReason.UNREADABLE, "could not encode the received data set"))
+            return DICOM_STATUS[RefusalReason.UNREADABLE]
+        future = asyncio.run_coroutine_threadsafe(self.core.ingest_dicom(data, "dicom-cstore"), self.loop)
+        try:
+            future.result(timeout=STORE_TIMEOUT_S)
+        except Refusal as refusal:
+            return refusal.dicom_status
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            log.error("C-STORE: the gateway core did not answer within %.0f s", STORE_TIMEOUT_S)
+            return DICOM_STATUS[RefusalReason.INTERNAL]
+        except Exception:
+            log.exception("C-STORE: processing failure")
+            return DICOM_STATUS[RefusalReason.INTERNAL]
+        return 0x0000
+
+    def start(self, host: str | None = None, port: int | None = None) -> None:
+        address = (host or self.settings.gateway_host, self.settings.dicom_port if port is None else port)
+        self._server = self.ae.start_server(address, block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        log.info("DICOM SCP %s listening on %s:%d", self.settings.dicom_ae_title, address[0], self.port)
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the SCP is not started")
+        return int(self._server.server_address[1])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

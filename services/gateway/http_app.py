@@ -1,0 +1,275 @@
+"""The gateway's HTTP adapter (aiohttp): STOW-RS, a plain image form, health and metrics.
+
+- `POST /dicomweb/studies`: STOW-RS (PS3.18 10.5), body `multipart/related; type="application/dicom"`.
+  Answers the store-instances response data set as `application/dicom+json`: accepted objects
+  in ReferencedSOPSequence (0008,1199), refused ones in FailedSOPSequence (0008,1198) with
+  FailureReason (0008,1197) from `radalign.ingest.refusal.DICOM_STATUS`. HTTP 200 when all were
+  stored, 202 when some failed, 409 when none was stored.
+- `POST /v1/studies`: `multipart/form-data` with `file` (PNG or JPEG) and fields `study_id`
+  (required), `patient_id` or `patient_key`, `view_position`, `priority` (`stat`|`routine`).
+  Answers 202 with the pseudonymous keys.
+- Every refusal of a whole request (auth, content type, size, form fields, unknown route) is
+  RFC 7807 `application/problem+json` with `reason` from the refusal table.
+  One exception: a request line or header over aiohttp's parser limits (8 KiB per field) is
+  answered `400` by the HTTP parser itself before any application code runs.
+- The whole body is read (bounded by `gateway_max_bytes`) before any instance is ingested, so a
+  request that breaks a limit leaves nothing behind: no partial study.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.helpers import parse_mimetype
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+
+from radalign.blobstore import BlobStore
+from radalign.config import Settings
+from radalign.ingest.pseudonyms import PseudonymStore
+from radalign.ingest.refusal import HTTP_STATUS, Refusal, RefusalReason
+from services.gateway.core import EventPublisher, GatewayCore, parse_priority
+
+log = logging.getLogger(__name__)
+
+CORE_KEY = web.AppKey("gateway_core", GatewayCore)
+_ASSEMBLER_TASK = web.AppKey("assembler_task", asyncio.Task)
+_READY_CHECKS = web.AppKey("ready_checks", dict)
+DICOM_JSON = "application/dicom+json"
+PROBLEM_JSON = "application/problem+json"
+_OPEN_PATHS = ("/health/live", "/health/ready", "/metrics")
+_FORM_FIELDS = {"study_id", "patient_id", "patient_key", "view_position", "priority"}
+_MAX_FIELD_BYTES = 1024
+
+
+def problem(status: int, title: str, detail: str, reason: str) -> web.Response:
+    body = {"type": f"/problems/{reason}", "title": title, "status": status, "detail": detail, "reason": reason}
+    headers = {"WWW-Authenticate": 'Bearer realm="radalign"'} if status == 401 else None
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers)
+
+
+def refusal_response(refusal: Refusal) -> web.Response:
+    return problem(refusal.http_status, refusal.reason.value.replace("_", " "), refusal.detail, refusal.reason.value)
+
+
+def _source_of(request: web.Request) -> str:
+    return "dicomweb-stow" if request.path.startswith("/dicomweb") else "http"
+
+
+@web.middleware
+async def _problem_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    core = request.app[CORE_KEY]
+    try:
+        return await handler(request)
+    except Refusal as refusal:
+        return refusal_response(core.refused(_source_of(request), refusal))
+    except web.HTTPRequestEntityTooLarge:
+        return refusal_response(core.refused(_source_of(request), Refusal(RefusalReason.TOO_LARGE, "request body exceeds the size limit")))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem(exc.status, exc.reason, exc.text or exc.reason, f"http_{exc.status}")
+
+
+def _auth_middleware(tokens: frozenset[str]):
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        if tokens and request.path not in _OPEN_PATHS:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            # compare_digest against each token: no timing hint about which prefix matched.
+            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip().encode(), t.encode()) for t in tokens):
+                raise Refusal(RefusalReason.UNAUTHORIZED, "a valid bearer token is required")
+        return await handler(request)
+
+    return middleware
+
+
+def _check_length(request: web.Request, limit: int) -> None:
+    if request.content_length is not None and request.content_length > limit:
+        raise Refusal(RefusalReason.TOO_LARGE, f"Content-Length {request.content_length} exceeds the {limit}-byte limit")
+
+
+async def _read_part(part: BodyPartReader, budget: int) -> bytes:
+    """The part's decoded body, refusing once the request's remaining byte budget is spent."""
+    chunks, total = [], 0
+    while chunk := await part.read_chunk(256 * 1024):
+        total += len(chunk)
+        if total > budget:
+            raise Refusal(RefusalReason.TOO_LARGE, "request body exceeds the size limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _multipart(request: web.Request) -> MultipartReader:
+    try:
+        return await request.multipart()
+    except (AssertionError, ValueError, KeyError) as exc:
+        raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "the body is not a valid multipart message") from exc
+
+
+async def stow_rs(request: web.Request) -> web.Response:
+    core = request.app[CORE_KEY]
+    limit = core.settings.gateway_max_bytes
+    _check_length(request, limit)
+    mime = parse_mimetype(request.headers.get("Content-Type", ""))
+    part_type = mime.parameters.get("type", "").strip('"').lower()
+    if (mime.type, mime.subtype) != ("multipart", "related") or part_type != "application/dicom":
+        raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, 'STOW-RS takes multipart/related; type="application/dicom"')
+    stat = parse_priority(request.headers.get("X-Priority") or request.query.get("priority"))
+
+    reader = await _multipart(request)
+    parts: list[tuple[str, bytes]] = []
+    budget = limit
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "nested multipart bodies are not accepted")
+            data = await _read_part(part, budget)
+            budget -= len(data)
+            parts.append((part.headers.get("Content-Type", "application/dicom").split(";")[0].strip().lower(), data))
+    except (ValueError, AssertionError) as exc:
+        raise Refusal(RefusalReason.UNREADABLE, "the multipart body is malformed") from exc
+    if not parts:
+        raise Refusal(RefusalReason.UNREADABLE, "the request holds no DICOM instance")
+
+    response = Dataset()
+    response.ReferencedSOPSequence = Sequence()
+    response.FailedSOPSequence = Sequence()
+    for content_type, data in parts:
+        item = Dataset()
+        try:
+            if content_type != "application/dicom":
+                raise core.refused("dicomweb-stow", Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, f"part of type {content_type}"))
+            accepted = await core.ingest_dicom(data, "dicomweb-stow", stat=stat)
+        except Refusal as refusal:
+            item.FailureReason = refusal.dicom_status
+            response.FailedSOPSequence.append(item)
+            continue
+        item.ReferencedSOPClassUID = accepted.sop_class_uid
+        item.ReferencedSOPInstanceUID = accepted.sop_instance_uid
+        response.ReferencedSOPSequence.append(item)
+    stored, failed = len(response.ReferencedSOPSequence), len(response.FailedSOPSequence)
+    status = 200 if failed == 0 else (202 if stored else 409)
+    if not failed:
+        del response.FailedSOPSequence
+    return web.Response(status=status, text=json.dumps(response.to_json_dict()), content_type=DICOM_JSON)
+
+
+async def post_study_image(request: web.Request) -> web.Response:
+    core = request.app[CORE_KEY]
+    limit = core.settings.gateway_max_bytes
+    _check_length(request, limit)
+    if request.content_type != "multipart/form-data":
+        raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "POST /v1/studies takes multipart/form-data")
+    reader = await _multipart(request)
+    fields: dict[str, str] = {}
+    image: bytes | None = None
+    budget = limit
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or not part.name:
+                raise Refusal(RefusalReason.INVALID_METADATA, "every form part needs a name")
+            if part.name == "file":
+                image = await _read_part(part, budget)
+                budget -= len(image)
+            elif part.name in _FORM_FIELDS:
+                raw = await _read_part(part, min(budget, _MAX_FIELD_BYTES))
+                budget -= len(raw)
+                fields[part.name] = raw.decode("utf-8", errors="strict")
+            else:
+                raise Refusal(RefusalReason.INVALID_METADATA, f"unknown form field {part.name[:40]!r}")
+    except UnicodeDecodeError as exc:
+        raise Refusal(RefusalReason.INVALID_METADATA, "form fields must be UTF-8") from exc
+    if image is None:
+        raise Refusal(RefusalReason.INVALID_METADATA, "the form has no `file` part")
+    accepted = await core.ingest_image(
+        image,
+        study_id=fields.get("study_id", ""),
+        patient_id=fields.get("patient_id") or None,
+        patient_key=fields.get("patient_key") or None,
+        view_position=fields.get("view_position") or None,
+        stat=parse_priority(fields.get("priority")),
+    )
+    body = {
+        "status": "duplicate" if accepted.duplicate else "accepted",
+        "study_key": accepted.study_key,
+        "patient_key": accepted.patient_key,
+        "instance_key": accepted.instance_key,
+    }
+    return web.json_response(body, status=202)
+
+
+async def health_live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "live"})
+
+
+async def health_ready(request: web.Request) -> web.Response:
+    task: asyncio.Task | None = request.app.get(_ASSEMBLER_TASK)
+    checks = request.app[_READY_CHECKS]
+    ok = task is not None and not task.done()
+    failing = []
+    for name, check in checks.items():
+        try:
+            if not await asyncio.wait_for(check(), timeout=2.0):
+                failing.append(name)
+        except Exception:
+            failing.append(name)
+    if not ok:
+        failing.append("assembler")
+    if failing:
+        return web.json_response({"status": "not-ready", "failing": failing}, status=503)
+    return web.json_response({"status": "ready"})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    from radalign.framework.metrics import CONTENT_TYPE, render
+
+    return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _assembler_ctx(app: web.Application) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    app[_ASSEMBLER_TASK] = asyncio.create_task(app[CORE_KEY].run_assembler(stop), name="study-assembler")
+    yield
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(app[_ASSEMBLER_TASK], timeout=30)
+
+
+def build_gateway_app(
+    settings: Settings,
+    publisher: EventPublisher,
+    blobs: BlobStore,
+    pseudonyms: PseudonymStore,
+    *,
+    ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None,
+) -> web.Application:
+    """The HTTP app; its lifecycle also runs the study assembler (started on startup, flushed on cleanup).
+
+    The `GatewayCore` is `app[CORE_KEY]` (the DICOM SCP feeds the same core).
+    """
+    tokens = frozenset(t.strip() for t in settings.gateway_tokens.split(",") if t.strip())
+    # client_max_size bounds any body aiohttp reads on its own (json(), post()); our handlers stream parts.
+    app = web.Application(
+        middlewares=[_problem_middleware, _auth_middleware(tokens)],
+        client_max_size=settings.gateway_max_bytes,
+    )
+    app[CORE_KEY] = GatewayCore(settings, publisher, blobs, pseudonyms)
+    app[_READY_CHECKS] = dict(ready_checks or {})
+    app.cleanup_ctx.append(_assembler_ctx)
+    app.router.add_post("/dicomweb/studies", stow_rs)
+    app.router.add_post("/v1/studies", post_study_image)
+    app.router.add_get("/health/live", health_live)
+    app.router.add_get("/health/ready", health_ready)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+__all__ = ["CORE_KEY", "HTTP_STATUS", "build_gateway_app", "problem"]

@@ -1,0 +1,18 @@
+"""Gateway counters. Labels are closed sets (source, reason, priority): never identifiers."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+INSTANCES_ACCEPTED = Counter(
+    "radalign_gateway_instances_accepted_total", "Instances the gateway accepted", ["source"]
+)
+INSTANCES_REFUSED = Counter(
+    "radalign_gateway_instances_refused_total", "Inputs the gateway refused, by reason", ["source", "reason"]
+)
+INSTANCES_DUPLICATE = Counter(
+    "radalign_gateway_instances_duplicate_total", "Instances received again unchanged (ignored)", ["source"]
+)
+STUDIES_PUBLISHED = Counter(
+    "radalign_gateway_studies_published_total", "Studies published to the study topic", ["source", "priority", "kind"]
+)

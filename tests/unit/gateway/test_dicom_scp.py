@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import ComputedRadiographyImageStorage, CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
+
+from radalign.ingest.refusal import DICOM_STATUS, RefusalReason
+from radalign.ingest.samples import chest_cr_path
+from radalign.ingest.testing import synthetic_radiograph, with_changes
+from services.gateway.core import GatewayCore
+from services.gateway.dicom_scp import DicomScp
+
+
+def _scu(port: int, calling: str = "MODALITY1", contexts=(ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation)):
+    ae = AE(ae_title=calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
+    for ctx in contexts:
+        # One context per transfer syntax: an SCP accepts a single syntax per context.
+        for syntax in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.91"):
+            ae.add_requested_context(ctx, syntax)
+    ae.add_requested_context(Verification)
+    return ae.associate("127.0.0.1", port, ae_title="RADALIGN")
+
+
+@pytest.fixture
+async def scp(settings, publisher, blobs, pseudonyms):
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    server = DicomScp(settings.model_copy(update={"dicom_allowed_aes": "MODALITY1,MODALITY2"}), core, asyncio.get_running_loop())
+    server.start(port=0)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+async def test_echo_and_store_a_real_cr_and_refuse_a_ct(scp, publisher) -> None:
+    path = chest_cr_path("RG1_J2KI.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    import pydicom
+
+    real = pydicom.dcmread(path)
+    fake_ct = with_changes(synthetic_radiograph(), Modality="CT")
+
+    def exchange() -> tuple[int, int, int]:
+        assoc = _scu(scp.port)
+        assert assoc.is_established
+        try:
+            echo = assoc.send_c_echo().Status
+            stored = assoc.send_c_store(real).Status
+            refused = assoc.send_c_store(fake_ct).Status
+        finally:
+            assoc.release()
+        return echo, stored, refused
+
+    echo, stored, refused = await asyncio.to_thread(exchange)
+    assert echo == 0x0000 and stored == 0x0000
+    assert refused == DICOM_STATUS[RefusalReason.UNSUPPORTED_MODALITY] == 0xA900
+    [event] = await scp.core.flush(force=True)
+    assert event.source == "dicom-cstore" and event.modality == "CR" and len(event.instances) == 1
+
+
+async def test_unknown_calling_ae_and_ct_sop_class_are_rejected_at_association(scp) -> None:
+    def attempt() -> tuple[bool, bool]:
+        stranger = _scu(scp.port, calling="STRANGER")
+        rejected = stranger.is_rejected
+        ct = _scu(scp.port, contexts=(CTImageStorage,))
+        accepted_ct = any(c.abstract_syntax == CTImageStorage for c in ct.accepted_contexts)
+        ct.release()
+        return rejected, accepted_ct
+
+    rejected, accepted_ct = await asyncio.to_thread(attempt)
+    assert rejected and not accepted_ct

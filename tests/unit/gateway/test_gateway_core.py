@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
+from radalign.ingest.refusal import Refusal, RefusalReason
+from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
+from radalign.ingest.testing import bad_dicom_corpus, dicom_bytes, synthetic_radiograph
+from schemas.events import Priority, StudyReceived
+from services.gateway.core import GatewayCore
+
+
+def _refused(reason: str, source: str) -> float:
+    return REGISTRY.get_sample_value("radalign_gateway_instances_refused_total", {"source": source, "reason": reason}) or 0.0
+
+
+async def test_real_cr_becomes_one_deidentified_study(settings, publisher, blobs, pseudonyms, caplog) -> None:
+    path = chest_cr_path("RG1_J2KI.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    caplog.set_level(logging.DEBUG)
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    data = path.read_bytes()
+    first = await core.ingest_dicom(data, "dicom-cstore")
+    again = await core.ingest_dicom(data, "dicom-cstore")  # a sender's retry
+    assert not first.duplicate and again.duplicate and again.instance_key == first.instance_key
+    [event] = await core.flush(force=True)
+    assert isinstance(event, StudyReceived) and event.study.study_key == first.study_key
+    assert event.modality == "CR" and event.source == "dicom-cstore" and len(event.instances) == 1
+    assert event.instances[0].view_position == "PA" and event.instances[0].blob.media_type == "application/dicom"
+    assert publisher.records[0][0] == "radalign.study.received.v1"
+    # The mapping lives in the pseudonym store, and nowhere in the event, the logs or the metrics.
+    row = pseudonyms.studies[first.study_key]
+    assert row["patient_id"] == "9RG1" and row["published_version"] == 1
+    import pydicom
+
+    source = pydicom.dcmread(path)
+    identifiers = [str(source.PatientName), source.PatientID, source.StudyInstanceUID, source.SOPInstanceUID,
+                   source.SeriesInstanceUID, source.AccessionNumber, source.StudyDate, source.PatientBirthDate]
+    texts = {"event": event.model_dump_json(), "logs": caplog.text, "metrics": generate_latest(REGISTRY).decode()}
+    for where, text in texts.items():
+        for value in identifiers:
+            assert value not in text, f"{value!r} leaked into {where}"
+    stored = blobs.get(event.instances[0].blob)
+    for value in identifiers:
+        assert value.encode() not in stored
+
+
+async def test_stat_priority_comes_from_the_requested_procedure_priority(settings, publisher, blobs, pseudonyms) -> None:
+    ds = synthetic_radiograph()
+    ds.add_new((0x0040, 0x1003), "SH", "STAT")
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    await core.ingest_dicom(dicom_bytes(ds), "dicomweb-stow")
+    [event] = await core.flush(force=True)
+    assert event.study.priority is Priority.STAT
+    assert publisher.records[0][0] == "radalign.study.received.v1.stat"
+
+
+async def test_every_bad_input_is_refused_counted_and_publishes_nothing(settings, publisher, blobs, pseudonyms) -> None:
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    for name, (data, reason) in bad_dicom_corpus(synthetic_radiograph()).items():
+        before = _refused(reason.value, "dicomweb-stow")
+        with pytest.raises(Refusal) as caught:
+            await core.ingest_dicom(data, "dicomweb-stow")
+        assert caught.value.reason is reason, name
+        assert _refused(reason.value, "dicomweb-stow") == before + 1
+    assert await core.flush(force=True) == [] and pseudonyms.studies == {}
+    # Still serving: a good object after the bad ones goes through.
+    await core.ingest_dicom(dicom_bytes(synthetic_radiograph()), "dicomweb-stow")
+    assert len(await core.flush(force=True)) == 1
+
+
+async def test_size_limit_is_checked_before_parsing(settings, publisher, blobs, pseudonyms) -> None:
+    small = settings.model_copy(update={"gateway_max_bytes": 1000})
+    core = GatewayCore(small, publisher, blobs, pseudonyms)
+    with pytest.raises(Refusal) as caught:
+        await core.ingest_dicom(dicom_bytes(synthetic_radiograph()), "dicom-cstore")
+    assert caught.value.reason is RefusalReason.TOO_LARGE
+
+
+async def test_jpeg_over_http_is_cleaned_and_grouped_by_study_id(settings, publisher, blobs, pseudonyms) -> None:
+    paths = chest_jpeg_paths()
+    if len(paths) < 2:
+        pytest.skip("pneumonia-model-package is not installed")
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    a = await core.ingest_image(paths[0].read_bytes(), study_id="ORDER-123", patient_id="MRN-42", view_position="pa", stat=True)
+    b = await core.ingest_image(paths[1].read_bytes(), study_id="ORDER-123", patient_id="MRN-42")
+    assert a.study_key == b.study_key and a.instance_key != b.instance_key
+    [event] = await core.flush(force=True)
+    assert event.modality == "OT" and event.source == "http" and event.study.priority is Priority.STAT
+    assert [i.view_position for i in event.instances] == ["PA", None]
+    assert all(i.source_format == "jpeg" and i.blob.media_type == "image/png" for i in event.instances)
+    assert "ORDER-123" not in event.model_dump_json() and "MRN-42" not in event.model_dump_json()
+    assert pseudonyms.studies[a.study_key]["patient_id"] == "MRN-42"
+    with pytest.raises(Refusal) as caught:
+        await core.ingest_image(b"GIF89a....", study_id="ORDER-124")
+    assert caught.value.reason is RefusalReason.UNSUPPORTED_MEDIA_TYPE
+    with pytest.raises(Refusal) as caught:
+        await core.ingest_image(paths[0].read_bytes(), study_id="", patient_id="x")
+    assert caught.value.reason is RefusalReason.INVALID_METADATA
