@@ -1,0 +1,32 @@
+"""Rule-based CheXpert-style labeling of chest X-ray report text (the 14 CheXpert observations).
+
+Public API:
+- `label_report(text) -> dict[Observation, Certainty]`
+- `label_sections(findings, impression) -> dict[Observation, Certainty]`
+- `find_mentions(text) -> list[Mention]` (observation, certainty, sentence_index, span, phrase)
+- `load_iu_reports() -> list[IUReport]` (the IU reports shipped in the torchxrayvision wheel)
+"""
+
+from radalign.labeler.engine import (
+    CERTAINTY_PRECEDENCE,
+    Mention,
+    aggregate_mentions,
+    find_mentions,
+    label_report,
+    label_sections,
+    split_sentences,
+)
+from radalign.labeler.iu import IUReport, iu_archive_path, load_iu_reports
+
+__all__ = [
+    "CERTAINTY_PRECEDENCE",
+    "IUReport",
+    "Mention",
+    "aggregate_mentions",
+    "find_mentions",
+    "iu_archive_path",
+    "label_report",
+    "label_sections",
+    "load_iu_reports",
+    "split_sentences",
+]

@@ -1,0 +1,205 @@
+"""The labeler's rules as data: mention phrases, normal phrases and negation/uncertainty triggers.
+
+Every entry is a regular-expression fragment matched case-insensitively, with word boundaries
+added by the engine (`radalign.labeler.engine`), which compiles each table once at import.
+The phrase lists follow the CheXpert labeler's mention/negation/uncertainty lists (Irvin et al.,
+2019) where they exist, extended and tuned on the *dev* half of the IU reports (see
+`radalign.labeler.evaluate`); the held-out half was only used to measure.
+
+Conventions taken from the Indiana University (IU) reports' MeSH indexing, the only labelled
+reports available offline: "borderline cardiomegaly" is indexed as Cardiomegaly (so it is
+positive here), while "heart size at the upper limits of normal" / "top normal" is not (so it is
+a normal phrase).
+"""
+
+from __future__ import annotations
+
+from schemas.events import Observation as O
+
+#: Up to five words inside one clause (no punctuation, no clause-ending conjunction): joins a
+#: subject to its predicate in phrases like "heart size is mildly enlarged".
+GAP = r"(?:\s+(?!(?:but|however|although|though|except|whereas|while)\b)[\w/'-]+){0,5}?\s+"
+
+_HEART = (
+    r"(?:heart(?:\s+size)?|cardiac\s+(?:silhouette|shadow|contours?|size|outline)"
+    r"|heart\s+silhouette|cardiomediastinal\s+silhouette)"
+)
+_ENLARGED = r"(?:enlarged|enlargement|large|increased|prominent|borderline(?:\s+enlarged)?)"
+_NORMAL = (
+    r"(?:normal|within\s+(?:the\s+)?(?:normal\s+)?limits(?:\s+of\s+normal)?|unremarkable"
+    r"|upper\s+limits?\s+of\s+normal|top\s+normal|top\s+(?:of\s+)?normal|not\s+enlarged)"
+)
+_LUNGS = r"(?:lungs?|lung\s+fields?|lung\s+xxxx)"
+
+#: Mention phrases per observation. A match is a mention whose certainty the triggers decide.
+MENTION_PHRASES: dict[O, tuple[str, ...]] = {
+    O.ENLARGED_CARDIOMEDIASTINUM: (
+        r"(?:cardio)?mediastinal\s+(?:silhouette|contours?|shadow)" + GAP + r"(?:enlarged|widened|prominent)",
+        r"(?:widened|widening\s+of\s+the|enlarged|prominent)\s+(?:cardio)?mediastin\w*",
+        r"mediastinal\s+(?:widening|enlargement)",
+        r"widened\s+mediastinum",
+    ),
+    O.CARDIOMEGALY: (
+        r"cardiomegaly",
+        r"cardiac\s+(?:silhouette\s+|shadow\s+)?enlargement",
+        r"(?:enlarged|large|prominent)(?:\s+\w+)?\s+(?:heart|cardiac\s+(?:silhouette|shadow|contours?|size))",
+        r"borderline\s+(?:heart\s+size|cardiac\s+(?:size|silhouette))",
+        _HEART + GAP + _ENLARGED,
+    ),
+    O.LUNG_OPACITY: (
+        r"opaci\w*",
+        # "density" alone is mostly bone, breast or soft tissue in these reports: only lung-ish uses
+        r"(?:increased|pulmonary|parenchymal|lung|air\s?space|retrocardiac|basilar|bibasilar|perihilar"
+        r"|patchy|hazy|ill-defined|focal|linear|streaky|reticular|reticulonodular)\s+(?:\w+\s+)?densit(?:y|ies)",
+        r"infiltrat\w*",
+        r"air[\s-]?space\s+(?:disease|process|opacit\w*)",
+        r"interstitial\s+(?:marking|pattern|opacit|prominence|disease|thickening|lung)\w*",
+        r"reticula(?:r|tion)\w*",
+        r"decreased\s+translucency",
+        r"parenchymal\s+scar\w*",
+        r"peribronchial\s+(?:wall\s+)?thickening",
+    ),
+    O.LUNG_LESION: (
+        r"mass(?:es)?(?!\s+effect)",
+        r"nodul\w*",
+        r"lump",
+        r"cavitary\s+lesion",
+        r"carcinoma",
+        r"neoplasm\w*",
+        r"tumou?rs?",
+    ),
+    O.EDEMA: (
+        r"o?edema(?:tous)?",
+        r"(?:congestive\s+)?heart\s+failure",
+        r"chf",
+        r"(?:pulmonary\s+)?vascular\s+(?:congestion|prominence|engorgement)",
+        r"(?:pulmonary|venous)\s+congestion",
+        r"congestive\s+changes?",
+        r"cephalization",
+        r"kerley\s+b?\s*lines",
+        r"indistinct\w*",
+        r"pulmonary\s+venous\s+hypertension",
+        r"(?:pulmonary|central|lung|vascular)\s+(?:pulmonary\s+)?(?:xxxx|vessels|vasculature|vascularity)"
+        r"\s+(?:are\s+|is\s+)?(?:engorged|congested|prominent|increased)",
+        r"(?:increased|prominent|engorged)\s+(?:central\s+)?(?:pulmonary|lung)\s+(?:vascularity|vasculature|vessels|xxxx)",
+        r"prominence\s+of\s+the\s+(?:central\s+)?pulmonary\s+(?:vascularity|vasculature|vessels|xxxx)",
+    ),
+    O.CONSOLIDATION: (r"consolidat\w*",),
+    # "granulomatous infection" is an old healed process, not pneumonia
+    O.PNEUMONIA: (r"(?:broncho)?pneumonias?", r"pneumonitis", r"(?<!granulomatous\s)infection",
+                  r"(?<!granulomatous\s)infectious(?:\s+process)?"),
+    O.ATELECTASIS: (r"atelecta\w*", r"(?<!vertebral\s)(?<!body\s)collapsed?"),
+    O.PNEUMOTHORAX: (r"(?:hydro|hemo)?pneumothora(?:x|ces)",),
+    O.PLEURAL_EFFUSION: (
+        r"(?<!pericardial\s)effusions?",
+        r"pleural\s+fluid",
+        r"(?:hydro|hemo)thorax",
+        r"hydropneumothorax",
+    ),
+    O.PLEURAL_OTHER: (
+        r"pleural\s+(?:thickening|plaques?|scarring|scar|calcification)",
+        r"pleuro-?parenchymal\s+(?:scar\w*|thickening)",
+        r"fibrothorax",
+        r"apical\s+(?:pleural\s+)?(?:cap|capping|thickening)",
+    ),
+    O.FRACTURE: (r"fractur\w*", r"fx"),
+    O.SUPPORT_DEVICES: (
+        r"pacer",
+        r"pacemaker",
+        r"(?:defibrillator|aicd|icd)",
+        r"(?:picc|central|venous|jugular|subclavian|arterial|dialysis|port)\s+(?:venous\s+)?(?:line|catheter)s?",
+        r"catheters?",
+        r"(?:endotracheal|et|enteric|feeding|nasogastric|ng|og|chest|tracheostomy|gastric|dobhoff)\s+tubes?",
+        r"tracheostomy",
+        r"(?:port-?a-?cath|mediport|power\s*port)",
+        r"(?:sternotomy|sternal)\s+(?:wires?|sutures?)",
+        r"(?:surgical|vascular)\s+clips?",
+        r"stents?",
+        r"(?:prosthetic|mechanical|replacement)\s+(?:aortic\s+|mitral\s+)?valve",
+        r"valve\s+replacement",
+        r"(?:orthopedic|fixation|spinal|surgical)\s+hardware",
+        r"hardware",
+        r"(?:pacemaker|pacer|icd|aicd)\s+(?:leads?|wires?|generator)",
+        r"drains?",
+        r"cannula",
+        # IU reports anonymise many device names to "XXXX"; the tip, generator and leads remain
+        r"tips?\s+(?:is\s+|are\s+)?(?:projecting|projects|overlying|overlies|at|in|terminat\w*|visualized|located|near)",
+        r"(?:pulse\s+)?generator", r"stimulator", r"clips?", r"coils?", r"shunt(?:\s+tubing)?", r"tubing",
+        r"(?:bone\s+)?anchor", r"prosthes[ie]s", r"staples?", r"(?:sternotomy|sternal)\s+(?:xxxx|wires?)",
+        r"(?:two|three|2|3|dual)\s+leads?", r"leads?\s+(?:in|overlying|projecting|terminat\w*)",
+        r"(?:gastrostomy|jejunostomy|nephrostomy|drainage)\s+(?:tube|catheter)s?", r"tubes?", r"lines\s+and\s+tubes",
+        r"monitor(?:ing)?\s+leads", r"(?:ekg|ecg)\s+leads",
+    ),
+}
+
+#: Phrases that state an observation is normal/absent by themselves (no trigger needed):
+#: "heart size is normal", "lungs are clear". Each maps to the observations it rules out.
+NORMAL_PHRASES: tuple[tuple[str, tuple[O, ...]], ...] = (
+    (_HEART + GAP + _NORMAL, (O.CARDIOMEGALY,)),
+    (r"(?:normal|unremarkable)(?:\s+\w+)?\s+" + _HEART, (O.CARDIOMEGALY,)),
+    (r"(?:heart|cardiac)(?:\s+and|,)\s+(?:the\s+)?mediastin\w*" + GAP + _NORMAL,
+     (O.CARDIOMEGALY, O.ENLARGED_CARDIOMEDIASTINUM)),
+    (r"(?:cardio)?mediastinal\s+(?:silhouettes?|contours?|shadow)" + GAP + _NORMAL, (O.ENLARGED_CARDIOMEDIASTINUM,)),
+    (r"normal(?:\s+\w+)?\s+(?:cardio)?mediastinal\s+(?:silhouettes?|contours?)", (O.ENLARGED_CARDIOMEDIASTINUM,)),
+    (r"mediastinum" + GAP + _NORMAL, (O.ENLARGED_CARDIOMEDIASTINUM,)),
+    (_LUNGS + GAP + r"(?:clear|normal|unremarkable)", (O.LUNG_OPACITY, O.CONSOLIDATION, O.PNEUMONIA, O.EDEMA)),
+    (r"clear\s+" + _LUNGS, (O.LUNG_OPACITY, O.CONSOLIDATION, O.PNEUMONIA, O.EDEMA)),
+    (r"pulmonary\s+(?:vascularity|vasculature|xxxx)" + GAP + r"(?:normal|within\s+normal\s+limits)", (O.EDEMA,)),
+    (r"normal\s+pulmonary\s+(?:vascularity|vasculature)", (O.EDEMA,)),
+    (r"(?:pulmonary\s+)?vascular\s+(?:engorgement|congestion)" + GAP + _NORMAL, (O.EDEMA,)),
+    (r"costophrenic\s+(?:angles?|sulci)" + GAP + r"(?:sharp|clear|normal)", (O.PLEURAL_EFFUSION,)),
+    (r"(?:osseous|bony|skeletal)\s+(?:structures|thorax)" + GAP + r"(?:intact|normal|unremarkable)", (O.FRACTURE,)),
+)
+
+# ---- triggers -----------------------------------------------------------------------------------
+#: Negation that scopes forward ("no X", "without X", "free of X").
+NEGATION_PRE: tuple[str, ...] = (
+    r"no", r"not", r"without", r"free\s+of", r"clear\s+of", r"negative\s+for", r"absence\s+of",
+    r"absent", r"neither", r"nor", r"resolution\s+of", r"resolved", r"no\s+longer", r"never",
+    r"removal\s+of", r"rather\s+than", r"instead\s+of", r"no\s+definite", r"no\s+definitive",
+)
+#: Negation that scopes backward ("X is not seen", "X has resolved").
+NEGATION_POST: tuple[str, ...] = (
+    r"(?:(?:is|are|was|were|has\s+been|have\s+been)\s+)?(?:not|no\s+longer)\s+"
+    r"(?:seen|identified|visualized|present|appreciated|evident|demonstrated|noted|visible|apparent|detected)",
+    r"(?:has|have)?\s*(?:resolved|cleared)",
+    r"(?:is|are)\s+(?:absent|gone)",
+    r"(?:has|have)\s+been\s+removed",
+    r"(?:is|are)\s+(?:ruled\s+out|excluded)",
+)
+#: Uncertainty that scopes forward ("possible X", "cannot exclude X").
+UNCERTAINTY_PRE: tuple[str, ...] = (
+    r"possible", r"possibly", r"probable", r"probably", r"likely", r"maybe", r"perhaps",
+    r"may(?:\s+(?:be|represent|reflect|indicate|relate\s+to))?",
+    r"could(?:\s+(?:be|represent|reflect|indicate))?", r"might(?:\s+be)?",
+    r"can\s*not\s+(?:be\s+)?(?:exclude|excluded|ruled\s+out|rule\s+out)",
+    r"(?:difficult|unable)\s+to\s+(?:exclude|rule\s+out)",
+    r"not\s+(?:be\s+)?(?:entirely\s+|completely\s+)?(?:excluded|ruled\s+out)",
+    r"question\s+of", r"questionable", r"suspicion\s+(?:for|of)", r"suspicious(?:\s+for)?", r"suspect(?:ed)?", r"concern(?:ing)?\s+for",
+    r"suggest(?:s|ed|ive|ing)?(?:\s+of)?", r"differential(?:\s+diagnosis)?(?:\s+includes?)?",
+    r"equivocal", r"presumed", r"presumably", r"indeterminate", r"uncertain", r"borderline\s+(?!enlarged|heart|cardiac|cardiomegaly)",
+    r"rule\s+out", r"r/o", r"evaluat(?:e|ion)\s+for",
+)
+#: Uncertainty that scopes backward ("X cannot be excluded", "X is suspected").
+UNCERTAINTY_POST: tuple[str, ...] = (
+    r"(?:can\s*not|could\s+not|not)\s+(?:be\s+)?(?:entirely\s+|completely\s+|totally\s+)?(?:excluded|ruled\s+out)",
+    r"(?:is|are)\s+(?:possible|suspected|questioned|not\s+excluded|likely|probable)",
+    r"suspected",
+)
+#: Uncertainty that scopes both ways ("atelectasis versus pneumonia", "pneumonia?").
+UNCERTAINTY_BOTH: tuple[str, ...] = (r"versus", r"vs\.?", r"\?")
+#: Phrases that look like triggers but are not ("no change in the cardiomegaly").
+PSEUDO_TRIGGERS: tuple[str, ...] = (
+    r"no\s+(?:significant\s+|interval\s+|appreciable\s+|definite\s+|substantial\s+)*(?:change|increase|worsening)",
+    r"not\s+(?:significantly\s+)?(?:changed|increased)",
+    r"without\s+(?:significant\s+|interval\s+)*(?:change|increase)",
+    # an adjective, not a hedge, in lists like "no consolidation, suspicious opacity or effusion"
+    r"suspicious(?=\s+(?:\w+\s+)?(?:opacit|nodul|mass|lesion|densit))",
+    r"not\s+only", r"no\s+doubt", r"to\s+suggest", r"gram\s+negative", r"not\s+(?:well\s+)?(?:assessed|evaluated)",
+)
+#: Words that end a trigger's scope inside a sentence.
+SCOPE_TERMINATORS: tuple[str, ...] = (
+    r"but", r"however", r"although", r"though", r"except(?:\s+for)?", r"aside\s+from", r"apart\s+from",
+    r"other\s+than", r"which", r"whereas", r"while", r"with\s+the\s+exception\s+of", r"there\s+(?:is|are)",
+    r"otherwise", r";", r":", r"now", r"with",
+)
