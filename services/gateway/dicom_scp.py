@@ -64,6 +64,10 @@ class DicomScp:
         self.core = core
         self.loop = loop
         self._server = None
+        # pynetdicom's INFO/DEBUG messages print SOP Instance UIDs and whole DIMSE messages:
+        # identifiers. Only its warnings and errors may reach the logs.
+        pynetdicom_log = logging.getLogger("pynetdicom")
+        pynetdicom_log.setLevel(max(logging.WARNING, pynetdicom_log.level))
         ae = AE(ae_title=settings.dicom_ae_title)
         ae.maximum_associations = settings.dicom_max_associations
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 from pynetdicom import AE
@@ -33,13 +34,14 @@ async def scp(settings, publisher, blobs, pseudonyms):
     await asyncio.to_thread(server.stop)
 
 
-async def test_echo_and_store_a_real_cr_and_refuse_a_ct(scp, publisher) -> None:
+async def test_echo_and_store_a_real_cr_and_refuse_a_ct(scp, publisher, caplog) -> None:
     path = chest_cr_path("RG1_J2KI.dcm")
     if path is None:
         pytest.skip("pydicom-data is not installed")
     import pydicom
 
     real = pydicom.dcmread(path)
+    caplog.set_level(logging.DEBUG)
     fake_ct = with_changes(synthetic_radiograph(), Modality="CT")
 
     def exchange() -> tuple[int, int, int]:
@@ -58,6 +60,8 @@ async def test_echo_and_store_a_real_cr_and_refuse_a_ct(scp, publisher) -> None:
     assert refused == DICOM_STATUS[RefusalReason.UNSUPPORTED_MODALITY] == 0xA900
     [event] = await scp.core.flush(force=True)
     assert event.source == "dicom-cstore" and event.modality == "CR" and len(event.instances) == 1
+    for value in (real.SOPInstanceUID, real.StudyInstanceUID, real.PatientID, str(real.PatientName)):
+        assert value not in caplog.text
 
 
 async def test_unknown_calling_ae_and_ct_sop_class_are_rejected_at_association(scp) -> None:
