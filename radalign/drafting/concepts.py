@@ -1,0 +1,117 @@
+"""What the drafter says about each observation: diagnostic criteria for the prompt and the
+plain report sentences the deterministic drafter falls back on.
+
+Criteria come from the versioned concepts file (`radalign/concepts/concepts.v1.json`) when it
+loads; the short fallback below keeps drafting alive if that file is absent or invalid.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from schemas.events import Certainty, ConceptScore, Observation
+
+log = logging.getLogger(__name__)
+
+_FALLBACK_CRITERIA: dict[Observation, tuple[str, ...]] = {
+    Observation.NO_FINDING: ("clear lungs", "normal heart size", "no effusion or pneumothorax"),
+    Observation.ENLARGED_CARDIOMEDIASTINUM: ("widened mediastinal contour",),
+    Observation.CARDIOMEGALY: ("cardiothoracic ratio above 0.5 on a PA film",),
+    Observation.LUNG_OPACITY: ("area of increased lung density",),
+    Observation.LUNG_LESION: ("nodule or mass, a focal rounded density",),
+    Observation.EDEMA: ("vascular congestion, interstitial or alveolar edema pattern",),
+    Observation.CONSOLIDATION: ("dense airspace opacity, air bronchograms",),
+    Observation.PNEUMONIA: ("consolidation in a clinical context of infection",),
+    Observation.ATELECTASIS: ("linear or plate-like opacity, volume loss",),
+    Observation.PNEUMOTHORAX: ("visible pleural line with absent lung markings beyond it",),
+    Observation.PLEURAL_EFFUSION: ("blunted costophrenic angle, meniscus sign",),
+    Observation.PLEURAL_OTHER: ("pleural thickening or plaque",),
+    Observation.FRACTURE: ("cortical break or deformity of a rib, clavicle or spine",),
+    Observation.SUPPORT_DEVICES: ("lines, tubes, pacemaker or other hardware",),
+}
+
+# Report sentences of the deterministic drafter, written the way radiologists phrase them so the
+# rule-based labeler reads them back with the intended certainty (checked by the unit tests).
+POSITIVE_SENTENCES: dict[Observation, str] = {
+    Observation.ENLARGED_CARDIOMEDIASTINUM: "The mediastinal contour is widened.",
+    Observation.CARDIOMEGALY: "The heart is enlarged, consistent with cardiomegaly.",
+    Observation.LUNG_OPACITY: "There is an airspace opacity in the lungs.",
+    Observation.LUNG_LESION: "There is a pulmonary nodule.",
+    Observation.EDEMA: "There is pulmonary edema.",
+    Observation.CONSOLIDATION: "There is focal consolidation.",
+    Observation.PNEUMONIA: "The findings are consistent with pneumonia.",
+    Observation.ATELECTASIS: "There is atelectasis.",
+    Observation.PNEUMOTHORAX: "There is a pneumothorax.",
+    Observation.PLEURAL_EFFUSION: "There is a pleural effusion.",
+    Observation.PLEURAL_OTHER: "There is pleural thickening.",
+    Observation.FRACTURE: "There is a rib fracture.",
+    Observation.SUPPORT_DEVICES: "Support hardware is in place.",
+}
+UNCERTAIN_SENTENCES: dict[Observation, str] = {
+    Observation.ENLARGED_CARDIOMEDIASTINUM: "Possible widening of the mediastinum.",
+    Observation.CARDIOMEGALY: "The heart may be mildly enlarged.",
+    Observation.LUNG_OPACITY: "There is a possible opacity in the lungs.",
+    Observation.LUNG_LESION: "There is a possible pulmonary nodule.",
+    Observation.EDEMA: "Possible mild pulmonary edema.",
+    Observation.CONSOLIDATION: "Possible focal consolidation.",
+    Observation.PNEUMONIA: "Possible pneumonia.",
+    Observation.ATELECTASIS: "Possible atelectasis.",
+    Observation.PNEUMOTHORAX: "Possible small pneumothorax.",
+    Observation.PLEURAL_EFFUSION: "Possible small pleural effusion.",
+    Observation.PLEURAL_OTHER: "Possible pleural thickening.",
+    Observation.FRACTURE: "Possible rib fracture.",
+    Observation.SUPPORT_DEVICES: "Possible medical hardware.",
+}
+#: Normal statements a chest report makes by default when the observation is predicted absent.
+NORMAL_SENTENCES: dict[Observation, str] = {
+    Observation.CARDIOMEGALY: "The heart size is normal.",
+    Observation.ENLARGED_CARDIOMEDIASTINUM: "The mediastinal contours are normal.",
+    Observation.CONSOLIDATION: "There is no focal consolidation.",
+    Observation.PNEUMOTHORAX: "There is no pneumothorax.",
+    Observation.PLEURAL_EFFUSION: "There is no pleural effusion.",
+    Observation.EDEMA: "There is no pulmonary edema.",
+}
+NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
+
+#: Plain names for prompts and impressions.
+NAMES: dict[Observation, str] = {o: o.value.lower() for o in Observation}
+
+
+@lru_cache(maxsize=1)
+def criteria_by_observation() -> dict[Observation, tuple[str, ...]]:
+    """Diagnostic criteria per observation, from the concepts file when it loads."""
+    try:
+        from radalign.concepts.vocabulary import load_vocabulary
+
+        vocabulary = load_vocabulary()
+        loaded = {spec.observation: spec.criteria for spec in vocabulary.concepts if spec.criteria}
+        return {o: loaded.get(o) or _FALLBACK_CRITERIA[o] for o in Observation}
+    except Exception as exc:  # noqa: BLE001 - any failure means "use the fallback", logged once
+        log.warning("concept criteria file unavailable (%s); using the built-in criteria", exc)
+        return dict(_FALLBACK_CRITERIA)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The predicted state of each observation, as the guard and the drafter compare it."""
+
+    states: Mapping[Observation, Certainty]
+    probabilities: Mapping[Observation, float]
+
+    @classmethod
+    def from_scores(cls, scores: Iterable[ConceptScore]) -> Prediction:
+        scores = list(scores)
+        return cls(
+            states={s.observation: s.state for s in scores},
+            probabilities={s.observation: s.probability for s in scores},
+        )
+
+    def with_state(self, state: Certainty) -> list[Observation]:
+        return [o for o in Observation if self.states.get(o) == state]
+
+    def findings(self, state: Certainty) -> list[Observation]:
+        """Observations other than "No Finding" in `state`, in CheXpert order."""
+        return [o for o in self.with_state(state) if o is not Observation.NO_FINDING]

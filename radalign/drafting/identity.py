@@ -1,0 +1,101 @@
+"""Re-identification at the output edge: study pseudonym -> the original identifiers.
+
+Only the report outputs (FHIR DiagnosticReport, DICOM SR) that leave the system for the RIS/PACS
+call this; events, logs, metrics and prompts keep the pseudonyms. The mapping is the gateway's
+`study_pseudonyms` / `instance_pseudonyms` tables (`010_pseudonyms.sql`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+
+@dataclass(frozen=True)
+class InstanceIdentity:
+    sop_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str
+
+
+@dataclass(frozen=True)
+class StudyIdentity:
+    study_key: str
+    study_instance_uid: str
+    patient_id: str = ""
+    patient_name: str = ""  # DICOM PN form, e.g. "Doe^Jane"
+    issuer_of_patient_id: str = ""
+    birth_date: date | None = None
+    sex: str = ""  # DICOM: M, F, O or empty
+    accession_number: str = ""
+    study_id: str = ""
+    #: The order this report answers (FHIR ServiceRequest id or the placer order number).
+    service_request_id: str = ""
+    instances: tuple[InstanceIdentity, ...] = field(default_factory=tuple)
+
+
+class Reidentifier(Protocol):
+    async def lookup(self, study_key: str) -> StudyIdentity | None: ...
+
+
+class StaticReidentifier:
+    """A fixed mapping (tests, demos)."""
+
+    def __init__(self, identities: Mapping[str, StudyIdentity] = ()) -> None:  # type: ignore[assignment]
+        self._identities = dict(identities)
+
+    async def lookup(self, study_key: str) -> StudyIdentity | None:
+        return self._identities.get(study_key)
+
+
+def _service_request(routing: Mapping[str, Any]) -> str:
+    for key in ("ServiceRequest", "service_request_id", "PlacerOrderNumberImagingServiceRequest"):
+        value = routing.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip().removeprefix("ServiceRequest/")
+    return ""
+
+
+_STUDY = """
+SELECT study_key, study_instance_uid, patient_id, patient_name, accession_number, routing
+FROM study_pseudonyms WHERE study_key = %s
+"""
+_INSTANCES = """
+SELECT sop_instance_uid, series_instance_uid, sop_class_uid FROM instance_pseudonyms
+WHERE study_key = %s AND sop_instance_uid <> '' AND series_instance_uid <> '' AND sop_class_uid <> ''
+ORDER BY instance_key
+"""
+
+
+class PostgresReidentifier:
+    """Reads the gateway's pseudonym tables through a pool from `radalign.db.open_pool`."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def lookup(self, study_key: str) -> StudyIdentity | None:
+        async with self.pool.connection() as conn:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(_STUDY, (study_key,))
+                row = await cur.fetchone()
+                if row is None:
+                    return None
+                await cur.execute(_INSTANCES, (study_key,))
+                instances = await cur.fetchall()
+        routing = row["routing"] or {}
+        return StudyIdentity(
+            study_key=row["study_key"],
+            study_instance_uid=row["study_instance_uid"],
+            patient_id=row["patient_id"],
+            patient_name=row["patient_name"],
+            issuer_of_patient_id=str(routing.get("IssuerOfPatientID", "")),
+            accession_number=row["accession_number"],
+            study_id=str(routing.get("StudyID", "")),
+            service_request_id=_service_request(routing),
+            instances=tuple(InstanceIdentity(i["sop_instance_uid"], i["series_instance_uid"], i["sop_class_uid"]) for i in instances),
+        )

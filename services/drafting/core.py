@@ -1,0 +1,133 @@
+"""Pure core of the drafting stage: `CasesRetrieved` in, `ReportDrafted` out (no Kafka here).
+
+The Faust agent (`services/drafting/agent.py`) calls `DraftingCore.draft` (or `draft_report`)
+for each event, upserts the result in the reports store and publishes it on the drafted topic,
+or on the review topic when `needs_review` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+
+from radalign.config import Settings, get_settings
+from radalign.drafting.backends import DraftBackend, LlamaCppBackend, OpenAICompatibleBackend
+from radalign.drafting.concepts import Prediction
+from radalign.drafting.deterministic import NAME as DETERMINISTIC
+from radalign.drafting.guard import DraftGuard, GuardedDraft
+from radalign.drafting.labels import ReportLabeler
+from radalign.drafting.prompt import DraftContext
+from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, StageTiming
+
+log = logging.getLogger(__name__)
+
+#: Version of the deterministic drafter's sentence rules; stands in for the prompt version of
+#: reports it writes (no prompt is involved).
+DETERMINISTIC_VERSION = "deterministic-v1"
+_REPORT_ID_NAMESPACE = uuid.UUID("5b0e7a0c-3f7d-4f2e-9a51-0d6c2f0e8b11")
+
+
+def report_id_for(study_key: str, pipeline_version: str) -> str:
+    """Deterministic report id (UUID v5 of study key and pipeline version): a replayed event
+    yields the same id, so every sink can upsert."""
+    return str(uuid.uuid5(_REPORT_ID_NAMESPACE, f"{study_key}|{pipeline_version}"))
+
+
+def parse_critical(value: str) -> frozenset[Observation]:
+    """"Pneumothorax, Pleural Effusion" -> observations; unknown names raise ValueError."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    by_name = {o.value.lower(): o for o in Observation}
+    unknown = [n for n in names if n.lower() not in by_name]
+    if unknown:
+        raise ValueError(f"unknown critical observation(s): {', '.join(unknown)}")
+    return frozenset(by_name[n.lower()] for n in names)
+
+
+def build_backend(settings: Settings) -> DraftBackend | None:
+    """The configured LLM backend, or None for the deterministic drafter (CI default)."""
+    kind = settings.llm_backend
+    if kind == "auto":
+        kind = "openai" if settings.llm_url else DETERMINISTIC
+    if kind == DETERMINISTIC:
+        return None
+    if kind == "openai":
+        if not settings.llm_url:
+            raise ValueError("RADALIGN_LLM_BACKEND=openai needs RADALIGN_LLM_URL")
+        return OpenAICompatibleBackend(
+            settings.llm_url, settings.llm_model, api_key=settings.llm_api_key, timeout_s=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries, concurrency=settings.llm_concurrency,
+            structured_output=settings.llm_structured_output, backoff_base_s=settings.retry_base_delay_s,
+            backoff_max_s=settings.retry_max_delay_s,
+        )
+    if kind == "llama-cpp":
+        return LlamaCppBackend(settings.llm_model_path or None, model_name=settings.llm_model, timeout_s=settings.llm_timeout_s)
+    raise ValueError(f"unknown RADALIGN_LLM_BACKEND {kind!r}")
+
+
+class DraftingCore:
+    """Drafts reports under the guard. One per process: it holds the labeler and the backend."""
+
+    def __init__(self, settings: Settings | None = None, backend: DraftBackend | None = None, *, labeler: ReportLabeler | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.backend = backend
+        self.critical = parse_critical(self.settings.drafting_critical)
+        if self.settings.llm_prompt_form not in ("chat", "completion"):
+            raise ValueError(f"RADALIGN_LLM_PROMPT_FORM must be chat or completion, not {self.settings.llm_prompt_form!r}")
+        self.guard = DraftGuard(
+            labeler, omit_threshold=self.settings.drafting_omit_threshold,
+            prompt_version=self.settings.drafting_prompt_version, max_tokens=self.settings.llm_max_tokens,
+        )
+
+    def critical_findings(self, prediction: Prediction, guarded: GuardedDraft) -> list[Observation]:
+        """Critical observations predicted present or uncertain, or stated present in the draft."""
+        stated = self.guard.labeler.sections(guarded.draft.findings, guarded.draft.impression)
+        return [
+            o for o in Observation
+            if o in self.critical
+            and (prediction.states.get(o) in (Certainty.PRESENT, Certainty.UNCERTAIN) or stated.get(o) is Certainty.PRESENT)
+        ]
+
+    async def draft(self, event: CasesRetrieved) -> ReportDrafted:
+        started_at = datetime.now(timezone.utc)
+        started = time.perf_counter()
+        context = DraftContext.from_event(event, max_cases=self.settings.drafting_max_cases)
+        guarded = await self.guard.run(context, self.backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]
+        critical = self.critical_findings(context.prediction, guarded)
+        # Review: critical findings, drafts the guard had to replace, and drafts that still
+        # disagree with the concepts. A plain backend outage is not a review reason: the
+        # deterministic draft is grounded like any other (it is counted in the fallback metric).
+        needs_review = bool(critical) or guarded.guard_fell_back or not guarded.residual.ok
+        deterministic = guarded.draft.drafter == DETERMINISTIC
+        timing = StageTiming(stage="drafting", started_at=started_at, duration_ms=(time.perf_counter() - started) * 1000)
+        return ReportDrafted(
+            study=event.study,
+            report_id=report_id_for(event.study.study_key, event.study.pipeline_version),
+            findings=guarded.draft.findings,
+            impression=guarded.draft.impression,
+            concepts=list(event.concepts),
+            case_keys=[c.case_key for c in event.cases],
+            view_position=event.view_position,
+            model_name=event.model_name,
+            model_version=event.model_version,
+            drafter=guarded.draft.drafter,
+            prompt_version=DETERMINISTIC_VERSION if deterministic else self.settings.drafting_prompt_version,
+            guard=guarded.guard,
+            critical=critical,
+            needs_review=needs_review,
+            timings=[*event.timings, timing],
+        )
+
+
+_cores: dict[tuple[int, int], DraftingCore] = {}
+
+
+async def draft_report(event: CasesRetrieved, backend: DraftBackend | None, settings: Settings | None = None) -> ReportDrafted:
+    """Draft one report; keeps one `DraftingCore` per (settings, backend) pair."""
+    settings = settings or get_settings()
+    key = (id(settings), id(backend))
+    core = _cores.get(key)
+    if core is None or core.backend is not backend or core.settings is not settings:
+        core = _cores[key] = DraftingCore(settings, backend)
+    return await core.draft(event)

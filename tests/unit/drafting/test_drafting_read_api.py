@@ -1,0 +1,99 @@
+"""GET /v1/studies/{study_key}/report: content negotiation, re-identification, RFC 7807 errors."""
+
+import json
+from datetime import datetime, timezone
+from io import BytesIO
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from drafting_helpers import make_event
+from pydicom import dcmread
+
+from radalign.config import Settings
+from radalign.drafting.identity import StaticReidentifier, StudyIdentity
+from radalign.drafting.store import StoredReport
+from schemas.events import Certainty, Observation
+from services.drafting.core import DraftingCore
+from services.drafting.read_api import build_read_routes, negotiate
+
+KEY = "st-0123456789abcdef"
+ORPHAN = "st-aaaaaaaaaaaaaaaa"  # a report whose identity mapping is gone
+
+
+class MemoryStore:
+    """The part of ReportStore the read API uses."""
+
+    def __init__(self, reports):
+        now = datetime(2026, 11, 27, 21, 0, tzinfo=timezone.utc)
+        self.rows = {r.study.study_key: StoredReport(r, now, now) for r in reports}
+
+    async def get_stored(self, study_key, pipeline_version=None):
+        return self.rows.get(study_key)
+
+
+@pytest.fixture
+async def client():
+    core = DraftingCore(Settings(), None)
+    labels = {Observation.CARDIOMEGALY: Certainty.PRESENT}
+    reports = [await core.draft(make_event(labels, [], study_key=key)) for key in (KEY, ORPHAN)]
+    identity = StudyIdentity(study_key=KEY, study_instance_uid="1.2.3.4", patient_id="MRN-1", patient_name="Doe^Jane", accession_number="A1")
+    app = web.Application()
+    app.add_routes(build_read_routes(MemoryStore(reports), StaticReidentifier({KEY: identity})))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize(
+    ("accept", "query", "expected"),
+    [
+        (None, None, "json"),
+        ("*/*", None, "json"),
+        ("application/fhir+json", None, "fhir"),
+        ("application/dicom", None, "sr"),
+        ("application/dicom;q=0.5, application/fhir+json;q=0.9", None, "fhir"),
+        ("application/fhir+json;q=0, application/json", None, "json"),
+        ("text/html", None, None),
+        ("text/html", "sr", "sr"),
+        (None, "pdf", None),
+    ],
+)
+def test_negotiate(accept, query, expected):
+    assert negotiate(accept, query) == expected
+
+
+async def test_json_is_the_pseudonymous_event(client):
+    response = await client.get(f"/v1/studies/{KEY}/report")
+    assert response.status == 200 and response.content_type == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    body = await response.json()
+    assert body["study"]["study_key"] == KEY and "MRN-1" not in json.dumps(body)
+
+
+async def test_fhir_and_sr_are_reidentified(client):
+    response = await client.get(f"/v1/studies/{KEY}/report", headers={"Accept": "application/fhir+json"})
+    assert response.status == 200 and response.content_type == "application/fhir+json"
+    body = json.loads(await response.text())
+    assert body["resourceType"] == "DiagnosticReport" and body["subject"]["identifier"]["value"] == "MRN-1"
+
+    response = await client.get(f"/v1/studies/{KEY}/report?format=sr")
+    assert response.status == 200 and response.content_type == "application/dicom"
+    ds = dcmread(BytesIO(await response.read()))
+    assert ds.PatientID == "MRN-1" and ds.VerificationFlag == "UNVERIFIED"
+
+
+async def test_problems(client):
+    for url, headers, status in (
+        ("/v1/studies/st-ffffffffffffffff/report", {}, 404),
+        ("/v1/studies/x/report", {}, 404),
+        (f"/v1/studies/{KEY}/report", {"Accept": "text/html"}, 406),
+        (f"/v1/studies/{KEY}/report?format=pdf", {}, 406),
+        (f"/v1/studies/{ORPHAN}/report?format=fhir", {}, 404),
+    ):
+        response = await client.get(url, headers=headers)
+        assert response.status == status, url
+        assert response.content_type == "application/problem+json"
+        problem = json.loads(await response.text())
+        assert problem["status"] == status and problem["title"] and problem["detail"]
+    # the orphan's pseudonymous JSON is still served
+    assert (await client.get(f"/v1/studies/{ORPHAN}/report")).status == 200
