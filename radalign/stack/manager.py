@@ -197,12 +197,11 @@ def down(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     external = external_components(settings)
     with _stack_lock(paths):
         supervised = [n for n in paths.names() if n not in SERVICES]  # workers and other start_process names
-        for name in supervised:
-            if stop_process(paths, name, timeout_s):
+        for name in [*supervised, *(s for s in reversed(SERVICES) if s not in external)]:
+            begin = time.monotonic()
+            if _stop_component(settings, paths, name, timeout_s):
                 stopped.append(name)
-        for service in reversed(SERVICES):
-            if service not in external and _stop_component(settings, paths, service, timeout_s):
-                stopped.append(service)
+                log.info("%s stopped in %.2f s", name, time.monotonic() - begin)
         leftovers = processes_mentioning(f"{paths.root}{os.sep}")
         if leftovers:
             log.warning("killing %d orphaned stack processes: %s", len(leftovers), [p.pid for p in leftovers])

@@ -19,8 +19,8 @@ from pathlib import Path
 import psutil
 
 from radalign.config import Settings
-from radalign.stack.process import StatePaths, live_process, read_pid_file, tail, terminate_tree, write_pid_file
-from radalign.stack.readiness import StackStartError
+from radalign.stack.process import StatePaths, live_process, read_pid_file, terminate_tree, write_pid_file
+from radalign.stack.readiness import StackStartError, log_excerpt
 
 NAME = "postgres"
 SYSTEM_USER = "embedded_postgres"
@@ -93,11 +93,10 @@ def _run(argv: list[str], user: str | None, timeout_s: float, what: str, log_fil
     try:
         subprocess.run(argv, check=True, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, **kwargs)
     except subprocess.CalledProcessError as exc:
-        raise StackStartError(
-            f"{what} failed ({exc.returncode}): {exc.stderr.strip() or exc.stdout.strip()}\nlast lines of {log_file}:\n{tail(log_file)}"
-        ) from exc
+        output = exc.stderr.strip() or exc.stdout.strip()
+        raise StackStartError(f"{what} failed ({exc.returncode}): {output}\n{log_excerpt(log_file)}") from exc
     except subprocess.TimeoutExpired as exc:
-        raise StackStartError(f"{what} took more than {timeout_s:.0f} s\nlast lines of {log_file}:\n{tail(log_file)}") from exc
+        raise StackStartError(f"{what} took more than {timeout_s:.0f} s\n{log_excerpt(log_file)}") from exc
 
 
 def postmaster_pid(data_dir: Path) -> int | None:
@@ -127,7 +126,7 @@ def start_postgres(settings: Settings, paths: StatePaths, timeout_s: float = 60.
     _run(pg_ctl_start_argv(binaries, data_dir, log_file, int(timeout_s)), user, timeout_s + 5, "pg_ctl start", log_file)
     pid = postmaster_pid(data_dir)
     if pid is None or not psutil.pid_exists(pid):
-        raise StackStartError(f"PostgreSQL started but wrote no postmaster.pid\n{tail(log_file)}")
+        raise StackStartError(f"PostgreSQL started but wrote no postmaster.pid\n{log_excerpt(log_file)}")
     proc = psutil.Process(pid)
     write_pid_file(paths.pid_file(NAME), pid, proc.create_time())
     return proc

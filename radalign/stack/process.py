@@ -156,6 +156,30 @@ def _tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def _gone(proc: psutil.Process) -> bool:
+    """Exited. A zombie counts: it runs nothing, and its parent (perhaps a slow-reaping init)
+    only has to collect its exit status. Our own children are reaped here."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+        if proc.ppid() == os.getpid():
+            proc.wait(0)
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+        pass
+    return True
+
+
+def _wait_gone(procs: Sequence[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout_s
+    alive = list(procs)
+    while alive:
+        alive = [p for p in alive if not _gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    return alive
+
+
 def terminate_tree(procs: Sequence[psutil.Process], timeout_s: float = 10.0) -> list[int]:
     """SIGTERM each process, wait up to `timeout_s`, SIGKILL the rest. Returns the PIDs killed
     with SIGKILL."""
@@ -164,13 +188,13 @@ def terminate_tree(procs: Sequence[psutil.Process], timeout_s: float = 10.0) -> 
             proc.terminate()
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs(list(procs), timeout=timeout_s)
+    alive = _wait_gone(procs, timeout_s)
     for proc in alive:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5.0)
+    _wait_gone(alive, 5.0)
     return [p.pid for p in alive]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -49,7 +50,23 @@ def wait_until_ready(
         time.sleep(interval_s)
 
 
+_ERROR_LINE = re.compile(r"^(E\d{4} |FATAL|ERROR|PANIC)|\b(error|failed|Traceback)\b", re.IGNORECASE)
+
+
+def log_excerpt(log_file: Path, errors: int = 10, last: int = 20) -> str:
+    """The error-looking lines of the latest run in `log_file`, then its last lines: servers such
+    as Triton print the cause well before their final lines (tables, shutdown)."""
+    text = tail(log_file, 2000)
+    run = text[text.rfind("\n=== ") + 1 :] if "\n=== " in text else text
+    lines = run.splitlines()
+    error_lines = [line[:500] for line in lines if _ERROR_LINE.search(line)][:errors]
+    parts = [f"last lines of {log_file}:", *lines[-last:]]
+    if error_lines:
+        parts = ["errors in the log:", *error_lines, *parts]
+    return "\n".join(parts)
+
+
 def _message(headline: str, log_file: Path | None) -> str:
     if log_file is None:
         return headline
-    return f"{headline}; last lines of {log_file}:\n{tail(log_file)}"
+    return f"{headline}; {log_excerpt(log_file)}"

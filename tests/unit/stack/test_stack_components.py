@@ -172,3 +172,30 @@ def test_settings_env_rebuilds_the_same_settings(tmp_path: Path, monkeypatch: py
     rebuilt = Settings()
     assert rebuilt.model_dump(exclude={"state_dir"}) == settings.model_dump(exclude={"state_dir"})
     assert rebuilt.state_dir == settings.state_dir.resolve()
+
+
+def test_private_stack_settings_use_distinct_free_ports(tmp_path: Path) -> None:
+    from radalign.stack.testing import stack_settings
+
+    settings = stack_settings(tmp_path, log_level="DEBUG")
+    ports = [
+        broker.parse_bootstrap(settings.kafka_bootstrap)[1],
+        settings.triton_http_port,
+        settings.triton_grpc_port,
+        settings.triton_metrics_port,
+        settings.gateway_port,
+        settings.dicom_port,
+    ]
+    assert len(set(ports)) == len(ports)
+    assert settings.triton_grpc_url == f"127.0.0.1:{settings.triton_grpc_port}"
+    assert settings.log_level == "DEBUG" and settings.database_url == ""
+    assert settings.web_port("preprocess") not in ports
+
+
+def test_add_one_model_repository_layout(tmp_path: Path) -> None:
+    from radalign.stack.testing import write_add_one_model
+
+    repo = write_add_one_model(tmp_path / "models", name="plus")
+    config = (repo / "plus" / "config.pbtxt").read_text()
+    assert 'name: "plus"' in config and 'backend: "python"' in config
+    compile((repo / "plus" / "1" / "model.py").read_text(), "model.py", "exec")

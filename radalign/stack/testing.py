@@ -1,0 +1,95 @@
+"""Helpers for tests and benchmarks that run a private embedded stack beside a dev stack:
+free ports, a short state folder, and a tiny Triton model repository."""
+
+from __future__ import annotations
+
+import random
+import socket
+import tempfile
+from pathlib import Path
+
+from radalign.config import STAGE_WEB_PORTS, Settings
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def free_web_port_offset() -> int:
+    """An offset that moves every stage's HTTP port onto a free one."""
+    for _ in range(50):
+        offset = random.randrange(20000, 40000)
+        if all(_port_free(p + offset) for p in STAGE_WEB_PORTS.values()):
+            return offset
+    raise RuntimeError("no free range of stage web ports")
+
+
+def short_state_dir(prefix: str = "radalign-") -> Path:
+    """A new folder directly under the temp root: the PostgreSQL socket path inside it must stay
+    under 107 bytes, and pytest's basetemp can be deep."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def stack_settings(state_dir: Path, **overrides: object) -> Settings:
+    """Settings for a private stack in `state_dir`: every port free, nothing external."""
+    grpc = free_port()
+    values: dict[str, object] = {
+        "state_dir": state_dir,
+        "stack_external": "",
+        "database_url": "",
+        "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        "triton_http_port": free_port(),
+        "triton_grpc_port": grpc,
+        "triton_grpc_url": f"127.0.0.1:{grpc}",
+        "triton_metrics_port": free_port(),
+        "gateway_port": free_port(),
+        "dicom_port": free_port(),
+        "web_port_offset": free_web_port_offset(),
+    }
+    return Settings(**(values | overrides))
+
+
+ADD_ONE_CONFIG = """\
+name: "{name}"
+backend: "python"
+max_batch_size: 8
+input [ {{ name: "INPUT", data_type: TYPE_FP32, dims: [ -1 ] }} ]
+output [ {{ name: "OUTPUT", data_type: TYPE_FP32, dims: [ -1 ] }} ]
+instance_group [ {{ kind: KIND_CPU, count: 1 }} ]
+"""
+
+ADD_ONE_MODEL = """\
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
+            out = pb_utils.Tensor("OUTPUT", (x + 1).astype(np.float32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        return responses
+"""
+
+
+def write_add_one_model(repo: Path, name: str = "add_one", model_py: str = ADD_ONE_MODEL) -> Path:
+    """A one-model Triton repository (Python backend): FP32 vector `INPUT` in, `OUTPUT` = INPUT + 1."""
+    version_dir = repo / name / "1"
+    version_dir.mkdir(parents=True)
+    (repo / name / "config.pbtxt").write_text(ADD_ONE_CONFIG.format(name=name))
+    (version_dir / "model.py").write_text(model_py)
+    return repo
