@@ -1,0 +1,85 @@
+"""radalign.deploy: the generated manifests match the code's catalogue and are committed current."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import K8S, REPO, load_docs
+
+from radalign import deploy
+from schemas.topics import ALL_TOPICS, STAGE_IO
+
+
+def test_generated_files_are_current():
+    stale = deploy.stale_files(REPO)
+    assert not stale, f"stale generated manifests {stale}: run `python -m radalign.deploy`"
+
+
+def test_check_mode_detects_a_stale_file(tmp_path):
+    deploy.write_all(tmp_path)
+    assert deploy.stale_files(tmp_path) == []
+    target = tmp_path / "k8s/overlays/production/kafka-topics.yaml"
+    target.write_text(target.read_text().replace("partitions: 4", "partitions: 3", 1))
+    assert deploy.stale_files(tmp_path) == ["k8s/overlays/production/kafka-topics.yaml"]
+
+
+def test_every_catalogue_topic_has_a_kafka_topic_with_its_partitions():
+    manifests = deploy.kafka_topic_manifests()
+    by_name = {m["spec"]["topicName"]: m for m in manifests}
+    expected = {name: spec.partitions for spec in ALL_TOPICS for name in spec.names}
+    assert {n: m["spec"]["partitions"] for n, m in by_name.items()} == expected
+    assert len(manifests) == len(expected)
+    # STAT twins exist where the catalogue has a STAT lane, and dead-letter topics for every stage.
+    assert "radalign.study.received.v1.stat" in by_name and "radalign.dlq.drafting.v1" in by_name
+    assert "radalign.report.drafted.v1.stat" not in by_name
+
+
+@pytest.mark.parametrize("overlay,replicas", [("production", 3), ("dev", 1)])
+def test_committed_kafka_topics_carry_strimzi_required_fields(overlay, replicas):
+    docs = load_docs(K8S / "overlays" / overlay / "kafka-topics.yaml")
+    assert {d.body["spec"]["topicName"] for d in docs} == {n for s in ALL_TOPICS for n in s.names}
+    for d in docs:
+        assert d.body["apiVersion"] == "kafka.strimzi.io/v1beta2" and d.kind == "KafkaTopic"
+        assert d.body["metadata"]["labels"]["strimzi.io/cluster"] == deploy.KAFKA_CLUSTER
+        spec = d.body["spec"]
+        assert spec["replicas"] == replicas and spec["partitions"] >= 1
+        # min.insync below replicas: one broker down still accepts acks=all writes.
+        assert 1 <= spec["config"]["min.insync.replicas"] <= max(1, replicas - 1)
+        assert d.name == spec["topicName"]  # valid DNS-subdomain resource name
+
+
+def test_topic_names_are_valid_resource_names():
+    import re
+
+    dns_subdomain = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    for m in deploy.kafka_topic_manifests():
+        assert dns_subdomain.match(m["metadata"]["name"]) and len(m["metadata"]["name"]) <= 253
+
+
+def test_dead_letter_topics_are_kept_longer_than_stream_topics():
+    by_name = {m["spec"]["topicName"]: m["spec"]["config"]["retention.ms"] for m in deploy.kafka_topic_manifests()}
+    assert by_name["radalign.dlq.preprocess.v1"] > by_name["radalign.study.received.v1"]
+
+
+def test_keda_triggers_cover_both_lanes_with_a_lower_stat_threshold():
+    for stage in deploy.CONSUMER_STAGES:
+        obj = deploy.keda_scaled_object(stage)
+        topics = {t["metadata"]["topic"]: int(t["metadata"]["lagThreshold"]) for t in obj["spec"]["triggers"]}
+        spec = STAGE_IO[stage][0]
+        assert set(topics) == set(spec.names)
+        assert topics[f"{spec.name}.stat"] < topics[spec.name]
+        assert obj["spec"]["maxReplicaCount"] == spec.partitions
+
+
+def test_consumer_groups_match_the_faust_app_ids():
+    """KEDA and the lag alerts name groups `radalign-<stage>`: the id Faust joins with."""
+    import inspect
+
+    from radalign.framework import faust_app
+
+    assert 'f"radalign-{stage.name}"' in inspect.getsource(faust_app.create_app)
+    assert deploy.consumer_group("retrieval") == "radalign-retrieval"
+
+
+def test_main_check_exits_zero_when_current(capsys):
+    assert deploy.main(["--check"]) == 0
+    assert capsys.readouterr().out == ""

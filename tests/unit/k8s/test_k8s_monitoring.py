@@ -1,0 +1,140 @@
+"""Alert rules and dashboard: every query names metrics that exist (ours from
+radalign/framework/metrics.py, the rest from the exporters the README names)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import K8S, load_docs
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from radalign import deploy
+from radalign.framework import metrics
+
+#: Metrics of other exporters the rules use: Strimzi's Kafka Exporter, kube-state-metrics, Triton.
+EXTERNAL_METRICS = {
+    "kafka_consumergroup_lag",
+    "kube_deployment_status_replicas_unavailable",
+    "kube_deployment_status_replicas_available",
+    "nv_inference_queue_duration_us",
+    "nv_inference_request_success",
+}
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"}
+
+
+def exported_metric_names() -> set[str]:
+    """Sample names the project's collectors expose (counter `_total`, histogram `_bucket`...)."""
+    names: set[str] = set()
+    for obj in vars(metrics).values():
+        if not isinstance(obj, MetricWrapperBase):
+            continue
+        for family in obj.describe():
+            base = family.name
+            if family.type == "counter":
+                names |= {f"{base}_total"}
+            elif family.type == "histogram":
+                names |= {f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+            else:
+                names.add(base)
+    return names
+
+
+def metric_names_in(expr: str) -> set[str]:
+    """Metric (and recording-rule) names in a PromQL expression, without a PromQL parser:
+    drop strings, label matchers, ranges and grouping clauses, then what is left that is not a
+    function call, keyword or number is a metric name."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
+    s = re.sub(r"\{[^}]*\}", " ", s)
+    s = re.sub(r"\[[^\]]*\]", " ", s)
+    s = re.sub(r"(?<![A-Za-z0-9_:.])\d+(\.\d+)?([eE][-+]?\d+)?", " ", s)  # numbers, 1e-9 included
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)
+    names = set()
+    for m in re.finditer(r"([A-Za-z_:][A-Za-z0-9_:]*)(\s*\()?", s):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in PROMQL_WORDS:
+            continue
+        names.add(word)
+    return names
+
+
+def _rules() -> list[dict]:
+    (doc,) = load_docs(K8S / "monitoring" / "prometheusrule.yaml")
+    assert doc.kind == "PrometheusRule" and doc.body["apiVersion"] == "monitoring.coreos.com/v1"
+    return [r for g in doc.body["spec"]["groups"] for r in g["rules"]]
+
+
+def test_the_parser_finds_metric_names():
+    expr = 'histogram_quantile(0.95, sum by (stage, le) (rate(radalign_stage_seconds_bucket{stage=~"a|b"}[5m]))) > 2 and on (stage) radalign:x'
+    assert metric_names_in(expr) == {"radalign_stage_seconds_bucket", "radalign:x"}
+    assert metric_names_in("a:ratio:rate15m / clamp_min(sum(rate(b_total[5m])), 1e-9) > 0.05") == {"a:ratio:rate15m", "b_total"}
+
+
+def test_exported_metric_names_are_found():
+    names = exported_metric_names()
+    assert {"radalign_events_total", "radalign_dead_letters_total", "radalign_end_to_end_seconds_bucket", "radalign_in_flight"} <= names
+
+
+def test_every_alert_and_recording_rule_names_existing_metrics():
+    ours = exported_metric_names()
+    rules = _rules()
+    recorded = {r["record"] for r in rules if "record" in r}
+    for rule in rules:
+        used = metric_names_in(rule["expr"])
+        assert used, f"{rule.get('alert') or rule.get('record')}: no metric found in its expression"
+        unknown = used - ours - EXTERNAL_METRICS - recorded
+        assert not unknown, f"{rule.get('alert') or rule.get('record')} uses unknown metrics {unknown}"
+
+
+def test_alerts_cover_what_operators_need():
+    alerts = {r["alert"]: r for r in _rules() if "alert" in r}
+    need = {
+        "dead letters": "radalign_dead_letters_total",
+        "end-to-end SLO": "radalign:end_to_end_seconds",
+        "consumer lag": "kafka_consumergroup_lag",
+        "stage readiness": "kube_deployment_status_replicas",
+        "Triton queue": "nv_inference_queue_duration_us",
+    }
+    for what, metric in need.items():
+        assert any(metric in a["expr"] for a in alerts.values()), f"no alert on {what}"
+    slo = [a["expr"] for a in alerts.values() if "end_to_end" in a["expr"]]
+    assert any('lane="stat"' in e for e in slo) and any('lane="routine"' in e for e in slo)
+    for name, a in alerts.items():
+        assert a["labels"]["severity"] in {"warning", "critical"}, name
+        assert a["annotations"]["summary"] and a["annotations"]["description"] and "for" in a, name
+
+
+def test_slo_thresholds_stay_below_the_last_finite_bucket():
+    """histogram_quantile cannot report beyond the last finite bucket: a higher SLO never fires."""
+    last = max(metrics.END_TO_END._upper_bounds[:-1])
+    for a in _rules():
+        if "alert" in a and "end_to_end" in a["expr"]:
+            threshold = float(re.search(r">\s*([0-9.]+)\s*$", a["expr"].strip()).group(1))
+            assert threshold < last
+
+
+def test_dashboard_panels_query_existing_metrics():
+    (doc,) = load_docs(K8S / "monitoring" / "grafana-dashboard.yaml")
+    dash = json.loads(doc.body["data"]["radalign-stream.json"])
+    assert dash == deploy.grafana_dashboard()
+    ours = exported_metric_names()
+    titles = [p["title"] for p in dash["panels"]]
+    for needed in ("Throughput", "latency p50 / p95", "End-to-end", "Dead letters", "Retries", "In flight"):
+        assert any(needed in t for t in titles), f"no panel for {needed}"
+    for panel in dash["panels"]:
+        assert panel["type"] == "timeseries" and panel["targets"]
+        for target in panel["targets"]:
+            unknown = metric_names_in(target["expr"]) - ours - EXTERNAL_METRICS
+            assert not unknown, f"panel {panel['title']!r} uses unknown metrics {unknown}"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+@pytest.mark.parametrize("name", ["radalign-stages", "radalign-triton"])
+def test_pod_monitors_select_pods_and_name_a_port(name):
+    docs = {d.name: d for d in load_docs(K8S / "monitoring" / "podmonitor.yaml")}
+    spec = docs[name].body["spec"]
+    assert spec["selector"]["matchLabels"]["app.kubernetes.io/name"] == "radalign"
+    assert all(e["port"] and e["path"] == "/metrics" for e in spec["podMetricsEndpoints"])
