@@ -49,16 +49,20 @@ class DicomFacts:
     transfer_syntax: str
 
 
-def read_dicom(data: bytes, *, stop_before_pixels: bool = False) -> Dataset:
-    """Parse a DICOM Part 10 object; anything pydicom cannot read is refused as unreadable."""
+def read_dicom(data: bytes, *, stop_before_pixels: bool = False, full_check: bool = True) -> Dataset:
+    """Parse a DICOM Part 10 object; anything pydicom cannot read is refused as unreadable.
+
+    `full_check=False` skips reading every element up front (for objects the gateway already
+    checked and the blob store verified by checksum)."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(io.BytesIO(data), force=False, stop_before_pixels=stop_before_pixels)
             # Touch every element now: pydicom reads lazily, and a truncated file only fails
             # when an element past the cut is accessed.
-            for _ in ds.iterall():
-                pass
+            if full_check:
+                for _ in ds.iterall():
+                    pass
     except Exception as exc:  # pydicom raises struct.error, OSError, ValueError... on bad bytes
         raise Refusal(RefusalReason.UNREADABLE, f"not a readable DICOM Part 10 object ({type(exc).__name__})") from exc
     # pydicom only warns when the file ends inside an element or before a sequence delimiter.
@@ -232,7 +236,10 @@ def _voi_output_range(ds: Dataset) -> tuple[float, float]:
 def _stretch(values: np.ndarray, *, percentile: bool, mask: np.ndarray | None = None) -> np.ndarray:
     sample = values[mask] if mask is not None and mask.any() else values
     if percentile:
-        lo, hi = np.percentile(sample, (0.5, 99.5))
+        # A strided sample of ~64k pixels gives the same 0.5/99.5 percentiles to well under one
+        # grey level and costs a fraction of a full sort-based percentile on a 4-Mpixel film.
+        flat = sample.ravel()
+        lo, hi = np.percentile(flat[:: max(1, flat.size // 65536)], (0.5, 99.5))
     else:
         lo, hi = float(sample.min()), float(sample.max())
     if not np.isfinite(lo) or not np.isfinite(hi) or hi <= lo:

@@ -57,7 +57,7 @@ def _dicom_hint(instance: Instance, blobs: BlobStore) -> str | None:
     if instance.source_format != "dicom":
         return None
     try:
-        ds = read_dicom(blobs.get(instance.blob), stop_before_pixels=True)
+        ds = read_dicom(blobs.get(instance.blob), stop_before_pixels=True, full_check=False)
     except (Refusal, BlobIntegrityError, OSError):
         return None
     return normalise_view(ds.get("SeriesDescription"))
@@ -95,7 +95,7 @@ def decode_instance(instance: Instance, data: bytes) -> np.ndarray:
     """Grayscale float32 in [0, 1] (bright = dense) from the stored bytes of one instance."""
     try:
         if instance.source_format == "dicom":
-            return decode_dicom_pixels(read_dicom(data))
+            return decode_dicom_pixels(read_dicom(data, full_check=False))
         return to_grayscale_array(open_raster(data))
     except Refusal as exc:
         raise PreprocessError(f"stored {instance.source_format} object is unreadable: {exc.reason.value}") from exc
