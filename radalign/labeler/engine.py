@@ -80,17 +80,25 @@ class _Trigger:
     direction: _Direction
 
 
+_PUNCTUATION = (";", ":", "\\?")
+
+
 def _bounded(fragment: str) -> str:
     """Wrap a fragment in word-boundary look-arounds (not around punctuation-only fragments)."""
-    if fragment.startswith((";", ":", "\\?")):
+    if fragment.startswith(_PUNCTUATION):
         return f"(?:{fragment})"
     return rf"(?<![\w])(?:{fragment})(?![\w])"
 
 
 def _alternation(fragments: Iterable[str]) -> re.Pattern[str]:
     # Longer fragments first so an alternation prefers "no evidence of" to "no" at one position.
+    # Word fragments share one pair of boundary look-arounds (much faster than one pair each).
     ordered = sorted(fragments, key=len, reverse=True)
-    return re.compile("|".join(_bounded(f) for f in ordered), _FLAGS)
+    words = [f for f in ordered if not f.startswith(_PUNCTUATION)]
+    punctuation = [f for f in ordered if f.startswith(_PUNCTUATION)]
+    parts = [rf"(?<![\w])(?:{'|'.join(words)})(?![\w])"] if words else []
+    parts += [f"(?:{f})" for f in punctuation]
+    return re.compile("|".join(parts), _FLAGS)
 
 
 _MENTION_PATTERNS: tuple[tuple[Observation, re.Pattern[str]], ...] = tuple(

@@ -71,6 +71,14 @@ def _opacity_family(term: str) -> bool:
         return True
     return head == "Lung Diseases, Interstitial" or _lung_finding(term, _OPACITY_HEADS)
 
+def _lung_lesion(term: str) -> bool:
+    """Nodules and masses; MeSH indexes a "nodular opacity/density" as Opacity or Density with "round"."""
+    head, qualifiers = _parts(term)
+    if head in ("Nodule", "Mass"):
+        return True
+    return "round" in qualifiers and _lung_finding(term, ("Opacity", "Density", "Infiltrate"))
+
+
 #: MeSH term -> observation mapping, for the observations that map cleanly.
 TARGETS: tuple[Target, ...] = (
     Target(
@@ -107,7 +115,7 @@ TARGETS: tuple[Target, ...] = (
     Target("Consolidation", frozenset({Observation.CONSOLIDATION}), _heads("Consolidation")),
     Target("Pneumonia", frozenset({Observation.PNEUMONIA}), _heads("Pneumonia")),
     Target("Atelectasis", frozenset({Observation.ATELECTASIS}), _heads("Pulmonary Atelectasis")),
-    Target("Lung Lesion", frozenset({Observation.LUNG_LESION}), _heads("Nodule", "Mass")),
+    Target("Lung Lesion", frozenset({Observation.LUNG_LESION}), _lung_lesion),
     Target("Fracture", frozenset({Observation.FRACTURE}), _heads("Fractures, Bone")),
     Target("Pleural Other", frozenset({Observation.PLEURAL_OTHER}), lambda t: t.startswith("Thickening/pleura")),
     Target("Support Devices", frozenset({Observation.SUPPORT_DEVICES}), _heads(*_DEVICE_TERMS)),

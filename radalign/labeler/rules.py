@@ -89,7 +89,7 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
     O.PNEUMONIA: (r"(?:broncho)?pneumonias?", r"pneumonitis", r"(?<!granulomatous\s)infection",
                   r"(?<!granulomatous\s)infectious(?:\s+process)?"),
     O.ATELECTASIS: (r"atelecta\w*", r"(?<!vertebral\s)(?<!body\s)collapsed?"),
-    O.PNEUMOTHORAX: (r"(?:hydro|hemo)?pneumothora(?:x|ces)",),
+    O.PNEUMOTHORAX: (r"(?:hydro|hemo)?pneumothora(?:x|ces)", r"pleural\s+air(?:\s+collections?)?"),
     O.PLEURAL_EFFUSION: (
         r"(?<!pericardial\s)effusions?",
         r"pleural\s+fluid",
@@ -160,7 +160,7 @@ NEGATION_PRE: tuple[str, ...] = (
 )
 #: Negation that scopes backward ("X is not seen", "X has resolved").
 NEGATION_POST: tuple[str, ...] = (
-    r"(?:(?:is|are|was|were|has\s+been|have\s+been)\s+)?(?:not|no\s+longer)\s+"
+    r"(?:(?:is|are|was|were|has\s+been|have\s+been)\s+)?(?:not|no\s+longer)\s+(?:well[\s-]|definitely\s+|clearly\s+)?"
     r"(?:seen|identified|visualized|present|appreciated|evident|demonstrated|noted|visible|apparent|detected)",
     r"(?:has|have)?\s*(?:resolved|cleared)",
     r"(?:is|are)\s+(?:absent|gone)",
@@ -179,12 +179,18 @@ UNCERTAINTY_PRE: tuple[str, ...] = (
     r"suggest(?:s|ed|ive|ing)?(?:\s+of)?", r"differential(?:\s+diagnosis)?(?:\s+includes?)?",
     r"equivocal", r"presumed", r"presumably", r"indeterminate", r"uncertain", r"borderline\s+(?!enlarged|heart|cardiac|cardiomegaly)",
     r"rule\s+out", r"r/o", r"evaluat(?:e|ion)\s+for",
+    # hypothetical statements ("CT can identify a small nodule", "to exclude an underlying mass")
+    r"(?:to\s+)?(?:exclude|identify|detect(?:ing)?|assess\s+for)",
+    r"worrisome\s+for", r"in\s+the\s+appropriate\s+clinical\s+setting", r"correlate\s+clinically\s+for",
+    r"consider", r"most\s+(?:xxxx|likely)",
 )
 #: Uncertainty that scopes backward ("X cannot be excluded", "X is suspected").
 UNCERTAINTY_POST: tuple[str, ...] = (
     r"(?:can\s*not|could\s+not|not)\s+(?:be\s+)?(?:entirely\s+|completely\s+|totally\s+)?(?:excluded|ruled\s+out)",
     r"(?:is|are)\s+(?:possible|suspected|questioned|not\s+excluded|likely|probable)",
     r"suspected",
+    r"may\s+not\s+be\s+(?:demonstrated|seen|visible|detected|apparent)",
+    r"(?:is|are)\s+(?:another|a)\s+consideration",
 )
 #: Uncertainty that scopes both ways ("atelectasis versus pneumonia", "pneumonia?").
 UNCERTAINTY_BOTH: tuple[str, ...] = (r"versus", r"vs\.?", r"\?")
@@ -195,7 +201,9 @@ PSEUDO_TRIGGERS: tuple[str, ...] = (
     r"without\s+(?:significant\s+|interval\s+)*(?:change|increase)",
     # an adjective, not a hedge, in lists like "no consolidation, suspicious opacity or effusion"
     r"suspicious(?=\s+(?:\w+\s+)?(?:opacit|nodul|mass|lesion|densit))",
-    r"not\s+only", r"no\s+doubt", r"to\s+suggest", r"gram\s+negative", r"not\s+(?:well\s+)?(?:assessed|evaluated)",
+    r"not\s+only", r"no\s+doubt", r"to\s+suggest",
+    # a partly resolved finding is still there
+    r"(?:almost|nearly|partially|incompletely|not\s+completely)\s+(?:completely\s+)?resolved", r"gram\s+negative", r"not\s+(?:well\s+)?(?:assessed|evaluated)",
 )
 #: Words that end a trigger's scope inside a sentence.
 SCOPE_TERMINATORS: tuple[str, ...] = (

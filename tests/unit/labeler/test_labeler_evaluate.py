@@ -71,8 +71,11 @@ def test_evaluate_counts_and_disagreements() -> None:
     assert "Cardiomegaly" in format_table(result)
 
 
-#: Held-out F1 measured when the rules were frozen, minus a margin (see the report in
-#: benchmarks/labeler_agreement.py). A rule change that loses more than the margin fails here.
+#: Held-out F1 measured when the rules were frozen (benchmarks/labeler_agreement.py: cardiomegaly
+#: 0.964, pleural effusion 0.915, pneumothorax 0.880, edema 0.884, lung opacity family 0.916,
+#: atelectasis 0.947, lung lesion 0.840, support devices 0.872), minus a margin of about 0.03
+#: (0.08 for pneumothorax: 13 positives, one report moves F1 by ~0.04). A rule change that loses
+#: more than the margin fails here.
 HELDOUT_F1_FLOOR = {
     "Cardiomegaly": 0.93,
     "Pleural Effusion": 0.88,
@@ -80,6 +83,8 @@ HELDOUT_F1_FLOOR = {
     "Edema": 0.85,
     "Lung Opacity family": 0.88,
     "Atelectasis": 0.91,
+    "Lung Lesion": 0.80,
+    "Support Devices": 0.84,
 }
 
 
