@@ -1,0 +1,97 @@
+"""Render the overlays with a real kustomize (`kubectl kustomize`, offline) where kubectl exists,
+and validate what a cluster would receive. Skipped where no kubectl is installed: the offline
+checks in test_k8s_manifests.py still run there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import CRD_KINDS, K8S, K8S_VERSION
+
+from radalign.deploy import CONSUMER_STAGES, workload_name
+from schemas.topics import STAGES
+
+
+def _kubectl() -> str | None:
+    # The Google Cloud SDK ships kubectl outside PATH on some images.
+    return shutil.which("kubectl") or next(
+        (str(p) for p in (Path("/usr/lib/google-cloud-sdk/bin/kubectl"), Path("/usr/local/bin/kubectl")) if p.is_file()), None
+    )
+
+
+KUBECTL = _kubectl()
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (for `kubectl kustomize`) is not installed")
+
+
+def build(directory: Path) -> list[dict]:
+    out = subprocess.run([KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, f"kustomize {directory} failed: {out.stderr}"
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    return {name: build(K8S / "overlays" / name) for name in ("dev", "production")}
+
+
+def _find(docs: list[dict], kind: str, name: str) -> dict:
+    (doc,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_rendered_overlay_validates_and_is_namespaced(rendered, overlay):
+    docs = rendered[overlay]
+    for d in docs:
+        if d["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(d, K8S_VERSION, strict=True)
+        if d["kind"] != "Namespace":
+            assert d["metadata"].get("namespace") == "radalign", f"{d['kind']}/{d['metadata']['name']} has no namespace"
+    for stage in STAGES:
+        dep = _find(docs, "Deployment", workload_name(stage))
+        image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert "/" in image and ":" in image, f"{stage}: image {image} was not set by the overlay"
+
+
+def test_dev_secret_reference_follows_the_generated_name(rendered):
+    docs = rendered["dev"]
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    dep = _find(docs, "Deployment", workload_name("retrieval"))
+    refs = [e["secretRef"]["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "secretRef" in e]
+    assert refs == [secret["metadata"]["name"]]
+
+
+def test_production_render_has_gpu_triton_two_consumers_and_no_secret(rendered):
+    docs = rendered["production"]
+    triton = _find(docs, "Deployment", "radalign-triton")
+    container = triton["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {e["name"]: e["value"] for e in container["env"]}["TRITON_MODEL_REPOSITORY"] == "/opt/radalign/models/gpu"
+    for stage in CONSUMER_STAGES:
+        assert _find(docs, "HorizontalPodAutoscaler", workload_name(stage))["spec"]["minReplicas"] == 2
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    assert {"PrometheusRule", "PodMonitor", "KafkaTopic"} <= {d["kind"] for d in docs}
+
+
+def test_keda_component_replaces_the_hpas(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                # kustomize takes relative roots only.
+                "resources": [os.path.relpath(K8S / "overlays" / "production", tmp_path)],
+                "components": [os.path.relpath(K8S / "components" / "keda", tmp_path)],
+            }
+        )
+    )
+    docs = build(tmp_path)
+    kinds = {d["kind"] for d in docs}
+    assert "HorizontalPodAutoscaler" not in kinds
+    assert {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"} == {workload_name(s) for s in CONSUMER_STAGES}
