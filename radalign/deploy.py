@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import typer
 import yaml
 
 from radalign.config import STAGE_WEB_PORTS, Settings
@@ -536,8 +537,9 @@ def render_all() -> dict[str, str]:
     return {path: render() for path, render in GENERATED.items()}
 
 
-def stale_files(root: Path = REPO_ROOT) -> list[str]:
-    """Generated files that are missing or differ from what the code renders now."""
+def stale_files(root: Path | None = None) -> list[str]:
+    """Generated files (under `root`, default the repository) missing or differing from what the code renders now."""
+    root = root or REPO_ROOT
     stale = []
     for rel, text in render_all().items():
         path = root / rel
@@ -546,7 +548,8 @@ def stale_files(root: Path = REPO_ROOT) -> list[str]:
     return stale
 
 
-def write_all(root: Path = REPO_ROOT) -> list[Path]:
+def write_all(root: Path | None = None) -> list[Path]:
+    root = root or REPO_ROOT
     written = []
     for rel, text in render_all().items():
         path = root / rel
@@ -554,6 +557,26 @@ def write_all(root: Path = REPO_ROOT) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+#: `radalign k8s render|check` when the lead mounts it: `app.add_typer(deploy_app, name="k8s")`.
+deploy_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests generated from the stage and topic catalogue.")
+
+
+@deploy_app.command("render")
+def render_command() -> None:
+    """Rewrite the generated manifests under k8s/."""
+    for path in write_all():
+        typer.echo(path.relative_to(REPO_ROOT).as_posix())
+
+
+@deploy_app.command("check")
+def check_command() -> None:
+    """Exit 1 when a generated manifest differs from what the code gives."""
+    stale = stale_files()
+    for rel in stale:
+        typer.echo(f"stale: {rel} (run `radalign k8s render`)", err=True)
+    raise typer.Exit(1 if stale else 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,3 +83,16 @@ def test_consumer_groups_match_the_faust_app_ids():
 def test_main_check_exits_zero_when_current(capsys):
     assert deploy.main(["--check"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_typer_sub_app_checks_and_renders(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    assert runner.invoke(deploy.deploy_app, ["check"]).exit_code == 0
+    monkeypatch.setattr(deploy, "REPO_ROOT", tmp_path)
+    assert runner.invoke(deploy.deploy_app, ["check"]).exit_code == 1  # nothing rendered there yet
+    result = runner.invoke(deploy.deploy_app, ["render"])
+    assert result.exit_code == 0, result.output
+    assert "k8s/overlays/production/kafka-topics.yaml" in result.output.splitlines()
+    assert runner.invoke(deploy.deploy_app, ["check"]).exit_code == 0

@@ -103,7 +103,22 @@ def test_gateway_listens_on_all_interfaces_inside_the_pod(base):
     """The settings default (127.0.0.1) would make the gateway unreachable through its Service."""
     (cm,) = base.find("ConfigMap", "radalign-config")
     assert cm.body["data"]["RADALIGN_GATEWAY_HOST"] == "0.0.0.0"
-    assert set(cm.body["data"]) - {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"} <= {f"RADALIGN_{f.upper()}" for f in Settings.model_fields}
+
+
+def test_every_config_key_is_a_setting_the_code_reads(docs):
+    """A misspelt key (RADALIGN_TRITON_URL) would be ignored silently by pydantic-settings."""
+    settings = {f"RADALIGN_{f.upper()}" for f in Settings.model_fields}
+    maps = [d for d in docs if d.kind == "ConfigMap" and d.name == "radalign-config"]
+    assert len(maps) == 3  # base and the two overlays' patches
+    for cm in maps:
+        unknown = {k for k in cm.body["data"] if k.startswith("RADALIGN_")} - settings
+        assert not unknown, f"{cm.path.relative_to(K8S)}: no such settings {unknown}"
+        assert set(cm.body["data"]) - settings <= {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"}
+
+
+def test_configured_partitions_match_the_topic_catalogue(base):
+    (cm,) = base.find("ConfigMap", "radalign-config")
+    assert {spec.partitions for spec, _ in STAGE_IO.values() if spec} == {int(cm.body["data"]["RADALIGN_KAFKA_PARTITIONS"])}
 
 
 @pytest.mark.parametrize("stage", STAGES)
