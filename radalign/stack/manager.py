@@ -31,6 +31,7 @@ from radalign.stack.process import (
     processes_mentioning,
     read_pid_file,
     stop_process,
+    stop_processes,
     terminate_tree,
 )
 from radalign.stack.readiness import StackStartError, tcp_open
@@ -197,7 +198,11 @@ def down(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     external = external_components(settings)
     with _stack_lock(paths):
         supervised = [n for n in paths.names() if n not in SERVICES]  # workers and other start_process names
-        for name in [*supervised, *(s for s in reversed(SERVICES) if s not in external)]:
+        begin = time.monotonic()
+        stopped.extend(stop_processes(paths, supervised, timeout_s))  # consumers first, all at once
+        if stopped:
+            log.info("%s stopped in %.2f s", ", ".join(stopped), time.monotonic() - begin)
+        for name in (s for s in reversed(SERVICES) if s not in external):
             begin = time.monotonic()
             if _stop_component(settings, paths, name, timeout_s):
                 stopped.append(name)

@@ -59,7 +59,7 @@ def log_excerpt(log_file: Path, errors: int = 10, last: int = 20) -> str:
     text = tail(log_file, 2000)
     run = text[text.rfind("\n=== ") + 1 :] if "\n=== " in text else text
     lines = run.splitlines()
-    error_lines = [line[:500] for line in lines if _ERROR_LINE.search(line)][:errors]
+    error_lines = [line[:500] for line in lines if _ERROR_LINE.search(line) and not line.startswith("=== ")][:errors]
     parts = [f"last lines of {log_file}:", *lines[-last:]]
     if error_lines:
         parts = ["errors in the log:", *error_lines, *parts]

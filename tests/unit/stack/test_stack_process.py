@@ -135,3 +135,19 @@ def test_wait_until_ready_times_out() -> None:
     with pytest.raises(StackStartError, match="not ready after 0 s"):
         wait_until_ready("never", lambda: False, timeout_s=0.3, interval_s=0.05)
     assert time.monotonic() - begin < 2
+
+
+def test_stop_processes_stops_several_in_one_wait(tmp_path: Path) -> None:
+    from radalign.stack.process import stop_processes
+
+    paths = StatePaths.of(tmp_path)
+    # Each takes 0.8 s to exit after SIGTERM; stopped one by one they would take 2.4 s.
+    slow_exit = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.8), sys.exit(0))); print('armed', flush=True); time.sleep(60)"
+    procs = [start_process(paths, f"w{i}", [sys.executable, "-c", slow_exit]) for i in range(3)]
+    for i in range(3):
+        wait_until_ready("armed", lambda i=i: "armed" in paths.log_file(f"w{i}").read_text(), timeout_s=10)
+    begin = time.monotonic()
+    assert stop_processes(paths, ["w0", "w1", "w2", "never-started"], timeout_s=5) == ["w0", "w1", "w2"]
+    assert time.monotonic() - begin < 2.0
+    assert all(not p.is_running() or p.status() == psutil.STATUS_ZOMBIE for p in procs)
+    assert paths.names() == []
