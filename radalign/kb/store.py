@@ -96,6 +96,8 @@ class CaseStoreStats:
 
 
 def _as_vector(embedding: Sequence[float] | np.ndarray) -> np.ndarray:
+    if hasattr(embedding, "to_numpy"):  # pgvector.Vector, as read back by the binary loader
+        embedding = embedding.to_numpy()
     vector = np.asarray(embedding, dtype=np.float32).reshape(-1)
     if vector.shape[0] != EMBEDDING_DIM:
         raise ValueError(f"the case store holds {EMBEDDING_DIM}-d embeddings, got {vector.shape[0]}")
