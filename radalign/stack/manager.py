@@ -133,6 +133,18 @@ def _start_service(settings: Settings, paths: StatePaths, component: str, model_
     raise ValueError(f"unknown component {component!r}")
 
 
+def _catch_up(settings: Settings, component: str) -> str:
+    """Bring an already running service up to date with the code: topics added to the
+    catalogue, migration files added since it started. Both steps are idempotent."""
+    if component == "broker":
+        created = broker.run_coroutine(broker.create_topics(settings.kafka_bootstrap, broker.topic_partitions()))
+        return f"already running; created topics {', '.join(created)}" if created else "already running"
+    if component == "postgres":
+        applied = apply_migrations(settings.dsn)
+        return f"already running; applied {', '.join(applied)}" if applied else "already running"
+    return "already running"
+
+
 def up(
     settings: Settings,
     components: Iterable[str] = COMPONENTS,
@@ -160,7 +172,8 @@ def up(
                     results.append(ComponentStatus(component, None, address_of(settings, component), True, "external: not started"))
                     continue
                 if (proc := _running(paths, component)) is not None:
-                    results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, "already running"))
+                    detail = _catch_up(settings, component)
+                    results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, detail))
                     continue
                 begin = time.monotonic()
                 proc = _start_service(settings, paths, component, model_repo)

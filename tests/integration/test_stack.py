@@ -68,6 +68,17 @@ async def _kafka_round_trip(bootstrap: str) -> tuple[bytes, bytes]:
     return record.key, record.value
 
 
+async def _delete_topic(bootstrap: str, topic: str) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await asyncio.wait_for(admin.start(), 10)
+    try:
+        await asyncio.wait_for(admin.delete_topics([topic]), 10)
+    finally:
+        await admin.close()
+
+
 async def _pool_vector(settings: Settings) -> object:
     pool = await open_pool(settings, min_size=1, max_size=2)
     async with pool:
@@ -129,9 +140,14 @@ def test_up_serves_every_component_and_down_leaves_nothing(private_settings: Set
 
     np.testing.assert_array_equal(_triton_add_one(settings), np.array([[2.0, 3.0, 4.0]], dtype=np.float32))
 
-    # up again: nothing restarted.
+    # up again: nothing restarted, but a topic missing from the running broker is created.
+    asyncio.run(_delete_topic(settings.kafka_bootstrap, "radalign.dlq.gateway.v1"))
     again = up(settings, ["broker", "postgres", "triton"], model_repo=repo)
-    assert [(r.pid, r.detail) for r in again] == [(r.pid, "already running") for r in rows]
+    assert [(r.pid, r.detail) for r in again] == [
+        (rows[0].pid, "already running; created topics radalign.dlq.gateway.v1"),
+        (rows[1].pid, "already running"),
+        (rows[2].pid, "already running"),
+    ]
 
     begin = time.monotonic()
     stopped = down(settings)

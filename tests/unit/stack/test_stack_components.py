@@ -59,7 +59,7 @@ def test_postgres_command_lines(tmp_path: Path) -> None:
     data = tmp_path / "postgres"
     init = postgres.initdb_argv(Path("/pg/bin"), data)
     assert init[0] == "/pg/bin/initdb" and init[init.index("-D") + 1] == str(data)
-    assert "--auth=trust" in init and init[init.index("-U") + 1] == "postgres"
+    assert "--auth=trust" in init and "--no-sync" in init and init[init.index("-U") + 1] == "postgres"
     start = postgres.pg_ctl_start_argv(Path("/pg/bin"), data, tmp_path / "pg.log", 30)
     assert start[-1] == "start" and "-w" in start and start[start.index("-t") + 1] == "30"
     server_options = start[start.index("-o") + 1]
