@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import K8S, REPO, load_docs
+from k8s_support import K8S, REPO, load_docs
 
 from radalign import deploy
 from schemas.topics import ALL_TOPICS, STAGE_IO

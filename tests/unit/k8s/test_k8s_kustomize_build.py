@@ -12,7 +12,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import CRD_KINDS, K8S, K8S_VERSION
+from k8s_support import CRD_KINDS, K8S, K8S_VERSION
 
 from radalign.deploy import CONSUMER_STAGES, workload_name
 from schemas.topics import STAGES

@@ -7,7 +7,7 @@ import re
 
 import kubernetes_validate
 import pytest
-from conftest import CRD_KINDS, K8S, K8S_VERSION, KUSTOMIZE_KINDS, REPO, Build, Doc, all_yaml_files, kustomize, load_docs
+from k8s_support import CRD_KINDS, K8S, K8S_VERSION, KUSTOMIZE_KINDS, REPO, Build, Doc, all_yaml_files, kustomize, load_docs
 
 from radalign.config import STAGE_WEB_PORTS, Settings
 from radalign.deploy import CONSUMER_STAGES, consumer_group, workload_name

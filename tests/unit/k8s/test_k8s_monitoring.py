@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from conftest import K8S, load_docs
+from k8s_support import K8S, load_docs
 
 from prometheus_client.metrics import MetricWrapperBase
 
