@@ -21,6 +21,8 @@ def _mount(module: str, attr: str, name: str, help_text: str) -> None:
 
 
 _mount("radalign.stack.cli", "stack_app", "stack", "The embedded stack: broker, PostgreSQL, Triton and the stage workers.")
+_mount("radalign.labeler.cli", "label_app", "label", "The CheXpert-style report labeler.")
+_mount("radalign.deploy", "deploy_app", "k8s", "Generated Kubernetes manifests: render or check them.")
 
 
 @app.command()
