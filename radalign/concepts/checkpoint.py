@@ -1,0 +1,97 @@
+"""Checkpoints: the trained head (with its text anchors) plus what is needed to rebuild the model.
+
+The shipped checkpoint holds no encoder weights (they come from the encoder's package) unless the
+encoder was fine-tuned, so it stays small enough to commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
+from radalign.concepts.model import ConceptAlignmentHead, ConceptModel, HeadConfig
+from radalign.concepts.vocabulary import ANCHOR_STATES, ConceptVocabulary, load_vocabulary
+
+FORMAT = "radalign.concepts/1"
+CHECKPOINT_DIR = Path(__file__).with_name("checkpoints")
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "concept_head.v1.pt"
+
+
+def compute_anchors(vocabulary: ConceptVocabulary | None = None, text_encoder: Any = None) -> torch.Tensor:
+    """(K, 3, 384): per observation, the normalised mean embedding of its present / absent /
+    uncertain statements."""
+    from radalign.text_encoder import get_text_encoder
+
+    vocabulary = vocabulary or load_vocabulary()
+    encoder = text_encoder or get_text_encoder()
+    anchors = np.zeros((len(vocabulary.concepts), len(ANCHOR_STATES), encoder.dim), dtype=np.float32)
+    for s, state in enumerate(ANCHOR_STATES):
+        for k, texts in enumerate(vocabulary.anchor_texts(state)):
+            mean = encoder.encode(texts).mean(axis=0)
+            anchors[k, s] = mean / np.linalg.norm(mean)
+    return torch.from_numpy(anchors)
+
+
+@dataclass
+class Checkpoint:
+    head: ConceptAlignmentHead
+    encoder_name: str = DEFAULT_ENCODER
+    encoder_state: dict[str, torch.Tensor] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("model_version", "unversioned"))
+
+    def build_model(self) -> ConceptModel:
+        """The full model in eval mode (encoder weights from its package unless fine-tuned ones are stored)."""
+        encoder = build_encoder(self.encoder_name, pretrained=self.encoder_state is None)
+        if self.encoder_state is not None:
+            encoder.load_state_dict(self.encoder_state)
+        return ConceptModel(encoder, self.head).eval()
+
+
+def head_digest(head: ConceptAlignmentHead) -> str:
+    buffer = io.BytesIO()
+    for name, tensor in sorted(head.state_dict().items()):
+        buffer.write(name.encode())
+        buffer.write(tensor.detach().cpu().numpy().tobytes())
+    return hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(ckpt.meta)
+    meta.setdefault("concepts_version", load_vocabulary().version)
+    meta["model_version"] = f"{meta['concepts_version']}-{head_digest(ckpt.head)}"
+    ckpt.meta = meta
+    payload = {
+        "format": FORMAT,
+        "encoder": ckpt.encoder_name,
+        "head_config": ckpt.head.config.to_dict(),
+        "head_state": {k: v.detach().cpu() for k, v in ckpt.head.state_dict().items()},
+        "encoder_state": ckpt.encoder_state,
+        "meta": meta,
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)  # atomic: a crash mid-save never leaves a truncated checkpoint
+    return path
+
+
+def load_checkpoint(path: str | Path = DEFAULT_CHECKPOINT) -> Checkpoint:
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a {FORMAT} checkpoint")
+    head = ConceptAlignmentHead(HeadConfig.from_dict(payload["head_config"]))
+    head.load_state_dict(payload["head_state"])
+    head.eval()
+    return Checkpoint(head=head, encoder_name=payload["encoder"], encoder_state=payload["encoder_state"], meta=payload["meta"])

@@ -1,0 +1,62 @@
+"""Async Triton client for the concept model (gRPC). Concurrent `infer` calls are what lets
+Triton's dynamic batcher group requests, so callers should keep several in flight."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
+from radalign.concepts.vocabulary import OBSERVATIONS
+
+
+class TritonConceptClient:
+    def __init__(self, url: str, model: str = MODEL_NAME, timeout_s: float = 30.0) -> None:
+        from tritonclient.grpc.aio import InferenceServerClient
+
+        self.url = url
+        self.model = model
+        self.timeout_s = timeout_s
+        #: The served checkpoint's version (config parameter `model_version`), known after `ready()`.
+        self.model_version = "unknown"
+        self._client = InferenceServerClient(url)
+
+    async def ready(self) -> bool:
+        """True when the model is loaded; also learns the served model version."""
+        try:
+            if not await self._client.is_model_ready(self.model, client_timeout=self.timeout_s):
+                return False
+            config = await self._client.get_model_config(self.model, as_json=True, client_timeout=self.timeout_s)
+        except Exception:  # noqa: BLE001 - any transport or server error means "not ready"
+            return False
+        params = config.get("config", {}).get("parameters", {})
+        self.model_version = params.get("model_version", {}).get("string_value") or self.model_version
+        return True
+
+    async def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One image (1, 224, 224) or (224, 224) float32 in [0, 1] -> (probabilities (14,), embedding (384,))."""
+        from tritonclient.grpc import InferInput, InferRequestedOutput
+
+        array = np.asarray(image, dtype=np.float32)
+        if array.shape == (INPUT_SIZE, INPUT_SIZE):
+            array = array[None]
+        if array.shape != (1, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"expected (1, {INPUT_SIZE}, {INPUT_SIZE}), got {array.shape}")
+        batch = np.ascontiguousarray(array[None])
+        inp = InferInput("image", list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch)
+        outputs = [InferRequestedOutput("probabilities"), InferRequestedOutput("embedding")]
+        result = await self._client.infer(self.model, [inp], outputs=outputs, client_timeout=self.timeout_s)
+        probs = result.as_numpy("probabilities").reshape(-1)
+        emb = result.as_numpy("embedding").reshape(-1)
+        if probs.shape != (len(OBSERVATIONS),) or emb.shape != (EMBED_DIM,):
+            raise RuntimeError(f"unexpected output shapes {probs.shape}, {emb.shape}")
+        return probs, emb
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> TritonConceptClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

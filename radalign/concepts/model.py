@@ -1,0 +1,116 @@
+"""The concept-aligned model: image encoder -> concept-query attention -> text-space scores.
+
+Head (RadAlign's concept alignment, sized for CPU serving):
+- the encoder's spatial features (B, C, h, w) become h*w tokens projected to `d_model`, plus a
+  learned position embedding (where a finding lies matters: basal vs apical);
+- 14 learnable concept queries attend over the tokens (multi-head attention);
+- each attended query is projected into the 384-d text space and compared (cosine, learned
+  temperature) with its concept's text anchors: present / absent / uncertain statements embedded
+  by `radalign.text_encoder` and stored as a buffer, so serving needs no text encoder;
+- probability of "present" = sigmoid(scale * (cos(present) - cos(absent)) + bias_c);
+- the retrieval embedding is a projection of the pooled tokens into the same text space, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from radalign.concepts import EMBED_DIM
+from radalign.concepts.vocabulary import ANCHOR_STATES, OBSERVATIONS
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    in_channels: int = 1280
+    grid: tuple[int, int] = (7, 7)
+    d_model: int = 128
+    num_heads: int = 4
+    embed_dim: int = EMBED_DIM
+    num_concepts: int = len(OBSERVATIONS)
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> HeadConfig:
+        return cls(**{**raw, "grid": tuple(raw["grid"])})
+
+
+@dataclass
+class HeadOutput:
+    logits: torch.Tensor  # (B, K) binary present-vs-absent logit
+    state_logits: torch.Tensor  # (B, K, 3) scaled cosine to present / absent / uncertain anchors
+    embedding: torch.Tensor  # (B, E) L2-normalised
+
+
+class ConceptAlignmentHead(nn.Module):
+    def __init__(self, config: HeadConfig, anchors: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.token_proj = nn.Linear(c.in_channels, c.d_model)
+        self.token_norm = nn.LayerNorm(c.d_model)
+        self.position = nn.Parameter(torch.zeros(1, c.grid[0] * c.grid[1], c.d_model))
+        self.queries = nn.Parameter(torch.randn(c.num_concepts, c.d_model) * 0.02)
+        self.attention = nn.MultiheadAttention(c.d_model, c.num_heads, dropout=c.dropout, batch_first=True)
+        self.query_norm = nn.LayerNorm(c.d_model)
+        self.concept_proj = nn.Linear(c.d_model, c.embed_dim)
+        self.image_proj = nn.Linear(c.d_model, c.embed_dim)
+        self.dropout = nn.Dropout(c.dropout)
+        # CLIP-style learned temperature, initialised at 1/0.07 and clamped at 100.
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.concept_bias = nn.Parameter(torch.zeros(c.num_concepts))
+        if anchors is None:
+            anchors = F.normalize(torch.randn(c.num_concepts, len(ANCHOR_STATES), c.embed_dim), dim=-1)
+        if anchors.shape != (c.num_concepts, len(ANCHOR_STATES), c.embed_dim):
+            raise ValueError(f"anchors must be (K, 3, E), got {tuple(anchors.shape)}")
+        self.register_buffer("anchors", F.normalize(anchors.float(), dim=-1))
+        nn.init.trunc_normal_(self.position, std=0.02)
+
+    def forward(self, features: torch.Tensor) -> HeadOutput:
+        b = features.shape[0]
+        tokens = self.token_norm(self.token_proj(features.flatten(2).transpose(1, 2)))  # (B, hw, d)
+        pooled = tokens.mean(dim=1)
+        keys = tokens + self.position
+        queries = self.queries.unsqueeze(0).expand(b, -1, -1)
+        attended, _ = self.attention(queries, keys, keys, need_weights=False)
+        attended = self.query_norm(queries + self.dropout(attended))
+        concept_vectors = F.normalize(self.concept_proj(attended), dim=-1)  # (B, K, E)
+        scale = self.logit_scale.exp().clamp(max=100.0)
+        state_logits = scale * torch.einsum("bke,kse->bks", concept_vectors, self.anchors)
+        logits = state_logits[..., 0] - state_logits[..., 1] + self.concept_bias
+        embedding = F.normalize(self.image_proj(self.dropout(pooled)), dim=-1)
+        return HeadOutput(logits=logits, state_logits=state_logits, embedding=embedding)
+
+
+class ConceptModel(nn.Module):
+    """(B, 1, 224, 224) grayscale in [0, 1] -> (probabilities (B, 14), embedding (B, 384)).
+
+    This is what is exported to TorchScript and served by Triton; it replicates the gray channel
+    and applies ImageNet normalisation itself so callers send the preprocess output unchanged."""
+
+    def __init__(self, encoder: nn.Module, head: ConceptAlignmentHead) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+    def forward_train(self, images: torch.Tensor) -> HeadOutput:
+        return self.head(self.encoder(self.normalise(images)))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.forward_train(images)
+        return torch.sigmoid(out.logits), out.embedding

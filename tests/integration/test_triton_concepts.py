@@ -1,0 +1,88 @@
+"""The exported concept model served by Triton answers like the PyTorch model it came from."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from radalign.concepts.client import TritonConceptClient
+from radalign.concepts.data import load_image, pediatric_images
+from radalign.config import Settings
+
+pytestmark = pytest.mark.integration
+
+SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "cxr-public"
+
+
+def _real_images() -> list[np.ndarray]:
+    """Real chest radiographs: the pediatric JPEGs that ship in a wheel, plus a few cxr-public
+    PNGs of different sizes and views when the shared data is here."""
+    paths = [p for p, _ in pediatric_images()[:6]]
+    if SHARED.is_dir():
+        paths += sorted((SHARED / "images").glob("*.png"))[::150]
+    if not paths:
+        pytest.skip("no real chest images: pneumonia-model-package is not installed and ../shared/data is absent")
+    return [load_image(p) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def concept_triton() -> Iterator[Settings]:
+    pytest.importorskip("pytriton", reason="nvidia-pytriton (tritonserver binary) is not installed")
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip(f"no shipped checkpoint at {DEFAULT_CHECKPOINT}")
+    from radalign.concepts.serving import local_concept_triton
+
+    with local_concept_triton(DEFAULT_CHECKPOINT) as settings:
+        yield settings
+
+
+@pytest.fixture(scope="module")
+def torch_model() -> torch.nn.Module:
+    return load_checkpoint(DEFAULT_CHECKPOINT).build_model()
+
+
+async def test_triton_outputs_equal_the_torch_forward_pass(concept_triton: Settings, torch_model: torch.nn.Module) -> None:
+    images = _real_images()
+    async with TritonConceptClient(concept_triton.triton_grpc_url, timeout_s=60) as client:
+        assert await client.ready()
+        assert client.model_version == load_checkpoint(DEFAULT_CHECKPOINT).version
+        served = [await client.infer(img) for img in images]
+    with torch.inference_mode():
+        want_probs, want_emb = torch_model(torch.from_numpy(np.stack(images)))
+    for i, (probs, emb) in enumerate(served):
+        assert probs.shape == (14,) and emb.shape == (384,)
+        np.testing.assert_allclose(probs, want_probs[i].numpy(), atol=2e-4, err_msg=f"image {i}")
+        np.testing.assert_allclose(emb, want_emb[i].numpy(), atol=2e-4, err_msg=f"image {i}")
+        assert abs(float(np.linalg.norm(emb)) - 1.0) < 1e-4
+    # different images give different answers (the server is not returning a constant)
+    assert np.abs(served[0][1] - served[-1][1]).max() > 1e-3
+
+
+async def test_concurrent_requests_are_batched_and_keep_their_order(concept_triton: Settings) -> None:
+    from tritonclient.grpc.aio import InferenceServerClient
+
+    images = _real_images()
+    burst = [images[i % len(images)] for i in range(24)]
+    stats_client = InferenceServerClient(concept_triton.triton_grpc_url)
+    try:
+        before = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+        async with TritonConceptClient(concept_triton.triton_grpc_url, timeout_s=120) as client:
+            sequential = [await client.infer(img) for img in images]
+            before = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+            results = await asyncio.gather(*(client.infer(img) for img in burst))
+        after = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+    finally:
+        await stats_client.close()
+    for i, (probs, emb) in enumerate(results):
+        np.testing.assert_allclose(probs, sequential[i % len(images)][0], atol=2e-4)
+        np.testing.assert_allclose(emb, sequential[i % len(images)][1], atol=2e-4)
+    inferences = int(after["inference_count"]) - int(before["inference_count"])
+    executions = int(after["execution_count"]) - int(before["execution_count"])
+    assert inferences == len(burst)
+    assert executions < inferences, "dynamic batching should have merged concurrent requests"

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from radalign.concepts.checkpoint import Checkpoint, save_checkpoint
+from radalign.concepts.encoders import register_encoder
+from radalign.concepts.model import ConceptAlignmentHead, HeadConfig
+
+TINY_ENCODER = "tiny-test-encoder"
+
+
+class TinyEncoder(nn.Module):
+    """(B, 3, 224, 224) -> (B, 16, 7, 7): a stand-in for EfficientNet so unit tests stay fast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, kernel_size=32, stride=32)
+        self.out_channels = 16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+@register_encoder(TINY_ENCODER)
+def _tiny(pretrained: bool = True) -> nn.Module:
+    torch.manual_seed(1234)  # "pretrained" weights: the same every time the encoder is built
+    return TinyEncoder()
+
+
+@pytest.fixture
+def tiny_head() -> ConceptAlignmentHead:
+    torch.manual_seed(0)
+    return ConceptAlignmentHead(HeadConfig(in_channels=16, d_model=32, num_heads=4)).eval()
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path, tiny_head: ConceptAlignmentHead) -> Path:
+    return save_checkpoint(tmp_path / "tiny.pt", Checkpoint(head=tiny_head, encoder_name=TINY_ENCODER, meta={"note": "unit test"}))

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from radalign.concepts.checkpoint import load_checkpoint
+from radalign.concepts.export import MODEL_FILE, export_torchscript, exported_version, prepare_model_repository
+
+
+def test_checkpoint_round_trip_keeps_weights_and_version(tiny_checkpoint: Path) -> None:
+    ckpt = load_checkpoint(tiny_checkpoint)
+    assert ckpt.version.startswith("concepts.v1-")
+    assert ckpt.encoder_state is None  # encoder weights come from the encoder's package
+    again = load_checkpoint(tiny_checkpoint)
+    for (k, a), (_, b) in zip(ckpt.head.state_dict().items(), again.head.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_torchscript_export_matches_eager_at_any_batch_size(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = export_torchscript(tiny_checkpoint, tmp_path / "m.pt")
+    traced = torch.jit.load(str(out))
+    model = load_checkpoint(tiny_checkpoint).build_model()
+    for batch in (1, 7):
+        x = torch.rand(batch, 1, 224, 224)
+        with torch.inference_mode():
+            want, got = model(x), traced(x)
+        assert got[0].shape == (batch, 14) and got[1].shape == (batch, 384)
+        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-4)
+    assert exported_version(out) == load_checkpoint(tiny_checkpoint).version
+
+
+def test_prepare_model_repository_exports_once_and_records_the_version(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    dst = prepare_model_repository(dst=tmp_path / "repo", checkpoint=tiny_checkpoint)
+    model_dir = dst / "concept_model"
+    exported = model_dir / "1" / MODEL_FILE
+    assert (model_dir / "1" / "model.py").is_file() and exported.is_file()
+    assert not (model_dir / "config.gpu.pbtxt").exists()
+    config = (model_dir / "config.pbtxt").read_text()
+    version = load_checkpoint(tiny_checkpoint).version
+    assert f'key: "model_version" value {{ string_value: "{version}" }}' in config
+    assert "KIND_CPU" in config
+    mtime = exported.stat().st_mtime_ns
+    prepare_model_repository(dst=dst, checkpoint=tiny_checkpoint)  # same version: no re-export
+    assert exported.stat().st_mtime_ns == mtime
+    assert (model_dir / "config.pbtxt").read_text().count('key: "model_version"') == 1
+    gpu = prepare_model_repository(dst=tmp_path / "gpu", checkpoint=tiny_checkpoint, gpu=True)
+    assert "KIND_GPU" in (gpu / "concept_model" / "config.pbtxt").read_text()
