@@ -78,6 +78,20 @@ def parse_report_json_or_text(content: str, *, starts_in_findings: bool = False)
     return parse_sections(content, starts_in_findings=starts_in_findings)
 
 
+_IMPRESSION_HEADER = "\nIMPRESSION: "
+
+
+def lacks_impression(continuation: str) -> bool:
+    """A base model's continuation that stopped (blank line, token limit) before IMPRESSION."""
+    return "impression:" not in continuation.lower()
+
+
+def impression_prompt(prompt: DraftPrompt, continuation: str) -> str:
+    """Second phase of the continuation form: the findings written so far, then the IMPRESSION
+    header, so a base model that stopped early still writes both sections."""
+    return prompt.text.rstrip() + " " + continuation.strip() + _IMPRESSION_HEADER
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -184,36 +198,51 @@ class OpenAICompatibleBackend:
             raise DraftBackendError(exc.reason, f"{exc} after {self._max_retries + 1} attempts") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def _request(self, prompt: DraftPrompt, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._post(path, body)
+        except DraftBackendError as exc:
+            if not ("response_format" in body and exc.reason == "http_4xx"):
+                raise
+            log.info("%s refused response_format; using plain text sections from now on", self.name)
+            self._structured_output = False
+            path, body = self._body(prompt, False)
+            return await self._post(path, body)
+
+    @staticmethod
+    def _content(payload: dict[str, Any], form: str) -> str:
+        try:
+            choice = payload["choices"][0]
+            content = choice["message"]["content"] if form == "chat" else choice["text"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise DraftBackendError("malformed", f"unexpected answer shape ({type(exc).__name__})") from exc
+        if not isinstance(content, str):
+            raise DraftBackendError("malformed", "content is not a string")
+        return content
+
     async def generate(self, prompt: DraftPrompt) -> DraftText:
         async with self._semaphore:
             started = time.perf_counter()
-            structured = self._structured_output
-            path, body = self._body(prompt, structured)
-            try:
-                payload = await self._post(path, body)
-            except DraftBackendError as exc:
-                if not (structured and "response_format" in body and exc.reason == "http_4xx"):
-                    raise
-                log.info("%s refused response_format; using plain text sections from now on", self.name)
-                self._structured_output = False
-                path, body = self._body(prompt, False)
-                payload = await self._post(path, body)
+            path, body = self._body(prompt, self._structured_output)
+            payload = await self._request(prompt, path, body)
+            content = self._content(payload, prompt.form)
+            usage = [payload.get("usage") or {}]
+            if prompt.form == "completion" and lacks_impression(content):
+                second = await self._request(
+                    prompt, path, {**body, "prompt": impression_prompt(prompt, content), "max_tokens": max(32, prompt.max_tokens // 3)}
+                )
+                content = content.rstrip() + _IMPRESSION_HEADER + self._content(second, prompt.form)
+                usage.append(second.get("usage") or {})
             elapsed = time.perf_counter() - started
         GENERATION_SECONDS.labels(backend=self.name).observe(elapsed)
         try:
-            choice = payload["choices"][0]
-            content = choice["message"]["content"] if prompt.form == "chat" else choice["text"]
-            if not isinstance(content, str):
-                raise TypeError("content is not a string")
             findings, impression = parse_report_json_or_text(content, starts_in_findings=prompt.form == "completion")
-        except (KeyError, IndexError, TypeError) as exc:
-            raise DraftBackendError("malformed", f"unexpected answer shape ({type(exc).__name__})") from exc
         except MalformedReport as exc:
             raise DraftBackendError("malformed", str(exc)) from exc
-        usage = payload.get("usage") or {}
         return DraftText(
             findings=findings, impression=impression, drafter=self.name,
-            prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=sum(int(u.get("prompt_tokens") or 0) for u in usage),
+            completion_tokens=sum(int(u.get("completion_tokens") or 0) for u in usage),
             elapsed_s=elapsed,
         )
 
@@ -251,6 +280,7 @@ class LlamaCppBackend:
         timeout_s: float = 60.0,
         seed: int = 0,
         temperature: float = 0.0,
+        repeat_penalty: float = 1.1,
     ) -> None:
         try:
             import llama_cpp
@@ -260,36 +290,46 @@ class LlamaCppBackend:
         self.name = f"llama-cpp:{model_name}"
         self._timeout_s = timeout_s
         self._temperature = temperature
+        self._repeat_penalty = repeat_penalty  # greedy decoding of a small base model loops without it
         self._llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, seed=seed, verbose=False)
         self._lock = asyncio.Lock()
 
     def _run(self, prompt: DraftPrompt) -> tuple[str, int, int, bool]:
+        import llama_cpp
+        import numpy as np
+
         deadline = time.monotonic() + self._timeout_s
         timed_out = False
+        eos = self._llm.token_eos()
 
-        def past_deadline(_ids: Any, _logits: Any) -> bool:
-            # llama.cpp cannot be cancelled from outside: stop generating at the deadline.
+        def end_at_deadline(_ids: Any, scores: Any) -> Any:
+            # llama.cpp cannot be cancelled from outside: past the deadline, force end-of-text.
             nonlocal timed_out
-            timed_out = time.monotonic() > deadline
-            return timed_out
+            if time.monotonic() > deadline:
+                timed_out = True
+                scores = np.full_like(scores, -np.inf)
+                scores[eos] = 0.0
+            return scores
 
-        import llama_cpp
-
-        criteria = llama_cpp.StoppingCriteriaList([past_deadline])
+        options: dict[str, Any] = {
+            "temperature": self._temperature, "repeat_penalty": self._repeat_penalty,
+            "logits_processor": llama_cpp.LogitsProcessorList([end_at_deadline]),
+        }
         if prompt.form == "chat":
-            result = self._llm.create_chat_completion(
-                messages=list(prompt.messages), max_tokens=prompt.max_tokens, temperature=self._temperature,
-                stopping_criteria=criteria,
+            result = self._llm.create_chat_completion(messages=list(prompt.messages), max_tokens=prompt.max_tokens, **options)
+            usage = result.get("usage", {})
+            return result["choices"][0]["message"]["content"] or "", int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timed_out
+        result = self._llm.create_completion(prompt.text, max_tokens=prompt.max_tokens, stop=list(prompt.stop), **options)
+        text = result["choices"][0]["text"]
+        prompt_tokens, completion_tokens = int(result["usage"]["prompt_tokens"]), int(result["usage"]["completion_tokens"])
+        if lacks_impression(text) and not timed_out:
+            second = self._llm.create_completion(
+                impression_prompt(prompt, text), max_tokens=max(32, prompt.max_tokens // 3), stop=list(prompt.stop), **options
             )
-            text = result["choices"][0]["message"]["content"] or ""
-        else:
-            result = self._llm.create_completion(
-                prompt.text, max_tokens=prompt.max_tokens, temperature=self._temperature, stop=list(prompt.stop),
-                stopping_criteria=criteria,
-            )
-            text = result["choices"][0]["text"]
-        usage = result.get("usage", {})
-        return text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timed_out
+            text = text.rstrip() + _IMPRESSION_HEADER + second["choices"][0]["text"]
+            prompt_tokens += int(second["usage"]["prompt_tokens"])
+            completion_tokens += int(second["usage"]["completion_tokens"])
+        return text, prompt_tokens, completion_tokens, timed_out
 
     async def generate(self, prompt: DraftPrompt) -> DraftText:
         async with self._lock:

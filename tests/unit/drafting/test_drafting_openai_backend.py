@@ -107,6 +107,19 @@ async def test_completion_form_uses_completions_endpoint_with_stops(server):
     assert draft.findings == "The heart is enlarged." and draft.completion_tokens == 9
 
 
+async def test_completion_that_stops_before_impression_gets_a_second_phase(server):
+    scripted, url = server
+    scripted.steps = [
+        ("json", {"choices": [{"text": " The heart is enlarged."}], "usage": {"prompt_tokens": 100, "completion_tokens": 6}}),
+        ("json", {"choices": [{"text": "Cardiomegaly."}], "usage": {"prompt_tokens": 107, "completion_tokens": 3}}),
+    ]
+    async with backend_for(url) as backend:
+        draft = await backend.generate(prompt("completion"))
+    assert (draft.findings, draft.impression) == ("The heart is enlarged.", "Cardiomegaly.")
+    assert draft.completion_tokens == 9 and draft.prompt_tokens == 207
+    assert scripted.requests[1][1]["prompt"].endswith("FINDINGS: The heart is enlarged.\nIMPRESSION: ")
+
+
 async def test_5xx_is_retried_with_backoff(server):
     scripted, url = server
     scripted.steps = [("status", 503), ("status", 502), ("json", chat_answer(GOOD_TEXT))]
