@@ -176,16 +176,16 @@ def up(
                     results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, detail))
                     continue
                 begin = time.monotonic()
+                started.append(component)  # before starting: a half-started process is stopped too
                 proc = _start_service(settings, paths, component, model_repo)
-                started.append(component)
                 elapsed = time.monotonic() - begin
                 log.info("%s ready in %.2f s (pid %d)", component, elapsed, proc.pid)
                 results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, "started", elapsed))
             if "workers" in wanted:
                 begin = time.monotonic()
                 missing = [s for s in workers.STAGES if _running(paths, workers.worker_name(s)) is None]
-                procs = workers.start_workers(settings, missing)
                 started.extend(workers.worker_name(s) for s in missing)
+                procs = workers.start_workers(settings, missing)
                 elapsed = time.monotonic() - begin
                 for stage, proc in zip(missing, procs, strict=True):
                     results.append(ComponentStatus(workers.worker_name(stage), proc.pid, "", proc.is_running(), "started", elapsed))

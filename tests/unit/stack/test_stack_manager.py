@@ -112,3 +112,23 @@ def test_cli_status_exits_1_when_nothing_runs(tmp_path: Path, monkeypatch: pytes
         get_settings.cache_clear()
     assert result.exit_code == 1
     assert "not running" in result.output and "broker" in result.output and "127.0.0.1:1" in result.output
+
+
+def test_a_component_that_never_gets_ready_is_stopped_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from radalign.stack import broker
+    from radalign.stack.process import start_process as supervise
+    from radalign.stack.readiness import StackStartError
+
+    spawned = []
+
+    def start_then_time_out(settings: Settings, paths: StatePaths) -> None:
+        spawned.append(supervise(paths, "broker", [sys.executable, "-c", "import time; time.sleep(60)"]))
+        raise StackStartError("broker was not ready after 15 s")
+
+    monkeypatch.setattr(broker, "start_broker", start_then_time_out)
+    settings = _settings(tmp_path)
+    with pytest.raises(StackStartError, match="not ready"):
+        manager.up(settings, ["broker", "postgres"])
+    assert not spawned[0].is_running() or spawned[0].status() == "zombie"
+    assert StatePaths.of(tmp_path).names() == []
+    assert not (tmp_path / "postgres").exists()  # the failure stopped `up` before PostgreSQL
