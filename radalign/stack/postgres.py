@@ -110,6 +110,15 @@ def postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
+def _is_postmaster(pid: int, data_dir: Path) -> bool:
+    """PID `pid` is a live postgres serving `data_dir` (not a recycled PID from a stale file)."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.status() != psutil.STATUS_ZOMBIE and str(data_dir) in proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
 def start_postgres(settings: Settings, paths: StatePaths, timeout_s: float = 60.0) -> psutil.Process:
     """initdb on first use, start the server detached, record its PID; the caller migrates."""
     data_dir = settings.pg_data_dir
@@ -125,6 +134,11 @@ def start_postgres(settings: Settings, paths: StatePaths, timeout_s: float = 60.
         _prepare_for_user(user, binaries, data_dir, log_file)
     if not (data_dir / "PG_VERSION").exists():
         _run(initdb_argv(binaries, data_dir), user, timeout_s, "initdb", log_file)
+    elif (pid := postmaster_pid(data_dir)) and _is_postmaster(pid, data_dir):
+        # Already serving this folder (our PID file was lost): adopt it rather than fail.
+        proc = psutil.Process(pid)
+        write_pid_file(paths.pid_file(NAME), pid, proc.create_time())
+        return proc
     # pg_ctl forks the postmaster into its own session and returns once it accepts connections.
     _run(pg_ctl_start_argv(binaries, data_dir, log_file, int(timeout_s)), user, timeout_s + 5, "pg_ctl start", log_file)
     pid = postmaster_pid(data_dir)

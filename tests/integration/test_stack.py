@@ -179,7 +179,12 @@ def test_postgres_outlives_the_process_that_started_it(private_settings: Setting
     assert {r.name: r.healthy for r in status(private_settings)}["postgres"] is True
     with connect(settings=private_settings) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+    # Our PID file lost: `up` adopts the server that serves the folder instead of failing.
+    pid = running("postgres", private_settings).pid
+    StatePaths.of(private_settings.state_dir).pid_file("postgres").unlink()
+    assert up(private_settings, ["postgres"])[0].pid == pid
     assert down(private_settings) == ["postgres"]
+    assert not _alive(pid)
 
 
 _BROKEN_MODEL = "raise RuntimeError('model file is broken on purpose')\n"
