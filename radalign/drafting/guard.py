@@ -135,6 +135,9 @@ class DraftGuard:
     async def run(self, context: DraftContext, backend: DraftBackend | None, *, form: PromptForm = "chat") -> GuardedDraft:
         """Draft with `backend` under the guard; the deterministic drafter when `backend` is None."""
         if backend is None or isinstance(backend, DeterministicDrafter):
+            # Counted as a fallback (reason not_configured) so dashboards show which share of
+            # reports no LLM wrote; the verdict stays "passed": nothing failed.
+            FALLBACKS.labels(backend=NO_BACKEND, reason="not_configured").inc()
             return self._deterministic(context, NO_BACKEND if backend is None else backend.name, None, GuardVerdict.PASSED, [], GuardCheck(), 0)
         changes: list[str] = []
         try:

@@ -120,14 +120,15 @@ class DraftingCore:
         )
 
 
-_cores: dict[tuple[int, int], DraftingCore] = {}
+_last_core: DraftingCore | None = None
 
 
 async def draft_report(event: CasesRetrieved, backend: DraftBackend | None, settings: Settings | None = None) -> ReportDrafted:
-    """Draft one report; keeps one `DraftingCore` per (settings, backend) pair."""
+    """Draft one report. Reuses the `DraftingCore` of the previous call while the settings and
+    backend objects are the same (a worker passes the same ones for every event)."""
+    global _last_core
     settings = settings or get_settings()
-    key = (id(settings), id(backend))
-    core = _cores.get(key)
+    core = _last_core
     if core is None or core.backend is not backend or core.settings is not settings:
-        core = _cores[key] = DraftingCore(settings, backend)
+        core = _last_core = DraftingCore(settings, backend)
     return await core.draft(event)

@@ -121,3 +121,10 @@ async def test_core_routes_guard_fallbacks_and_critical_findings_to_review():
     assert report.critical == [Observation.PNEUMOTHORAX] and report.needs_review
     report = await DraftingCore(Settings(drafting_critical="Cardiomegaly"), None).draft(make_event(critical_labels, CASES))
     assert report.critical == [Observation.CARDIOMEGALY]
+
+
+async def test_no_backend_is_counted_as_not_configured():
+    before = fallbacks("none", "not_configured")
+    result = await DraftGuard().run(context(), None)
+    assert result.guard.verdict is GuardVerdict.PASSED and result.draft.drafter == "deterministic"
+    assert fallbacks("none", "not_configured") == before + 1
