@@ -108,6 +108,9 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
             body = {"status": "ready" if ok else "not ready", "partitions": assigned, "dependencies": detail}
             return self.json(body, status=200 if ok else 503)
 
+    for route in stage.routes():
+        app.web.web_app.router.add_route(route.method, route.path, route.handler)
+
     @app.on_before_shutdown.connect
     async def _close(app: faust.App, **kwargs: object) -> None:
         await stage.close()

@@ -71,6 +71,10 @@ class Stage(ABC):
         """Are this stage's dependencies reachable? (readiness probe)"""
         return True, "ok"
 
+    def routes(self) -> list:
+        """Extra aiohttp routes served beside /metrics and /health (e.g. drafting's read API)."""
+        return []
+
     @abstractmethod
     async def handle(self, event: Contract) -> list[Output]:
         """Process one valid input event. Raise PermanentError for bad input."""

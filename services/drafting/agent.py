@@ -1,0 +1,75 @@
+"""Drafting stage adapter: CasesRetrieved -> ReportDrafted (+ review topic), reports store, read API.
+
+The report is upserted into the reports store (idempotent per study and pipeline version) before
+it is published, and it is published on every delivery, redeliveries included: the report_id is
+deterministic, so consumers de-duplicate, and a crash between store and publish loses nothing.
+"""
+
+from __future__ import annotations
+
+from radalign.config import Settings
+from radalign.db import open_pool
+from radalign.drafting.identity import PostgresReidentifier
+from radalign.drafting.store import ReportStore
+from radalign.framework.faust_app import run_worker
+from radalign.framework.retry import call_with_retry
+from radalign.framework.stage import Output, Stage
+from schemas.events import CasesRetrieved
+from schemas.topics import CASES_RETRIEVED, REPORT_DRAFTED, REPORT_REVIEW
+from services.drafting.core import DraftingCore, build_backend
+from services.drafting.read_api import build_read_routes
+
+
+class DraftingStage(Stage):
+    name = "drafting"
+    input = CASES_RETRIEVED
+    concurrency = 2
+
+    def __init__(self) -> None:
+        self.store: ReportStore | None = None
+        self.reidentifier: PostgresReidentifier | None = None
+
+    async def setup(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = await open_pool(settings, name="drafting")
+        self.store = ReportStore(self.pool)
+        self.reidentifier = PostgresReidentifier(self.pool)
+        self.core = DraftingCore(settings, build_backend(settings))
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def ready(self) -> tuple[bool, str]:
+        try:
+            async with self.pool.connection(timeout=2) as conn:
+                await conn.execute("SELECT 1")
+        except Exception as exc:
+            return False, f"postgres: {type(exc).__name__}"
+        return True, "postgres reachable"
+
+    def routes(self) -> list:
+        stage = self
+
+        class _Lazy:
+            """The store exists only after setup; the routes are registered before it."""
+
+            async def get_stored(self, *args, **kwargs):  # noqa: ANN002, ANN003
+                return await stage.store.get_stored(*args, **kwargs) if stage.store else None
+
+            async def lookup(self, study_key: str):  # noqa: ANN201
+                return await stage.reidentifier.lookup(study_key) if stage.reidentifier else None
+
+        lazy = _Lazy()
+        return list(build_read_routes(lazy, lazy))  # type: ignore[arg-type]
+
+    async def handle(self, event: CasesRetrieved) -> list[Output]:
+        report = await self.core.draft(event)  # LLM calls carry their own timeout/retry/fallback
+        await call_with_retry("postgres", lambda: self.store.upsert(report), self.settings, stage=self.name, timeout_s=10)
+        outputs = [Output(REPORT_DRAFTED, report)]
+        if report.needs_review:
+            outputs.append(Output(REPORT_REVIEW, report))
+        return outputs
+
+
+def main(settings: Settings) -> None:
+    run_worker(DraftingStage(), settings)
