@@ -23,6 +23,9 @@ def _mount(module: str, attr: str, name: str, help_text: str) -> None:
 _mount("radalign.stack.cli", "stack_app", "stack", "The embedded stack: broker, PostgreSQL, Triton and the stage workers.")
 _mount("radalign.labeler.cli", "label_app", "label", "The CheXpert-style report labeler.")
 _mount("radalign.deploy", "deploy_app", "k8s", "Generated Kubernetes manifests: render or check them.")
+_mount("radalign.kb.cli", "kb_app", "kb", "The case store (pgvector): ingest reports, statistics.")
+_mount("radalign.concepts.train", "train_app", "train", "Train the concept-aligned model.")
+_mount("radalign.concepts.evaluate", "eval_app", "eval", "Evaluate the concept model (per-observation AUC, ROC plot).")
 
 
 @app.command()

@@ -165,8 +165,22 @@ def timing_table(result: DemoResult) -> Table:
     return table
 
 
+async def ensure_iu_cases(settings: Settings, limit: int | None = None) -> int:
+    """Load the IU reports into the case store unless it already holds cases; returns the count."""
+    from radalign.kb.ingest import IU_SOURCE, IngestReport, default_label_fn, ingest_drafts, iu_drafts
+    from radalign.kb.store import CaseStore
+
+    async with await CaseStore.open(settings) as store:
+        total = (await store.stats()).total
+        if total == 0:
+            report = IngestReport(IU_SOURCE)
+            drafts = iu_drafts(settings.deid_secret, default_label_fn(), limit=limit, report=report)
+            await ingest_drafts(store, drafts, with_images=False, progress=True, report=report)
+            total = (await store.stats()).total
+    return total
+
+
 def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Settings | None = None) -> int:
-    from radalign.kb.ingest import ensure_iu_cases
     from radalign.stack import manager
 
     settings = settings or get_settings()
@@ -177,7 +191,7 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         console.print(f"  {row.name:<20} pid {row.pid or '-':<8} {row.address:<40} {row.detail}")
     try:
         console.print("[bold]2/4[/bold] case store: the IU reports (first run embeds 3,955 reports)...")
-        console.print(f"  {ensure_iu_cases(settings)} cases available for retrieval")
+        console.print(f"  {asyncio.run(ensure_iu_cases(settings))} cases available for retrieval")
         offsets = asyncio.run(end_offsets(settings))
         console.print("[bold]3/4[/bold] sending sample studies...")
         sent = send_dicom(settings, chest_cr_files())

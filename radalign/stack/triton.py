@@ -110,8 +110,15 @@ def triton_healthy(settings: Settings, timeout_s: float = 1.0) -> bool:
 def start_triton(
     settings: Settings, paths: StatePaths, model_repo: Path | None = None, timeout_s: float = 180.0
 ) -> psutil.Process:
-    """Start tritonserver on the settings' ports and wait until every model is loaded."""
-    model_repo = Path(model_repo or DEFAULT_MODEL_REPO).resolve()
+    """Start tritonserver on the settings' ports and wait until every model is loaded.
+
+    Without `model_repo`, the project's `triton_models/` is copied under the state folder with the
+    concept model exported into it (TorchScript; re-exported only when the checkpoint changed)."""
+    if model_repo is None:
+        from radalign.concepts.export import prepare_model_repository
+
+        model_repo = prepare_model_repository(DEFAULT_MODEL_REPO, paths.data_dir(NAME) / "models")
+    model_repo = Path(model_repo).resolve()
     if not model_repo.is_dir():
         raise StackStartError(f"model repository {model_repo} does not exist")
     for port in (settings.triton_http_port, settings.triton_grpc_port, settings.triton_metrics_port):

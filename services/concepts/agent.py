@@ -6,8 +6,6 @@ batches, which is where the CPU/GPU gains (benchmarks/triton_bench.py).
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from radalign.blobstore import BlobStore, open_blob_store
@@ -18,17 +16,18 @@ from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyPreprocessed
 from schemas.topics import CONCEPTS_INFERRED, STUDY_PREPROCESSED
-from services.concepts.core import build_concepts_event
+from services.concepts.core import InvalidModelInput, build_concepts_event, load_model_input
 
 
-def load_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
+def fetch_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
     try:
-        array = np.load(io.BytesIO(blobs.get(event.model_input)), allow_pickle=False)
-    except Exception as exc:  # missing blob, checksum mismatch, not an .npy
+        data = blobs.get(event.model_input)
+    except Exception as exc:  # missing blob or checksum mismatch: retrying will not bring it back
         raise PermanentError(f"model input unreadable: {type(exc).__name__}: {exc}", "decode") from exc
-    if list(array.shape) != list(event.input_shape) or array.dtype != np.float32:
-        raise PermanentError(f"model input has shape {array.shape} {array.dtype}, event says {event.input_shape} float32", "validation")
-    return array
+    try:
+        return load_model_input(data)
+    except InvalidModelInput as exc:
+        raise PermanentError(str(exc), "validation") from exc
 
 
 class ConceptsStage(Stage):
@@ -42,6 +41,10 @@ class ConceptsStage(Stage):
         self.settings = settings
         self.blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
         self.client = TritonConceptClient(settings.triton_grpc_url, settings.triton_model, settings.triton_timeout_s)
+        try:
+            await self.client.ready()  # learns the served checkpoint's version
+        except Exception:  # noqa: BLE001 - Triton may come up later; readiness reports it
+            pass
 
     async def ready(self) -> tuple[bool, str]:
         try:
@@ -51,7 +54,7 @@ class ConceptsStage(Stage):
         return ok, "triton ready" if ok else "triton model not ready"
 
     async def handle(self, event: StudyPreprocessed) -> list[Output]:
-        image = load_model_input(self.blobs, event)
+        image = fetch_model_input(self.blobs, event)
         probabilities, embedding = await call_with_retry(
             "triton", lambda: self.client.infer(image), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
         )

@@ -59,11 +59,13 @@ def embedded_triton(embedded_stack: Settings) -> Iterator[Settings]:
     from radalign.stack.manager import up
     from radalign.stack.triton import DEFAULT_MODEL_REPO
 
-    repo = Path(os.environ.get("RADALIGN_TEST_MODEL_REPO") or DEFAULT_MODEL_REPO)
+    custom = os.environ.get("RADALIGN_TEST_MODEL_REPO")
+    repo = Path(custom or DEFAULT_MODEL_REPO)
     if not _has_models(repo):
         pytest.skip(f"no Triton model in {repo}")
     begin = time.monotonic()
-    up(embedded_stack, ["triton"], model_repo=repo)
+    # Without a custom repository, `up` serves triton_models/ with the shipped checkpoint exported into it.
+    up(embedded_stack, ["triton"], model_repo=repo if custom else None)
     print(f"\nembedded_triton up in {time.monotonic() - begin:.2f} s ({repo})")
     try:
         yield embedded_stack
