@@ -10,6 +10,7 @@ so the result is reproducible; it is the fallback whenever the LLM fails and the
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable
 
@@ -27,6 +28,21 @@ from radalign.drafting.text import is_redacted, mentions_prior, normalise, split
 from schemas.events import Certainty, Observation
 
 NAME = "deterministic"
+
+# A sentence the labeler finds no observation in is kept only when it reads as a normal
+# statement ("No acute disease.", "The lungs appear clear."): otherwise it describes something
+# outside the 14 concepts (scoliosis, low lung volumes, granulomas) that the model cannot
+# confirm for this study, and copying it from another patient would be a hallucination.
+_NORMAL_STATEMENT = re.compile(
+    r"^\W*(?:no|normal|negative|clear|unremarkable)\b"
+    r"|\b(?:is|are|appears?|remains?)\s+(?:\w+\s+){0,2}?(?:normal|clear|unremarkable|intact|within\s+normal\s+limits)\b",
+    re.IGNORECASE,
+)
+_QUALIFIER = re.compile(r"\b(?:but|with|except|although|however|though)\b", re.IGNORECASE)
+
+
+def is_normal_statement(sentence: str) -> bool:
+    return bool(_NORMAL_STATEMENT.search(sentence)) and not _QUALIFIER.search(sentence)
 
 
 class DeterministicDrafter:
@@ -103,16 +119,16 @@ class DeterministicDrafter:
                 if key in seen or mentions_prior(sentence) or is_redacted(sentence):
                     continue
                 labels = dict(self.labeler.text(sentence))
-                # "No Finding" is a report-level summary: on its own it marks a normal-study
-                # sentence ("No acute cardiopulmonary abnormality"), fit only for a study without findings.
-                only_normal = set(labels) == {Observation.NO_FINDING}
+                # "No Finding" is a report-level summary the labeler also gives sentences without
+                # any observation: such a sentence may only be a normal statement, and only for
+                # a study without findings (and one such sentence is enough).
+                only_normal = set(labels) <= {Observation.NO_FINDING}
                 labels.pop(Observation.NO_FINDING, None)
                 if only_normal:
-                    if allow_normal and not must_mention:
-                        if Observation.NO_FINDING not in covered:
-                            kept.append(sentence)
-                            seen.add(key)
-                            covered[Observation.NO_FINDING] = Certainty.PRESENT
+                    if allow_normal and not must_mention and is_normal_statement(sentence) and Observation.NO_FINDING not in covered:
+                        kept.append(sentence)
+                        seen.add(key)
+                        covered[Observation.NO_FINDING] = Certainty.PRESENT
                     continue
                 if not labels or any(prediction.states.get(o) is not c for o, c in labels.items()):
                     continue

@@ -16,7 +16,7 @@ _NUMBERED_ITEM = re.compile(r"^\s*\d+\s*[.)]\s*")
 # A sentence that compares with an earlier study: the draft has no prior to compare with, so
 # these would be invented history.
 _PRIOR_COMPARISON = re.compile(
-    r"\b(compar(ed|ison|e)|prior|previous(ly)?|unchanged|interval|stable|again (seen|noted|demonstrated)|"
+    r"\b(compar(ed|ison|e)|prior|previous(ly)?|unchanged|interval|stable|again|"
     r"redemonstrat\w*|no (significant )?change|since|persist(ent|s|ing)?|improv(ed|ing|ement)|"
     r"worsen(ed|ing)?|increas(ed|ing) (in|from)|decreas(ed|ing) (in|from)|resolv(ed|ing)|new since|"
     r"status post|s/p)\b",

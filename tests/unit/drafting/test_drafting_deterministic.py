@@ -70,3 +70,16 @@ def test_no_cases_still_drafts_from_templates():
     assert POSITIVE_SENTENCES[Observation.PNEUMOTHORAX] in draft.findings
     assert UNCERTAIN_SENTENCES[Observation.EDEMA] in draft.impression
     assert draft.drafter == "deterministic"
+
+
+def test_sentences_outside_the_concepts_are_not_copied():
+    labels = {Observation.NO_FINDING: Certainty.PRESENT, Observation.CARDIOMEGALY: Certainty.ABSENT}
+    cases = [(
+        "c1",
+        "Low lung volumes. There is significant thoracolumbar scoliosis. The lungs appear clear. Heart size is normal.",
+        "Hypoinflation without acute disease. No acute cardiopulmonary disease.",
+    )]
+    draft = DeterministicDrafter().draft(DraftContext.from_event(make_event(labels, cases)))
+    assert "volumes" not in draft.findings and "scoliosis" not in draft.findings
+    assert "Heart size is normal." in draft.findings
+    assert draft.impression == "No acute cardiopulmonary disease."
