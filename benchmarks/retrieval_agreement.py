@@ -97,6 +97,19 @@ def noisy_embedding(e: np.ndarray, rng: np.random.Generator, target_cos: float) 
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
+def embeddings_from_store(dsn: str, case_keys: list[str]) -> np.ndarray:
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    with psycopg.connect(dsn) as conn:
+        register_vector(conn)
+        rows = dict(conn.execute("SELECT case_key, text_embedding FROM cases WHERE case_key = ANY(%s)", (case_keys,)).fetchall())
+    missing = [k for k in case_keys if k not in rows]
+    if missing:
+        raise SystemExit(f"{len(missing)} IU reports are not in the case store: run `radalign kb ingest iu` first")
+    return np.stack([np.asarray(getattr(rows[k], "to_numpy", lambda: rows[k])(), dtype=np.float32) for k in case_keys])
+
+
 def metrics(query_vec: tuple, case_vecs: list[tuple], oracle: list[ConceptScore]) -> tuple[float, float | None, float, float]:
     from services.retrieval.core import label_agreement
 
@@ -119,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--cache", type=Path, default=Path(".radalign/cache/iu_text_embeddings.npz"),
                         help="embedding cache (outside git; recomputed when the reports or encoder change)")
+    parser.add_argument("--dsn", default=None,
+                        help="read the IU text embeddings from this case store (after `radalign kb ingest iu`) instead of encoding")
     args = parser.parse_args(argv)
     weights = [float(w) for w in args.weights.split(",")]
 
@@ -135,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     texts = [report_text(r.findings, r.impression) for r in reports]
     key = f"{encoder.name}:" + hashlib.sha256("\x00".join(texts).encode()).hexdigest()
     emb = None
-    if args.cache.is_file():
+    if args.dsn:
+        emb = embeddings_from_store(args.dsn, [f"iu-{r.uid}" for r in reports])
+        log(f"read {len(emb)} text embeddings from the case store")
+    elif args.cache.is_file():
         cached = np.load(args.cache, allow_pickle=False)
         if str(cached["key"]) == key:
             emb = cached["emb"]

@@ -138,8 +138,9 @@ async def retrieve(store: CaseStore, event: ConceptsInferred, settings: Settings
     image -> report: the aligned image embedding lives in the report encoder's space, so it is
     queried against the cases' text embeddings (every case has one). image -> image: against the
     cases that carry an image embedding (empty for a text-only store). A case found by both keeps
-    its higher cosine; the two cosines are on comparable scales because both embeddings are
-    L2-normalised in the same space.
+    its higher cosine. Image-image cosines tend to run higher than image-text ones, which favours
+    cases with images; accepted, since a visually similar study is the stronger precedent, and the
+    label term of the score then decides among them.
     """
     kwargs = {
         "k_candidates": settings.retrieval_candidates,

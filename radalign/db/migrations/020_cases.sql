@@ -34,13 +34,15 @@ CREATE INDEX IF NOT EXISTS cases_patient_key_idx ON cases (patient_key);
 CREATE INDEX IF NOT EXISTS cases_source_idx ON cases (source);
 
 -- HNSW over cosine distance (the encoders' vectors are L2-normalised).
--- m = 16, ef_construction = 64 (pgvector's defaults), chosen on measurements, not by habit:
---  * benchmarks/pgvector_bench.py on 100k clustered 384-d vectors: recall@5 >= 0.95 at
---    ef_search 100 with these values, so a larger graph buys no recall the service needs;
---  * build cost grows roughly with m * ef_construction: 100k rows build in ~2-2.5 min on 2 cores
---    with these values; doubling either doubles a rebuild (restore, re-embedding) for <1 pt recall;
---  * memory: each vector keeps up to 2*m neighbours on layer 0, ~130 B of links next to 1.5 kB
---    of vector; m = 16 keeps the index within ~1.2x the table's vector bytes.
+-- m = 16, ef_construction = 64 (pgvector's defaults), kept because the measurements say so
+-- (benchmarks/pgvector_bench.py, 100k clustered 384-d vectors, 2 cores, shared_buffers 1GB):
+--  * recall@5 0.967 at ef_search 100 (0.984 at 200) with p99 6.9 ms: the service's target
+--    (recall >= 0.95, p99 <= 10 ms) is met, so a denser graph buys nothing it needs;
+--  * build cost grows roughly with m * ef_construction: 100k rows build in ~60 s here; doubling
+--    either roughly doubles every rebuild (restore, re-embedding with a new encoder);
+--  * size: the graph is ~1.25x the vectors' own bytes (195 MB index for 157 MB of table at
+--    100k); larger m grows it linearly, and the index must fit in shared_buffers to be fast
+--    (with the 128 MB default, p50 at 100k was 4-7 ms instead of 1-1.5 ms).
 -- Query-time recall is tuned per query with hnsw.ef_search (the store sets it per transaction).
 CREATE INDEX IF NOT EXISTS cases_text_embedding_hnsw
     ON cases USING hnsw (text_embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64);
