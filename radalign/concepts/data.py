@@ -212,7 +212,7 @@ def write_cxr_public_manifest(data_dir: str | Path, out_csv: str | Path, *, incl
                 continue
             report = " ".join(x for x in (r["findings"].strip(), r["impression"].strip()) if x)
             rows.append({"image": str((data_dir / r["image_file"]).resolve()), "patient_id": _patient_of_study(r["study_id"]),
-                         "label": r["labels"], "report": report, "source": r["image_file"].split("_", 1)[0]})  # fmt: skip
+                         "label": r["labels"], "report": report, "source": Path(r["image_file"]).name.split("_", 1)[0]})  # fmt: skip
     if include_pediatric:
         for path, label in pediatric_images():
             # NORMAL2-IM-1427-0001 -> NORMAL2-IM-1427; person1946_bacteria_4875 -> person1946

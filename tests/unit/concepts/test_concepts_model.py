@@ -26,6 +26,16 @@ def test_logit_is_present_minus_absent_similarity_plus_bias(tiny_head: ConceptAl
     assert torch.allclose(out.logits, out.state_logits[..., 0] - out.state_logits[..., 1] + 0.25, atol=1e-5)
 
 
+def test_unsupported_observations_answer_exactly_one_half(tiny_head: ConceptAlignmentHead) -> None:
+    with torch.no_grad():
+        tiny_head.supported[2:] = False
+        tiny_head.concept_bias.fill_(3.0)
+        probs = torch.sigmoid(tiny_head(torch.randn(4, 16, 7, 7)).logits)
+    assert torch.all(probs[:, 2:] == 0.5)
+    assert torch.all(probs[:, :2] != 0.5)
+    assert "supported" in tiny_head.state_dict()
+
+
 def test_anchors_are_stored_normalised_and_shape_checked() -> None:
     anchors = torch.randn(14, 3, EMBED_DIM) * 3
     head = ConceptAlignmentHead(HeadConfig(in_channels=16, d_model=32), anchors)
