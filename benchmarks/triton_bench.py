@@ -1,7 +1,7 @@
 """Throughput of the concept model: Triton with dynamic batching (concurrent requests) vs Triton
 batch-1 sequential vs a plain TorchScript forward in this process. Same run, same images.
 
-    .venv/bin/python benchmarks/triton_bench.py [--images 64] [--concurrency 16]
+    .venv/bin/python benchmarks/triton_bench.py [--images 96] [--concurrency 8]
 
 Prints images/s and ratios. Triton runs on free ports in a temporary folder (the shipped
 checkpoint exported on the fly), so it does not disturb a running dev stack.
@@ -68,8 +68,8 @@ async def bench_triton(url: str, images: list[np.ndarray], concurrency: int) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--images", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     args = parser.parse_args()
     images = load_images(args.images)
@@ -78,6 +78,7 @@ def main() -> None:
         model_file = settings.state_dir / "models" / "concept_model" / "1" / "concept_model.pt"
         results = {
             "torch in-process, batch 1": bench_torch(model_file, images, 1),
+            "torch in-process, batch 4": bench_torch(model_file, images, 4),
             "torch in-process, batch 16": bench_torch(model_file, images, 16),
             "triton, batch-1 sequential": asyncio.run(bench_triton(settings.triton_grpc_url, images, 1)),
             f"triton, {args.concurrency} concurrent (dynamic batching)": asyncio.run(bench_triton(settings.triton_grpc_url, images, args.concurrency)),

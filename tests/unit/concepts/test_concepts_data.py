@@ -79,3 +79,24 @@ def test_patient_split_is_disjoint_stratified_and_deterministic() -> None:
     assert patient_split(records, seed=8) != split
     with pytest.raises(ValueError):
         patient_split(records, (0.5, 0.5, 0.5))
+
+
+def test_labels_from_report_fill_only_unknown_observations(tmp_path: Path) -> None:
+    pytest.importorskip("radalign.labeler.engine", reason="the rule-based labeler is not in this checkout")
+    img = _png(tmp_path / "b.png", (64, 64))
+    path = tmp_path / "r.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["image", "patient_id", "label", "report"])
+        w.writeheader()
+        w.writerow({"image": img.name, "patient_id": "p1", "label": "COVID-19", "report": "Large right pleural effusion. No pneumothorax."})
+        w.writerow({"image": img.name, "patient_id": "p2", "label": "", "report": "Heart size is normal. Lungs are clear."})
+    plain = read_manifest(path)
+    assert [r.patient_id for r in plain] == ["p1"]  # without the labeler, p2 has no label
+    labelled = read_manifest(path, labels_from_report=True)
+    effusion = OBSERVATIONS.index(Observation.PLEURAL_EFFUSION)
+    pneumothorax = OBSERVATIONS.index(Observation.PNEUMOTHORAX)
+    p1, p2 = labelled
+    assert p1.labels[effusion] == 1 and p1.labels[pneumothorax] == 0
+    assert p1.labels[OPACITY] == 1  # from the coarse label, kept
+    assert p2.labels[CARDIOMEGALY] == 0 or np.isnan(p2.labels[CARDIOMEGALY])
+    assert not np.isnan(p2.labels).all()

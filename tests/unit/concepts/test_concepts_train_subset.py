@@ -56,6 +56,7 @@ def test_training_on_a_subset_converges(tmp_path: Path) -> None:
     probs = predict_records(result.checkpoint, held_out, cfg.cache_dir)
     aucs = per_observation_auc(probs, np.stack([r.labels for r in held_out]))
     opacity = aucs[Observation.LUNG_OPACITY]
+    print(f"subset: {len(records)} images, losses {losses[0]:.3f} -> {losses[-1]:.3f}, held-out opacity AUC {opacity}")
     assert opacity is not None and opacity > 0.6, f"held-out Lung Opacity AUC {opacity}"
     assert aucs[Observation.CARDIOMEGALY] is None  # no positives: no AUC is claimed
     assert len(OBSERVATIONS) == probs.shape[1]
