@@ -18,7 +18,8 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        threads = int(params.get("torch_threads") or 0) or (os.cpu_count() or 1)
+        # "0": the CPUs this process may run on (the affinity set, which containers narrow)
+        threads = int(params.get("torch_threads") or 0) or len(os.sched_getaffinity(0))
         torch.set_num_threads(threads)
         try:
             torch.set_num_interop_threads(1)  # one forward at a time per instance: no inter-op pool needed
