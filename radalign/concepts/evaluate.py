@@ -7,6 +7,7 @@ are the ones training never saw (neither for fitting nor for early stopping).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
@@ -16,9 +17,9 @@ import torch
 import typer
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import load_image, patient_split, read_manifest
+from radalign.concepts.data import Record, load_image, patient_split, read_manifest
 from radalign.concepts.features import cached_features
-from radalign.concepts.metrics import AucRow, bootstrap_aucs, summarise
+from radalign.concepts.metrics import AucRow, bootstrap_aucs, per_observation_auc, summarise
 from radalign.concepts.vocabulary import OBSERVATIONS
 
 
@@ -32,6 +33,8 @@ class EvalReport:
     mean_auc_competition: float | None
     mean_auc_present: float | None
     roc_png: Path | None
+    retrieval: dict[str, float] | None = None
+    by_source: dict[str, dict[str, float]] | None = None
 
     def table(self) -> str:
         lines = [f"{'observation':<28}{'pos':>5}{'neg':>5}  {'AUC':>6}  95% CI", "-" * 60]
@@ -40,25 +43,73 @@ class EvalReport:
             lines.append(f"{r.observation.value:<28}{r.positives:>5}{r.negatives:>5}  {auc}")
         fmt = lambda v: "n/a (no competition observation has both classes)" if v is None else f"{v:.3f}"  # noqa: E731
         lines += ["-" * 60, f"mean AUC, 5 competition observations: {fmt(self.mean_auc_competition)}", f"mean AUC, all with both classes:     {fmt(self.mean_auc_present)}"]
+        for source, aucs in (self.by_source or {}).items():
+            lines.append(f"  within source {source!r}: " + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items()))
+        if self.retrieval:
+            r = self.retrieval
+            recalls = ", ".join(f"R@{k.split('@')[1]} {r[k]:.3f} (chance {r['chance@' + k.split('@')[1]]:.3f})" for k in r if k.startswith("recall@"))
+            lines.append(f"image -> report retrieval ({int(r['queries'])} images, {int(r['reports'])} distinct reports): {recalls}")
         return "\n".join(lines)
 
 
-def predict_records(checkpoint_path: str | Path, records, cache_dir: str | Path, *, batch_size: int = 32) -> np.ndarray:
-    """Probabilities (N, 14): from cached encoder features when the encoder is the packaged one,
-    else through the full (fine-tuned) model on the images."""
+def predict_records(
+    checkpoint_path: str | Path, records: Sequence[Record], cache_dir: str | Path, *, indices: Sequence[int] | None = None, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (n, 14), embeddings (n, 384)) of `records[indices]` (default: all).
+
+    With the packaged (frozen) encoder, features come from the cache of *all* `records`, so a
+    manifest evaluated after training reuses the training cache; a fine-tuned encoder runs the
+    full model on the images."""
     ckpt = load_checkpoint(checkpoint_path)
-    chunks = []
+    idx = list(range(len(records))) if indices is None else list(indices)
+    probs, embs = [], []
     with torch.inference_mode():
         if ckpt.encoder_state is None:
             feats = cached_features(records, ckpt.encoder_name, cache_dir, progress=False)
-            for s in range(0, len(feats), batch_size):
-                chunks.append(torch.sigmoid(ckpt.head(torch.from_numpy(feats[s : s + batch_size]).float()).logits).numpy())
+            for s in range(0, len(idx), batch_size):
+                out = ckpt.head(torch.from_numpy(feats[idx[s : s + batch_size]]).float())
+                probs.append(torch.sigmoid(out.logits).numpy())
+                embs.append(out.embedding.numpy())
         else:
             model = ckpt.build_model()
-            for s in range(0, len(records), batch_size):
-                images = torch.from_numpy(np.stack([load_image(r.image) for r in records[s : s + batch_size]]))
-                chunks.append(model(images)[0].numpy())
-    return np.concatenate(chunks)
+            for s in range(0, len(idx), batch_size):
+                images = torch.from_numpy(np.stack([load_image(records[i].image) for i in idx[s : s + batch_size]]))
+                p, e = model(images)
+                probs.append(p.numpy())
+                embs.append(e.numpy())
+    return np.concatenate(probs), np.concatenate(embs)
+
+
+def report_retrieval(embeddings: np.ndarray, records: Sequence[Record], ks: tuple[int, ...] = (1, 5)) -> dict[str, float] | None:
+    """Image -> report retrieval among the split's distinct reports: recall@k and its chance level.
+
+    Uses the same text encoder as the anchors; None when fewer than 2 distinct reports exist."""
+    from radalign.text_encoder import get_text_encoder
+
+    reports = sorted({r.report for r in records if r.report})
+    if len(reports) < 2:
+        return None
+    text = get_text_encoder().encode(reports)
+    rows = [i for i, r in enumerate(records) if r.report]
+    target = np.array([reports.index(records[i].report) for i in rows])  # type: ignore[arg-type]
+    ranks = np.argsort(-(embeddings[rows] @ text.T), axis=1)
+    out: dict[str, float] = {"queries": float(len(rows)), "reports": float(len(reports))}
+    for k in ks:
+        out[f"recall@{k}"] = float(np.mean([t in ranks[j, :k] for j, t in enumerate(target)]))
+        out[f"chance@{k}"] = min(1.0, k / len(reports))
+    return out
+
+
+def auc_by_source(probabilities: np.ndarray, records: Sequence[Record]) -> dict[str, dict[str, float]]:
+    """AUC per observation within each data source: a shortcut check (sources differ in class mix)."""
+    labels = np.stack([r.labels for r in records])
+    out: dict[str, dict[str, float]] = {}
+    for source in sorted({r.source for r in records if r.source}):
+        keep = np.array([r.source == source for r in records])
+        aucs = {o.value: a for o, a in per_observation_auc(probabilities[keep], labels[keep]).items() if a is not None}
+        if aucs:
+            out[source] = aucs
+    return out
 
 
 def plot_roc(probabilities: np.ndarray, labels: np.ndarray, rows: list[AucRow], out_png: Path, title: str) -> Path:
@@ -98,11 +149,14 @@ def evaluate(
     fractions = tuple(ckpt.meta.get("split", {}).get("fractions", (0.7, 0.15, 0.15)))
     idx = patient_split(records, fractions, seed=seed)[split]  # type: ignore[arg-type]
     subset = [records[i] for i in idx]
-    probs = predict_records(checkpoint, subset, cache_dir)
+    probs, embeddings = predict_records(checkpoint, records, cache_dir, indices=idx)
     labels = np.stack([r.labels for r in subset])
     rows = bootstrap_aucs(probs, labels, n_boot=n_boot, seed=seed)
     png = plot_roc(probs, labels, rows, Path(roc_png), f"Concept model, {split} split ({len(subset)} images)") if roc_png else None
-    return EvalReport(split=split, images=len(subset), patients=len({r.patient_id for r in subset}), model_version=ckpt.version, rows=rows, roc_png=png, **summarise(rows))
+    return EvalReport(
+        split=split, images=len(subset), patients=len({r.patient_id for r in subset}), model_version=ckpt.version, rows=rows, roc_png=png,
+        retrieval=report_retrieval(embeddings, subset), by_source=auc_by_source(probs, subset), **summarise(rows),
+    )  # fmt: skip
 
 
 eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)

@@ -52,8 +52,9 @@ def test_training_on_a_subset_converges(tmp_path: Path) -> None:
 
     records = read_manifest(manifest)
     split = patient_split(records, cfg.fractions, seed=cfg.seed)
-    held_out = [records[i] for i in split["val"] + split["test"]]
-    probs = predict_records(result.checkpoint, held_out, cfg.cache_dir)
+    held_out_idx = split["val"] + split["test"]
+    held_out = [records[i] for i in held_out_idx]
+    probs, _ = predict_records(result.checkpoint, records, cfg.cache_dir, indices=held_out_idx)
     aucs = per_observation_auc(probs, np.stack([r.labels for r in held_out]))
     opacity = aucs[Observation.LUNG_OPACITY]
     print(f"subset: {len(records)} images, losses {losses[0]:.3f} -> {losses[-1]:.3f}, held-out opacity AUC {opacity}")
