@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -138,7 +139,7 @@ def print_reports(result: DemoResult) -> None:
             f"drafter {report.drafter}, prompt {report.prompt_version}, model {report.model_name} v{report.model_version}, "
             f"guard {report.guard.verdict.value}{', REVIEW' if report.needs_review else ''}[/dim]"
         )
-        title = f"{report.study.study_key} [{report.study.priority.value}] view {report.view_position or '?'}"
+        title = escape(f"{report.study.study_key} [{report.study.priority.value}] view {report.view_position or '?'}")
         console.print(Panel(body, title=title, expand=False))
 
 
