@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "encoder_state": ckpt.encoder_state,
         "meta": meta,
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save(payload, tmp)
     tmp.replace(path)  # atomic: a crash mid-save never leaves a truncated checkpoint
     return path

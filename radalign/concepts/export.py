@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
 import shutil
 import warnings
@@ -61,7 +62,7 @@ def _export(checkpoint: str | Path, out_path: Path, check: bool) -> Path:
                 raise RuntimeError(f"traced model differs from eager by {float((w - g).abs().max()):.2e}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model_version": ckpt.version, "concepts_version": ckpt.meta.get("concepts_version"), "encoder": ckpt.encoder_name}
-    tmp = out_path.with_suffix(".tmp")
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")  # per process: two exporters never share a temp file
     torch.jit.save(traced, str(tmp), _extra_files={META_FILE: json.dumps(meta)})
     tmp.replace(out_path)
     return out_path

@@ -7,6 +7,7 @@ With a frozen encoder the head never needs pixels again, so a CPU run costs one 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def cached_features(
         return np.load(path)
     features = encode_images(build_encoder(encoder_name), [r.image for r in records], batch_size=batch_size, workers=workers, device=device, progress=progress)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, features)
     tmp.replace(path)
     return features

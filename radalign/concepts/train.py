@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -98,7 +99,9 @@ def _report_embeddings(records: list[Record], cache_dir: Path) -> tuple[np.ndarr
             if r.report:
                 emb[i] = vectors[r.report]
     cache_dir.mkdir(parents=True, exist_ok=True)
-    np.save(path, emb)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, emb)
+    tmp.replace(path)
     return emb, has
 
 
