@@ -90,7 +90,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
     "report_drafted": [
         {
             "study": _STUDY,
-            "report_id": "rp-0d2c4b1f9e8a7c6b",
+            "report_id": "6f1c2a3e-9b7d-5c4e-8a1f-0d2c4b1f9e8a",
             "findings": "The cardiac silhouette is enlarged. No pleural effusion. No pneumothorax.",
             "impression": "Cardiomegaly.",
             "concepts": _CONCEPTS,
