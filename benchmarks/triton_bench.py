@@ -35,58 +35,73 @@ def load_images(n: int) -> list[np.ndarray]:
     return [load_image(paths[i % len(paths)]) for i in range(n)]
 
 
-def bench_torch(model_file: Path, images: list[np.ndarray], batch: int) -> float:
-    model = torch.jit.load(str(model_file)).eval()
+def bench_torch(model: torch.jit.ScriptModule, images: list[np.ndarray], batch: int) -> tuple[float, list[float]]:
+    """(images/s, per-batch latencies in ms)."""
     x = torch.from_numpy(np.stack(images))
+    latencies = []
     with torch.inference_mode():
         model(x[:batch])  # warm-up
         start = time.perf_counter()
         for s in range(0, len(x), batch):
+            t = time.perf_counter()
             model(x[s : s + batch])
-        return len(x) / (time.perf_counter() - start)
+            latencies.append((time.perf_counter() - t) * 1000)
+        return len(x) / (time.perf_counter() - start), latencies
 
 
-async def bench_triton(url: str, images: list[np.ndarray], concurrency: int) -> float:
+async def bench_triton(url: str, images: list[np.ndarray], concurrency: int) -> tuple[float, list[float]]:
+    """(images/s, per-request latencies in ms) with `concurrency` requests in flight."""
     async with TritonConceptClient(url, timeout_s=300) as client:
         if not await client.ready():
             raise SystemExit("Triton model not ready")
         await client.infer(images[0])
         gate = asyncio.Semaphore(concurrency)
+        latencies: list[float] = []
 
         async def one(img: np.ndarray) -> None:
             async with gate:
+                t = time.perf_counter()
                 await client.infer(img)
+                latencies.append((time.perf_counter() - t) * 1000)
 
         start = time.perf_counter()
-        if concurrency == 1:
-            for img in images:
-                await client.infer(img)
-        else:
-            await asyncio.gather(*(one(img) for img in images))
-        return len(images) / (time.perf_counter() - start)
+        await asyncio.gather(*(one(img) for img in images))
+        return len(images) / (time.perf_counter() - start), latencies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="rounds; modes alternate within a round (the machine is noisy)")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     args = parser.parse_args()
     images = load_images(args.images)
-    print(f"{len(images)} images, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads in-process)")
+    print(f"{len(images)} images, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads in-process), {args.repeats} rounds")
+    seq, conc = "triton, batch-1 sequential", f"triton, {args.concurrency} concurrent (dynamic batching)"
+    rates: dict[str, list[float]] = {}
+    lat: dict[str, list[float]] = {}
     with local_concept_triton(args.checkpoint) as settings:
-        model_file = settings.state_dir / "models" / "concept_model" / "1" / "concept_model.pt"
-        results = {
-            "torch in-process, batch 1": bench_torch(model_file, images, 1),
-            "torch in-process, batch 4": bench_torch(model_file, images, 4),
-            "torch in-process, batch 16": bench_torch(model_file, images, 16),
-            "triton, batch-1 sequential": asyncio.run(bench_triton(settings.triton_grpc_url, images, 1)),
-            f"triton, {args.concurrency} concurrent (dynamic batching)": asyncio.run(bench_triton(settings.triton_grpc_url, images, args.concurrency)),
+        model = torch.jit.load(str(settings.state_dir / "models" / "concept_model" / "1" / "concept_model.pt")).eval()
+        modes = {
+            "torch in-process, batch 1": lambda: bench_torch(model, images, 1),
+            "torch in-process, batch 4": lambda: bench_torch(model, images, 4),
+            "torch in-process, batch 16": lambda: bench_torch(model, images, 16),
+            seq: lambda: asyncio.run(bench_triton(settings.triton_grpc_url, images, 1)),
+            conc: lambda: asyncio.run(bench_triton(settings.triton_grpc_url, images, args.concurrency)),
         }
-    base = results["triton, batch-1 sequential"]
-    print(f"\n{'mode':<48}{'images/s':>10}{'vs triton seq':>15}")
-    for name, rate in results.items():
-        print(f"{name:<48}{rate:>10.2f}{rate / base:>14.2f}x")
+        for _ in range(args.repeats):
+            for name, run in modes.items():
+                rate, latencies = run()
+                rates.setdefault(name, []).append(rate)
+                lat.setdefault(name, []).extend(latencies)
+    base = float(np.median(rates[seq]))
+    print(f"\n{'mode':<48}{'images/s (median [min-max])':>30}{'vs triton seq':>15}{'p50 ms':>9}{'p95 ms':>9}")
+    for name, values in rates.items():
+        med = float(np.median(values))
+        p50, p95 = np.percentile(lat[name], [50, 95])
+        print(f"{name:<48}{med:>12.1f} [{min(values):5.1f}-{max(values):5.1f}]{'':>4}{med / base:>14.2f}x{p50:>9.1f}{p95:>9.1f}")
+    print("\nlatency: per forward call (torch) or per request (triton, queueing included)")
 
 
 if __name__ == "__main__":
