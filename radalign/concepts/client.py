@@ -18,6 +18,9 @@ class TritonConceptClient:
         self.timeout_s = timeout_s
         #: The served checkpoint's version (config parameter `model_version`), known after `ready()`.
         self.model_version = "unknown"
+        #: Observations the served checkpoint learnt (config parameter `supported_observations`);
+        #: None while unknown (then every observation is reported).
+        self.supported: frozenset[str] | None = None
         self._client = InferenceServerClient(url)
 
     async def ready(self) -> bool:
@@ -30,6 +33,9 @@ class TritonConceptClient:
             return False
         params = config.get("config", {}).get("parameters", {})
         self.model_version = params.get("model_version", {}).get("string_value") or self.model_version
+        supported = params.get("supported_observations", {}).get("string_value")
+        if supported:
+            self.supported = frozenset(supported.split("|"))
         return True
 
     async def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import torch
 
 from radalign.concepts import INPUT_SIZE, MODEL_NAME
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from radalign.concepts.vocabulary import OBSERVATIONS
 
 log = logging.getLogger(__name__)
 
@@ -107,5 +108,10 @@ def prepare_model_repository(
     if exported_version(target) != version:
         log.info("exporting %s to %s", checkpoint, target)
         export_torchscript(checkpoint, target)
-    config_path.write_text(_set_parameter(config_path.read_text(), "model_version", version))
+    config = _set_parameter(config_path.read_text(), "model_version", version)
+    # Observations the checkpoint learnt (both classes seen in training). The concept stage reports
+    # only these: an observation the model never learnt is "not assessed", not "uncertain".
+    supported = [o.value for o, ok in zip(OBSERVATIONS, load_checkpoint(checkpoint).head.supported.tolist(), strict=True) if ok]
+    config = _set_parameter(config, "supported_observations", "|".join(supported))
+    config_path.write_text(config)
     return dst

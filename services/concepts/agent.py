@@ -58,7 +58,11 @@ class ConceptsStage(Stage):
         probabilities, embedding = await call_with_retry(
             "triton", lambda: self.client.infer(image), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
         )
-        out = build_concepts_event(event, probabilities, embedding, self.settings.triton_model, str(self.client.model_version))
+        if self.client.supported is None:
+            await self.client.ready()  # Triton restarted or came up after us: learn version and concepts
+        out = build_concepts_event(
+            event, probabilities, embedding, self.settings.triton_model, str(self.client.model_version), supported=self.client.supported
+        )
         return [Output(CONCEPTS_INFERRED, out)]
 
 

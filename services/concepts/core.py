@@ -4,6 +4,7 @@ StudyPreprocessed -> ConceptsInferred. No Kafka, no Triton here (the agent adds 
 from __future__ import annotations
 
 import io
+from collections.abc import Collection
 from datetime import datetime
 
 import numpy as np
@@ -46,6 +47,7 @@ def build_concepts_event(
     *,
     started_at: datetime | None = None,
     duration_ms: float | None = None,
+    supported: Collection[str] | None = None,
 ) -> ConceptsInferred:
     """The stage's output event: thresholded concept scores, the re-normalised embedding, and the
     timings so far (plus this stage's, when the caller measured it)."""
@@ -62,7 +64,9 @@ def build_concepts_event(
         study=event.study,
         view_position=event.view_position,
         lateral_only=event.lateral_only,
-        concepts=to_concept_scores(probabilities),
+        # Only what the model assessed: an observation it never learnt is left out, so drafting
+        # neither asserts nor hedges about it.
+        concepts=[c for c in to_concept_scores(probabilities) if supported is None or c.observation.value in supported],
         image_embedding=(emb / norm).tolist(),  # re-normalised: float32 transport loses a little
         model_name=model_name,
         model_version=model_version,

@@ -40,6 +40,15 @@ def test_event_carries_thresholded_scores_and_normalised_embedding() -> None:
     assert out.timings[:-1] == event.timings
 
 
+def test_only_observations_the_model_learnt_are_reported() -> None:
+    probs = np.full(14, 0.5, dtype=np.float32)
+    probs[list(Observation).index(Observation.LUNG_OPACITY)] = 0.9
+    supported = {Observation.NO_FINDING.value, Observation.LUNG_OPACITY.value}
+    out = build_concepts_event(_event(), probs, np.ones(384), "m", "v", supported=supported)
+    assert {c.observation.value for c in out.concepts} == supported
+    assert {c.observation: c.state for c in out.concepts}[Observation.LUNG_OPACITY] is Certainty.PRESENT
+
+
 def test_bad_outputs_are_refused() -> None:
     with pytest.raises(ValueError):
         build_concepts_event(_event(), np.zeros(14), np.zeros(384), "m", "v")
