@@ -10,7 +10,11 @@ setup:
 demo: setup
 	$(RADALIGN) demo
 
-test: setup
+# The full suite includes the embedded LLM's test against llama.cpp's OpenAI-compatible server, so
+# `make test` installs the llm extra (llama-cpp-python compiles from source once, ~17 minutes on
+# 2 cores, then pip's cache reuses the wheel). RADALIGN_WITH_LLM=0 make test skips that.
+test:
+	@RADALIGN_WITH_LLM=$${RADALIGN_WITH_LLM:-1} bash scripts/bootstrap.sh
 	$(VENV)/bin/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
 
 test-unit: setup

@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 VENV="${RADALIGN_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 stamp="$VENV/.radalign-installed"
-want="$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)"
+want="$( (cat pyproject.toml scripts/bootstrap.sh; echo "llm=${RADALIGN_WITH_LLM:-0}") | sha256sum | cut -c1-16)"
 
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+if [ -f "$stamp" ] && { [ "$(cat "$stamp")" = "$want" ] || grep -qx "$want" "$stamp"; }; then
   exit 0
 fi
 echo "==> setting up $VENV (first run takes a few minutes)"
@@ -34,5 +34,5 @@ if [ "${RADALIGN_WITH_LLM:-0}" = "1" ]; then
 fi
 "$VENV/bin/python" -c "import numpy, torch; assert numpy.__version__.startswith('1.'), numpy.__version__" \
   || { echo "numpy must stay <2 (Triton's Python backend)"; exit 1; }
-echo "$want" > "$stamp"
+echo "$want" >> "$stamp"
 echo "==> environment ready: $VENV"
