@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool
 from radalign.config import Settings, get_settings
 from radalign.db.migrate import MigrationError, apply_migrations, discover_migrations
 
-__all__ = ["MigrationError", "apply_migrations", "connect", "connect_kwargs", "discover_migrations", "open_pool"]
+__all__ = ["MigrationError", "apply_migrations", "connect", "connect_kwargs", "discover_migrations", "open_pool", "pool_ready"]
 
 
 def connect_kwargs(settings: Settings, *, statement_timeout_ms: int | None = None) -> dict[str, Any]:
@@ -84,3 +84,13 @@ async def open_pool(
         await pool.close()
         raise
     return pool
+
+
+async def pool_ready(pool: AsyncConnectionPool, timeout_s: float = 2.0) -> tuple[bool, str]:
+    """A readiness probe for services that hold a pool: can it hand out a working connection?"""
+    try:
+        async with pool.connection(timeout=timeout_s) as conn:
+            await conn.execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001 - a probe answers, it does not raise
+        return False, f"postgres: {type(exc).__name__}"
+    return True, "postgres reachable"

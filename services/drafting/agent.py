@@ -8,7 +8,7 @@ deterministic, so consumers de-duplicate, and a crash between store and publish 
 from __future__ import annotations
 
 from radalign.config import Settings
-from radalign.db import open_pool
+from radalign.db import open_pool, pool_ready
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
 from radalign.framework.faust_app import run_worker
@@ -40,12 +40,7 @@ class DraftingStage(Stage):
         await self.pool.close()
 
     async def ready(self) -> tuple[bool, str]:
-        try:
-            async with self.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-        except Exception as exc:
-            return False, f"postgres: {type(exc).__name__}"
-        return True, "postgres reachable"
+        return await pool_ready(self.pool)
 
     def routes(self) -> list:
         stage = self

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from radalign.config import Settings
-from radalign.db import open_pool
+from radalign.db import open_pool, pool_ready
 from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
@@ -27,12 +27,7 @@ class RetrievalStage(Stage):
         await self.pool.close()
 
     async def ready(self) -> tuple[bool, str]:
-        try:
-            async with self.pool.connection(timeout=2) as conn:
-                await conn.execute("SELECT 1")
-        except Exception as exc:
-            return False, f"postgres: {type(exc).__name__}"
-        return True, "postgres reachable"
+        return await pool_ready(self.pool)
 
     async def handle(self, event: ConceptsInferred) -> list[Output]:
         cases = await call_with_retry(

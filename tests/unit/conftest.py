@@ -1,3 +1,6 @@
+"""Fixtures shared by the intake unit tests (gateway, preprocess): settings, an in-memory
+publisher and pseudonym store, and a blob store in a temp folder."""
+
 from __future__ import annotations
 
 from pathlib import Path
