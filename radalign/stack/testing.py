@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from radalign.config import STAGE_WEB_PORTS, Settings
@@ -93,3 +95,25 @@ def write_add_one_model(repo: Path, name: str = "add_one", model_py: str = ADD_O
     (repo / name / "config.pbtxt").write_text(ADD_ONE_CONFIG.format(name=name))
     (version_dir / "model.py").write_text(model_py)
     return repo
+
+
+@contextmanager
+def fresh_database(settings: Settings, prefix: str) -> Iterator[Settings]:
+    """A new, migrated database beside the stack's own, dropped afterwards: tests that count rows
+    never see what other tests wrote. Yields Settings pointing at it."""
+    import uuid
+
+    import psycopg
+
+    from radalign.db import apply_migrations
+
+    dbname = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(settings.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {dbname}")
+    dsn = psycopg.conninfo.make_conninfo(settings.dsn, dbname=dbname)
+    try:
+        apply_migrations(dsn)
+        yield settings.model_copy(update={"database_url": dsn})
+    finally:
+        with psycopg.connect(settings.dsn, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")

@@ -3,17 +3,14 @@ label-aware re-ranking. Each module run gets its own database on the session's s
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
 import numpy as np
-import psycopg
 import pytest
 
 from radalign.config import Settings
 from radalign.kb.case import CaseRecord
-from radalign.kb.labels import OBSERVATIONS
 from radalign.kb.store import CaseStore
 from schemas.events import Certainty as C
 from schemas.events import ConceptScore, ConceptsInferred, StudyRef
@@ -25,18 +22,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def kb_settings(embedded_stack: Settings) -> Iterator[Settings]:
     """A fresh, migrated database beside the stack's own (other tests' cases never mix in)."""
-    from radalign.db import apply_migrations
+    from radalign.stack.testing import fresh_database
 
-    dbname = f"kb_it_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(embedded_stack.dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {dbname}")
-    dsn = psycopg.conninfo.make_conninfo(embedded_stack.dsn, dbname=dbname)
-    apply_migrations(dsn)
-    try:
-        yield embedded_stack.model_copy(update={"database_url": dsn})
-    finally:
-        with psycopg.connect(embedded_stack.dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+    with fresh_database(embedded_stack, "kb_it") as settings:
+        yield settings
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ the report topic, the reports store and the read API.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from io import BytesIO
 from pathlib import Path
 
-import psycopg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -34,18 +32,10 @@ KEY = "st-00112233445566ff"
 
 @pytest.fixture(scope="module")
 def reports_settings(embedded_stack: Settings) -> Iterator[Settings]:
-    from radalign.db import apply_migrations
+    from radalign.stack.testing import fresh_database
 
-    dbname = f"reports_it_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(embedded_stack.dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {dbname}")
-    dsn = psycopg.conninfo.make_conninfo(embedded_stack.dsn, dbname=dbname)
-    apply_migrations(dsn)
-    try:
-        yield embedded_stack.model_copy(update={"database_url": dsn})
-    finally:
-        with psycopg.connect(embedded_stack.dsn, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+    with fresh_database(embedded_stack, "reports_it") as settings:
+        yield settings
 
 
 @pytest.fixture
