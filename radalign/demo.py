@@ -22,6 +22,7 @@ from rich.table import Table
 
 from radalign.config import Settings, get_settings
 from radalign.framework import codec
+from radalign.report_page import write_reports_page
 from radalign.samples import chest_cr_files, chest_jpeg_files
 from schemas.events import DeadLetter, ReportDrafted
 from schemas.topics import REPORT_DRAFTED, STAGES, dead_letter_topic
@@ -206,6 +207,8 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         result.wall_s = time.perf_counter() - started
         print_reports(result)
         console.print(timing_table(result))
+        page = write_reports_page(list(result.reports.values()), settings.state_dir / "demo" / "reports.html")
+        console.print(f"per-concept scores and timings as a page: {page.resolve()}")
         console.print(
             f"[bold]{len(result.reports)}/{expected} reports[/bold], {len(result.dead_letters)} dead letters, "
             f"demo wall time {result.wall_s:.1f} s"
