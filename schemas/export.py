@@ -11,6 +11,18 @@ from schemas.topics import ALL_TOPICS
 
 JSON_DIR = Path(__file__).parent / "json"
 
+#: Kafka record headers every event carries (CloudEvents binary mode + W3C trace context).
+RECORD_HEADERS = {
+    "ce_specversion": "1.0",
+    "ce_id": "event id, deterministic per (stage, study_key, pipeline_version): de-duplicate redeliveries by it",
+    "ce_type": "the x-event-type below",
+    "ce_source": "/radalign/<stage>/<host>",
+    "ce_time": "RFC 3339 time of publication",
+    "ce_dataschema": "this file's name",
+    "content-type": "application/json",
+    "traceparent": "W3C trace context; the trace id is kept from the gateway to the report",
+}
+
 
 def schema_file(contract: type[Contract]) -> Path:
     return JSON_DIR / f"{contract.schema_name}.v{CONTRACT_VERSION}.json"
@@ -28,6 +40,7 @@ def render(contract: type[Contract]) -> str:
         "x-contract-version": CONTRACT_VERSION,
         "x-topics": topics if contract.schema_name != "dead_letter" else ["radalign.dlq.<stage>.v1"],
         "x-key": "study.study_key (the study pseudonym)" if contract.schema_name != "dead_letter" else "the failed record's key",
+        "x-headers": RECORD_HEADERS,
         "examples": EXAMPLES[contract.schema_name],
     }
     return json.dumps(document, indent=2, sort_keys=False, ensure_ascii=False) + "\n"

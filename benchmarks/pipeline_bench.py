@@ -1,0 +1,201 @@
+"""Pipeline throughput beside each stage's own throughput, in one run on one machine.
+
+1. Starts a private embedded stack (broker, PostgreSQL, Triton, the five workers) on free ports
+   and loads IU reports into the case store.
+2. Pipeline: posts N chest images to the gateway (HTTP, a few clients) and measures studies/s
+   from the first post to the last report on the report topic.
+3. Each stage alone: stops the workers, reads the N records each stage consumed from its input
+   topic, and feeds them to that stage's own code (the same Stage class the worker runs, with its
+   real dependencies: blob store, Triton, PostgreSQL) with the worker's concurrency, no Kafka.
+4. Prints studies/s per stage, the pipeline's, and the ratio pipeline / slowest stage.
+
+    .venv/bin/python benchmarks/pipeline_bench.py --studies 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+
+from radalign.config import Settings
+from radalign.framework import codec
+from radalign.framework.stage import Record, Stage, StageRunner
+from radalign.samples import chest_jpeg_files, shared_data_dir
+from schemas.events import ReportDrafted
+from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED, REPORT_DRAFTED, STUDY_PREPROCESSED, STUDY_RECEIVED
+
+
+def images(n: int) -> list[Path]:
+    pool = list(chest_jpeg_files())
+    data = shared_data_dir()
+    if data is not None:  # more variety (sizes, views) where the team's data is present
+        pool += sorted((data / "cxr-public" / "images").glob("*.png"))[:200]
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def post_all(settings: Settings, files: list[Path], clients: int, tag: str) -> list[str]:
+    def post(item: tuple[int, Path]) -> str:
+        i, path = item
+        media = "image/png" if path.suffix == ".png" else "image/jpeg"
+        r = httpx.post(
+            f"http://127.0.0.1:{settings.gateway_port}/v1/studies",
+            data={"study_id": f"BENCH-{tag}-{i}", "patient_id": f"BENCH-P-{tag}-{i}", "view_position": "PA"},
+            files={"file": (path.name, path.read_bytes(), media)},
+            timeout=60,
+        )
+        r.raise_for_status()
+        return r.json()["study_key"]
+
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(post, enumerate(files)))
+
+
+async def read_topic(settings: Settings, topic_names: tuple[str, ...], keys: set[str], timeout_s: float) -> dict[str, Record]:
+    """The first record per study key among `keys`, from the beginning of the topics."""
+    consumer = AIOKafkaConsumer(*topic_names, bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    found: dict[str, Record] = {}
+    arrival: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(found) < len(keys) and time.monotonic() < deadline:
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                for m in messages:
+                    key = (m.key or b"").decode()
+                    if key in keys and key not in found:
+                        found[key] = Record(tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or []))
+                        arrival[key] = m.timestamp / 1000
+    finally:
+        await consumer.stop()
+    read_topic.arrival = arrival  # type: ignore[attr-defined]
+    return found
+
+
+async def stage_alone(stage: Stage, settings: Settings, records: list[Record]) -> float:
+    """Studies/s of one stage's own code over the records, with the worker's concurrency per lane."""
+    await stage.setup(settings)
+    runner = StageRunner(stage, settings)
+    try:
+        await runner.process(records[0])  # warm (connections, model)
+        queue: asyncio.Queue[Record] = asyncio.Queue()
+        for r in records:
+            queue.put_nowait(r)
+
+        async def lane_worker() -> None:
+            while not queue.empty():
+                outs = await runner.process(queue.get_nowait())
+                assert outs and "dlq" not in outs[0].topic, outs[0].value[:300] if outs else "no output"
+
+        begin = time.perf_counter()
+        await asyncio.gather(*(lane_worker() for _ in range(stage.concurrency)))
+        return len(records) / (time.perf_counter() - begin)
+    finally:
+        await stage.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--studies", type=int, default=48)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--cases", type=int, default=1000, help="IU reports loaded into the case store")
+    args = parser.parse_args()
+
+    from radalign.demo import ensure_iu_cases
+    from radalign.stack import down, stop, up
+    from radalign.stack.testing import short_state_dir, stack_settings
+    from radalign.stack.workers import worker_name
+    from schemas.topics import STAGES
+    from services.concepts.agent import ConceptsStage
+    from services.drafting.agent import DraftingStage
+    from services.preprocess.agent import PreprocessStage
+    from services.retrieval.agent import RetrievalStage
+
+    state = short_state_dir("radalign-bench-")
+    settings = stack_settings(state, study_quiet_s=0.5)
+    try:
+        print(f"[1/4] stack up in {state} ...", flush=True)
+        up(settings)
+        print(f"      {asyncio.run(ensure_iu_cases(settings, limit=args.cases))} cases in the store", flush=True)
+        _wait_ready(settings)
+        print("[2/4] warm-up study ...", flush=True)
+        warm = post_all(settings, images(1), 1, "warm")
+        asyncio.run(read_topic(settings, (REPORT_DRAFTED.name,), set(warm), 180))
+
+        files = images(args.studies)
+        print(f"[3/4] pipeline: {len(files)} studies through the gateway ({args.clients} HTTP clients) ...", flush=True)
+        begin = time.time()
+        keys = post_all(settings, files, args.clients, "run")
+        posted = time.time()
+        reports = asyncio.run(read_topic(settings, (REPORT_DRAFTED.name,), set(keys), 900))
+        arrival = read_topic.arrival  # type: ignore[attr-defined]
+        if len(reports) < len(keys):
+            print(f"only {len(reports)}/{len(keys)} reports arrived", file=sys.stderr)
+            return 1
+        last = max(arrival.values())
+        pipeline_rate = len(keys) / (last - begin)
+        latencies = []
+        for rec in reports.values():
+            report = codec.decode(ReportDrafted, rec.value)
+            latencies.append((arrival[report.study.study_key] - report.study.received_at.timestamp()))
+        print(f"      posted in {posted - begin:.1f} s; last report after {last - begin:.1f} s", flush=True)
+
+        print("[4/4] each stage alone (workers stopped, same records, real dependencies) ...", flush=True)
+        for stage in STAGES:
+            if stage != "gateway":
+                stop(worker_name(stage), settings)
+        inputs = {
+            "preprocess": STUDY_RECEIVED,
+            "concepts": STUDY_PREPROCESSED,
+            "retrieval": CONCEPTS_INFERRED,
+            "drafting": CASES_RETRIEVED,
+        }
+        stages = {"preprocess": PreprocessStage(), "concepts": ConceptsStage(), "retrieval": RetrievalStage(), "drafting": DraftingStage()}
+        alone: dict[str, float] = {}
+        for name, spec in inputs.items():
+            records = list(asyncio.run(read_topic(settings, spec.names, set(keys), 120)).values())
+            alone[name] = asyncio.run(stage_alone(stages[name], settings, records))
+            print(f"      {name:<10} {alone[name]:8.1f} studies/s over {len(records)} records", flush=True)
+
+        slowest = min(alone, key=alone.get)  # type: ignore[arg-type]
+        print()
+        print(f"{'stage':<28}{'studies/s':>12}")
+        for name, rate in alone.items():
+            print(f"{name + ' alone':<28}{rate:>12.2f}")
+        print(f"{'pipeline (gateway->report)':<28}{pipeline_rate:>12.2f}")
+        print(f"pipeline / slowest stage ({slowest}): {pipeline_rate / alone[slowest]:.2f}")
+        print(f"end-to-end latency: median {statistics.median(latencies):.2f} s, max {max(latencies):.2f} s "
+              f"(includes the gateway's {settings.study_quiet_s} s study-assembly quiet period)")
+        return 0
+    finally:
+        down(settings)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _wait_ready(settings: Settings, timeout_s: float = 180.0) -> None:
+    from schemas.topics import STAGES
+
+    deadline = time.monotonic() + timeout_s
+    pending = set(STAGES)
+    while pending and time.monotonic() < deadline:
+        for stage in list(pending):
+            try:
+                if httpx.get(f"http://127.0.0.1:{settings.web_port(stage)}/health/ready", timeout=2).status_code == 200:
+                    pending.discard(stage)
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.5)
+    if pending:
+        raise RuntimeError(f"stages not ready: {sorted(pending)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
