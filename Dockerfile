@@ -57,7 +57,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     RADALIGN_STATE_DIR=/var/lib/radalign \
-    RADALIGN_GATEWAY_HOST=0.0.0.0
+    RADALIGN_GATEWAY_HOST=0.0.0.0 \
+    RADALIGN_WEB_HOST=0.0.0.0
 USER 10001:10001
 WORKDIR /var/lib/radalign
 # Stage HTTP ports (radalign.config.STAGE_WEB_PORTS) and the gateway's DICOM port.

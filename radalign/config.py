@@ -98,6 +98,7 @@ class Settings(BaseSettings):
     # Observability. Stage HTTP ports are STAGE_WEB_PORTS + web_port_offset (the gateway's is gateway_port),
     # so a second stack (tests) can run beside a dev stack.
     web_port_offset: int = 0
+    web_host: str = Field(default="127.0.0.1", description="bind address of the stages' HTTP servers; 0.0.0.0 in a pod")
     metrics_dir: Path | None = Field(default=None, description="PROMETHEUS_MULTIPROC_DIR for multi-process workers")
     log_level: str = "INFO"
 

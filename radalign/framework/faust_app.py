@@ -48,7 +48,7 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
         store="memory://",
         datadir=str(datadir),
         web_enabled=True,
-        web_bind="0.0.0.0",
+        web_bind=settings.web_host,
         web_port=settings.web_port(stage.name),
         web_in_thread=False,
         stream_wait_empty=False,

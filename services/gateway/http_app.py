@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +33,7 @@ from radalign.blobstore import BlobStore
 from radalign.config import Settings
 from radalign.ingest.pseudonyms import PseudonymStore
 from radalign.ingest.refusal import HTTP_STATUS, Refusal, RefusalReason
+from radalign.framework.auth import bearer_authorized, parse_tokens
 from services.gateway.core import EventPublisher, GatewayCore, parse_priority
 
 log = logging.getLogger(__name__)
@@ -80,12 +80,8 @@ async def _problem_middleware(request: web.Request, handler: Callable[[web.Reque
 def _auth_middleware(tokens: frozenset[str]):
     @web.middleware
     async def middleware(request: web.Request, handler):
-        if tokens and request.path not in _OPEN_PATHS:
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            # compare_digest against each token: no timing hint about which prefix matched.
-            if scheme.lower() != "bearer" or not any(hmac.compare_digest(token.strip().encode(), t.encode()) for t in tokens):
-                raise Refusal(RefusalReason.UNAUTHORIZED, "a valid bearer token is required")
+        if request.path not in _OPEN_PATHS and not bearer_authorized(request.headers.get("Authorization"), tokens):
+            raise Refusal(RefusalReason.UNAUTHORIZED, "a valid bearer token is required")
         return await handler(request)
 
     return middleware
@@ -255,7 +251,7 @@ def build_gateway_app(
 
     The `GatewayCore` is `app[CORE_KEY]` (the DICOM SCP feeds the same core).
     """
-    tokens = frozenset(t.strip() for t in settings.gateway_tokens.split(",") if t.strip())
+    tokens = parse_tokens(settings.gateway_tokens)
     # client_max_size bounds any body aiohttp reads on its own (json(), post()); our handlers stream parts.
     app = web.Application(
         middlewares=[_problem_middleware, _auth_middleware(tokens)],
