@@ -24,7 +24,7 @@ from radalign.config import Settings
 from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
 from radalign.ingest.deid import OriginalIdentifiers, Pseudonymizer, deidentify, encode_dicom
 from radalign.ingest.dicom import check_dicom, read_dicom
-from radalign.ingest.images import clean_raster, open_raster, sniff_raster
+from radalign.ingest.images import open_raster, sniff_raster, strip_raster_metadata
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
 from schemas.events import Contract, Instance, Priority, StudyReceived
@@ -168,13 +168,16 @@ class GatewayCore:
             fmt = sniff_raster(data)
             if fmt is None:
                 raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "the file is not a PNG or JPEG image")
-            image = await asyncio.to_thread(open_raster, data)
-            clean = await asyncio.to_thread(clean_raster, image)
+            image = await asyncio.to_thread(open_raster, data)  # full decode: refuses truncated files here
+            try:
+                clean = strip_raster_metadata(data)
+            except ValueError as exc:
+                raise Refusal(RefusalReason.UNREADABLE, f"image container is malformed ({exc})") from None
             study_key = self.pseudonymizer.study_key(f"http|{study_id}")
             patient = patient_key or self.pseudonymizer.patient_key(f"http|{patient_id}" if patient_id else f"study|http|{study_id}")
             digest = hashlib.sha256(clean).hexdigest()
             instance_key = self.pseudonymizer.instance_key(f"http|{study_id}|{digest}")
-            blob = await asyncio.to_thread(self.blobs.put, clean, "image/png")
+            blob = await asyncio.to_thread(self.blobs.put, clean, f"image/{fmt}")
             instance = Instance(
                 instance_key=instance_key, source_format=fmt, view_position=view, blob=blob,
                 rows=image.height, columns=image.width,

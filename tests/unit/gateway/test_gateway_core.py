@@ -91,7 +91,7 @@ async def test_jpeg_over_http_is_cleaned_and_grouped_by_study_id(settings, publi
     [event] = await core.flush(force=True)
     assert event.modality == "OT" and event.source == "http" and event.study.priority is Priority.STAT
     assert [i.view_position for i in event.instances] == ["PA", None]
-    assert all(i.source_format == "jpeg" and i.blob.media_type == "image/png" for i in event.instances)
+    assert all(i.source_format == "jpeg" and i.blob.media_type == "image/jpeg" for i in event.instances)
     assert "ORDER-123" not in event.model_dump_json() and "MRN-42" not in event.model_dump_json()
     assert pseudonyms.studies[a.study_key]["patient_id"] == "MRN-42"
     with pytest.raises(Refusal) as caught:

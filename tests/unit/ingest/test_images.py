@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from radalign.ingest.images import clean_raster, decode_npy, encode_npy, open_raster, resize_and_pad, to_grayscale_array
+from radalign.ingest.images import decode_npy, encode_npy, open_raster, resize_and_pad, strip_raster_metadata, to_grayscale_array
 from radalign.ingest.refusal import Refusal, RefusalReason
 
 
@@ -28,9 +28,34 @@ def test_png_metadata_is_stripped_and_pixels_kept() -> None:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=info)
     assert b"John Q Public" in buffer.getvalue()
-    cleaned = clean_raster(open_raster(buffer.getvalue()))
+    cleaned = strip_raster_metadata(buffer.getvalue())
     assert b"John Q Public" not in cleaned
-    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(cleaned))), pixels)
+    np.testing.assert_array_equal(np.asarray(open_raster(cleaned)), pixels)
+
+
+def test_jpeg_metadata_is_stripped_without_re_encoding() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (48, 40), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x010E] = "Patient: John Q Public 1234567"  # ImageDescription
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90, exif=exif, comment=b"MRN 1234567")
+    original = buffer.getvalue()
+    assert b"John Q Public" in original and b"MRN 1234567" in original
+    cleaned = strip_raster_metadata(original)
+    assert b"John Q Public" not in cleaned and b"MRN 1234567" not in cleaned
+    # The compressed pixels are untouched: decoding gives exactly the same array as the original.
+    np.testing.assert_array_equal(np.asarray(open_raster(cleaned)), np.asarray(open_raster(original)))
+    assert len(cleaned) < len(original)
+
+
+def test_malformed_containers_are_refused() -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(buffer, format="JPEG")
+    with pytest.raises(ValueError):
+        strip_raster_metadata(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ValueError):
+        strip_raster_metadata(b"GIF89a")
 
 
 def test_sixteen_bit_png_keeps_depth() -> None:
