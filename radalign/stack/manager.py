@@ -186,6 +186,7 @@ def up(
                 missing = [s for s in workers.STAGES if _running(paths, workers.worker_name(s)) is None]
                 started.extend(workers.worker_name(s) for s in missing)
                 procs = workers.start_workers(settings, missing)
+                workers.wait_workers_ready(settings, dict(zip(missing, procs, strict=True)))
                 elapsed = time.monotonic() - begin
                 for stage, proc in zip(missing, procs, strict=True):
                     results.append(ComponentStatus(workers.worker_name(stage), proc.pid, "", proc.is_running(), "started", elapsed))

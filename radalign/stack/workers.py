@@ -7,12 +7,15 @@ The lead's CLI implements `radalign worker <stage>`; this module only starts and
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
 
+import httpx
 import psutil
 
 from radalign.config import Settings
 from radalign.stack.process import StatePaths, start_process
+from radalign.stack.readiness import wait_until_ready
 from schemas.topics import STAGES
 
 PREFIX = "worker-"
@@ -44,3 +47,25 @@ def start_workers(settings: Settings, stages: Iterable[str] = STAGES) -> list[ps
     paths = StatePaths.of(settings.state_dir)
     env = settings_env(settings)
     return [start_process(paths, worker_name(stage), worker_argv(stage), env) for stage in stages]
+
+
+def worker_ready(settings: Settings, stage: str, timeout_s: float = 2.0) -> bool:
+    """The stage answers 200 on /health/ready: partitions assigned (consumers) and dependencies
+    reachable (the gateway: database and broker)."""
+    try:
+        response = httpx.get(f"http://127.0.0.1:{settings.web_port(stage)}/health/ready", timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def wait_workers_ready(settings: Settings, procs: dict[str, psutil.Process], timeout_s: float = 180.0) -> None:
+    """Wait until every started worker is ready; a worker that dies or stays unready raises
+    StackStartError with the last lines of its log."""
+    paths = StatePaths.of(settings.state_dir)
+    deadline = time.monotonic() + timeout_s
+    for stage, proc in procs.items():
+        wait_until_ready(
+            f"worker {stage}", lambda s=stage: worker_ready(settings, s), timeout_s=max(1.0, deadline - time.monotonic()),
+            log_file=paths.log_file(worker_name(stage)), proc=proc, interval_s=0.25,
+        )

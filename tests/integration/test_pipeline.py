@@ -38,27 +38,6 @@ def _worker_alive(settings: Settings, stage: str) -> psutil.Process | None:
     return running(worker_name(stage), settings)
 
 
-def _wait_ready(settings: Settings, timeout_s: float = 180.0) -> None:
-    """Every consuming stage answers /health/ready with 200, the gateway /health/ready too."""
-    deadline = time.monotonic() + timeout_s
-    pending = set(STAGES)
-    last: dict[str, str] = {}
-    while pending and time.monotonic() < deadline:
-        for stage in sorted(pending):
-            if _worker_alive(settings, stage) is None:
-                log = (settings.state_dir / "logs" / f"worker-{stage}.log")
-                raise AssertionError(f"worker {stage} died: {log.read_text()[-3000:] if log.exists() else ''}")
-            try:
-                r = httpx.get(f"http://127.0.0.1:{settings.web_port(stage)}/health/ready", timeout=2)
-                last[stage] = f"{r.status_code} {r.text[:200]}"
-                if r.status_code == 200:
-                    pending.discard(stage)
-            except httpx.HTTPError as exc:
-                last[stage] = repr(exc)
-        time.sleep(0.5)
-    assert not pending, f"stages not ready: { {s: last.get(s) for s in pending} }"
-
-
 @pytest.fixture(scope="module")
 def pipeline(embedded_triton: Settings) -> Iterator[Settings]:
     from radalign.demo import ensure_iu_cases
@@ -69,9 +48,8 @@ def pipeline(embedded_triton: Settings) -> Iterator[Settings]:
     settings = embedded_triton
     total = asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
     assert total >= CASES_FOR_TESTS * 0.9
-    up(settings, ["workers"])
+    up(settings, ["workers"])  # returns once every worker answers /health/ready
     try:
-        _wait_ready(settings)
         yield settings
     finally:
         for stage in STAGES:
