@@ -190,7 +190,7 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
     console.rule("RadAlign Stream demo")
     console.print("[bold]1/4[/bold] starting the embedded stack (broker, PostgreSQL, Triton, workers)...")
     for row in manager.up(settings):
-        console.print(f"  {row.name:<20} pid {row.pid or '-':<8} {row.address:<40} {row.detail}")
+        console.print(f"  {row.name:<18} {row.detail:<16} pid {row.pid or '-':<7} {row.address}")
     try:
         console.print("[bold]2/4[/bold] case store: the IU reports (first run embeds 3,955 reports)...")
         console.print(f"  {asyncio.run(ensure_iu_cases(settings))} cases available for retrieval")
