@@ -13,6 +13,7 @@ too, or the backend fails, the deterministic drafter writes the report.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from radalign.drafting.backends import DraftBackend, DraftBackendError, DraftText
@@ -28,14 +29,29 @@ log = logging.getLogger(__name__)
 NO_BACKEND = "none"
 
 
+#: Text that has no place in a chest radiograph report: other body parts (a small base model
+#: continues from whatever the examples held) and talk about the prompt itself. The labeler checks
+#: only the 14 observations, so this is checked separately.
+_OFF_TOPIC = re.compile(
+    r"\b(knees?|hips?|ankles?|feet|foot|wrists?|elbows?|pelvis|skull|lumbar spine|abdomen|"
+    r"(?:previous|this|the) draft|instructions?|as an ai)\b",
+    re.IGNORECASE,
+)
+
+
+def off_topic_phrases(text: str) -> tuple[str, ...]:
+    return tuple(sorted({m.group(0).lower() for m in _OFF_TOPIC.finditer(text)}))
+
+
 @dataclass(frozen=True)
 class GuardCheck:
     unsupported: tuple[Observation, ...] = ()
     omitted: tuple[Observation, ...] = ()
+    off_topic: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not self.unsupported and not self.omitted
+        return not self.unsupported and not self.omitted and not self.off_topic
 
     def corrections(self, prediction: Prediction) -> list[str]:
         """What the regeneration prompt asks to fix, one line each."""
@@ -47,6 +63,7 @@ class GuardCheck:
             f"The draft omits {NAMES[o]}, predicted PRESENT (score {prediction.probabilities.get(o, 0.0):.2f}): state it."
             for o in self.omitted
         ]
+        lines += [f"Describe only this chest radiograph: remove the text about {phrase!r}." for phrase in self.off_topic]
         return lines
 
     def describe(self) -> str:
@@ -55,6 +72,8 @@ class GuardCheck:
             parts.append("unsupported " + ", ".join(o.value for o in self.unsupported))
         if self.omitted:
             parts.append("omitted " + ", ".join(o.value for o in self.omitted))
+        if self.off_topic:
+            parts.append("off-topic " + ", ".join(self.off_topic))
         return "; ".join(parts) or "consistent"
 
 
@@ -73,7 +92,7 @@ def check_draft(
         o for o in prediction.findings(Certainty.PRESENT)
         if prediction.probabilities.get(o, 1.0) >= omit_threshold and labels.get(o) is not Certainty.PRESENT
     )
-    return GuardCheck(unsupported, omitted)
+    return GuardCheck(unsupported, omitted, off_topic_phrases(f"{findings}\n{impression}"))
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,18 @@ def test_check_draft_finds_unsupported_and_omitted():
     assert check_draft(*OMITTING, prediction, labeler, omit_threshold=0.9).ok
 
 
+async def test_off_topic_text_is_regenerated_with_a_correction():
+    off_topic = ("The heart is enlarged. No pleural effusion. Left knee: degenerative change.", "Cardiomegaly. (The previous draft was wrong.)")
+    prediction = Prediction.from_scores(make_event(LABELS, CASES).concepts)
+    check = check_draft(*off_topic, prediction, default_labeler())
+    assert check.off_topic == ("knee", "previous draft") and not check.ok
+    backend = ScriptedBackend([off_topic, GOOD])
+    result = await DraftGuard().run(context(), backend)
+    assert result.guard.verdict is GuardVerdict.REGENERATED and result.draft.findings == GOOD[0]
+    assert "remove the text about 'knee'" in backend.prompts[1].messages[1]["content"]
+    assert any("off-topic knee" in change for change in result.guard.changes)
+
+
 async def test_consistent_draft_passes():
     backend = ScriptedBackend([GOOD])
     result = await DraftGuard().run(context(), backend)
