@@ -97,3 +97,22 @@ async def test_problems(client):
         assert problem["status"] == status and problem["title"] and problem["detail"]
     # the orphan's pseudonymous JSON is still served
     assert (await client.get(f"/v1/studies/{ORPHAN}/report")).status == 200
+
+
+async def test_drafting_service_serves_the_read_api_behind_bearer_tokens():
+    """The worker's routes: the read API serves re-identified reports, so it takes the gateway's tokens."""
+    from services.drafting.agent import DraftingStage
+
+    core = DraftingCore(Settings(), None)
+    report = await core.draft(make_event({Observation.CARDIOMEGALY: Certainty.PRESENT}, [], study_key=KEY))
+    stage = DraftingStage(Settings(gateway_tokens="tok-1"))
+    stage.store = MemoryStore([report])  # what setup() would open against PostgreSQL
+    stage.reidentifier = StaticReidentifier({})
+    app = web.Application()
+    for route in stage.routes():
+        app.router.add_route(route.method, route.path, route.handler)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        denied = await client.get(f"/v1/studies/{KEY}/report")
+        assert denied.status == 401 and denied.content_type == "application/problem+json"
+        allowed = await client.get(f"/v1/studies/{KEY}/report", headers={"Authorization": "Bearer tok-1"})
+        assert allowed.status == 200 and (await allowed.json())["report_id"] == report.report_id
