@@ -189,7 +189,7 @@ def up(
                 workers.wait_workers_ready(settings, dict(zip(missing, procs, strict=True)))
                 elapsed = time.monotonic() - begin
                 for stage, proc in zip(missing, procs, strict=True):
-                    results.append(ComponentStatus(workers.worker_name(stage), proc.pid, "", proc.is_running(), "started", elapsed))
+                    results.append(ComponentStatus(workers.worker_name(stage), proc.pid, workers.worker_address(settings, stage), True, "started", elapsed))
         except BaseException:
             for name in reversed(started):
                 _stop_component(settings, paths, name)
@@ -266,9 +266,14 @@ def status(settings: Settings) -> list[ComponentStatus]:
         if name in SERVICES:
             continue
         proc = _running(paths, name)
-        rows.append(
-            ComponentStatus(name, proc.pid if proc else None, "", proc is not None, "running" if proc else f"exited; see {paths.log_file(name)}")
-        )
+        stage = name.removeprefix(workers.PREFIX)
+        if proc is None:
+            rows.append(ComponentStatus(name, None, "", False, f"exited; see {paths.log_file(name)}"))
+        elif stage in workers.STAGES:
+            ready = workers.worker_ready(settings, stage)
+            rows.append(ComponentStatus(name, proc.pid, workers.worker_address(settings, stage), ready, "ready" if ready else "running, not ready"))
+        else:
+            rows.append(ComponentStatus(name, proc.pid, "", True, "running"))
     return rows
 
 

@@ -49,11 +49,15 @@ def start_workers(settings: Settings, stages: Iterable[str] = STAGES) -> list[ps
     return [start_process(paths, worker_name(stage), worker_argv(stage), env) for stage in stages]
 
 
+def worker_address(settings: Settings, stage: str) -> str:
+    return f"http://127.0.0.1:{settings.web_port(stage)}"
+
+
 def worker_ready(settings: Settings, stage: str, timeout_s: float = 2.0) -> bool:
     """The stage answers 200 on /health/ready: partitions assigned (consumers) and dependencies
     reachable (the gateway: database and broker)."""
     try:
-        response = httpx.get(f"http://127.0.0.1:{settings.web_port(stage)}/health/ready", timeout=timeout_s)
+        response = httpx.get(f"{worker_address(settings, stage)}/health/ready", timeout=timeout_s)
     except httpx.HTTPError:
         return False
     return response.status_code == 200
