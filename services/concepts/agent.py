@@ -6,9 +6,11 @@ batches, which is where the CPU/GPU gains (benchmarks/triton_bench.py).
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 
-from radalign.blobstore import BlobStore, open_blob_store
+from radalign.blobstore import BlobIntegrityError, BlobStore, open_blob_store
 from radalign.concepts.client import TritonConceptClient
 from radalign.config import Settings, get_settings
 from radalign.framework.faust_app import run_worker
@@ -20,9 +22,11 @@ from services.concepts.core import InvalidModelInput, build_concepts_event, load
 
 
 def fetch_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
+    """The model input from the claim check. Missing or corrupt blobs are permanent failures;
+    anything else (a bucket that does not answer) is left to the caller's retry."""
     try:
         data = blobs.get(event.model_input)
-    except Exception as exc:  # missing blob or checksum mismatch: retrying will not bring it back
+    except (FileNotFoundError, BlobIntegrityError) as exc:
         raise PermanentError(f"model input unreadable: {type(exc).__name__}: {exc}", "decode") from exc
     try:
         return load_model_input(data)
@@ -34,8 +38,8 @@ class ConceptsStage(Stage):
     name = "concepts"
     input = STUDY_PREPROCESSED
 
-    def __init__(self) -> None:
-        self.concurrency = get_settings().triton_concurrency
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.concurrency = (settings or get_settings()).triton_concurrency
 
     async def setup(self, settings: Settings) -> None:
         self.settings = settings
@@ -54,7 +58,9 @@ class ConceptsStage(Stage):
         return ok, "triton ready" if ok else "triton model not ready"
 
     async def handle(self, event: StudyPreprocessed) -> list[Output]:
-        image = fetch_model_input(self.blobs, event)
+        image = await call_with_retry(
+            "blob store", lambda: asyncio.to_thread(fetch_model_input, self.blobs, event), self.settings, stage=self.name, timeout_s=30
+        )
         probabilities, embedding = await call_with_retry(
             "triton", lambda: self.client.infer(image), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
         )
@@ -67,4 +73,4 @@ class ConceptsStage(Stage):
 
 
 def main(settings: Settings) -> None:
-    run_worker(ConceptsStage(), settings)
+    run_worker(ConceptsStage(settings), settings)
