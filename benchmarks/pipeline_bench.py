@@ -162,7 +162,7 @@ def main() -> int:
             "retrieval": CONCEPTS_INFERRED,
             "drafting": CASES_RETRIEVED,
         }
-        stages = {"preprocess": PreprocessStage(), "concepts": ConceptsStage(), "retrieval": RetrievalStage(), "drafting": DraftingStage()}
+        stages = {"preprocess": PreprocessStage(), "concepts": ConceptsStage(settings), "retrieval": RetrievalStage(), "drafting": DraftingStage(settings)}
         alone: dict[str, float] = {}
         # The gateway alone: the same uploads with no consumer running (events wait in Kafka).
         t0 = time.time()
