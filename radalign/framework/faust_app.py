@@ -9,6 +9,7 @@ acked), and the HTTP endpoints Kubernetes and Prometheus need: /metrics, /health
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -55,9 +56,13 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
         producer_acks=-1,
     )
     runner = StageRunner(stage, settings)
-    state = {"last_tick": time.monotonic(), "ready": False}
+    state: dict = {"last_tick": time.monotonic(), "ready": False, "setup_error": None}
+    setup_done = asyncio.Event()
 
     async def _run(stream: faust.StreamT) -> None:
+        # Partitions can be assigned before the stage's clients are open: hold the first record
+        # (unacked, so nothing is lost) until setup has finished.
+        await setup_done.wait()
         async for event in stream.events():
             msg = event.message
             record = Record(
@@ -79,8 +84,20 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
 
     @app.task
     async def _setup() -> None:
-        await stage.setup(settings)
-        state["ready"] = True
+        # A dependency that is down at start (database, Triton) is retried with backoff rather
+        # than crashing the worker; readiness says why it is not ready meanwhile.
+        delay = 0.5
+        while True:
+            try:
+                await stage.setup(settings)
+                break
+            except Exception as exc:  # noqa: BLE001
+                state["setup_error"] = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("stage %s setup failed (%s); retrying in %.1f s", stage.name, state["setup_error"], delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        state["ready"], state["setup_error"] = True, None
+        setup_done.set()
         log.info("stage %s ready", stage.name)
 
     @app.timer(interval=1.0)
@@ -103,7 +120,7 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
     class ReadyView(View):
         async def get(self, request: Request) -> Response:
             assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()) if app.consumer else []
-            deps_ok, detail = (await stage.ready()) if state["ready"] else (False, "starting")
+            deps_ok, detail = (await stage.ready()) if state["ready"] else (False, f"starting: {state['setup_error'] or 'setup'}")
             ok = bool(assigned) and deps_ok
             body = {"status": "ready" if ok else "not ready", "partitions": assigned, "dependencies": detail}
             return self.json(body, status=200 if ok else 503)
