@@ -50,6 +50,44 @@ def demo(
     raise typer.Exit(run_demo(keep_running=keep_running, timeout_s=timeout_s))
 
 
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead letters: what a stage could not process, and replaying it.")
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.command("show")
+def dlq_show(stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")]) -> None:
+    """List a stage's dead letters (offset, error type, reason, study key, time)."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from radalign.config import get_settings
+    from radalign.framework.deadletters import list_dead_letters
+
+    table = Table(title=f"dead letters of {stage}")
+    for column in ("offset", "error", "reason", "key", "failed at"):
+        table.add_column(column)
+    for r in asyncio.run(list_dead_letters(get_settings(), stage)):
+        table.add_row(str(r.offset), r.letter.error_type, r.letter.reason[:120], r.letter.key or "-", r.letter.failed_at.isoformat(timespec="seconds"))
+    Console().print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
+    error_type: Annotated[list[str] | None, typer.Option(help="only these error types (e.g. dependency); repeatable")] = None,
+) -> None:
+    """Re-publish the stage's dead letters not replayed before to the topics they came from."""
+    import asyncio
+
+    from radalign.config import get_settings
+    from radalign.framework.deadletters import replay_dead_letters
+
+    replayed = asyncio.run(replay_dead_letters(get_settings(), stage, set(error_type) if error_type else None))
+    typer.echo(f"replayed {len(replayed)} record(s) of {stage}")
+
+
 @schemas_app.command("export")
 def schemas_export() -> None:
     """Regenerate schemas/json/*.v1.json from the contract models."""

@@ -9,6 +9,29 @@ from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
 from radalign.concepts.vocabulary import OBSERVATIONS
 
 
+def channel_args() -> list[tuple[str, int]]:
+    """tritonclient's default channel options plus a short reconnect backoff.
+
+    gRPC backs off reconnecting for up to 120 s after a refused connection, failing every call
+    meanwhile; a Triton restart would then outlast the stage's retries and dead-letter studies
+    that one more second would have served (seen in tests/integration/test_pipeline.py)."""
+    from tritonclient.grpc import KeepAliveOptions
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+
+    keepalive = KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
+    ]
+
+
 class TritonConceptClient:
     def __init__(self, url: str, model: str = MODEL_NAME, timeout_s: float = 30.0) -> None:
         from tritonclient.grpc.aio import InferenceServerClient
@@ -21,7 +44,7 @@ class TritonConceptClient:
         #: Observations the served checkpoint learnt (config parameter `supported_observations`);
         #: None while unknown (then every observation is reported).
         self.supported: frozenset[str] | None = None
-        self._client = InferenceServerClient(url)
+        self._client = InferenceServerClient(url, channel_args=channel_args())
 
     async def ready(self) -> bool:
         """True when the model is loaded; also learns the served model version."""

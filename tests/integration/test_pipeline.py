@@ -211,3 +211,32 @@ def test_stage_health_and_metrics_endpoints(pipeline: Settings) -> None:
         assert "PAT-IT" not in metrics.text and "IT-FLOW" not in metrics.text, "no identifiers in metrics"
     ready = httpx.get(f"http://127.0.0.1:{pipeline.web_port('concepts')}/health/ready", timeout=5).json()
     assert ready["partitions"] and "triton" in ready["dependencies"]
+
+
+def test_outage_dead_letters_then_replay_delivers_the_report(pipeline: Settings) -> None:
+    """Triton down: the concept stage retries, then parks the study with the reason; once Triton
+    is back, `radalign dlq replay` re-publishes it and the report arrives. Runs last: it restarts Triton."""
+    from radalign.framework.deadletters import list_dead_letters, replay_dead_letters
+    from radalign.stack import stop
+    from radalign.stack.manager import up
+
+    settings = pipeline
+    dlq = dead_letter_topic("concepts").name
+    stop("triton", settings)
+    try:
+        key = post_image(settings, chest_jpeg_files()[5], "IT-OUTAGE-1")
+        seen = asyncio.run(read_until(settings, [dlq], lambda s: any(m.key == key.encode() for m in s.get(dlq, [])), timeout_s=180))
+        letter = next(codec.decode(DeadLetter, m.value) for m in seen[dlq] if m.key == key.encode())
+        assert letter.error_type == "dependency" and "triton" in letter.reason
+        assert letter.attempts == settings.retry_attempts
+    finally:
+        up(settings, ["triton"])
+
+    parked = asyncio.run(list_dead_letters(settings, "concepts"))
+    assert any(p.letter.key == key for p in parked)
+    replayed = asyncio.run(replay_dead_letters(settings, "concepts", {"dependency"}))
+    assert key in {r.letter.key for r in replayed}
+    seen = asyncio.run(read_until(settings, [REPORT_DRAFTED.name], lambda s: key in reports_by_key(s), timeout_s=180))
+    assert key in reports_by_key(seen), "the parked study was drafted after the replay"
+    # A second replay finds nothing new: each dead letter is replayed once.
+    assert asyncio.run(replay_dead_letters(settings, "concepts")) == []
