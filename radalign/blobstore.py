@@ -65,9 +65,12 @@ class S3BlobStore:
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
         import boto3  # optional extra: radalign-stream[s3]
+        from botocore.config import Config
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = boto3.client("s3", endpoint_url=endpoint_url or None)
+        # Explicit timeouts and a bounded retry: botocore's defaults wait 60 s per read.
+        config = Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
+        self.client = boto3.client("s3", endpoint_url=endpoint_url or None, config=config)
 
     def _key(self, sha256: str) -> str:
         return "/".join(p for p in (self.prefix, sha256[:2], sha256) if p)
