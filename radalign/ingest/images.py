@@ -24,8 +24,10 @@ def sniff_raster(data: bytes) -> str | None:
     return None
 
 
-def open_raster(data: bytes) -> Image.Image:
-    """Open and fully decode a PNG/JPEG; refuse anything else, truncated files and pixel bombs."""
+def open_raster(data: bytes, *, decode: bool = True) -> Image.Image:
+    """Open a PNG/JPEG; refuse anything else and pixel bombs. With `decode`, decode the pixels now
+    (a truncated file fails here); without it only the header is read (the gateway: pixels are
+    decoded once, in preprocess, and the container walk below catches truncated files)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -34,7 +36,8 @@ def open_raster(data: bytes) -> Image.Image:
                 raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, f"image format {image.format} is not PNG or JPEG")
             if image.width * image.height > MAX_RASTER_PIXELS:
                 raise Refusal(RefusalReason.TOO_LARGE, f"image of {image.width}x{image.height} pixels is too large")
-            image.load()  # decodes now: a truncated file fails here, not later in preprocess
+            if decode:
+                image.load()
     except Refusal:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:

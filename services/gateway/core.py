@@ -168,9 +168,9 @@ class GatewayCore:
             fmt = sniff_raster(data)
             if fmt is None:
                 raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "the file is not a PNG or JPEG image")
-            image = await asyncio.to_thread(open_raster, data)  # full decode: refuses truncated files here
+            image = open_raster(data, decode=False)  # header only: pixels are decoded once, in preprocess
             try:
-                clean = strip_raster_metadata(data)
+                clean = strip_raster_metadata(data)  # walks the whole container: refuses truncated files
             except ValueError as exc:
                 raise Refusal(RefusalReason.UNREADABLE, f"image container is malformed ({exc})") from None
             study_key = self.pseudonymizer.study_key(f"http|{study_id}")

@@ -100,3 +100,24 @@ async def test_jpeg_over_http_is_cleaned_and_grouped_by_study_id(settings, publi
     with pytest.raises(Refusal) as caught:
         await core.ingest_image(paths[0].read_bytes(), study_id="", patient_id="x")
     assert caught.value.reason is RefusalReason.INVALID_METADATA
+
+
+async def test_truncated_images_are_refused_at_the_door_without_decoding_pixels(settings, publisher, blobs, pseudonyms) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    for fmt in ("JPEG", "PNG"):
+        buffer = io.BytesIO()
+        Image.fromarray((np.arange(64 * 64) % 251).astype(np.uint8).reshape(64, 64)).save(buffer, format=fmt)
+        data = buffer.getvalue()
+        with pytest.raises(Refusal) as caught:
+            await core.ingest_image(data[: len(data) * 2 // 3], study_id=f"TRUNC-{fmt}", patient_id="P")
+        assert caught.value.reason is RefusalReason.UNREADABLE, fmt
+        accepted = await core.ingest_image(data, study_id=f"OK-{fmt}", patient_id="P")
+        assert not accepted.duplicate
+    assert {e.study.study_key for e in await core.flush(force=True)} == {
+        core.pseudonymizer.study_key("http|OK-JPEG"), core.pseudonymizer.study_key("http|OK-PNG")
+    }, "only the complete images became studies"
