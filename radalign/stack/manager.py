@@ -186,8 +186,10 @@ def up(
                 missing = [s for s in workers.STAGES if _running(paths, workers.worker_name(s)) is None]
                 started.extend(workers.worker_name(s) for s in missing)
                 procs = workers.start_workers(settings, missing)
+                log.info("workers %s started; waiting until each answers /health/ready", ", ".join(missing))
                 workers.wait_workers_ready(settings, dict(zip(missing, procs, strict=True)))
                 elapsed = time.monotonic() - begin
+                log.info("workers ready in %.2f s", elapsed)
                 for stage, proc in zip(missing, procs, strict=True):
                     results.append(ComponentStatus(workers.worker_name(stage), proc.pid, workers.worker_address(settings, stage), True, "started", elapsed))
         except BaseException:
