@@ -24,7 +24,7 @@ from radalign.drafting.concepts import (
 )
 from radalign.drafting.labels import ReportLabeler, default_labeler
 from radalign.drafting.prompt import DraftContext, DraftPrompt
-from radalign.drafting.text import is_redacted, mentions_prior, normalise, split_sentences
+from radalign.drafting.text import is_redacted, mentions_prior, normalise, off_topic_phrases, split_sentences
 from schemas.events import Certainty, Observation
 
 NAME = "deterministic"
@@ -116,7 +116,7 @@ class DeterministicDrafter:
                 if len(kept) >= self._max_case_sentences:
                     return kept
                 key = normalise(sentence)
-                if key in seen or mentions_prior(sentence) or is_redacted(sentence):
+                if key in seen or mentions_prior(sentence) or is_redacted(sentence) or off_topic_phrases(sentence):
                     continue
                 labels = dict(self.labeler.text(sentence))
                 # "No Finding" is a report-level summary the labeler also gives sentences without

@@ -13,7 +13,6 @@ too, or the backend fails, the deterministic drafter writes the report.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
 from radalign.drafting.backends import DraftBackend, DraftBackendError, DraftText
@@ -22,25 +21,12 @@ from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.labels import ReportLabeler, default_labeler
 from radalign.drafting.metrics import FALLBACKS, GUARD_VERDICTS
 from radalign.drafting.prompt import DEFAULT_PROMPT_VERSION, DraftContext, PromptForm, build_prompt
+from radalign.drafting.text import off_topic_phrases
 from schemas.events import Certainty, Guard, GuardVerdict, Observation
 
 log = logging.getLogger(__name__)
 
 NO_BACKEND = "none"
-
-
-#: Text that has no place in a chest radiograph report: other body parts (a small base model
-#: continues from whatever the examples held) and talk about the prompt itself. The labeler checks
-#: only the 14 observations, so this is checked separately.
-_OFF_TOPIC = re.compile(
-    r"\b(knees?|hips?|ankles?|feet|foot|wrists?|elbows?|pelvis|skull|lumbar spine|abdomen|"
-    r"(?:previous|this|the) draft|instructions?|as an ai)\b",
-    re.IGNORECASE,
-)
-
-
-def off_topic_phrases(text: str) -> tuple[str, ...]:
-    return tuple(sorted({m.group(0).lower() for m in _OFF_TOPIC.finditer(text)}))
 
 
 @dataclass(frozen=True)

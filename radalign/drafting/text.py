@@ -90,3 +90,18 @@ def parse_sections(text: str, *, starts_in_findings: bool = False) -> tuple[str,
         missing = [name for name, value in (("FINDINGS", findings), ("IMPRESSION", impression)) if not value]
         raise MalformedReport(f"missing or empty section(s): {', '.join(missing)}")
     return findings, impression
+
+
+#: Text that has no place in a chest radiograph report: other body parts (a small base model
+#: continues from whatever the examples held) and talk about the prompt itself. The labeler checks
+#: only the 14 observations, so this is checked separately.
+_OFF_TOPIC = re.compile(
+    r"\b(knees?|hips?|ankles?|feet|foot|wrists?|elbows?|pelvis|sacrum|sacroiliac|femurs?|femoral|tibias?|fibulas?|"
+    r"patellae?|skull|lumbar spine|"
+    r"(?:previous|this|the) draft|instructions?|as an ai)\b",
+    re.IGNORECASE,
+)
+
+
+def off_topic_phrases(text: str) -> tuple[str, ...]:
+    return tuple(sorted({m.group(0).lower() for m in _OFF_TOPIC.finditer(text)}))
