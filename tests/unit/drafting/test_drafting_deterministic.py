@@ -87,6 +87,6 @@ def test_sentences_outside_the_concepts_are_not_copied():
 
 def test_normal_statements_about_other_body_parts_are_not_copied():
     labels = {Observation.NO_FINDING: Certainty.PRESENT, Observation.CARDIOMEGALY: Certainty.ABSENT}
-    cases = [("c1", "Sacrum and sacroiliac joints are normal. The lungs are clear.", "No acute disease.")]
+    cases = [("c1", "Sacrum and sacroiliac joints are normal. Heart size is normal.", "No acute disease.")]
     draft = DeterministicDrafter().draft(DraftContext.from_event(make_event(labels, cases)))
-    assert "acrum" not in draft.findings and "The lungs are clear." in draft.findings
+    assert "acrum" not in draft.findings and "Heart size is normal." in draft.findings
