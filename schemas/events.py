@@ -146,11 +146,30 @@ class StudyPreprocessed(Contract):
 
 
 class ConceptScore(BaseModel):
+    """One observation the served model is validated to assess (see `ConceptsInferred.not_assessed`
+    for the rest)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     observation: Observation
-    probability: float = Field(ge=0, le=1)
+    probability: float = Field(ge=0, le=1, description="calibrated probability (fitted on validation data)")
     state: Certainty = Field(description="present / absent / uncertain after the model's thresholds")
+    present_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="calibrated probability at or above which the state is present"
+    )
+    absent_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="calibrated probability below which the state is absent"
+    )
+
+
+class OutOfDistribution(BaseModel):
+    """Why the model abstained on a whole image: every concept is then not assessed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: Literal["lateral_only", "not_chest_radiograph", "far_from_training_data"]
+    score: float | None = Field(default=None, description="the detector's score (higher: further from the training data)")
+    threshold: float | None = Field(default=None, description="the score above which the image is out of distribution")
 
 
 class ConceptsInferred(Contract):
@@ -162,7 +181,14 @@ class ConceptsInferred(Contract):
     study: StudyRef
     view_position: str | None
     lateral_only: bool = False
-    concepts: list[ConceptScore] = Field(min_length=1, max_length=14)
+    concepts: list[ConceptScore] = Field(
+        max_length=14, description="assessed observations only; empty when the model abstained (`ood`)"
+    )
+    not_assessed: list[Observation] = Field(
+        default_factory=list, description="observations the model is not validated for, or abstained on: no claim is made"
+    )
+    ood: OutOfDistribution | None = Field(default=None, description="set when the model abstained on the whole image")
+    site_profile: str | None = Field(default=None, description="site audit profile applied (null: the shipped gate)")
     image_embedding: list[float] = Field(min_length=8, max_length=4096, description="L2-normalised, in the report encoder's text space")
     model_name: str
     model_version: str
@@ -189,7 +215,9 @@ class CasesRetrieved(Contract):
     study: StudyRef
     view_position: str | None
     lateral_only: bool = False
-    concepts: list[ConceptScore] = Field(min_length=1, max_length=14)
+    concepts: list[ConceptScore] = Field(max_length=14)
+    not_assessed: list[Observation] = Field(default_factory=list)
+    ood: OutOfDistribution | None = None
     model_name: str
     model_version: str
     cases: list[RetrievedCase] = Field(max_length=50)
@@ -212,6 +240,15 @@ class Guard(BaseModel):
     changes: list[str] = Field(default_factory=list, description="what the guard did, in words")
 
 
+class ReportSection(BaseModel):
+    """One part of the structured draft, in the order radiologists read a chest film."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["support_devices", "heart_mediastinum", "lungs", "pleura", "bones_soft_tissues"]
+    sentences: list[str] = Field(default_factory=list)
+
+
 class ReportDrafted(Contract):
     """The draft a radiologist edits; topic `radalign.report.drafted.v1` (and `radalign.report.review.v1`)."""
 
@@ -223,6 +260,9 @@ class ReportDrafted(Contract):
     findings: str = Field(min_length=1)
     impression: str = Field(min_length=1)
     concepts: list[ConceptScore]
+    not_assessed: list[Observation] = Field(default_factory=list, description="listed in the report's footer")
+    ood: OutOfDistribution | None = None
+    sections: list[ReportSection] = Field(default_factory=list, description="the structured FINDINGS, section by section")
     case_keys: list[str]
     view_position: str | None
     model_name: str

