@@ -118,7 +118,7 @@ def main() -> int:
     from radalign.stack import down, stop, up
     from radalign.stack.testing import short_state_dir, stack_settings
     from radalign.stack.workers import worker_name
-    from schemas.topics import STAGES
+    from radalign.pipeline import STAGES
     from services.concepts.agent import ConceptsStage
     from services.drafting.agent import DraftingStage
     from services.preprocess.agent import PreprocessStage

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from schemas.topics import STAGES
+from radalign.pipeline import STAGES, stage_spec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="RadAlign Stream: chest X-ray report drafting on Kafka, Triton and pgvector.")
 schemas_app = typer.Typer(no_args_is_help=True, help="Event contracts (JSON Schema files in schemas/json).")
@@ -31,12 +31,14 @@ _mount("radalign.concepts.evaluate", "eval_app", "eval", "Evaluate the concept m
 @app.command()
 def worker(stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")]) -> None:
     """Run one stage's worker in the foreground (what each Kubernetes Deployment runs)."""
-    if stage not in STAGES:
-        raise typer.BadParameter(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    try:
+        spec = stage_spec(stage)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     from radalign.config import get_settings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    importlib.import_module(f"services.{stage}.agent").main(get_settings())
+    importlib.import_module(spec.adapter).main(get_settings())
 
 
 @app.command()

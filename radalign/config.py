@@ -13,10 +13,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from radalign import PIPELINE_VERSION
+from radalign.pipeline import stage_spec
 
-#: Port of each stage's HTTP server (/metrics, /health/live, /health/ready); the gateway's also
-#: serves the ingest API.
-STAGE_WEB_PORTS = {"gateway": 18080, "preprocess": 18101, "concepts": 18102, "retrieval": 18103, "drafting": 18104}
 
 
 class Settings(BaseSettings):
@@ -85,7 +83,7 @@ class Settings(BaseSettings):
 
     # Gateway
     gateway_host: str = "127.0.0.1"
-    gateway_port: int = STAGE_WEB_PORTS["gateway"]
+    gateway_port: int = stage_spec("gateway").web_port
     gateway_tokens: str = Field(default="", description="comma-separated bearer tokens; empty disables auth (dev only)")
     gateway_max_bytes: int = 64 * 1024 * 1024
     dicom_ae_title: str = "RADALIGN"
@@ -95,7 +93,7 @@ class Settings(BaseSettings):
     study_quiet_s: float = 2.0
     deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
 
-    # Observability. Stage HTTP ports are STAGE_WEB_PORTS + web_port_offset (the gateway's is gateway_port),
+    # Observability. Stage HTTP ports are the graph's (radalign.pipeline) + web_port_offset (the gateway's is gateway_port),
     # so a second stack (tests) can run beside a dev stack.
     web_port_offset: int = 0
     web_host: str = Field(default="127.0.0.1", description="bind address of the stages' HTTP servers; 0.0.0.0 in a pod")
@@ -117,7 +115,7 @@ class Settings(BaseSettings):
     def web_port(self, stage: str) -> int:
         if stage == "gateway":
             return self.gateway_port
-        return STAGE_WEB_PORTS[stage] + self.web_port_offset
+        return stage_spec(stage).web_port + self.web_port_offset
 
 
 @lru_cache(maxsize=1)

@@ -25,7 +25,8 @@ from radalign.framework import codec
 from radalign.report_page import write_reports_page
 from radalign.samples import chest_cr_files, chest_jpeg_files
 from schemas.events import DeadLetter, ReportDrafted
-from schemas.topics import REPORT_DRAFTED, STAGES, dead_letter_topic
+from radalign.pipeline import STAGES
+from schemas.topics import REPORT_DRAFTED, dead_letter_topic
 
 console = Console()
 

@@ -25,9 +25,6 @@ from schemas.events import (
     StudyReceived,
 )
 
-STAGES: tuple[str, ...] = ("gateway", "preprocess", "concepts", "retrieval", "drafting")
-
-
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -59,26 +56,7 @@ REPORT_REVIEW = TopicSpec("radalign.report.review.v1", ReportDrafted, has_stat_l
 
 
 def dead_letter_topic(stage: str) -> TopicSpec:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+    """The dead-letter topic of a stage (the stages themselves are declared in `radalign.pipeline`)."""
+    if not stage.isidentifier() or not stage.islower():
+        raise ValueError(f"not a stage name: {stage!r}")
     return TopicSpec(f"radalign.dlq.{stage}.v1", DeadLetter, partitions=1, has_stat_lane=False)
-
-
-#: What each stage reads and writes; the data flows one way, gateway to drafting.
-STAGE_IO: dict[str, tuple[TopicSpec | None, tuple[TopicSpec, ...]]] = {
-    "gateway": (None, (STUDY_RECEIVED,)),
-    "preprocess": (STUDY_RECEIVED, (STUDY_PREPROCESSED,)),
-    "concepts": (STUDY_PREPROCESSED, (CONCEPTS_INFERRED,)),
-    "retrieval": (CONCEPTS_INFERRED, (CASES_RETRIEVED,)),
-    "drafting": (CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW)),
-}
-
-ALL_TOPICS: tuple[TopicSpec, ...] = (
-    STUDY_RECEIVED,
-    STUDY_PREPROCESSED,
-    CONCEPTS_INFERRED,
-    CASES_RETRIEVED,
-    REPORT_DRAFTED,
-    REPORT_REVIEW,
-    *(dead_letter_topic(s) for s in STAGES),
-)

@@ -21,6 +21,7 @@ from radalign.config import Settings
 from radalign.framework import codec, metrics
 from radalign.framework.producer import record_key, topic_for
 from radalign.framework.retry import DependencyUnavailable, PermanentError
+from radalign.pipeline import stage_spec
 from schemas.events import Contract, DeadLetter, StageTiming
 from schemas.topics import TopicSpec, dead_letter_topic
 
@@ -54,10 +55,17 @@ class OutgoingRecord:
 
 
 class Stage(ABC):
-    """One pipeline stage. Subclasses set `name` and `input` and implement `handle`."""
+    """One pipeline stage. Subclasses set `name` (an entry of `radalign.pipeline.GRAPH`, which
+    declares what it reads) and implement `handle`."""
 
     name: str
-    input: TopicSpec
+
+    @property
+    def input(self) -> TopicSpec:
+        spec = stage_spec(self.name).input
+        if spec is None:
+            raise TypeError(f"stage {self.name} consumes no topic")
+        return spec
     #: Records processed at once per lane (concept inference raises it so that Triton can batch).
     concurrency: int = 1
 
@@ -123,12 +131,24 @@ class StageRunner:
     def _encode(self, out: Output, source: Contract, timing: StageTiming, parent: str | None) -> OutgoingRecord:
         event = out.event
         if "timings" in type(event).model_fields:
-            previous = list(getattr(source, "timings", []) or [])
-            event = event.model_copy(update={"timings": [*previous, timing]})
+            event = event.model_copy(update={"timings": self._timings(source, event, timing)})
         study = event.study  # every stage output carries its StudyRef
         ev_id = codec.event_id(self.stage.name, study.study_key, study.pipeline_version, getattr(source, "study_version", 1))
         headers = codec.build_headers(event, stage=self.stage.name, ev_id=ev_id, traceparent=codec.child_traceparent(parent))
         return OutgoingRecord(topic_for(out.spec, event), record_key(event), codec.encode(event), headers)
+
+    def _timings(self, source: Contract, event: Contract, timing: StageTiming) -> list[StageTiming]:
+        """The input's timings, then the sub-stage timings the stage measured (named
+        `<stage>.<part>`), then the runner's own timing of the whole stage, which is the one
+        figure per stage that dashboards and the demo add up."""
+        previous = list(getattr(source, "timings", []) or [])
+        prefix = f"{self.stage.name}."
+        parts = [
+            t if t.stage.startswith(prefix) else t.model_copy(update={"stage": prefix + t.stage})
+            for t in list(getattr(event, "timings", []) or [])[len(previous):]
+            if t.stage != self.stage.name
+        ]
+        return [*previous, *parts, timing]
 
     def _dead_letter(self, record: Record, reason: str, error_type: str, attempts: int = 1) -> OutgoingRecord:
         metrics.DEAD_LETTERS.labels(stage=self.stage.name, error_type=error_type).inc()

@@ -15,7 +15,8 @@ import psutil
 from radalign.config import Settings
 from radalign.stack.process import StatePaths, start_process
 from radalign.stack.readiness import StackStartError, tcp_open, wait_until_ready
-from schemas.topics import ALL_TOPICS, TopicSpec
+from radalign.pipeline import ALL_TOPICS
+from schemas.topics import TopicSpec
 
 NAME = "broker"
 T = TypeVar("T")

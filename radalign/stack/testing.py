@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from radalign.config import STAGE_WEB_PORTS, Settings
+from radalign.config import Settings
+from radalign.pipeline import GRAPH
 
 
 def free_port() -> int:
@@ -33,7 +34,7 @@ def free_web_port_offset() -> int:
     """An offset that moves every stage's HTTP port onto a free one."""
     for _ in range(50):
         offset = random.randrange(20000, 40000)
-        if all(_port_free(p + offset) for p in STAGE_WEB_PORTS.values()):
+        if all(_port_free(s.web_port + offset) for s in GRAPH):
             return offset
     raise RuntimeError("no free range of stage web ports")
 

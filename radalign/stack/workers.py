@@ -16,7 +16,7 @@ import psutil
 from radalign.config import Settings
 from radalign.stack.process import StatePaths, start_process
 from radalign.stack.readiness import wait_until_ready
-from schemas.topics import STAGES
+from radalign.pipeline import STAGES
 
 PREFIX = "worker-"
 

@@ -17,7 +17,7 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyPreprocessed
-from schemas.topics import CONCEPTS_INFERRED, STUDY_PREPROCESSED
+from schemas.topics import CONCEPTS_INFERRED
 from services.concepts.core import InvalidModelInput, build_concepts_event, load_model_input
 
 
@@ -36,7 +36,6 @@ def fetch_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
 
 class ConceptsStage(Stage):
     name = "concepts"
-    input = STUDY_PREPROCESSED
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.concurrency = (settings or get_settings()).triton_concurrency

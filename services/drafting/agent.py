@@ -18,14 +18,13 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import CasesRetrieved
-from schemas.topics import CASES_RETRIEVED, REPORT_DRAFTED, REPORT_REVIEW
+from schemas.topics import REPORT_DRAFTED, REPORT_REVIEW
 from services.drafting.core import DraftingCore, build_backend
 from services.drafting.read_api import build_read_routes, problem
 
 
 class DraftingStage(Stage):
     name = "drafting"
-    input = CASES_RETRIEVED
     concurrency = 2
 
     def __init__(self, settings: Settings | None = None) -> None:

@@ -10,13 +10,12 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyReceived
-from schemas.topics import STUDY_PREPROCESSED, STUDY_RECEIVED
+from schemas.topics import STUDY_PREPROCESSED
 from services.preprocess.core import PreprocessError, preprocess
 
 
 class PreprocessStage(Stage):
     name = "preprocess"
-    input = STUDY_RECEIVED
     concurrency = 2  # decoding is CPU-bound in a thread; two overlap blob I/O with decoding
 
     async def setup(self, settings: Settings) -> None:

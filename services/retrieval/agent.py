@@ -9,13 +9,12 @@ from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
 from radalign.kb.store import CaseStore
 from schemas.events import ConceptsInferred
-from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED
+from schemas.topics import CASES_RETRIEVED
 from services.retrieval.core import RETRIEVAL_VERSION, build_cases_retrieved, retrieve
 
 
 class RetrievalStage(Stage):
     name = "retrieval"
-    input = CONCEPTS_INFERRED
     concurrency = 2
 
     async def setup(self, settings: Settings) -> None:

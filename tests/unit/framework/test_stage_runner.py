@@ -11,18 +11,20 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.framework.retry import DependencyUnavailable, PermanentError, call_with_retry
 from radalign.framework.stage import Output, Record, Stage, StageRunner
-from schemas.events import DeadLetter, Priority, StudyPreprocessed, StudyReceived
+from datetime import UTC, datetime
+
+from schemas.events import DeadLetter, Priority, StageTiming, StudyPreprocessed, StudyReceived
 from schemas.examples import EXAMPLES
-from schemas.topics import STUDY_PREPROCESSED, STUDY_RECEIVED
+from schemas.topics import STUDY_PREPROCESSED
 
 
 class EchoStage(Stage):
-    name = "preprocess"
-    input = STUDY_RECEIVED
+    name = "preprocess"  # its input (STUDY_RECEIVED) comes from the stage graph
 
     def __init__(self, fail: Exception | None = None) -> None:
         self.fail = fail
         self.seen: list[StudyReceived] = []
+        self.sub_timings: list[StageTiming] = []
 
     async def handle(self, event):
         self.seen.append(event)
@@ -32,6 +34,7 @@ class EchoStage(Stage):
         out = StudyPreprocessed(
             study=event.study, instance_key=inst.instance_key, view_position=inst.view_position, model_input=inst.blob,
             input_shape=[1, 224, 224], original_rows=10, original_columns=10, preprocess_version="t",
+            timings=self.sub_timings,
         )
         return [Output(STUDY_PREPROCESSED, out)]
 
@@ -63,6 +66,23 @@ async def test_valid_record_gives_output_with_timing_and_trace():
     # Deterministic id: a redelivery produces the same ce_id, so consumers can de-duplicate.
     [again] = await runner.process(rec)
     assert codec.header(again.headers, "ce_id") == codec.header(out.headers, "ce_id")
+
+
+async def test_sub_stage_timings_reach_the_output_before_the_stage_timing():
+    stage = EchoStage()
+    now = datetime.now(UTC)
+    stage.sub_timings = [StageTiming(stage="decode", started_at=now, duration_ms=3.0),
+                         StageTiming(stage="preprocess.resize", started_at=now, duration_ms=1.0),
+                         StageTiming(stage="preprocess", started_at=now, duration_ms=9.0)]
+    [out] = await StageRunner(stage, Settings()).process(_record(_payload()))
+    event = codec.decode(StudyPreprocessed, out.value)
+    # Parts are named under the stage; the stage's own figure is the runner's, once.
+    assert [t.stage for t in event.timings] == ["preprocess.decode", "preprocess.resize", "preprocess"]
+    assert event.timings[-1].started_at > now
+
+
+def test_stage_input_comes_from_the_graph():
+    assert EchoStage().input.name == "radalign.study.received.v1"
 
 
 async def test_stat_study_goes_to_stat_lane():

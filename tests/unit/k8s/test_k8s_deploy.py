@@ -6,7 +6,7 @@ import pytest
 from k8s_support import K8S, REPO, load_docs
 
 from radalign import deploy
-from schemas.topics import ALL_TOPICS, STAGE_IO
+from radalign.pipeline import ALL_TOPICS, CONSUMER_STAGES, stage_spec
 
 
 def test_generated_files_are_current():
@@ -61,10 +61,10 @@ def test_dead_letter_topics_are_kept_longer_than_stream_topics():
 
 
 def test_keda_triggers_cover_both_lanes_with_a_lower_stat_threshold():
-    for stage in deploy.CONSUMER_STAGES:
+    for stage in CONSUMER_STAGES:
         obj = deploy.keda_scaled_object(stage)
         topics = {t["metadata"]["topic"]: int(t["metadata"]["lagThreshold"]) for t in obj["spec"]["triggers"]}
-        spec = STAGE_IO[stage][0]
+        spec = stage_spec(stage).input
         assert set(topics) == set(spec.names)
         assert topics[f"{spec.name}.stat"] < topics[spec.name]
         assert obj["spec"]["maxReplicaCount"] == spec.partitions

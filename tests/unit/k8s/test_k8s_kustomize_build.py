@@ -14,8 +14,8 @@ import pytest
 import yaml
 from k8s_support import CRD_KINDS, K8S, K8S_VERSION
 
-from radalign.deploy import CONSUMER_STAGES, workload_name
-from schemas.topics import STAGES
+from radalign.deploy import workload_name
+from radalign.pipeline import CONSUMER_STAGES, STAGES
 
 
 def _kubectl() -> str | None:

@@ -9,9 +9,9 @@ import kubernetes_validate
 import pytest
 from k8s_support import CRD_KINDS, K8S, K8S_VERSION, KUSTOMIZE_KINDS, REPO, Build, Doc, all_yaml_files, kustomize, load_docs
 
-from radalign.config import STAGE_WEB_PORTS, Settings
-from radalign.deploy import CONSUMER_STAGES, consumer_group, workload_name
-from schemas.topics import STAGE_IO, STAGES
+from radalign.config import Settings
+from radalign.deploy import consumer_group, workload_name
+from radalign.pipeline import CONSUMER_STAGES, GRAPH, STAGES, stage_spec
 
 OVERLAYS = ("dev", "production")
 
@@ -76,7 +76,7 @@ def test_every_stage_has_a_deployment_service_and_pdb(base, stage):
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_probes_and_scrape_target_use_the_stage_port_and_paths(base, stage):
-    port = STAGE_WEB_PORTS[stage]
+    port = stage_spec(stage).web_port
     container = _container(base, stage)
     named = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert named["http"] == port
@@ -94,7 +94,7 @@ def test_probes_and_scrape_target_use_the_stage_port_and_paths(base, stage):
 def test_gateway_service_exposes_http_and_dicom(base):
     (svc,) = base.find("Service", workload_name("gateway"))
     ports = {p["name"]: p["port"] for p in svc.body["spec"]["ports"]}
-    assert ports == {"http": STAGE_WEB_PORTS["gateway"], "dicom": Settings.model_fields["dicom_port"].default}
+    assert ports == {"http": stage_spec("gateway").web_port, "dicom": Settings.model_fields["dicom_port"].default}
     container_ports = {p["name"] for p in _container(base, "gateway")["ports"]}
     assert {p["targetPort"] for p in svc.body["spec"]["ports"]} <= container_ports
 
@@ -118,7 +118,7 @@ def test_every_config_key_is_a_setting_the_code_reads(docs):
 
 def test_configured_partitions_match_the_topic_catalogue(base):
     (cm,) = base.find("ConfigMap", "radalign-config")
-    assert {spec.partitions for spec, _ in STAGE_IO.values() if spec} == {int(cm.body["data"]["RADALIGN_KAFKA_PARTITIONS"])}
+    assert {s.input.partitions for s in GRAPH if s.input} == {int(cm.body["data"]["RADALIGN_KAFKA_PARTITIONS"])}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -140,7 +140,7 @@ def test_pods_run_non_root_with_a_read_only_root_filesystem(base, stage):
 def test_consumer_stages_autoscale_no_further_than_their_partitions(base):
     for stage in CONSUMER_STAGES:
         (hpa,) = base.find("HorizontalPodAutoscaler", workload_name(stage))
-        spec = STAGE_IO[stage][0]
+        spec = stage_spec(stage).input
         assert hpa.body["spec"]["scaleTargetRef"]["name"] == workload_name(stage)
         assert hpa.body["spec"]["maxReplicas"] == spec.partitions
         # An HPA-managed Deployment must not pin replicas (apply would undo the HPA).

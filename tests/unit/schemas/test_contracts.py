@@ -11,7 +11,8 @@ from radalign.framework import codec
 from schemas.events import ALL_CONTRACTS, StudyReceived
 from schemas.examples import EXAMPLES
 from schemas.export import render, schema_file
-from schemas.topics import ALL_TOPICS, STAGE_IO, STUDY_RECEIVED, dead_letter_topic
+from radalign.pipeline import ALL_TOPICS, GRAPH, stage_spec
+from schemas.topics import STUDY_RECEIVED, dead_letter_topic
 from schemas.events import Priority
 
 
@@ -72,9 +73,12 @@ def test_topic_catalogue_flows_one_way_and_has_stat_lanes():
     assert len(names) == len(set(names))
     assert STUDY_RECEIVED.lane(Priority.STAT) == "radalign.study.received.v1.stat"
     assert STUDY_RECEIVED.lane(Priority.ROUTINE) == "radalign.study.received.v1"
-    # Each stage reads what the previous one writes.
-    order = list(STAGE_IO)
-    for upstream, downstream in zip(order, order[1:]):
-        assert STAGE_IO[downstream][0] in STAGE_IO[upstream][1]
+    # Each stage reads what a stage declared before it writes: data flows one way.
+    for i, stage in enumerate(GRAPH):
+        if stage.input is not None:
+            assert any(stage.input in upstream.outputs for upstream in GRAPH[:i]), stage.name
+    assert dead_letter_topic("concepts").name == "radalign.dlq.concepts.v1"
     with pytest.raises(ValueError):
-        dead_letter_topic("nope")
+        stage_spec("nope")
+    with pytest.raises(ValueError):
+        dead_letter_topic("no such/stage")

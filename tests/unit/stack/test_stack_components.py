@@ -11,7 +11,7 @@ import pytest
 from radalign.config import Settings
 from radalign.stack import broker, postgres, triton, workers
 from radalign.stack.readiness import StackStartError
-from schemas.topics import ALL_TOPICS, STAGES
+from radalign.pipeline import ALL_TOPICS, STAGES
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,95 @@
+"""The pipeline's stage graph, declared once.
+
+Like MONAI Deploy's `compose()`, this is the one place that says which stages exist, what each
+reads and writes, where its HTTP server listens and what a pod of it needs. Everything that used
+to repeat the stage list derives from `GRAPH`: the worker command and its adapter module, the
+stage's input contract (`Stage.input`), the embedded stack's workers and ports, the dead-letter
+topics, and the generated Kubernetes manifests (`radalign.deploy`).
+
+Adding a stage is one folder (`services/<name>/agent.py` with a `main(settings)`) plus one entry
+here. Data flows one way: each stage's input is an output of a stage declared before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.topics import (
+    CASES_RETRIEVED,
+    CONCEPTS_INFERRED,
+    REPORT_DRAFTED,
+    REPORT_REVIEW,
+    STUDY_PREPROCESSED,
+    STUDY_RECEIVED,
+    TopicSpec,
+    dead_letter_topic,
+)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes requests and limits of one worker pod."""
+
+    cpu_request: str
+    memory_request: str
+    cpu_limit: str
+    memory_limit: str
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    #: The topic the stage consumes (its routine and STAT lanes); None for a source (the gateway).
+    input: TopicSpec | None
+    outputs: tuple[TopicSpec, ...]
+    #: Default port of the stage's HTTP server (/metrics, /health/*, and any API it serves).
+    web_port: int
+    resources: Resources
+    #: Extra container ports besides `http` (name -> settings field holding the port).
+    extra_ports: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def adapter(self) -> str:
+        """Module whose `main(settings)` runs the stage's worker."""
+        return f"services.{self.name}.agent"
+
+    @property
+    def consumes(self) -> bool:
+        return self.input is not None
+
+    @property
+    def dead_letters(self) -> TopicSpec:
+        return dead_letter_topic(self.name)
+
+
+# Sized for one worker process: torch + the MiniLM encoder load ~600 MB in the stages that embed
+# text; preprocess decodes DICOM (up to ~60 MB pixel data) in threads; concepts only calls Triton.
+GRAPH: tuple[StageSpec, ...] = (
+    StageSpec("gateway", None, (STUDY_RECEIVED,), 18080, Resources("250m", "512Mi", "1", "1Gi"), (("dicom", "dicom_port"),)),
+    StageSpec("preprocess", STUDY_RECEIVED, (STUDY_PREPROCESSED,), 18101, Resources("500m", "1Gi", "2", "2Gi")),
+    StageSpec("concepts", STUDY_PREPROCESSED, (CONCEPTS_INFERRED,), 18102, Resources("250m", "768Mi", "1", "1536Mi")),
+    StageSpec("retrieval", CONCEPTS_INFERRED, (CASES_RETRIEVED,), 18103, Resources("500m", "1Gi", "2", "2Gi")),
+    StageSpec("drafting", CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW), 18104, Resources("250m", "1Gi", "1", "2Gi")),
+)
+
+STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH)
+CONSUMER_STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH if s.consumes)
+_BY_NAME: dict[str, StageSpec] = {s.name: s for s in GRAPH}
+
+
+def stage_spec(name: str) -> StageSpec:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}") from None
+
+
+def _topics() -> tuple[TopicSpec, ...]:
+    seen: dict[str, TopicSpec] = {}
+    for topic in [t for spec in GRAPH for t in spec.outputs] + [spec.dead_letters for spec in GRAPH]:
+        seen.setdefault(topic.name, topic)
+    return tuple(seen.values())
+
+
+#: Every topic the pipeline uses, STAT twins implied by each spec (`TopicSpec.names`).
+ALL_TOPICS: tuple[TopicSpec, ...] = _topics()
