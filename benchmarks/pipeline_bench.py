@@ -116,7 +116,7 @@ def main() -> int:
 
     from radalign.demo import ensure_iu_cases
     from radalign.stack import down, stop, up
-    from radalign.stack.testing import short_state_dir, stack_settings
+    from radalign.testing.stack import short_state_dir, stack_settings
     from radalign.stack.workers import worker_name
     from radalign.pipeline import STAGES
     from services.concepts.agent import ConceptsStage

@@ -24,6 +24,7 @@ import yaml
 
 from radalign.config import Settings
 from radalign.pipeline import ALL_TOPICS, CONSUMER_STAGES, STAGES, stage_spec
+from schemas.events import Priority
 from schemas.topics import TopicSpec
 
 Manifest = dict[str, Any]
@@ -243,7 +244,7 @@ def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP) -> Manifest
     assert spec is not None
     triggers = []
     for topic in spec.names:
-        stat = topic.endswith(".stat")
+        stat = TopicSpec.lane_of(topic) == Priority.STAT
         triggers.append(
             {
                 "type": "kafka",

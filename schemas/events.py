@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -302,9 +302,3 @@ ALL_CONTRACTS: tuple[type[Contract], ...] = (
     DeadLetter,
 )
 
-
-def example_payloads() -> dict[str, list[dict[str, Any]]]:
-    """Examples embedded in each JSON Schema file (see `schemas/examples.py`)."""
-    from schemas.examples import EXAMPLES
-
-    return EXAMPLES

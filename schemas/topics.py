@@ -39,6 +39,11 @@ class TopicSpec:
             return f"{self.name}.stat"
         return self.name
 
+    @staticmethod
+    def lane_of(topic: str) -> Priority:
+        """The priority a concrete topic carries: its STAT twin, or the routine topic."""
+        return Priority.STAT if topic.endswith(".stat") else Priority.ROUTINE
+
     @property
     def names(self) -> tuple[str, ...]:
         """Every concrete topic: the routine topic and, where there is one, its STAT twin."""

@@ -348,11 +348,3 @@ class LlamaCppBackend:
             raise DraftBackendError("malformed", str(exc)) from exc
         return DraftText(findings, impression, self.name, prompt_tokens, completion_tokens, elapsed)
 
-
-def __getattr__(name: str) -> Any:
-    # `DeterministicDrafter` is a backend too; re-exported lazily to avoid an import cycle.
-    if name == "DeterministicDrafter":
-        from radalign.drafting.deterministic import DeterministicDrafter
-
-        return DeterministicDrafter
-    raise AttributeError(name)

@@ -18,7 +18,9 @@ from faust.web import Request, Response, View
 
 from radalign.config import Settings
 from radalign.framework import metrics
+from radalign.framework.retry import retry_until_done
 from radalign.framework.stage import Record, Stage, StageRunner
+from schemas.topics import TopicSpec
 
 log = logging.getLogger("radalign.faust")
 
@@ -78,7 +80,7 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
                 await app.producer.send_and_wait(out.topic, out.key, out.value, partition=None, timestamp=None, headers=out.headers)
 
     for topic_name in stage.input.names:
-        lane = "stat" if topic_name.endswith(".stat") else "routine"
+        lane = TopicSpec.lane_of(topic_name).value
         topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", allow_empty=True)
         app.agent(topic, name=f"{stage.name}-{lane}", concurrency=stage.concurrency)(_run)
 
@@ -86,16 +88,11 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
     async def _setup() -> None:
         # A dependency that is down at start (database, Triton) is retried with backoff rather
         # than crashing the worker; readiness says why it is not ready meanwhile.
-        delay = 0.5
-        while True:
-            try:
-                await stage.setup(settings)
-                break
-            except Exception as exc:  # noqa: BLE001
-                state["setup_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                log.warning("stage %s setup failed (%s); retrying in %.1f s", stage.name, state["setup_error"], delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        def _failed(exc: BaseException) -> None:
+            state["setup_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("stage %s setup failed (%s); retrying", stage.name, state["setup_error"])
+
+        await retry_until_done(f"{stage.name} setup", lambda: stage.setup(settings), settings, on_failure=_failed)
         state["ready"], state["setup_error"] = True, None
         setup_done.set()
         log.info("stage %s ready", stage.name)

@@ -1,4 +1,9 @@
-"""Bounded retries with exponential backoff and jitter for every outside call (tenacity)."""
+"""The one retry policy: exponential backoff with jitter (tenacity) for every outside call.
+
+`call_with_retry` bounds the attempts (a record's processing: then it is dead-lettered);
+`retry_until_done` never gives up (a worker's start-up, waiting for a dependency to come up).
+Both back off the same way, from the settings' `retry_base_delay_s` / `retry_max_delay_s`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_never, wait_random_exponential
 
 from radalign.config import Settings
 from radalign.framework import metrics
@@ -27,6 +32,32 @@ class DependencyUnavailable(Exception):
     """An outside dependency (Triton, PostgreSQL, LLM, blob store) failed after every retry."""
 
 
+def backoff(settings: Settings, max_delay_s: float | None = None) -> wait_random_exponential:
+    return wait_random_exponential(multiplier=settings.retry_base_delay_s, max=max_delay_s or settings.retry_max_delay_s)
+
+
+async def retry_until_done(
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    settings: Settings,
+    *,
+    on_failure: Callable[[BaseException], None],
+    max_delay_s: float = 30.0,
+) -> T:
+    """Run `call` until it succeeds, backing off up to `max_delay_s` between attempts; each
+    failure is reported to `on_failure` (readiness shows it meanwhile)."""
+
+    def _report(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is not None:
+            on_failure(exc)
+
+    async for attempt in AsyncRetrying(stop=stop_never, wait=backoff(settings, max_delay_s), before_sleep=_report, reraise=True):
+        with attempt:
+            return await call()
+    raise AssertionError(f"{what}: unreachable")  # pragma: no cover
+
+
 async def call_with_retry(
     what: str,
     call: Callable[[], Awaitable[T]],
@@ -38,13 +69,13 @@ async def call_with_retry(
 ) -> T:
     """Run `call` with a per-attempt timeout; retry transient failures, never PermanentError."""
 
-    def _log_retry(state) -> None:  # noqa: ANN001 - tenacity's RetryCallState
+    def _log_retry(state: RetryCallState) -> None:
         metrics.RETRIES.labels(stage=stage, dependency=what).inc()
 
     try:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(attempts or settings.retry_attempts),
-            wait=wait_random_exponential(multiplier=settings.retry_base_delay_s, max=settings.retry_max_delay_s),
+            wait=backoff(settings),
             retry=retry_if_exception(lambda e: not isinstance(e, PermanentError)),
             before_sleep=_log_retry,
             reraise=True,

@@ -97,7 +97,7 @@ class StageRunner:
     async def process(self, record: Record) -> list[OutgoingRecord]:
         started = time.perf_counter()
         started_at = datetime.now(UTC)
-        lane = "stat" if record.topic.endswith(".stat") else "routine"
+        lane = TopicSpec.lane_of(record.topic).value
         metrics.IN_FLIGHT.labels(stage=self.stage.name).inc()
         try:
             try:
@@ -152,7 +152,7 @@ class StageRunner:
 
     def _dead_letter(self, record: Record, reason: str, error_type: str, attempts: int = 1) -> OutgoingRecord:
         metrics.DEAD_LETTERS.labels(stage=self.stage.name, error_type=error_type).inc()
-        lane = "stat" if record.topic.endswith(".stat") else "routine"
+        lane = TopicSpec.lane_of(record.topic).value
         metrics.EVENTS.labels(stage=self.stage.name, lane=lane, outcome="dead_letter").inc()
         key = record.key.decode("utf-8", "replace") if record.key else None
         log.warning("stage %s dead-lettered a record (%s): %s", self.stage.name, error_type, reason[:300])

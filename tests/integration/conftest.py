@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from radalign.config import Settings
-from radalign.stack.testing import short_state_dir, stack_settings, write_add_one_model
+from radalign.testing.stack import short_state_dir, stack_settings, write_add_one_model
 
 
 def _require(*modules: str) -> None:

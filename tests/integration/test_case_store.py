@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def kb_settings(embedded_stack: Settings) -> Iterator[Settings]:
     """A fresh, migrated database beside the stack's own (other tests' cases never mix in)."""
-    from radalign.stack.testing import fresh_database
+    from radalign.testing.stack import fresh_database
 
     with fresh_database(embedded_stack, "kb_it") as settings:
         yield settings

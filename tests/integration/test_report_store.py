@@ -32,7 +32,7 @@ KEY = "st-00112233445566ff"
 
 @pytest.fixture(scope="module")
 def reports_settings(embedded_stack: Settings) -> Iterator[Settings]:
-    from radalign.stack.testing import fresh_database
+    from radalign.testing.stack import fresh_database
 
     with fresh_database(embedded_stack, "reports_it") as settings:
         yield settings

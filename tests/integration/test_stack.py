@@ -19,7 +19,7 @@ from radalign.db import connect, open_pool
 from radalign.stack import down, running, start_process, status, up
 from radalign.stack.process import StatePaths, processes_mentioning
 from radalign.stack.readiness import StackStartError
-from radalign.stack.testing import short_state_dir, stack_settings, write_add_one_model
+from radalign.testing.stack import short_state_dir, stack_settings, write_add_one_model
 
 
 pytestmark = pytest.mark.integration

@@ -38,7 +38,7 @@ def concept_triton() -> Iterator[Settings]:
         pytest.skip("nvidia-pytriton (tritonserver binary) is not installed")
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip(f"no shipped checkpoint at {DEFAULT_CHECKPOINT}")
-    from radalign.concepts.serving import local_concept_triton
+    from radalign.testing.triton import local_concept_triton
 
     with local_concept_triton(DEFAULT_CHECKPOINT) as settings:
         yield settings

@@ -10,7 +10,7 @@ import pytest
 from radalign.blobstore import LocalBlobStore
 from radalign.config import Settings
 from radalign.ingest.pseudonyms import InMemoryPseudonymStore
-from radalign.ingest.testing import RecordingPublisher
+from radalign.testing.ingest import RecordingPublisher
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from radalign.ingest.refusal import DICOM_STATUS, RefusalReason
 from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
-from radalign.ingest.testing import bad_dicom_corpus, dicom_bytes, synthetic_radiograph
+from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, synthetic_radiograph
 from services.gateway.http_app import build_gateway_app
 
 AUTH = {"Authorization": "Bearer tok-2"}

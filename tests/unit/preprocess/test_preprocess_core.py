@@ -5,7 +5,7 @@ import pytest
 
 from radalign.ingest.images import decode_npy
 from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
-from radalign.ingest.testing import dicom_bytes, synthetic_radiograph
+from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
 from schemas.events import BlobRef, StudyReceived
 from services.gateway.core import GatewayCore
 from services.preprocess.core import PreprocessError, preprocess

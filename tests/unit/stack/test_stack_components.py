@@ -175,7 +175,7 @@ def test_settings_env_rebuilds_the_same_settings(tmp_path: Path, monkeypatch: py
 
 
 def test_private_stack_settings_use_distinct_free_ports(tmp_path: Path) -> None:
-    from radalign.stack.testing import stack_settings
+    from radalign.testing.stack import stack_settings
 
     settings = stack_settings(tmp_path, log_level="DEBUG")
     ports = [
@@ -193,7 +193,7 @@ def test_private_stack_settings_use_distinct_free_ports(tmp_path: Path) -> None:
 
 
 def test_add_one_model_repository_layout(tmp_path: Path) -> None:
-    from radalign.stack.testing import write_add_one_model
+    from radalign.testing.stack import write_add_one_model
 
     repo = write_add_one_model(tmp_path / "models", name="plus")
     config = (repo / "plus" / "config.pbtxt").read_text()

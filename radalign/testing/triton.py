@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,7 @@ from pathlib import Path
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT
 from radalign.concepts.export import prepare_model_repository
 from radalign.config import Settings
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from radalign.testing.stack import free_port as _free_port
 
 
 @contextlib.contextmanager
