@@ -6,15 +6,13 @@ once in code; the manifests that repeat them are rendered from there so they can
 Hand-written manifests (namespace, config, Triton, overlays' patches, alert rules) live beside the
 generated ones under `k8s/`; `tests/unit/k8s/` fails when a generated file is stale.
 
-    python -m radalign.deploy            # rewrite the generated files
-    python -m radalign.deploy --check    # exit 1 when one differs from what the code gives
+    radalign k8s render    # rewrite the generated files (or python -m radalign.deploy render)
+    radalign k8s check     # exit 1 when one differs from what the code gives
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -556,19 +554,5 @@ def check_command() -> None:
     raise typer.Exit(1 if stale else 0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m radalign.deploy", description="Render the generated Kubernetes manifests under k8s/.")
-    parser.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
-    args = parser.parse_args(argv)
-    if args.check:
-        stale = stale_files()
-        for rel in stale:
-            print(f"stale: {rel} (run `python -m radalign.deploy`)")
-        return 1 if stale else 0
-    for path in write_all():
-        print(path.relative_to(REPO_ROOT))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - `python -m radalign.deploy render|check`
+    deploy_app()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import faust
 from faust.web import Request, Response, View
@@ -32,7 +33,7 @@ def broker_urls(bootstrap: str) -> str:
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
 
 
-def create_app(stage: Stage, settings: Settings) -> faust.App:
+def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
     datadir = settings.state_dir.resolve() / "faust" / stage.name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -132,7 +133,7 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
     return app
 
 
-def run_worker(stage: Stage, settings: Settings) -> None:
+def run_worker(stage: Stage[Any], settings: Settings) -> None:
     """Run one stage until SIGTERM (what `radalign worker <stage>` does)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(stage, settings)

@@ -15,6 +15,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 from datetime import UTC, datetime
 
 from radalign.config import Settings
@@ -54,7 +55,11 @@ class OutgoingRecord:
     headers: codec.Headers
 
 
-class Stage(ABC):
+#: The input contract a stage handles.
+InT = TypeVar("InT", bound=Contract)
+
+
+class Stage(ABC, Generic[InT]):
     """One pipeline stage. Subclasses set `name` (an entry of `radalign.pipeline.GRAPH`, which
     declares what it reads) and implement `handle`."""
 
@@ -79,17 +84,17 @@ class Stage(ABC):
         """Are this stage's dependencies reachable? (readiness probe)"""
         return True, "ok"
 
-    def routes(self) -> list:
+    def routes(self) -> list[Any]:
         """Extra aiohttp routes served beside /metrics and /health (e.g. drafting's read API)."""
         return []
 
     @abstractmethod
-    async def handle(self, event: Contract) -> list[Output]:
+    async def handle(self, event: InT) -> list[Output]:
         """Process one valid input event. Raise PermanentError for bad input."""
 
 
 class StageRunner:
-    def __init__(self, stage: Stage, settings: Settings) -> None:
+    def __init__(self, stage: Stage[Any], settings: Settings) -> None:
         self.stage = stage
         self.settings = settings
         self.dead_letter_spec = dead_letter_topic(stage.name)

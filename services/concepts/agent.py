@@ -34,7 +34,7 @@ def fetch_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
         raise PermanentError(str(exc), "validation") from exc
 
 
-class ConceptsStage(Stage):
+class ConceptsStage(Stage[StudyPreprocessed]):
     name = "concepts"
 
     def __init__(self, settings: Settings | None = None) -> None:

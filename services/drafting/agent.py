@@ -23,7 +23,7 @@ from services.drafting.core import DraftingCore, build_backend
 from services.drafting.read_api import build_read_routes, problem
 
 
-class DraftingStage(Stage):
+class DraftingStage(Stage[CasesRetrieved]):
     name = "drafting"
     concurrency = 2
 

@@ -14,7 +14,7 @@ from schemas.topics import STUDY_PREPROCESSED
 from services.preprocess.core import PreprocessError, preprocess
 
 
-class PreprocessStage(Stage):
+class PreprocessStage(Stage[StudyReceived]):
     name = "preprocess"
     concurrency = 2  # decoding is CPU-bound in a thread; two overlap blob I/O with decoding
 

@@ -13,7 +13,7 @@ from schemas.topics import CASES_RETRIEVED
 from services.retrieval.core import RETRIEVAL_VERSION, build_cases_retrieved, retrieve
 
 
-class RetrievalStage(Stage):
+class RetrievalStage(Stage[ConceptsInferred]):
     name = "retrieval"
     concurrency = 2
 

@@ -11,7 +11,7 @@ from radalign.pipeline import ALL_TOPICS, CONSUMER_STAGES, stage_spec
 
 def test_generated_files_are_current():
     stale = deploy.stale_files(REPO)
-    assert not stale, f"stale generated manifests {stale}: run `python -m radalign.deploy`"
+    assert not stale, f"stale generated manifests {stale}: run `radalign k8s render`"
 
 
 def test_check_mode_detects_a_stale_file(tmp_path):
