@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace) -> None:
     from radalign.stack.broker import broker_argv, create_topics, tansu_binary, topic_partitions
     from services.gateway.dicom_scp import DicomScp
     from services.gateway.http_app import CORE_KEY, build_gateway_app
-    from services.preprocess.core import preprocess
+    from radalign.preprocess.core import preprocess
 
     datasets, images, what = inputs(args.studies)
     n = len(datasets)

@@ -2,7 +2,7 @@
 
 Each IU report in turn is the query; every other report is the case store (its own patient is
 excluded, as in production). Candidates are the exact cosine top-40 (`retrieval_candidates`;
-HNSW recall is measured separately by pgvector_bench.py), then `services.retrieval.core.rerank`
+HNSW recall is measured separately by pgvector_bench.py), then `radalign.retrieval.core.rerank`
 picks k=5 at several label weights (w=0: cosine only, no re-ranking).
 
 Query conditions (embedding / predicted states):
@@ -37,7 +37,7 @@ import numpy as np
 from radalign.kb.case import Candidate, report_text
 from radalign.kb.labels import OBSERVATIONS, encode_label_vector
 from schemas.events import Certainty, ConceptScore, Observation
-from services.retrieval.core import rerank
+from radalign.retrieval.core import rerank
 
 K = 5
 N_CANDIDATES = 40
@@ -111,7 +111,7 @@ def embeddings_from_store(dsn: str, case_keys: list[str]) -> np.ndarray:
 
 
 def metrics(query_vec: tuple, case_vecs: list[tuple], oracle: list[ConceptScore]) -> tuple[float, float | None, float, float]:
-    from services.retrieval.core import label_agreement
+    from radalign.retrieval.core import label_agreement
 
     def positives(v):
         return {i for i, code in enumerate(v) if code == 1 and OBSERVATIONS[i] is not Observation.NO_FINDING}

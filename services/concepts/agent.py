@@ -18,7 +18,7 @@ from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyPreprocessed
 from schemas.topics import CONCEPTS_INFERRED
-from services.concepts.core import InvalidModelInput, build_concepts_event, load_model_input
+from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input
 
 
 def fetch_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:

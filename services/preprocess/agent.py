@@ -1,4 +1,4 @@
-"""Preprocess stage adapter: StudyReceived -> StudyPreprocessed (Faust; the work is in core.py)."""
+"""Preprocess stage adapter: StudyReceived -> StudyPreprocessed (Faust; the work is in radalign.preprocess.core)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from radalign.framework.retry import PermanentError
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyReceived
 from schemas.topics import STUDY_PREPROCESSED
-from services.preprocess.core import PreprocessError, preprocess
+from radalign.preprocess.core import PreprocessError, preprocess
 
 
 class PreprocessStage(Stage[StudyReceived]):

@@ -10,7 +10,7 @@ from radalign.framework.stage import Output, Stage
 from radalign.kb.store import CaseStore
 from schemas.events import ConceptsInferred
 from schemas.topics import CASES_RETRIEVED
-from services.retrieval.core import RETRIEVAL_VERSION, build_cases_retrieved, retrieve
+from radalign.retrieval.core import RETRIEVAL_VERSION, build_cases_retrieved, retrieve
 
 
 class RetrievalStage(Stage[ConceptsInferred]):

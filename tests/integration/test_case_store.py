@@ -168,7 +168,7 @@ async def test_rerank_puts_label_agreeing_cases_first(store: CaseStore, kb_setti
     from radalign.kb.case import CaseDraft
     from radalign.kb.ingest import ingest_drafts
     from radalign.text_encoder import get_text_encoder
-    from services.retrieval.core import retrieve
+    from radalign.retrieval.core import retrieve
 
     # The text encoder ignores negation: these reports sit close together in embedding space,
     # and only the labels tell them apart.

@@ -27,7 +27,7 @@ from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, with_changes
 from schemas.events import StudyReceived
 from schemas.topics import STUDY_RECEIVED
 from services.gateway.runner import run_gateway
-from services.preprocess.core import preprocess
+from radalign.preprocess.core import preprocess
 
 pytestmark = pytest.mark.integration
 TOKEN = "it-token"

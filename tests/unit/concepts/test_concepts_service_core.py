@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from schemas.events import Certainty, Observation, StageTiming, StudyPreprocessed
-from services.concepts.core import InvalidModelInput, build_concepts_event, load_model_input
+from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input
 
 
 def _event() -> StudyPreprocessed:

@@ -80,11 +80,6 @@ def test_consumer_groups_match_the_faust_app_ids():
     assert deploy.consumer_group("retrieval") == "radalign-retrieval"
 
 
-def test_main_check_exits_zero_when_current(capsys):
-    assert deploy.main(["--check"]) == 0
-    assert capsys.readouterr().out == ""
-
-
 def test_typer_sub_app_checks_and_renders(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 

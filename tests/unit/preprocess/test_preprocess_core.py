@@ -8,7 +8,7 @@ from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
 from schemas.events import BlobRef, StudyReceived
 from services.gateway.core import GatewayCore
-from services.preprocess.core import PreprocessError, preprocess
+from radalign.preprocess.core import PreprocessError, preprocess
 
 
 async def _study(settings, publisher, blobs, pseudonyms, *objects: bytes) -> StudyReceived:

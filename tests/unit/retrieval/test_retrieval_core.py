@@ -9,7 +9,7 @@ from radalign.kb.labels import encode_label_vector
 from schemas.events import CasesRetrieved, ConceptScore, ConceptsInferred, StageTiming, StudyRef
 from schemas.events import Certainty as C
 from schemas.events import Observation as O
-from services.retrieval.core import build_cases_retrieved, dedupe_candidates, label_agreement, rerank, retrieve
+from radalign.retrieval.core import build_cases_retrieved, dedupe_candidates, label_agreement, rerank, retrieve
 
 
 def score(observation, state, p=None):
