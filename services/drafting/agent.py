@@ -7,20 +7,20 @@ deterministic, so consumers de-duplicate, and a crash between store and publish 
 
 from __future__ import annotations
 
-from aiohttp import web
 
 from radalign.config import Settings, get_settings
 from radalign.db import open_pool, pool_ready
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
-from radalign.framework.auth import bearer_authorized, parse_tokens
+from radalign.framework.auth import parse_tokens
+from radalign.framework.http import guard_routes
 from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import CasesRetrieved
 from schemas.topics import REPORT_DRAFTED, REPORT_REVIEW
 from services.drafting.core import DraftingCore, build_backend
-from services.drafting.read_api import build_read_routes, problem
+from services.drafting.read_api import build_read_routes
 
 
 class DraftingStage(Stage[CasesRetrieved]):
@@ -59,7 +59,7 @@ class DraftingStage(Stage[CasesRetrieved]):
 
         lazy = _Lazy()
         tokens = parse_tokens(self.settings_for_routes.gateway_tokens)
-        return [_with_bearer_auth(route, tokens) for route in build_read_routes(lazy, lazy)]  # type: ignore[arg-type]
+        return guard_routes(build_read_routes(lazy, lazy), tokens)  # type: ignore[arg-type]
 
     async def handle(self, event: CasesRetrieved) -> list[Output]:
         report = await self.core.draft(event)  # LLM calls carry their own timeout/retry/fallback
@@ -68,18 +68,6 @@ class DraftingStage(Stage[CasesRetrieved]):
         if report.needs_review:
             outputs.append(Output(REPORT_REVIEW, report))
         return outputs
-
-
-def _with_bearer_auth(route: web.RouteDef, tokens: frozenset[str]) -> web.RouteDef:
-    """The read API serves re-identified reports: same bearer tokens as the gateway's API."""
-    handler = route.handler
-
-    async def guarded(request: web.Request) -> web.StreamResponse:
-        if not bearer_authorized(request.headers.get("Authorization"), tokens):
-            return problem(401, "Unauthorized", "a valid bearer token is required")
-        return await handler(request)
-
-    return web.RouteDef(route.method, route.path, guarded, route.kwargs)
 
 
 def main(settings: Settings) -> None:

@@ -18,7 +18,6 @@ Responses carry `Cache-Control: no-store` (FHIR and SR hold identifiers).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -29,17 +28,13 @@ from radalign.drafting.fhir import FhirVersion, diagnostic_report_json
 from radalign.drafting.identity import Reidentifier
 from radalign.drafting.sr import basic_text_sr_bytes
 from radalign.drafting.store import ReportStore, StoredReport
+from radalign.framework.http import problem
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"json": "application/json", "fhir": "application/fhir+json", "sr": "application/dicom"}
 _BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
-
-
-def problem(status: int, title: str, detail: str) -> web.Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return web.Response(status=status, text=json.dumps(body), content_type="application/problem+json", headers={"Cache-Control": "no-store"})
 
 
 def negotiate(accept: str | None, query_format: str | None) -> str | None:

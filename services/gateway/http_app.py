@@ -34,6 +34,7 @@ from radalign.config import Settings
 from radalign.ingest.pseudonyms import PseudonymStore
 from radalign.ingest.refusal import HTTP_STATUS, Refusal, RefusalReason
 from radalign.framework.auth import bearer_authorized, parse_tokens
+from radalign.framework.http import problem
 from services.gateway.core import EventPublisher, GatewayCore, parse_priority
 
 log = logging.getLogger(__name__)
@@ -42,16 +43,9 @@ CORE_KEY = web.AppKey("gateway_core", GatewayCore)
 _ASSEMBLER_TASK = web.AppKey("assembler_task", asyncio.Task)
 _READY_CHECKS = web.AppKey("ready_checks", dict)
 DICOM_JSON = "application/dicom+json"
-PROBLEM_JSON = "application/problem+json"
 _OPEN_PATHS = ("/health/live", "/health/ready", "/metrics")
 _FORM_FIELDS = {"study_id", "patient_id", "patient_key", "view_position", "priority"}
 _MAX_FIELD_BYTES = 1024
-
-
-def problem(status: int, title: str, detail: str, reason: str) -> web.Response:
-    body = {"type": f"/problems/{reason}", "title": title, "status": status, "detail": detail, "reason": reason}
-    headers = {"WWW-Authenticate": 'Bearer realm="radalign"'} if status == 401 else None
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_JSON, headers=headers)
 
 
 def refusal_response(refusal: Refusal) -> web.Response:
