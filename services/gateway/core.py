@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from radalign.blobstore import BlobStore
 from radalign.config import Settings
@@ -27,20 +27,15 @@ from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.ingest.images import open_raster, sniff_raster, strip_raster_metadata
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
-from schemas.events import Contract, Instance, Priority, StudyReceived
-from schemas.topics import STUDY_RECEIVED, TopicSpec
+from schemas.events import Instance, Priority, StudyReceived
+from schemas.topics import STUDY_RECEIVED
+from radalign.framework.producer import EventPublisher
 from services.gateway import metrics
 
 log = logging.getLogger(__name__)
 
 _KEY_PATTERN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _VIEW_VALUES = {"PA", "AP", "LL", "RL", "LATERAL", "LAT"}
-
-
-class EventPublisher(Protocol):
-    """Implemented by `radalign.framework.producer.KafkaEventPublisher` (aiokafka, STAT lane routing)."""
-
-    async def publish(self, spec: TopicSpec, event: Contract) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from radalign.ingest.pseudonyms import PseudonymStore
 from radalign.ingest.refusal import HTTP_STATUS, Refusal, RefusalReason
 from radalign.framework.auth import bearer_authorized, parse_tokens
 from radalign.framework.http import problem
-from services.gateway.core import EventPublisher, GatewayCore, parse_priority
+from radalign.framework.producer import EventPublisher
+from services.gateway.core import GatewayCore, parse_priority
 
 log = logging.getLogger(__name__)
 
