@@ -132,14 +132,38 @@ async def end_offsets(settings: Settings) -> dict:
         await consumer.stop()
 
 
+def structured_text(report: ReportDrafted) -> str:
+    """The draft as a radiologist reads it: FINDINGS section by section in reading order, then
+    IMPRESSION, then the footer naming what the model did not assess (rich markup)."""
+    from radalign.drafting.phrases import load_phrase_table
+
+    titles = dict(load_phrase_table().sections)
+    lines = ["[bold]FINDINGS[/bold]"]
+    if report.sections:
+        for section in report.sections:
+            lines.append(f"  [bold]{escape(titles.get(section.name, section.name))}:[/bold] {escape(' '.join(section.sentences))}")
+    else:
+        lines.append(f"  {escape(report.findings)}")
+    if report.sections and report.drafter != "deterministic":
+        lines.append(f"  [dim]as written by {escape(report.drafter)}:[/dim] {escape(report.findings)}")
+    lines.append(f"[bold]IMPRESSION[/bold]\n  {escape(report.impression)}")
+    if report.ood is not None:
+        lines.append(f"[yellow]model abstained on this image: {report.ood.reason}[/yellow]")
+    if report.footer:
+        lines.append(f"[dim]{escape(report.footer)}[/dim]")
+    return "\n".join(lines)
+
+
 def print_reports(result: DemoResult) -> None:
     for report in result.reports.values():
-        positives = ", ".join(f"{c.observation.value} {c.probability:.2f}" for c in report.concepts if c.state.value == "present") or "none"
+        assessed = ", ".join(f"{c.observation.value} {c.probability:.2f} ({c.state.value})" for c in report.concepts) or "none"
+        rejected = ", ".join(sorted({r.reason for r in report.guard.rejections}))
         body = (
-            f"[bold]FINDINGS:[/bold] {report.findings}\n[bold]IMPRESSION:[/bold] {report.impression}\n\n"
-            f"[dim]present concepts: {positives}\ncases: {', '.join(report.case_keys[:5]) or '-'}\n"
-            f"drafter {report.drafter}, prompt {report.prompt_version}, model {report.model_name} v{report.model_version}, "
-            f"guard {report.guard.verdict.value}{', REVIEW' if report.needs_review else ''}[/dim]"
+            f"{structured_text(report)}\n\n"
+            f"[dim]assessed concepts: {escape(assessed)}\ncases: {', '.join(report.case_keys[:5]) or '-'}\n"
+            f"drafter {report.drafter}, prompt {report.prompt_version}, phrases {report.phrase_table_version or '-'}, "
+            f"model {report.model_name} v{report.model_version}, guard {report.guard.verdict.value}"
+            f"{' (rejected: ' + rejected + ')' if rejected else ''}{', REVIEW' if report.needs_review else ''}[/dim]"
         )
         title = escape(f"{report.study.study_key} [{report.study.priority.value}] view {report.view_position or '?'}")
         console.print(Panel(body, title=title, expand=False))

@@ -231,6 +231,32 @@ class GuardVerdict(str, Enum):
     FELL_BACK = "fell_back"
 
 
+#: Why the guard rejected a sentence of a draft (a bounded vocabulary: it is also a metric label).
+GuardReason = Literal[
+    "unsupported_finding",  # a positive finding the concepts do not support
+    "omitted_finding",  # an assessed-present finding the draft does not state
+    "not_assessed_claim",  # a positive or hedged statement about an observation the model did not assess (or any, when OOD)
+    "laterality",  # right / left / bilateral ... that nothing in the study supports
+    "location",  # lobe, base, apex, hilar ... that nothing in the study supports
+    "measurement",  # sizes and measurements
+    "comparison",  # compared with / prior / unchanged: there is no prior study
+    "temporal",  # new / interval / improved / resolved ...
+    "device_position",  # tip positions and courses of lines and tubes
+    "history",  # clinical or surgical history
+    "off_topic",  # other body parts, talk about the prompt
+]
+
+
+class GuardRejection(BaseModel):
+    """One thing the guard found wrong in a draft it rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: GuardReason
+    sentence: str = Field(default="", max_length=2000, description="the offending sentence of the draft (empty for an omission)")
+    detail: str = Field(default="", max_length=500, description="the observation or words at fault")
+
+
 class Guard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -238,6 +264,9 @@ class Guard(BaseModel):
     unsupported: list[Observation] = Field(default_factory=list, description="positive in the draft, not supported by the concepts")
     omitted: list[Observation] = Field(default_factory=list, description="confidently predicted, missing from the draft")
     changes: list[str] = Field(default_factory=list, description="what the guard did, in words")
+    rejections: list[GuardRejection] = Field(
+        default_factory=list, description="every problem found in the first rejected draft, with its reason (empty when it passed)"
+    )
 
 
 class ReportSection(BaseModel):
@@ -263,6 +292,8 @@ class ReportDrafted(Contract):
     not_assessed: list[Observation] = Field(default_factory=list, description="listed in the report's footer")
     ood: OutOfDistribution | None = None
     sections: list[ReportSection] = Field(default_factory=list, description="the structured FINDINGS, section by section")
+    footer: str | None = Field(default=None, description="the report's footer: what the model did not assess (no claim is made about it)")
+    phrase_table_version: str | None = Field(default=None, description="version of the phrase table the structured draft was worded from")
     case_keys: list[str]
     view_position: str | None
     model_name: str

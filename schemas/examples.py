@@ -104,7 +104,35 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "critical": [],
             "needs_review": False,
             "timings": [_TIMING],
-        }
+        },
+        {
+            "study": _STUDY,
+            "report_id": "6f1c2a3e-9b7d-5c4e-8a1f-0d2c4b1f9e8a",
+            "findings": "There is an airspace opacity. The findings are consistent with pneumonia.",
+            "impression": "Pneumonia. Airspace opacity.",
+            "concepts": [
+                {"observation": "Lung Opacity", "probability": 0.91, "state": "present", "present_threshold": 0.62, "absent_threshold": 0.31},
+                {"observation": "Pneumonia", "probability": 0.88, "state": "present", "present_threshold": 0.65, "absent_threshold": 0.3},
+            ],
+            "not_assessed": ["Cardiomegaly", "Pleural Effusion"],
+            "sections": [{"name": "lungs", "sentences": ["There is an airspace opacity.", "The findings are consistent with pneumonia."]}],
+            "footer": "Not assessed by the model (no claim made): cardiomegaly, pleural effusion.",
+            "phrase_table_version": "phrases-v1",
+            "case_keys": ["iu-CXR1234"],
+            "view_position": "PA",
+            "model_name": "concept_model",
+            "model_version": "2",
+            "drafter": "deterministic",
+            "prompt_version": "deterministic-v2",
+            "guard": {
+                "verdict": "fell_back", "unsupported": [], "omitted": [],
+                "changes": ["draft rejected (laterality 'right'); regenerated with corrections", "regenerated draft rejected; deterministic drafter used"],
+                "rejections": [{"reason": "laterality", "sentence": "Right lower lobe pneumonia.", "detail": "right"}],
+            },
+            "critical": [],
+            "needs_review": True,
+            "timings": [_TIMING],
+        },
     ],
     "dead_letter": [
         {

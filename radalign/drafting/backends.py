@@ -39,6 +39,10 @@ class DraftText:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     elapsed_s: float = 0.0
+    #: The structured FINDINGS as (section name, sentences), in reading order (structured drafter only).
+    sections: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: What the model did not assess, as the report's footer line (None when it assessed everything).
+    footer: str | None = None
 
     @property
     def tokens_per_s(self) -> float:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
-from schemas.events import Certainty, ConceptScore, Observation
+from schemas.events import Certainty, ConceptScore, Observation, OutOfDistribution
 
 log = logging.getLogger(__name__)
 
@@ -96,18 +96,36 @@ def criteria_by_observation() -> dict[Observation, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class Prediction:
-    """The predicted state of each observation, as the guard and the drafter compare it."""
+    """The predicted state of each observation, as the guard and the drafter compare it.
+
+    Only assessed observations have a state. Everything else is not assessed (the model is not
+    validated for it, or abstained on the whole image: `ood`), and no claim is made about it.
+    """
 
     states: Mapping[Observation, Certainty]
     probabilities: Mapping[Observation, float]
+    present_thresholds: Mapping[Observation, float] = field(default_factory=dict)
+    absent_thresholds: Mapping[Observation, float] = field(default_factory=dict)
+    ood: OutOfDistribution | None = None
 
     @classmethod
-    def from_scores(cls, scores: Iterable[ConceptScore]) -> Prediction:
-        scores = list(scores)
+    def from_scores(cls, scores: Iterable[ConceptScore], *, ood: OutOfDistribution | None = None) -> Prediction:
+        scores = [] if ood is not None else list(scores)
         return cls(
             states={s.observation: s.state for s in scores},
             probabilities={s.observation: s.probability for s in scores},
+            present_thresholds={s.observation: s.present_threshold for s in scores if s.present_threshold is not None},
+            absent_thresholds={s.observation: s.absent_threshold for s in scores if s.absent_threshold is not None},
+            ood=ood,
         )
+
+    @property
+    def not_assessed(self) -> list[Observation]:
+        """Observations without a state, in CheXpert order (all of them when OOD)."""
+        return [o for o in Observation if o not in self.states]
+
+    def assessed(self, observation: Observation) -> bool:
+        return observation in self.states
 
     def with_state(self, state: Certainty) -> list[Observation]:
         return [o for o in Observation if self.states.get(o) == state]

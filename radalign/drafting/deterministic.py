@@ -1,11 +1,19 @@
-"""The deterministic drafter: a report assembled from the retrieved reports' own sentences.
+"""The structured deterministic drafter: every sentence comes from the concept states.
 
-A sentence of a retrieved report is kept only when every observation the labeler finds in it
-has the state the concept model predicted (so "no effusion" is kept only for a study predicted
-without effusion) and when it says something about an observation not yet covered (no repeats).
-Each positive or uncertain concept the kept sentences do not state gets a plain sentence, and
-the usual normal statements are added for observations predicted absent. No LLM is involved,
-so the result is reproducible; it is the fallback whenever the LLM fails and the CI default.
+FINDINGS are written section by section in the order radiologists read a chest film (support
+devices; heart and mediastinum; lungs; pleura; bones and soft tissues), IMPRESSION lists the
+positive and hedged findings most important first (or says the study is normal), and a footer
+names what the model did not assess. For each observation:
+- assessed present: stated plainly;
+- assessed uncertain (between the calibrated absent and present thresholds): "likely" in the
+  upper half of that band, "possible" in the lower half;
+- assessed absent: a normal statement (one sentence for a group where it fits: "The lungs are clear.");
+- not assessed: nothing at all.
+Wording comes from the versioned phrase table (`radalign.drafting.phrases`). With
+`borrow_normal_phrasing`, a section that is entirely normal may use a retrieved case's normal
+sentence instead, but only one that survives sanitising and that the labeler reads as exactly
+the assessed-absent observations of that section. No LLM is involved: the result is
+reproducible; it is the fallback whenever the LLM fails and the CI default.
 """
 
 from __future__ import annotations
@@ -15,24 +23,18 @@ import time
 from collections.abc import Iterable
 
 from radalign.drafting.backends import DraftText
-from radalign.drafting.concepts import (
-    NORMAL_IMPRESSION,
-    NORMAL_SENTENCES,
-    POSITIVE_SENTENCES,
-    UNCERTAIN_SENTENCES,
-    Prediction,
-)
+from radalign.drafting.concepts import Prediction
 from radalign.drafting.labels import ReportLabeler, default_labeler
+from radalign.drafting.phrases import Band, PhraseTable, SectionName, load_phrase_table
 from radalign.drafting.prompt import DraftContext, DraftPrompt
-from radalign.drafting.text import is_redacted, mentions_prior, normalise, off_topic_phrases, split_sentences
+from radalign.drafting.sanitise import check_sentence
+from radalign.drafting.text import normalise, split_sentences
 from schemas.events import Certainty, Observation
 
 NAME = "deterministic"
 
-# A sentence the labeler finds no observation in is kept only when it reads as a normal
-# statement ("No acute disease.", "The lungs appear clear."): otherwise it describes something
-# outside the 14 concepts (scoliosis, low lung volumes, granulomas) that the model cannot
-# confirm for this study, and copying it from another patient would be a hallucination.
+# A borrowed sentence must read as a normal statement ("The lungs appear clear."), without a
+# qualifier that would smuggle in something else ("... but there is scarring").
 _NORMAL_STATEMENT = re.compile(
     r"^\W*(?:no|normal|negative|clear|unremarkable)\b"
     r"|\b(?:is|are|appears?|remains?)\s+(?:\w+\s+){0,2}?(?:normal|clear|unremarkable|intact|within\s+normal\s+limits)\b",
@@ -45,12 +47,31 @@ def is_normal_statement(sentence: str) -> bool:
     return bool(_NORMAL_STATEMENT.search(sentence)) and not _QUALIFIER.search(sentence)
 
 
+def band_of(prediction: Prediction, observation: Observation, table: PhraseTable) -> Band | None:
+    """The wording band of an assessed observation from its state and calibrated probability
+    (None when it is not assessed)."""
+    state = prediction.states.get(observation)
+    if state is None:
+        return None
+    if state is Certainty.PRESENT:
+        return "present"
+    if state is Certainty.ABSENT:
+        return "absent"
+    present = prediction.present_thresholds.get(observation, table.present_threshold)
+    absent = prediction.absent_thresholds.get(observation, table.absent_threshold)
+    probability = prediction.probabilities.get(observation, (present + absent) / 2)
+    return "likely" if probability >= (present + absent) / 2 else "possible"
+
+
 class DeterministicDrafter:
     name = NAME
 
-    def __init__(self, labeler: ReportLabeler | None = None, *, max_case_sentences: int = 8) -> None:
+    def __init__(
+        self, labeler: ReportLabeler | None = None, *, phrase_table: PhraseTable | None = None, borrow_normal_phrasing: bool = False
+    ) -> None:
         self._labeler = labeler
-        self._max_case_sentences = max_case_sentences
+        self.table = phrase_table or load_phrase_table()
+        self.borrow_normal_phrasing = borrow_normal_phrasing
 
     @property
     def labeler(self) -> ReportLabeler:
@@ -61,82 +82,99 @@ class DeterministicDrafter:
     async def generate(self, prompt: DraftPrompt) -> DraftText:
         return self.draft(prompt.context)
 
+    # -- the draft -----------------------------------------------------------------------------
+
     def draft(self, context: DraftContext) -> DraftText:
         started = time.perf_counter()
         prediction = context.prediction
-        has_findings = any(prediction.findings(state) for state in (Certainty.PRESENT, Certainty.UNCERTAIN))
+        footer = self.footer(prediction)
+        if prediction.ood is not None:
+            reason = self.table.ood_reasons.get(prediction.ood.reason, prediction.ood.reason.replace("_", " "))
+            findings = self.table.impression["ood_findings"].format(reason=reason)
+            return DraftText(findings, self.table.impression["ood_impression"], NAME, elapsed_s=time.perf_counter() - started, footer=footer)
 
-        covered: dict[Observation, Certainty] = {}
-        findings = self._agreeing_sentences(
-            (case.findings for case in context.cases), prediction, covered, allow_normal=not has_findings
+        borrowed = self._normal_candidates(context) if self.borrow_normal_phrasing else []
+        sections = tuple(
+            (name, tuple(sentences))
+            for name, _title in self.table.sections
+            if (sentences := self.section_sentences(name, prediction, borrowed))
         )
-        for observation in prediction.findings(Certainty.PRESENT):
-            if covered.get(observation) is not Certainty.PRESENT:
-                findings.append(POSITIVE_SENTENCES[observation])
-                covered[observation] = Certainty.PRESENT
-        for observation in prediction.findings(Certainty.UNCERTAIN):
-            if observation not in covered:
-                findings.append(UNCERTAIN_SENTENCES[observation])
-                covered[observation] = Certainty.UNCERTAIN
-        for observation, sentence in NORMAL_SENTENCES.items():
-            if prediction.states.get(observation) is Certainty.ABSENT and observation not in covered:
-                findings.append(sentence)
-                covered[observation] = Certainty.ABSENT
+        findings = " ".join(s for _, sentences in sections for s in sentences)
+        impression = self.impression(prediction)
+        if not findings:  # nothing assessed in any section: the impression says what there is to say
+            findings = impression
+        return DraftText(findings, impression, NAME, elapsed_s=time.perf_counter() - started, sections=sections, footer=footer)
 
-        # The impression names the positive and uncertain findings; a study without any says so.
-        targets = [o for o in Observation if o is not Observation.NO_FINDING and prediction.states.get(o) in (Certainty.PRESENT, Certainty.UNCERTAIN)]
-        impression_covered: dict[Observation, Certainty] = {}
-        impression = self._agreeing_sentences(
-            (case.impression for case in context.cases), prediction, impression_covered,
-            allow_normal=not has_findings, must_mention=set(targets),
+    def section_sentences(self, section: SectionName, prediction: Prediction, borrowed: list[tuple[str, frozenset[Observation]]] = ()) -> list[str]:  # type: ignore[assignment]
+        entries = self.table.in_section(section)
+        bands = {p.observation: band_of(prediction, p.observation, self.table) for p in entries}
+        sentences = [p.sentence(bands[p.observation]) for p in entries if bands[p.observation] in ("present", "likely", "possible")]
+        absent = {o for o, b in bands.items() if b == "absent"}
+        if not absent:
+            return [s for s in sentences if s]
+        covered: set[Observation] = set()
+        normal: list[str] = []
+        if not sentences and borrowed:
+            # A fully normal section may take a retrieved case's (sanitised) normal sentence.
+            for sentence, reads_absent in borrowed:
+                if reads_absent <= absent and not reads_absent <= covered:
+                    normal.append(sentence)
+                    covered |= reads_absent
+        for group in self.table.absent_groups:
+            if group.observations <= absent and not group.observations & covered:
+                normal.extend(split_sentences(group.sentence))
+                covered |= group.observations
+        for p in entries:
+            if p.observation in absent and p.observation not in covered and p.absent:
+                normal.append(p.absent)
+                covered.add(p.observation)
+        return [s for s in sentences if s] + normal
+
+    def impression(self, prediction: Prediction) -> str:
+        ranked = sorted(
+            (
+                (0 if band == "present" else 1 if band == "likely" else 2, p.priority, p)
+                for o, p in self.table.observations.items()
+                if o is not Observation.SUPPORT_DEVICES and (band := band_of(prediction, o, self.table)) in ("present", "likely", "possible")
+            ),
+            key=lambda item: (item[1], item[0]),
         )
-        for observation in targets:
-            if observation not in impression_covered:
-                state = prediction.states[observation]
-                impression.append((POSITIVE_SENTENCES if state is Certainty.PRESENT else UNCERTAIN_SENTENCES)[observation])
-        if not impression:
-            impression = [NORMAL_IMPRESSION]
-        if not findings:
-            findings = ["The lungs are clear."] if not has_findings else list(impression)
-        return DraftText(" ".join(findings), " ".join(impression), NAME, elapsed_s=time.perf_counter() - started)
+        if ranked:
+            prefix = {0: "", 1: self.table.impression["likely_prefix"] + " ", 2: self.table.impression["possible_prefix"] + " "}
+            return " ".join(_sentence_case(prefix[rank] + p.impression) + "." for rank, _, p in ranked)
+        everything = all(prediction.assessed(o) for o in self.table.observations if o is not Observation.SUPPORT_DEVICES)
+        return self.table.impression["normal" if everything else "normal_partial"]
 
-    def _agreeing_sentences(
-        self,
-        texts: Iterable[str],
-        prediction: Prediction,
-        covered: dict[Observation, Certainty],
-        *,
-        allow_normal: bool,
-        must_mention: set[Observation] | None = None,
-    ) -> list[str]:
-        kept: list[str] = []
+    def footer(self, prediction: Prediction) -> str | None:
+        missing = [o for o in prediction.not_assessed if o is not Observation.NO_FINDING]
+        if not missing:
+            return None
+        return self.table.footer.format(observations=", ".join(o.value.lower() for o in missing))
+
+    # -- borrowing normal phrasing ---------------------------------------------------------------
+
+    def _normal_candidates(self, context: DraftContext) -> list[tuple[str, frozenset[Observation]]]:
+        """Sanitised normal sentences of the retrieved findings, each with the observations the
+        labeler reads as absent in it (only sentences reading nothing else)."""
+        out: list[tuple[str, frozenset[Observation]]] = []
         seen: set[str] = set()
-        for text in texts:
-            for sentence in split_sentences(text):
-                if len(kept) >= self._max_case_sentences:
-                    return kept
-                key = normalise(sentence)
-                if key in seen or mentions_prior(sentence) or is_redacted(sentence) or off_topic_phrases(sentence):
-                    continue
-                labels = dict(self.labeler.text(sentence))
-                # "No Finding" is a report-level summary the labeler also gives sentences without
-                # any observation: such a sentence may only be a normal statement, and only for
-                # a study without findings (and one such sentence is enough).
-                only_normal = set(labels) <= {Observation.NO_FINDING}
-                labels.pop(Observation.NO_FINDING, None)
-                if only_normal:
-                    if allow_normal and not must_mention and is_normal_statement(sentence) and Observation.NO_FINDING not in covered:
-                        kept.append(sentence)
-                        seen.add(key)
-                        covered[Observation.NO_FINDING] = Certainty.PRESENT
-                    continue
-                if not labels or any(prediction.states.get(o) is not c for o, c in labels.items()):
-                    continue
-                if must_mention is not None and not (set(labels) & must_mention):
-                    continue
-                if all(o in covered for o in labels):
-                    continue
-                kept.append(sentence)
-                seen.add(key)
-                covered.update(labels)
-        return kept
+        for sentence in _sentences(case.findings for case in context.cases):
+            key = normalise(sentence)
+            if key in seen or not check_sentence(sentence).ok or not is_normal_statement(sentence):
+                continue
+            seen.add(key)
+            labels = {o: c for o, c in self.labeler.text(sentence).items() if o is not Observation.NO_FINDING}
+            if labels and all(c is Certainty.ABSENT for c in labels.values()):
+                sections = {self.table.observations[o].section for o in labels}
+                if len(sections) == 1:
+                    out.append((sentence, frozenset(labels)))
+        return out
+
+
+def _sentences(texts: Iterable[str]) -> Iterable[str]:
+    for text in texts:
+        yield from split_sentences(text)
+
+
+def _sentence_case(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -17,3 +17,8 @@ GENERATION_SECONDS = Histogram(
     ["backend"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 60, 120),
 )
+GUARD_REJECTIONS = Counter(
+    "radalign_drafting_guard_rejections",
+    "Drafts the guard rejected, by reason (a draft with several reasons counts once for each)",
+    ["backend", "reason"],
+)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from radalign.drafting.concepts import NAMES, Prediction, criteria_by_observation
 from radalign.drafting.labels import ReportLabeler
-from radalign.drafting.text import strip_priors
+from radalign.drafting.sanitise import sanitise
 from schemas.events import CasesRetrieved, Certainty, Observation, Priority, RetrievedCase
 
 PROMPT_VERSIONS = ("draft-v1",)
@@ -62,11 +62,14 @@ class DraftContext:
     view_position: str | None
     lateral_only: bool = False
     priority: Priority = Priority.ROUTINE
+    #: Words that something in this study supports and the guard therefore allows (e.g. a side
+    #: from a localisation model); none today: the concept model carries no location.
+    supported_words: frozenset[str] = frozenset()
 
     @classmethod
     def from_event(cls, event: CasesRetrieved, *, max_cases: int = 3) -> DraftContext:
         return cls(
-            prediction=Prediction.from_scores(event.concepts),
+            prediction=Prediction.from_scores(event.concepts, ood=event.ood),
             cases=tuple(example_cases(event.cases, max_cases=max_cases)),
             view_position=event.view_position,
             lateral_only=event.lateral_only,
@@ -94,10 +97,11 @@ class DraftPrompt:
 
 
 def example_cases(cases: Sequence[RetrievedCase], *, max_cases: int) -> list[ExampleCase]:
-    """The best `max_cases` cases (by re-ranking score) whose text survives prior removal."""
+    """The best `max_cases` cases (by re-ranking score) whose text survives sanitising (no side,
+    location, size, comparison, time, device position or history of another patient)."""
     chosen: list[ExampleCase] = []
     for case in sorted(cases, key=lambda c: c.score, reverse=True):
-        findings, impression = strip_priors(case.findings), strip_priors(case.impression)
+        findings, impression = sanitise(case.findings), sanitise(case.impression)
         if findings and impression:
             chosen.append(ExampleCase(case.case_key, case.similarity, findings, impression))
         if len(chosen) >= max_cases:

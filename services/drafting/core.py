@@ -19,13 +19,13 @@ from radalign.drafting.deterministic import NAME as DETERMINISTIC
 from radalign.drafting.guard import DraftGuard, GuardedDraft
 from radalign.drafting.labels import ReportLabeler
 from radalign.drafting.prompt import DraftContext
-from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, StageTiming
+from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection, StageTiming
 
 log = logging.getLogger(__name__)
 
 #: Version of the deterministic drafter's sentence rules; stands in for the prompt version of
 #: reports it writes (no prompt is involved).
-DETERMINISTIC_VERSION = "deterministic-v1"
+DETERMINISTIC_VERSION = "deterministic-v2"
 _REPORT_ID_NAMESPACE = uuid.UUID("5b0e7a0c-3f7d-4f2e-9a51-0d6c2f0e8b11")
 
 
@@ -95,11 +95,15 @@ class DraftingCore:
         context = DraftContext.from_event(event, max_cases=self.settings.drafting_max_cases)
         guarded = await self.guard.run(context, self.backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]
         critical = self.critical_findings(context.prediction, guarded)
-        # Review: critical findings, drafts the guard had to replace, and drafts that still
-        # disagree with the concepts. A plain backend outage is not a review reason: the
-        # deterministic draft is grounded like any other (it is counted in the fallback metric).
-        needs_review = bool(critical) or guarded.guard_fell_back or not guarded.residual.ok
+        # Review: critical findings, images the model abstained on (OOD), drafts the guard had to
+        # replace, and drafts that still disagree with the concepts. A plain backend outage is not
+        # a review reason: the structured draft is grounded like any other (it is counted in the
+        # fallback metric).
+        needs_review = bool(critical) or event.ood is not None or guarded.guard_fell_back or not guarded.residual.ok
         deterministic = guarded.draft.drafter == DETERMINISTIC
+        # The structured draft's sections; an LLM's prose is one block, kept with the structured
+        # sections it rewrote so consumers always see the section-by-section reading.
+        structured = guarded.draft if guarded.draft.sections else self.guard.fallback.draft(context)
         timing = StageTiming(stage="drafting", started_at=started_at, duration_ms=(time.perf_counter() - started) * 1000)
         return ReportDrafted(
             study=event.study,
@@ -107,6 +111,11 @@ class DraftingCore:
             findings=guarded.draft.findings,
             impression=guarded.draft.impression,
             concepts=list(event.concepts),
+            not_assessed=context.prediction.not_assessed,
+            ood=event.ood,
+            sections=[ReportSection(name=name, sentences=list(sentences)) for name, sentences in structured.sections],  # type: ignore[arg-type]
+            footer=structured.footer,
+            phrase_table_version=self.guard.fallback.table.version,
             case_keys=[c.case_key for c in event.cases],
             view_position=event.view_position,
             model_name=event.model_name,

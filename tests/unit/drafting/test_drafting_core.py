@@ -24,7 +24,7 @@ async def test_draft_report_without_llm_is_deterministic_and_complete():
     again = await draft_report(event, None, Settings())
     assert first.report_id == again.report_id == report_id_for(event.study.study_key, event.study.pipeline_version)
     assert (first.findings, first.impression) == (again.findings, again.impression)
-    assert first.drafter == "deterministic" and first.prompt_version == "deterministic-v1"
+    assert first.drafter == "deterministic" and first.prompt_version == "deterministic-v2"
     assert first.guard.verdict is GuardVerdict.PASSED and not first.needs_review
     assert first.case_keys == ["iu-1"] and first.view_position == "PA"
     assert first.timings[-1].stage == "drafting"

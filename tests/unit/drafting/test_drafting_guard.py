@@ -120,7 +120,7 @@ async def test_core_routes_guard_fallbacks_and_critical_findings_to_review():
     core = DraftingCore(Settings(), ScriptedBackend([OMITTING, OMITTING]))
     report = await core.draft(make_event(LABELS, CASES))
     assert report.needs_review and report.guard.verdict is GuardVerdict.FELL_BACK
-    assert report.prompt_version == "deterministic-v1" and report.drafter == "deterministic"
+    assert report.prompt_version == "deterministic-v2" and report.drafter == "deterministic"
 
     # a backend outage alone is not a review reason
     core = DraftingCore(Settings(), ScriptedBackend([DraftBackendError("http_5xx", "HTTP 503")]))
