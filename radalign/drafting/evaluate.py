@@ -235,7 +235,7 @@ def retrieve_top1(study: Study, kb: Sequence[KnowledgeCase], vectors: np.ndarray
 
 
 def label_agreement_scores(vectors: np.ndarray, concepts: Sequence[ConceptScore]) -> np.ndarray:
-    """Vectorised `services.retrieval.core.label_agreement` over the whole case store
+    """Vectorised `radalign.retrieval.core.label_agreement` over the whole case store
     (vectors: (n, 14) with 1 / 0 / -1 and 9 for unmentioned)."""
     credit = {Certainty.PRESENT: {1: 1.0, -1: 0.5, 0: 0.0, 9: 0.0}, Certainty.ABSENT: {1: 0.0, -1: 0.5, 0: 1.0, 9: 1.0}}
     index = {o: i for i, o in enumerate(Observation)}
