@@ -64,9 +64,13 @@ class IngestReport:
 
 
 def default_label_fn() -> LabelFn:
+    """The labeler with CheXpert's hierarchy (Lung Opacity lifted from its children), so stored
+    case labels are complete CheXpert label sets for label-profile retrieval."""
+    from functools import partial
+
     from radalign.labeler import label_sections
 
-    return label_sections
+    return partial(label_sections, hierarchy=True)
 
 
 # -- sources ---------------------------------------------------------------------------------
