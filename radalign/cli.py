@@ -6,22 +6,56 @@ import importlib
 import os
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from radalign.pipeline import STAGES, stage_spec
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="RadAlign Stream: chest X-ray report drafting on Kafka, Triton and pgvector.")
+
+class _LazyGroup(TyperGroup):
+    """Sub-command groups imported only when they run, so `radalign --help` or `radalign label
+    FILE` does not pay for torch, sklearn or the stack (the CLI started in ~9 s when it imported
+    them all up front). Help listings use the registered help texts without importing."""
+
+    lazy: dict[str, tuple[str, str, str]] = {}  # name -> (module, attribute, help)
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in self.lazy if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy or cmd_name in self.commands:
+            return super().get_command(ctx, cmd_name)
+        module, attr, help_text = self.lazy[cmd_name]
+        if self._listing:
+            return click.Group(name=cmd_name, help=help_text, short_help=help_text)
+        command = typer.main.get_command(getattr(importlib.import_module(module), attr))
+        command.name, command.help = cmd_name, help_text
+        return command
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+app = typer.Typer(
+    cls=_LazyGroup, no_args_is_help=True, add_completion=False,
+    help="RadAlign Stream: chest X-ray report drafting on Kafka, Triton and pgvector.",
+)
 schemas_app = typer.Typer(no_args_is_help=True, help="Event contracts (JSON Schema files in schemas/json).")
 app.add_typer(schemas_app, name="schemas")
 
 
 def _mount(module: str, attr: str, name: str, help_text: str) -> None:
-    sub = getattr(importlib.import_module(module), attr)
-    app.add_typer(sub, name=name, help=help_text)
+    _LazyGroup.lazy[name] = (module, attr, help_text)
 
 
 _mount("radalign.stack.cli", "stack_app", "stack", "The embedded stack: broker, PostgreSQL, Triton and the stage workers.")
-_mount("radalign.labeler.cli", "label_app", "label", "The CheXpert-style report labeler.")
+_mount("radalign.labeler.cli", "label_app", "label", "The CheXpert-style report labeler: radalign label FILE|text|iu.")
 _mount("radalign.deploy", "deploy_app", "k8s", "Generated Kubernetes manifests: render or check them.")
 _mount("radalign.kb.cli", "kb_app", "kb", "The case store (pgvector): ingest reports, statistics.")
 _mount("radalign.concepts.train", "train_app", "train", "Train the concept-aligned model.")

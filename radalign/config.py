@@ -92,6 +92,14 @@ class Settings(BaseSettings):
     dicom_max_associations: int = 10
     study_quiet_s: float = 2.0
     deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
+    patient_issuer: str = Field(
+        default="LOCAL", description="issuer (namespace) of patient ids when neither the source nor the object names one"
+    )
+    patient_issuers: str = Field(
+        default="",
+        description="issuer per source, comma-separated <source>[:<calling AE>]=<issuer>, e.g. 'dicom-cstore:PACS_A=HOSP-A,http=HOSP-A' "
+        "(radalign/identity.py); wins over the object's IssuerOfPatientID",
+    )
 
     # Observability. Stage HTTP ports are the graph's (radalign.pipeline) + web_port_offset (the gateway's is gateway_port),
     # so a second stack (tests) can run beside a dev stack.

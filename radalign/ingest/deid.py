@@ -8,15 +8,14 @@ to pseudonymous 2.25 UIDs, type-2 identity attributes present but empty or pseud
 removed, `PatientIdentityRemoved=YES` and the method code sequence). Anything not on the list
 (private tags, free-text descriptions, sequences with references) never leaves the gateway.
 
-Pseudonyms are HMAC-SHA256 under `settings.deid_secret`, so the same study sent twice (or a late
+Pseudonyms are HMAC-SHA256 under `settings.deid_secret` (`radalign.identity`, the one place
+keys are derived), so the same study sent twice (or a late
 instance sent a day later) gets the same keys; without the secret they cannot be reversed or
 recomputed from a guessed identifier.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import io
 import re
 from dataclasses import dataclass, field
@@ -26,7 +25,10 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
+from radalign.identity import Pseudonymizer
 from radalign.ingest.dicom import normalise_view
+
+__all__ = ["OriginalIdentifiers", "Pseudonymizer", "deidentify", "encode_dicom", "original_identifiers", "view_hint"]
 
 #: Attributes copied unchanged: image pixel, VOI/modality LUT, view and geometry, no identity.
 RETAINED_KEYWORDS: tuple[str, ...] = (
@@ -66,41 +68,6 @@ class OriginalIdentifiers:
     sop_class_uid: str | None = None
     #: RequestedProcedureID, StudyID, order numbers, Request Attributes items, ServiceRequest refs.
     routing: dict[str, Any] = field(default_factory=dict)
-
-
-class Pseudonymizer:
-    """Keys that match the contracts' key pattern: `st-`, `pt-`, `in-` + 16 hex digits."""
-
-    def __init__(self, secret: str) -> None:
-        if not secret:
-            raise ValueError("the de-identification secret must not be empty")
-        self._key = secret.encode("utf-8")
-
-    def _digest(self, kind: str, value: str) -> str:
-        return hmac.new(self._key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
-
-    def study_key(self, study_uid: str) -> str:
-        return "st-" + self._digest("study", study_uid)[:16]
-
-    def patient_key(self, patient_id: str) -> str:
-        return "pt-" + self._digest("patient", patient_id)[:16]
-
-    def instance_key(self, sop_instance_uid: str) -> str:
-        return "in-" + self._digest("instance", sop_instance_uid)[:16]
-
-    def uid(self, kind: str, value: str) -> str:
-        """A pseudonymous UID under the 2.25 (UUID-derived) root, stable per original UID."""
-        return "2.25." + str(int(self._digest(f"uid:{kind}", value)[:32], 16))
-
-
-def patient_identity(ds: Dataset) -> str:
-    """The string the patient pseudonym is computed from: issuer + ID; without an ID the study
-    stands for its patient (two studies of an unidentified patient are not linked)."""
-    pid = str(ds.get("PatientID", "") or "").strip()
-    issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
-    if pid:
-        return f"{issuer}|{pid}"
-    return f"study|{str(ds.get('StudyInstanceUID', '')).strip()}"
 
 
 def view_hint(ds: Dataset) -> str | None:
@@ -155,10 +122,19 @@ def original_identifiers(ds: Dataset) -> OriginalIdentifiers:
     )
 
 
-def deidentify(ds: Dataset, pseudonyms: Pseudonymizer) -> tuple[Dataset, OriginalIdentifiers]:
-    """A new, cleaned dataset (the input is not modified) and the identifiers it replaced."""
+def deidentify(ds: Dataset, pseudonyms: Pseudonymizer, issuer: str | None = None) -> tuple[Dataset, OriginalIdentifiers]:
+    """A new, cleaned dataset (the input is not modified) and the identifiers it replaced.
+
+    `issuer`: the namespace of PatientID (`radalign.identity.IssuerPolicy`); None: the object's
+    IssuerOfPatientID, else the pseudonymizer's default issuer.
+    """
     original = original_identifiers(ds)
-    patient_key = pseudonyms.patient_key(patient_identity(ds))
+    if issuer is None:
+        issuer = str(ds.get("IssuerOfPatientID", "") or "")
+    if original.patient_id:
+        patient_key = pseudonyms.patient_key(original.patient_id, issuer)
+    else:  # the study stands for its patient: two studies of an unidentified patient are not linked
+        patient_key = pseudonyms.unidentified_patient_key(original.study_uid, issuer)
     study_key = pseudonyms.study_key(original.study_uid)
     clean = Dataset()
     for keyword in RETAINED_KEYWORDS:

@@ -1,7 +1,7 @@
 """Case store (RadAlign's retrieval knowledge base): historical reports with their CheXpert labels
-and embeddings in PostgreSQL + pgvector.
+and embeddings in PostgreSQL + pgvector. Patient and case keys come from `radalign.identity`.
 
-Modules: `labels` (label maps <-> compact vectors), `pseudonym` (HMAC keys), `case` (records,
+Modules: `labels` (label maps <-> compact vectors), `case` (records,
 candidates), `store` (`CaseStore`: idempotent upsert, HNSW search), `ingest` (IU / CSV -> store),
 `cli` (`kb_app`: `radalign kb ingest iu|csv`, `radalign kb stats`).
 """

@@ -19,6 +19,16 @@ Limit = Annotated[int | None, typer.Option(help="ingest only the first N reports
 BatchSize = Annotated[int, typer.Option(help="reports embedded and upserted per transaction")]
 Migrate = Annotated[bool, typer.Option(help="apply pending migrations first")]
 Progress = Annotated[bool, typer.Option(help="show a progress bar")]
+ExcludeCases = Annotated[
+    Path | None,
+    typer.Option(exists=True, dir_okay=False, help="file of case ids (one a line) to leave out, e.g. an evaluation set"),
+]
+
+
+def _case_ids(path: Path | None) -> set[str]:
+    if path is None:
+        return set()
+    return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and not line.startswith("#")}
 
 
 def _settings(dsn: str | None):
@@ -52,14 +62,17 @@ def ingest_iu(
     batch_size: BatchSize = 256,
     migrate: Migrate = True,
     progress: Progress = True,
+    exclude_cases: ExcludeCases = None,
 ) -> None:
-    """The 3,955 Indiana University reports shipped in the torchxrayvision wheel (read in place)."""
+    """The 3,955 Indiana University reports shipped in the torchxrayvision wheel (read in place).
+    Each report is its own patient: patient id = its uid (CXR12), issuer IU-OPENI."""
     from radalign.kb.ingest import IU_SOURCE, iu_drafts
 
     settings = _settings(dsn)
+    excluded = _case_ids(exclude_cases)
 
     def make(secret, label_fn, report):
-        return iu_drafts(secret, label_fn, limit=limit, report=report)
+        return iu_drafts(secret, label_fn, limit=limit, report=report, exclude_cases=excluded)
 
     report = asyncio.run(_run_ingest(settings, IU_SOURCE, make, batch_size, migrate, progress, images=False))
     typer.echo(report.summary())
@@ -67,8 +80,15 @@ def ingest_iu(
 
 @ingest_app.command("csv")
 def ingest_csv(
-    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV: case_id, patient_id, findings, impression[, image_path]")],
+    path: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="CSV: case_id, patient_id, findings, impression[, image_path, issuer]")
+    ],
     source: Annotated[str, typer.Option(help="corpus name stored with each case")] = "provider",
+    issuer: Annotated[
+        str | None,
+        typer.Option(help="issuer (namespace) of the patient ids, as the gateway sees them; default RADALIGN_PATIENT_ISSUER"),
+    ] = None,
+    exclude_cases: ExcludeCases = None,
     dsn: Dsn = None,
     limit: Limit = None,
     batch_size: BatchSize = 256,
@@ -76,13 +96,18 @@ def ingest_csv(
     progress: Progress = True,
     images: Annotated[bool, typer.Option(help="embed image_path images with the concept model when it offers an embedder")] = True,
 ) -> None:
-    """A provider's reports. Case and patient ids are pseudonymised with RADALIGN_DEID_SECRET."""
+    """A provider's reports. Case and patient ids are pseudonymised with RADALIGN_DEID_SECRET; a
+    patient's key is that of `radalign.identity` for (issuer, patient_id), the gateway's too."""
     from radalign.kb.ingest import IngestError, csv_drafts
 
     settings = _settings(dsn)
+    excluded = _case_ids(exclude_cases)
 
     def make(secret, label_fn, report):
-        return csv_drafts(path, source, secret, label_fn, limit=limit, report=report)
+        return csv_drafts(
+            path, source, secret, label_fn, issuer=issuer or settings.patient_issuer, limit=limit, report=report,
+            exclude_cases=excluded,
+        )
 
     try:
         report = asyncio.run(_run_ingest(settings, source, make, batch_size, migrate, progress, images=images))

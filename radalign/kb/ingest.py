@@ -1,7 +1,10 @@
 """Load reports into the case store: read a corpus, label, pseudonymise, embed, upsert.
 
 Sources: the IU chest X-ray reports (read from the torchxrayvision wheel at run time, never
-copied) and a provider's CSV (`case_id, patient_id, findings, impression[, image_path]`).
+copied) and a provider's CSV (`case_id, patient_id, findings, impression[, image_path, issuer]`).
+Patient keys come from the one identity function (`radalign.identity`), with the issuer the
+provider names (`--issuer`, or an `issuer` column per row), so they equal the gateway's keys for
+the same patient and same-patient exclusion works.
 Every case is labelled by the project's rule-based CheXpert labeler, so stored labels and the
 drafting guard speak the same language.
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from radalign.kb.case import CaseDraft, CaseRecord
-from radalign.kb.pseudonym import case_key as make_case_key
-from radalign.kb.pseudonym import patient_key as make_patient_key
+from radalign.identity import Pseudonymizer
 from schemas.events import Certainty, Observation
 
 if TYPE_CHECKING:
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IU_SOURCE = "iu-openi"
+#: IU ids are the public report uids: their own namespace, never a hospital's MRNs.
+IU_ISSUER = "IU-OPENI"
 CSV_COLUMNS = ("case_id", "patient_id", "findings", "impression")
 LabelFn = Callable[[str, str], Mapping[Observation, Certainty]]
 
@@ -60,24 +64,37 @@ class IngestReport:
 
 
 def default_label_fn() -> LabelFn:
+    """The labeler with CheXpert's hierarchy (Lung Opacity lifted from its children), so stored
+    case labels are complete CheXpert label sets for label-profile retrieval."""
+    from functools import partial
+
     from radalign.labeler import label_sections
 
-    return label_sections
+    return partial(label_sections, hierarchy=True)
 
 
 # -- sources ---------------------------------------------------------------------------------
 
 
-def iu_drafts(secret: str, label_fn: LabelFn, *, limit: int | None = None, report: IngestReport | None = None) -> list[CaseDraft]:
+def iu_drafts(
+    secret: str,
+    label_fn: LabelFn,
+    *,
+    limit: int | None = None,
+    report: IngestReport | None = None,
+    exclude_cases: Collection[str] = (),
+) -> list[CaseDraft]:
     """Drafts of the IU reports (ordered by uid). IU publishes no patient link (one study per
-    report), so each report is its own pseudonymous patient; case keys keep the public uid."""
+    report), so each report is its own patient: patient id = the uid, issuer `IU_ISSUER`; case
+    keys keep the public uid. `exclude_cases`: uids (e.g. "CXR12") left out, for evaluation sets."""
     from radalign.labeler.iu import load_iu_reports
 
-    reports = load_iu_reports()
+    excluded = {c.strip() for c in exclude_cases}
+    reports = [r for r in load_iu_reports() if r.uid not in excluded]
     if limit is not None:
         reports = reports[:limit]
     rows = (
-        {"case_key": f"iu-{r.uid}", "patient_id": f"iu:{r.uid}", "findings": r.findings, "impression": r.impression}
+        {"case_key": f"iu-{r.uid}", "patient_id": r.uid, "issuer": IU_ISSUER, "findings": r.findings, "impression": r.impression}
         for r in reports
     )
     return _drafts(rows, IU_SOURCE, secret, label_fn, report)
@@ -96,22 +113,37 @@ def read_provider_csv(path: Path) -> Iterator[dict[str, str]]:
 
 
 def csv_drafts(
-    path: Path, source: str, secret: str, label_fn: LabelFn, *, limit: int | None = None, report: IngestReport | None = None
+    path: Path,
+    source: str,
+    secret: str,
+    label_fn: LabelFn,
+    *,
+    issuer: str | None = None,
+    limit: int | None = None,
+    report: IngestReport | None = None,
+    exclude_cases: Collection[str] = (),
 ) -> list[CaseDraft]:
     """Drafts of a provider CSV. Case and patient ids are pseudonymised (they may be accession
-    numbers and MRNs); image paths are resolved against the CSV's folder."""
+    numbers and MRNs); a row's `issuer` column, else `issuer`, else the default issuer names the
+    namespace of its patient id; image paths are resolved against the CSV's folder. Rows whose
+    case_id is in `exclude_cases` are left out (a held-out evaluation set)."""
+    pseudonyms = Pseudonymizer(secret)
     base = Path(path).resolve().parent
+    excluded = {c.strip() for c in exclude_cases}
     rows: list[dict[str, Any]] = []
     for i, row in enumerate(read_provider_csv(path)):
-        if limit is not None and i >= limit:
+        if limit is not None and len(rows) >= limit:
             break
         if not row["case_id"] or not row["patient_id"]:
             raise IngestError(f"{Path(path).name} row {i + 2}: case_id and patient_id must not be empty")
+        if row["case_id"] in excluded:
+            continue
         image = row.get("image_path") or ""
         rows.append(
             {
-                "case_key": make_case_key(source, row["case_id"], secret),
+                "case_key": pseudonyms.case_key(source, row["case_id"]),
                 "patient_id": row["patient_id"],
+                "issuer": row.get("issuer") or issuer,
                 "findings": row["findings"],
                 "impression": row["impression"],
                 "image_ref": str((base / image).resolve()) if image else None,
@@ -122,6 +154,7 @@ def csv_drafts(
 
 def _drafts(rows, source: str, secret: str, label_fn: LabelFn, report: IngestReport | None) -> list[CaseDraft]:
     report = report or IngestReport(source)
+    pseudonyms = Pseudonymizer(secret)
     t0 = time.perf_counter()
     drafts = []
     for row in rows:
@@ -133,7 +166,7 @@ def _drafts(rows, source: str, secret: str, label_fn: LabelFn, report: IngestRep
         drafts.append(
             CaseDraft(
                 case_key=row["case_key"],
-                patient_key=make_patient_key(row["patient_id"], secret),
+                patient_key=pseudonyms.patient_key(row["patient_id"], row.get("issuer")),
                 source=source,
                 findings=findings,
                 impression=impression,

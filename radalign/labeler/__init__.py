@@ -1,16 +1,22 @@
 """Rule-based CheXpert-style labeling of chest X-ray report text (the 14 CheXpert observations).
 
 Public API:
-- `label_report(text) -> dict[Observation, Certainty]`
-- `label_sections(findings, impression) -> dict[Observation, Certainty]`
+- `label_report(text, uncertainty="keep"|"strict"|"lenient", hierarchy=False) -> dict[Observation, Certainty]`
+- `label_sections(findings, impression, ...) -> dict[Observation, Certainty]`
+- `assess_report(text, ...) -> ReportLabels` (labels + the observations stated "not assessed")
 - `find_mentions(text) -> list[Mention]` (observation, certainty, sentence_index, span, phrase)
 - `load_iu_reports() -> list[IUReport]` (the IU reports shipped in the torchxrayvision wheel)
 """
 
 from radalign.labeler.engine import (
     CERTAINTY_PRECEDENCE,
+    HIERARCHY,
     Mention,
+    ReportLabels,
+    UncertaintyPolicy,
     aggregate_mentions,
+    aggregate_report,
+    assess_report,
     find_mentions,
     label_report,
     label_sections,
@@ -20,6 +26,11 @@ from radalign.labeler.iu import IUReport, iu_archive_path, load_iu_reports
 
 __all__ = [
     "CERTAINTY_PRECEDENCE",
+    "HIERARCHY",
+    "ReportLabels",
+    "UncertaintyPolicy",
+    "aggregate_report",
+    "assess_report",
     "IUReport",
     "Mention",
     "aggregate_mentions",

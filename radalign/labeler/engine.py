@@ -5,22 +5,30 @@ model-hub weights, and NegBio (the original CheXpert labeler's engine) needs a B
 parser and its models, neither installable from the registries. The rules live as data in
 `radalign.labeler.rules`; this module only compiles them (once, at import) and applies them:
 
-1. split the text into sentences;
+1. split the text into sentences (a line break inside a sentence does not end it: reports are
+   often wrapped at a fixed width, and "There is no\npneumothorax" is one negated statement);
 2. in each sentence find mentions (phrase tables) and normal phrases ("lungs are clear");
 3. find triggers (negation / uncertainty, forward or backward scoped, pseudo-triggers and
    scope terminators), longest match first;
 4. each mention takes the certainty of the nearest trigger whose scope reaches it (uncertainty
-   wins a tie); with none it is positive. Normal phrases are negative mentions;
+   wins a tie); with none it is positive. Normal phrases are negative mentions. A "cannot be
+   assessed" trigger makes the mention *not assessed* (no claim). Anatomy checks drop mentions
+   placed outside the organ the observation is about (a mediastinal mass is no Lung Lesion, a
+   cholecystectomy clip no chest support device);
 5. per observation, several mentions combine with CheXpert's precedence
-   positive > uncertain > negative, and No Finding is derived as CheXpert does.
+   positive > uncertain > negative (not assessed outranks only negative: absence was not
+   established), CheXpert's hierarchy lifts Lung Opacity to its children's state, the uncertainty
+   policy applies (keep / strict: uncertain -> absent / lenient: uncertain -> present), and No
+   Finding is derived as CheXpert does.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
+from typing import Literal
 
 from schemas.events import Certainty, Observation
 
@@ -28,8 +36,13 @@ from radalign.labeler import rules
 
 __all__ = [
     "CERTAINTY_PRECEDENCE",
+    "HIERARCHY",
     "Mention",
+    "ReportLabels",
+    "UncertaintyPolicy",
     "aggregate_mentions",
+    "aggregate_report",
+    "assess_report",
     "find_mentions",
     "label_report",
     "label_sections",
@@ -44,6 +57,20 @@ CERTAINTY_PRECEDENCE: dict[Certainty, int] = {
     Certainty.ABSENT: 0,
 }
 
+#: keep: uncertain stays uncertain; strict: uncertain counts as absent (CheXpert's U-Zeros);
+#: lenient: uncertain counts as present (U-Ones).
+UncertaintyPolicy = Literal["keep", "strict", "lenient"]
+_POLICY_MAP: dict[str, Certainty] = {"strict": Certainty.ABSENT, "lenient": Certainty.PRESENT}
+
+#: CheXpert's hierarchy (Irvin et al. 2019, fig. 2): a positive or uncertain child makes its parent
+#: at least as certain. Only Lung Opacity is derived: a large heart is not a wide mediastinum in a
+#: report's words, so Enlarged Cardiomediastinum is not lifted from Cardiomegaly.
+HIERARCHY: dict[Observation, tuple[Observation, ...]] = {
+    Observation.LUNG_OPACITY: (
+        Observation.CONSOLIDATION, Observation.PNEUMONIA, Observation.EDEMA, Observation.ATELECTASIS, Observation.LUNG_LESION,
+    ),
+}
+
 _FLAGS = re.IGNORECASE
 
 
@@ -56,6 +83,16 @@ class Mention:
     sentence_index: int
     span: tuple[int, int]
     phrase: str
+    #: True for "X cannot be assessed": no claim either way (`certainty` is then ABSENT, ignored).
+    not_assessed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLabels:
+    """A report's labels (mentioned observations + No Finding) and what it says it could not assess."""
+
+    labels: dict[Observation, Certainty]
+    not_assessed: frozenset[Observation]
 
 
 class _Effect(Enum):
@@ -63,6 +100,7 @@ class _Effect(Enum):
     UNCERTAINTY = "uncertainty"
     PSEUDO = "pseudo"
     TERMINATOR = "terminator"
+    NOT_ASSESSED = "not_assessed"
 
 
 class _Direction(Enum):
@@ -110,6 +148,8 @@ _NORMAL_PATTERNS: tuple[tuple[re.Pattern[str], tuple[Observation, ...]], ...] = 
 #: Trigger tables in tie-break order: at equal length, an earlier entry wins an overlap.
 _TRIGGER_PATTERNS: tuple[tuple[re.Pattern[str], _Effect, _Direction], ...] = (
     (_alternation(rules.PSEUDO_TRIGGERS), _Effect.PSEUDO, _Direction.NONE),
+    (_alternation(rules.NOT_ASSESSED_PRE), _Effect.NOT_ASSESSED, _Direction.FORWARD),
+    (_alternation(rules.NOT_ASSESSED_POST), _Effect.NOT_ASSESSED, _Direction.BACKWARD),
     (_alternation(rules.UNCERTAINTY_PRE), _Effect.UNCERTAINTY, _Direction.FORWARD),
     (_alternation(rules.UNCERTAINTY_POST), _Effect.UNCERTAINTY, _Direction.BACKWARD),
     (_alternation(rules.UNCERTAINTY_BOTH), _Effect.UNCERTAINTY, _Direction.BOTH),
@@ -117,20 +157,81 @@ _TRIGGER_PATTERNS: tuple[tuple[re.Pattern[str], _Effect, _Direction], ...] = (
     (_alternation(rules.NEGATION_POST), _Effect.NEGATION, _Direction.BACKWARD),
     (_alternation(rules.SCOPE_TERMINATORS), _Effect.TERMINATOR, _Direction.NONE),
 )
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+_PUNCTUATION_BREAK = re.compile(r"(?<=[.!?])\s+")
+_NEWLINES = re.compile(r"[ \t]*(?:\r?\n[ \t]*)+")
+#: A line that starts a new statement: a section heading ("IMPRESSION:") or a list item ("1.", "-").
+_NEW_STATEMENT = re.compile(r"(?:[A-Z][A-Za-z /&-]{1,40}:|\d{1,2}[.)]\s|[-*\u2022]\s)")
+#: Words a sentence does not end on: a line ending with one continues on the next line.
+_CONTINUATION_WORDS = frozenset(
+    "a an the no not nor neither without of with and or but to in on at by for from into within than as is are was "
+    "were be been being has have had there that which this these any evidence suggest suggests suggestive possible "
+    "possibly probable probably likely may might can could cannot mild mildly moderate moderately severe small large "
+    "minimal trace tiny left right bilateral lower upper middle mid new old free clear negative concern concerning "
+    "compatible consistent versus vs".split()
+)
+_LAST_WORD = re.compile(r"([A-Za-z']+)\W*$")
+
+
+_ACRONYM_START = re.compile(r"[A-Z]{2,}\b")
+_PROSE_PUNCTUATION = re.compile(r"[.!?](?:\s|$)")
+
+
+def _line_break_ends_sentence(text: str, start: int, end: int, *, all_caps: bool, prose: bool) -> bool:
+    """Whether the line break text[start:end] ends a sentence (else it is a wrapped line).
+
+    Without punctuation before it, a line break joins the lines when the next line goes on in
+    lower case or with an acronym ("XXXX", "PICC": mid-sentence in mixed-case text), when the line
+    ends on a word no sentence ends on ("no", "of", "and"), or, in ALL-CAPS prose (the case says
+    nothing there), always. It ends the statement before a blank line, a heading or a list item.
+    """
+    before, after = text[:start].rstrip(), text[end:]
+    if not before or not after.strip() or text.count("\n", start, end) >= 2:  # a blank line
+        return True
+    if before[-1] in ".!?;:":
+        return True
+    if _NEW_STATEMENT.match(after):
+        return before[-1] not in ",-/("
+    if before[-1] in ",-/(" or after[0].islower() or after[0] in "(,":
+        return False
+    last = _LAST_WORD.search(before)
+    if last and last.group(1).lower() in _CONTINUATION_WORDS:
+        return False
+    if all_caps:
+        return not prose
+    return not _ACRONYM_START.match(after)
+
+
+def _break_spans(text: str) -> list[tuple[int, int]]:
+    breaks = [m.span() for m in _PUNCTUATION_BREAK.finditer(text)]
+    all_caps = not any(ch.islower() for ch in text)
+    prose = bool(_PROSE_PUNCTUATION.search(text))
+    breaks += [
+        m.span() for m in _NEWLINES.finditer(text) if _line_break_ends_sentence(text, *m.span(), all_caps=all_caps, prose=prose)
+    ]
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(breaks):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
 #: A backward trigger reaches at most this many characters back ("effusion and pneumothorax
 #: are not seen" reaches both; a clause further back is another statement).
 _BACKWARD_REACH = 60
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
-    """Sentence spans (start, end) in `text`: a break after . ! ? followed by space, or a newline."""
+    """Sentence spans (start, end) in `text`: a break after . ! ? followed by space, a blank line,
+    or a line break that ends a statement. A line break inside a sentence (the line ends on a
+    word like "no", "of", "and", or the next line goes on in lower case) joins the two lines."""
     spans: list[tuple[int, int]] = []
     start = 0
-    for brk in _SENTENCE_BREAK.finditer(text):
-        if brk.start() > start:
-            spans.append((start, brk.start()))
-        start = brk.end()
+    for lo, hi in _break_spans(text):
+        if lo > start and text[start:lo].strip():
+            spans.append((start, lo))
+        start = hi
     if start < len(text) and text[start:].strip():
         spans.append((start, len(text)))
     return spans
@@ -163,8 +264,14 @@ def _blocked(terminators: list[_Trigger], lo: int, hi: int) -> bool:
     return any(lo <= t.start and t.end <= hi for t in terminators)
 
 
-def _certainty(start: int, end: int, triggers: list[_Trigger], terminators: list[_Trigger]) -> Certainty:
-    best: tuple[int, int, Certainty] | None = None  # (distance, tie-break, certainty)
+#: At equal distance: not assessed, then uncertainty, then negation.
+_TIE_BREAK = {_Effect.NOT_ASSESSED: 0, _Effect.UNCERTAINTY: 1, _Effect.NEGATION: 2}
+_CERTAINTY_OF = {_Effect.UNCERTAINTY: Certainty.UNCERTAIN, _Effect.NEGATION: Certainty.ABSENT, _Effect.NOT_ASSESSED: Certainty.ABSENT}
+
+
+def _scoping_effect(start: int, end: int, triggers: list[_Trigger], terminators: list[_Trigger]) -> _Effect | None:
+    """The effect of the nearest trigger whose scope reaches the span; None: a positive mention."""
+    best: tuple[int, int, _Effect] | None = None  # (distance, tie-break, effect)
     for trig in triggers:
         distance: int | None = None
         if trig.direction in (_Direction.FORWARD, _Direction.BOTH) and trig.start < end:
@@ -177,17 +284,16 @@ def _certainty(start: int, end: int, triggers: list[_Trigger], terminators: list
                 distance = trig.start - end
         if distance is None:
             continue
-        certainty = Certainty.UNCERTAIN if trig.effect is _Effect.UNCERTAINTY else Certainty.ABSENT
-        key = (distance, 0 if certainty is Certainty.UNCERTAIN else 1, certainty)
+        key = (distance, _TIE_BREAK[trig.effect], trig.effect)
         if best is None or key[:2] < best[:2]:
             best = key
-    return best[2] if best is not None else Certainty.PRESENT
+    return best[2] if best is not None else None
 
 
 def _sentence_mentions(text: str, index: int, lo: int, hi: int) -> list[Mention]:
     sentence = text[lo:hi]
     found = _find_triggers(sentence)
-    triggers = [t for t in found if t.effect in (_Effect.NEGATION, _Effect.UNCERTAINTY)]
+    triggers = [t for t in found if t.effect in (_Effect.NEGATION, _Effect.UNCERTAINTY, _Effect.NOT_ASSESSED)]
     terminators = [t for t in found if t.effect is _Effect.TERMINATOR]
     mentions: list[Mention] = []
     normal_spans: dict[Observation, list[tuple[int, int]]] = {}
@@ -204,9 +310,56 @@ def _sentence_mentions(text: str, index: int, lo: int, hi: int) -> list[Mention]
             # Inside a normal phrase ("heart size is not enlarged") the phrase has already spoken.
             if any(s <= start and end <= e for s, e in normal_spans.get(observation, ())):
                 continue
-            certainty = _certainty(start, end, triggers, terminators)
-            mentions.append(Mention(observation, certainty, index, (lo + start, lo + end), match.group()))
+            if _outside_organ(observation, sentence, start, end, match.group(), terminators):
+                continue
+            effect = _scoping_effect(start, end, triggers, terminators)
+            certainty = Certainty.PRESENT if effect is None else _CERTAINTY_OF[effect]
+            mentions.append(
+                Mention(observation, certainty, index, (lo + start, lo + end), match.group(), effect is _Effect.NOT_ASSESSED)
+            )
     return mentions
+
+
+#: Anatomy checks: the site is named in the mention's own noun phrase, before it ("anterior
+#: mediastinal mass", "right upper quadrant surgical clips") or after it through a locative
+#: ("mass in the mediastinum", "clips are present in the abdomen", "tubing overlies the left upper quadrant").
+_LOCATIVE = (
+    r"(?:\s+(?:is|are|was|were|seen|noted|present|again|also|partially|visualized|projecting|projects|projected))*"
+    r"\s+(?:in|within|of|at|over|overlying|overlies|into|involving|from)\s+(?:the\s+)?"
+)
+
+
+def _site_patterns(sites: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    before = re.compile(rf"(?<![\w])(?:{sites})(?:\s+[\w/-]+){{0,2}}\s+$", _FLAGS)
+    after = re.compile(rf"{_LOCATIVE}(?:[\w-]+\s+){{0,3}}?(?:{sites})(?![\w])", _FLAGS)
+    return before, after
+
+
+_SITE_CHECKS: dict[Observation, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    Observation.LUNG_LESION: _site_patterns(rules.NON_LUNG_SITES),
+    Observation.SUPPORT_DEVICES: _site_patterns(rules.ABDOMINAL_SITES),
+}
+_SITE_IN_PHRASE: dict[Observation, re.Pattern[str]] = {
+    Observation.SUPPORT_DEVICES: re.compile(rf"(?<![\w])(?:{rules.ABDOMINAL_SITES})(?![\w])", _FLAGS),
+}
+_SITE_EXEMPT: dict[Observation, re.Pattern[str]] = {
+    Observation.SUPPORT_DEVICES: re.compile(rf"(?<![\w])(?:{rules.CHEST_FILM_TUBES})(?![\w])", _FLAGS),
+}
+
+
+def _outside_organ(observation: Observation, sentence: str, start: int, end: int, phrase: str, terminators: list[_Trigger]) -> bool:
+    """A mention whose own phrase places it outside the observation's organ: not this observation."""
+    checks = _SITE_CHECKS.get(observation)
+    if checks is None:
+        return False
+    exempt = _SITE_EXEMPT.get(observation)
+    if exempt is not None and exempt.search(sentence, max(0, start - 20), min(len(sentence), end + 5)):
+        return False
+    in_phrase = _SITE_IN_PHRASE.get(observation)
+    if in_phrase is not None and in_phrase.search(phrase):
+        return True
+    before, after = checks
+    return bool(before.search(sentence[max(0, start - 60) : start]) or after.match(sentence, end))
 
 
 def find_mentions(text: str) -> list[Mention]:
@@ -218,34 +371,83 @@ def find_mentions(text: str) -> list[Mention]:
     return mentions
 
 
-def aggregate_mentions(mentions: Iterable[Mention]) -> dict[Observation, Certainty]:
+def aggregate_mentions(
+    mentions: Iterable[Mention], *, uncertainty: UncertaintyPolicy = "keep", hierarchy: bool = False
+) -> dict[Observation, Certainty]:
     """Combine mentions per observation (positive > uncertain > negative) and derive No Finding.
 
-    No Finding follows CheXpert: positive when no observation other than Support Devices is
-    positive or uncertain; otherwise it is left out (CheXpert leaves it blank).
+    Observations said to be not assessed are left out unless another mention is positive or
+    uncertain (see `aggregate_report` for the set). No Finding follows CheXpert: positive when no
+    observation other than Support Devices is positive or uncertain; otherwise it is left out.
     """
+    return aggregate_report(mentions, uncertainty=uncertainty, hierarchy=hierarchy).labels
+
+
+def aggregate_report(
+    mentions: Iterable[Mention], *, uncertainty: UncertaintyPolicy = "keep", hierarchy: bool = False
+) -> ReportLabels:
+    """`aggregate_mentions` plus the observations the report says it could not assess."""
+    if uncertainty not in ("keep", "strict", "lenient"):
+        raise ValueError(f"uncertainty policy must be keep, strict or lenient, not {uncertainty!r}")
     labels: dict[Observation, Certainty] = {}
+    unassessed: set[Observation] = set()
     for mention in mentions:
         if mention.observation is Observation.NO_FINDING:
+            continue
+        if mention.not_assessed:
+            unassessed.add(mention.observation)
             continue
         current = labels.get(mention.observation)
         if current is None or CERTAINTY_PRECEDENCE[mention.certainty] > CERTAINTY_PRECEDENCE[current]:
             labels[mention.observation] = mention.certainty
+    # not assessed outranks a negative mention only: absence was not established
+    for observation in unassessed:
+        if labels.get(observation) is Certainty.ABSENT:
+            del labels[observation]
+    not_assessed = frozenset(o for o in unassessed if o not in labels)
+    if hierarchy:
+        for parent, children in HIERARCHY.items():
+            for child in children:
+                state = labels.get(child)
+                if state in (Certainty.PRESENT, Certainty.UNCERTAIN) and (
+                    parent not in labels or CERTAINTY_PRECEDENCE[state] > CERTAINTY_PRECEDENCE[labels[parent]]
+                ):
+                    labels[parent] = state
+            if parent in labels:
+                not_assessed -= {parent}
+    if uncertainty != "keep":
+        labels = {o: (_POLICY_MAP[uncertainty] if c is Certainty.UNCERTAIN else c) for o, c in labels.items()}
     pathology_found = any(
         certainty is not Certainty.ABSENT
         for observation, certainty in labels.items()
         if observation is not Observation.SUPPORT_DEVICES
     )
-    if not pathology_found:
+    if not pathology_found and not not_assessed:
         labels[Observation.NO_FINDING] = Certainty.PRESENT
-    return {observation: labels[observation] for observation in Observation if observation in labels}
+    return ReportLabels({o: labels[o] for o in Observation if o in labels}, frozenset(not_assessed))
 
 
-def label_report(text: str) -> dict[Observation, Certainty]:
-    """CheXpert labels of a report text: only the observations it mentions, plus No Finding."""
-    return aggregate_mentions(find_mentions(text))
+def assess_report(text: str, *, uncertainty: UncertaintyPolicy = "keep", hierarchy: bool = False) -> ReportLabels:
+    """Labels of a report text and the observations it says could not be assessed."""
+    return aggregate_report(find_mentions(text), uncertainty=uncertainty, hierarchy=hierarchy)
 
 
-def label_sections(findings: str, impression: str) -> dict[Observation, Certainty]:
-    """Labels of a report given as FINDINGS and IMPRESSION sections (both read, one precedence)."""
-    return label_report("\n".join(part for part in (findings, impression) if part))
+def label_report(text: str, *, uncertainty: UncertaintyPolicy = "keep", hierarchy: bool = False) -> dict[Observation, Certainty]:
+    """CheXpert labels of a report text: only the observations it mentions, plus No Finding.
+
+    `uncertainty`: keep (default) / strict (uncertain -> absent) / lenient (uncertain -> present).
+    `hierarchy`: lift Lung Opacity to its children's state (CheXpert's hierarchy). Off by default
+    so that a checker comparing labels mention by mention (the drafting guard) sees what the text
+    says; the case store and `radalign label FILE` turn it on (CheXpert-style label sets).
+    """
+    return aggregate_mentions(find_mentions(text), uncertainty=uncertainty, hierarchy=hierarchy)
+
+
+def label_sections(
+    findings: str, impression: str, *, uncertainty: UncertaintyPolicy = "keep", hierarchy: bool = False
+) -> dict[Observation, Certainty]:
+    """Labels of a report given as FINDINGS and IMPRESSION sections (both read, one precedence).
+    The sections are separated by a blank line, so a findings section without a final period
+    does not run into the impression."""
+    text = "\n\n".join(part for part in (findings, impression) if part)
+    return label_report(text, uncertainty=uncertainty, hierarchy=hierarchy)

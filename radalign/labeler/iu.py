@@ -33,8 +33,9 @@ class IUReport:
 
     @property
     def text(self) -> str:
-        """Findings then impression, as one report text."""
-        return "\n".join(part for part in (self.findings, self.impression) if part)
+        """Findings then impression, as one report text (a blank line apart, so that findings
+        without a final period do not run into the impression)."""
+        return "\n\n".join(part for part in (self.findings, self.impression) if part)
 
 
 def iu_archive_path() -> Path | None:

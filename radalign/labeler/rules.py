@@ -20,6 +20,13 @@ from schemas.events import Observation as O
 #: subject to its predicate in phrases like "heart size is mildly enlarged".
 GAP = r"(?:\s+(?!(?:but|however|although|though|except|whereas|while)\b)[\w/'-]+){0,5}?\s+"
 
+#: The gap of a *normal* phrase must not step over a word that says the opposite: "heart is
+#: mildly enlarged with normal contours" is an enlarged heart, not a normal one.
+NORMAL_GAP = (
+    r"(?:\s+(?!(?:but|however|although|though|except|whereas|while|with|enlarg\w*|large|larger|increased|prominent"
+    r"|widened|wide|abnormal)\b)[\w/'-]+){0,5}?\s+"
+)
+
 _HEART = (
     r"(?:heart(?:\s+size)?|cardiac\s+(?:silhouette|shadow|contours?|size|outline)"
     r"|heart\s+silhouette|cardiomediastinal\s+silhouette)"
@@ -30,6 +37,18 @@ _NORMAL = (
     r"|upper\s+limits?\s+of\s+normal|top\s+normal|top\s+(?:of\s+)?normal|not\s+enlarged)"
 )
 _LUNGS = r"(?:lungs?|lung\s+fields?|lung\s+xxxx)"
+#: Sites outside the lung: a mass or nodule there is not a Lung Lesion (anatomy check).
+NON_LUNG_SITES = (
+    r"mediastin\w*|paratracheal|thym\w*|thyroid|breast|soft[\s-]+tissues?|chest\s+wall|axill\w*|neck|abdom\w*"
+    r"|liver|hepatic|renal|kidneys?|adrenal|spleen|splenic|pancrea\w*|skin|cutaneous|subcutaneous|nipple"
+)
+#: Abdominal sites and devices: clips, drains or tubes there are not the chest's support devices.
+ABDOMINAL_SITES = (
+    r"abdom\w*|upper\s+quadrant|lower\s+quadrant|pelvi\w*|cholecystectomy|gallbladder|(?:gastrostomy|jejunostomy"
+    r"|nephrostomy|peg)(?:\s+tubes?)?|renal|kidneys?|biliary|ivc\s+filter"
+)
+#: Devices that belong on a chest film even when their tip lies below the diaphragm.
+CHEST_FILM_TUBES = r"(?:enteric|feeding|nasogastric|orogastric|ng|og|dobhoff|gastric)\s+tubes?"
 
 #: Mention phrases per observation. A match is a mention whose certainty the triggers decide.
 MENTION_PHRASES: dict[O, tuple[str, ...]] = {
@@ -38,10 +57,15 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
         r"(?:widened|widening\s+of\s+the|enlarged|prominent)\s+(?:cardio)?mediastin\w*",
         r"mediastinal\s+(?:widening|enlargement)",
         r"widened\s+mediastinum",
+        r"mediastinum" + GAP + r"(?:widened|wide|enlarged|prominent)",
+        # a mediastinal mass widens the mediastinum (and is not a Lung Lesion: NON_LUNG_SITES)
+        r"(?:anterior\s+|middle\s+|posterior\s+)?mediastinal\s+(?:\w+\s+)?mass(?:es)?",
+        r"mass(?:es)?\s+(?:in|within|of)\s+the\s+(?:anterior\s+|middle\s+|posterior\s+|superior\s+)?mediastinum",
     ),
     O.CARDIOMEGALY: (
         r"cardiomegaly",
         r"cardiac\s+(?:silhouette\s+|shadow\s+)?enlargement",
+        r"enlargement\s+of\s+the\s+(?:cardiac\s+(?:silhouette|shadow|size)|heart(?:\s+size)?)",
         r"(?:enlarged|large|prominent)(?:\s+\w+)?\s+(?:heart|cardiac\s+(?:silhouette|shadow|contours?|size))",
         r"borderline\s+(?:heart\s+size|cardiac\s+(?:size|silhouette))",
         _HEART + GAP + _ENLARGED,
@@ -89,7 +113,11 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
     O.PNEUMONIA: (r"(?:broncho)?pneumonias?", r"pneumonitis", r"(?<!granulomatous\s)infection",
                   r"(?<!granulomatous\s)infectious(?:\s+process)?"),
     O.ATELECTASIS: (r"atelecta\w*", r"(?<!vertebral\s)(?<!body\s)collapsed?"),
-    O.PNEUMOTHORAX: (r"(?:hydro|hemo)?pneumothora(?:x|ces)", r"pleural\s+air(?:\s+collections?)?"),
+    O.PNEUMOTHORAX: (
+        r"(?:hydro|hemo)?pneumothora(?:x|ces)", r"pleural\s+air(?:\s+collections?)?",
+        r"pleural\s+space" + GAP + r"(?:filled\s+with\s+|containing\s+)?air",
+        r"air\s+(?:in|within|filling)\s+the\s+(?:\w+\s+)?pleural\s+space",
+    ),
     O.PLEURAL_EFFUSION: (
         r"(?<!pericardial\s)effusions?",
         r"pleural\s+fluid",
@@ -106,6 +134,7 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
     O.SUPPORT_DEVICES: (
         r"pacer",
         r"pacemaker",
+        r"picc", r"ett", r"swan[\s-]?ganz", r"(?:ij|internal\s+jugular)\s+(?:line|catheter|sheath)",
         r"(?:defibrillator|aicd|icd)",
         r"(?:picc|central|venous|jugular|subclavian|arterial|dialysis|port)\s+(?:venous\s+)?(?:line|catheter)s?",
         r"catheters?",
@@ -127,7 +156,7 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
         r"(?:pulse\s+)?generator", r"stimulator", r"clips?", r"coils?", r"shunt(?:\s+tubing)?", r"tubing",
         r"(?:bone\s+)?anchor", r"prosthes[ie]s", r"staples?", r"(?:sternotomy|sternal)\s+(?:xxxx|wires?)",
         r"(?:two|three|2|3|dual)\s+leads?", r"leads?\s+(?:in|overlying|projecting|terminat\w*)",
-        r"(?:gastrostomy|jejunostomy|nephrostomy|drainage)\s+(?:tube|catheter)s?", r"tubes?", r"lines\s+and\s+tubes",
+        r"drainage\s+(?:tube|catheter)s?", r"tubes?", r"lines\s+and\s+tubes",
         r"monitor(?:ing)?\s+leads", r"(?:ekg|ecg)\s+leads",
     ),
 }
@@ -135,20 +164,20 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
 #: Phrases that state an observation is normal/absent by themselves (no trigger needed):
 #: "heart size is normal", "lungs are clear". Each maps to the observations it rules out.
 NORMAL_PHRASES: tuple[tuple[str, tuple[O, ...]], ...] = (
-    (_HEART + GAP + _NORMAL, (O.CARDIOMEGALY,)),
+    (_HEART + NORMAL_GAP + _NORMAL, (O.CARDIOMEGALY,)),
     (r"(?:normal|unremarkable)(?:\s+\w+)?\s+" + _HEART, (O.CARDIOMEGALY,)),
-    (r"(?:heart|cardiac)(?:\s+and|,)\s+(?:the\s+)?mediastin\w*" + GAP + _NORMAL,
+    (r"(?:heart|cardiac)(?:\s+and|,)\s+(?:the\s+)?mediastin\w*" + NORMAL_GAP + _NORMAL,
      (O.CARDIOMEGALY, O.ENLARGED_CARDIOMEDIASTINUM)),
-    (r"(?:cardio)?mediastinal\s+(?:silhouettes?|contours?|shadow)" + GAP + _NORMAL, (O.ENLARGED_CARDIOMEDIASTINUM,)),
+    (r"(?:cardio)?mediastinal\s+(?:silhouettes?|contours?|shadow)" + NORMAL_GAP + _NORMAL, (O.ENLARGED_CARDIOMEDIASTINUM,)),
     (r"normal(?:\s+\w+)?\s+(?:cardio)?mediastinal\s+(?:silhouettes?|contours?)", (O.ENLARGED_CARDIOMEDIASTINUM,)),
-    (r"mediastinum" + GAP + _NORMAL, (O.ENLARGED_CARDIOMEDIASTINUM,)),
-    (_LUNGS + GAP + r"(?:clear|normal|unremarkable)", (O.LUNG_OPACITY, O.CONSOLIDATION, O.PNEUMONIA, O.EDEMA)),
+    (r"mediastinum" + NORMAL_GAP + _NORMAL, (O.ENLARGED_CARDIOMEDIASTINUM,)),
+    (_LUNGS + NORMAL_GAP + r"(?:clear|normal|unremarkable)", (O.LUNG_OPACITY, O.CONSOLIDATION, O.PNEUMONIA, O.EDEMA)),
     (r"clear\s+" + _LUNGS, (O.LUNG_OPACITY, O.CONSOLIDATION, O.PNEUMONIA, O.EDEMA)),
-    (r"pulmonary\s+(?:vascularity|vasculature|xxxx)" + GAP + r"(?:normal|within\s+normal\s+limits)", (O.EDEMA,)),
+    (r"pulmonary\s+(?:vascularity|vasculature|xxxx)" + NORMAL_GAP + r"(?:normal|within\s+normal\s+limits)", (O.EDEMA,)),
     (r"normal\s+pulmonary\s+(?:vascularity|vasculature)", (O.EDEMA,)),
-    (r"(?:pulmonary\s+)?vascular\s+(?:engorgement|congestion)" + GAP + _NORMAL, (O.EDEMA,)),
-    (r"costophrenic\s+(?:angles?|sulci)" + GAP + r"(?:sharp|clear|normal)", (O.PLEURAL_EFFUSION,)),
-    (r"(?:osseous|bony|skeletal)\s+(?:structures|thorax)" + GAP + r"(?:intact|normal|unremarkable)", (O.FRACTURE,)),
+    (r"(?:pulmonary\s+)?vascular\s+(?:engorgement|congestion)" + NORMAL_GAP + _NORMAL, (O.EDEMA,)),
+    (r"costophrenic\s+(?:angles?|sulci)" + NORMAL_GAP + r"(?:sharp|clear|normal)", (O.PLEURAL_EFFUSION,)),
+    (r"(?:osseous|bony|skeletal)\s+(?:structures|thorax)" + NORMAL_GAP + r"(?:intact|normal|unremarkable)", (O.FRACTURE,)),
 )
 
 # ---- triggers -----------------------------------------------------------------------------------
@@ -202,8 +231,25 @@ PSEUDO_TRIGGERS: tuple[str, ...] = (
     # an adjective, not a hedge, in lists like "no consolidation, suspicious opacity or effusion"
     r"suspicious(?=\s+(?:\w+\s+)?(?:opacit|nodul|mass|lesion|densit))",
     r"not\s+only", r"no\s+doubt", r"to\s+suggest",
+    # not (yet) resolved is still there: "the opacity has not cleared"
+    r"(?:(?:has|have|had)\s+)?not\s+(?:yet\s+|completely\s+|entirely\s+|fully\s+)?(?:cleared|resolved)",
+    r"(?:has|have)\s+yet\s+to\s+(?:clear|resolve)", r"unresolved", r"without\s+(?:complete\s+)?resolution",
+    # double negation reads positive: "effusion is not absent", "not true that there is no pneumothorax"
+    r"(?:is|are)\s+not\s+absent", r"not\s+(?:entirely\s+)?without", r"no\s+(?:absence|lack)\s+of",
+    r"not\s+(?:true|the\s+case)\s+that\s+there\s+(?:is|are)\s+no",
     # a partly resolved finding is still there
-    r"(?:almost|nearly|partially|incompletely|not\s+completely)\s+(?:completely\s+)?resolved", r"gram\s+negative", r"not\s+(?:well\s+)?(?:assessed|evaluated)",
+    r"(?:almost|nearly|partially|incompletely|not\s+completely)\s+(?:completely\s+)?resolved", r"gram\s+negative",
+)
+#: A statement that an observation could not be judged: no claim either way ("not assessed").
+NOT_ASSESSED_POST: tuple[str, ...] = (
+    r"(?:can\s*not|could\s+not|cannot)\s+be\s+(?:adequately\s+|accurately\s+|reliably\s+|well\s+|fully\s+)?"
+    r"(?:assessed|evaluated|excluded\s+or\s+confirmed)",
+    r"(?:is|are|was|were)\s+not\s+(?:well\s+|adequately\s+)?(?:assessed|evaluated|assessable|evaluable)",
+    r"(?:is|are)\s+(?:not\s+assessable|unassessable|indeterminate\s+in\s+size)",
+)
+NOT_ASSESSED_PRE: tuple[str, ...] = (
+    r"(?:unable|impossible)\s+to\s+(?:assess|evaluate)", r"(?:can\s*not|cannot|could\s+not)\s+(?:assess|evaluate)",
+    r"(?:limited|suboptimal|no)\s+(?:assessment|evaluation)\s+of", r"non-?diagnostic\s+for",
 )
 #: Words that end a trigger's scope inside a sentence.
 SCOPE_TERMINATORS: tuple[str, ...] = (

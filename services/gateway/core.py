@@ -22,7 +22,8 @@ from typing import Literal
 from radalign.blobstore import BlobStore
 from radalign.config import Settings
 from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
-from radalign.ingest.deid import OriginalIdentifiers, Pseudonymizer, deidentify, encode_dicom
+from radalign.identity import IssuerPolicy, Pseudonymizer
+from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
 from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.ingest.images import open_raster, sniff_raster, strip_raster_metadata
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
@@ -65,7 +66,8 @@ class GatewayCore:
         self.publisher = publisher
         self.blobs = blobs
         self.pseudonyms = pseudonyms
-        self.pseudonymizer = Pseudonymizer(settings.deid_secret)
+        self.pseudonymizer = Pseudonymizer(settings.deid_secret, settings.patient_issuer)
+        self.issuers = IssuerPolicy.from_settings(settings)
         self.assembler = StudyAssembler(
             settings.study_quiet_s,
             self._publish_study,
@@ -102,11 +104,12 @@ class GatewayCore:
             raise Refusal(RefusalReason.INTERNAL, "the pseudonym store is unavailable; retry later") from exc
         return self.assembler.add(item)
 
-    async def ingest_dicom(self, data: bytes, source: Source, *, stat: bool = False) -> Accepted:
-        """Accept one DICOM Part 10 object or raise `Refusal` (counted in the metrics)."""
+    async def ingest_dicom(self, data: bytes, source: Source, *, stat: bool = False, calling_ae: str | None = None) -> Accepted:
+        """Accept one DICOM Part 10 object or raise `Refusal` (counted in the metrics).
+        `calling_ae` (C-STORE) selects a per-sender patient issuer (`radalign.identity`)."""
         try:
             self._check_size(len(data))
-            prepared = await asyncio.to_thread(self._prepare_dicom, data)
+            prepared = await asyncio.to_thread(self._prepare_dicom, data, source, calling_ae)
             facts, clean_bytes, original, patient_key = prepared
             study_key = self.pseudonymizer.study_key(facts.study_uid)
             instance_key = self.pseudonymizer.instance_key(facts.sop_instance_uid)
@@ -123,10 +126,11 @@ class GatewayCore:
         (metrics.INSTANCES_ACCEPTED if added else metrics.INSTANCES_DUPLICATE).labels(source).inc()
         return Accepted(study_key, patient_key, instance_key, not added, facts.sop_class_uid, facts.sop_instance_uid)
 
-    def _prepare_dicom(self, data: bytes):
+    def _prepare_dicom(self, data: bytes, source: Source, calling_ae: str | None):
         ds = read_dicom(data)
         facts = check_dicom(ds)
-        clean, original = deidentify(ds, self.pseudonymizer)
+        issuer = self.issuers.issuer(source, declared=str(ds.get("IssuerOfPatientID", "") or ""), calling_ae=calling_ae)
+        clean, original = deidentify(ds, self.pseudonymizer, issuer)
         patient_key = str(clean.PatientID)
         return facts, encode_dicom(clean), original, patient_key
 
@@ -139,11 +143,13 @@ class GatewayCore:
         patient_key: str | None = None,
         view_position: str | None = None,
         stat: bool = False,
+        issuer: str | None = None,
     ) -> Accepted:
         """Accept one PNG/JPEG with its form metadata, or raise `Refusal`.
 
         `study_id` and `patient_id` are the sender's identifiers (pseudonymised here and kept in
-        PostgreSQL); a sender that already pseudonymises passes `patient_key` instead.
+        PostgreSQL); a sender that already pseudonymises passes `patient_key` instead. `issuer`
+        names the namespace of `patient_id` like DICOM's IssuerOfPatientID (`radalign.identity`).
         """
         source: Source = "http"
         try:
@@ -151,6 +157,8 @@ class GatewayCore:
             study_id = (study_id or "").strip()
             if not study_id or len(study_id) > 128:
                 raise Refusal(RefusalReason.INVALID_METADATA, "study_id is required (1-128 characters)")
+            if issuer is not None and len(issuer.strip()) > 64:
+                raise Refusal(RefusalReason.INVALID_METADATA, "issuer is at most 64 characters (DICOM LO)")
             if patient_key is not None and patient_id is not None:
                 raise Refusal(RefusalReason.INVALID_METADATA, "give patient_id or patient_key, not both")
             if patient_key is not None:
@@ -169,7 +177,13 @@ class GatewayCore:
             except ValueError as exc:
                 raise Refusal(RefusalReason.UNREADABLE, f"image container is malformed ({exc})") from None
             study_key = self.pseudonymizer.study_key(f"http|{study_id}")
-            patient = patient_key or self.pseudonymizer.patient_key(f"http|{patient_id}" if patient_id else f"study|http|{study_id}")
+            namespace = self.issuers.issuer(source, declared=issuer)
+            if patient_key:
+                patient = patient_key
+            elif patient_id and patient_id.strip():
+                patient = self.pseudonymizer.patient_key(patient_id, namespace)
+            else:
+                patient = self.pseudonymizer.unidentified_patient_key(f"http|{study_id}", namespace)
             digest = hashlib.sha256(clean).hexdigest()
             instance_key = self.pseudonymizer.instance_key(f"http|{study_id}|{digest}")
             blob = await asyncio.to_thread(self.blobs.put, clean, f"image/{fmt}")
@@ -179,7 +193,7 @@ class GatewayCore:
             )
             original = OriginalIdentifiers(
                 study_uid=study_id, patient_id=patient_id or "", patient_name="", accession_number="",
-                routing={"source": "http"},
+                routing={"source": "http", **({"IssuerOfPatientID": issuer.strip()} if issuer and issuer.strip() else {})},
             )
             item = ReceivedInstance(study_key, patient, instance, "OT", source, stat)
             added = await self._accept(PseudonymRecord(study_key, patient, instance_key, source, original), item)

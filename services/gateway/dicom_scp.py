@@ -87,7 +87,8 @@ class DicomScp:
         except Exception:
             self.core.refused("dicom-cstore", Refusal(RefusalReason.UNREADABLE, "could not encode the received data set"))
             return DICOM_STATUS[RefusalReason.UNREADABLE]
-        future = asyncio.run_coroutine_threadsafe(self.core.ingest_dicom(data, "dicom-cstore"), self.loop)
+        calling_ae = str(event.assoc.requestor.ae_title or "").strip() or None
+        future = asyncio.run_coroutine_threadsafe(self.core.ingest_dicom(data, "dicom-cstore", calling_ae=calling_ae), self.loop)
         try:
             future.result(timeout=STORE_TIMEOUT_S)
         except Refusal as refusal:

@@ -6,7 +6,8 @@
   FailureReason (0008,1197) from `radalign.ingest.refusal.DICOM_STATUS`. HTTP 200 when all were
   stored, 202 when some failed, 409 when none was stored.
 - `POST /v1/studies`: `multipart/form-data` with `file` (PNG or JPEG) and fields `study_id`
-  (required), `patient_id` or `patient_key`, `view_position`, `priority` (`stat`|`routine`).
+  (required), `patient_id` (with optional `issuer`, its namespace) or `patient_key`, `view_position`,
+  `priority` (`stat`|`routine`).
   Answers 202 with the pseudonymous keys.
 - Every refusal of a whole request (auth, content type, size, form fields, unknown route) is
   RFC 7807 `application/problem+json` with `reason` from the refusal table.
@@ -45,7 +46,7 @@ _ASSEMBLER_TASK = web.AppKey("assembler_task", asyncio.Task)
 _READY_CHECKS = web.AppKey("ready_checks", dict)
 DICOM_JSON = "application/dicom+json"
 _OPEN_PATHS = ("/health/live", "/health/ready", "/metrics")
-_FORM_FIELDS = {"study_id", "patient_id", "patient_key", "view_position", "priority"}
+_FORM_FIELDS = {"study_id", "patient_id", "patient_key", "issuer", "view_position", "priority"}
 _MAX_FIELD_BYTES = 1024
 
 
@@ -185,6 +186,7 @@ async def post_study_image(request: web.Request) -> web.Response:
         study_id=fields.get("study_id", ""),
         patient_id=fields.get("patient_id") or None,
         patient_key=fields.get("patient_key") or None,
+        issuer=fields.get("issuer") or None,
         view_position=fields.get("view_position") or None,
         stat=parse_priority(fields.get("priority")),
     )

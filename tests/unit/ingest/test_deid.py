@@ -19,7 +19,7 @@ def test_pseudonyms_are_stable_keyed_and_match_the_contract_pattern() -> None:
     assert a.study_key("1.2.3") != other.study_key("1.2.3")
     assert a.study_key("1.2.3") != a.study_key("1.2.4")
     # Kinds are separated: the same string gives unrelated study / patient / instance keys.
-    keys = [a.study_key("X"), a.patient_key("X"), a.instance_key("X")]
+    keys = [a.study_key("X"), a.patient_key("X", None), a.instance_key("X")]
     assert [k[:3] for k in keys] == ["st-", "pt-", "in-"]
     assert len({k[3:] for k in keys}) == 3
     assert all(KEY.match(k) and re.fullmatch(r"[a-z]{2}-[0-9a-f]{16}", k) for k in keys)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from radalign.kb.ingest import IngestError, IngestReport, csv_drafts, ingest_drafts
-from radalign.kb.pseudonym import patient_key
+from radalign.identity import patient_key
 from schemas.events import Certainty as C
 from schemas.events import Observation as O
 
@@ -62,7 +62,7 @@ def test_csv_drafts_pseudonymise_label_and_resolve_images(tmp_path):
     drafts = csv_drafts(csv_path, "hosp", "secret", keyword_labels, report=report)
     assert report.read == 3 and report.skipped_empty == 1 and len(drafts) == 2
     first, second = drafts
-    assert first.patient_key == patient_key("MRN-9", "secret")
+    assert first.patient_key == patient_key("MRN-9", None, "secret")
     assert "ACC-1" not in first.case_key and "MRN" not in first.patient_key
     assert first.labels == {O.CARDIOMEGALY: C.PRESENT}
     assert second.labels == {O.NO_FINDING: C.PRESENT}

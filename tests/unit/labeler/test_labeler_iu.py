@@ -42,7 +42,7 @@ def test_parse_iu_xml() -> None:
 
 def test_text_joins_sections() -> None:
     report = IUReport("CXR1", "F.", "I.", "", "", (), (), ())
-    assert report.text == "F.\nI."
+    assert report.text == "F.\n\nI."
 
 
 def test_missing_archive_raises(tmp_path) -> None:

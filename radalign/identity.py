@@ -1,0 +1,152 @@
+"""The one place pseudonymous keys are derived: patients, studies, instances, UIDs and cases.
+
+Every writer of a patient key calls `Pseudonymizer.patient_key(patient_id, issuer)`: the gateway
+(C-STORE, STOW-RS and the HTTP form, `services/gateway/core.py`), `radalign kb ingest` and every
+case-store loader (`radalign/kb/ingest.py`). Same-patient exclusion at retrieval compares a live
+study's patient key with the stored cases' keys, so two code paths that hash a patient
+differently would silently let a study retrieve its own prior report (issue 11: "http|<id>"
+against "<id>" did exactly that).
+
+A patient is identified by (issuer, patient id): the issuer is the namespace of the id (a
+hospital's MRN system, DICOM's IssuerOfPatientID), so MRN 1234 at two hospitals are two patients.
+
+    key = "pt-" + hex16( HMAC-SHA256( secret, "patient" NUL canonical_issuer "|" patient_id ) )
+
+- `canonical_issuer`: stripped, inner whitespace collapsed, upper-cased ("hosp a " == "HOSP A");
+  an empty issuer becomes the default one, so "no issuer" is never its own silent namespace.
+- `patient_id`: stripped, otherwise exact (MRNs can be case-sensitive).
+- A study without a patient id stands for its own patient (`unidentified_patient_key`): two such
+  studies are never linked, and never linked to a named patient.
+
+Which issuer applies (`IssuerPolicy`, from settings): a configured issuer for the sending source
+wins (`RADALIGN_PATIENT_ISSUERS`, per calling AE title or per protocol), then the issuer the object
+declares (IssuerOfPatientID, or the HTTP form's `issuer`), then `RADALIGN_PATIENT_ISSUER`. A
+provider loading its archive passes the same issuer (`radalign kb ingest csv --issuer`, or an
+`issuer` column).
+
+HMAC keyed with `settings.deid_secret`: stable across runs, not reversible or recomputable without
+the secret; 64 bits keep collisions improbable far beyond any case store's size. Standard library
+only, so loaders need neither pydicom nor the gateway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from radalign.config import Settings
+
+PATIENT_PREFIX = "pt"
+STUDY_PREFIX = "st"
+INSTANCE_PREFIX = "in"
+CASE_PREFIX = "case"
+#: The issuer used when neither the source configuration nor the object names one.
+DEFAULT_ISSUER = "LOCAL"
+#: Sources of the gateway, as `radalign.ingest.assembly.Source` names them.
+GATEWAY_SOURCES = ("dicom-cstore", "dicomweb-stow", "http")
+
+
+def canonical_issuer(issuer: str | None, default: str = DEFAULT_ISSUER) -> str:
+    """`" hosp  a"` -> `"HOSP A"`; empty -> the canonical `default`."""
+    value = " ".join((issuer or "").split()).upper()
+    if value:
+        return value
+    fallback = " ".join(default.split()).upper()
+    if not fallback:
+        raise ValueError("the default patient issuer is empty")
+    return fallback
+
+
+class Pseudonymizer:
+    """Keys that match the contracts' key pattern (`st-`, `pt-`, `in-`, `case-` + 16 hex digits)."""
+
+    def __init__(self, secret: str, default_issuer: str = DEFAULT_ISSUER) -> None:
+        if not secret or not secret.strip():
+            raise ValueError("the pseudonym secret (RADALIGN_DEID_SECRET) must not be empty")
+        self._key = secret.encode("utf-8")
+        self.default_issuer = canonical_issuer(default_issuer)
+
+    def _digest(self, kind: str, value: str) -> str:
+        return hmac.new(self._key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
+
+    def patient_key(self, patient_id: str, issuer: str | None) -> str:
+        """The patient key of `patient_id` in `issuer`'s namespace (the one identity function)."""
+        value = (patient_id or "").strip()
+        if not value:
+            raise ValueError("cannot pseudonymise an empty patient id (use unidentified_patient_key)")
+        return f"{PATIENT_PREFIX}-" + self._digest("patient", f"{canonical_issuer(issuer, self.default_issuer)}|{value}")[:16]
+
+    def unidentified_patient_key(self, study_ref: str, issuer: str | None) -> str:
+        """A patient key for a study that names no patient: unique to that study."""
+        value = (study_ref or "").strip()
+        if not value:
+            raise ValueError("an unidentified patient needs a study reference")
+        return f"{PATIENT_PREFIX}-" + self._digest("patient-unidentified", f"{canonical_issuer(issuer, self.default_issuer)}|{value}")[:16]
+
+    def study_key(self, study_uid: str) -> str:
+        return f"{STUDY_PREFIX}-" + self._digest("study", study_uid)[:16]
+
+    def instance_key(self, sop_instance_uid: str) -> str:
+        return f"{INSTANCE_PREFIX}-" + self._digest("instance", sop_instance_uid)[:16]
+
+    def uid(self, kind: str, value: str) -> str:
+        """A pseudonymous UID under the 2.25 (UUID-derived) root, stable per original UID."""
+        return "2.25." + str(int(self._digest(f"uid:{kind}", value)[:32], 16))
+
+    def case_key(self, source: str, case_id: str) -> str:
+        """The key of a provider's case, namespaced by corpus: a case id may be an accession number."""
+        value = (case_id or "").strip()
+        if not value:
+            raise ValueError("cannot pseudonymise an empty case id")
+        return f"{CASE_PREFIX}-" + self._digest(f"case:{source}", value)[:16]
+
+
+def _parse_issuers(spec: str) -> dict[str, str]:
+    """`"dicom-cstore:PACS_A=HOSP-A, http=HOSP-B"` -> {source selector: issuer}."""
+    mapping: dict[str, str] = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        selector, sep, issuer = item.partition("=")
+        selector, issuer = selector.strip(), issuer.strip()
+        protocol = selector.split(":", 1)[0]
+        if not sep or not selector or not issuer or protocol not in GATEWAY_SOURCES:
+            raise ValueError(
+                f"RADALIGN_PATIENT_ISSUERS entry {item.strip()!r}: expected <source>[:<calling AE>]=<issuer>, "
+                f"source one of {', '.join(GATEWAY_SOURCES)}"
+            )
+        mapping[selector] = issuer
+    return mapping
+
+
+@dataclass(frozen=True)
+class IssuerPolicy:
+    """Which issuer a received object's patient id belongs to (precedence in the module doc)."""
+
+    default: str = DEFAULT_ISSUER
+    #: "dicom-cstore:<calling AE>" or a protocol name -> issuer.
+    by_source: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IssuerPolicy:
+        return cls(default=settings.patient_issuer, by_source=_parse_issuers(settings.patient_issuers))
+
+    def issuer(self, source: str, *, declared: str | None = None, calling_ae: str | None = None) -> str:
+        if calling_ae and f"{source}:{calling_ae.strip()}" in self.by_source:
+            return canonical_issuer(self.by_source[f"{source}:{calling_ae.strip()}"])
+        if source in self.by_source:
+            return canonical_issuer(self.by_source[source])
+        return canonical_issuer(declared, self.default)
+
+
+def patient_key(patient_id: str, issuer: str | None, secret: str) -> str:
+    """Shorthand for loaders: `Pseudonymizer(secret).patient_key(patient_id, issuer)`."""
+    return Pseudonymizer(secret).patient_key(patient_id, issuer)
+
+
+def case_key(source: str, case_id: str, secret: str) -> str:
+    return Pseudonymizer(secret).case_key(source, case_id)

@@ -1,0 +1,212 @@
+"""Same-patient exclusion on the real stack, over C-STORE, STOW-RS and the HTTP form.
+
+A provider loads a patient's prior reports with `kb ingest` under its issuer; the same patient's
+new study then arrives through each intake protocol (the issuer coming from the calling AE's
+configuration, from IssuerOfPatientID, and from the HTTP form's `issuer` field). None of the
+patient's own cases may be retrieved. To make the check able to fail, the prior cases are made
+the best possible match for the image (their embeddings are the study image's own, their labels
+the concepts predicted for it), and the same image sent as another patient must retrieve them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pydicom
+import pytest
+from aiokafka import AIOKafkaConsumer
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import ComputedRadiographyImageStorage
+
+from radalign.config import Settings
+from radalign.framework import codec
+from radalign.identity import Pseudonymizer
+from radalign.ingest.samples import chest_cr_path
+from radalign.ingest.testing import dicom_bytes
+from radalign.samples import chest_jpeg_files
+from schemas.events import CasesRetrieved, Certainty, ConceptsInferred
+from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED, STAGES
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+SOURCE = "it-same-patient"
+ISSUER = "HOSP-A"
+OWN_CASES_PER_IMAGE = 6  # more than retrieval_k: without exclusion the top 5 could all be own cases
+TIMEOUT_S = 240.0
+
+
+@pytest.fixture(scope="module")
+def stack(embedded_triton: Settings) -> Iterator[Settings]:
+    from radalign.demo import ensure_iu_cases
+    from radalign.stack import stop
+    from radalign.stack.manager import up
+    from radalign.stack.workers import worker_name
+
+    if chest_cr_path("RG1_UNCI.dcm") is None or not chest_jpeg_files():
+        pytest.skip("pydicom-data and pneumonia-model-package are needed")
+    # C-STORE from PACS_A carries no issuer: the gateway's per-sender configuration names it.
+    settings = embedded_triton.model_copy(update={"patient_issuers": f"dicom-cstore:PACS_A={ISSUER}", "gateway_tokens": ""})
+    asyncio.run(ensure_iu_cases(settings, limit=200))  # other patients' cases to retrieve instead
+    up(settings, ["workers"])
+    try:
+        yield settings
+    finally:
+        for stage in STAGES:
+            stop(worker_name(stage), settings)
+        asyncio.run(_delete_cases(settings))
+
+
+async def _delete_cases(settings: Settings) -> None:
+    from radalign.db import open_pool
+
+    pool = await open_pool(settings, max_size=1)
+    try:
+        async with pool.connection() as conn:
+            await conn.execute("DELETE FROM cases WHERE source = %s", (SOURCE,))
+    finally:
+        await pool.close()
+
+
+def _cr(patient_id: str, issuer: str | None = None) -> pydicom.Dataset:
+    ds = pydicom.dcmread(chest_cr_path("RG1_UNCI.dcm"))
+    ds.StudyInstanceUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = patient_id
+    if issuer is not None:
+        ds.IssuerOfPatientID = issuer
+    elif "IssuerOfPatientID" in ds:
+        del ds.IssuerOfPatientID
+    return ds
+
+
+def _study_key(settings: Settings, ds: pydicom.Dataset) -> str:
+    return Pseudonymizer(settings.deid_secret).study_key(str(ds.StudyInstanceUID))
+
+
+def send_cstore(settings: Settings, ds: pydicom.Dataset, calling_ae: str) -> str:
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(ComputedRadiographyImageStorage, str(ds.file_meta.TransferSyntaxUID))
+    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_ae_title)
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(ds).Status == 0
+    finally:
+        assoc.release()
+    return _study_key(settings, ds)
+
+
+def send_stow(settings: Settings, ds: pydicom.Dataset) -> str:
+    boundary = "it-same-patient"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").encode() + dicom_bytes(ds) + f"\r\n--{boundary}--\r\n".encode()
+    r = httpx.post(
+        f"http://127.0.0.1:{settings.gateway_port}/dicomweb/studies", content=body, timeout=30,
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'},
+    )
+    assert r.status_code == 200, r.text
+    return _study_key(settings, ds)
+
+
+def send_http(settings: Settings, path: Path, study_id: str, patient_id: str, issuer: str | None = None) -> str:
+    data = {"study_id": study_id, "patient_id": patient_id, "view_position": "PA"}
+    if issuer is not None:
+        data["issuer"] = issuer
+    r = httpx.post(
+        f"http://127.0.0.1:{settings.gateway_port}/v1/studies", data=data,
+        files={"file": (path.name, path.read_bytes(), "image/jpeg")}, timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    return r.json()["study_key"]
+
+
+async def read_events(settings: Settings, topic: str, model, keys: set[str]) -> dict:
+    """The first event of each study key in `keys` on `topic` (both lanes), from the beginning."""
+    consumer = AIOKafkaConsumer(
+        topic, f"{topic}.stat", bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: dict = {}
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline and not keys <= set(found):
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                for msg in messages:
+                    event = codec.decode(model, msg.value)
+                    found.setdefault(event.study.study_key, event)
+    finally:
+        await consumer.stop()
+    missing = keys - set(found)
+    assert not missing, f"no {topic} event for {len(missing)} studies within {TIMEOUT_S:.0f} s"
+    return {k: found[k] for k in keys}
+
+
+async def store_prior_cases(settings: Settings, probes: dict[str, ConceptsInferred], tmp_path: Path) -> tuple[str, set[str]]:
+    """The patient's prior reports, loaded the way a provider does (csv_drafts with its issuer),
+    each with the probe image's own embedding and labels equal to the concepts predicted for it."""
+    from radalign.kb.case import CaseRecord
+    from radalign.kb.ingest import csv_drafts
+    from radalign.kb.store import CaseStore
+
+    rows = ["case_id,patient_id,findings,impression"]
+    for image in probes:
+        rows += [f"{image}-{i},MRN-SELF,Prior study {image} number {i} of this patient.,Prior impression {i}." for i in range(OWN_CASES_PER_IMAGE)]
+    path = tmp_path / "priors.csv"
+    path.write_text("\n".join(rows) + "\n")
+    drafts = csv_drafts(path, SOURCE, settings.deid_secret, lambda f, i: {}, issuer=ISSUER)
+    records = []
+    for draft in drafts:
+        probe = probes[draft.findings.split()[2]]
+        labels = {c.observation: c.state for c in probe.concepts if c.state in (Certainty.PRESENT, Certainty.ABSENT)}
+        vector = np.asarray(probe.image_embedding, dtype=np.float32)
+        draft = dataclasses.replace(draft, labels=labels)
+        records.append(CaseRecord.from_draft(draft, vector, draft.content_hash("probe"), vector))
+    async with await CaseStore.open(settings) as store:
+        await store.upsert_many(records)
+    keys = {d.patient_key for d in drafts}
+    assert len(keys) == 1
+    return keys.pop(), {d.case_key for d in drafts}
+
+
+def test_own_prior_cases_are_never_retrieved_over_cstore_stow_and_http(stack: Settings, tmp_path: Path) -> None:
+    settings = stack
+    jpeg = chest_jpeg_files()[0]
+    # 1. Probes (a patient with no priors) give the embedding and concepts of each image as served.
+    probe_keys = {"cr": send_stow(settings, _cr("PROBE-1")), "jpeg": send_http(settings, jpeg, "IT-SP-PROBE", "PROBE-1")}
+    concepts = asyncio.run(read_events(settings, CONCEPTS_INFERRED.name, ConceptsInferred, set(probe_keys.values())))
+    probes = {image: concepts[key] for image, key in probe_keys.items()}
+    for image, probe in probes.items():
+        assert probe.ood is None, f"the {image} chest radiograph was refused as out of distribution"
+    own_patient, own_cases = asyncio.run(store_prior_cases(settings, probes, tmp_path))
+
+    # 2. The patient's new studies: the issuer from the AE's configuration, IssuerOfPatientID, the form.
+    targets = {
+        "dicom-cstore": send_cstore(settings, _cr("MRN-SELF"), calling_ae="PACS_A"),
+        "dicomweb-stow": send_stow(settings, _cr("MRN-SELF", issuer="hosp-a")),
+        "http": send_http(settings, jpeg, "IT-SP-ORDER-1", "MRN-SELF", issuer=" Hosp-A "),
+    }
+    # Controls: the same images from another patient of the same hospital retrieve the priors.
+    controls = {
+        "dicomweb-stow": send_stow(settings, _cr("MRN-OTHER", issuer=ISSUER)),
+        "http": send_http(settings, jpeg, "IT-SP-ORDER-2", "MRN-OTHER", issuer=ISSUER),
+    }
+    retrieved = asyncio.run(
+        read_events(settings, CASES_RETRIEVED.name, CasesRetrieved, set(targets.values()) | set(controls.values()))
+    )
+    for protocol, key in controls.items():
+        hits = [c.case_key for c in retrieved[key].cases if c.case_key in own_cases]
+        assert hits, f"control over {protocol}: the priors are not the best match, the exclusion test would prove nothing"
+    own_retrievals = {}
+    for protocol, key in targets.items():
+        event = retrieved[key]
+        assert event.study.patient_key == own_patient, f"{protocol}: the gateway's patient key differs from kb ingest's"
+        assert event.cases, f"{protocol}: retrieval returned nothing"
+        own_retrievals[protocol] = sum(c.case_key in own_cases for c in event.cases)
+    assert own_retrievals == {p: 0 for p in targets}, own_retrievals

@@ -1,0 +1,47 @@
+"""The command line starts without importing what a command does not need."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from typer.testing import CliRunner
+
+HEAVY = ("torch", "sklearn", "pydicom", "psycopg", "aiokafka", "radalign.labeler.engine")
+
+
+def _imported_after(args: list[str]) -> set[str]:
+    code = (
+        "import sys\nfrom radalign.cli import app\n"
+        f"try:\n    app({args!r})\nexcept SystemExit:\n    pass\n"
+        f"print('IMPORTED:' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    [line] = [line for line in out.splitlines() if line.startswith("IMPORTED:")]
+    return set(filter(None, line.removeprefix("IMPORTED:").split(",")))
+
+
+def test_help_lists_every_group_without_importing_them() -> None:
+    from radalign.cli import app
+
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("stack", "label", "kb", "train", "eval", "k8s", "worker", "dlq"):
+        assert name in result.output
+    assert _imported_after(["--help"]) == set()
+
+
+def test_label_text_loads_only_the_labeler_and_starts_fast() -> None:
+    assert _imported_after(["label", "text", "No pneumothorax."]) == {"radalign.labeler.engine"}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "radalign.cli", "label", "text", "No pneumothorax."], check=True, capture_output=True, timeout=60)
+    # well under a second on an idle core; generous here because the test machine is shared
+    assert time.perf_counter() - started < 3.0
+
+
+def test_lazy_groups_still_run() -> None:
+    from radalign.cli import app
+
+    result = CliRunner().invoke(app, ["kb", "--help"])
+    assert result.exit_code == 0 and "ingest" in result.output
