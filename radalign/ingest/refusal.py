@@ -15,6 +15,8 @@ One table maps every reason to its HTTP status (RFC 7807 problem+json) and its D
 | unsupported_media_type         | 415  | 0xC000 | (HTTP only: wrong Content-Type)                 |
 | invalid_metadata               | 422  | 0xC000 | (HTTP only: a form field is missing or invalid) |
 | unauthorized                   | 401  | -      | (HTTP only; DICOM rejects the association)      |
+| unavailable                    | 503  | 0xA700 | Refused: out of resources (retry later; HTTP    |
+|                                |      |        | adds Retry-After): outbox/database/assembler down |
 | internal                       | 503  | 0x0110 | Failure: processing failure (retry later)       |
 
 Reasons are a closed set so they can be metric labels: they never carry identifiers.
@@ -36,6 +38,7 @@ class RefusalReason(str, Enum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_METADATA = "invalid_metadata"
     UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
 
@@ -50,6 +53,7 @@ HTTP_STATUS: dict[RefusalReason, int] = {
     RefusalReason.UNSUPPORTED_MEDIA_TYPE: 415,
     RefusalReason.INVALID_METADATA: 422,
     RefusalReason.UNAUTHORIZED: 401,
+    RefusalReason.UNAVAILABLE: 503,
     RefusalReason.INTERNAL: 503,
 }
 
@@ -64,8 +68,12 @@ DICOM_STATUS: dict[RefusalReason, int] = {
     RefusalReason.UNSUPPORTED_MEDIA_TYPE: 0xC000,
     RefusalReason.INVALID_METADATA: 0xC000,
     RefusalReason.UNAUTHORIZED: 0xC000,
+    RefusalReason.UNAVAILABLE: 0xA700,
     RefusalReason.INTERNAL: 0x0110,
 }
+
+#: Seconds a client is told to wait (HTTP Retry-After) when the gateway cannot take work now.
+RETRY_AFTER_S = 5
 
 
 class Refusal(Exception):
