@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     dicom_allowed_aes: str = Field(default="", description="comma-separated calling AE titles; empty allows any")
     dicom_max_associations: int = 10
     study_quiet_s: float = 2.0
+    max_image_pixels: int = Field(
+        default=25_000_000,
+        description="pixel budget of one image before decoding: DICOM Rows x Columns x samples x frames, PNG/JPEG width x height "
+        "(also Pillow's decompression-bomb limit)",
+    )
     deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
 
     # Observability. Stage HTTP ports are STAGE_WEB_PORTS + web_port_offset (the gateway's is gateway_port),

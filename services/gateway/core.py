@@ -146,7 +146,7 @@ class GatewayCore:
 
     def _prepare_dicom(self, data: bytes):
         ds = read_dicom(data)
-        facts = check_dicom(ds)
+        facts = check_dicom(ds, max_pixels=self.settings.max_image_pixels)
         clean, original = deidentify(ds, self.pseudonymizer)
         patient_key = str(clean.PatientID)
         return facts, encode_dicom(clean), original, patient_key
@@ -185,7 +185,7 @@ class GatewayCore:
             fmt = sniff_raster(data)
             if fmt is None:
                 raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "the file is not a PNG or JPEG image")
-            image = open_raster(data, decode=False)  # header only: pixels are decoded once, in preprocess
+            image = open_raster(data, decode=False, max_pixels=self.settings.max_image_pixels)  # header only: pixels are decoded once, in preprocess
             try:
                 clean = strip_raster_metadata(data)  # walks the whole container: refuses truncated files
             except ValueError as exc:

@@ -35,7 +35,9 @@ from services.gateway.core import GatewayCore
 
 log = logging.getLogger(__name__)
 
-_UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian]
+# Deflated Explicit VR is not offered: inflating it is unbounded (a small object can expand to
+# gigabytes), and every modality can send one of these instead.
+_UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.ExplicitVRBigEndian]
 _COMPRESSED = [
     uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1, uid.JPEGLSLossless,
     uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K,
