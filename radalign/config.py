@@ -98,6 +98,9 @@ class Settings(BaseSettings):
         description="pixel budget of one image before decoding: DICOM Rows x Columns x samples x frames, PNG/JPEG width x height "
         "(also Pillow's decompression-bomb limit)",
     )
+    deid_refuse_burned_in: bool = Field(
+        default=True, description="refuse objects with BurnedInAnnotation=YES (their pixels may show identifiers)"
+    )
     deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
 
     # Observability. Stage HTTP ports are STAGE_WEB_PORTS + web_port_offset (the gateway's is gateway_port),

@@ -147,7 +147,7 @@ class GatewayCore:
     def _prepare_dicom(self, data: bytes):
         ds = read_dicom(data)
         facts = check_dicom(ds, max_pixels=self.settings.max_image_pixels)
-        clean, original = deidentify(ds, self.pseudonymizer)
+        clean, original = deidentify(ds, self.pseudonymizer, refuse_burned_in=self.settings.deid_refuse_burned_in)
         patient_key = str(clean.PatientID)
         return facts, encode_dicom(clean), original, patient_key
 
