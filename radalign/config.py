@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     dicom_allowed_aes: str = Field(default="", description="comma-separated calling AE titles; empty allows any")
     dicom_max_associations: int = 10
     study_quiet_s: float = 2.0
+    max_image_pixels: int = Field(
+        default=25_000_000,
+        description="pixel budget of one image before decoding: DICOM Rows x Columns x samples x frames, PNG/JPEG width x height "
+        "(also Pillow's decompression-bomb limit)",
+    )
+    deid_refuse_burned_in: bool = Field(
+        default=True, description="refuse objects with BurnedInAnnotation=YES (their pixels may show identifiers)"
+    )
     deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
     patient_issuer: str = Field(
         default="LOCAL", description="issuer (namespace) of patient ids when neither the source nor the object names one"

@@ -1,15 +1,16 @@
 """Study assembly: instances arrive one by one (C-STORE, STOW-RS, HTTP); the pipeline wants studies.
 
-A study (all instances with one `study_key`) is published once no instance of it has arrived
+A study (all instances with one `study_key`) is published once no new instance of it has arrived
 for `quiet_s` seconds. An instance that arrives after its study was published re-opens it: the
 study is published again as `study_version + 1` with every instance known so far (earlier ones
 included, so the preprocess stage can pick the best view among all of them). An instance sent
 again unchanged (same `instance_key`) does not re-open anything: senders retry.
 
-Published versions are remembered in memory (bounded) and in the pseudonym store, so a gateway
-restart still numbers a late instance's study after the versions already published; in that
-case the new version carries only the instances received since the restart.
-A publish that fails leaves the study pending; it is retried on the next tick.
+State lives in an `Outbox` (`radalign.ingest.outbox`; PostgreSQL in production), written before
+the sender is acknowledged. The assembler only reads it: it survives its own restarts, a database
+outage (the loop backs off and resumes) and a broker outage (a failed publish leaves the study
+pending, retried with a per-study backoff). Running it under `run` is the supervision: no
+exception ends the loop; `alive` tells the liveness probe whether the loop still turns.
 """
 
 from __future__ import annotations
@@ -17,46 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from radalign.ingest.refusal import Refusal, RefusalReason
-from schemas.events import Instance, Priority, StudyReceived, StudyRef
+from radalign.ingest.outbox import MAX_INSTANCES, DueStudy, InMemoryOutbox, Outbox, OutboxItem
+from schemas.events import Priority, StudyReceived, StudyRef
 
 log = logging.getLogger(__name__)
 
 Source = Literal["dicom-cstore", "dicomweb-stow", "http"]
-MAX_INSTANCES = 64  # StudyReceived.instances max_length
+#: One accepted instance on its way into the outbox (kept under its historical name).
+ReceivedInstance = OutboxItem
 
+__all__ = ["MAX_INSTANCES", "ReceivedInstance", "Source", "StudyAssembler"]
 
-@dataclass(frozen=True)
-class ReceivedInstance:
-    study_key: str
-    patient_key: str
-    instance: Instance
-    modality: Literal["CR", "DX", "OT"]
-    source: Source
-    stat: bool = False
-
-
-@dataclass
-class _Pending:
-    patient_key: str
-    source: Source
-    instances: dict[str, Instance] = field(default_factory=dict)
-    modalities: list[str] = field(default_factory=list)
-    stat: bool = False
-    last_seen: float = 0.0
-    version: int | None = None  # known when re-opened from memory
-
-
-@dataclass
-class _Published:
-    version: int
-    instances: dict[str, Instance]
+#: Backoff of the assembler loop after a failed tick (database down): doubling up to the cap.
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 15.0
 
 
 class StudyAssembler:
@@ -66,102 +45,113 @@ class StudyAssembler:
         publish: Callable[[StudyReceived], Awaitable[None]],
         *,
         pipeline_version: str,
-        published_version: Callable[[str], Awaitable[int]] | None = None,
+        outbox: Outbox | None = None,
         clock: Callable[[], float] = time.monotonic,
-        remember: int = 50_000,
+        stall_s: float = 60.0,
     ) -> None:
         self.quiet_s = quiet_s
         self._publish = publish
-        self._published_version = published_version
-        self._clock = clock
         self._pipeline_version = pipeline_version
-        self._remember = remember
-        self._pending: dict[str, _Pending] = {}
-        self._published: OrderedDict[str, _Published] = OrderedDict()
+        self.outbox: Outbox = outbox if outbox is not None else InMemoryOutbox(clock)
         self._lock = asyncio.Lock()
+        self._stall_s = stall_s
+        self._task: asyncio.Task | None = None
+        self._heartbeat = time.monotonic()
+        self.failing_since: float | None = None  # monotonic time of the first failed tick in a row
+        self.last_error = ""
 
-    @property
-    def pending_studies(self) -> int:
-        return len(self._pending)
+    async def add(self, item: ReceivedInstance) -> bool:
+        """Store an instance durably. False when it is a resend of an instance already known.
+        Raises `Refusal` (too many instances) or the outbox's error (database down)."""
+        return await self.outbox.add(item)
 
-    def add(self, item: ReceivedInstance) -> bool:
-        """Queue an instance. False when it is a resend of an instance already published or queued."""
-        key = item.instance.instance_key
-        pending = self._pending.get(item.study_key)
-        published = self._published.get(item.study_key)
-        if pending is None:
-            if published is not None and key in published.instances:
-                return False
-            pending = _Pending(patient_key=item.patient_key, source=item.source)
-            if published is not None:
-                pending.instances.update(published.instances)
-                pending.version = published.version + 1
-            self._pending[item.study_key] = pending
-        elif key in pending.instances:
-            pending.last_seen = self._clock()
-            return False
-        if len(pending.instances) >= MAX_INSTANCES:
-            raise Refusal(RefusalReason.TOO_LARGE, f"a study holds at most {MAX_INSTANCES} instances")
-        pending.instances[key] = item.instance
-        pending.modalities.append(item.modality)
-        pending.stat = pending.stat or item.stat
-        pending.last_seen = self._clock()
-        return True
+    async def pending_studies(self) -> int:
+        return await self.outbox.pending_count()
 
-    def _build(self, study_key: str, pending: _Pending, version: int) -> StudyReceived:
-        modality = next((m for m in pending.modalities if m != "OT"), "OT")
+    def _build(self, due: DueStudy, version: int) -> StudyReceived:
+        modality = next((m for m in due.modalities if m in ("CR", "DX")), "OT")
         return StudyReceived(
             study=StudyRef(
-                study_key=study_key,
-                patient_key=pending.patient_key,
-                priority=Priority.STAT if pending.stat else Priority.ROUTINE,
+                study_key=due.study_key,
+                patient_key=due.patient_key,
+                priority=Priority.STAT if due.stat else Priority.ROUTINE,
                 received_at=datetime.now(UTC),
                 pipeline_version=self._pipeline_version,
             ),
             modality=modality,
-            source=pending.source,
-            instances=list(pending.instances.values()),
+            source=due.source,
+            instances=due.instances[:MAX_INSTANCES],
             study_version=version,
         )
 
     async def flush(self, *, force: bool = False) -> list[StudyReceived]:
-        """Publish every study quiet for `quiet_s` (every pending study when `force`)."""
+        """Publish every study quiet for `quiet_s` (every pending study when `force`).
+
+        A failed publish leaves the study pending (retried after a backoff); an outbox error
+        (database down) propagates to the caller."""
         async with self._lock:
-            now = self._clock()
-            due = [k for k, p in self._pending.items() if force or now - p.last_seen >= self.quiet_s]
             sent: list[StudyReceived] = []
-            for study_key in due:
-                pending = self._pending[study_key]
-                version = pending.version
-                if version is None:
-                    previous = await self._published_version(study_key) if self._published_version else 0
-                    version = previous + 1
-                event = self._build(study_key, pending, version)
+            for due in await self.outbox.due(self.quiet_s, force=force):
+                version = due.published_version + 1
+                event = self._build(due, version)
                 try:
                     await self._publish(event)
-                except Exception:
-                    log.exception("publishing study %s v%d failed; kept pending", study_key, version)
+                except Exception as exc:  # noqa: BLE001 - broker down: keep it pending, retry later
+                    log.warning("publishing study %s v%d failed (%s); kept pending", due.study_key, version, type(exc).__name__)
+                    await self.outbox.release(due.study_key, f"{type(exc).__name__}: {exc}"[:300], retry_in_s=max(1.0, self.quiet_s))
                     continue
-                sent_instances = {i.instance_key: i for i in event.instances}
-                if len(pending.instances) > len(sent_instances):
-                    # Instances arrived while the publish was in flight: they make the next version.
-                    pending.version = version + 1
-                else:
-                    del self._pending[study_key]
-                self._published[study_key] = _Published(version, sent_instances)
-                self._published.move_to_end(study_key)
-                while len(self._published) > self._remember:
-                    self._published.popitem(last=False)
+                # Published: a failure from here on re-publishes the same version (same event id),
+                # which consumers de-duplicate.
+                await self.outbox.mark_published(due.study_key, version, due.pending_keys)
                 sent.append(event)
             return sent
 
+    @property
+    def started(self) -> bool:
+        return self._task is not None
+
+    @property
+    def alive(self) -> bool:
+        """The loop runs and has turned recently (liveness); False before `run` or after it ended."""
+        if self._task is None or self._task.done():
+            return False
+        return time.monotonic() - self._heartbeat < self._stall_s
+
     async def run(self, stop: asyncio.Event, tick_s: float | None = None) -> None:
-        """Flush quiet studies until `stop` is set, then flush what is left."""
+        """Flush quiet studies until `stop` is set, then try once to flush what is left.
+
+        No error ends the loop: a failed tick (database or broker down) is logged once per
+        outage and retried with exponential backoff; studies accepted meanwhile are in the outbox.
+        """
+        self._task = asyncio.current_task()
         tick = tick_s if tick_s is not None else max(0.05, min(0.5, self.quiet_s / 4))
+        delay = tick
         while not stop.is_set():
+            self._heartbeat = time.monotonic()
             try:
-                await asyncio.wait_for(stop.wait(), timeout=tick)
+                await asyncio.wait_for(stop.wait(), timeout=delay)
             except TimeoutError:
                 pass
-            await self.flush()
-        await self.flush(force=True)
+            if stop.is_set():
+                break
+            try:
+                await self.flush()
+            except Exception as exc:  # noqa: BLE001 - supervision: the loop outlives every outage
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                    log.error("study assembler tick failed (%s); retrying with backoff", error)
+                self.last_error = error
+                delay = min(BACKOFF_MAX_S, max(BACKOFF_START_S, delay * 2))
+                continue
+            if self.failing_since is not None:
+                log.warning("study assembler recovered after %.1f s", time.monotonic() - self.failing_since)
+                self.failing_since, self.last_error = None, ""
+            delay = tick
+        self._heartbeat = time.monotonic()
+        try:
+            # A durable outbox keeps what is still inside its quiet window for the next start (or
+        # another replica): forcing it out now would split a study that is still arriving.
+            await asyncio.wait_for(self.flush(force=not getattr(self.outbox, "durable", False)), timeout=10)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("final flush failed (%s); pending studies stay in the outbox", type(exc).__name__)

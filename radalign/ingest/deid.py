@@ -8,6 +8,12 @@ to pseudonymous 2.25 UIDs, type-2 identity attributes present but empty or pseud
 removed, `PatientIdentityRemoved=YES` and the method code sequence). Anything not on the list
 (private tags, free-text descriptions, sequences with references) never leaves the gateway.
 
+Retained attributes are retained by value too (issue 12): every text attribute kept must take a
+value from a closed set (ViewPosition, laterality, LUT types...) or it is dropped, and items of
+retained sequences are rebuilt from their own allow-lists (a name nested in a code item or a LUT
+explanation does not survive). An object that declares BurnedInAnnotation=YES is refused (the
+pixels themselves may show the patient's name), unless `deid_refuse_burned_in` is turned off.
+
 Pseudonyms are HMAC-SHA256 under `settings.deid_secret` (`radalign.identity`, the one place
 keys are derived), so the same study sent twice (or a late
 instance sent a day later) gets the same keys; without the secret they cannot be reversed or
@@ -21,12 +27,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from radalign.identity import Pseudonymizer
-from radalign.ingest.dicom import normalise_view
+from radalign.ingest.dicom import VIEW_POSITIONS, normalise_view
+from radalign.ingest.refusal import Refusal, RefusalReason
 
 __all__ = ["OriginalIdentifiers", "Pseudonymizer", "deidentify", "encode_dicom", "original_identifiers", "view_hint"]
 
@@ -42,6 +50,78 @@ RETAINED_KEYWORDS: tuple[str, ...] = (
     "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod", "BurnedInAnnotation",
     "PixelData",
 )
+
+#: Closed value sets of the retained text attributes (CS); any other value is dropped.
+_CLOSED_VALUES: dict[str, frozenset[str]] = {
+    "Modality": frozenset({"CR", "DX", "SC", "OT"}),
+    "ConversionType": frozenset({"DV", "DI", "DF", "WSD", "SD", "SI", "DRW", "SYN"}),
+    "BodyPartExamined": frozenset({"CHEST", "THORAX", "LUNG", "HEART", "RIB", "RIBS", "ABDOMEN", "WHOLEBODY"}),
+    "ViewPosition": VIEW_POSITIONS,
+    "ImageLaterality": frozenset({"R", "L", "U", "B"}),
+    "Laterality": frozenset({"R", "L"}),
+    "ImageType": frozenset({"ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "POST_PROCESSED", "FOR_PRESENTATION", "FOR_PROCESSING", ""}),
+    "PhotometricInterpretation": frozenset({"MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR"}),
+    "PixelIntensityRelationship": frozenset({"LIN", "LOG", "DISP"}),
+    "RescaleType": frozenset({"US", "OD", "HU", "MGML"}),
+    "VOILUTFunction": frozenset({"LINEAR", "LINEAR_EXACT", "SIGMOID"}),
+    "PresentationLUTShape": frozenset({"IDENTITY", "INVERSE"}),
+    "LossyImageCompression": frozenset({"00", "01"}),
+    "LossyImageCompressionMethod": frozenset({"ISO_10918_1", "ISO_14495_1", "ISO_15444_1", "ISO_15444_15", "ISO_13818_2", "ISO_14496_10", "ISO_18181_1"}),
+    "BurnedInAnnotation": frozenset({"YES", "NO"}),
+    "ModalityLUTType": frozenset({"OD", "HU", "US", "MGML"}),
+}
+_PATTERNS: dict[str, re.Pattern[str]] = {
+    "SpecificCharacterSet": re.compile(r"^(ISO[_ ]IR[_ ]\d{1,3}|ISO 2022 IR \d{1,3}|GB18030|GBK)?$"),
+    "PatientOrientation": re.compile(r"^[APLRHF]{0,3}$"),
+    "SOPClassUID": re.compile(r"^[0-9.]{1,64}$"),
+}
+#: Text VRs: a retained element of one of these needs a closed set or a pattern above.
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"})
+_NUMBER_TEXT = re.compile(r"^[0-9eE+\-. ]{0,32}$")
+#: Items of retained sequences, rebuilt from these keywords only (recursively for nested sequences).
+_SEQUENCE_ITEMS: dict[str, tuple[str, ...]] = {
+    "ViewCodeSequence": ("CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "ViewModifierCodeSequence"),
+    "ViewModifierCodeSequence": ("CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion"),
+    "ModalityLUTSequence": ("LUTDescriptor", "ModalityLUTType", "LUTData"),
+    "VOILUTSequence": ("LUTDescriptor", "LUTData"),
+}
+_CODE = re.compile(r"^[A-Za-z0-9.\-_]{1,16}$")
+_CODE_PATTERNS = {"CodeValue": _CODE, "CodingSchemeDesignator": _CODE, "CodingSchemeVersion": _CODE}
+
+
+def _value_allowed(keyword: str, element: Any) -> bool:
+    """May this retained element's value travel on? Closed sets for text, numbers for DS/IS."""
+    vr = element.VR
+    if vr == "SQ":
+        return True
+    values = element.value if element.VM > 1 else [element.value]
+    texts = ["" if v is None else str(v).strip() for v in values]
+    if keyword in _CLOSED_VALUES:
+        return all(t.upper() in _CLOSED_VALUES[keyword] for t in texts)
+    pattern = _PATTERNS.get(keyword) or _CODE_PATTERNS.get(keyword)
+    if pattern is not None:
+        return all(pattern.match(t) for t in texts)
+    if vr in ("DS", "IS"):
+        return all(_NUMBER_TEXT.match(t) for t in texts)
+    return vr not in _TEXT_VRS  # numbers and binary data (US, SS, OB, OW, FL...) carry no text
+
+
+def _clean_items(keyword: str, sequence: Sequence) -> Sequence:
+    allowed = _SEQUENCE_ITEMS[keyword]
+    items = []
+    for item in sequence:
+        clean = Dataset()
+        for name in allowed:
+            if name not in item:
+                continue
+            element = item[name]
+            if element.VR == "SQ":
+                clean[name] = DataElement(element.tag, "SQ", _clean_items(name, element.value or []))
+            elif _value_allowed(name, element):
+                clean[name] = element
+        items.append(clean)
+    return Sequence(items)
+
 
 #: Type-2 identity attributes the profile keeps present but empty (Z action).
 EMPTIED_KEYWORDS: tuple[str, ...] = (
@@ -122,12 +202,17 @@ def original_identifiers(ds: Dataset) -> OriginalIdentifiers:
     )
 
 
-def deidentify(ds: Dataset, pseudonyms: Pseudonymizer, issuer: str | None = None) -> tuple[Dataset, OriginalIdentifiers]:
+def deidentify(
+    ds: Dataset, pseudonyms: Pseudonymizer, issuer: str | None = None, *, refuse_burned_in: bool = True
+) -> tuple[Dataset, OriginalIdentifiers]:
     """A new, cleaned dataset (the input is not modified) and the identifiers it replaced.
 
     `issuer`: the namespace of PatientID (`radalign.identity.IssuerPolicy`); None: the object's
     IssuerOfPatientID, else the pseudonymizer's default issuer.
+    Raises `Refusal` for BurnedInAnnotation=YES when `refuse_burned_in`.
     """
+    if refuse_burned_in and str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        raise Refusal(RefusalReason.BURNED_IN_ANNOTATION, "the image declares burned-in annotation (BurnedInAnnotation=YES)")
     original = original_identifiers(ds)
     if issuer is None:
         issuer = str(ds.get("IssuerOfPatientID", "") or "")
@@ -138,8 +223,15 @@ def deidentify(ds: Dataset, pseudonyms: Pseudonymizer, issuer: str | None = None
     study_key = pseudonyms.study_key(original.study_uid)
     clean = Dataset()
     for keyword in RETAINED_KEYWORDS:
-        if keyword in ds:
-            clean[keyword] = ds[keyword]
+        if keyword not in ds or keyword == "PixelData":
+            continue
+        element = ds[keyword]
+        if element.VR == "SQ" and keyword in _SEQUENCE_ITEMS:
+            clean[keyword] = DataElement(element.tag, "SQ", _clean_items(keyword, element.value or []))
+        elif element.VR != "SQ" and _value_allowed(keyword, element):
+            clean[keyword] = element
+    if "PixelData" in ds:
+        clean["PixelData"] = ds["PixelData"]
     for keyword in EMPTIED_KEYWORDS:
         setattr(clean, keyword, "")
     clean.PatientName = patient_key

@@ -3,8 +3,16 @@
 The gateway calls `read_dicom` + `check_dicom` (cheap: the header and the pixel data's
 structure, no decompression) and the preprocess stage calls `decode_dicom_pixels` (the one full
 decode). Rules every accepted object meets: Part 10 file, a supported storage SOP class, a plain
-radiograph modality, pixel data whose transfer syntax has an installed decoder, pixel data at
-least as long as the header says.
+radiograph modality, pixel data whose transfer syntax has an installed decoder.
+
+Bounded decoding (issue 12: no input can take a stage down):
+- the Deflated transfer syntax is refused from the file meta alone, before pydicom would inflate
+  the whole data set in memory (a 400 KB object can inflate to gigabytes);
+- the pixel budget counts every frame and sample: Rows x Columns x SamplesPerPixel x
+  NumberOfFrames <= `max_pixels` (`Settings.max_image_pixels`), checked before any decoding;
+- native Pixel Data must be exactly the declared size (one pad byte allowed), not "at least";
+- encapsulated frames may not be larger than a sane bound of their decoded size (an RLE segment
+  can otherwise expand 64-fold in pydicom's decoder), and only the frame used is ever decoded.
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pydicom
+from pydicom import filereader
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from radalign.ingest.refusal import Refusal, RefusalReason
 
@@ -31,6 +40,12 @@ ACCEPTED_MODALITIES = frozenset({"CR", "DX", "SC", "OT"})
 #: Views that show the chest from the front, best first (PA is the reference view of CXR reports).
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "L"})
+#: The closed set of ViewPosition values that travel on: any other value (free text, a name) is dropped.
+VIEW_POSITIONS = frozenset({*FRONTAL_VIEWS, *LATERAL_VIEWS, "LAO", "RAO", "LPO", "RPO"})
+#: Default pixel budget (Rows x Columns x samples x frames); `Settings.max_image_pixels`.
+DEFAULT_MAX_PIXELS = 25_000_000
+#: An encapsulated frame larger than this multiple of its decoded size (+ 1 KiB) is refused.
+MAX_ENCODED_RATIO = 2
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,7 @@ def read_dicom(data: bytes, *, stop_before_pixels: bool = False, full_check: boo
 
     `full_check=False` skips reading every element up front (for objects the gateway already
     checked and the blob store verified by checksum)."""
+    _refuse_deflated(data)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -75,9 +91,24 @@ def read_dicom(data: bytes, *, stop_before_pixels: bool = False, full_check: boo
     return ds
 
 
+def _refuse_deflated(data: bytes) -> None:
+    """Read only the preamble and file meta: a Deflated data set is refused before it is inflated."""
+    fp = io.BytesIO(data)
+    try:
+        if filereader.read_preamble(fp, False) is None:
+            return  # dcmread refuses it as not Part 10
+        # pydicom's public read_file_meta_info takes only a path; this is the function it calls.
+        meta = filereader._read_file_meta_info(fp)
+    except Exception:  # noqa: BLE001 - dcmread will refuse it with the usual reason
+        return
+    if str(meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+        raise Refusal(RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, "the Deflated transfer syntax is not accepted")
+
+
 def normalise_view(value: object) -> str | None:
+    """ViewPosition from the closed set `VIEW_POSITIONS`, or None (free text never travels on)."""
     text = str(value or "").strip().upper()
-    return text or None
+    return text if text in VIEW_POSITIONS else None
 
 
 def requested_priority_is_stat(ds: Dataset) -> bool:
@@ -102,27 +133,70 @@ def _check_decoder(ds: Dataset) -> None:
         raise Refusal(RefusalReason.UNSUPPORTED_TRANSFER_SYNTAX, f"no installed decoder for transfer syntax {tsuid.name}")
 
 
+def _frames(ds: Dataset) -> int:
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise Refusal(RefusalReason.UNREADABLE, "NumberOfFrames is not a number") from exc
+    if frames < 1:
+        raise Refusal(RefusalReason.UNREADABLE, "NumberOfFrames is below 1")
+    return frames
+
+
+def _samples(ds: Dataset) -> int:
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples not in (1, 3):
+        raise Refusal(RefusalReason.UNREADABLE, f"SamplesPerPixel {samples} is not 1 or 3")
+    return samples
+
+
+def check_pixel_budget(ds: Dataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(rows, columns) once Rows x Columns x samples x frames is within `max_pixels`; else Refusal.
+    Called before any decoding, at the gateway and again in preprocess (a claim check could name
+    an object that never passed the gateway's rules)."""
+    try:
+        rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise Refusal(RefusalReason.MISSING_PIXEL_DATA, "image pixel module incomplete (Rows/Columns/BitsAllocated)") from exc
+    if rows < 1 or columns < 1 or bits not in (1, 8, 16, 32):
+        raise Refusal(RefusalReason.UNREADABLE, f"image geometry {rows}x{columns}, {bits} bits is not valid")
+    total = rows * columns * _samples(ds) * _frames(ds)
+    if total > max_pixels:
+        raise Refusal(RefusalReason.TOO_LARGE, f"{total} pixel samples (all frames) exceed the {max_pixels} budget")
+    return rows, columns
+
+
 def _check_pixel_length(ds: Dataset) -> None:
     tsuid = UID(ds.file_meta.TransferSyntaxUID)
     pixel_bytes = ds.PixelData
+    frames = _frames(ds)
+    frame_bytes = (ds.Rows * ds.Columns * _samples(ds) * int(ds.BitsAllocated) + 7) // 8
     if not tsuid.is_encapsulated:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        expected = ds.Rows * ds.Columns * int(ds.get("SamplesPerPixel", 1)) * frames * ds.BitsAllocated // 8
-        if len(pixel_bytes) < expected:
-            raise Refusal(RefusalReason.UNREADABLE, f"pixel data truncated ({len(pixel_bytes)} of {expected} bytes)")
+        expected = (ds.Rows * ds.Columns * _samples(ds) * frames * int(ds.BitsAllocated) + 7) // 8
+        if len(pixel_bytes) not in (expected, expected + 1):  # + 1: the pad to an even length
+            raise Refusal(RefusalReason.UNREADABLE, f"pixel data is {len(pixel_bytes)} bytes where the header declares {expected}")
         return
     from pydicom.encaps import generate_fragmented_frames
 
+    limit = MAX_ENCODED_RATIO * frame_bytes + 1024
+    count = 0
     try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        first = next(iter(generate_fragmented_frames(pixel_bytes, number_of_frames=frames)), None)
+        for fragments in generate_fragmented_frames(pixel_bytes, number_of_frames=frames):
+            count += 1
+            size = sum(len(f) for f in fragments)
+            if count == 1 and size == 0:
+                raise Refusal(RefusalReason.UNREADABLE, "encapsulated pixel data holds no frame")
+            if size > limit:
+                raise Refusal(RefusalReason.TOO_LARGE, f"an encoded frame of {size} bytes exceeds {limit} for its declared size")
     except (ValueError, KeyError, EOFError) as exc:
         raise Refusal(RefusalReason.UNREADABLE, "encapsulated pixel data is malformed") from exc
-    if not first or not any(len(f) for f in first):
+    if count == 0:
         raise Refusal(RefusalReason.UNREADABLE, "encapsulated pixel data holds no frame")
+    if count > frames:
+        raise Refusal(RefusalReason.UNREADABLE, f"encapsulated pixel data holds more frames than the {frames} declared")
 
 
-def check_dicom(ds: Dataset, *, max_pixels: int = 100_000_000) -> DicomFacts:
+def check_dicom(ds: Dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomFacts:
     """Apply the gateway's refusal rules to a parsed object; return the facts it needs."""
     sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
     if sop_class not in ACCEPTED_SOP_CLASSES:
@@ -136,13 +210,7 @@ def check_dicom(ds: Dataset, *, max_pixels: int = 100_000_000) -> DicomFacts:
             raise Refusal(RefusalReason.MISSING_IDENTIFIER, f"{keyword} is missing")
     if "PixelData" not in ds:
         raise Refusal(RefusalReason.MISSING_PIXEL_DATA, "the object has no Pixel Data (7FE0,0010)")
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        int(ds.BitsAllocated)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise Refusal(RefusalReason.MISSING_PIXEL_DATA, "image pixel module incomplete (Rows/Columns/BitsAllocated)") from exc
-    if rows < 1 or columns < 1 or rows * columns > max_pixels:
-        raise Refusal(RefusalReason.TOO_LARGE if rows * columns > max_pixels else RefusalReason.UNREADABLE, f"image size {rows}x{columns} out of range")
+    rows, columns = check_pixel_budget(ds, max_pixels)
     _check_decoder(ds)
     _check_pixel_length(ds)
     return DicomFacts(
@@ -167,23 +235,34 @@ class PixelDecodeError(ValueError):
     """The pixel data could not be decoded into a grayscale image."""
 
 
-def decode_dicom_pixels(ds: Dataset) -> np.ndarray:
+def decode_dicom_pixels(ds: Dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Display-ready grayscale in [0, 1], float32, 2-D, bright = dense (bone white).
 
     Order follows the DICOM grayscale pipeline (PS3.4 N.2): stored values -> Modality LUT
     (rescale slope/intercept or LUT) -> VOI LUT (window or LUT, with VOILUTFunction) ->
     MONOCHROME1 inversion. Without a VOI, the 0.5-99.5 percentile range is stretched so that a
-    few hot or padding pixels do not flatten the contrast.
+    few hot or padding pixels do not flatten the contrast. The pixel budget and the data's size
+    are checked first, and of a multi-frame object only the first frame is decoded.
     """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
+        check_pixel_budget(ds, max_pixels)
+        if "PixelData" not in ds:
+            raise Refusal(RefusalReason.MISSING_PIXEL_DATA, "no Pixel Data")
+        _check_pixel_length(ds)
+    except Refusal as exc:
+        raise PixelDecodeError(f"pixel data refused before decoding: {exc.reason.value}") from exc
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    multi_frame = _frames(ds) > 1
+    try:
+        if multi_frame:
+            ds.pixel_array_options(index=0)  # decode the frame used, not all of them
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises many types from its decoder plugins
         raise PixelDecodeError(f"pixel data could not be decoded ({type(exc).__name__})") from exc
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        stored = stored[0]
+    if multi_frame and stored.ndim == 3 and photometric.startswith("MONOCHROME"):
+        stored = stored[0]  # a decoder that ignored the index
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         # Secondary captures are sometimes RGB/YBR: take luminance, there is no VOI for colour.
         if stored.ndim != 3:

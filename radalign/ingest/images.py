@@ -12,7 +12,17 @@ from radalign.ingest.refusal import Refusal, RefusalReason
 
 #: Formats accepted over HTTP, by what Pillow detects in the bytes (never by the file name).
 RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg"}
-MAX_RASTER_PIXELS = 60_000_000
+#: Default width x height limit (`Settings.max_image_pixels`); checked from the header, before decoding.
+MAX_RASTER_PIXELS = 25_000_000
+# Pillow's own decompression-bomb guard (a warning above the limit, an error above twice it) is
+# set to the same budget, so any other code path that opens an image is bounded too.
+Image.MAX_IMAGE_PIXELS = MAX_RASTER_PIXELS
+
+
+def set_pixel_limit(max_pixels: int) -> None:
+    """Apply `Settings.max_image_pixels` to Pillow's bomb guard (workers call it at start)."""
+    global MAX_RASTER_PIXELS
+    MAX_RASTER_PIXELS = Image.MAX_IMAGE_PIXELS = int(max_pixels)
 
 
 def sniff_raster(data: bytes) -> str | None:
@@ -24,23 +34,28 @@ def sniff_raster(data: bytes) -> str | None:
     return None
 
 
-def open_raster(data: bytes, *, decode: bool = True) -> Image.Image:
-    """Open a PNG/JPEG; refuse anything else and pixel bombs. With `decode`, decode the pixels now
-    (a truncated file fails here); without it only the header is read (the gateway: pixels are
-    decoded once, in preprocess, and the container walk below catches truncated files)."""
+def open_raster(data: bytes, *, decode: bool = True, max_pixels: int | None = None) -> Image.Image:
+    """Open a PNG/JPEG; refuse anything else and pixel bombs (width x height over `max_pixels`,
+    default `MAX_RASTER_PIXELS`, judged from the header before any decoding). With `decode`,
+    decode the pixels now (a truncated file fails here); without it only the header is read (the
+    gateway: pixels are decoded once, in preprocess, and the container walk below catches
+    truncated files)."""
+    limit = MAX_RASTER_PIXELS if max_pixels is None else max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.format not in RASTER_FORMATS:
                 raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, f"image format {image.format} is not PNG or JPEG")
-            if image.width * image.height > MAX_RASTER_PIXELS:
+            if image.width * image.height > limit:
                 raise Refusal(RefusalReason.TOO_LARGE, f"image of {image.width}x{image.height} pixels is too large")
             if decode:
                 image.load()
     except Refusal:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise Refusal(RefusalReason.TOO_LARGE, "image dimensions exceed the pixel budget") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise Refusal(RefusalReason.UNREADABLE, f"image could not be decoded ({type(exc).__name__})") from exc
     return image
 
@@ -89,10 +104,34 @@ def _strip_png(data: bytes) -> bytes:
     raise ValueError("PNG without IEND")
 
 
-def _jpeg_marker_kept(marker: int) -> bool:
-    """Drop APP1-APP13, APP15 (EXIF, XMP, Photoshop IPTC, ...) and COM; keep APP0 (JFIF) and
-    APP14 (Adobe colour transform, needed to decode) and every coding marker."""
-    return not (0xE1 <= marker <= 0xEF and marker != 0xEE) and marker != 0xFE
+_JFIF_PLAIN_LENGTH = 16  # length field of an APP0 JFIF header without thumbnail
+_ADOBE_PLAIN_LENGTH = 14  # length field of the fixed-size APP14 "Adobe" segment
+
+
+def _jpeg_segment_kept(marker: int, segment: bytes) -> bytes | None:
+    """The segment to write (`segment` includes marker and length), or None to drop it.
+
+    Every APPn and COM segment is dropped (EXIF, XMP, IPTC, ICC, free text, an APP0 that names the
+    patient) except two whose layout is fixed and carries no text: a plain JFIF header (its
+    thumbnail, which is an image and could show burned-in text, is cut off) and Adobe's APP14,
+    which only holds the colour-transform flags a decoder needs for 3- and 4-component images.
+    """
+    if marker == 0xFE:
+        return None
+    if marker == 0xE0:
+        body = segment[4:]
+        if not body.startswith(b"JFIF\x00") or len(body) < 14:
+            return None
+        plain = bytearray(segment[: 2 + _JFIF_PLAIN_LENGTH])
+        plain[2:4] = _JFIF_PLAIN_LENGTH.to_bytes(2, "big")
+        plain[16:18] = b"\x00\x00"  # no thumbnail
+        return bytes(plain)
+    if marker == 0xEE:
+        length = int.from_bytes(segment[2:4], "big")
+        return segment if length == _ADOBE_PLAIN_LENGTH and segment[4:9] == b"Adobe" else None
+    if 0xE1 <= marker <= 0xEF:
+        return None
+    return segment
 
 
 def _strip_jpeg(data: bytes) -> bytes:
@@ -114,8 +153,9 @@ def _strip_jpeg(data: bytes) -> bytes:
         end = i + 2 + int.from_bytes(data[i + 2 : i + 4], "big")
         if end > n:
             raise ValueError("truncated JPEG segment")
-        if _jpeg_marker_kept(marker):
-            out += data[i:end]
+        kept = _jpeg_segment_kept(marker, data[i:end])
+        if kept is not None:
+            out += kept
         i = end
         if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
             j = i

@@ -22,8 +22,16 @@ from typing import Literal
 
 import numpy as np
 
-from radalign.blobstore import BlobIntegrityError, BlobStore
-from radalign.ingest.dicom import FRONTAL_VIEWS, LATERAL_VIEWS, PixelDecodeError, decode_dicom_pixels, normalise_view, read_dicom
+from radalign.blobstore import BlobIntegrityError, BlobNotFound, BlobRefused, BlobStore
+from radalign.ingest.dicom import (
+    DEFAULT_MAX_PIXELS,
+    FRONTAL_VIEWS,
+    LATERAL_VIEWS,
+    PixelDecodeError,
+    decode_dicom_pixels,
+    normalise_view,
+    read_dicom,
+)
 from radalign.ingest.images import encode_npy, open_raster, resize_and_pad, to_grayscale_array
 from radalign.ingest.refusal import Refusal
 from schemas.events import Instance, StageTiming, StudyPreprocessed, StudyReceived
@@ -35,7 +43,7 @@ NPY_MEDIA_TYPE = "application/x-npy"
 class PreprocessError(Exception):
     """The study cannot be preprocessed; the agent dead-letters it with `reason` (no identifiers)."""
 
-    def __init__(self, reason: str, error_type: Literal["decode", "validation"] = "decode") -> None:
+    def __init__(self, reason: str, error_type: Literal["decode", "validation", "dependency"] = "decode") -> None:
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
@@ -91,12 +99,13 @@ def select_view(instances: list[Instance], blobs: BlobStore) -> ViewChoice:
     return ViewChoice(instance, views[0], "only lateral views in the study", True)
 
 
-def decode_instance(instance: Instance, data: bytes) -> np.ndarray:
-    """Grayscale float32 in [0, 1] (bright = dense) from the stored bytes of one instance."""
+def decode_instance(instance: Instance, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Grayscale float32 in [0, 1] (bright = dense) from the stored bytes of one instance. The
+    pixel budget is checked from the header before decoding, whatever the gateway did."""
     try:
         if instance.source_format == "dicom":
-            return decode_dicom_pixels(read_dicom(data, full_check=False))
-        return to_grayscale_array(open_raster(data))
+            return decode_dicom_pixels(read_dicom(data, full_check=False), max_pixels=max_pixels)
+        return to_grayscale_array(open_raster(data, max_pixels=max_pixels))
     except Refusal as exc:
         raise PreprocessError(f"stored {instance.source_format} object is unreadable: {exc.reason.value}") from exc
     except PixelDecodeError as exc:
@@ -107,21 +116,27 @@ def _timing(stage: str, started: float, wall: datetime) -> StageTiming:
     return StageTiming(stage=stage, started_at=wall, duration_ms=(time.perf_counter() - started) * 1000)
 
 
-def preprocess(event: StudyReceived, blobs: BlobStore, size: int = 224) -> StudyPreprocessed:
+def preprocess(event: StudyReceived, blobs: BlobStore, size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS) -> StudyPreprocessed:
     """The model input of one study; raises `PreprocessError` (decode or validation)."""
     timings: list[StageTiming] = []
     wall, started = datetime.now(UTC), time.perf_counter()
     choice = select_view(list(event.instances), blobs)
+    # Error types say what an operator can do: a missing object is a dependency problem (the
+    # store, replayable once it is back); a refused or corrupt reference is bad input.
     try:
         data = blobs.get(choice.instance.blob)
+    except BlobNotFound as exc:
+        raise PreprocessError("stored object is missing from the blob store", "dependency") from exc
+    except BlobRefused as exc:
+        raise PreprocessError("claim check refused: not a reference into this blob store", "validation") from exc
     except BlobIntegrityError as exc:
         raise PreprocessError("stored object failed its checksum", "validation") from exc
     except OSError as exc:
-        raise PreprocessError(f"stored object could not be read ({type(exc).__name__})", "validation") from exc
+        raise PreprocessError(f"blob store read failed ({type(exc).__name__})", "dependency") from exc
     timings.append(_timing("select+fetch", started, wall))
 
     wall, started = datetime.now(UTC), time.perf_counter()
-    image = decode_instance(choice.instance, data)
+    image = decode_instance(choice.instance, data, max_pixels)
     timings.append(_timing("decode", started, wall))
     if image.ndim != 2 or min(image.shape) < 8:
         raise PreprocessError(f"decoded image has an unusable shape {image.shape}", "validation")

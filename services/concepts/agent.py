@@ -26,8 +26,10 @@ def fetch_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
     anything else (a bucket that does not answer) is left to the caller's retry."""
     try:
         data = blobs.get(event.model_input)
-    except (FileNotFoundError, BlobIntegrityError) as exc:
-        raise PermanentError(f"model input unreadable: {type(exc).__name__}: {exc}", "decode") from exc
+    except FileNotFoundError as exc:  # BlobNotFound: the store lost it or is not there yet; replayable
+        raise PermanentError(f"model input missing: {exc}", "dependency") from exc
+    except BlobIntegrityError as exc:  # corrupt, or a reference outside the store (BlobRefused)
+        raise PermanentError(f"model input unreadable: {type(exc).__name__}: {exc}", "validation") from exc
     try:
         return load_model_input(data)
     except InvalidModelInput as exc:
@@ -42,7 +44,7 @@ class ConceptsStage(Stage[StudyPreprocessed]):
 
     async def setup(self, settings: Settings) -> None:
         self.settings = settings
-        self.blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
+        self.blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url, max_bytes=16 * 1024 * 1024)
         self.client = TritonConceptClient(settings.triton_grpc_url, settings.triton_model, settings.triton_timeout_s)
         try:
             await self.client.ready()  # learns the served checkpoint's version

@@ -7,7 +7,10 @@ instance, so that no partial study is ever published:
   1. size limit, parse, refusal rules (nothing stored yet);
   2. de-identify; write the cleaned object to the blob store (content-addressed, idempotent);
   3. upsert pseudonym -> identifiers in PostgreSQL (idempotent);
-  4. queue the instance in the study assembler, which publishes the study once it is quiet.
+  4. add the instance to the outbox (PostgreSQL in production), durably: only then is the
+     sender answered success; the study assembler publishes the study from there once it is
+     quiet, after a restart too. When the assembler cannot run, new work is refused (HTTP 503
+     with Retry-After, DICOM 0xA700) rather than accepted into a gateway that cannot publish it.
 CPU-bound steps (parsing, encoding, hashing) run in worker threads to keep the loop responsive.
 """
 
@@ -24,6 +27,7 @@ from radalign.config import Settings
 from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
 from radalign.identity import IssuerPolicy, Pseudonymizer
 from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
+from radalign.ingest.outbox import Outbox
 from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.ingest.images import open_raster, sniff_raster, strip_raster_metadata
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
@@ -61,6 +65,7 @@ class GatewayCore:
         publisher: EventPublisher,
         blobs: BlobStore,
         pseudonyms: PseudonymStore,
+        outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
         self.publisher = publisher
@@ -72,12 +77,14 @@ class GatewayCore:
             settings.study_quiet_s,
             self._publish_study,
             pipeline_version=settings.pipeline_version,
-            published_version=pseudonyms.published_version,
+            outbox=outbox,
         )
 
     async def _publish_study(self, event: StudyReceived) -> None:
         await self.publisher.publish(STUDY_RECEIVED, event)
-        await self.pseudonyms.mark_published(event.study.study_key, event.study_version)
+        if not getattr(self.assembler.outbox, "durable", False):
+            # The PostgreSQL outbox records the version in the same transaction as the outbox rows.
+            await self.pseudonyms.mark_published(event.study.study_key, event.study_version)
         metrics.STUDIES_PUBLISHED.labels(
             event.source, event.study.priority.value, "new" if event.study_version == 1 else "reopened"
         ).inc()
@@ -96,18 +103,27 @@ class GatewayCore:
         if size > self.settings.gateway_max_bytes:
             raise Refusal(RefusalReason.TOO_LARGE, f"object of {size} bytes exceeds the {self.settings.gateway_max_bytes}-byte limit")
 
+    def check_accepting(self) -> None:
+        """Refuse new work while the assembler that would publish it is not running."""
+        if self.assembler.started and not self.assembler.alive:
+            raise Refusal(RefusalReason.UNAVAILABLE, "the gateway cannot publish studies right now; retry later")
+
     async def _accept(self, record: PseudonymRecord, item: ReceivedInstance) -> bool:
+        self.check_accepting()
         try:
             await self.pseudonyms.save(record)
+            return await self.assembler.add(item)
+        except Refusal:
+            raise
         except Exception as exc:
-            log.exception("pseudonym store unavailable")
-            raise Refusal(RefusalReason.INTERNAL, "the pseudonym store is unavailable; retry later") from exc
-        return self.assembler.add(item)
+            log.error("pseudonym store / outbox unavailable (%s)", type(exc).__name__)
+            raise Refusal(RefusalReason.UNAVAILABLE, "the gateway's database is unavailable; retry later") from exc
 
     async def ingest_dicom(self, data: bytes, source: Source, *, stat: bool = False, calling_ae: str | None = None) -> Accepted:
         """Accept one DICOM Part 10 object or raise `Refusal` (counted in the metrics).
         `calling_ae` (C-STORE) selects a per-sender patient issuer (`radalign.identity`)."""
         try:
+            self.check_accepting()
             self._check_size(len(data))
             prepared = await asyncio.to_thread(self._prepare_dicom, data, source, calling_ae)
             facts, clean_bytes, original, patient_key = prepared
@@ -128,9 +144,9 @@ class GatewayCore:
 
     def _prepare_dicom(self, data: bytes, source: Source, calling_ae: str | None):
         ds = read_dicom(data)
-        facts = check_dicom(ds)
+        facts = check_dicom(ds, max_pixels=self.settings.max_image_pixels)
         issuer = self.issuers.issuer(source, declared=str(ds.get("IssuerOfPatientID", "") or ""), calling_ae=calling_ae)
-        clean, original = deidentify(ds, self.pseudonymizer, issuer)
+        clean, original = deidentify(ds, self.pseudonymizer, issuer, refuse_burned_in=self.settings.deid_refuse_burned_in)
         patient_key = str(clean.PatientID)
         return facts, encode_dicom(clean), original, patient_key
 
@@ -153,6 +169,7 @@ class GatewayCore:
         """
         source: Source = "http"
         try:
+            self.check_accepting()
             self._check_size(len(data))
             study_id = (study_id or "").strip()
             if not study_id or len(study_id) > 128:
@@ -171,7 +188,7 @@ class GatewayCore:
             fmt = sniff_raster(data)
             if fmt is None:
                 raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "the file is not a PNG or JPEG image")
-            image = open_raster(data, decode=False)  # header only: pixels are decoded once, in preprocess
+            image = open_raster(data, decode=False, max_pixels=self.settings.max_image_pixels)  # header only: pixels are decoded once, in preprocess
             try:
                 clean = strip_raster_metadata(data)  # walks the whole container: refuses truncated files
             except ValueError as exc:

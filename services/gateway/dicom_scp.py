@@ -16,6 +16,10 @@ storage, each with the uncompressed transfer syntaxes and every compressed one w
 decoder is installed; an object whose SOP class is not among them (a CT) is refused during
 association negotiation. Associations: `dicom_max_associations`, calling AE titles limited to
 `dicom_allowed_aes` when set (others are rejected at association time).
+
+Size: a C-STORE data set larger than `gateway_max_bytes` is refused while it arrives, not after
+it was buffered: the P-DATA bytes of the message in flight are counted as each PDU comes in and
+the association is aborted (A-ABORT) once they pass the limit, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import threading
+import weakref
 
 from pydicom import uid
 from pynetdicom import AE, evt
@@ -35,7 +41,9 @@ from services.gateway.core import GatewayCore
 
 log = logging.getLogger(__name__)
 
-_UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.DeflatedExplicitVRLittleEndian, uid.ExplicitVRBigEndian]
+# Deflated Explicit VR is not offered: inflating it is unbounded (a small object can expand to
+# gigabytes), and every modality can send one of these instead.
+_UNCOMPRESSED = [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian, uid.ExplicitVRBigEndian]
 _COMPRESSED = [
     uid.JPEGBaseline8Bit, uid.JPEGExtended12Bit, uid.JPEGLossless, uid.JPEGLosslessSV1, uid.JPEGLSLossless,
     uid.JPEGLSNearLossless, uid.JPEG2000Lossless, uid.JPEG2000, uid.HTJ2KLossless, uid.HTJ2KLosslessRPCL, uid.HTJ2K,
@@ -80,8 +88,35 @@ class DicomScp:
             ae.add_supported_context(sop_class, syntaxes)
         ae.add_supported_context(Verification)
         self.ae = ae
+        self._received: dict[int, int] = {}  # id(association) -> P-DATA bytes of the message in flight
+        self._received_lock = threading.Lock()
+        self._aborted: weakref.WeakSet = weakref.WeakSet()
+        # PDU headers and DIMSE command sets ride on top of the data set: a little slack.
+        self._byte_limit = settings.gateway_max_bytes + 64 * 1024
+
+    def _on_data(self, event: evt.Event) -> None:
+        """Count each incoming P-DATA-TF PDU; abort the association once a message is too large."""
+        data = event.data
+        if not data or data[0] != 0x04:  # only P-DATA-TF carries data sets
+            return
+        if event.assoc in self._aborted:  # PDUs still buffered after the abort
+            return
+        key = id(event.assoc)
+        with self._received_lock:
+            total = self._received[key] = self._received.get(key, 0) + len(data)
+        if total > self._byte_limit:
+            self._aborted.add(event.assoc)
+            self.core.refused("dicom-cstore", Refusal(RefusalReason.TOO_LARGE, "C-STORE data set exceeds the size limit"))
+            log.warning("C-STORE: aborted an association whose data set passed %d bytes", self._byte_limit)
+            event.assoc.abort(block=False)
+
+    def _on_closed(self, event: evt.Event) -> None:
+        with self._received_lock:
+            self._received.pop(id(event.assoc), None)
 
     def _on_store(self, event: evt.Event) -> int:
+        with self._received_lock:
+            self._received.pop(id(event.assoc), None)  # the message is complete: the next one counts anew
         try:
             data = event.encoded_dataset(include_meta=True)
         except Exception:
@@ -104,7 +139,10 @@ class DicomScp:
 
     def start(self, host: str | None = None, port: int | None = None) -> None:
         address = (host or self.settings.gateway_host, self.settings.dicom_port if port is None else port)
-        self._server = self.ae.start_server(address, block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
+        self._server = self.ae.start_server(address, block=False, evt_handlers=[
+            (evt.EVT_C_STORE, self._on_store), (evt.EVT_DATA_RECV, self._on_data),
+            (evt.EVT_RELEASED, self._on_closed), (evt.EVT_ABORTED, self._on_closed),
+        ])
         log.info("DICOM SCP %s listening on %s:%d", self.settings.dicom_ae_title, address[0], self.port)
 
     @property

@@ -33,7 +33,8 @@ from pydicom.sequence import Sequence
 from radalign.blobstore import BlobStore
 from radalign.config import Settings
 from radalign.ingest.pseudonyms import PseudonymStore
-from radalign.ingest.refusal import HTTP_STATUS, Refusal, RefusalReason
+from radalign.ingest.outbox import Outbox
+from radalign.ingest.refusal import HTTP_STATUS, RETRY_AFTER_S, Refusal, RefusalReason
 from radalign.framework.auth import bearer_authorized, parse_tokens
 from radalign.framework.http import problem
 from radalign.framework.producer import EventPublisher
@@ -51,7 +52,10 @@ _MAX_FIELD_BYTES = 1024
 
 
 def refusal_response(refusal: Refusal) -> web.Response:
-    return problem(refusal.http_status, refusal.reason.value.replace("_", " "), refusal.detail, refusal.reason.value)
+    response = problem(refusal.http_status, refusal.reason.value.replace("_", " "), refusal.detail, refusal.reason.value)
+    if refusal.http_status == 503:  # the gateway cannot take work now: tell the client when to come back
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
 
 
 def _source_of(request: web.Request) -> str:
@@ -200,13 +204,18 @@ async def post_study_image(request: web.Request) -> web.Response:
 
 
 async def health_live(request: web.Request) -> web.Response:
+    """503 when the study assembler no longer runs: the gateway must not take work it cannot
+    publish, and an orchestrator restarts it (on start it publishes what the outbox holds)."""
+    assembler = request.app[CORE_KEY].assembler
+    if not assembler.alive:
+        return web.json_response({"status": "assembler not running"}, status=503)
     return web.json_response({"status": "live"})
 
 
 async def health_ready(request: web.Request) -> web.Response:
-    task: asyncio.Task | None = request.app.get(_ASSEMBLER_TASK)
+    assembler = request.app[CORE_KEY].assembler
     checks = request.app[_READY_CHECKS]
-    ok = task is not None and not task.done()
+    ok = assembler.alive
     failing = []
     for name, check in checks.items():
         try:
@@ -227,9 +236,23 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE})
 
 
+async def _supervise_assembler(core: GatewayCore, stop: asyncio.Event) -> None:
+    """Restart the assembler loop, with backoff, should it ever end before `stop` (a bug)."""
+    delay = 0.5
+    while True:
+        try:
+            await core.run_assembler(stop)
+        except Exception:  # noqa: BLE001
+            log.exception("study assembler crashed; restarting in %.1f s", delay)
+        if stop.is_set():
+            return
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+
+
 async def _assembler_ctx(app: web.Application) -> AsyncIterator[None]:
     stop = asyncio.Event()
-    app[_ASSEMBLER_TASK] = asyncio.create_task(app[CORE_KEY].run_assembler(stop), name="study-assembler")
+    app[_ASSEMBLER_TASK] = asyncio.create_task(_supervise_assembler(app[CORE_KEY], stop), name="study-assembler")
     yield
     stop.set()
     with contextlib.suppress(asyncio.CancelledError):
@@ -242,6 +265,7 @@ def build_gateway_app(
     blobs: BlobStore,
     pseudonyms: PseudonymStore,
     *,
+    outbox: Outbox | None = None,
     ready_checks: dict[str, Callable[[], Awaitable[bool]]] | None = None,
 ) -> web.Application:
     """The HTTP app; its lifecycle also runs the study assembler (started on startup, flushed on cleanup).
@@ -254,7 +278,7 @@ def build_gateway_app(
         middlewares=[_problem_middleware, _auth_middleware(tokens)],
         client_max_size=settings.gateway_max_bytes,
     )
-    app[CORE_KEY] = GatewayCore(settings, publisher, blobs, pseudonyms)
+    app[CORE_KEY] = GatewayCore(settings, publisher, blobs, pseudonyms, outbox)
     app[_READY_CHECKS] = dict(ready_checks or {})
     app.cleanup_ctx.append(_assembler_ctx)
     app.router.add_post("/dicomweb/studies", stow_rs)

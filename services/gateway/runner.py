@@ -9,6 +9,7 @@ from aiohttp import web
 
 from radalign.blobstore import open_blob_store
 from radalign.config import Settings
+from radalign.ingest.outbox import PostgresOutbox
 from radalign.ingest.pseudonyms import PostgresPseudonymStore
 from services.gateway.dicom_scp import DicomScp
 from services.gateway.http_app import CORE_KEY, build_gateway_app
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 
 async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Serve until `stop` is set (or the task is cancelled). Shutdown order: the SCP stops
-    taking associations, the HTTP app stops, the assembler publishes what is pending, then the
-    producer and the database pool close."""
+    taking associations, the HTTP app stops, the assembler publishes the studies already quiet
+    (the others stay in the PostgreSQL outbox for the next start), then the producer and the
+    database pool close."""
     from radalign.db import apply_migrations, open_pool
     from radalign.framework.producer import KafkaEventPublisher
 
@@ -36,7 +38,8 @@ async def run_gateway(settings: Settings, stop: asyncio.Event | None = None) -> 
                 return True
 
             app = build_gateway_app(
-                settings, publisher, blobs, PostgresPseudonymStore(pool), ready_checks={"database": database_ready}
+                settings, publisher, blobs, PostgresPseudonymStore(pool), outbox=PostgresOutbox(pool),
+                ready_checks={"database": database_ready},
             )
             runner = web.AppRunner(app, access_log=None)  # access logs would carry client addresses only; kept off
             await runner.setup()

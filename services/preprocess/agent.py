@@ -7,6 +7,7 @@ import asyncio
 from radalign.blobstore import BlobStore, open_blob_store
 from radalign.config import Settings
 from radalign.framework.faust_app import run_worker
+from radalign.ingest.images import set_pixel_limit
 from radalign.framework.retry import PermanentError
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyReceived
@@ -19,12 +20,14 @@ class PreprocessStage(Stage[StudyReceived]):
     concurrency = 2  # decoding is CPU-bound in a thread; two overlap blob I/O with decoding
 
     async def setup(self, settings: Settings) -> None:
-        self.blobs: BlobStore = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
+        self.blobs: BlobStore = open_blob_store(settings.blob_root, settings.s3_endpoint_url, max_bytes=settings.gateway_max_bytes)
+        self.max_pixels = settings.max_image_pixels
+        set_pixel_limit(settings.max_image_pixels)
 
     async def handle(self, event: StudyReceived) -> list[Output]:
         try:
             # Decoding a large DICOM takes tens of ms: off the event loop so heartbeats keep flowing.
-            result = await asyncio.to_thread(preprocess, event, self.blobs)
+            result = await asyncio.to_thread(preprocess, event, self.blobs, 224, self.max_pixels)
         except PreprocessError as exc:
             raise PermanentError(exc.reason, exc.error_type) from exc
         return [Output(STUDY_PREPROCESSED, result)]

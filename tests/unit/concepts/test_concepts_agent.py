@@ -38,10 +38,11 @@ def test_missing_corrupt_or_wrong_inputs_are_permanent(tmp_path: Path) -> None:
     Path(good.uri.removeprefix("file://")).write_bytes(b"x" * good.size)  # same size, other bytes
     with pytest.raises(PermanentError, match="BlobIntegrityError") as corrupt:
         fetch_model_input(store, _event(good))
-    assert corrupt.value.error_type == "decode"
+    assert corrupt.value.error_type == "validation"
     Path(good.uri.removeprefix("file://")).unlink()
-    with pytest.raises(PermanentError, match="FileNotFoundError"):
+    with pytest.raises(PermanentError, match="missing") as missing:
         fetch_model_input(store, _event(good))
+    assert missing.value.error_type == "dependency"  # the store lost it: replayable, not bad input
     wrong = store.put(_npy(np.zeros((3, 10), dtype=np.float32)), "application/x-npy")
     with pytest.raises(PermanentError) as shape:
         fetch_model_input(store, _event(wrong))

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
+from prometheus_client import REGISTRY
 from pynetdicom import AE
 from pynetdicom.sop_class import ComputedRadiographyImageStorage, CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
 
@@ -75,3 +77,42 @@ async def test_unknown_calling_ae_and_ct_sop_class_are_rejected_at_association(s
 
     rejected, accepted_ct = await asyncio.to_thread(attempt)
     assert rejected and not accepted_ct
+
+
+async def test_oversize_store_is_aborted_while_it_arrives(settings, publisher, blobs, pseudonyms) -> None:
+    """A data set over gateway_max_bytes ends in an A-ABORT before it is complete (the SCP never
+    buffers it whole); a normal store on a new association still succeeds."""
+    small = settings.model_copy(update={"gateway_max_bytes": 256 * 1024})
+    core = GatewayCore(small, publisher, blobs, pseudonyms)
+    server = DicomScp(small, core, asyncio.get_running_loop())
+    server.start(port=0)
+    try:
+        big = synthetic_radiograph(rows=1024, columns=1024)  # 2 MiB of pixels
+
+        def send_big() -> tuple[bool, object]:
+            assoc = _scu(server.port)
+            assert assoc.is_established
+            status = assoc.send_c_store(big)
+            for _ in range(50):  # the A-ABORT reaches the SCU's state machine shortly after
+                if not assoc.is_established:
+                    break
+                time.sleep(0.1)
+            return not assoc.is_established, status
+
+        before = REGISTRY.get_sample_value("radalign_gateway_instances_refused_total", {"source": "dicom-cstore", "reason": "too_large"}) or 0
+        closed, status = await asyncio.to_thread(send_big)
+        after = REGISTRY.get_sample_value("radalign_gateway_instances_refused_total", {"source": "dicom-cstore", "reason": "too_large"})
+        assert after == before + 1
+        assert closed and not status  # no C-STORE response: the association was aborted mid-transfer
+        assert await core.flush(force=True) == []
+
+        def send_small() -> int:
+            assoc = _scu(server.port)
+            try:
+                return assoc.send_c_store(synthetic_radiograph()).Status
+            finally:
+                assoc.release()
+
+        assert await asyncio.to_thread(send_small) == 0x0000
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -146,3 +146,47 @@ async def test_huge_header_is_refused_by_the_parser_and_the_server_keeps_serving
     status, _ = await _raw_request(host, port, head)
     assert status in (400, 431)
     assert (await client.get("/health/live")).status == 200
+
+
+async def test_database_down_answers_503_with_retry_after_and_accepts_nothing(settings, publisher, blobs, pseudonyms) -> None:
+    from radalign.ingest.outbox import InMemoryOutbox
+
+    class DownOutbox(InMemoryOutbox):
+        async def add(self, item):
+            raise ConnectionError("database down (simulated)")
+
+    app = build_gateway_app(settings, publisher, blobs, pseudonyms, outbox=DownOutbox())
+    async with TestClient(TestServer(app)) as client:
+        resp = await _stow(client, (dicom_bytes(synthetic_radiograph()), "application/dicom"))
+        body = await resp.json()
+        assert resp.status == 409 and body["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
+        form = aiohttp.FormData()
+        form.add_field("file", _tiny_png(), filename="a.png", content_type="image/png")
+        form.add_field("study_id", "S-DOWN")
+        resp = await client.post("/v1/studies", data=form, headers=AUTH)
+        assert resp.status == 503 and resp.headers["Retry-After"] and (await resp.json())["reason"] == "unavailable"
+    assert publisher.events == []
+
+
+async def test_a_dead_assembler_fails_liveness_and_refuses_new_work(client) -> None:
+    core = client.app[__import__("services.gateway.http_app", fromlist=["CORE_KEY"]).CORE_KEY]
+    assert (await client.get("/health/live")).status == 200
+    core.assembler._task.cancel()  # what a crash that supervision could not restart leaves behind
+    await asyncio.sleep(0.05)
+    assert (await client.get("/health/live")).status == 503
+    form = aiohttp.FormData()
+    form.add_field("file", _tiny_png(), filename="a.png", content_type="image/png")
+    form.add_field("study_id", "S-DEAD")
+    resp = await client.post("/v1/studies", data=form, headers=AUTH)
+    assert resp.status == 503 and resp.headers["Retry-After"]
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()

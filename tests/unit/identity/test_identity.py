@@ -18,7 +18,7 @@ from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
 
 from radalign.identity import DEFAULT_ISSUER, IssuerPolicy, Pseudonymizer, canonical_issuer, case_key, patient_key
 from radalign.ingest.samples import chest_jpeg_paths
-from radalign.ingest.testing import dicom_bytes, synthetic_radiograph, with_changes
+from radalign.testing.ingest import dicom_bytes, synthetic_radiograph, with_changes
 from radalign.kb.ingest import IU_ISSUER, csv_drafts
 from schemas.events import _KEY_PATTERN
 from services.gateway.core import GatewayCore

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -97,8 +99,19 @@ async def test_failures_are_typed(settings, publisher, blobs, pseudonyms) -> Non
     bogus = BlobRef(uri=event.instances[0].blob.uri, sha256="0" * 64, size=event.instances[0].blob.size, media_type="application/dicom")
     tampered = event.model_copy(update={"instances": [event.instances[0].model_copy(update={"blob": bogus})]})
     with pytest.raises(PreprocessError) as caught:
-        preprocess(tampered, blobs)
+        preprocess(tampered, blobs)  # a digest that does not match the path: a crafted reference
+    assert caught.value.error_type == "validation" and "claim check refused" in caught.value.reason
+    path = Path(event.instances[0].blob.uri.removeprefix("file://"))
+    original = path.read_bytes()
+    path.write_bytes(b"\x00" * len(original))
+    with pytest.raises(PreprocessError) as caught:
+        preprocess(event, blobs)
     assert caught.value.error_type == "validation" and "checksum" in caught.value.reason
+    path.unlink()
+    with pytest.raises(PreprocessError) as caught:
+        preprocess(event, blobs)  # missing is the store's problem, and replayable
+    assert caught.value.error_type == "dependency" and "missing" in caught.value.reason
+    path.write_bytes(original)
     broken = blobs.put(b"\x00" * 300, "application/dicom")
     undecodable = event.model_copy(update={"instances": [event.instances[0].model_copy(update={"blob": broken})]})
     with pytest.raises(PreprocessError) as caught:

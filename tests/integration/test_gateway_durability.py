@@ -1,0 +1,173 @@
+"""Durable before acknowledged (issue 12), on the real broker and PostgreSQL with the gateway as
+its own OS process (`radalign worker gateway`):
+
+- kill -9 of the gateway inside the quiet window: every study it acknowledged is published after
+  the restart, once;
+- PostgreSQL down for a few seconds under a stream of uploads: the gateway answers 503 with
+  Retry-After meanwhile (never success for what it could not store), keeps running, and every
+  study it acknowledged is published once."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer
+from PIL import Image
+
+from radalign.config import Settings
+from radalign.framework import codec
+from radalign.stack import process as stack_process
+from radalign.stack import postgres as embedded_postgres
+from radalign.testing.stack import fresh_database, free_port
+from radalign.stack.workers import settings_env, worker_argv
+from schemas.events import StudyReceived
+from schemas.topics import STUDY_RECEIVED
+
+pytestmark = pytest.mark.integration
+TOKEN = "durability-token"
+
+
+def _png(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _start_gateway(settings: Settings, name: str):
+    paths = stack_process.StatePaths.of(settings.state_dir)
+    proc = stack_process.start_process(paths, name, worker_argv("gateway"), settings_env(settings))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{settings.gateway_port}/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"gateway never became ready:\n{paths.log_file(name).read_text()[-3000:]}")
+
+
+def _upload(settings: Settings, study_id: str, seed: int, *, retry_until: float = 0.0) -> tuple[int, str | None, int]:
+    """POST one image; with `retry_until`, retry 503s (honouring Retry-After, capped) until then.
+    Returns (final status, study_key or None, number of 503s seen)."""
+    unavailable = 0
+    while True:
+        try:
+            resp = httpx.post(
+                f"http://127.0.0.1:{settings.gateway_port}/v1/studies", headers={"Authorization": f"Bearer {TOKEN}"},
+                files={"file": ("a.png", _png(seed), "image/png")}, data={"study_id": study_id, "view_position": "PA"},
+                timeout=30,
+            )
+        except httpx.HTTPError:
+            if time.monotonic() < retry_until:
+                time.sleep(0.5)
+                continue
+            raise
+        if resp.status_code == 503:
+            unavailable += 1
+            assert resp.headers.get("Retry-After") and resp.headers["content-type"].startswith("application/problem+json")
+            if time.monotonic() < retry_until:
+                time.sleep(min(1.0, float(resp.headers["Retry-After"])))
+                continue
+        return resp.status_code, (resp.json().get("study_key") if resp.status_code == 202 else None), unavailable
+
+
+async def _published(settings: Settings, keys: set[str], timeout_s: float) -> dict[str, list[int]]:
+    """study_key -> versions published, for `keys`, reading the topics from the beginning."""
+    consumer = AIOKafkaConsumer(
+        *STUDY_RECEIVED.names, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: dict[str, list[int]] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        quiet_since = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    event = codec.decode(StudyReceived, r.value)
+                    if event.study.study_key in keys:
+                        found.setdefault(event.study.study_key, []).append(event.study_version)
+            if set(found) >= keys:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since > 2.0:  # anything duplicated would have come by now
+                    break
+    finally:
+        await consumer.stop()
+    return found
+
+
+@pytest.fixture
+def gateway_settings(embedded_stack: Settings, tmp_path: Path):
+    with fresh_database(embedded_stack, "durability") as db_settings:
+        yield db_settings.model_copy(update={
+            "gateway_tokens": TOKEN, "deid_secret": "durability-secret", "blob_url": (tmp_path / "blobs").as_uri(),
+            "gateway_port": free_port(), "dicom_port": free_port(), "study_quiet_s": 3.0,
+        })
+
+
+async def test_kill_9_inside_the_quiet_window_loses_nothing(gateway_settings: Settings) -> None:
+    settings = gateway_settings
+    name = "durability-gateway"
+    proc = _start_gateway(settings, name)
+    try:
+        answers = [_upload(settings, f"KILL-{os.getpid()}-{n}", n) for n in range(10)]
+        assert all(status == 202 for status, _, _ in answers)
+        os.kill(proc.pid, signal.SIGKILL)  # well inside the 3 s quiet window
+        proc.wait(10)
+        keys = {key for _, key, _ in answers if key}
+        assert await _published(settings, keys, timeout_s=2) == {}, "nothing could have been published yet"
+        proc = _start_gateway(settings, name)
+        published = await _published(settings, keys, timeout_s=30)
+    finally:
+        stack_process.stop_process(stack_process.StatePaths.of(settings.state_dir), name, 10)
+    assert set(published) == keys, f"lost {len(keys - set(published))} of {len(keys)}"
+    assert all(versions == [1] for versions in published.values()), published
+
+
+async def test_postgres_outage_loses_nothing(gateway_settings: Settings) -> None:
+    settings = gateway_settings.model_copy(update={"study_quiet_s": 0.5})
+    name = "durability-gateway-pg"
+    paths = stack_process.StatePaths.of(settings.state_dir)
+    _start_gateway(settings, name)
+    accepted: set[str] = set()
+    refused_503 = 0
+    try:
+        async def stream(count: int, offset: int) -> None:
+            nonlocal refused_503
+            for n in range(count):
+                status, key, unavailable = await asyncio.to_thread(
+                    _upload, settings, f"PG-{os.getpid()}-{offset + n}", offset + n, retry_until=time.monotonic() + 60)
+                refused_503 += unavailable
+                assert status == 202, status
+                accepted.add(key)
+                await asyncio.sleep(0.1)
+
+        sender = asyncio.create_task(stream(40, 0))
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(embedded_postgres.stop_postgres, settings, paths)
+        await asyncio.sleep(6.0)
+        await asyncio.to_thread(embedded_postgres.start_postgres, settings, paths)
+        await sender
+        health = httpx.get(f"http://127.0.0.1:{settings.gateway_port}/health/live", timeout=5)
+        assert health.status_code == 200  # the assembler survived the outage
+        published = await _published(settings, accepted, timeout_s=60)
+    finally:
+        stack_process.stop_process(paths, name, 10)
+        if not embedded_postgres.postgres_healthy(settings):
+            embedded_postgres.start_postgres(settings, paths)
+    assert len(accepted) == 40
+    assert refused_503 > 0, "the outage never reached the gateway"
+    assert set(published) == accepted, f"lost {len(accepted - set(published))} of {len(accepted)}"
+    assert all(versions == [1] for versions in published.values()), {k: v for k, v in published.items() if v != [1]}
