@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from radalign.ingest.bombs import POD_LIMIT_MB, bomb_corpus, probe
+from radalign.testing.bombs import POD_LIMIT_MB, bomb_corpus, probe
 
 CASES = {case.name: case for case in bomb_corpus()}
 #: Peak resident memory allowed in a probe (the interpreter with pydicom, numpy and Pillow is ~80 MB).

@@ -5,7 +5,7 @@ through the gateway's checks (parse, refusal rules, de-identification, encoding)
 preprocess decode, in a fresh subprocess with its address space capped at the stage's pod memory
 limit, and reports the outcome and the peak resident memory. `main` prints the table:
 
-    python -m radalign.ingest.bombs            # every case, both stages
+    python -m radalign.testing.bombs            # every case, both stages
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ def probe(case: BombCase, stage: str, max_pixels: int = 25_000_000) -> dict:
         fh.flush()
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         done = subprocess.run(
-            [sys.executable, "-m", "radalign.ingest.bombs", "--probe", stage, case.kind, fh.name, str(max_pixels)],
+            [sys.executable, "-m", "radalign.testing.bombs", "--probe", stage, case.kind, fh.name, str(max_pixels)],
             capture_output=True, text=True, timeout=300, env=env,
         )
     if done.returncode != 0:
