@@ -16,7 +16,7 @@ from radalign import PIPELINE_VERSION
 
 #: Port of each stage's HTTP server (/metrics, /health/live, /health/ready); the gateway's also
 #: serves the ingest API.
-STAGE_WEB_PORTS = {"gateway": 18080, "preprocess": 18101, "concepts": 18102, "retrieval": 18103, "drafting": 18104}
+STAGE_WEB_PORTS = {"gateway": 18080, "preprocess": 18101, "concepts": 18102, "retrieval": 18103, "drafting": 18104, "delivery": 18105}
 
 
 class Settings(BaseSettings):
@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     drafting_max_cases: int = 3
     drafting_critical: str = Field(default="Pneumothorax", description="comma-separated observations that route a report to review")
     drafting_omit_threshold: float = Field(default=0.0, description="predicted-present findings below this probability may be omitted")
+
+    # Delivery (radalign/delivery/destinations.py): a YAML/JSON file path or inline document.
+    delivery_destinations: str = Field(default="", description="destinations of the delivery stage (PACS, DICOMweb, FHIR); empty: none")
 
     # Claim-check blob store: file:///path or s3://bucket/prefix. Empty: <state_dir>/blobs.
     blob_url: str = ""

@@ -69,6 +69,8 @@ STAGE_RESOURCES: dict[str, Resources] = {
     "concepts": Resources("250m", "768Mi", "1", "1536Mi"),
     "retrieval": Resources("500m", "1Gi", "2", "2Gi"),
     "drafting": Resources("250m", "1Gi", "1", "2Gi"),
+    # Renders SR and FHIR resources (pydicom, highdicom, fhir.resources) and waits on the network.
+    "delivery": Resources("100m", "512Mi", "500m", "1Gi"),
 }
 
 

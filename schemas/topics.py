@@ -25,7 +25,7 @@ from schemas.events import (
     StudyReceived,
 )
 
-STAGES: tuple[str, ...] = ("gateway", "preprocess", "concepts", "retrieval", "drafting")
+STAGES: tuple[str, ...] = ("gateway", "preprocess", "concepts", "retrieval", "drafting", "delivery")
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,8 @@ STAGE_IO: dict[str, tuple[TopicSpec | None, tuple[TopicSpec, ...]]] = {
     "concepts": (STUDY_PREPROCESSED, (CONCEPTS_INFERRED,)),
     "retrieval": (CONCEPTS_INFERRED, (CASES_RETRIEVED,)),
     "drafting": (CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW)),
+    # Sends each draft to the configured PACS / FHIR destinations; its outputs leave Kafka.
+    "delivery": (REPORT_DRAFTED, ()),
 }
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
