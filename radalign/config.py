@@ -71,6 +71,15 @@ class Settings(BaseSettings):
     # Delivery (radalign/delivery/destinations.py): a YAML/JSON file path or inline document.
     delivery_destinations: str = Field(default="", description="destinations of the delivery stage (PACS, DICOMweb, FHIR); empty: none")
 
+    # CloudEvents: ce_dataschema = this base + the schema file name (an absolute URI). Set it to the
+    # URL where schemas/json/ is published, if it is.
+    schema_base_uri: str = "urn:radalign:schema:"
+
+    # Orthanc, the embedded stack's optional PACS (radalign/stack/orthanc.py), where installed.
+    orthanc_http_port: int = 18042
+    orthanc_dicom_port: int = 14242
+    orthanc_ae_title: str = "ORTHANC"
+
     # Claim-check blob store: file:///path or s3://bucket/prefix. Empty: <state_dir>/blobs.
     blob_url: str = ""
     s3_endpoint_url: str = ""
