@@ -11,7 +11,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "k8s"
 #: Kinds that come from CRDs: no upstream JSON schema; their required fields are checked by hand.
-CRD_KINDS = {"PrometheusRule", "PodMonitor", "ServiceMonitor", "KafkaTopic", "ScaledObject"}
+CRD_KINDS = {
+    "PrometheusRule", "PodMonitor", "ServiceMonitor", "KafkaTopic", "KafkaUser", "Kafka", "KafkaNodePool", "ScaledObject",
+    "TriggerAuthentication", "Cluster",
+}
 KUSTOMIZE_KINDS = {"Kustomization", "Component"}
 #: Kubernetes version the manifests are validated against (kubernetes-validate's bundled schemas).
 K8S_VERSION = "1.30.0"

@@ -38,7 +38,7 @@ def test_committed_kafka_topics_carry_strimzi_required_fields(overlay, replicas)
     docs = load_docs(K8S / "overlays" / overlay / "kafka-topics.yaml")
     assert {d.body["spec"]["topicName"] for d in docs} == {n for s in ALL_TOPICS for n in s.names}
     for d in docs:
-        assert d.body["apiVersion"] == "kafka.strimzi.io/v1beta2" and d.kind == "KafkaTopic"
+        assert d.body["apiVersion"] == "kafka.strimzi.io/v1" and d.kind == "KafkaTopic"
         assert d.body["metadata"]["labels"]["strimzi.io/cluster"] == deploy.KAFKA_CLUSTER
         spec = d.body["spec"]
         assert spec["replicas"] == replicas and spec["partitions"] >= 1
