@@ -18,7 +18,8 @@ def test_dependencies_are_installed_before_the_source_is_copied():
     copy_pyproject = next(i for i, line in enumerate(lines) if line.startswith("COPY pyproject.toml"))
     install_deps = next(i for i, line in enumerate(lines) if "pip install -r" in line)
     assert copy_pyproject < install_deps < copy_source
-    after = [line for line in lines[copy_source:] if "pip install" in line]
+    stage_end = next((i for i, line in enumerate(lines) if i > copy_source and line.startswith("FROM ")), len(lines))
+    after = [line for line in lines[copy_source:stage_end] if "pip install" in line]
     assert after and all("--no-deps" in line for line in after), "after the source, only the package itself is installed"
 
 
