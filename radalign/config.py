@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = 6000  # tansu joins take about half the session timeout
     kafka_heartbeat_ms: int = 1000
     kafka_partitions: int = 4
+    # TLS to Kafka (radalign/framework/kafka_tls.py): SSL with the KafkaUser's certificate in production.
+    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT (embedded broker) or SSL")
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
 
     # PostgreSQL + pgvector. Empty: the embedded server's socket under the state folder.
     database_url: str = ""

@@ -467,6 +467,36 @@ def kafka_user_manifest(cluster: str = KAFKA_CLUSTER) -> Manifest:
     }
 
 
+#: Where the production pods find the KafkaUser's certificate and the cluster CA.
+KAFKA_TLS_DIR = "/etc/radalign/kafka"
+
+
+def kafka_tls_patch() -> list[Manifest]:
+    """JSON patch (production, every stage Deployment): mount the KafkaUser certificate and the
+    cluster CA, and point the workers at the TLS listener (radalign/framework/kafka_tls.py)."""
+    env = {
+        "RADALIGN_KAFKA_BOOTSTRAP": KAFKA_TLS_BOOTSTRAP,
+        "RADALIGN_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "RADALIGN_KAFKA_SSL_CAFILE": f"{KAFKA_TLS_DIR}/ca.crt",
+        "RADALIGN_KAFKA_SSL_CERTFILE": f"{KAFKA_TLS_DIR}/user.crt",
+        "RADALIGN_KAFKA_SSL_KEYFILE": f"{KAFKA_TLS_DIR}/user.key",
+    }
+    volume = {
+        "name": "kafka-tls",
+        "projected": {
+            "sources": [
+                {"secret": {"name": f"{KAFKA_CLUSTER}-cluster-ca-cert", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"secret": {"name": KAFKA_USER, "items": [{"key": "user.crt", "path": "user.crt"}, {"key": "user.key", "path": "user.key"}]}},
+            ]
+        },
+    }
+    container = "/spec/template/spec/containers/0"
+    ops: list[Manifest] = [{"op": "add", "path": f"{container}/env/-", "value": {"name": k, "value": v}} for k, v in env.items()]
+    ops.append({"op": "add", "path": f"{container}/volumeMounts/-", "value": {"name": "kafka-tls", "mountPath": KAFKA_TLS_DIR, "readOnly": True}})
+    ops.append({"op": "add", "path": "/spec/template/spec/volumes/-", "value": volume})
+    return ops
+
+
 # --- CloudNativePG: the production PostgreSQL option (component) -------------------------------
 
 CNPG_CLUSTER = "radalign-pg"
@@ -738,6 +768,8 @@ GENERATED: dict[str, Callable[[], str]] = {
     "k8s/overlays/production/kafka-topics.yaml": lambda: to_yaml(kafka_topic_manifests(replicas=3)),
     "k8s/overlays/production/kafka-cluster.yaml": lambda: to_yaml(kafka_cluster_manifests(replicas=3)),
     "k8s/overlays/production/kafka-user.yaml": lambda: to_yaml([kafka_user_manifest()]),
+    # A JSON patch (a list, not a Kubernetes object): JSON, so that it is not taken for a manifest.
+    "k8s/overlays/production/kafka-tls-patch.json": lambda: json.dumps(kafka_tls_patch(), indent=2) + "\n",
     "k8s/overlays/dev/kafka-topics.yaml": lambda: to_yaml(kafka_topic_manifests(replicas=1)),
     "k8s/monitoring/grafana-dashboard.yaml": lambda: to_yaml([grafana_dashboard_configmap()]),
 }

@@ -18,6 +18,7 @@ from faust.web import Request, Response, View
 
 from radalign.config import Settings
 from radalign.framework import metrics
+from radalign.framework.kafka_tls import faust_credentials
 from radalign.framework.stage import Record, Stage, StageRunner
 
 log = logging.getLogger("radalign.faust")
@@ -54,6 +55,7 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
         web_in_thread=False,
         stream_wait_empty=False,
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings),
     )
     runner = StageRunner(stage, settings)
     state: dict = {"last_tick": time.monotonic(), "ready": False, "setup_error": None}

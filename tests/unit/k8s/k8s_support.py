@@ -80,6 +80,9 @@ def kustomize(directory: Path, build: Build | None = None) -> Build:
         if "path" in patch:
             ppath = directory / patch["path"]
             assert ppath.is_file(), f"{kfile}: patch {patch['path']} does not exist"
+            if "target" in patch:  # a JSON 6902 patch file (a list of operations) with its target
+                build.patches.append((ppath, {"target": patch["target"], "inline": yaml.safe_load(ppath.read_text())}))
+                continue
             for d in load_docs(ppath):
                 build.patches.append((ppath, d.body))
         else:

@@ -83,6 +83,11 @@ def test_production_render_has_gpu_triton_two_consumers_and_no_secret(rendered):
     assert not [d for d in docs if d["kind"] == "Secret"]
     assert {"PrometheusRule", "PodMonitor", "KafkaTopic", "KafkaUser", "Kafka", "KafkaNodePool", "TriggerAuthentication"} <= {d["kind"] for d in docs}
     assert {d["apiVersion"] for d in docs if d["kind"].startswith("Kafka")} == {"kafka.strimzi.io/v1"}
+    for stage in STAGES:  # the workers use that listener with the KafkaUser's certificate
+        container = _find(docs, "Deployment", workload_name(stage))["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["RADALIGN_KAFKA_SECURITY_PROTOCOL"] == "SSL" and env["RADALIGN_KAFKA_BOOTSTRAP"].endswith(":9093")
+        assert any(m["name"] == "kafka-tls" for m in container["volumeMounts"])
     (kafka,) = [d for d in docs if d["kind"] == "Kafka"]
     tls = [lst for lst in kafka["spec"]["kafka"]["listeners"] if lst["tls"]]
     assert tls and tls[0]["authentication"]["type"] == "tls"
