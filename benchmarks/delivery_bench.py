@@ -70,7 +70,7 @@ def reports(n: int) -> list[tuple[ReportDrafted, StudyIdentity]]:
 
 
 def pct(values: list[float], q: float) -> float:
-    return sorted(values)[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return sorted(values)[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 async def through_core(name: str, sender, items, settings: Settings) -> tuple[float, list[float], float]:  # noqa: ANN001

@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import html
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -120,7 +120,7 @@ def study_effective(identity: StudyIdentity | None, fallback: datetime) -> str:
     if len(t) < 2 or not t.isdigit():
         return day.date().isoformat()
     hh, mm, ss = int(t[:2]), int(t[2:4] or 0), int(t[4:6] or 0)
-    tz = timezone.utc
+    tz = UTC
     offset = identity.timezone_offset
     if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
         sign = 1 if offset[0] == "+" else -1
@@ -241,7 +241,7 @@ def diagnostic_report_dict(
 ) -> dict[str, Any]:
     """The DiagnosticReport as a JSON-ready dict (not yet validated; see `diagnostic_report`).
     `results`: references to the report's Observations (in a Bundle, their fullUrls)."""
-    issued = issued or datetime.now(timezone.utc)
+    issued = issued or datetime.now(UTC)
     resource: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": report.report_id,

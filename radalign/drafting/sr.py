@@ -20,7 +20,7 @@ same version gives the same SOP Instance UID and a new version gets a new one.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
 from typing import Literal
 
@@ -179,7 +179,7 @@ def basic_text_sr(
         for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
             if keyword in sr:
                 delattr(sr, keyword)
-    when = created or datetime.now(timezone.utc)
+    when = created or datetime.now(UTC)
     sr.ContentDate = when.strftime("%Y%m%d")
     sr.ContentTime = when.strftime("%H%M%S")
     return sr
