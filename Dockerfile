@@ -9,21 +9,30 @@
 # torch only. The `triton` target is the GPU image: NVIDIA's Triton container with CUDA torch for
 # the Python-backend model, and both model repositories (KIND_CPU and KIND_GPU) baked in.
 
-ARG PYTHON_VERSION=3.11
+# Base images pinned to exact releases (a rebuild gets the same OS and Python); production CI
+# should also pin their digests (`docker buildx imagetools inspect IMAGE`) once it can reach the registry.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 ARG TORCH_VERSION=2.13.0
 # Triton 2.51.0 = NGC 24.10, the server version the embedded dev stack runs (nvidia-pytriton 0.7.0).
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 
 # --- build: the project and its dependencies in a virtual environment ---------------------------
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 ARG TORCH_VERSION
 # CPU torch from PyTorch's CPU index: PyPI's Linux wheel bundles CUDA (gigabytes the workers never use).
 RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==${TORCH_VERSION}"
+# Dependencies before the source: this layer is rebuilt only when pyproject.toml changes, not on
+# every code change. The list is read from pyproject.toml (dependencies + the `s3` extra).
+COPY pyproject.toml /src/pyproject.toml
+RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']; \
+print('\n'.join(p['dependencies'] + p['optional-dependencies']['s3']))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt \
+ && python -c "import numpy; assert numpy.__version__.startswith('1.'), numpy.__version__"
 COPY . /src
-# Not editable: the image holds the installed package only. `s3` for the S3 claim-check store.
-RUN pip install "/src[s3]" && python -c "import numpy; assert numpy.__version__.startswith('1.'), numpy.__version__"
+# Not editable: the image holds the installed package only; its dependencies are already there.
+RUN pip install --no-deps "/src"
 
 # --- models: export the concept model and lay out Triton's model repositories --------------------
 FROM build AS models
@@ -45,7 +54,7 @@ EXPOSE 8000 8001 8002
 CMD ["tritonserver", "--model-repository=/opt/radalign/models/cpu"]
 
 # --- worker (default target): one image for every stage ------------------------------------------
-FROM python:${PYTHON_VERSION}-slim AS worker
+FROM ${PYTHON_IMAGE} AS worker
 RUN groupadd --gid 10001 radalign && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin radalign \
  && install -d -o 10001 -g 10001 /var/lib/radalign
 COPY --from=build /opt/venv /opt/venv
@@ -62,6 +71,6 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/radalign
 # Stage HTTP ports (radalign.config.STAGE_WEB_PORTS) and the gateway's DICOM port.
-EXPOSE 18080 18101 18102 18103 18104 11112
+EXPOSE 18080 18101 18102 18103 18104 18105 11112
 ENTRYPOINT ["radalign"]
 CMD ["--help"]

@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = 6000  # tansu joins take about half the session timeout
     kafka_heartbeat_ms: int = 1000
     kafka_partitions: int = 4
+    # TLS to Kafka (radalign/framework/kafka_tls.py): SSL with the KafkaUser's certificate in production.
+    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT (embedded broker) or SSL")
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
 
     # PostgreSQL + pgvector. Empty: the embedded server's socket under the state folder.
     database_url: str = ""
@@ -65,6 +70,18 @@ class Settings(BaseSettings):
     drafting_max_cases: int = 3
     drafting_critical: str = Field(default="Pneumothorax", description="comma-separated observations that route a report to review")
     drafting_omit_threshold: float = Field(default=0.0, description="predicted-present findings below this probability may be omitted")
+
+    # Delivery (radalign/delivery/destinations.py): a YAML/JSON file path or inline document.
+    delivery_destinations: str = Field(default="", description="destinations of the delivery stage (PACS, DICOMweb, FHIR); empty: none")
+
+    # CloudEvents: ce_dataschema = this base + the schema file name (an absolute URI). Set it to the
+    # URL where schemas/json/ is published, if it is.
+    schema_base_uri: str = "urn:radalign:schema:"
+
+    # Orthanc, the embedded stack's optional PACS (radalign/stack/orthanc.py), where installed.
+    orthanc_http_port: int = 18042
+    orthanc_dicom_port: int = 14242
+    orthanc_ae_title: str = "ORTHANC"
 
     # Claim-check blob store: file:///path or s3://bucket/prefix. Empty: <state_dir>/blobs.
     blob_url: str = ""

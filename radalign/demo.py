@@ -1,6 +1,6 @@
 """`radalign demo`: the whole pipeline on the embedded stack with the sample studies.
 
-Brings the stack up (broker, PostgreSQL, Triton, the five workers), loads the IU reports into the
+Brings the stack up (broker, PostgreSQL, Triton, Orthanc where installed, the six workers), loads the IU reports into the
 case store on first use, sends the chest CR from pydicom-data by DICOM C-STORE and the chest JPEGs
 from pneumonia-model-package over HTTP, then reads the report topic until every study has a
 report (or a dead letter) and prints the drafts with per-stage timings.
@@ -208,9 +208,11 @@ async def ensure_iu_cases(settings: Settings, limit: int | None = None) -> int:
 
 
 def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Settings | None = None) -> int:
-    from radalign.stack import manager
+    from radalign.delivery import demo as delivery_demo
+    from radalign.stack import manager, orthanc
 
-    settings = settings or get_settings()
+    settings, fhir = delivery_demo.prepare(settings or get_settings())
+    orthanc_study = None
     started = time.perf_counter()
     console.rule("RadAlign Stream demo")
     console.print("[bold]1/4[/bold] starting the embedded stack (broker, PostgreSQL, Triton, workers)...")
@@ -221,8 +223,13 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         console.print(f"  {asyncio.run(ensure_iu_cases(settings))} cases available for retrieval")
         offsets = asyncio.run(end_offsets(settings))
         console.print("[bold]3/4[/bold] sending sample studies...")
-        sent = send_dicom(settings, chest_cr_files())
-        console.print(f"  C-STORE: the chest CR from pydicom-data ({sent} study, 2 instances)")
+        if orthanc.installed():
+            orthanc_study = delivery_demo.route_from_orthanc(settings, chest_cr_files()[0])
+            sent = 1
+            console.print("  PACS routing: the chest CR from pydicom-data uploaded to Orthanc, which C-STOREs it to the gateway")
+        else:
+            sent = send_dicom(settings, chest_cr_files())
+            console.print(f"  C-STORE: the chest CR from pydicom-data ({sent} study, 2 instances; Orthanc not installed)")
         keys = send_images(settings, chest_jpeg_files())
         console.print(f"  HTTP: {len(keys)} chest JPEGs from pneumonia-model-package (first one STAT)")
         expected = sent + len(keys)
@@ -234,6 +241,8 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         console.print(timing_table(result))
         page = write_reports_page(list(result.reports.values()), settings.state_dir / "demo" / "reports.html")
         console.print(f"per-concept scores and timings as a page: {page.resolve()}")
+        rows = delivery_demo.wait_for_deliveries(settings, len(result.reports))
+        console.print(delivery_demo.summary(settings, rows, fhir, orthanc_study))
         console.print(
             f"[bold]{len(result.reports)}/{expected} reports[/bold], {len(result.dead_letters)} dead letters, "
             f"demo wall time {result.wall_s:.1f} s"
@@ -243,3 +252,5 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         if not keep_running:
             console.print("stopping the stack (`radalign demo --keep-running` leaves it up)...")
             manager.down(settings)
+        if fhir is not None:
+            fhir.stop()

@@ -37,6 +37,15 @@ WORKER_IMAGE = "radalign-stream"
 #: Strimzi `Kafka` resource name; its bootstrap Service is `<cluster>-kafka-bootstrap`.
 KAFKA_CLUSTER = "radalign-kafka"
 KAFKA_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:9092"
+#: Strimzi's GA API (Strimzi 0.49+; v1beta2 is deprecated).
+STRIMZI_API = "kafka.strimzi.io/v1"
+#: The TLS listener (mutual TLS: the KafkaUser's certificate) that production clients use.
+KAFKA_TLS_PORT = 9093
+KAFKA_TLS_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:{KAFKA_TLS_PORT}"
+#: The workers' Kafka principal; Strimzi's User Operator writes its certificate to a Secret of this name.
+KAFKA_USER = "radalign"
+#: Production default: at least two consumers per stage, so one lost pod leaves the group consuming.
+PRODUCTION_MIN_REPLICAS = 2
 #: Non-root user of the worker image (see Dockerfile).
 RUN_AS_UID = 10001
 STATE_DIR = "/var/lib/radalign"
@@ -237,7 +246,7 @@ ROUTINE_LAG_PER_REPLICA = 20
 STAT_LAG_PER_REPLICA = 2
 
 
-def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP) -> Manifest:
+def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP, *, min_replicas: int = 1, tls: bool = False) -> Manifest:
     spec = stage_spec(stage).input
     assert spec is not None
     triggers = []
@@ -253,7 +262,10 @@ def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP) -> Manifest
                     "lagThreshold": str(STAT_LAG_PER_REPLICA if stat else ROUTINE_LAG_PER_REPLICA),
                     "offsetResetPolicy": "earliest",
                     "allowIdleConsumers": "false",
+                    **({"tls": "enable"} if tls else {}),
                 },
+                # KEDA reads the lag over the TLS listener with the workers' KafkaUser certificate.
+                **({"authenticationRef": {"name": KEDA_KAFKA_AUTH}} if tls else {}),
             }
         )
     return {
@@ -262,7 +274,7 @@ def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP) -> Manifest
         "metadata": {"name": workload_name(stage), "labels": labels(stage)},
         "spec": {
             "scaleTargetRef": {"name": workload_name(stage)},
-            "minReplicaCount": 1,
+            "minReplicaCount": min_replicas,
             "maxReplicaCount": spec.partitions,
             "pollingInterval": 15,
             "cooldownPeriod": 300,
@@ -276,8 +288,37 @@ def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP) -> Manifest
     }
 
 
-def keda_manifests() -> list[Manifest]:
-    return [keda_scaled_object(stage) for stage in CONSUMER_STAGES]
+#: TriggerAuthentication of the production ScaledObjects (the KafkaUser's certificate, cluster CA).
+KEDA_KAFKA_AUTH = "radalign-kafka-tls"
+
+
+def keda_manifests(*, production: bool = False) -> list[Manifest]:
+    """Dev: lag on the plain listener, one replica at least. Production (the default there):
+    the TLS listener and at least PRODUCTION_MIN_REPLICAS per stage."""
+    if not production:
+        return [keda_scaled_object(stage) for stage in CONSUMER_STAGES]
+    return [keda_trigger_authentication()] + [
+        keda_scaled_object(stage, KAFKA_TLS_BOOTSTRAP, min_replicas=PRODUCTION_MIN_REPLICAS, tls=True) for stage in CONSUMER_STAGES
+    ]
+
+
+def keda_trigger_authentication() -> Manifest:
+    def secret(name: str, key: str, parameter: str) -> Manifest:
+        return {"parameter": parameter, "name": name, "key": key}
+
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "TriggerAuthentication",
+        "metadata": {"name": KEDA_KAFKA_AUTH, "labels": labels("autoscaling")},
+        "spec": {
+            "secretTargetRef": [
+                secret(f"{KAFKA_CLUSTER}-cluster-ca-cert", "ca.crt", "ca"),
+                secret(KAFKA_USER, "user.crt", "cert"),
+                secret(KAFKA_USER, "user.key", "key"),
+            ]
+        },
+    }
+
 
 
 def keda_kustomization() -> Manifest:
@@ -318,7 +359,7 @@ def kafka_topic_manifests(*, replicas: int = 3, cluster: str = KAFKA_CLUSTER) ->
         for name in spec.names:
             out.append(
                 {
-                    "apiVersion": "kafka.strimzi.io/v1beta2",
+                    "apiVersion": STRIMZI_API,
                     "kind": "KafkaTopic",
                     "metadata": {
                         # Topic names are valid DNS subdomains (lowercase, digits, '.'), so they can be the resource names.
@@ -329,6 +370,153 @@ def kafka_topic_manifests(*, replicas: int = 3, cluster: str = KAFKA_CLUSTER) ->
                 }
             )
     return out
+
+
+# --- Strimzi: the Kafka cluster's TLS listener and the workers' KafkaUser ----------------------
+
+
+def kafka_cluster_manifests(*, replicas: int = 3, cluster: str = KAFKA_CLUSTER) -> list[Manifest]:
+    """A KRaft Kafka cluster (KafkaNodePool + Kafka, Strimzi v1) with a mutual-TLS listener and
+    simple authorization, and the plain listener kept for in-cluster tools during a migration."""
+    pool = {
+        "apiVersion": STRIMZI_API,
+        "kind": "KafkaNodePool",
+        "metadata": {"name": "dual-role", "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": PART_OF}},
+        "spec": {
+            "replicas": replicas,
+            "roles": ["controller", "broker"],
+            "storage": {"type": "jbod", "volumes": [{"id": 0, "type": "persistent-claim", "size": "100Gi", "deleteClaim": False, "kraftMetadata": "shared"}]},
+        },
+    }
+    kafka = {
+        "apiVersion": STRIMZI_API,
+        "kind": "Kafka",
+        "metadata": {"name": cluster, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+        "spec": {
+            "kafka": {
+                "listeners": [
+                    {"name": "plain", "port": 9092, "type": "internal", "tls": False},
+                    {"name": "tls", "port": KAFKA_TLS_PORT, "type": "internal", "tls": True, "authentication": {"type": "tls"}},
+                ],
+                "authorization": {"type": "simple"},
+                "config": {
+                    "default.replication.factor": replicas,
+                    "min.insync.replicas": max(1, replicas - 1),
+                    "offsets.topic.replication.factor": replicas,
+                    "transaction.state.log.replication.factor": replicas,
+                    "transaction.state.log.min.isr": max(1, replicas - 1),
+                    "auto.create.topics.enable": False,
+                },
+            },
+            "entityOperator": {"topicOperator": {}, "userOperator": {}},
+            # Kafka Exporter: kafka_consumergroup_lag for the lag alerts and dashboard.
+            "kafkaExporter": {"topicRegex": "radalign\\..*", "groupRegex": "radalign-.*"},
+        },
+    }
+    return [pool, kafka]
+
+
+def kafka_user_manifest(cluster: str = KAFKA_CLUSTER) -> Manifest:
+    """The workers' principal (mutual TLS): read/write the radalign.* topics, its consumer groups."""
+
+    def acl(kind: str, name: str, operations: list[str]) -> Manifest:
+        return {"resource": {"type": kind, "name": name, "patternType": "prefix"}, "operations": operations}
+
+    return {
+        "apiVersion": STRIMZI_API,
+        "kind": "KafkaUser",
+        "metadata": {"name": KAFKA_USER, "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": PART_OF}},
+        "spec": {
+            "authentication": {"type": "tls"},
+            "authorization": {
+                "type": "simple",
+                "acls": [
+                    # Topics are provisioned by KafkaTopic resources: no Create for the workers.
+                    acl("topic", "radalign.", ["Read", "Write", "Describe", "DescribeConfigs"]),
+                    acl("group", f"{APP}-", ["Read", "Describe"]),
+                ],
+            },
+        },
+    }
+
+
+#: Where the production pods find the KafkaUser's certificate and the cluster CA.
+KAFKA_TLS_DIR = "/etc/radalign/kafka"
+
+
+def kafka_tls_patch() -> list[Manifest]:
+    """JSON patch (production, every stage Deployment): mount the KafkaUser certificate and the
+    cluster CA, and point the workers at the TLS listener (radalign/framework/kafka_tls.py)."""
+    env = {
+        "RADALIGN_KAFKA_BOOTSTRAP": KAFKA_TLS_BOOTSTRAP,
+        "RADALIGN_KAFKA_SECURITY_PROTOCOL": "SSL",
+        "RADALIGN_KAFKA_SSL_CAFILE": f"{KAFKA_TLS_DIR}/ca.crt",
+        "RADALIGN_KAFKA_SSL_CERTFILE": f"{KAFKA_TLS_DIR}/user.crt",
+        "RADALIGN_KAFKA_SSL_KEYFILE": f"{KAFKA_TLS_DIR}/user.key",
+    }
+    volume = {
+        "name": "kafka-tls",
+        "projected": {
+            "sources": [
+                {"secret": {"name": f"{KAFKA_CLUSTER}-cluster-ca-cert", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"secret": {"name": KAFKA_USER, "items": [{"key": "user.crt", "path": "user.crt"}, {"key": "user.key", "path": "user.key"}]}},
+            ]
+        },
+    }
+    container = "/spec/template/spec/containers/0"
+    ops: list[Manifest] = [{"op": "add", "path": f"{container}/env/-", "value": {"name": k, "value": v}} for k, v in env.items()]
+    ops.append({"op": "add", "path": f"{container}/volumeMounts/-", "value": {"name": "kafka-tls", "mountPath": KAFKA_TLS_DIR, "readOnly": True}})
+    ops.append({"op": "add", "path": "/spec/template/spec/volumes/-", "value": volume})
+    return ops
+
+
+# --- CloudNativePG: the production PostgreSQL option (component) -------------------------------
+
+CNPG_CLUSTER = "radalign-pg"
+#: CloudNativePG's "standard" operand image carries pgvector; pin a digest in your registry mirror.
+CNPG_IMAGE = "ghcr.io/cloudnative-pg/postgresql:17-standard-bookworm"
+
+
+def cnpg_cluster(*, instances: int = 3) -> Manifest:
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Cluster",
+        "metadata": {"name": CNPG_CLUSTER, "labels": labels("postgres")},
+        "spec": {
+            "instances": instances,
+            "imageName": CNPG_IMAGE,
+            "primaryUpdateStrategy": "unsupervised",
+            "storage": {"size": "50Gi"},
+            "postgresql": {
+                # The HNSW indexes of the case store should fit in shared buffers (README: ~2 MB per 1,000 cases).
+                "parameters": {"shared_buffers": "1GB", "max_connections": "200", "statement_timeout": "0"},
+            },
+            "bootstrap": {
+                "initdb": {
+                    "database": APP,
+                    "owner": APP,
+                    "postInitApplicationSQL": ["CREATE EXTENSION IF NOT EXISTS vector"],
+                }
+            },
+            "monitoring": {"enablePodMonitor": True},
+        },
+    }
+
+
+def cnpg_kustomization() -> Manifest:
+    """Component: the Cluster, and every workload's RADALIGN_DATABASE_URL from the Secret the
+    operator writes (`<cluster>-app`, key `uri`), which takes precedence over radalign-secrets."""
+    env = {"name": "RADALIGN_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": f"{CNPG_CLUSTER}-app", "key": "uri"}}}
+    patch = yaml.safe_dump([{"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": env}], sort_keys=False)
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+        "kind": "Component",
+        "resources": ["cluster.yaml"],
+        "patches": [
+            {"target": {"kind": "Deployment", "labelSelector": "app.kubernetes.io/name=radalign,app.kubernetes.io/component notin (triton)"}, "patch": patch},
+            {"target": {"kind": "Job", "name": "radalign-db-migrate"}, "patch": patch},
+        ],
+    }
 
 
 # --- Grafana dashboard -------------------------------------------------------------------------
@@ -409,6 +597,50 @@ def dashboard_queries() -> list[tuple[str, list[tuple[str, str]], str, str]]:
             [('sum by (consumergroup, topic) (kafka_consumergroup_lag{consumergroup=~"radalign-.*"})', "{{consumergroup}} {{topic}}")],
             "short",
             "Records waiting per consumer group and topic (from Strimzi's Kafka Exporter).",
+        ),
+        (
+            "Gateway: accepted and refused instances",
+            [
+                (f"sum by (source) (rate(radalign_gateway_instances_accepted_total{{{ns}}}[{rate}]))", "accepted {{source}}"),
+                (f"sum by (source, reason) (rate(radalign_gateway_instances_refused_total{{{ns}}}[{rate}]))", "refused {{source}} {{reason}}"),
+            ],
+            "ops",
+            "What the gateway took in (C-STORE, STOW-RS, HTTP) and what it refused at the door, by reason.",
+        ),
+        (
+            "Drafting: LLM fall-backs and guard verdicts",
+            [
+                (f"sum by (reason) (rate(radalign_drafting_fallbacks_total{{{ns}}}[{rate}]))", "fallback {{reason}}"),
+                (f"sum by (verdict) (rate(radalign_drafting_guard_verdicts_total{{{ns}}}[{rate}]))", "guard {{verdict}}"),
+            ],
+            "ops",
+            "Drafts the deterministic drafter wrote instead of the LLM, by reason; guard verdicts (passed, regenerated, fell_back = rejected).",
+        ),
+        (
+            "Drafting: LLM latency p50 / p95",
+            [
+                (f"histogram_quantile(0.5, sum by (backend, le) (rate(radalign_drafting_generation_seconds_bucket{{{ns}}}[{rate}])))", "p50 {{backend}}"),
+                (f"histogram_quantile(0.95, sum by (backend, le) (rate(radalign_drafting_generation_seconds_bucket{{{ns}}}[{rate}])))", "p95 {{backend}}"),
+            ],
+            "s",
+            "Time of one generation per backend (LLM or deterministic).",
+        ),
+        (
+            "Delivery: reports per destination and outcome",
+            [(f"sum by (destination, outcome) (rate(radalign_deliveries_total{{{ns}}}[{rate}]))", "{{destination}} {{outcome}}")],
+            "ops",
+            "Report versions sent to each PACS / DICOMweb / FHIR destination: delivered, skipped (already there), failed, refused.",
+        ),
+        (
+            "Delivery: latency p95 per destination",
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (destination, le) (rate(radalign_delivery_seconds_bucket{{{ns}}}[{rate}])))",
+                    "p95 {{destination}}",
+                )
+            ],
+            "s",
+            "Time to deliver one report version to one destination, retries included.",
         ),
         (
             "Triton queue time per request",
@@ -502,7 +734,15 @@ GENERATED: dict[str, Callable[[], str]] = {
     "k8s/base/autoscaling.yaml": lambda: to_yaml(autoscaler_manifests(), header=GENERATED_HEADER + IDLE_REPLICAS_NOTE),
     "k8s/components/keda/scaledobjects.yaml": lambda: to_yaml(keda_manifests(), header=GENERATED_HEADER + IDLE_REPLICAS_NOTE),
     "k8s/components/keda/kustomization.yaml": lambda: to_yaml([keda_kustomization()]),
+    "k8s/components/keda-production/scaledobjects.yaml": lambda: to_yaml(keda_manifests(production=True), header=GENERATED_HEADER + IDLE_REPLICAS_NOTE),
+    "k8s/components/keda-production/kustomization.yaml": lambda: to_yaml([keda_kustomization()]),
+    "k8s/components/cloudnative-pg/cluster.yaml": lambda: to_yaml([cnpg_cluster()]),
+    "k8s/components/cloudnative-pg/kustomization.yaml": lambda: to_yaml([cnpg_kustomization()]),
     "k8s/overlays/production/kafka-topics.yaml": lambda: to_yaml(kafka_topic_manifests(replicas=3)),
+    "k8s/overlays/production/kafka-cluster.yaml": lambda: to_yaml(kafka_cluster_manifests(replicas=3)),
+    "k8s/overlays/production/kafka-user.yaml": lambda: to_yaml([kafka_user_manifest()]),
+    # A JSON patch (a list, not a Kubernetes object): JSON, so that it is not taken for a manifest.
+    "k8s/overlays/production/kafka-tls-patch.json": lambda: json.dumps(kafka_tls_patch(), indent=2) + "\n",
     "k8s/overlays/dev/kafka-topics.yaml": lambda: to_yaml(kafka_topic_manifests(replicas=1)),
     "k8s/monitoring/grafana-dashboard.yaml": lambda: to_yaml([grafana_dashboard_configmap()]),
 }

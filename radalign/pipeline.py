@@ -70,6 +70,9 @@ GRAPH: tuple[StageSpec, ...] = (
     StageSpec("concepts", STUDY_PREPROCESSED, (CONCEPTS_INFERRED,), 18102, Resources("250m", "768Mi", "1", "1536Mi")),
     StageSpec("retrieval", CONCEPTS_INFERRED, (CASES_RETRIEVED,), 18103, Resources("500m", "1Gi", "2", "2Gi")),
     StageSpec("drafting", CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW), 18104, Resources("250m", "1Gi", "1", "2Gi")),
+    # Sends each draft to the configured PACS / FHIR destinations; its outputs leave Kafka.
+    # Renders SR and FHIR resources (pydicom, highdicom, fhir.resources) and waits on the network.
+    StageSpec("delivery", REPORT_DRAFTED, (), 18105, Resources("100m", "512Mi", "500m", "1Gi")),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH)

@@ -13,11 +13,11 @@ JSON_DIR = Path(__file__).parent / "json"
 #: Kafka record headers every event carries (CloudEvents binary mode + W3C trace context).
 RECORD_HEADERS = {
     "ce_specversion": "1.0",
-    "ce_id": "event id, deterministic per (stage, study_key, pipeline_version): de-duplicate redeliveries by it",
+    "ce_id": "event id, deterministic per (stage, study_key, pipeline_version, study_version): redeliveries carry the same id",
     "ce_type": "the x-event-type below",
-    "ce_source": "/radalign/<stage>/<host>",
+    "ce_source": "/radalign/<stage> (the same for every replica: source + id identify the event)",
     "ce_time": "RFC 3339 time of publication",
-    "ce_dataschema": "this file's name",
+    "ce_dataschema": "absolute URI: RADALIGN_SCHEMA_BASE_URI (default urn:radalign:schema:) + this file's name",
     "content-type": "application/json",
     "traceparent": "W3C trace context; the trace id is kept from the gateway to the report",
 }

@@ -5,9 +5,13 @@ Every record:
   and in order;
 - value: UTF-8 JSON of the topic's contract (`schemas/json/<schema>.v1.json`);
 - headers (CloudEvents binary mode over Kafka, plus W3C trace context):
-  `ce_specversion`=1.0, `ce_id`, `ce_type`, `ce_source`, `ce_time`, `content-type`=application/json,
-  `traceparent`, and `ce_dataschema` naming the schema file. `ce_id` is deterministic per
-  (stage, study_key, pipeline_version), so consumers de-duplicate redeliveries by it.
+  `ce_specversion`=1.0, `ce_id`, `ce_type`, `ce_source` (`/radalign/<stage>`, the same for every
+  replica), `ce_time`, `content-type`=application/json, `traceparent`, and `ce_dataschema` (an
+  absolute URI of the schema file). `ce_id` is deterministic per (stage, study_key,
+  pipeline_version, study_version), so a redelivery carries the same source + id. RadAlign's own
+  stages are idempotent by key (upserts per study and pipeline version); the delivery stage, whose
+  effects leave the system, skips a report version it already delivered and counts it in
+  `radalign_duplicates_skipped_total`.
 """
 
 from __future__ import annotations

@@ -9,6 +9,20 @@ stamp="$VENV/.radalign-installed"
 # The stamp covers what was installed and how: the extras and the editable mode.
 want="$( (cat pyproject.toml scripts/bootstrap.sh; echo "llm=${RADALIGN_WITH_LLM:-0} editable=1") | sha256sum | cut -c1-16)"
 
+# System tools the tests and the demo use where they exist (best effort: skipped without apt or
+# root; the tests that need them then skip with the reason): Orthanc + its DICOMweb plugin (the
+# PACS of the delivery tests and the demo), dciodvfy (dicom3tools: validates the SR), promtool
+# (prometheus: checks the alert rules).
+if ! { command -v Orthanc && command -v dciodvfy && command -v promtool && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; } >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    echo "==> system packages: orthanc orthanc-dicomweb dicom3tools prometheus (apt)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dicom3tools prometheus >/dev/null; } \
+      || echo "    (apt install failed; the tests that need these tools will skip)"
+  else
+    echo "==> skipping system packages (orthanc, dicom3tools, prometheus): needs apt-get and root"
+  fi
+fi
+
 if [ -f "$stamp" ] && { [ "$(cat "$stamp")" = "$want" ] || grep -qx "$want" "$stamp"; }; then
   exit 0
 fi

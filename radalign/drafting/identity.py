@@ -36,6 +36,17 @@ class StudyIdentity:
     study_id: str = ""
     #: The order this report answers (FHIR ServiceRequest id or the placer order number).
     service_request_id: str = ""
+    #: DICOM StudyDate (YYYYMMDD), StudyTime (HHMMSS[.f]) and TimezoneOffsetFromUTC (+HHMM) of
+    #: the original study: the report's effective time.
+    study_date: str = ""
+    study_time: str = ""
+    timezone_offset: str = ""
+    referring_physician_name: str = ""
+    #: The order's attributes when known (ReferencedRequestSequence of the SR).
+    requested_procedure_id: str = ""
+    requested_procedure_description: str = ""
+    placer_order_number: str = ""
+    filler_order_number: str = ""
     instances: tuple[InstanceIdentity, ...] = field(default_factory=tuple)
 
 
@@ -88,14 +99,43 @@ class PostgresReidentifier:
                 await cur.execute(_INSTANCES, (study_key,))
                 instances = await cur.fetchall()
         routing = row["routing"] or {}
-        return StudyIdentity(
-            study_key=row["study_key"],
-            study_instance_uid=row["study_instance_uid"],
-            patient_id=row["patient_id"],
-            patient_name=row["patient_name"],
-            issuer_of_patient_id=str(routing.get("IssuerOfPatientID", "")),
-            accession_number=row["accession_number"],
-            study_id=str(routing.get("StudyID", "")),
-            service_request_id=_service_request(routing),
-            instances=tuple(InstanceIdentity(i["sop_instance_uid"], i["series_instance_uid"], i["sop_class_uid"]) for i in instances),
-        )
+        return identity_from_row(row, routing, instances)
+
+
+def _text(routing: Mapping[str, Any], key: str) -> str:
+    value = routing.get(key, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _birth_date(value: str) -> date | None:
+    try:
+        return date(int(value[:4]), int(value[4:6]), int(value[6:8])) if len(value) >= 8 else None
+    except ValueError:
+        return None
+
+
+def identity_from_row(row: Mapping[str, Any], routing: Mapping[str, Any], instances: list[Mapping[str, Any]]) -> StudyIdentity:
+    """The identity from a `study_pseudonyms` row, its `routing` facts and its instances."""
+    requests = routing.get("RequestAttributes") or [{}]
+    first_request = requests[0] if isinstance(requests, list) and requests and isinstance(requests[0], dict) else {}
+    return StudyIdentity(
+        study_key=row["study_key"],
+        study_instance_uid=row["study_instance_uid"],
+        patient_id=row["patient_id"],
+        patient_name=row["patient_name"],
+        issuer_of_patient_id=_text(routing, "IssuerOfPatientID"),
+        birth_date=_birth_date(_text(routing, "PatientBirthDate")),
+        sex=_text(routing, "PatientSex") if _text(routing, "PatientSex") in ("M", "F", "O") else "",
+        accession_number=row["accession_number"],
+        study_id=_text(routing, "StudyID"),
+        service_request_id=_service_request(routing),
+        study_date=_text(routing, "StudyDate"),
+        study_time=_text(routing, "StudyTime"),
+        timezone_offset=_text(routing, "TimezoneOffsetFromUTC"),
+        referring_physician_name=_text(routing, "ReferringPhysicianName"),
+        requested_procedure_id=_text(routing, "RequestedProcedureID") or str(first_request.get("RequestedProcedureID", "")),
+        requested_procedure_description=_text(routing, "RequestedProcedureDescription"),
+        placer_order_number=_text(routing, "PlacerOrderNumberImagingServiceRequest"),
+        filler_order_number=_text(routing, "FillerOrderNumberImagingServiceRequest"),
+        instances=tuple(InstanceIdentity(i["sop_instance_uid"], i["series_instance_uid"], i["sop_class_uid"]) for i in instances),
+    )

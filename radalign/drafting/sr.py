@@ -3,29 +3,39 @@ written with highdicom and readable by any PACS.
 
 highdicom implements the Enhanced/Comprehensive SR SOP classes but not Basic Text SR; the small
 subclass below reuses its SR document machinery (content-item validation, patient/study
-attributes, evidence sequences) with the Basic Text SR SOP class, whose content (CONTAINER and
-TEXT items linked by CONTAINS) is a subset of what highdicom checks.
+attributes, evidence sequences) with the Basic Text SR SOP class, whose content (CONTAINER,
+TEXT, CODE and UIDREF items linked by CONTAINS / HAS OBS CONTEXT) is a subset of what highdicom
+checks. That base class is private (`highdicom.sr.sop._SR`), so pyproject pins highdicom to the
+release range this module is tested with (tests/unit/drafting/test_drafting_outputs.py builds,
+reads back with highdicom and validates with dciodvfy).
 
-Patient and study attributes come from the re-identification mapping, here and only here. The
-document is PRELIMINARY and UNVERIFIED: a radiologist verifies it in the reporting system.
-UIDs derive from the report id, so re-rendering a report gives the same SOP Instance UID.
+Patient and study attributes (StudyDate/StudyTime included) come from the re-identification
+mapping, here and only here; the order (ReferencedRequestSequence) when it is known. The AI is
+the document's observer (TID 1002/1004 device observer context). A draft is PRELIMINARY, PARTIAL
+and UNVERIFIED; a signed version (status "final") is FINAL, COMPLETE and VERIFIED with its
+verifying observer. UIDs derive from the report id and the document version, so re-rendering the
+same version gives the same SOP Instance UID and a new version gets a new one.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
+from typing import Literal
 
 import highdicom as hd
 from highdicom.sr.sop import _SR
 from pydicom import Dataset, dcmread
+from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 from pydicom.uid import UID
 
 from radalign import __version__
 from radalign.drafting.identity import StudyIdentity
 from schemas.events import ReportDrafted
+
+ReportStatus = Literal["preliminary", "final"]
 
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
 REPORT_TITLE = Code("18748-4", "LN", "Diagnostic Imaging Report")
@@ -52,13 +62,29 @@ def _text(name: Code, value: str) -> hd.sr.TextContentItem:
     return hd.sr.TextContentItem(name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
 
 
+def device_uid(report: ReportDrafted) -> str:
+    """One observer UID per combination of concept model, drafter and prompt version."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, f'radalign-device:{report.model_name}:{report.model_version}:{report.drafter}:{report.prompt_version}').int}"
+
+
+def _device_observer(report: ReportDrafted) -> list:
+    """TID 1002 observer context with TID 1004 device observer identifying attributes."""
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=device_uid(report),
+        name="RadAlign Stream report drafting AI",
+        manufacturer_name="RadAlign Stream",
+        model_name=f"{report.model_name} {report.model_version}; {report.drafter}; {report.prompt_version}"[:64],
+    )
+    return list(hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device))
+
+
 def _content(report: ReportDrafted) -> Dataset:
     findings = hd.sr.ContainerContentItem(name=FINDINGS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     findings.ContentSequence = [_text(FINDING, report.findings)]
     impressions = hd.sr.ContainerContentItem(name=IMPRESSIONS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     impressions.ContentSequence = [_text(IMPRESSION, report.impression)]
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE, template_id="2000")
-    root.ContentSequence = [findings, impressions]
+    root.ContentSequence = [*_device_observer(report), findings, impressions]
     return root
 
 
@@ -76,9 +102,9 @@ def _evidence(identity: StudyIdentity, report_id: str) -> tuple[list[Dataset], b
             ds.IssuerOfPatientID = identity.issuer_of_patient_id
         ds.AccessionNumber = identity.accession_number
         ds.StudyID = identity.study_id
-        ds.StudyDate = ""
-        ds.StudyTime = ""
-        ds.ReferringPhysicianName = ""
+        ds.StudyDate = identity.study_date
+        ds.StudyTime = identity.study_time
+        ds.ReferringPhysicianName = identity.referring_physician_name
         return ds
 
     evidence = []
@@ -99,38 +125,70 @@ def _evidence(identity: StudyIdentity, report_id: str) -> tuple[list[Dataset], b
     return [ds], False
 
 
-def basic_text_sr(report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None) -> Dataset:
+def requested_procedures(identity: StudyIdentity) -> list[Dataset] | None:
+    """ReferencedRequestSequence items when the order is known (accession, requested procedure
+    or order numbers), else None (the attribute is then absent: type 1C)."""
+    if not (identity.accession_number or identity.requested_procedure_id or identity.placer_order_number or identity.filler_order_number):
+        return None
+    item = Dataset()
+    item.StudyInstanceUID = identity.study_instance_uid
+    item.ReferencedStudySequence = []
+    item.AccessionNumber = identity.accession_number
+    item.PlacerOrderNumberImagingServiceRequest = identity.placer_order_number
+    item.FillerOrderNumberImagingServiceRequest = identity.filler_order_number
+    item.RequestedProcedureID = identity.requested_procedure_id
+    item.RequestedProcedureDescription = identity.requested_procedure_description
+    item.RequestedProcedureCodeSequence = []
+    return [item]
+
+
+def basic_text_sr(
+    report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None, status: ReportStatus = "preliminary",
+    verifier: str = "", verified_at: datetime | None = None, document_version: str = "",
+    verifying_organization: str = "RadAlign Stream review",
+) -> Dataset:
+    """The SR of one version of the report. `status="final"` (a radiologist signed it) needs the
+    verifier's name (DICOM PN, "Family^Given")."""
+    final = status == "final"
+    if final and not verifier:
+        raise ValueError("a final (verified) SR needs the verifying radiologist's name")
     evidence, real = _evidence(identity, report.report_id)
+    suffix = f":{status}:{document_version}" if (final or document_version) else ""
     sr = BasicTextSR(
         evidence=evidence,
         content=_content(report),
         series_instance_uid=_uid(report.report_id, "series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=_uid(report.report_id, "instance"),
+        sop_instance_uid=_uid(report.report_id, f"instance{suffix}"),
         instance_number=1,
         manufacturer="RadAlign Stream",
-        is_complete=False,  # PARTIAL: a draft the radiologist completes
-        is_final=False,  # PRELIMINARY
-        is_verified=False,  # UNVERIFIED
+        is_complete=final,  # PARTIAL: a draft the radiologist completes
+        is_final=final,  # PRELIMINARY until signed
+        is_verified=final,  # UNVERIFIED until signed
+        verifying_observer_name=verifier or None,
+        verifying_organization=verifying_organization if final else None,
+        requested_procedures=requested_procedures(identity),
         record_evidence=real,
-        series_description="AI draft report (unverified)",
+        series_description="AI report (verified)" if final else "AI draft report (unverified)",
         software_versions=__version__,
         specific_character_set="ISO_IR 192",  # UTF-8: names and LLM text may leave ASCII
     )
+    if final and verified_at is not None:
+        sr.VerifyingObserverSequence[0].VerificationDateTime = verified_at.strftime("%Y%m%d%H%M%S")
     if not real:
         for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
             if keyword in sr:
                 delattr(sr, keyword)
-    when = created or datetime.now(timezone.utc)
+    when = created or datetime.now(UTC)
     sr.ContentDate = when.strftime("%Y%m%d")
     sr.ContentTime = when.strftime("%H%M%S")
     return sr
 
 
-def basic_text_sr_bytes(report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None) -> bytes:
-    """The SR as a DICOM Part 10 file."""
+def basic_text_sr_bytes(report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None, **version: object) -> bytes:
+    """The SR as a DICOM Part 10 file (`version`: status, verifier, verified_at, document_version)."""
     buffer = BytesIO()
-    basic_text_sr(report, identity, created=created).save_as(buffer, enforce_file_format=True)
+    basic_text_sr(report, identity, created=created, **version).save_as(buffer, enforce_file_format=True)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 
@@ -141,7 +199,7 @@ def read_sr_text(data: bytes) -> dict[str, str]:
     tree = hd.sr.ContentSequence.from_sequence(ds.ContentSequence, is_root=False)
     out = {"verification": str(ds.VerificationFlag), "sop_class": str(ds.SOPClassUID)}
     for section in tree:
-        for item in section.ContentSequence:
+        for item in getattr(section, "ContentSequence", None) or []:
             if item.name == FINDING:
                 out["findings"] = item.value
             elif item.name == IMPRESSION:

@@ -7,7 +7,6 @@ one encoding (and one validation step) of the contracts in `schemas/`.
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -48,15 +47,33 @@ def encode(event: Contract) -> bytes:
     return event.model_dump_json().encode("utf-8")
 
 
+def event_source(stage: str) -> str:
+    """`ce_source`: the stage, never the pod. Replicas of a stage emit the same `ce_id` for the
+    same event (redeliveries, a replica taking over a partition), so source + id identify it
+    whichever replica sent it; a per-pod source would make two copies look like two events."""
+    return f"/radalign/{stage}"
+
+
+def dataschema_uri(contract: type[Contract]) -> str:
+    """`ce_dataschema`: an absolute URI (CloudEvents 1.0), `RADALIGN_SCHEMA_BASE_URI` + the
+    schema file name. The default base is a URN; a deployment that publishes schemas/json/ over
+    HTTP sets the base to that URL."""
+    from radalign.config import get_settings
+
+    base = get_settings().schema_base_uri
+    name = schema_file(contract).name
+    return f"{base}{name}" if base.endswith((":", "/")) else f"{base}/{name}"
+
+
 def build_headers(event: Contract, *, stage: str, ev_id: str, traceparent: str | None) -> Headers:
-    source = f"/radalign/{stage}/{os.environ.get('HOSTNAME', 'local')}"
+    source = event_source(stage)
     return [
         ("ce_specversion", b"1.0"),
         ("ce_id", ev_id.encode()),
         ("ce_type", event.event_type.encode()),
         ("ce_source", source.encode()),
         ("ce_time", datetime.now(UTC).isoformat().encode()),
-        ("ce_dataschema", schema_file(type(event)).name.encode()),
+        ("ce_dataschema", dataschema_uri(type(event)).encode()),
         ("content-type", b"application/json"),
         ("traceparent", (traceparent or new_traceparent()).encode()),
     ]

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from radalign.config import Settings
 from radalign.framework import codec
+from radalign.framework.kafka_tls import aiokafka_kwargs
 from schemas.events import DeadLetter
 from schemas.topics import dead_letter_topic
 
@@ -50,7 +51,7 @@ async def _read_to_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> list[P
 async def list_dead_letters(settings: Settings, stage: str) -> list[ParkedRecord]:
     """Every dead letter of a stage, oldest first (reads the whole topic; it is small by design)."""
     tp = TopicPartition(dead_letter_topic(stage).name, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False, **aiokafka_kwargs(settings))
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -66,9 +67,9 @@ async def replay_dead_letters(settings: Settings, stage: str, error_types: set[s
     tp = TopicPartition(dead_letter_topic(stage).name, 0)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=replay_group(stage), enable_auto_commit=False,
-        auto_offset_reset="earliest",
+        auto_offset_reset="earliest", **aiokafka_kwargs(settings),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=False, **aiokafka_kwargs(settings))
     await consumer.start()
     await producer.start()
     try:

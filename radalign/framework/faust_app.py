@@ -19,6 +19,7 @@ from faust.web import Request, Response, View
 
 from radalign.config import Settings
 from radalign.framework import metrics
+from radalign.framework.kafka_tls import faust_credentials
 from radalign.framework.retry import retry_until_done
 from radalign.framework.stage import Record, Stage, StageRunner
 from schemas.topics import TopicSpec
@@ -57,6 +58,7 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
         web_in_thread=False,
         stream_wait_empty=False,
         producer_acks=-1,
+        broker_credentials=faust_credentials(settings),
     )
     runner = StageRunner(stage, settings)
     state: dict = {"last_tick": time.monotonic(), "ready": False, "setup_error": None}

@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 
 from radalign.config import Settings
 from radalign.framework import codec
+from radalign.framework.kafka_tls import aiokafka_kwargs
 from schemas.events import Contract
 from schemas.topics import TopicSpec
 
@@ -38,8 +39,10 @@ class KafkaEventPublisher:
             acks="all",
             request_timeout_ms=15000,
             linger_ms=0,
-            # Idempotent producers fail against tansu (InitProducerId); consumers de-duplicate by ce_id.
+            # Idempotent producers fail against tansu (InitProducerId); sinks are idempotent by key
+            # and the delivery stage skips report versions it delivered already.
             enable_idempotence=False,
+            **aiokafka_kwargs(settings),
         )
 
     async def start(self) -> None:

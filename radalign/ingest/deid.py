@@ -168,6 +168,9 @@ def _routing(ds: Dataset) -> dict[str, Any]:
     for keyword in (
         "StudyID", "RequestedProcedureID", "PlacerOrderNumberImagingServiceRequest",
         "FillerOrderNumberImagingServiceRequest", "IssuerOfPatientID", "PerformedProcedureStepID",
+        # For the report outputs (SR, FHIR effective time): kept only in PostgreSQL, like the rest.
+        "StudyDate", "StudyTime", "TimezoneOffsetFromUTC", "PatientBirthDate", "PatientSex",
+        "ReferringPhysicianName", "RequestedProcedureDescription",
     ):
         value = str(ds.get(keyword, "") or "").strip()
         if value:

@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from radalign.config import Settings
 from radalign.db import apply_migrations
-from radalign.stack import broker, postgres, triton, workers
+from radalign.stack import broker, orthanc, postgres, triton, workers
 from radalign.stack.broker import parse_bootstrap
 from radalign.stack.process import (
     StatePaths,
@@ -38,7 +38,9 @@ from radalign.stack.readiness import StackStartError, tcp_open
 
 log = logging.getLogger(__name__)
 
-SERVICES: tuple[str, ...] = ("broker", "postgres", "triton")
+SERVICES: tuple[str, ...] = ("broker", "postgres", "triton", "orthanc")
+#: Services started only where installed (else `up` skips them and says why).
+OPTIONAL: dict[str, Callable[[], bool]] = {"orthanc": orthanc.installed}
 COMPONENTS: tuple[str, ...] = (*SERVICES, "workers")
 
 
@@ -97,6 +99,8 @@ def address_of(settings: Settings, component: str) -> str:
         return public_dsn(settings.dsn)
     if component == "triton":
         return f"grpc {settings.triton_grpc_url}, http 127.0.0.1:{settings.triton_http_port}"
+    if component == "orthanc":
+        return f"http {orthanc.http_url(settings)}, dicom {settings.orthanc_ae_title}@127.0.0.1:{settings.orthanc_dicom_port}"
     return ""
 
 
@@ -130,6 +134,8 @@ def _start_service(settings: Settings, paths: StatePaths, component: str, model_
         return proc
     if component == "triton":
         return triton.start_triton(settings, paths, model_repo)
+    if component == "orthanc":
+        return orthanc.start_orthanc(settings, paths)
     raise ValueError(f"unknown component {component!r}")
 
 
@@ -170,6 +176,9 @@ def up(
                     continue
                 if component in external:
                     results.append(ComponentStatus(component, None, address_of(settings, component), True, "external: not started"))
+                    continue
+                if component in OPTIONAL and not OPTIONAL[component]():
+                    results.append(ComponentStatus(component, None, "", True, "not installed: skipped"))
                     continue
                 if (proc := _running(paths, component)) is not None:
                     detail = _catch_up(settings, component)
@@ -240,6 +249,8 @@ def _probe(settings: Settings, component: str) -> bool:
         return postgres.postgres_healthy(settings)
     if component == "triton":
         return triton.triton_healthy(settings)
+    if component == "orthanc":
+        return orthanc.orthanc_healthy(settings)
     return False
 
 
@@ -259,6 +270,9 @@ def status(settings: Settings) -> list[ComponentStatus]:
             rows.append(ComponentStatus(component, None, address, healthy, "external"))
             continue
         proc = _running(paths, component)
+        if proc is None and component in OPTIONAL and not OPTIONAL[component]():
+            rows.append(ComponentStatus(component, None, "", True, "not installed"))
+            continue
         if proc is None:
             rows.append(ComponentStatus(component, None, address, False, "not running"))
             continue

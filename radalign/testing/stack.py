@@ -59,6 +59,8 @@ def stack_settings(state_dir: Path, **overrides: object) -> Settings:
         "triton_metrics_port": free_port(),
         "gateway_port": free_port(),
         "dicom_port": free_port(),
+        "orthanc_http_port": free_port(),
+        "orthanc_dicom_port": free_port(),
         "web_port_offset": free_web_port_offset(),
     }
     return Settings(**(values | overrides))

@@ -12,7 +12,20 @@ from pydantic import ValidationError
 from pydicom import dcmread
 
 from radalign.config import Settings
-from radalign.drafting.fhir import diagnostic_report, diagnostic_report_dict, report_text
+import dataclasses
+import shutil
+import subprocess
+
+from radalign.drafting.fhir import (
+    AIAST,
+    DEFAULT_PATIENT_SYSTEM,
+    diagnostic_report,
+    diagnostic_report_dict,
+    report_text,
+    study_effective,
+    transaction_bundle,
+    validate,
+)
 from radalign.drafting.identity import InstanceIdentity, StudyIdentity
 from radalign.drafting.sr import BASIC_TEXT_SR, basic_text_sr, basic_text_sr_bytes, read_sr_text
 from schemas.events import Certainty, Observation
@@ -23,7 +36,8 @@ CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly."
 IDENTITY = StudyIdentity(
     study_key="st-0123456789abcdef", study_instance_uid="1.2.826.0.1.3680043.8.498.1", patient_id="MRN-0042",
     patient_name="Müller^Anna", issuer_of_patient_id="HOSP", birth_date=date(1960, 5, 1), sex="F",
-    accession_number="ACC-9", study_id="S1", service_request_id="order-77",
+    accession_number="ACC-9", study_id="S1", service_request_id="order-77", study_date="20261127", study_time="101530.25",
+    timezone_offset="+0100", requested_procedure_id="RP-3",
     instances=(InstanceIdentity("1.2.826.0.1.3680043.8.498.3", "1.2.826.0.1.3680043.8.498.2", "1.2.840.10008.5.1.4.1.1.1"),),
 )
 ISSUED = datetime(2026, 11, 27, 21, 0, tzinfo=timezone.utc)
@@ -34,7 +48,7 @@ def report():
     return asyncio.run(DraftingCore(Settings(), None).draft(make_event(LABELS, CASES)))
 
 
-@pytest.mark.parametrize("version", ["R5", "R4B"])
+@pytest.mark.parametrize("version", ["R5", "R4"])
 def test_fhir_diagnostic_report_validates_and_carries_the_draft(report, version):
     resource = diagnostic_report(report, IDENTITY, issued=ISSUED, version=version)
     data = resource.model_dump(mode="json", exclude_none=True)
@@ -48,6 +62,12 @@ def test_fhir_diagnostic_report_validates_and_carries_the_draft(report, version)
     assert based_on["reference"] == "ServiceRequest/order-77" and based_on["identifier"]["value"] == "ACC-9"
     assert based_on["identifier"]["type"]["coding"][0]["code"] == "ACSN"
     assert data["subject"]["identifier"]["value"] == "MRN-0042" and data["subject"]["display"] == "Anna Müller"
+    assert data["subject"]["identifier"]["system"] == DEFAULT_PATIENT_SYSTEM  # issuer "HOSP" is not a URI
+    assert data["effectiveDateTime"] == "2026-11-27T10:15:30+01:00"  # StudyDate/Time/TimezoneOffsetFromUTC
+    assert data["meta"]["security"] == [AIAST]
+    assert data["text"]["status"] == "generated" and "Cardiomegaly." in data["text"]["div"]
+    # the model called Cardiomegaly present: SNOMED CT 8186001 next to the CheXpert code
+    assert {c["code"] for c in data["conclusionCode"][0]["coding"]} == {"Cardiomegaly", "8186001"}
     studies = data["study" if version == "R5" else "imagingStudy"]
     assert studies[0]["identifier"]["value"] == "urn:oid:1.2.826.0.1.3680043.8.498.1"
 
@@ -82,7 +102,9 @@ def test_basic_text_sr_round_trips_through_pydicom_and_highdicom(report):
     assert text["findings"] == report.findings and text["impression"] == report.impression
     # highdicom parses the whole content tree back (each content item validated)
     tree = hd.sr.ContentSequence.from_sequence(ds.ContentSequence)
-    assert [item.name.meaning for item in tree] == ["Findings", "Impressions"]
+    names = [item.name.meaning for item in tree]
+    assert names[-2:] == ["Findings", "Impressions"]
+    assert "Device Observer UID" in names and "Observer Type" in names  # TID 1002/1004: the AI observes
 
 
 def test_sr_uids_are_stable_per_report_and_evidence_optional(report):
@@ -92,3 +114,85 @@ def test_sr_uids_are_stable_per_report_and_evidence_optional(report):
     bare = StudyIdentity(study_key=IDENTITY.study_key, study_instance_uid=IDENTITY.study_instance_uid)
     ds = dcmread(BytesIO(basic_text_sr_bytes(report, bare, created=ISSUED)))
     assert "CurrentRequestedProcedureEvidenceSequence" not in ds and ds.PatientID == ""
+
+
+def _dicom_validator_report(path) -> str:
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("status", ["preliminary", "final"])
+def test_sr_passes_dciodvfy(report, tmp_path, status):
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools; scripts/bootstrap.sh does)")
+    path = tmp_path / "sr.dcm"
+    extra = {"status": "final", "verifier": "Rad^Ann", "verified_at": ISSUED, "document_version": "v2"} if status == "final" else {}
+    path.write_bytes(basic_text_sr_bytes(report, IDENTITY, created=ISSUED, **extra))
+    out = _dicom_validator_report(path)
+    assert "BasicTextSR" in out, out  # the IOD it recognised
+    assert "Error" not in out and "Warning" not in out, out
+    # the validator does catch a broken SR (so the assertion above can fail)
+    ds = dcmread(path)
+    del ds.CompletionFlag
+    ds.save_as(tmp_path / "broken.dcm")
+    assert "Error" in _dicom_validator_report(tmp_path / "broken.dcm")
+
+
+def test_sr_carries_study_time_order_and_device_observer(report):
+    ds = basic_text_sr(report, IDENTITY, created=ISSUED)
+    assert ds.StudyDate == "20261127" and ds.StudyTime == "101530.25"
+    request = ds.ReferencedRequestSequence[0]
+    assert request.AccessionNumber == "ACC-9" and request.RequestedProcedureID == "RP-3"
+    assert request.StudyInstanceUID == IDENTITY.study_instance_uid
+    no_order = dataclasses.replace(IDENTITY, accession_number="", requested_procedure_id="")
+    assert "ReferencedRequestSequence" not in basic_text_sr(report, no_order, created=ISSUED)
+    tree = hd.sr.ContentSequence.from_sequence(ds.ContentSequence)
+    observer = {item.name.meaning: item.value for item in tree if item.relationship_type == hd.sr.RelationshipTypeValues.HAS_OBS_CONTEXT}
+    assert observer["Observer Type"].meaning == "Device"
+    assert report.model_name in observer["Device Observer Model Name"]
+
+
+def test_final_sr_is_verified_and_a_new_instance(report):
+    draft = basic_text_sr(report, IDENTITY, created=ISSUED)
+    final = basic_text_sr(report, IDENTITY, created=ISSUED, status="final", verifier="Rad^Ann", document_version="v2")
+    assert (final.VerificationFlag, final.PreliminaryFlag, final.CompletionFlag) == ("VERIFIED", "FINAL", "COMPLETE")
+    assert final.VerifyingObserverSequence[0].VerifyingObserverName == "Rad^Ann"
+    assert final.SOPInstanceUID != draft.SOPInstanceUID and final.StudyInstanceUID == draft.StudyInstanceUID
+    with pytest.raises(ValueError, match="verifying"):
+        basic_text_sr(report, IDENTITY, created=ISSUED, status="final")
+
+
+def test_effective_time_falls_back_to_the_receipt_time(report):
+    assert study_effective(None, report.study.received_at) == report.study.received_at.isoformat()
+    assert study_effective(dataclasses.replace(IDENTITY, study_time=""), report.study.received_at) == "2026-11-27"
+    assert study_effective(dataclasses.replace(IDENTITY, timezone_offset=""), report.study.received_at) == "2026-11-27T10:15:30+00:00"
+
+
+@pytest.mark.parametrize("version", ["R5", "R4"])
+def test_fhir_transaction_bundle_is_conditional_and_provenanced(report, version):
+    bundle = transaction_bundle(report, IDENTITY, issued=ISSUED, version=version)
+    validate(bundle, version)  # the whole Bundle, every resource inside, with fhir.resources
+    by_type: dict[str, list[dict]] = {}
+    for entry in bundle["entry"]:
+        by_type.setdefault(entry["resource"]["resourceType"], []).append(entry)
+    assert set(by_type) == {"Device", "Observation", "DiagnosticReport", "Provenance"}
+    for kind in ("Device", "Observation", "DiagnosticReport"):
+        for entry in by_type[kind]:
+            assert entry["request"]["method"] == "PUT" and entry["request"]["url"].startswith(f"{kind}?identifier=urn:ietf:rfc:3986|urn:uuid:")
+    assessed = [c for c in report.concepts if c.observation not in report.not_assessed]
+    observations = by_type["Observation"]
+    assert len(observations) == len(assessed) and all(o["resource"]["meta"]["security"] == [AIAST] for o in observations)
+    dr_entry = by_type["DiagnosticReport"][0]
+    dr = dr_entry["resource"]
+    assert sorted(r["reference"] for r in dr["result"]) == sorted(o["fullUrl"] for o in observations)
+    provenance = by_type["Provenance"][0]["resource"]
+    device_url = by_type["Device"][0]["fullUrl"]
+    assert provenance["agent"][0]["who"]["reference"] == device_url
+    assert dr_entry["fullUrl"] in {t["reference"] for t in provenance["target"]}
+    versions = {v["type"]["text"]: v["value"] for v in by_type["Device"][0]["resource"]["version"]}
+    assert versions["concept model"] == f"{report.model_name} {report.model_version}" and versions["drafter"] == report.drafter
+    again = transaction_bundle(report, IDENTITY, issued=ISSUED, version=version)
+    assert [e["request"]["url"] for e in again["entry"]] == [e["request"]["url"] for e in bundle["entry"]]  # idempotent keys
+    final = transaction_bundle(report, IDENTITY, issued=ISSUED, version=version, status="final", verifier="Rad^Ann", document_version="v2")
+    final_dr = next(e for e in final["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert final_dr["request"]["url"] == dr_entry["request"]["url"] and final_dr["resource"]["status"] == "final"

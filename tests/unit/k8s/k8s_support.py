@@ -11,7 +11,10 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 K8S = REPO / "k8s"
 #: Kinds that come from CRDs: no upstream JSON schema; their required fields are checked by hand.
-CRD_KINDS = {"PrometheusRule", "PodMonitor", "ServiceMonitor", "KafkaTopic", "ScaledObject"}
+CRD_KINDS = {
+    "PrometheusRule", "PodMonitor", "ServiceMonitor", "KafkaTopic", "KafkaUser", "Kafka", "KafkaNodePool", "ScaledObject",
+    "TriggerAuthentication", "Cluster",
+}
 KUSTOMIZE_KINDS = {"Kustomization", "Component"}
 #: Kubernetes version the manifests are validated against (kubernetes-validate's bundled schemas).
 K8S_VERSION = "1.30.0"
@@ -77,6 +80,9 @@ def kustomize(directory: Path, build: Build | None = None) -> Build:
         if "path" in patch:
             ppath = directory / patch["path"]
             assert ppath.is_file(), f"{kfile}: patch {patch['path']} does not exist"
+            if "target" in patch:  # a JSON 6902 patch file (a list of operations) with its target
+                build.patches.append((ppath, {"target": patch["target"], "inline": yaml.safe_load(ppath.read_text())}))
+                continue
             for d in load_docs(ppath):
                 build.patches.append((ppath, d.body))
         else:

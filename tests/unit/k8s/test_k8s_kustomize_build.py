@@ -73,10 +73,47 @@ def test_production_render_has_gpu_triton_two_consumers_and_no_secret(rendered):
     container = triton["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {e["name"]: e["value"] for e in container["env"]}["TRITON_MODEL_REPOSITORY"] == "/opt/radalign/models/gpu"
+    # KEDA is the production default: lag-based ScaledObjects (over the TLS listener) replace the
+    # CPU HPAs, and keep two consumers per stage at least
+    assert "HorizontalPodAutoscaler" not in {d["kind"] for d in docs}
     for stage in CONSUMER_STAGES:
-        assert _find(docs, "HorizontalPodAutoscaler", workload_name(stage))["spec"]["minReplicas"] == 2
+        scaled = _find(docs, "ScaledObject", workload_name(stage))["spec"]
+        assert scaled["minReplicaCount"] >= 2
+        assert all(t["metadata"]["bootstrapServers"].endswith(":9093") and t["metadata"]["tls"] == "enable" for t in scaled["triggers"])
     assert not [d for d in docs if d["kind"] == "Secret"]
-    assert {"PrometheusRule", "PodMonitor", "KafkaTopic"} <= {d["kind"] for d in docs}
+    assert {"PrometheusRule", "PodMonitor", "KafkaTopic", "KafkaUser", "Kafka", "KafkaNodePool", "TriggerAuthentication"} <= {d["kind"] for d in docs}
+    assert {d["apiVersion"] for d in docs if d["kind"].startswith("Kafka")} == {"kafka.strimzi.io/v1"}
+    for stage in STAGES:  # the workers use that listener with the KafkaUser's certificate
+        container = _find(docs, "Deployment", workload_name(stage))["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["RADALIGN_KAFKA_SECURITY_PROTOCOL"] == "SSL" and env["RADALIGN_KAFKA_BOOTSTRAP"].endswith(":9093")
+        assert any(m["name"] == "kafka-tls" for m in container["volumeMounts"])
+    (kafka,) = [d for d in docs if d["kind"] == "Kafka"]
+    tls = [lst for lst in kafka["spec"]["kafka"]["listeners"] if lst["tls"]]
+    assert tls and tls[0]["authentication"]["type"] == "tls"
+
+
+def test_cloudnative_pg_component_gives_every_workload_the_operator_secret(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(K8S / "overlays" / "production", tmp_path)],
+                "components": [os.path.relpath(K8S / "components" / "cloudnative-pg", tmp_path)],
+            }
+        )
+    )
+    docs = build(tmp_path)
+    (cluster,) = [d for d in docs if d["kind"] == "Cluster"]
+    assert cluster["apiVersion"] == "postgresql.cnpg.io/v1" and "vector" in cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"][0]
+    for stage in STAGES:
+        env = _find(docs, "Deployment", workload_name(stage))["spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "RADALIGN_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "radalign-pg-app", "key": "uri"}}} in env
+    job = _find(docs, "Job", "radalign-db-migrate")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert any(e["name"] == "RADALIGN_DATABASE_URL" for e in job)
+    triton = _find(docs, "Deployment", "radalign-triton")["spec"]["template"]["spec"]["containers"][0].get("env", [])
+    assert not any(e["name"] == "RADALIGN_DATABASE_URL" for e in triton)
 
 
 def test_keda_component_replaces_the_hpas(tmp_path):
@@ -86,7 +123,7 @@ def test_keda_component_replaces_the_hpas(tmp_path):
                 "apiVersion": "kustomize.config.k8s.io/v1beta1",
                 "kind": "Kustomization",
                 # kustomize takes relative roots only.
-                "resources": [os.path.relpath(K8S / "overlays" / "production", tmp_path)],
+                "resources": [os.path.relpath(K8S / "overlays" / "dev", tmp_path)],
                 "components": [os.path.relpath(K8S / "components" / "keda", tmp_path)],
             }
         )

@@ -180,7 +180,7 @@ def test_every_patch_has_a_target(overlay):
     for source, patch in build.patches:
         if "inline" in patch:
             inline, target = patch["inline"], patch["target"] or {}
-            kind = target.get("kind") or inline.get("kind")
+            kind = target.get("kind") or (inline.get("kind") if isinstance(inline, dict) else None)
             matches = [d for d in build.resources if d.kind == kind and (not target.get("name") or d.name == target["name"])]
         else:
             matches = build.find(patch["kind"], patch["metadata"]["name"])

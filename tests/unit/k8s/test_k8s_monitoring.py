@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+
+import yaml
 
 import pytest
 from k8s_support import K8S, load_docs
@@ -12,7 +16,12 @@ from k8s_support import K8S, load_docs
 from prometheus_client.metrics import MetricWrapperBase
 
 from radalign import deploy
+from radalign.delivery import metrics as delivery_metrics
+from radalign.drafting import metrics as drafting_metrics
 from radalign.framework import metrics
+from services.gateway import metrics as gateway_metrics
+
+METRIC_MODULES = (metrics, gateway_metrics, drafting_metrics, delivery_metrics)
 
 #: Metrics of other exporters the rules use: Strimzi's Kafka Exporter, kube-state-metrics, Triton.
 EXTERNAL_METRICS = {
@@ -21,6 +30,7 @@ EXTERNAL_METRICS = {
     "kube_deployment_status_replicas_available",
     "nv_inference_queue_duration_us",
     "nv_inference_request_success",
+    "up",  # Prometheus' own scrape health
 }
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "bool", "offset", "inf", "nan"}
 
@@ -28,7 +38,7 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", 
 def exported_metric_names() -> set[str]:
     """Sample names the project's collectors expose (counter `_total`, histogram `_bucket`...)."""
     names: set[str] = set()
-    for obj in vars(metrics).values():
+    for obj in (o for module in METRIC_MODULES for o in vars(module).values()):
         if not isinstance(obj, MetricWrapperBase):
             continue
         for family in obj.describe():
@@ -96,6 +106,10 @@ def test_alerts_cover_what_operators_need():
         "consumer lag": "kafka_consumergroup_lag",
         "stage readiness": "kube_deployment_status_replicas",
         "Triton queue": "nv_inference_queue_duration_us",
+        "LLM fall-back rate": "radalign_drafting_fallbacks_total",
+        "gateway refusals": "radalign_gateway_instances_refused_total",
+        "a target down": "up{",
+        "delivery failures": "radalign_deliveries_total",
     }
     for what, metric in need.items():
         assert any(metric in a["expr"] for a in alerts.values()), f"no alert on {what}"
@@ -121,7 +135,7 @@ def test_dashboard_panels_query_existing_metrics():
     assert dash == deploy.grafana_dashboard()
     ours = exported_metric_names()
     titles = [p["title"] for p in dash["panels"]]
-    for needed in ("Throughput", "latency p50 / p95", "End-to-end", "Dead letters", "Retries", "In flight"):
+    for needed in ("Throughput", "latency p50 / p95", "End-to-end", "Dead letters", "Retries", "In flight", "Gateway", "fall-backs", "LLM latency", "Delivery"):
         assert any(needed in t for t in titles), f"no panel for {needed}"
     for panel in dash["panels"]:
         assert panel["type"] == "timeseries" and panel["targets"]
@@ -138,3 +152,71 @@ def test_pod_monitors_select_pods_and_name_a_port(name):
     spec = docs[name].body["spec"]
     assert spec["selector"]["matchLabels"]["app.kubernetes.io/name"] == "radalign"
     assert all(e["port"] and e["path"] == "/metrics" for e in spec["podMetricsEndpoints"])
+
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus; scripts/bootstrap.sh does)")
+
+
+def _rules_file(tmp_path) -> str:
+    (doc,) = load_docs(K8S / "monitoring" / "prometheusrule.yaml")
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": doc.body["spec"]["groups"]}, sort_keys=False))
+    return str(path)
+
+
+@needs_promtool
+def test_promtool_checks_the_rules(tmp_path):
+    out = subprocess.run([PROMTOOL, "check", "rules", _rules_file(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCESS" in out.stdout
+
+
+@needs_promtool
+def test_promtool_alert_unit_tests(tmp_path):
+    """The new alerts fire on the series they are meant for, and stay quiet otherwise."""
+    rules = _rules_file(tmp_path)
+    tests = {
+        "rule_files": [rules],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # 1 fall-back per 2 drafts: 50 % > 20 %
+                    {"series": 'radalign_drafting_fallbacks_total{namespace="radalign", backend="openai", reason="timeout"}', "values": "0+30x60"},
+                    {"series": 'radalign_events_total{namespace="radalign", stage="drafting", lane="routine", outcome="ok"}', "values": "0+60x60"},
+                    {"series": 'up{job="radalign/radalign-stages", pod="radalign-drafting-0"}', "values": "1 1 0x40"},
+                    {"series": 'up{job="radalign/radalign-stages", pod="radalign-concepts-0"}', "values": "1x42"},
+                    {"series": 'radalign_gateway_instances_refused_total{namespace="radalign", source="dicom-cstore", reason="modality"}', "values": "0+1x60"},
+                    {"series": 'radalign_gateway_instances_accepted_total{namespace="radalign", source="dicom-cstore"}', "values": "0+100x60"},
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "40m",
+                        "alertname": "RadAlignLLMFallbackRateHigh",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": "radalign"}}],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "RadAlignTargetDown",
+                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "radalign/radalign-stages", "pod": "radalign-drafting-0"}}],
+                    },
+                    {"eval_time": "40m", "alertname": "RadAlignGatewayRefusalsHigh", "exp_alerts": []},  # 1 % refused: quiet
+                ],
+            }
+        ],
+    }
+    # promtool compares annotations too: the rule's own, with the summary as rendered
+    annotations = {r["alert"]: r["annotations"] for r in _rules() if "alert" in r}
+    summaries = {
+        "RadAlignLLMFallbackRateHigh": "50% of drafts fell back to the deterministic drafter",
+        "RadAlignTargetDown": "radalign-drafting-0 does not answer Prometheus' scrape",
+    }
+    for alert in tests["tests"][0]["alert_rule_test"]:
+        for expected in alert["exp_alerts"]:
+            expected["exp_annotations"] = annotations[alert["alertname"]] | {"summary": summaries[alert["alertname"]]}
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    out = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr

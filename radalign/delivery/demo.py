@@ -1,0 +1,98 @@
+"""The delivery part of `radalign demo`: results back where radiologists work.
+
+Where Orthanc is installed, the demo's DICOM study enters the way a PACS routing rule would send
+it (uploaded to Orthanc, then C-STOREd by Orthanc to the gateway), and the delivery stage sends
+each SR back to Orthanc; every report also goes to a FHIR server (the loopback one, which
+validates every resource with fhir.resources: no FHIR server installs from the registries here).
+A user's own `RADALIGN_DELIVERY_DESTINATIONS` is left as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import httpx
+from rich.table import Table
+
+from radalign.config import Settings
+from radalign.delivery.destinations import load_config
+from radalign.delivery.fhir_server import LoopbackFhirServer
+from radalign.stack import orthanc
+
+
+def prepare(settings: Settings) -> tuple[Settings, LoopbackFhirServer | None]:
+    """Settings whose workers deliver to Orthanc (where installed) and a loopback FHIR server."""
+    if settings.delivery_destinations.strip():
+        return settings, None
+    fhir = LoopbackFhirServer("R5")
+    fhir.start()
+    destinations: list[dict] = [{"name": "fhir", "kind": "fhir", "base_url": fhir.base_url, "version": "R5"}]
+    if orthanc.installed():
+        destinations.insert(
+            0, {"name": "pacs", "kind": "dicom", "ae_title": settings.orthanc_ae_title, "host": "127.0.0.1", "port": settings.orthanc_dicom_port}
+        )
+    return settings.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})}), fhir
+
+
+def route_from_orthanc(settings: Settings, file: Path) -> str:
+    """Upload a DICOM file to Orthanc and have Orthanc C-STORE its study to the gateway; returns
+    Orthanc's study id."""
+    base = orthanc.http_url(settings)
+    uploaded = httpx.post(f"{base}/instances", content=file.read_bytes(), timeout=60)
+    uploaded.raise_for_status()
+    study = uploaded.json()["ParentStudy"]
+    sent = httpx.post(f"{base}/modalities/{orthanc.GATEWAY_MODALITY}/store", json={"Resources": [study], "Synchronous": True}, timeout=120)
+    sent.raise_for_status()
+    return study
+
+
+async def _delivery_rows(settings: Settings) -> list[tuple[str, str, int]]:
+    from radalign.db import open_pool
+
+    pool = await open_pool(settings, name="demo-delivery")
+    try:
+        async with pool.connection() as conn:
+            cur = await conn.execute("SELECT destination, status, count(*) FROM deliveries GROUP BY 1, 2 ORDER BY 1, 2")
+            return [(d, s, int(n)) for d, s, n in await cur.fetchall()]
+    finally:
+        await pool.close()
+
+
+def wait_for_deliveries(settings: Settings, reports: int, timeout_s: float = 90.0) -> list[tuple[str, str, int]]:
+    """Poll the delivery records until every destination has settled `reports` reports."""
+    destinations = len(load_config(settings.delivery_destinations).destinations)
+    deadline = time.monotonic() + timeout_s
+    rows: list[tuple[str, str, int]] = []
+    while time.monotonic() < deadline:
+        rows = asyncio.run(_delivery_rows(settings))
+        settled = sum(n for _, status, n in rows if status in ("delivered", "failed"))
+        if settled >= reports * destinations:
+            break
+        time.sleep(1.0)
+    return rows
+
+
+def summary(settings: Settings, rows: list[tuple[str, str, int]], fhir: LoopbackFhirServer | None, orthanc_study: str | None) -> Table:
+    table = Table(title="Delivery: results back where radiologists work")
+    table.add_column("where")
+    table.add_column("what arrived", overflow="fold")
+    for destination, status, n in rows:
+        table.add_row(f"delivery records: {destination}", f"{n} {status}")
+    if orthanc.installed() and orthanc.orthanc_healthy(settings):
+        base = orthanc.http_url(settings)
+        srs = httpx.post(f"{base}/tools/find", json={"Level": "Series", "Query": {"Modality": "SR"}}, timeout=10).json()
+        table.add_row("Orthanc (PACS)", f"{len(srs)} SR series (Basic Text SR, UNVERIFIED drafts), Explorer: {base}/app/explorer.html")
+        if orthanc_study:
+            series = httpx.get(f"{base}/studies/{orthanc_study}/series", timeout=10).json()
+            modalities = sorted(s["MainDicomTags"].get("Modality", "?") for s in series)
+            table.add_row("  the routed CR study", f"series: {', '.join(modalities)} (the SR sits beside the images)")
+    if fhir is not None:
+        counts = {t: len(fhir.all(t)) for t in ("DiagnosticReport", "Observation", "Device", "Provenance")}
+        table.add_row(
+            "FHIR server (loopback, validates with fhir.resources)",
+            ", ".join(f"{n} {t}" for t, n in counts.items()) + f"; {fhir.transactions} transactions, {len(fhir.rejected)} rejected",
+        )
+    return table

@@ -1,0 +1,140 @@
+"""Where reports go: the destination configuration (`RADALIGN_DELIVERY_DESTINATIONS`).
+
+A YAML or JSON document, given as a file path or inline:
+
+    destinations:
+      - {name: pacs, kind: dicom, ae_title: ORTHANC, host: pacs.example, port: 4242}
+      - {name: dicomweb, kind: stow, url: https://pacs.example/dicom-web, auth: {type: bearer, token_env: PACS_TOKEN}}
+      - name: ehr
+        kind: fhir
+        base_url: https://fhir.example/r5
+        version: R5
+        patient_identifier_system: urn:oid:1.2.3.4
+        auth: {type: oauth2-client-credentials, token_url: https://auth.example/token,
+               client_id: radalign, client_secret_env: EHR_CLIENT_SECRET, scope: system/*.write}
+        retry: {attempts: 6, base_delay_s: 1, max_delay_s: 60, timeout_s: 30}
+
+Secrets are never in the document: it names the environment variables that hold them. A
+destination's `name` appears in metric labels and delivery records, so it is a short slug.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+_NAME = r"^[a-z][a-z0-9-]{0,39}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetryPolicy(_Model):
+    """Bounded retries with exponential backoff (radalign.framework.retry), per destination."""
+
+    attempts: int = Field(default=4, ge=1, le=20)
+    base_delay_s: float = Field(default=0.5, gt=0)
+    max_delay_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0, description="per attempt")
+
+
+class BearerAuth(_Model):
+    type: Literal["bearer"]
+    token_env: str = Field(description="environment variable holding the token")
+
+    def token(self) -> str:
+        return _secret(self.token_env)
+
+
+class ClientCredentialsAuth(_Model):
+    """OAuth 2.0 client credentials grant (RFC 6749 4.4), e.g. SMART Backend Services' token."""
+
+    type: Literal["oauth2-client-credentials"]
+    token_url: HttpUrl
+    client_id: str
+    client_secret_env: str
+    scope: str = ""
+
+    def client_secret(self) -> str:
+        return _secret(self.client_secret_env)
+
+
+Auth = Annotated[BearerAuth | ClientCredentialsAuth, Field(discriminator="type")]
+
+
+def _secret(env: str) -> str:
+    value = os.environ.get(env, "")
+    if not value:
+        raise ValueError(f"environment variable {env} (a delivery secret) is not set")
+    return value
+
+
+class DicomDestination(_Model):
+    """A PACS reached by DICOM C-STORE (the Basic Text SR)."""
+
+    name: str = Field(pattern=_NAME)
+    kind: Literal["dicom"]
+    ae_title: str = Field(min_length=1, max_length=16)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    calling_ae_title: str = Field(default="RADALIGN", min_length=1, max_length=16)
+    retry: RetryPolicy = RetryPolicy()
+
+
+class StowDestination(_Model):
+    """A DICOMweb server: STOW-RS of the SR to `{url}/studies`."""
+
+    name: str = Field(pattern=_NAME)
+    kind: Literal["stow"]
+    url: HttpUrl = Field(description="the DICOMweb base, e.g. http://orthanc:8042/dicom-web")
+    auth: Auth | None = None
+    retry: RetryPolicy = RetryPolicy()
+
+
+class FhirDestination(_Model):
+    """A FHIR server: one transaction Bundle of conditional updates per report version."""
+
+    name: str = Field(pattern=_NAME)
+    kind: Literal["fhir"]
+    base_url: HttpUrl
+    version: Literal["R5", "R4"] = "R5"
+    patient_identifier_system: str = Field(
+        default="urn:radalign:fhir:NamingSystem:patient-id", description="system of the patient identifier (the MRN's issuer)"
+    )
+    auth: Auth | None = None
+    retry: RetryPolicy = RetryPolicy()
+
+
+Destination = Annotated[DicomDestination | StowDestination | FhirDestination, Field(discriminator="kind")]
+
+
+class DeliveryConfig(_Model):
+    destinations: list[Destination] = Field(default_factory=list)
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique_names(cls, value: list[Destination]) -> list[Destination]:
+        names = [d.name for d in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"destination names must be unique: {', '.join(duplicates)}")
+        return value
+
+
+def load_config(source: str) -> DeliveryConfig:
+    """From a file path or an inline YAML/JSON document; empty: no destinations."""
+    if not source.strip():
+        return DeliveryConfig()
+    text = source
+    if "\n" not in source and not source.lstrip().startswith(("{", "[")) and Path(source).is_file():
+        text = Path(source).read_text()
+    data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
+    if isinstance(data, list):
+        data = {"destinations": data}
+    return DeliveryConfig.model_validate(data or {})

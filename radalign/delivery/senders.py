@@ -1,0 +1,218 @@
+"""One sender per destination kind: DICOM C-STORE (pynetdicom), STOW-RS and FHIR (httpx).
+
+A sender makes one attempt; the core wraps it in the destination's bounded retries. Failures
+are classified once, here: `PermanentError` (the destination refused the content: retrying
+cannot help, the record is dead-lettered at once) or any other exception (transient: network,
+timeouts, 5xx, 429, DICOM "out of resources"; retried with backoff).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any, Protocol
+
+import httpx
+from pydicom import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE
+
+from radalign.delivery.destinations import DicomDestination, FhirDestination, StowDestination
+from radalign.delivery.oauth import TokenProvider
+from radalign.delivery.version import ReportVersion
+from radalign.drafting.fhir import transaction_bundle
+from radalign.drafting.identity import StudyIdentity
+from radalign.drafting.sr import BASIC_TEXT_SR, basic_text_sr, basic_text_sr_bytes
+from radalign.framework.retry import PermanentError
+
+#: HTTP answers worth retrying; any other 4xx is a refusal of the content.
+_TRANSIENT_HTTP = {408, 425, 429}
+
+
+class TransientDeliveryError(Exception):
+    """A failed attempt that a retry may fix."""
+
+
+class Sender(Protocol):
+    name: str
+    kind: str
+
+    async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
+        """Deliver once; return the destination's reference to what it stored."""
+
+    async def close(self) -> None: ...
+
+
+def sr_for(item: ReportVersion, identity: StudyIdentity) -> Dataset:
+    return basic_text_sr(
+        item.report, identity, created=item.issued, status=item.status, verifier=item.verifier,
+        verified_at=item.verified_at, document_version=item.version,
+    )
+
+
+def _check_http(response: httpx.Response, what: str) -> None:
+    code = response.status_code
+    if code < 400:
+        return
+    if code >= 500 or code in _TRANSIENT_HTTP or code == 401:
+        raise TransientDeliveryError(f"{what} answered HTTP {code}")
+    raise PermanentError(f"{what} refused the content: HTTP {code}{_outcome_codes(response)}", "refused")
+
+
+def _outcome_codes(response: httpx.Response) -> str:
+    """The OperationOutcome's issue codes (never its diagnostics, which may echo patient data)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+        codes = sorted({str(i.get("code", "")) for i in body.get("issue", []) if isinstance(i, dict)})
+        return f" (OperationOutcome: {', '.join(codes)})" if codes else ""
+    return ""
+
+
+class DicomStoreSender:
+    """C-STORE SCU of the Basic Text SR (blocking pynetdicom in a thread, with its own timeouts)."""
+
+    kind = "dicom"
+
+    def __init__(self, destination: DicomDestination) -> None:
+        self.destination = destination
+        self.name = destination.name
+
+    def _store(self, ds: Dataset) -> str:
+        d = self.destination
+        ae = AE(ae_title=d.calling_ae_title)
+        ae.add_requested_context(BASIC_TEXT_SR, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = d.retry.timeout_s
+        ae.connection_timeout = min(10.0, d.retry.timeout_s)
+        assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
+        if assoc.is_rejected:
+            raise PermanentError(f"{d.name}: association rejected by {d.ae_title} (check AE titles)", "refused")
+        if not assoc.is_established:
+            raise TransientDeliveryError(f"{d.name}: no association with {d.ae_title} at {d.host}:{d.port}")
+        try:
+            status = assoc.send_c_store(ds)
+        finally:
+            assoc.release()
+        if not status or "Status" not in status:
+            raise TransientDeliveryError(f"{d.name}: no C-STORE response (connection lost or timed out)")
+        code = int(status.Status)
+        if code == 0x0000 or code in (0xB000, 0xB006, 0xB007):  # success, or stored with coercion/warnings
+            return str(ds.SOPInstanceUID)
+        if 0xA700 <= code <= 0xA7FF:  # out of resources: the PACS may recover
+            raise TransientDeliveryError(f"{d.name}: C-STORE status 0x{code:04X} (out of resources)")
+        raise PermanentError(f"{d.name}: C-STORE refused with status 0x{code:04X}", "refused")
+
+    async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
+        ds = sr_for(item, identity)
+        return await asyncio.to_thread(self._store, ds)
+
+    async def close(self) -> None:
+        return None
+
+
+class StowSender:
+    """STOW-RS (PS3.18 10.5): POST {url}/studies, multipart/related; type="application/dicom"."""
+
+    kind = "stow"
+
+    def __init__(self, destination: StowDestination, client: httpx.AsyncClient | None = None) -> None:
+        self.destination = destination
+        self.name = destination.name
+        self.client = client or httpx.AsyncClient(timeout=destination.retry.timeout_s)
+        self.tokens = TokenProvider(destination.auth, self.client)
+
+    async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
+        d = self.destination
+        data = basic_text_sr_bytes(
+            item.report, identity, created=item.issued, status=item.status, verifier=item.verifier,
+            verified_at=item.verified_at, document_version=item.version,
+        )
+        boundary = f"radalign-{secrets.token_hex(12)}"
+        body = b"".join([f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), data, f"\r\n--{boundary}--\r\n".encode()])
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Accept": "application/dicom+json",
+            **(await self.tokens.headers()),
+        }
+        response = await self.client.post(f"{str(d.url).rstrip('/')}/studies", content=body, headers=headers)
+        if response.status_code == 401:
+            self.tokens.invalidate()
+        if response.status_code == 409:  # PS3.18: every instance failed; the failure reasons follow
+            raise PermanentError(f"{d.name}: STOW-RS refused the SR (HTTP 409{_failure_reasons(response)})", "refused")
+        _check_http(response, d.name)
+        failed = _failure_reasons(response)
+        if failed:
+            raise PermanentError(f"{d.name}: STOW-RS did not store the SR{failed}", "refused")
+        return _sop_instance_uid(data)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _failure_reasons(response: httpx.Response) -> str:
+    """FailedSOPSequence (0008,1198) FailureReason (0008,1197) codes of a STOW-RS answer."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return ""
+    failed = body.get("00081198", {}).get("Value", []) if isinstance(body, dict) else []
+    reasons = [f"0x{int(i.get('00081197', {}).get('Value', [0])[0]):04X}" for i in failed if isinstance(i, dict)]
+    return f": failure reasons {', '.join(reasons)}" if failed else ""
+
+
+def _sop_instance_uid(data: bytes) -> str:
+    from io import BytesIO
+
+    from pydicom import dcmread
+
+    return str(dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+
+
+class FhirSender:
+    """POSTs a transaction Bundle of conditional updates to the FHIR base URL; returns the
+    DiagnosticReport's location from the transaction-response."""
+
+    kind = "fhir"
+
+    def __init__(self, destination: FhirDestination, client: httpx.AsyncClient | None = None) -> None:
+        self.destination = destination
+        self.name = destination.name
+        self.client = client or httpx.AsyncClient(timeout=destination.retry.timeout_s)
+        self.tokens = TokenProvider(destination.auth, self.client)
+
+    async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
+        d = self.destination
+        bundle = await asyncio.to_thread(
+            transaction_bundle, item.report, identity, issued=item.issued, version=d.version, status=item.status,
+            patient_system=d.patient_identifier_system, verifier=item.verifier, document_version=item.version,
+        )
+        fhir_version = "5.0" if d.version == "R5" else "4.0"
+        headers = {
+            "Content-Type": f"application/fhir+json; fhirVersion={fhir_version}",
+            "Accept": f"application/fhir+json; fhirVersion={fhir_version}",
+            **(await self.tokens.headers()),
+        }
+        response = await self.client.post(str(d.base_url).rstrip("/"), content=json.dumps(bundle), headers=headers)
+        if response.status_code == 401:
+            self.tokens.invalidate()
+        _check_http(response, d.name)
+        try:
+            answer = response.json()
+            position = next(i for i, e in enumerate(bundle["entry"]) if e["resource"]["resourceType"] == "DiagnosticReport")
+            return str(answer["entry"][position]["response"]["location"])
+        except (ValueError, KeyError, IndexError, StopIteration, TypeError) as exc:
+            raise TransientDeliveryError(f"{d.name}: unexpected transaction-response ({type(exc).__name__})") from None
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def build_sender(destination: DicomDestination | StowDestination | FhirDestination) -> Sender:
+    if isinstance(destination, DicomDestination):
+        return DicomStoreSender(destination)
+    if isinstance(destination, StowDestination):
+        return StowSender(destination)
+    return FhirSender(destination)

@@ -1,0 +1,89 @@
+"""Delivery stage adapter: radalign.report.drafted.v1 -> PACS / FHIR destinations.
+
+At-least-once: the Faust adapter commits a report's offset only after `handle` returned; every
+destination is idempotent per report version (delivery records + conditional updates + version-
+derived SOP Instance UIDs), so a redelivered event changes nothing. A destination that stays down
+or refuses the content dead-letters the event to radalign.dlq.delivery.v1 (`radalign dlq replay
+delivery` resends to the destinations still missing it). Serves the delivery records:
+
+    GET /v1/studies/{study_key}/deliveries   (bearer tokens as the read API)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from aiohttp import web
+
+from radalign.config import Settings, get_settings
+from radalign.db import open_pool, pool_ready
+from radalign.delivery.core import DeliveryCore
+from radalign.delivery.destinations import load_config
+from radalign.delivery.records import PostgresDeliveryRecords
+from radalign.delivery.senders import build_sender
+from radalign.delivery.version import ReportVersion
+from radalign.drafting.identity import PostgresReidentifier
+from radalign.framework.auth import parse_tokens
+from radalign.framework.faust_app import run_worker
+from radalign.framework.stage import Output, Stage
+from schemas.events import ReportDrafted
+from services.drafting.agent import _with_bearer_auth
+from services.drafting.read_api import problem
+
+_STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
+
+
+class DeliveryStage(Stage[ReportDrafted]):
+    name = "delivery"
+    concurrency = 2
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings_for_routes = settings or get_settings()
+        # Parsed at construction: a bad destination file stops the worker at start, with the reason.
+        self.config = load_config(self.settings_for_routes.delivery_destinations)
+        self.core: DeliveryCore | None = None
+        self.records: PostgresDeliveryRecords | None = None
+
+    async def setup(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = await open_pool(settings, name="delivery")
+        self.records = PostgresDeliveryRecords(self.pool)
+        senders = {d.name: build_sender(d) for d in self.config.destinations}
+        self.core = DeliveryCore(senders, self.records, PostgresReidentifier(self.pool), settings)
+
+    async def close(self) -> None:
+        if self.core is not None:
+            await self.core.close()
+        await self.pool.close()
+
+    async def ready(self) -> tuple[bool, str]:
+        ok, detail = await pool_ready(self.pool)
+        return ok, f"{detail}; destinations: {', '.join(d.name for d in self.config.destinations) or 'none configured'}"
+
+    async def handle(self, event: ReportDrafted) -> list[Output]:
+        assert self.core is not None
+        await self.core.deliver(ReportVersion(event))
+        return []
+
+    def routes(self) -> list:
+        stage = self
+        routes = web.RouteTableDef()
+
+        @routes.get("/v1/studies/{study_key}/deliveries")
+        async def deliveries(request: web.Request) -> web.StreamResponse:
+            study_key = request.match_info["study_key"]
+            if not _STUDY_KEY.match(study_key):
+                return problem(404, "Not Found", "no deliveries for this study key")
+            if stage.records is None:
+                return problem(503, "Service Unavailable", "the delivery stage is starting")
+            rows = await stage.records.for_study(study_key)
+            body = {"study_key": study_key, "deliveries": [r.as_json() for r in rows]}
+            return web.Response(text=json.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
+
+        tokens = parse_tokens(self.settings_for_routes.gateway_tokens)
+        return [_with_bearer_auth(route, tokens) for route in routes]
+
+
+def main(settings: Settings) -> None:
+    run_worker(DeliveryStage(settings), settings)

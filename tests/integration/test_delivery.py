@@ -1,0 +1,133 @@
+"""Delivery end to end, against real peers: Orthanc (Debian's package) sends a study to the
+gateway by C-STORE, as a PACS routing rule would; the pipeline drafts the report; the delivery
+stage sends the SR back to Orthanc by C-STORE and STOW-RS and the FHIR resources to the loopback
+FHIR server (no FHIR server installs from the registries here; it validates every resource with
+fhir.resources). Skipped with the reason where Orthanc or the sample CR is not installed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from io import BytesIO
+
+import httpx
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from radalign.config import Settings
+from radalign.delivery.fhir_server import LoopbackFhirServer
+from radalign.drafting.sr import read_sr_text
+from radalign.ingest.deid import Pseudonymizer
+from radalign.ingest.samples import chest_cr_path
+from radalign.stack import orthanc
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+CASES_FOR_TESTS = 400
+
+
+@pytest.fixture(scope="module")
+def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, LoopbackFhirServer]]:
+    if not orthanc.installed():
+        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb; scripts/bootstrap.sh does it as root)")
+    if orthanc.dicomweb_plugin() is None:
+        pytest.skip("Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
+    if chest_cr_path() is None:
+        pytest.skip("the sample chest CR (pydicom-data) is not installed")
+    from radalign.demo import ensure_iu_cases
+    from radalign.stack import stop
+    from radalign.stack.manager import up
+    from radalign.stack.workers import worker_name
+    from radalign.pipeline import STAGES
+
+    fhir = LoopbackFhirServer("R5")
+    fhir.start()
+    destinations = [
+        {"name": "pacs", "kind": "dicom", "ae_title": embedded_triton.orthanc_ae_title, "host": "127.0.0.1", "port": embedded_triton.orthanc_dicom_port},
+        {"name": "dicomweb", "kind": "stow", "url": orthanc.dicomweb_url(embedded_triton)},
+        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "version": "R5", "patient_identifier_system": "urn:oid:1.2.3.4.5"},
+    ]
+    settings = embedded_triton.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})})
+    asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
+    up(settings, ["orthanc"])
+    try:
+        up(settings, ["workers"])
+        yield settings, fhir
+    finally:
+        for stage in STAGES:
+            stop(worker_name(stage), settings)
+        stop("orthanc", settings)
+        fhir.stop()
+
+
+def _until(what: str, check, timeout_s: float = 240.0):  # noqa: ANN001, ANN202
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if (found := check()):
+            return found
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhir(delivery_stack) -> None:
+    settings, fhir = delivery_stack
+    base = orthanc.http_url(settings)
+    ds = pydicom.dcmread(chest_cr_path())
+    study_uid = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study_uid, generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID, ds.PatientName, ds.AccessionNumber = "IT-ORTH-1", "Orthanc^Olga", "ACC-ORTH-1"
+    ds.StudyDate, ds.StudyTime = "20261127", "081500"
+    buffer = BytesIO()
+    ds.save_as(buffer)
+    uploaded = httpx.post(f"{base}/instances", content=buffer.getvalue(), timeout=60)
+    assert uploaded.status_code == 200, uploaded.text
+    orthanc_study = uploaded.json()["ParentStudy"]
+
+    # What a routing rule does: Orthanc C-STOREs the study to the gateway (modality "radalign").
+    sent = httpx.post(f"{base}/modalities/{orthanc.GATEWAY_MODALITY}/store", json={"Resources": [orthanc_study], "Synchronous": True}, timeout=120)
+    assert sent.status_code == 200, sent.text
+
+    def sr_series() -> list[dict]:
+        series = httpx.get(f"{base}/studies/{orthanc_study}/series", timeout=10).json()
+        return [s for s in series if s["MainDicomTags"].get("Modality") == "SR"]
+
+    (series,) = _until("the SR in Orthanc's study", sr_series)
+    (instance,) = series["Instances"]
+    data = httpx.get(f"{base}/instances/{instance}/file", timeout=10).content
+    sr = pydicom.dcmread(BytesIO(data))
+    # re-identified at the output edge: the original patient, study and order, not the pseudonyms
+    assert sr.StudyInstanceUID == study_uid and sr.PatientID == "IT-ORTH-1" and sr.AccessionNumber == "ACC-ORTH-1"
+    assert sr.StudyDate == "20261127" and sr.StudyTime == "081500"
+    assert sr.VerificationFlag == "UNVERIFIED" and sr.ReferencedRequestSequence[0].AccessionNumber == "ACC-ORTH-1"
+    text = read_sr_text(data)
+    assert text["findings"] and text["impression"]
+    # STOW-RS delivered the same instance (Orthanc's DICOMweb plugin finds it by QIDO)
+    qido = httpx.get(f"{base}/dicom-web/studies/{study_uid}/series", params={"Modality": "SR"}, timeout=10)
+    assert qido.status_code == 200 and len(qido.json()) == 1
+
+    # FHIR: the DiagnosticReport for this patient, with its observations, device and provenance
+    def report() -> list[dict]:
+        return [r for r in fhir.all("DiagnosticReport") if r.get("subject", {}).get("identifier", {}).get("value") == "IT-ORTH-1"]
+
+    (dr,) = _until("the FHIR DiagnosticReport", report, 60)
+    assert dr["status"] == "preliminary" and dr["subject"]["identifier"]["system"] == "urn:oid:1.2.3.4.5"
+    assert dr["effectiveDateTime"].startswith("2026-11-27T08:15:00")
+    assert dr["study"][0]["identifier"]["value"] == f"urn:oid:{study_uid}"
+    assert fhir.all("Provenance") and fhir.all("Device") and not fhir.rejected
+
+    # the delivery records, through the delivery stage's API
+    key = Pseudonymizer(settings.deid_secret).study_key(study_uid)
+    url = f"http://127.0.0.1:{settings.web_port('delivery')}/v1/studies/{key}/deliveries"
+
+    def delivered() -> dict[str, dict]:
+        rows = {r["destination"]: r for r in httpx.get(url, timeout=10).json()["deliveries"]}
+        return rows if len(rows) == 3 and all(r["status"] == "delivered" for r in rows.values()) else {}
+
+    rows = _until("three delivered records", delivered, 60)
+    assert rows["pacs"]["remote_ref"] == sr.SOPInstanceUID and rows["ehr"]["remote_ref"].startswith(f"DiagnosticReport/{dr['id']}")
+    assert all(r["report_status"] == "preliminary" and r["attempts"] >= 1 for r in rows.values())
+    assert "IT-ORTH-1" not in httpx.get(f"http://127.0.0.1:{settings.web_port('delivery')}/metrics", timeout=10).text
