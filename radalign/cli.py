@@ -26,6 +26,10 @@ _mount("radalign.deploy", "deploy_app", "k8s", "Generated Kubernetes manifests: 
 _mount("radalign.kb.cli", "kb_app", "kb", "The case store (pgvector): ingest reports, statistics.")
 _mount("radalign.concepts.train", "train_app", "train", "Train the concept-aligned model.")
 _mount("radalign.concepts.evaluate", "eval_app", "eval", "Evaluate the concept model (per-observation AUC, ROC plot).")
+# `radalign audit MANIFEST --site NAME`: a plain command (not a group), so no sub-command name
+app.command("audit", help="Audit the served concept model on a site's labelled films and write its site profile.")(
+    importlib.import_module("radalign.concepts.audit").audit_cmd
+)
 
 
 @app.command()
