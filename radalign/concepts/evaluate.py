@@ -64,7 +64,7 @@ class EvalReport:
         lines += ["-" * 60, f"mean AUC, 5 competition observations: {fmt(self.mean_auc_competition)}", f"mean AUC, all with both classes:     {fmt(self.mean_auc_present)}"]
         if self.assessed is not None:
             lines.append(f"assessed by the gate ({len(self.assessed)}): {', '.join(self.assessed) or 'none'}")
-            lines.append(f"mean AUC over assessed observations: {fmt(self.mean_auc_assessed)}")
+            lines.append(f"mean AUC over assessed observations: {'n/a (none assessed)' if self.mean_auc_assessed is None else f'{self.mean_auc_assessed:.3f}'}")
         for source, rows in (self.by_source_rows or {}).items():
             cells = [f"{r['observation']} {r['auc']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['positives']}+/{r['negatives']}-)" for r in rows if r["auc"] is not None]
             if cells:

@@ -77,6 +77,10 @@ def leave_one_source_out(
         probs = calibrated(sub, head_logits(sub, feature_fn(rows)))
         y = labels[rows]
         non_test = np.array([i not in test for i in rows])
+        # an observation the re-trained model never learnt (only this source labels it) answers a
+        # constant 0.5: not measurable by leaving this source out, rather than "collapsed"
+        learnt = sub.head.supported.numpy()
+        y = np.where(learnt[None, :], y, np.nan)
         out[source] = {
             "checkpoint": str(sub_out),
             "films": len(rows),
