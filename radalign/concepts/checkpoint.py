@@ -90,7 +90,12 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(ckpt.meta)
     meta.setdefault("concepts_version", load_vocabulary().version)
-    meta["model_version"] = f"{meta['concepts_version']}-{head_digest(ckpt.head, ckpt.calibrator, ckpt.ood)}"
+    digest = head_digest(ckpt.head, ckpt.calibrator, ckpt.ood)
+    if meta.get("gate"):  # a new gate (assessed set, operating points, OOD threshold) is a new served model too
+        import json
+
+        digest = hashlib.sha256((digest + json.dumps(meta["gate"], sort_keys=True)).encode()).hexdigest()[:12]
+    meta["model_version"] = f"{meta['concepts_version']}-{digest}"
     ckpt.meta = meta
     payload = {
         "format": FORMAT,

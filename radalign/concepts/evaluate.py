@@ -77,9 +77,9 @@ class EvalReport:
             group = "n/a" if c["group_score_auc"] is None else f"{c['group_score_auc']:.3f}"
             lines.append(f"confounding, {obs} within the {CONFOUNDER.value} group ({c['positives']}+/{c['negatives']}-): model AUC {model}; "
                          f"AUC of the {CONFOUNDER.value} score as predictor over all films {group}")  # fmt: skip
-        for obs, c in (self.calibration or {}).items():
-            if c["ece"] is not None:
-                lines.append(f"calibration {obs}: ECE {c['ece']:.3f}")
+        cells = [f"{obs}{'*' if c['assessed'] else ''} {c['ece']:.3f}" for obs, c in (self.calibration or {}).items() if c["ece"] is not None]
+        if cells:
+            lines.append("calibration, ECE (10 bins; * assessed): " + ", ".join(cells))
         for obs, o in (self.operating_points or {}).items():
             lines.append(f"operating point {obs}: absent < {o['absent']:.3f} <= uncertain < {o['present']:.3f} <= present; "
                          f"sensitivity (not called absent) {o['sensitivity']}, specificity (not called present) {o['specificity']}")  # fmt: skip
@@ -220,8 +220,8 @@ def source_prevalence_baseline(train_labels: np.ndarray, train_sources: Sequence
     prevalence = {}
     for name in names:
         y = train_labels[np.array([s == name for s in train_sources])]
-        with np.errstate(invalid="ignore"):
-            prevalence[name] = np.nanmean(np.where((y == 0) | (y == 1), y, np.nan), axis=0)
+        certain = (y == 0) | (y == 1)
+        prevalence[name] = np.where(certain.any(0), np.where(certain, y, 0).sum(0) / np.maximum(certain.sum(0), 1), np.nan)
     scores = np.stack([np.nan_to_num(prevalence.get(s, np.full(labels.shape[1], np.nan)), nan=0.5) for s in sources])
     return {o.value: auc_or_none(scores[:, k], labels[:, k]) for k, o in enumerate(OBSERVATIONS)}
 
@@ -295,8 +295,9 @@ def evaluate(
     if split != "all" or not mask_names:
         train_idx = parts["train"]
         baseline = source_prevalence_baseline(np.stack([records[i].labels for i in train_idx]), [records[i].source for i in train_idx], labels, sources)
-    calibration = {o.value: {"ece": expected_calibration_error(probs[:, k], labels[:, k]), "reliability": reliability_curve(probs[:, k], labels[:, k])}
-                   for k, o in enumerate(OBSERVATIONS) if assessed is None or o.value in assessed}  # fmt: skip
+    calibration = {o.value: {"ece": expected_calibration_error(probs[:, k], labels[:, k]), "reliability": reliability_curve(probs[:, k], labels[:, k]),
+                             "assessed": assessed is not None and o.value in assessed}
+                   for k, o in enumerate(OBSERVATIONS) if rows[k].auc is not None}  # fmt: skip
     points = {}
     for name, point in (gate.operating_points.items() if gate else []):
         k = [o.value for o in OBSERVATIONS].index(name)

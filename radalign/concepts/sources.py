@@ -72,7 +72,7 @@ def write_manifest(rows: Sequence[dict[str, str]], out_csv: str | Path) -> Path:
     return out_csv
 
 
-def write_multisource_manifest(shared_data: str | Path, out_csv: str | Path, *, include_pediatric: bool = True) -> Path:
+def write_multisource_manifest(shared_data: str | Path, out_csv: str | Path, *, include_pediatric: bool = True, only: Sequence[str] | None = None) -> Path:
     """One manifest over every source found under `shared_data` (cxr-public frontals, nih-cxr800)
     plus the pediatric JPEGs; raises if no source is there."""
     shared_data = Path(shared_data)
@@ -83,6 +83,8 @@ def write_multisource_manifest(shared_data: str | Path, out_csv: str | Path, *, 
         rows += nih_rows(shared_data / NIH)
     if include_pediatric:
         rows += pediatric_rows()
+    if only:
+        rows = [r for r in rows if r["source"] in set(only)]
     if not rows:
         raise FileNotFoundError(f"no source under {shared_data} (expected cxr-public/ or nih-cxr800/ with metadata.csv)")
     return write_manifest(rows, out_csv)

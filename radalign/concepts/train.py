@@ -406,11 +406,12 @@ def sources_manifest_cmd(
     out: Annotated[Path, typer.Option(help="manifest CSV to write")] = Path(".radalign/cache/concepts/multisource.csv"),
     include_pediatric: bool = True,
     laterals_out: Annotated[Path | None, typer.Option(help="also write cxr-public's laterals (the OOD check's lateral arm)")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="keep only these sources (e.g. one site to audit)")] = None,
 ) -> None:
     """Write the multi-source manifest (cxr-public frontals, nih-cxr800, the pediatric JPEGs)."""
     from radalign.concepts.sources import write_lateral_manifest, write_multisource_manifest
 
-    typer.echo(str(write_multisource_manifest(shared_data, out, include_pediatric=include_pediatric)))
+    typer.echo(str(write_multisource_manifest(shared_data, out, include_pediatric=include_pediatric, only=only)))
     if laterals_out:
         typer.echo(str(write_lateral_manifest(shared_data / "cxr-public", laterals_out)))
 

@@ -61,7 +61,7 @@ def leave_one_source_out(
     """Per source with >= MIN_LOSO_ROWS films: train without it (same config), score its films.
     Returns {source: {"non_test": {obs: AUC or None}, "all": [AUC rows with CIs], "checkpoint": path}}."""
     from radalign.concepts.checkpoint import load_checkpoint
-    from radalign.concepts.train import train
+    from radalign.concepts.train import _jsonable, train
 
     test = set(split["test"])
     sources = sorted({r.source for r in records})
@@ -73,7 +73,12 @@ def leave_one_source_out(
         sub_out = Path(cfg.cache_dir) / "loso" / f"{Path(cfg.out).stem}-without-{source}.pt"
         log.info("leave-one-source-out: training without %s (%d films)", source, len(rows))
         sub_cfg = replace(cfg, out=sub_out, exclude_sources=(*cfg.exclude_sources, source), loso=False)
-        sub = load_checkpoint(train(sub_cfg).checkpoint)
+        wanted = _jsonable({k: v for k, v in asdict(sub_cfg).items() if k not in ("progress", "resume")})
+        sub = load_checkpoint(sub_out) if sub_out.is_file() else None
+        if sub is None or sub.meta.get("train") != wanted or sub.meta.get("manifest_fingerprint") != _fingerprint_without(records, source):
+            sub = load_checkpoint(train(sub_cfg).checkpoint)
+        else:
+            log.info("leave-one-source-out: reusing %s (same config and films)", sub_out)
         probs = calibrated(sub, head_logits(sub, feature_fn(rows)))
         y = labels[rows]
         non_test = np.array([i not in test for i in rows])
@@ -89,6 +94,12 @@ def leave_one_source_out(
             "learnt": sub.meta.get("supported_observations", []),
         }
     return out
+
+
+def _fingerprint_without(records: Sequence[Record], source: str) -> str:
+    from radalign.concepts.data import manifest_fingerprint
+
+    return manifest_fingerprint([r for r in records if r.source != source])
 
 
 def validate_and_gate(
