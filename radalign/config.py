@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     triton_model: str = "concept_model"
     triton_timeout_s: float = 30.0
     triton_concurrency: int = 8
+    # Concept-stage site audit profiles (`radalign audit`): <dir>/<site>.json, chosen by the study's
+    # `site` or, when a deployment serves one site, `concepts_default_site`. Empty dir: <state_dir>/site_profiles.
+    concepts_site_profiles_dir: Path | None = None
+    concepts_default_site: str = ""
 
     # LLM. Empty URL: the deterministic drafter (CI default).
     llm_url: str = ""

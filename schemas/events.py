@@ -143,6 +143,10 @@ class StudyPreprocessed(Contract):
     original_columns: int = Field(ge=1)
     preprocess_version: str
     timings: list[StageTiming] = Field(default_factory=list)
+    site: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="the sending site, when known; selects the concept stage's site audit profile (null: the deployment's default)",
+    )
 
 
 class ConceptScore(BaseModel):

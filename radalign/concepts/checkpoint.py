@@ -17,12 +17,16 @@ import numpy as np
 import torch
 
 from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
+from radalign.concepts.calibration import PlattCalibrator
+from radalign.concepts.gate import ServedGate
 from radalign.concepts.model import ConceptAlignmentHead, ConceptModel, HeadConfig
+from radalign.concepts.ood import FeatureDistance
 from radalign.concepts.vocabulary import ANCHOR_STATES, ConceptVocabulary, load_vocabulary
 
-FORMAT = "radalign.concepts/1"
+FORMAT = "radalign.concepts/2"
+READABLE_FORMATS = ("radalign.concepts/1", FORMAT)  # v1: no calibrator, no OOD detector, no gate
 CHECKPOINT_DIR = Path(__file__).with_name("checkpoints")
-DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "concept_head.v1.pt"
+DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "concept_head.v2.pt"
 
 
 def compute_anchors(vocabulary: ConceptVocabulary | None = None, text_encoder: Any = None) -> torch.Tensor:
@@ -46,6 +50,15 @@ class Checkpoint:
     encoder_name: str = DEFAULT_ENCODER
     encoder_state: dict[str, torch.Tensor] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Validation-fitted calibration and the training films' feature distance (identity / unfitted by default).
+    calibrator: PlattCalibrator | None = None
+    ood: FeatureDistance | None = None
+
+    @property
+    def gate(self) -> ServedGate | None:
+        """The validity gate decided at training time (None for checkpoints that predate it)."""
+        raw = self.meta.get("gate")
+        return ServedGate.from_dict(raw) if raw else None
 
     @property
     def version(self) -> str:
@@ -56,12 +69,17 @@ class Checkpoint:
         encoder = build_encoder(self.encoder_name, pretrained=self.encoder_state is None)
         if self.encoder_state is not None:
             encoder.load_state_dict(self.encoder_state)
-        return ConceptModel(encoder, self.head).eval()
+        return ConceptModel(encoder, self.head, self.calibrator, self.ood).eval()
 
 
-def head_digest(head: ConceptAlignmentHead) -> str:
+def head_digest(head: ConceptAlignmentHead, *extra: torch.nn.Module | None) -> str:
+    """Digest of the head's weights (and of the calibrator / OOD detector when given): a new
+    calibration is a new model version."""
     buffer = io.BytesIO()
-    for name, tensor in sorted(head.state_dict().items()):
+    states = dict(head.state_dict())
+    for i, module in enumerate(m for m in extra if m is not None):
+        states |= {f"extra{i}.{k}": v for k, v in module.state_dict().items()}
+    for name, tensor in sorted(states.items()):
         buffer.write(name.encode())
         buffer.write(tensor.detach().cpu().numpy().tobytes())
     return hashlib.sha256(buffer.getvalue()).hexdigest()[:12]
@@ -72,7 +90,12 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(ckpt.meta)
     meta.setdefault("concepts_version", load_vocabulary().version)
-    meta["model_version"] = f"{meta['concepts_version']}-{head_digest(ckpt.head)}"
+    digest = head_digest(ckpt.head, ckpt.calibrator, ckpt.ood)
+    if meta.get("gate"):  # a new gate (assessed set, operating points, OOD threshold) is a new served model too
+        import json
+
+        digest = hashlib.sha256((digest + json.dumps(meta["gate"], sort_keys=True)).encode()).hexdigest()[:12]
+    meta["model_version"] = f"{meta['concepts_version']}-{digest}"
     ckpt.meta = meta
     payload = {
         "format": FORMAT,
@@ -80,6 +103,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "head_config": ckpt.head.config.to_dict(),
         "head_state": {k: v.detach().cpu() for k, v in ckpt.head.state_dict().items()},
         "encoder_state": ckpt.encoder_state,
+        "calibrator_state": None if ckpt.calibrator is None else {k: v.detach().cpu() for k, v in ckpt.calibrator.state_dict().items()},
+        "ood_state": None if ckpt.ood is None else {k: v.detach().cpu() for k, v in ckpt.ood.state_dict().items()},
         "meta": meta,
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -90,9 +115,18 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 
 def load_checkpoint(path: str | Path = DEFAULT_CHECKPOINT) -> Checkpoint:
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if payload.get("format") != FORMAT:
+    if payload.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{path}: not a {FORMAT} checkpoint")
     head = ConceptAlignmentHead(HeadConfig.from_dict(payload["head_config"]))
     head.load_state_dict(payload["head_state"])
     head.eval()
-    return Checkpoint(head=head, encoder_name=payload["encoder"], encoder_state=payload["encoder_state"], meta=payload["meta"])
+    calibrator = ood = None
+    if payload.get("calibrator_state") is not None:
+        calibrator = PlattCalibrator(head.config.num_concepts)
+        calibrator.load_state_dict(payload["calibrator_state"])
+    if payload.get("ood_state") is not None:
+        state = payload["ood_state"]
+        ood = FeatureDistance(state["basis"].shape[0], state["basis"].shape[1])
+        ood.load_state_dict(state)
+    return Checkpoint(head=head, encoder_name=payload["encoder"], encoder_state=payload["encoder_state"], meta=payload["meta"],
+                      calibrator=calibrator, ood=ood)  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
+from radalign.concepts.gate import ServedGate
 from radalign.concepts.vocabulary import OBSERVATIONS
 
 
@@ -44,6 +45,8 @@ class TritonConceptClient:
         #: Observations the served checkpoint learnt (config parameter `supported_observations`);
         #: None while unknown (then every observation is reported).
         self.supported: frozenset[str] | None = None
+        #: The served checkpoint's validity gate (config parameter `concept_gate`); None for a model without one.
+        self.gate: ServedGate | None = None
         self._client = InferenceServerClient(url, channel_args=channel_args())
 
     async def ready(self) -> bool:
@@ -59,10 +62,12 @@ class TritonConceptClient:
         supported = params.get("supported_observations", {}).get("string_value")
         if supported:
             self.supported = frozenset(supported.split("|"))
+        self.gate = ServedGate.from_triton_parameters({k: v.get("string_value", "") for k, v in params.items()})
         return True
 
-    async def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One image (1, 224, 224) or (224, 224) float32 in [0, 1] -> (probabilities (14,), embedding (384,))."""
+    async def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """One image (1, 224, 224) or (224, 224) float32 in [0, 1] -> (calibrated probabilities (14,),
+        embedding (384,), OOD score)."""
         from tritonclient.grpc import InferInput, InferRequestedOutput
 
         array = np.asarray(image, dtype=np.float32)
@@ -73,13 +78,14 @@ class TritonConceptClient:
         batch = np.ascontiguousarray(array[None])
         inp = InferInput("image", list(batch.shape), "FP32")
         inp.set_data_from_numpy(batch)
-        outputs = [InferRequestedOutput("probabilities"), InferRequestedOutput("embedding")]
+        outputs = [InferRequestedOutput("probabilities"), InferRequestedOutput("embedding"), InferRequestedOutput("ood_score")]
         result = await self._client.infer(self.model, [inp], outputs=outputs, client_timeout=self.timeout_s)
         probs = result.as_numpy("probabilities").reshape(-1)
         emb = result.as_numpy("embedding").reshape(-1)
-        if probs.shape != (len(OBSERVATIONS),) or emb.shape != (EMBED_DIM,):
-            raise RuntimeError(f"unexpected output shapes {probs.shape}, {emb.shape}")
-        return probs, emb
+        ood = result.as_numpy("ood_score").reshape(-1)
+        if probs.shape != (len(OBSERVATIONS),) or emb.shape != (EMBED_DIM,) or ood.shape != (1,):
+            raise RuntimeError(f"unexpected output shapes {probs.shape}, {emb.shape}, {ood.shape}")
+        return probs, emb, float(ood[0])
 
     async def close(self) -> None:
         await self._client.close()

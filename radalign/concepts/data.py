@@ -125,7 +125,9 @@ def read_manifest(path: str | Path, *, labels_from_report: bool = False, keep_un
             if not image.is_absolute():
                 image = path.parent / image
             labels = _column_labels(row)
-            if labels is None and row.get("label"):
+            # a multi-source manifest has observation columns on every row; rows of a coarse-tag
+            # source leave them blank and carry `label` instead
+            if (labels is None or np.isnan(labels).all()) and row.get("label"):
                 labels = coarse_labels(row["label"])
             report = (row.get("report") or "").strip() or None
             if labels_from_report and report:

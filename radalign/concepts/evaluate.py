@@ -1,7 +1,13 @@
-"""Evaluation on the held-out test split: `radalign eval concepts CHECKPOINT MANIFEST`.
+"""Evaluation that exposes shortcuts: `radalign eval concepts MANIFEST [--checkpoint C] [--split test|val|all]`.
 
-The split is rebuilt from the seed and fractions stored in the checkpoint, so the test patients
-are the ones training never saw (neither for fitting nor for early stopping).
+The split is rebuilt per source from the seed and fractions stored in the checkpoint, so the test
+patients are the ones training never saw (neither for fitting, early stopping, calibration nor
+the gate). `--split all` scores every row of any manifest as an external test set. Beside the
+per-observation AUCs (overall and within each source, bootstrap CIs) it reports: the trivial
+source-identity baseline (each source's training prevalence as the score) in the same run, the
+within-pneumonia-group confounding check, calibration (ECE, reliability plot), the operating
+points' sensitivity / specificity, the OOD flag rate, and the leave-one-source-out table stored
+in the checkpoint.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import torch
 import typer
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import Record, load_image, patient_split, read_manifest
+from radalign.concepts.calibration import expected_calibration_error, reliability_curve
+from radalign.concepts.data import Record, load_image, read_manifest
 from radalign.concepts.features import cached_features
-from radalign.concepts.metrics import AucRow, bootstrap_aucs, per_observation_auc, summarise
+from radalign.concepts.gate import CONFOUNDER, GROUP_DEFINING, auc_or_none
+from radalign.concepts.metrics import AucRow, bootstrap_aucs, mean_auc, per_observation_auc, summarise
+from radalign.concepts.sources import masked_labels, split_by_source
 from radalign.concepts.vocabulary import OBSERVATIONS
 
 
@@ -35,6 +44,16 @@ class EvalReport:
     roc_png: Path | None
     retrieval: dict[str, float] | None = None
     by_source: dict[str, dict[str, float]] | None = None
+    assessed: list[str] | None = None
+    mean_auc_assessed: float | None = None
+    by_source_rows: dict[str, list[dict]] | None = None
+    baseline_source_prevalence: dict[str, float | None] | None = None
+    confounding: dict[str, dict] | None = None
+    calibration: dict[str, dict] | None = None
+    operating_points: dict[str, dict] | None = None
+    ood: dict[str, float | None] | None = None
+    loso: dict[str, dict] | None = None
+    reliability_png: Path | None = None
 
     def table(self) -> str:
         lines = [f"{'observation':<28}{'pos':>5}{'neg':>5}  {'AUC':>6}  95% CI", "-" * 60]
@@ -43,8 +62,32 @@ class EvalReport:
             lines.append(f"{r.observation.value:<28}{r.positives:>5}{r.negatives:>5}  {auc}")
         fmt = lambda v: "n/a (no competition observation has both classes)" if v is None else f"{v:.3f}"  # noqa: E731
         lines += ["-" * 60, f"mean AUC, 5 competition observations: {fmt(self.mean_auc_competition)}", f"mean AUC, all with both classes:     {fmt(self.mean_auc_present)}"]
-        for source, aucs in (self.by_source or {}).items():
-            lines.append(f"  within source {source!r}: " + ", ".join(f"{k} {v:.3f}" for k, v in aucs.items()))
+        if self.assessed is not None:
+            lines.append(f"assessed by the gate ({len(self.assessed)}): {', '.join(self.assessed) or 'none'}")
+            lines.append(f"mean AUC over assessed observations: {'n/a (none assessed)' if self.mean_auc_assessed is None else f'{self.mean_auc_assessed:.3f}'}")
+        for source, rows in (self.by_source_rows or {}).items():
+            cells = [f"{r['observation']} {r['auc']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] ({r['positives']}+/{r['negatives']}-)" for r in rows if r["auc"] is not None]
+            if cells:
+                lines.append(f"  within source {source!r}: " + "; ".join(cells))
+        if self.baseline_source_prevalence:
+            cells = [f"{k} {v:.3f}" for k, v in self.baseline_source_prevalence.items() if v is not None]
+            lines.append("baseline, source identity (training prevalence of the film's source as the score): " + (", ".join(cells) or "n/a"))
+        for obs, c in (self.confounding or {}).items():
+            model = "n/a" if c["model_auc_within_group"] is None else f"{c['model_auc_within_group']:.3f}"
+            group = "n/a" if c["group_score_auc"] is None else f"{c['group_score_auc']:.3f}"
+            lines.append(f"confounding, {obs} within the {CONFOUNDER.value} group ({c['positives']}+/{c['negatives']}-): model AUC {model}; "
+                         f"AUC of the {CONFOUNDER.value} score as predictor over all films {group}")  # fmt: skip
+        cells = [f"{obs}{'*' if c['assessed'] else ''} {c['ece']:.3f}" for obs, c in (self.calibration or {}).items() if c["ece"] is not None]
+        if cells:
+            lines.append("calibration, ECE (10 bins; * assessed): " + ", ".join(cells))
+        for obs, o in (self.operating_points or {}).items():
+            lines.append(f"operating point {obs}: absent < {o['absent']:.3f} <= uncertain < {o['present']:.3f} <= present; "
+                         f"sensitivity (not called absent) {o['sensitivity']}, specificity (not called present) {o['specificity']}")  # fmt: skip
+        if self.ood:
+            lines.append(f"OOD: {self.ood['flagged']:.3f} of these films flagged (threshold {self.ood['threshold']})")
+        for source, info in (self.loso or {}).items():
+            cells = [f"{r['observation']} {r['auc']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for r in info["all"] if r["auc"] is not None]
+            lines.append(f"leave-one-source-out, trained without {source!r}, all {info['films']} of its films: " + ("; ".join(cells) or "n/a"))
         if self.retrieval:
             r = self.retrieval
             recalls = ", ".join(f"R@{k.split('@')[1]} {r[k]:.3f} (chance {r['chance@' + k.split('@')[1]]:.3f})" for k in r if k.startswith("recall@"))
@@ -55,29 +98,40 @@ class EvalReport:
 def predict_records(
     checkpoint_path: str | Path, records: Sequence[Record], cache_dir: str | Path, *, indices: Sequence[int] | None = None, batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities (n, 14), embeddings (n, 384)) of `records[indices]` (default: all).
+    """(calibrated probabilities (n, 14), embeddings (n, 384)) of `records[indices]` (default: all)."""
+    probs, embs, _ = predict_full(checkpoint_path, records, cache_dir, indices=indices, batch_size=batch_size)
+    return probs, embs
 
-    With the packaged (frozen) encoder, features come from the cache of *all* `records`, so a
-    manifest evaluated after training reuses the training cache; a fine-tuned encoder runs the
-    full model on the images."""
+
+def predict_full(
+    checkpoint_path: str | Path, records: Sequence[Record], cache_dir: str | Path, *, indices: Sequence[int] | None = None, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(calibrated probabilities (n, 14), embeddings (n, 384), OOD scores (n,)) as the served model
+    computes them, from cached frozen-encoder features (or the full model for a fine-tuned encoder)."""
     ckpt = load_checkpoint(checkpoint_path)
     idx = list(range(len(records))) if indices is None else list(indices)
-    probs, embs = [], []
-    with torch.inference_mode():
-        if ckpt.encoder_state is None:
-            feats = cached_features(records, ckpt.encoder_name, cache_dir, progress=False)
-            for s in range(0, len(idx), batch_size):
-                out = ckpt.head(torch.from_numpy(feats[idx[s : s + batch_size]]).float())
-                probs.append(torch.sigmoid(out.logits).numpy())
-                embs.append(out.embedding.numpy())
-        else:
-            model = ckpt.build_model()
+    if ckpt.encoder_state is not None:
+        model = ckpt.build_model()
+        outs = []
+        with torch.inference_mode():
             for s in range(0, len(idx), batch_size):
                 images = torch.from_numpy(np.stack([load_image(records[i].image) for i in idx[s : s + batch_size]]))
-                p, e = model(images)
-                probs.append(p.numpy())
-                embs.append(e.numpy())
-    return np.concatenate(probs), np.concatenate(embs)
+                outs.append([t.numpy() for t in model(images)])
+        return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))  # type: ignore[return-value]
+    feats = cached_features([records[i] for i in idx], ckpt.encoder_name, cache_dir, progress=False)
+    from radalign.concepts.model import ConceptModel
+
+    parts = ConceptModel(torch.nn.Identity(), ckpt.head, ckpt.calibrator, ckpt.ood).eval()
+    probs, embs, ood = [], [], []
+    with torch.inference_mode():
+        for s in range(0, len(idx), batch_size):
+            batch = torch.from_numpy(feats[s : s + batch_size]).float()
+            out = parts.head(batch)
+            logits = torch.where(parts.head.supported, parts.calibrator(out.logits), torch.zeros_like(out.logits))
+            probs.append(torch.sigmoid(logits).numpy())
+            embs.append(out.embedding.numpy())
+            ood.append(parts.ood(batch.mean(dim=(2, 3))).numpy())
+    return np.concatenate(probs), np.concatenate(embs), np.concatenate(ood)
 
 
 def report_retrieval(embeddings: np.ndarray, records: Sequence[Record], ks: tuple[int, ...] = (1, 5)) -> dict[str, float] | None:
@@ -136,26 +190,136 @@ def plot_roc(probabilities: np.ndarray, labels: np.ndarray, rows: list[AucRow], 
     return out_png
 
 
+def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, observations: Sequence[str], out_png: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name in observations:
+        k = [o.value for o in OBSERVATIONS].index(name)
+        curve = reliability_curve(probabilities[:, k], labels[:, k])
+        ece = expected_calibration_error(probabilities[:, k], labels[:, k])
+        if curve:
+            ax.plot([c[0] for c in curve], [c[1] for c in curve], "o-", ms=3, label=f"{name} (ECE {ece:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="calibrated probability (bin mean)", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png
+
+
+def source_prevalence_baseline(train_labels: np.ndarray, train_sources: Sequence[str], labels: np.ndarray, sources: Sequence[str]) -> dict[str, float | None]:
+    """AUC of the trivial shortcut: score = the training prevalence of the observation in the film's
+    source. Whatever AUC this reaches, a model can reach by recognising the source alone."""
+    names = sorted(set(train_sources))
+    prevalence = {}
+    for name in names:
+        y = train_labels[np.array([s == name for s in train_sources])]
+        certain = (y == 0) | (y == 1)
+        prevalence[name] = np.where(certain.any(0), np.where(certain, y, 0).sum(0) / np.maximum(certain.sum(0), 1), np.nan)
+    scores = np.stack([np.nan_to_num(prevalence.get(s, np.full(labels.shape[1], np.nan)), nan=0.5) for s in sources])
+    return {o.value: auc_or_none(scores[:, k], labels[:, k]) for k, o in enumerate(OBSERVATIONS)}
+
+
+def confounding_check(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, dict]:
+    """Per observation outside the group-defining ones: its AUC among the films of the confounder's
+    group, and the AUC the confounder's own score reaches as its predictor (the shortcut)."""
+    g = OBSERVATIONS.index(CONFOUNDER)
+    group = labels[:, g] == 1
+    out = {}
+    for k, obs in enumerate(OBSERVATIONS):
+        if obs in GROUP_DEFINING:
+            continue
+        y = labels[group, k]
+        pos, neg = int((y == 1).sum()), int((y == 0).sum())
+        if pos == 0 and neg == 0:
+            continue
+        out[obs.value] = {
+            "positives": pos, "negatives": neg,
+            "model_auc_within_group": auc_or_none(probabilities[group, k], y),
+            "group_score_auc": auc_or_none(probabilities[:, g], labels[:, k]),
+            "model_auc_all": auc_or_none(probabilities[:, k], labels[:, k]),
+        }  # fmt: skip
+    return out
+
+
 def evaluate(
     checkpoint: str | Path, manifest: str | Path, *, split: str = "test", cache_dir: str | Path = Path(".radalign/cache/concepts"),
-    n_boot: int = 1000, roc_png: str | Path | None = None,
+    n_boot: int = 1000, roc_png: str | Path | None = None, reliability_png: str | Path | None = None,
 ) -> EvalReport:  # fmt: skip
+    """Figures on `split` (test / val / train of the checkpoint's own per-source split, or `all`
+    rows of any manifest, e.g. an external one)."""
     ckpt = load_checkpoint(checkpoint)
     train_meta = ckpt.meta.get("train", {})
     records = read_manifest(manifest, labels_from_report=bool(train_meta.get("labels_from_report", False)))
     limit, seed = train_meta.get("limit"), int(ckpt.meta.get("split", {}).get("seed", 0))
     if limit:
         records = [records[i] for i in sorted(np.random.default_rng(seed).permutation(len(records))[:limit])]
-    fractions = tuple(ckpt.meta.get("split", {}).get("fractions", (0.7, 0.15, 0.15)))
-    idx = patient_split(records, fractions, seed=seed)[split]  # type: ignore[arg-type]
+    excluded = set(train_meta.get("exclude_sources") or ())
+    records = [r for r in records if r.source not in excluded]
+    fractions = tuple(ckpt.meta.get("split", {}).get("fractions", (0.6, 0.2, 0.2)))
+    parts = split_by_source(records, fractions, seed=seed)  # type: ignore[arg-type]
+    if split == "all":
+        idx = list(range(len(records)))
+    elif split in parts:
+        idx = parts[split]
+    else:
+        raise ValueError(f"unknown split {split!r}: test, val, train or all")
+    if not idx:
+        raise ValueError(f"{manifest}: the {split} split is empty")
     subset = [records[i] for i in idx]
-    probs, embeddings = predict_records(checkpoint, records, cache_dir, indices=idx)
-    labels = np.stack([r.labels for r in subset])
+    probs, embeddings, ood = predict_full(checkpoint, records, cache_dir, indices=idx)
+    # the checkpoint's per-source masks: an observation a source does not label is unknown there
+    mask_names = ckpt.meta.get("source_label_masks")
+    if mask_names and all(r.source in mask_names for r in subset):
+        masks = {s: np.array([o.value in names for o in OBSERVATIONS]) for s, names in mask_names.items()}
+        labels = masked_labels(subset, masks)
+    else:
+        labels = np.stack([r.labels for r in subset])
     rows = bootstrap_aucs(probs, labels, n_boot=n_boot, seed=seed)
+    gate = ckpt.gate
+    assessed = gate.assessed if gate else None
+    aucs = {r.observation: r.auc for r in rows}
+    mean_assessed = mean_auc(aucs, [o for o in OBSERVATIONS if o.value in assessed]) if assessed else None
+    by_source_rows = {}
+    sources = [r.source for r in subset]
+    for source in sorted(set(sources)):
+        keep = np.array([s == source for s in sources])
+        by_source_rows[source] = [asdict(r) | {"observation": r.observation.value} for r in bootstrap_aucs(probs[keep], labels[keep], n_boot=max(n_boot // 2, 50), seed=seed)]
+    baseline = None
+    if split != "all" or not mask_names:
+        train_idx = parts["train"]
+        baseline = source_prevalence_baseline(np.stack([records[i].labels for i in train_idx]), [records[i].source for i in train_idx], labels, sources)
+    calibration = {o.value: {"ece": expected_calibration_error(probs[:, k], labels[:, k]), "reliability": reliability_curve(probs[:, k], labels[:, k]),
+                             "assessed": assessed is not None and o.value in assessed}
+                   for k, o in enumerate(OBSERVATIONS) if rows[k].auc is not None}  # fmt: skip
+    points = {}
+    for name, point in (gate.operating_points.items() if gate else []):
+        k = [o.value for o in OBSERVATIONS].index(name)
+        y, p = labels[:, k], probs[:, k]
+        pos, neg = p[y == 1], p[y == 0]
+        points[name] = {"absent": point.absent, "present": point.present,
+                        "sensitivity": round(float((pos >= point.absent).mean()), 3) if len(pos) else None,
+                        "specificity": round(float((neg < point.present).mean()), 3) if len(neg) else None,
+                        "called_present": round(float((p >= point.present).mean()), 3), "called_absent": round(float((p < point.absent).mean()), 3)}  # fmt: skip
+    ood_info = None
+    if gate and gate.ood_threshold is not None:
+        ood_info = {"threshold": gate.ood_threshold, "flagged": float((ood > gate.ood_threshold).mean()), "median_score": float(np.median(ood))}
     png = plot_roc(probs, labels, rows, Path(roc_png), f"Concept model, {split} split ({len(subset)} images)") if roc_png else None
+    rel = plot_reliability(probs, labels, assessed or [r.observation.value for r in rows if r.auc is not None], Path(reliability_png),
+                           f"Reliability, {split} split ({len(subset)} images)") if reliability_png else None  # fmt: skip
     return EvalReport(
         split=split, images=len(subset), patients=len({r.patient_id for r in subset}), model_version=ckpt.version, rows=rows, roc_png=png,
         retrieval=report_retrieval(embeddings, subset), by_source=auc_by_source(probs, subset), **summarise(rows),
+        assessed=assessed, mean_auc_assessed=mean_assessed, by_source_rows=by_source_rows, baseline_source_prevalence=baseline,
+        confounding=confounding_check(probs, labels), calibration=calibration, operating_points=points, ood=ood_info,
+        loso={s: {k: v for k, v in info.items() if k != "checkpoint"} for s, info in (ckpt.meta.get("loso") or {}).items()} if split != "all" else None,
+        reliability_png=rel,
     )  # fmt: skip
 
 
@@ -171,21 +335,27 @@ def _eval_group() -> None:
 def eval_concepts_cmd(
     manifest: Annotated[Path, typer.Argument(help="the manifest the checkpoint was trained on")],
     checkpoint: Annotated[Path, typer.Option(help="checkpoint to evaluate")] = DEFAULT_CHECKPOINT,
-    split: str = "test",
+    split: Annotated[str, typer.Option(help="test / val / train of the checkpoint's split, or all (any manifest as an external test set)")] = "test",
     cache_dir: Path = Path(".radalign/cache/concepts"),
     n_boot: int = 1000,
     roc_png: Annotated[Path | None, typer.Option(help="where to write the ROC curves")] = Path(".radalign/reports/concepts_roc.png"),
+    reliability_png: Annotated[Path | None, typer.Option(help="where to write the reliability plot")] = Path(".radalign/reports/concepts_reliability.png"),
     json_out: Annotated[Path | None, typer.Option(help="also write the figures as JSON")] = None,
 ) -> None:
-    """Per-observation AUC with bootstrap 95% CIs, mean AUCs, and a PNG of ROC curves."""
-    report = evaluate(checkpoint, manifest, split=split, cache_dir=cache_dir, n_boot=n_boot, roc_png=roc_png)
+    """Per-observation AUC with bootstrap 95% CIs (overall, within each source), the source-identity
+    baseline, confounding check, calibration, operating points, OOD rate and the LOSO table."""
+    report = evaluate(checkpoint, manifest, split=split, cache_dir=cache_dir, n_boot=n_boot, roc_png=roc_png, reliability_png=reliability_png)
     typer.echo(f"{report.split} split: {report.images} images, {report.patients} patients, model {report.model_version}")
     typer.echo(report.table())
     if report.roc_png:
         typer.echo(f"ROC curves: {report.roc_png}")
+    if report.reliability_png:
+        typer.echo(f"reliability plot: {report.reliability_png}")
     if json_out:
-        data = asdict(report) | {"rows": [asdict(r) | {"observation": r.observation.value} for r in report.rows], "roc_png": str(report.roc_png)}
-        json_out.write_text(json.dumps(data, indent=2))
+        data = asdict(report) | {"rows": [asdict(r) | {"observation": r.observation.value} for r in report.rows], "roc_png": str(report.roc_png),
+                                 "reliability_png": str(report.reliability_png)}  # fmt: skip
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(data, indent=2, default=str))
 
 
 __all__ = ["EvalReport", "OBSERVATIONS", "eval_app", "evaluate"]

@@ -29,7 +29,7 @@ META_FILE = "meta.json"  # stored inside the TorchScript archive (extra file)
 
 
 def export_torchscript(checkpoint: str | Path = DEFAULT_CHECKPOINT, out_path: str | Path = MODEL_FILE, *, check: bool = True) -> Path:
-    """Trace the full model (grayscale in, probabilities + embedding out) and save it.
+    """Trace the full model (grayscale in; calibrated probabilities, embedding, OOD score out) and save it.
 
     Traced (not scripted): the encoder package's code is not TorchScript-compatible, and the
     graph has no data-dependent control flow. TorchScript (deprecated by recent torch releases in
@@ -81,10 +81,12 @@ def exported_version(path: str | Path) -> str | None:
 
 
 def _set_parameter(config_text: str, key: str, value: str) -> str:
-    block = f'parameters {{ key: "{key}" value {{ string_value: "{value}" }} }}'
-    pattern = re.compile(r'parameters\s*\{\s*key:\s*"' + re.escape(key) + r'"\s*value\s*\{[^}]*\}\s*\}')
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')  # protobuf text format string escapes
+    block = f'parameters {{ key: "{key}" value {{ string_value: "{escaped}" }} }}'
+    # the value is a quoted string that may hold braces (JSON): match the string, not up to a brace
+    pattern = re.compile(r'parameters\s*\{\s*key:\s*"' + re.escape(key) + r'"\s*value\s*\{\s*string_value:\s*"(?:[^"\\]|\\.)*"\s*\}\s*\}')
     if pattern.search(config_text):
-        return pattern.sub(block, config_text)
+        return pattern.sub(lambda _: block, config_text)
     return config_text.rstrip() + "\n" + block + "\n"
 
 
@@ -113,5 +115,11 @@ def prepare_model_repository(
     # only these: an observation the model never learnt is "not assessed", not "uncertain".
     supported = [o.value for o, ok in zip(OBSERVATIONS, load_checkpoint(checkpoint).head.supported.tolist(), strict=True) if ok]
     config = _set_parameter(config, "supported_observations", "|".join(supported))
+    # The validity gate decided on held-out data: which observations the concept stage reports,
+    # their operating points and the OOD threshold. Checkpoints without one serve no gate.
+    gate = load_checkpoint(checkpoint).gate
+    if gate is not None:
+        for key, value in gate.triton_parameters().items():
+            config = _set_parameter(config, key, value)
     config_path.write_text(config)
     return dst

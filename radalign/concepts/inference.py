@@ -9,9 +9,14 @@ from datetime import datetime
 
 import numpy as np
 
+from pathlib import Path
+
 from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
-from radalign.concepts.scoring import to_concept_scores
-from schemas.events import ConceptsInferred, StageTiming, StudyPreprocessed
+from radalign.concepts.calibration import logit, sigmoid
+from radalign.concepts.gate import ServedGate, load_profile, profile_path
+from radalign.concepts.scoring import state_for, to_concept_scores
+from radalign.concepts.vocabulary import OBSERVATIONS, Thresholds
+from schemas.events import ConceptScore, ConceptsInferred, Observation, OutOfDistribution, StageTiming, StudyPreprocessed
 
 STAGE = "concepts"
 
@@ -48,9 +53,17 @@ def build_concepts_event(
     started_at: datetime | None = None,
     duration_ms: float | None = None,
     supported: Collection[str] | None = None,
+    gate: ServedGate | None = None,
+    ood_score: float | None = None,
 ) -> ConceptsInferred:
-    """The stage's output event: thresholded concept scores, the re-normalised embedding, and the
-    timings so far (plus this stage's, when the caller measured it)."""
+    """The stage's output event: gated concept scores, the re-normalised embedding, and the
+    timings so far (plus this stage's, when the caller measured it).
+
+    With a `gate` (the served checkpoint's, or a site profile's): only assessed observations get a
+    score, with the gate's operating points; the rest are listed in `not_assessed`. A lateral-only
+    study, or an image whose `ood_score` exceeds the gate's threshold, gets no score at all (`ood`
+    set, every observation not assessed). Without a gate (a model that predates it), the
+    concepts file's thresholds apply to the `supported` observations."""
     emb = np.asarray(embedding, dtype=np.float64).reshape(-1)
     if emb.shape != (EMBED_DIM,) or not np.isfinite(emb).all():
         raise ValueError(f"embedding must be {EMBED_DIM} finite floats, got shape {emb.shape}")
@@ -60,15 +73,68 @@ def build_concepts_event(
     timings = list(event.timings)
     if started_at is not None and duration_ms is not None:
         timings.append(StageTiming(stage=STAGE, started_at=started_at, duration_ms=max(0.0, duration_ms)))
+    if gate is None:
+        # Only what the model learnt: an observation it never learnt is left out, so drafting
+        # neither asserts nor hedges about it.
+        concepts = [c for c in to_concept_scores(probabilities) if supported is None or c.observation.value in supported]
+        not_assessed = [o for o in OBSERVATIONS if o not in {c.observation for c in concepts}]
+        ood = None
+    else:
+        concepts, not_assessed, ood = gated_scores(probabilities, gate, lateral_only=event.lateral_only, ood_score=ood_score)
     return ConceptsInferred(
         study=event.study,
         view_position=event.view_position,
         lateral_only=event.lateral_only,
-        # Only what the model assessed: an observation it never learnt is left out, so drafting
-        # neither asserts nor hedges about it.
-        concepts=[c for c in to_concept_scores(probabilities) if supported is None or c.observation.value in supported],
+        concepts=concepts,
+        not_assessed=not_assessed,
+        ood=ood,
+        site_profile=None if gate is None or gate.name == "shipped" else gate.name,
         image_embedding=(emb / norm).tolist(),  # re-normalised: float32 transport loses a little
         model_name=model_name,
         model_version=model_version,
         timings=timings,
     )
+
+
+def gated_scores(
+    probabilities: np.ndarray, gate: ServedGate, *, lateral_only: bool = False, ood_score: float | None = None
+) -> tuple[list[ConceptScore], list[Observation], OutOfDistribution | None]:
+    """(scores of the assessed observations, the not-assessed ones, the abstention if any)."""
+    probs = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if probs.shape != (len(OBSERVATIONS),) or not np.isfinite(probs).all():
+        raise ValueError(f"expected {len(OBSERVATIONS)} finite probabilities, got shape {probs.shape}")
+    if ood_score is not None and not np.isfinite(ood_score):
+        raise ValueError("OOD score must be finite")
+    ood = None
+    if lateral_only:
+        ood = OutOfDistribution(reason="lateral_only")
+    elif ood_score is not None and gate.ood_threshold is not None and ood_score > gate.ood_threshold:
+        ood = OutOfDistribution(reason="far_from_training_data", score=float(ood_score), threshold=gate.ood_threshold)
+    if ood is not None:
+        return [], list(OBSERVATIONS), ood
+    concepts = []
+    for k, obs in enumerate(OBSERVATIONS):
+        if obs.value not in gate.assessed or obs.value not in gate.operating_points:
+            continue
+        p = float(np.clip(probs[k], 0.0, 1.0))
+        if obs.value in gate.recalibration:  # a site profile's calibration on top of the served one
+            a, b = gate.recalibration[obs.value]
+            p = float(sigmoid(np.array(a * logit(np.array(p)) + b)))
+        point = gate.operating_points[obs.value]
+        state = state_for(p, Thresholds(present=point.present, absent=point.absent))
+        concepts.append(ConceptScore(observation=obs, probability=p, state=state, present_threshold=point.present, absent_threshold=point.absent))
+    assessed = {c.observation for c in concepts}
+    return concepts, [o for o in OBSERVATIONS if o not in assessed], None
+
+
+def select_gate(shipped: ServedGate | None, site: str | None, profiles_dir: str | Path | None, model_version: str | None = None) -> ServedGate | None:
+    """The site's audit profile (`<profiles_dir>/<site>.json`) when one exists and was audited
+    against the served model version, else the shipped gate: a site without a (current) audit
+    gets the shipped, conservative gate."""
+    if site and profiles_dir:
+        path = profile_path(profiles_dir, site)
+        if path.is_file():
+            profile = load_profile(path)
+            if profile.model_version is None or model_version is None or profile.model_version == model_version:
+                return profile
+    return shipped

@@ -99,15 +99,23 @@ class ConceptAlignmentHead(nn.Module):
 
 
 class ConceptModel(nn.Module):
-    """(B, 1, 224, 224) grayscale in [0, 1] -> (probabilities (B, 14), embedding (B, 384)).
+    """(B, 1, 224, 224) grayscale in [0, 1] -> (calibrated probabilities (B, 14), embedding (B, 384),
+    OOD score (B,)).
 
     This is what is exported to TorchScript and served by Triton; it replicates the gray channel
-    and applies ImageNet normalisation itself so callers send the preprocess output unchanged."""
+    and applies ImageNet normalisation itself so callers send the preprocess output unchanged.
+    The calibrator (fitted on validation) maps the head's logits to calibrated probabilities;
+    the OOD score is the distance of the pooled encoder features from the training films."""
 
-    def __init__(self, encoder: nn.Module, head: ConceptAlignmentHead) -> None:
+    def __init__(self, encoder: nn.Module, head: ConceptAlignmentHead, calibrator: nn.Module | None = None, ood: nn.Module | None = None) -> None:
         super().__init__()
+        from radalign.concepts.calibration import PlattCalibrator
+        from radalign.concepts.ood import FeatureDistance
+
         self.encoder = encoder
         self.head = head
+        self.calibrator = calibrator if calibrator is not None else PlattCalibrator(head.config.num_concepts)
+        self.ood = ood if ood is not None else FeatureDistance(head.config.in_channels, 0)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -117,6 +125,8 @@ class ConceptModel(nn.Module):
     def forward_train(self, images: torch.Tensor) -> HeadOutput:
         return self.head(self.encoder(self.normalise(images)))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.forward_train(images)
-        return torch.sigmoid(out.logits), out.embedding
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        features = self.encoder(self.normalise(images))
+        out = self.head(features)
+        logits = torch.where(self.head.supported, self.calibrator(out.logits), torch.zeros_like(out.logits))
+        return torch.sigmoid(logits), out.embedding, self.ood(features.mean(dim=(2, 3)))

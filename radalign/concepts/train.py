@@ -1,9 +1,14 @@
 """Training of the concept head (and optionally the encoder): `radalign train concepts ...`.
 
-Default run (CPU, minutes): frozen encoder, features cached once, head + projections trained with
-the concept BCE (+ InfoNCE against report embeddings where a report exists), early stopping on the
-validation mean AUC, resumable from `<out>.last.pt`. `--finetune` trains the encoder too (meant for
-a GPU: mixed precision when CUDA is present).
+Default run (CPU, minutes): frozen encoder, features cached once per image, head + projections
+trained with the concept BCE (+ InfoNCE against report embeddings where a report exists) on every
+source of the manifest together: labels masked per source (`sources.source_label_masks`),
+patient-level splits per source, sources drawn with tempered balancing, early stopping on the
+mean *within-source* validation AUC (a pooled AUC rewards recognising the source). Resumable from
+`<out>.last.pt`. Then, on validation data only (`radalign.concepts.validation`): Platt calibration,
+operating points, the OOD threshold, leave-one-source-out re-trainings and the validity gate, all
+stored in the checkpoint. `--finetune` trains the encoder too (meant for a GPU: mixed precision
+when CUDA is present; no leave-one-source-out re-trainings then).
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ import torch
 import typer
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, compute_anchors, save_checkpoint
-from radalign.concepts.data import Record, manifest_fingerprint, patient_split, read_manifest, write_cxr_public_manifest
+from radalign.concepts.data import Record, manifest_fingerprint, read_manifest, write_cxr_public_manifest
 from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
 from radalign.concepts.features import ImageDataset, cached_features
 from radalign.concepts.losses import UncertaintyPolicy, concept_loss, contrastive_loss
 from radalign.concepts.metrics import mean_auc, per_observation_auc
 from radalign.concepts.model import ConceptAlignmentHead, ConceptModel, HeadConfig
+from radalign.concepts.sources import balanced_weights, masked_labels, source_label_masks, split_by_source
 from radalign.concepts.vocabulary import OBSERVATIONS, load_vocabulary
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,7 @@ class TrainConfig:
     encoder_lr: float = 1e-4
     weight_decay: float = 1e-2
     seed: int = 0
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
     uncertainty: UncertaintyPolicy = UncertaintyPolicy.IGNORE
     contrastive_weight: float = 0.5
     balance: bool = True
@@ -60,6 +66,14 @@ class TrainConfig:
     device: str = "auto"
     resume: bool = True
     progress: bool = True
+    #: per-row sampling weight ~ 1 / (rows of its source) ** power: 0 = as in the manifest, 1 = every source equally often
+    source_balance: float = 0.5
+    exclude_sources: tuple[str, ...] = ()
+    #: validation-time steps (calibration, operating points, OOD, gate); off for leave-one-source-out sub-runs' gate
+    loso: bool = True
+    sensitivity: float = 0.9
+    specificity: float = 0.9
+    ood_false_flag_rate: float = 0.01
 
     def resolved_device(self) -> str:
         return ("cuda" if torch.cuda.is_available() else "cpu") if self.device == "auto" else self.device
@@ -124,10 +138,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.limit:
         # a deterministic subset of patients (for smoke runs and tests), split like the full set
         records = [records[i] for i in sorted(np.random.default_rng(cfg.seed).permutation(len(records))[: cfg.limit])]
+    if cfg.exclude_sources:
+        records = [r for r in records if r.source not in cfg.exclude_sources]
     if len(records) < 10:
         raise ValueError(f"{cfg.manifest}: only {len(records)} labelled images")
-    split = patient_split(records, cfg.fractions, seed=cfg.seed)
-    labels = torch.from_numpy(np.stack([r.labels for r in records]))
+    split = split_by_source(records, cfg.fractions, seed=cfg.seed)
+    # which observations each source labels, from its non-test rows (the test split decides nothing)
+    non_test = sorted(split["train"] + split["val"])
+    masks = source_label_masks([records[i] for i in non_test])
+    masks |= {s: np.zeros(len(OBSERVATIONS), dtype=bool) for s in {r.source for r in records} if s not in masks}
+    labels = torch.from_numpy(masked_labels(records, masks))
+    sources = [r.source for r in records]
     report_emb, has_report = _report_embeddings(records, cfg.cache_dir)
     report_emb_t, has_report_t = torch.from_numpy(report_emb), torch.from_numpy(has_report)
 
@@ -217,14 +238,20 @@ def train(cfg: TrainConfig) -> TrainResult:
     from tqdm import tqdm
 
     generator = torch.Generator().manual_seed(cfg.seed)
+    sample_weights = torch.from_numpy(balanced_weights([sources[i] for i in split["train"]], power=cfg.source_balance))
+
+    def epoch_order() -> torch.Tensor:
+        # an epoch = as many draws as training rows, with replacement, weighted by source
+        return train_idx[torch.multinomial(sample_weights, len(train_idx), replacement=True, generator=generator)]
+
     for _ in range(state["epoch"]):
-        torch.randperm(len(train_idx), generator=generator)  # replay the shuffles of finished epochs
+        epoch_order()  # replay the draws of finished epochs
     bar = tqdm(range(state["epoch"], cfg.epochs), desc="training concept head", unit="epoch", disable=not cfg.progress)
     for epoch in bar:
         head.train()
         if encoder is not None:
             encoder.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        order = epoch_order()
         losses = []
         for idx, batch in epoch_batches(order):
             batch = batch.to(device, non_blocking=True)
@@ -243,7 +270,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             encoder.eval()
         val_inputs = inputs[val_idx] if inputs is not None else batch_inputs(val_idx)
         val_probs, _ = _predict(forward, val_inputs, 64, device)
-        val_auc = mean_auc(per_observation_auc(val_probs, labels[val_idx].numpy()))
+        val_auc = within_source_mean_auc(val_probs, labels[val_idx].numpy(), [sources[i] for i in split["val"]])
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mean_auc": val_auc}
         state["history"].append(row)
         state["epoch"] = epoch + 1
@@ -284,10 +311,43 @@ def train(cfg: TrainConfig) -> TrainResult:
         "train_seconds": round(seconds, 1),
         "manifest_fingerprint": fingerprint["manifest"],
     }
+    meta["source_label_masks"] = {s: [o.value for o, ok in zip(OBSERVATIONS, m.tolist(), strict=True) if ok] for s, m in masks.items()}
+    meta["sources"] = {s: {part: sum(1 for i in idx if sources[i] == s) for part, idx in split.items()} for s in sorted(set(sources))}
     encoder_state = state["best_encoder"] if cfg.finetune else None
-    path = save_checkpoint(cfg.out, Checkpoint(head=head, encoder_name=cfg.encoder, encoder_state=encoder_state, meta=meta))
+    ckpt = Checkpoint(head=head, encoder_name=cfg.encoder, encoder_state=encoder_state, meta=meta)
+    from radalign.concepts.validation import validate_and_gate
+
+    if encoder is not None:
+        encoder.eval().cpu()
+        feature_fn = lambda idx: _encode_indices(encoder, records, idx)  # noqa: E731
+    else:
+        feature_fn = lambda idx: inputs[torch.as_tensor(idx, dtype=torch.long)].float()  # noqa: E731
+    validate_and_gate(ckpt, cfg, records, split, labels.numpy(), feature_fn)
+    path = save_checkpoint(cfg.out, ckpt)
     last_path.unlink(missing_ok=True)
     return TrainResult(path, state["best_epoch"], best_val, state["epoch"], seconds, split_sizes, state["history"])
+
+
+def _encode_indices(encoder: torch.nn.Module, records: list[Record], idx: list[int]) -> torch.Tensor:
+    from radalign.concepts.features import encode_images
+
+    return torch.from_numpy(encode_images(encoder, [records[i].image for i in idx], progress=False)).float()
+
+
+def within_source_mean_auc(probs: np.ndarray, labels: np.ndarray, sources: list[str], min_class: int = 5) -> float | None:
+    """Mean AUC over (source, observation) pairs with >= `min_class` of each class; the pooled
+    mean AUC when no pair qualifies. Model selection on this cannot profit from telling sources apart."""
+    values = []
+    for source in sorted(set(sources)):
+        keep = np.array([s == source for s in sources])
+        for k in range(labels.shape[1]):
+            y = labels[keep, k]
+            pos, neg = int((y == 1).sum()), int((y == 0).sum())
+            if min(pos, neg) >= min_class:
+                auc = per_observation_auc(probs[keep], labels[keep])[OBSERVATIONS[k]]
+                if auc is not None:
+                    values.append(auc)
+    return float(np.mean(values)) if values else mean_auc(per_observation_auc(probs, labels))
 
 
 def _jsonable(value: Any) -> Any:
@@ -299,6 +359,8 @@ def _jsonable(value: Any) -> Any:
         return str(value)
     if isinstance(value, UncertaintyPolicy):
         return value.value
+    if isinstance(value, np.floating | np.integer):
+        return value.item()
     return value
 
 
@@ -323,13 +385,35 @@ def train_concepts_cmd(
     labels_from_report: Annotated[bool, typer.Option(help="fill unknown labels with radalign.labeler")] = False,
     limit: Annotated[int | None, typer.Option(help="use only this many images (smoke runs)")] = None,
     device: str = "auto",
+    source_balance: Annotated[float, typer.Option(help="sampling weight ~ 1/(rows of the source)^this; 1 = sources equally often")] = 0.5,
+    loso: Annotated[bool, typer.Option(help="leave-one-source-out re-trainings for the validity gate")] = True,
+    sensitivity: Annotated[float, typer.Option(help="validation sensitivity kept above the absent threshold")] = 0.9,
+    specificity: Annotated[float, typer.Option(help="validation specificity kept below the present threshold")] = 0.9,
 ) -> None:
-    """Train the concept head on a manifest; prints the result as JSON."""
+    """Train the concept head on a (multi-source) manifest, calibrate and gate it on validation
+    data; prints the result as JSON."""
     cfg = TrainConfig(manifest=manifest, out=out, cache_dir=cache_dir, encoder=encoder, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       patience=patience, uncertainty=uncertainty, contrastive_weight=contrastive_weight, finetune=finetune, workers=workers,
-                      labels_from_report=labels_from_report, limit=limit, device=device)  # fmt: skip
+                      labels_from_report=labels_from_report, limit=limit, device=device, source_balance=source_balance, loso=loso,
+                      sensitivity=sensitivity, specificity=specificity)  # fmt: skip
     result = train(cfg)
     typer.echo(json.dumps(_jsonable({k: v for k, v in asdict(result).items() if k != "history"}), indent=2))
+
+
+@train_app.command("concepts-sources")
+def sources_manifest_cmd(
+    shared_data: Annotated[Path, typer.Argument(help="folder holding cxr-public/ and/or nih-cxr800/")] = Path("../shared/data"),
+    out: Annotated[Path, typer.Option(help="manifest CSV to write")] = Path(".radalign/cache/concepts/multisource.csv"),
+    include_pediatric: bool = True,
+    laterals_out: Annotated[Path | None, typer.Option(help="also write cxr-public's laterals (the OOD check's lateral arm)")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="keep only these sources (e.g. one site to audit)")] = None,
+) -> None:
+    """Write the multi-source manifest (cxr-public frontals, nih-cxr800, the pediatric JPEGs)."""
+    from radalign.concepts.sources import write_lateral_manifest, write_multisource_manifest
+
+    typer.echo(str(write_multisource_manifest(shared_data, out, include_pediatric=include_pediatric, only=only)))
+    if laterals_out:
+        typer.echo(str(write_lateral_manifest(shared_data / "cxr-public", laterals_out)))
 
 
 @train_app.command("concepts-manifest")

@@ -17,8 +17,8 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyPreprocessed
+from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input, select_gate
 from schemas.topics import CONCEPTS_INFERRED
-from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input
 
 
 def fetch_model_input(blobs: BlobStore, event: StudyPreprocessed) -> np.ndarray:
@@ -62,13 +62,16 @@ class ConceptsStage(Stage[StudyPreprocessed]):
         image = await call_with_retry(
             "blob store", lambda: asyncio.to_thread(fetch_model_input, self.blobs, event), self.settings, stage=self.name, timeout_s=30
         )
-        probabilities, embedding = await call_with_retry(
+        probabilities, embedding, ood_score = await call_with_retry(
             "triton", lambda: self.client.infer(image), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
         )
         if self.client.supported is None:
             await self.client.ready()  # Triton restarted or came up after us: learn version and concepts
+        version = str(self.client.model_version)
+        profiles = self.settings.concepts_site_profiles_dir or self.settings.state_dir / "site_profiles"
+        gate = select_gate(self.client.gate, event.site or self.settings.concepts_default_site or None, profiles, version)
         out = build_concepts_event(
-            event, probabilities, embedding, self.settings.triton_model, str(self.client.model_version), supported=self.client.supported
+            event, probabilities, embedding, self.settings.triton_model, version, supported=self.client.supported, gate=gate, ood_score=ood_score
         )
         return [Output(CONCEPTS_INFERRED, out)]
 

@@ -56,11 +56,12 @@ async def test_triton_outputs_equal_the_torch_forward_pass(concept_triton: Setti
         assert client.model_version == load_checkpoint(DEFAULT_CHECKPOINT).version
         served = [await client.infer(img) for img in images]
     with torch.inference_mode():
-        want_probs, want_emb = torch_model(torch.from_numpy(np.stack(images)))
-    for i, (probs, emb) in enumerate(served):
+        want_probs, want_emb, want_ood = torch_model(torch.from_numpy(np.stack(images)))
+    for i, (probs, emb, ood) in enumerate(served):
         assert probs.shape == (14,) and emb.shape == (384,)
         np.testing.assert_allclose(probs, want_probs[i].numpy(), atol=2e-4, err_msg=f"image {i}")
         np.testing.assert_allclose(emb, want_emb[i].numpy(), atol=2e-4, err_msg=f"image {i}")
+        np.testing.assert_allclose(ood, float(want_ood[i]), rtol=1e-3, atol=1e-3, err_msg=f"image {i}")
         assert abs(float(np.linalg.norm(emb)) - 1.0) < 1e-4
     # different images give different answers (the server is not returning a constant)
     assert np.abs(served[0][1] - served[-1][1]).max() > 1e-3
@@ -81,10 +82,41 @@ async def test_concurrent_requests_are_batched_and_keep_their_order(concept_trit
         after = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
     finally:
         await stats_client.close()
-    for i, (probs, emb) in enumerate(results):
+    for i, (probs, emb, _) in enumerate(results):
         np.testing.assert_allclose(probs, sequential[i % len(images)][0], atol=2e-4)
         np.testing.assert_allclose(emb, sequential[i % len(images)][1], atol=2e-4)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == len(burst)
     assert executions < inferences, "dynamic batching should have merged concurrent requests"
+
+
+async def test_served_model_reports_not_assessed_and_ood_as_the_checkpoint_says(concept_triton: Settings) -> None:
+    """The gate read from the served Triton config is the checkpoint's; a chest film gets scores for
+    the assessed observations only, and noise gets no assessment at all."""
+    from schemas.examples import EXAMPLES
+    from schemas.events import StudyPreprocessed
+    from radalign.concepts.inference import build_concepts_event
+
+    shipped = load_checkpoint(DEFAULT_CHECKPOINT).gate
+    assert shipped is not None, "the shipped checkpoint must carry a validity gate"
+    chest = _real_images()[0]
+    noise = np.random.default_rng(0).random((1, 224, 224)).astype(np.float32)
+    event = StudyPreprocessed.model_validate(EXAMPLES["study_preprocessed"][0])
+    async with TritonConceptClient(concept_triton.triton_grpc_url, timeout_s=60) as client:
+        assert await client.ready()
+        assert client.gate == shipped
+        outs = {}
+        for name, image in (("chest", chest), ("noise", noise)):
+            probs, emb, ood = await client.infer(image)
+            outs[name] = build_concepts_event(event, probs, emb, "concept_model", client.model_version, gate=client.gate, ood_score=ood)
+    film = outs["chest"]
+    assert film.ood is None
+    assert {c.observation.value for c in film.concepts} == set(shipped.assessed)
+    assert not {o.value for o in film.not_assessed} & set(shipped.assessed)
+    assert len(film.concepts) + len(film.not_assessed) == 14
+    for c in film.concepts:
+        point = shipped.operating_points[c.observation.value]
+        assert (c.present_threshold, c.absent_threshold) == (point.present, point.absent)
+    assert outs["noise"].ood is not None and outs["noise"].ood.reason == "far_from_training_data"
+    assert outs["noise"].concepts == [] and len(outs["noise"].not_assessed) == 14

@@ -48,8 +48,9 @@ def test_anchors_are_stored_normalised_and_shape_checked() -> None:
 def test_full_model_takes_grayscale_and_returns_probabilities(tiny_head: ConceptAlignmentHead) -> None:
     model = ConceptModel(build_encoder(TINY_ENCODER), tiny_head).eval()
     with torch.inference_mode():
-        probs, emb = model(torch.rand(3, 1, 224, 224))
-    assert probs.shape == (3, 14) and emb.shape == (3, EMBED_DIM)
+        probs, emb, ood = model(torch.rand(3, 1, 224, 224))
+    assert probs.shape == (3, 14) and emb.shape == (3, EMBED_DIM) and ood.shape == (3,)
+    assert torch.equal(ood, torch.zeros(3))  # an unfitted OOD detector scores everything 0
     assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
     # ImageNet normalisation of a replicated gray channel
     x = torch.full((1, 1, 224, 224), 0.5)
@@ -61,3 +62,20 @@ def test_full_model_takes_grayscale_and_returns_probabilities(tiny_head: Concept
 def test_unknown_encoder_names_are_refused() -> None:
     with pytest.raises(KeyError):
         build_encoder("no-such-encoder")
+
+
+def test_full_model_applies_the_calibrator_to_the_head_logits(tiny_head: ConceptAlignmentHead) -> None:
+    from radalign.concepts.calibration import PlattCalibrator
+
+    calibrator = PlattCalibrator(14)
+    calibrator.scale.fill_(0.5)
+    calibrator.bias.fill_(-1.0)
+    tiny_head.supported[3] = False
+    model = ConceptModel(build_encoder(TINY_ENCODER), tiny_head, calibrator).eval()
+    x = torch.rand(2, 1, 224, 224)
+    with torch.inference_mode():
+        logits = model.forward_train(x).logits
+        probs, _, _ = model(x)
+    want = torch.sigmoid(0.5 * logits - 1.0)
+    want[:, 3] = 0.5  # an observation the model never learnt stays exactly 0.5
+    torch.testing.assert_close(probs, want)

@@ -64,3 +64,71 @@ def test_model_input_is_validated() -> None:
             load_model_input(_npy(bad))
     with pytest.raises(InvalidModelInput):
         load_model_input(b"not an npy file")
+
+
+# ---- the validity gate, OOD abstention and site profiles ---------------------------------------
+
+
+def _gate(**kw):  # type: ignore[no-untyped-def]
+    from radalign.concepts.calibration import OperatingPoint
+    from radalign.concepts.gate import ServedGate
+
+    raw = dict(assessed=["No Finding", "Pleural Effusion"], ood_threshold=4.0,
+               operating_points={"No Finding": OperatingPoint(0.2, 0.7, 0.9, 0.9), "Pleural Effusion": OperatingPoint(0.1, 0.5, 0.9, 0.9)})  # fmt: skip
+    return ServedGate(**(raw | kw))
+
+
+def _probs(**values: float) -> np.ndarray:
+    probs = np.full(14, 0.99, dtype=np.float32)  # saturated scores everywhere: must never leak for unassessed observations
+    for name, v in values.items():
+        probs[[o.value for o in Observation].index(name.replace("_", " "))] = v
+    return probs
+
+
+def test_only_assessed_observations_get_scores_with_the_gate_thresholds() -> None:
+    out = build_concepts_event(_event(), _probs(No_Finding=0.8, Pleural_Effusion=0.3), np.ones(384), "m", "v", gate=_gate(), ood_score=1.0)
+    scores = {c.observation: c for c in out.concepts}
+    assert set(scores) == {Observation.NO_FINDING, Observation.PLEURAL_EFFUSION}
+    assert scores[Observation.NO_FINDING].state is Certainty.PRESENT and scores[Observation.NO_FINDING].present_threshold == 0.7
+    assert scores[Observation.PLEURAL_EFFUSION].state is Certainty.UNCERTAIN and scores[Observation.PLEURAL_EFFUSION].absent_threshold == 0.1
+    assert set(out.not_assessed) == set(Observation) - set(scores) and len(out.not_assessed) == 12
+    assert out.ood is None and out.site_profile is None
+
+
+def test_an_image_far_from_the_training_films_gets_no_assessment() -> None:
+    out = build_concepts_event(_event(), _probs(No_Finding=0.8), np.ones(384), "m", "v", gate=_gate(), ood_score=9.5)
+    assert out.concepts == [] and set(out.not_assessed) == set(Observation)
+    assert out.ood is not None and out.ood.reason == "far_from_training_data" and out.ood.score == 9.5 and out.ood.threshold == 4.0
+    # at the threshold itself the image is still in distribution
+    assert build_concepts_event(_event(), _probs(), np.ones(384), "m", "v", gate=_gate(), ood_score=4.0).ood is None
+
+
+def test_a_lateral_only_study_is_never_scored() -> None:
+    event = _event().model_copy(update={"lateral_only": True})
+    out = build_concepts_event(event, _probs(No_Finding=0.8), np.ones(384), "m", "v", gate=_gate(), ood_score=0.5)
+    assert out.concepts == [] and out.ood is not None and out.ood.reason == "lateral_only"
+
+
+def test_a_site_profile_recalibrates_and_names_itself(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from radalign.concepts.gate import save_profile
+    from radalign.concepts.inference import select_gate
+
+    site = _gate(name="st-elsewhere", assessed=["No Finding"], recalibration={"No Finding": (1.0, -2.0)}, model_version="v")
+    site.operating_points.pop("Pleural Effusion")
+    save_profile(site, tmp_path / "st-elsewhere.json")
+    shipped = _gate()
+    assert select_gate(shipped, "st-elsewhere", tmp_path, "v").name == "st-elsewhere"
+    assert select_gate(shipped, "st-elsewhere", tmp_path, "other-version") is shipped  # audited against another model
+    assert select_gate(shipped, "unaudited", tmp_path, "v") is shipped
+    assert select_gate(shipped, None, tmp_path, "v") is shipped
+    with pytest.raises(ValueError):
+        select_gate(shipped, "../etc/passwd", tmp_path, "v")
+    out = build_concepts_event(_event(), _probs(No_Finding=0.5), np.ones(384), "m", "v", gate=select_gate(shipped, "st-elsewhere", tmp_path, "v"))
+    (score,) = out.concepts
+    assert score.probability == pytest.approx(1 / (1 + np.exp(2.0)))  # logit(0.5) = 0, then + (-2)
+    assert out.site_profile == "st-elsewhere"
+
+
+def test_non_finite_ood_scores_are_refused() -> None:
+    with pytest.raises(ValueError):
+        build_concepts_event(_event(), _probs(), np.ones(384), "m", "v", gate=_gate(), ood_score=float("nan"))

@@ -40,9 +40,10 @@ class TritonPythonModel:
         try:
             batch = torch.from_numpy(np.ascontiguousarray(np.concatenate(arrays), dtype=np.float32)).to(self.device)
             with torch.inference_mode():
-                probs, emb = self.model(batch)
+                probs, emb, ood = self.model(batch)
             probs = probs.float().cpu().numpy()
             emb = emb.float().cpu().numpy()
+            ood = ood.float().cpu().numpy().reshape(-1, 1)
         except Exception as exc:  # noqa: BLE001 - one failed batch answers every request with the error
             error = pb_utils.TritonError(f"concept_model forward failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
@@ -53,6 +54,7 @@ class TritonPythonModel:
                     output_tensors=[
                         pb_utils.Tensor("probabilities", probs[offset : offset + n]),
                         pb_utils.Tensor("embedding", emb[offset : offset + n]),
+                        pb_utils.Tensor("ood_score", ood[offset : offset + n]),
                     ]
                 )
             )
