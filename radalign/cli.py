@@ -26,6 +26,7 @@ _mount("radalign.deploy", "deploy_app", "k8s", "Generated Kubernetes manifests: 
 _mount("radalign.kb.cli", "kb_app", "kb", "The case store (pgvector): ingest reports, statistics.")
 _mount("radalign.concepts.train", "train_app", "train", "Train the concept-aligned model.")
 _mount("radalign.concepts.evaluate", "eval_app", "eval", "Evaluate the concept model (per-observation AUC, ROC plot).")
+_mount("radalign.review.cli", "review_app", "review", "The radiologist's side: review web app, sign-off, training manifest of corrections.")
 
 
 @app.command()

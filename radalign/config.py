@@ -16,7 +16,7 @@ from radalign import PIPELINE_VERSION
 
 #: Port of each stage's HTTP server (/metrics, /health/live, /health/ready); the gateway's also
 #: serves the ingest API.
-STAGE_WEB_PORTS = {"gateway": 18080, "preprocess": 18101, "concepts": 18102, "retrieval": 18103, "drafting": 18104}
+STAGE_WEB_PORTS = {"gateway": 18080, "preprocess": 18101, "concepts": 18102, "retrieval": 18103, "drafting": 18104, "review": 18106}
 
 
 class Settings(BaseSettings):
