@@ -84,6 +84,17 @@ class ConceptAttention:
         return AttentionMaps(OBSERVATIONS, torch.sigmoid(out.logits[0]).numpy(), attention, self._version)
 
 
+    def embedding(self, model_input: np.ndarray) -> np.ndarray:
+        """The aligned image embedding (384,), as the served model computes it from the same input."""
+        import torch
+
+        array = np.asarray(model_input, dtype=np.float32).reshape(1, 1, *np.shape(model_input)[-2:])
+        model = self._load()
+        with torch.inference_mode():
+            _, embedding = model(torch.from_numpy(array))
+        return embedding[0].numpy()
+
+
 def display_window(image: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
     """(H, W) float -> uint8 with a percentile window over the non-padding pixels (the letterbox
     border is exact zeros and would otherwise pull the window down)."""

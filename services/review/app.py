@@ -38,6 +38,7 @@ from services.review.core import ReviewCore
 log = logging.getLogger(__name__)
 
 CORE_KEY = web.AppKey("review_core", ReviewCore)
+SESSION_KEY = web.RequestKey("review_session", dict)
 SESSION_COOKIE = "radalign_review"
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@'-]{0,79}$")
@@ -95,7 +96,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
         else:
             allowed = session is not None and bearer_authorized(f"Bearer {session.get('token', '')}", tokens)
         if allowed:
-            request["session"] = session
+            request[SESSION_KEY] = session
             return await handler(request)
         if _wants_html(request) and request.method == "GET":
             raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
@@ -142,7 +143,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
     async def worklist(request: web.Request) -> web.Response:
         items = await core.worklist()
         now = datetime.now(UTC)
-        return _render("worklist.html.j2", items=items, now=now, session=request.get("session"))
+        return _render("worklist.html.j2", items=items, now=now, session=request.get(SESSION_KEY))
 
     @routes.get("/api/worklist")
     async def worklist_json(request: web.Request) -> web.Response:
@@ -167,7 +168,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
         if view is None:
             return _error(request, 404, "Not Found", "no drafted report for this study key")
         return _render(
-            "study.html.j2", v=view, d=view.draft, session=request.get("session"), section_titles=SECTION_TITLES,
+            "study.html.j2", v=view, d=view.draft, session=request.get(SESSION_KEY), section_titles=SECTION_TITLES,
             signed=request.query.get("signed"), pending=request.query.get("pending"), error=None,
         )
 
@@ -191,7 +192,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
     @routes.post("/studies/{study_key}/sign")
     async def sign(request: web.Request) -> web.Response:
         key = _study_key(request)
-        session = request.get("session")
+        session = request.get(SESSION_KEY)
         if not session:
             return _error(request, 401, "Unauthorized", "signing needs a review session (log in at /login)")
         origin = request.headers.get("Origin")
@@ -223,7 +224,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
     @routes.get("/agreement")
     async def agreement(request: web.Request) -> web.Response:
         overall, weeks = await core.agreement()
-        return _render("agreement.html.j2", overall=overall, weeks=weeks, observations=OBSERVATIONS, session=request.get("session"))
+        return _render("agreement.html.j2", overall=overall, weeks=weeks, observations=OBSERVATIONS, session=request.get(SESSION_KEY))
 
     @routes.get("/static/review.css")
     async def css(request: web.Request) -> web.FileResponse:

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -245,11 +246,40 @@ class ReviewCore:
             from radalign.text_encoder import get_text_encoder
 
             self._encoder = await asyncio.to_thread(get_text_encoder)
-        done = await ingest_signed(self.case_store, pending, self.settings.deid_secret, encoder=self._encoder)
+        image_refs = {}
+        for final in pending:
+            path = await self._model_input_file(final.study.study_key, final.study.pipeline_version)
+            if path is not None:
+                image_refs[final.study.study_key] = path
+        done = await ingest_signed(
+            self.case_store, pending, self.settings.deid_secret, encoder=self._encoder, image_refs=image_refs,
+            image_embedder=self._embed_model_inputs,
+        )
         for final_id, case_key in done:
             await self.store.mark_ingested(final_id, case_key)
         metrics.KB_INGESTED.inc(len(done))
         return len(done)
+
+    async def _model_input_file(self, study_key: str, pipeline_version: str) -> str | None:
+        """The study's model input as a local .npy (stable name: its checksum), for the kb's image embedder."""
+        ref = await self.store.model_input(study_key, pipeline_version)
+        if ref is None:
+            return None
+        path = self.settings.state_dir.resolve() / "review" / "model_inputs" / f"{ref.sha256}.npy"
+        if not path.is_file():
+            data = await call_with_retry("blobstore", lambda: asyncio.to_thread(self.blobs.get, ref), self.settings, stage=STAGE, timeout_s=15)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return str(path)
+
+    def _embed_model_inputs(self, paths: list[str]) -> np.ndarray:
+        """kb image embedder over model-input files: the concept model's aligned embedding, the
+        same vector the concepts stage sends with a study, so the next similar film finds this case."""
+        from radalign.ingest.images import decode_npy
+
+        return np.stack([self.attention.embedding(decode_npy(Path(p).read_bytes())) for p in paths])
 
     async def agreement(self) -> tuple[AgreementTable, dict[str, AgreementTable]]:
         """(all time, per ISO week) agreement of drafted concepts with signed labels; latest version per study."""
