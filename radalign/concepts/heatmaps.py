@@ -45,7 +45,7 @@ class ConceptAttention:
         self._version = ""
         self._lock = threading.Lock()
 
-    def _load(self):  # noqa: ANN202
+    def _load(self):
         with self._lock:
             if self._model is None:
                 import torch
@@ -129,7 +129,7 @@ def upsample(attention: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     grid = np.asarray(attention, dtype=np.float32)
     lo, hi = float(grid.min()), float(grid.max())
     normalised = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
-    resized = Image.fromarray(normalised, mode="F").resize((size[1], size[0]), Image.BILINEAR)
+    resized = Image.fromarray(normalised, mode="F").resize((size[1], size[0]), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
@@ -139,7 +139,7 @@ def overlay_png(model_input: np.ndarray, attention: np.ndarray, alpha: float = 0
     from matplotlib import colormaps
 
     gray = display_window(np.asarray(model_input).reshape(np.asarray(model_input).shape[-2:])).astype(np.float32) / 255.0
-    heat = upsample(attention, gray.shape)
+    heat = upsample(attention, (gray.shape[0], gray.shape[1]))
     colour = colormaps["inferno"](heat)[..., :3]
     weight = alpha * heat[..., None]
     blended = (1 - weight) * gray[..., None] + weight * colour

@@ -38,7 +38,7 @@ def export_manifest(
 
     settings = get_settings()
 
-    async def _rows():  # noqa: ANN202
+    async def _rows():
         pool = await open_pool(settings, name="review-export")
         try:
             return await ReviewStore(pool).signed_rows()

@@ -38,7 +38,7 @@ from services.review.core import ReviewCore
 log = logging.getLogger(__name__)
 
 CORE_KEY = web.AppKey("review_core", ReviewCore)
-SESSION_KEY = web.RequestKey("review_session", dict)
+SESSION_KEY: web.RequestKey[dict | None] = web.RequestKey("review_session", dict)
 SESSION_COOKIE = "radalign_review"
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@'-]{0,79}$")
@@ -84,7 +84,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
     tokens = parse_tokens(settings.gateway_tokens)
 
     @web.middleware
-    async def auth(request: web.Request, handler):  # noqa: ANN001, ANN202
+    async def auth(request: web.Request, handler):
         if request.path.startswith(PUBLIC_PATHS):
             return await handler(request)
         session = _session(request)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,7 +219,7 @@ class ReviewCore:
                 "kafka", lambda: self.publisher.publish(self.final_topic, final, ev_id=ev_id), self.settings, stage=STAGE, timeout_s=15,
                 attempts=2,
             )
-        except Exception as exc:  # the outbox retries it; the signature is stored either way
+        except Exception as exc:  # noqa: BLE001 - the outbox retries it; the signature is stored either way
             log.warning("final report %s not published yet (%s); the outbox will retry", final.final_id, type(exc).__name__)
             return False
         await self.store.mark_published(final.final_id)
@@ -274,7 +275,7 @@ class ReviewCore:
             tmp.replace(path)
         return str(path)
 
-    def _embed_model_inputs(self, paths: list[str]) -> np.ndarray:
+    def _embed_model_inputs(self, paths: Sequence[str]) -> np.ndarray:
         """kb image embedder over model-input files: the concept model's aligned embedding, the
         same vector the concepts stage sends with a study, so the next similar film finds this case."""
         from radalign.ingest.images import decode_npy

@@ -55,7 +55,7 @@ async def consume_preprocessed(settings: Settings, core: ReviewCore, stop: async
         await consumer.stop()
 
 
-async def _record(settings: Settings, core: ReviewCore, msg) -> None:  # noqa: ANN001 - aiokafka ConsumerRecord
+async def _record(settings: Settings, core: ReviewCore, msg) -> None:
     try:
         event = codec.decode(StudyPreprocessed, msg.value)
     except codec.ContractViolation as exc:
@@ -67,7 +67,7 @@ async def _record(settings: Settings, core: ReviewCore, msg) -> None:  # noqa: A
         await _dead_letter(core, msg, f"{type(exc).__name__}: {exc}"[:500], "dependency", attempts=settings.retry_attempts)
 
 
-async def _dead_letter(core: ReviewCore, msg, reason: str, error_type: str, attempts: int = 1) -> None:  # noqa: ANN001
+async def _dead_letter(core: ReviewCore, msg, reason: str, error_type: str, attempts: int = 1) -> None:
     log.warning("review dead-lettered a preprocessed record (%s): %s", error_type, reason[:200])
     stage_metrics.DEAD_LETTERS.labels(stage=STAGE, error_type=error_type).inc()
     letter = DeadLetter(
@@ -81,10 +81,11 @@ async def _dead_letter(core: ReviewCore, msg, reason: str, error_type: str, atte
 async def housekeeping(core: ReviewCore, stop: asyncio.Event) -> None:
     """Outbox flush, learning-loop ingest and queue gauges, every few seconds."""
     while not stop.is_set():
-        for name, job in (("outbox", core.flush_outbox), ("case store", core.ingest_pending), ("gauges", core.refresh_gauges)):
+        jobs = (("outbox", core.flush_outbox), ("case store", core.ingest_pending), ("gauges", core.refresh_gauges), ("agreement", core.agreement))
+        for name, job in jobs:
             try:
                 await job()
-            except Exception:  # noqa: BLE001 - retried on the next round
+            except Exception:
                 log.exception("review housekeeping (%s) failed; retrying in %.0f s", name, HOUSEKEEPING_S)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_S)

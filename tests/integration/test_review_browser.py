@@ -145,11 +145,12 @@ def _wait_worklist(base: str, keys: set[str], timeout_s: float = 240) -> list[di
     raise AssertionError(f"studies {keys} never reached the worklist")
 
 
-async def _final_reader(settings: Settings):  # noqa: ANN202
+async def _final_reader(settings: Settings):
     """A consumer positioned at the end of the final topic (before signing)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    # A short fetch wait: the measured time is then the service's, not the long poll's.
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10)
     await consumer.start()
     partitions = [TopicPartition(REPORT_FINAL.name, p) for p in (consumer.partitions_for_topic(REPORT_FINAL.name) or {0})]
     consumer.assign(partitions)
@@ -159,7 +160,7 @@ async def _final_reader(settings: Settings):  # noqa: ANN202
     return consumer
 
 
-async def _read_final(consumer, report_id: str, timeout_s: float = 60) -> tuple[ReportFinal, float, int, list]:  # noqa: ANN001
+async def _read_final(consumer, report_id: str, timeout_s: float = 60) -> tuple[ReportFinal, float, int, list]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for messages in (await consumer.getmany(timeout_ms=100)).values():
@@ -170,10 +171,10 @@ async def _read_final(consumer, report_id: str, timeout_s: float = 60) -> tuple[
     raise AssertionError("no final event for the signed report")
 
 
-def _wait_images_loaded(driver, css: str, timeout_s: float = 120) -> int:  # noqa: ANN001
+def _wait_images_loaded(driver, css: str, timeout_s: float = 120) -> int:
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def loaded(d) -> bool:  # noqa: ANN001
+    def loaded(d) -> bool:
         return d.execute_script(
             "const imgs = [...document.querySelectorAll(arguments[0])];"
             "imgs.forEach(i => i.scrollIntoView({block: 'nearest'}));"
@@ -183,7 +184,7 @@ def _wait_images_loaded(driver, css: str, timeout_s: float = 120) -> int:  # noq
     return driver.execute_script("return document.querySelectorAll(arguments[0]).length", css)
 
 
-def _screenshot(driver, name: str, tmp_path: Path) -> Path:  # noqa: ANN001
+def _screenshot(driver, name: str, tmp_path: Path) -> Path:
     from PIL import Image
 
     target_dir = DOCS if os.environ.get("RADALIGN_UPDATE_SCREENSHOTS") == "1" else tmp_path
@@ -195,7 +196,7 @@ def _screenshot(driver, name: str, tmp_path: Path) -> Path:  # noqa: ANN001
     return path
 
 
-def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_path: Path) -> None:  # noqa: ANN001
+def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -238,7 +239,9 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     assert "/heatmaps/" in driver.find_element(By.ID, "film").get_attribute("src")
     assert pick.get_attribute("aria-pressed") == "true"
     driver.execute_script("window.scrollTo(0, 0)")
+    driver.set_window_size(1360, 1500)  # film, concepts and the editor in one picture
     study_png = _screenshot(driver, "review_study.png", tmp_path)
+    driver.set_window_size(1360, 1000)
 
     # Edit: add a finding the draft did not make, then sign.
     findings = driver.find_element(By.ID, "findings")
@@ -281,6 +284,24 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     assert row[0][4] == 5 and row[0][5] is not None
     assert routine_key not in {i["study_key"] for i in _wait_worklist(base, {stat_key})}
 
+    # The STAT study, accepted as drafted with Ctrl+Enter: a second sign -> final measurement.
+    driver.get(f"{base}/studies/{stat_key}")
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "impression")))
+    stat_report_id = driver.find_element(By.NAME, "report_id").get_attribute("value")
+    loop = asyncio.new_event_loop()
+    try:
+        consumer = loop.run_until_complete(_final_reader(settings))
+        clicked = time.perf_counter()
+        from selenium.webdriver.common.keys import Keys
+
+        driver.find_element(By.ID, "impression").send_keys(Keys.CONTROL, Keys.ENTER)
+        stat_final, seen_at, _, _ = loop.run_until_complete(_read_final(consumer, stat_report_id))
+        loop.run_until_complete(consumer.stop())
+    finally:
+        loop.close()
+    print(f"STAT study accepted as drafted: sign -> final event read back {1000 * (seen_at - clicked):.0f} ms")
+    assert stat_final.accepted_unchanged and stat_final.edit_distance == 0 and stat_final.study.priority.value == "stat"
+
     # Learning loop: the signed report enters the case store (labelled, same patient pseudonym).
     deadline = time.monotonic() + 180
     case = None
@@ -305,7 +326,7 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     driver.get(f"{base}/agreement")
     assert "Pleural Effusion" in driver.find_element(By.CSS_SELECTOR, "table.agreement").text
     metrics = httpx.get(f"{base}/metrics", timeout=10).text
-    assert "radalign_review_edit_distance_words_count 1.0" in metrics
+    assert "radalign_review_edit_distance_words_count 2.0" in metrics
     assert "radalign_review_queue_depth" in metrics and 'radalign_review_agreement_compared{observation="Pleural Effusion"}' in metrics
 
     # The training manifest of corrections is readable by `radalign train`.
@@ -315,7 +336,7 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     from radalign.review.manifest import write_manifest
     from radalign.review.store import ReviewStore
 
-    async def rows():  # noqa: ANN202
+    async def rows():
         pool = await open_pool(settings, name="review-test")
         try:
             return await ReviewStore(pool).signed_rows()

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from review_helpers import drafted
 
 from radalign.blobstore import LocalBlobStore
 from radalign.config import Settings
 from radalign.ingest.images import encode_npy
 from radalign.review.store import VersionConflict
-from review_helpers import drafted
 from schemas.events import BlobRef, ReportDrafted, ReportFinal
 from services.review.app import SESSION_COOKIE, build_review_app
 from services.review.core import ReviewCore
@@ -51,7 +51,7 @@ class MemoryStore:
     async def next_version(self, study_key: str) -> int:
         return 1 + sum(1 for k, _ in self.signed if k == study_key)
 
-    async def insert_final(self, final: ReportFinal, *, signer_name: str, opened_at, draft_concepts) -> None:  # noqa: ANN001
+    async def insert_final(self, final: ReportFinal, *, signer_name: str, opened_at, draft_concepts) -> None:
         key = (final.study.study_key, final.version)
         if key in self.signed:
             raise VersionConflict("taken")
@@ -74,7 +74,7 @@ class Publisher:
         self.events: list[tuple[str, ReportFinal, str | None]] = []
         self.down = False
 
-    async def publish(self, spec, event, *, traceparent=None, ev_id=None) -> None:  # noqa: ANN001
+    async def publish(self, spec, event, *, traceparent=None, ev_id=None) -> None:
         if self.down:
             raise ConnectionError("broker down (simulated)")
         self.events.append((spec.name, event, ev_id))

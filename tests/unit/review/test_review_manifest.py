@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from review_helpers import drafted
 
 from radalign.blobstore import LocalBlobStore
 from radalign.concepts.data import read_manifest
@@ -14,11 +15,10 @@ from radalign.review.agreement import drafted_states
 from radalign.review.manifest import write_manifest
 from radalign.review.signoff import build_final
 from radalign.review.store import SignedRow
-from review_helpers import drafted
 from schemas.events import Certainty, Observation, ReviewRole
 
 
-def _row(draft, labels, blobs, version=1, image=True, when=datetime(2026, 11, 30, 13, tzinfo=UTC)):  # noqa: ANN001, ANN202
+def _row(draft, labels, blobs, version=1, image=True, when=datetime(2026, 11, 30, 13, tzinfo=UTC)):
     final = build_final(draft, findings="Edited findings.", impression="Edited impression.", signer_key="rd-0123456789abcdef",
                         signer_role=ReviewRole.RADIOLOGIST, version=version, labels=labels, signed_at=when)
     film = np.linspace(0, 1, 224 * 224, dtype=np.float32).reshape(1, 224, 224)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from review_helpers import drafted
 
 from radalign.labeler import label_sections
 from radalign.review.agreement import AgreementTable, agreement_over_time, differences, drafted_states
 from radalign.review.signoff import SignOffError, build_final, draft_findings_text, edit_distance, reviewer_key, words
-from review_helpers import drafted
 from schemas.events import Certainty, Observation, ReportFinal, ReviewRole
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from radalign.review.worklist import WorklistItem, abnormal_probability, format_waiting, order_worklist
 from review_helpers import drafted
+
+from radalign.review.worklist import WorklistItem, abnormal_probability, format_waiting, order_worklist
 from schemas.events import Certainty, ConceptScore, Observation
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
