@@ -35,7 +35,7 @@ def _pcts(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered):7.1f} ms   p95 {p95:7.1f} ms   max {ordered[-1]:7.1f} ms"
 
 
-async def run(settings, studies: int) -> None:  # noqa: ANN001
+async def run(settings, studies: int) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from radalign.blobstore import open_blob_store

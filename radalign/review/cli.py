@@ -11,15 +11,43 @@ review_app = typer.Typer(no_args_is_help=True, help="The radiologist's side: wor
 
 
 @review_app.command("serve")
-def serve() -> None:
+def serve(
+    detach: Annotated[bool, typer.Option(help="run as a stack process (PID and log under the state folder; `stack down` stops it)")] = False,
+) -> None:
     """Run the review web app (http://127.0.0.1:18106) with its preprocessed-topic consumer."""
     import os
 
     from radalign.config import get_settings
+
+    settings = get_settings()
+    if detach:
+        import sys
+        import time
+
+        import httpx
+
+        from radalign.stack.process import StatePaths, start_process
+        from radalign.stack.workers import settings_env
+
+        paths = StatePaths.of(settings.state_dir)
+        proc = start_process(paths, "review", [sys.executable, "-m", "radalign.cli", "review", "serve"],
+                             settings_env(settings) | {"HF_HUB_OFFLINE": "1"})
+        url = f"http://127.0.0.1:{settings.web_port('review')}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.is_running():
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                    typer.echo(f"review serving on {url} (pid {proc.pid}, log {paths.log_file('review')})")
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        typer.echo(f"the review service did not become ready; see {paths.log_file('review')}", err=True)
+        raise typer.Exit(1)
     from services.review.runner import main
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    main(get_settings())
+    main(settings)
 
 
 @review_app.command("export-manifest")
