@@ -167,7 +167,7 @@ async def _read_final(consumer, report_id: str, timeout_s: float = 60) -> tuple[
             for msg in messages:
                 final = codec.decode(ReportFinal, msg.value)
                 if final.report_id == report_id:
-                    return final, time.perf_counter(), msg.timestamp, msg.headers
+                    return final, time.perf_counter(), msg.timestamp, [*msg.headers, ("read_at_ms", str(time.time() * 1000).encode())]
     raise AssertionError("no final event for the signed report")
 
 
@@ -286,6 +286,10 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     findings.send_keys(" Small left pleural effusion.")
     assert "Edited" in driver.find_element(By.ID, "edit-state").text
     report_id = driver.find_element(By.NAME, "report_id").get_attribute("value")
+    # The browser's own clock at the form's submit event (epoch ms; same machine as the broker).
+    driver.execute_script(
+        "document.getElementById('sign-form').addEventListener('submit',"
+        " () => sessionStorage.setItem('submitAt', String(performance.timeOrigin + performance.now())));")
     watcher = FinalWatcher(settings, report_id)
     clicked = time.perf_counter()
     driver.find_element(By.ID, "sign-button").click()
@@ -295,6 +299,10 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "signed-banner")))
     assert "published" in driver.find_element(By.ID, "signed-banner").text
     signed_to_ack_ms = broker_ts_ms - final.signed_at.timestamp() * 1000
+    submit_at_ms = float(driver.execute_script("return sessionStorage.getItem('submitAt')"))
+    submit_to_broker_ms = broker_ts_ms - submit_at_ms
+    submit_to_read_ms = float(codec.header(headers, "read_at_ms")) - submit_at_ms
+    print(f"\nbrowser submit -> final event on the broker {submit_to_broker_ms:.0f} ms, -> read back by a consumer {submit_to_read_ms:.0f} ms")
     print(f"\nsign -> final event read back: {sign_to_final_s * 1000:.0f} ms (click to consumer); "
           f"signed_at -> broker timestamp {signed_to_ack_ms:.0f} ms; click -> answer page loaded {page_s * 1000:.0f} ms; "
           f"{heatmaps} heatmaps loaded in {heatmaps_s:.2f} s; screenshots {worklist_png}, {study_png}")
@@ -304,7 +312,7 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     assert "Dr Test" not in final.model_dump_json(), "the event names the signer by pseudonym only"
     assert final.labels.get(Observation.PLEURAL_EFFUSION) == Certainty.PRESENT
     assert codec.header(headers, "ce_type") == "org.radalign.report.final.v1"
-    assert sign_to_final_s < 10
+    assert sign_to_final_s < 10 and 0 < submit_to_broker_ms < 10_000
 
     # The store holds the final version with who and when, and the study left the worklist.
     with psycopg.connect(settings.dsn) as conn:
