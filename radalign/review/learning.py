@@ -2,11 +2,14 @@
 
 The case is keyed by the study (one case per study: an amendment replaces it), carries the
 study's patient pseudonym (the gateway's, so retrieval's same-patient exclusion holds), the
-signed text and its labels from the project's labeler, and no identifier.
+signed text and its labels from the project's labeler. The study's own identifiers (from the
+gateway's mapping) are redacted from the text if the reviewer typed them; the final event keeps
+the text exactly as signed (it is the legal report, re-identified at delivery anyway).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,17 +20,37 @@ from radalign.kb.pseudonym import case_key
 from schemas.events import ReportFinal
 
 SIGNED_SOURCE = "review-signed"
+REDACTED = "[redacted]"
 
 
-def signed_case_draft(final: ReportFinal, secret: str, image_ref: str | None = None) -> CaseDraft:
+def known_identifiers(identity: Any) -> list[str]:
+    """The study's own identifiers (a `radalign.drafting.identity.StudyIdentity`) worth looking for
+    in free text: ids, accession, UIDs, and each part of the patient's name of 3+ letters."""
+    if identity is None:
+        return []
+    values = [identity.patient_id, identity.accession_number, identity.study_id, identity.study_instance_uid]
+    values += [part for part in re.split(r"[\^ ,]+", identity.patient_name or "") if len(part) >= 3]
+    return sorted({v.strip() for v in values if v and v.strip()}, key=len, reverse=True)
+
+
+def redact(text: str, identifiers: Sequence[str]) -> str:
+    """Replace the study's known identifiers typed into a report (whole words, any case).
+    Free text is otherwise stored as signed: this catches what the system knows, not every name."""
+    for value in identifiers:
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", REDACTED, text, flags=re.IGNORECASE)
+    return text
+
+
+def signed_case_draft(final: ReportFinal, secret: str, image_ref: str | None = None, identifiers: Sequence[str] = ()) -> CaseDraft:
     """`image_ref`: a local file of the study's model input (.npy); with an image embedder the
-    case then also joins the image -> image index, where the next similar film finds it."""
+    case then also joins the image -> image index, where the next similar film finds it.
+    `identifiers`: the study's known identifiers, redacted from the stored text."""
     return CaseDraft(
         case_key=case_key(SIGNED_SOURCE, final.study.study_key, secret),
         patient_key=final.study.patient_key,
         source=SIGNED_SOURCE,
-        findings=final.findings,
-        impression=final.impression,
+        findings=redact(final.findings, identifiers),
+        impression=redact(final.impression, identifiers),
         labels=dict(final.labels),
         study_key=final.study.study_key,
         image_ref=image_ref,
@@ -42,6 +65,7 @@ async def ingest_signed(
     encoder: Any = None,
     image_refs: Mapping[str, str] | None = None,
     image_embedder: Callable[[Sequence[str]], np.ndarray | None] | None = None,
+    identifiers: Mapping[str, Sequence[str]] | None = None,
 ) -> list[tuple[str, str]]:
     """Embed and upsert the signed reports (idempotent: an unchanged case is not rewritten).
     `image_refs`: study_key -> model input file, embedded by `image_embedder`.
@@ -52,8 +76,11 @@ async def ingest_signed(
     for final in finals:  # an amendment replaces the study's case: keep the highest version
         if final.study.study_key not in latest or final.version > latest[final.study.study_key].version:
             latest[final.study.study_key] = final
-    refs = image_refs or {}
-    drafts = {f.final_id: signed_case_draft(f, secret, refs.get(f.study.study_key)) for f in latest.values()}
+    refs, ids = image_refs or {}, identifiers or {}
+    drafts = {
+        f.final_id: signed_case_draft(f, secret, refs.get(f.study.study_key), ids.get(f.study.study_key, ()))
+        for f in latest.values()
+    }
     if drafts:
         await ingest_drafts(case_store, list(drafts.values()), encoder=encoder, with_images=image_embedder is not None,
                             image_embedder=image_embedder, progress=False)

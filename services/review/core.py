@@ -94,6 +94,7 @@ class ReviewCore:
         *,
         attention: ConceptAttention | None = None,
         case_store: Any = None,
+        reidentifier: Any = None,
         final_topic: Any = None,
     ) -> None:
         from schemas.topics import REPORT_FINAL
@@ -104,6 +105,7 @@ class ReviewCore:
         self.publisher = publisher
         self.attention = attention or ConceptAttention()
         self.case_store = case_store
+        self.reidentifier = reidentifier  # radalign.drafting.identity.Reidentifier: identifiers to redact
         self.final_topic = final_topic or REPORT_FINAL
         self._maps: OrderedDict[str, AttentionMaps] = OrderedDict()
         self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -247,14 +249,18 @@ class ReviewCore:
             from radalign.text_encoder import get_text_encoder
 
             self._encoder = await asyncio.to_thread(get_text_encoder)
-        image_refs = {}
+        from radalign.review.learning import known_identifiers
+
+        image_refs, identifiers = {}, {}
         for final in pending:
+            if self.reidentifier is not None:
+                identifiers[final.study.study_key] = known_identifiers(await self.reidentifier.lookup(final.study.study_key))
             path = await self._model_input_file(final.study.study_key, final.study.pipeline_version)
             if path is not None:
                 image_refs[final.study.study_key] = path
         done = await ingest_signed(
             self.case_store, pending, self.settings.deid_secret, encoder=self._encoder, image_refs=image_refs,
-            image_embedder=self._embed_model_inputs,
+            image_embedder=self._embed_model_inputs, identifiers=identifiers,
         )
         for final_id, case_key in done:
             await self.store.mark_ingested(final_id, case_key)

@@ -95,6 +95,7 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
     """Serve until `stop` is set (or cancelled)."""
     from radalign.blobstore import open_blob_store
     from radalign.db import apply_migrations, open_pool
+    from radalign.drafting.identity import PostgresReidentifier
     from radalign.framework.producer import KafkaEventPublisher
     from radalign.kb.store import CaseStore
     from radalign.review.store import ReviewStore
@@ -106,7 +107,7 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
         async with KafkaEventPublisher(settings, stage=STAGE) as publisher:
             case_store = CaseStore(pool, search_timeout_ms=settings.db_statement_timeout_ms) if learn else None
             core = ReviewCore(settings, ReviewStore(pool), open_blob_store(settings.blob_root, settings.s3_endpoint_url), publisher,
-                              case_store=case_store)
+                              case_store=case_store, reidentifier=PostgresReidentifier(pool))
             app = build_review_app(core, settings)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

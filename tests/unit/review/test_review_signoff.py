@@ -77,3 +77,21 @@ def test_differences_and_agreement_per_observation():
     weeks = agreement_over_time([("2026-W48", states, signed), ("2026-W49", states, {Observation.CARDIOMEGALY: Certainty.ABSENT})])
     assert list(weeks) == ["2026-W48", "2026-W49"]
     assert weeks["2026-W49"].by_observation[Observation.CARDIOMEGALY].rate == 0.0
+
+
+def test_the_case_store_copy_redacts_the_studys_own_identifiers():
+    from radalign.drafting.identity import StudyIdentity
+    from radalign.review.learning import REDACTED, known_identifiers, signed_case_draft
+
+    identity = StudyIdentity(study_key="st-0000000000000001", study_instance_uid="1.2.3.4.5", patient_id="MRN-00123",
+                             patient_name="Doe^Jane", accession_number="ACC777")
+    draft = drafted()
+    final = build_final(draft, findings="Compared with ACC777: Jane Doe (MRN-00123) has a small effusion. Doerr sign absent.",
+                        impression="Effusion.", signer_key="rd-0123456789abcdef", signer_role=ReviewRole.RADIOLOGIST, version=1,
+                        labels={Observation.PLEURAL_EFFUSION: Certainty.PRESENT})
+    case = signed_case_draft(final, "secret", identifiers=known_identifiers(identity))
+    assert case.findings == f"Compared with {REDACTED}: {REDACTED} {REDACTED} ({REDACTED}) has a small effusion. Doerr sign absent."
+    assert case.patient_key == draft.study.patient_key and case.study_key == draft.study.study_key and case.source == "review-signed"
+    assert case.case_key.startswith("case-") and case.labels == {Observation.PLEURAL_EFFUSION: Certainty.PRESENT}
+    assert "Jane" in final.findings  # the signed report itself is kept as signed
+    assert known_identifiers(None) == []
