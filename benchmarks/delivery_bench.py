@@ -33,7 +33,7 @@ from pynetdicom import AE  # noqa: E402
 from radalign.config import Settings  # noqa: E402
 from radalign.delivery.core import DeliveryCore  # noqa: E402
 from radalign.delivery.destinations import DicomDestination, FhirDestination, RetryPolicy, StowDestination  # noqa: E402
-from radalign.delivery.fhir_server import LoopbackFhirServer  # noqa: E402
+from radalign.testing.fhir_server import LoopbackFhirServer  # noqa: E402
 from radalign.delivery.records import MemoryDeliveryRecords  # noqa: E402
 from radalign.delivery.senders import DicomStoreSender, FhirSender, StowSender, sr_for  # noqa: E402
 from radalign.delivery.version import ReportVersion  # noqa: E402

@@ -97,6 +97,14 @@ class Pseudonymizer:
         """A pseudonymous UID under the 2.25 (UUID-derived) root, stable per original UID."""
         return "2.25." + str(int(self._digest(f"uid:{kind}", value)[:32], 16))
 
+    def reviewer_key(self, login: str) -> str:
+        """The pseudonym of a signing radiologist (`rd-` + 16 hex): who signed travels in events
+        without the login itself."""
+        value = (login or "").strip()
+        if not value:
+            raise ValueError("cannot pseudonymise an empty login")
+        return "rd-" + self._digest("reviewer", value)[:16]
+
     def case_key(self, source: str, case_id: str) -> str:
         """The key of a provider's case, namespaced by corpus: a case id may be an accession number."""
         value = (case_id or "").strip()

@@ -18,6 +18,7 @@ from schemas.topics import (
     CASES_RETRIEVED,
     CONCEPTS_INFERRED,
     REPORT_DRAFTED,
+    REPORT_FINAL,
     REPORT_REVIEW,
     STUDY_PREPROCESSED,
     STUDY_RECEIVED,
@@ -73,6 +74,9 @@ GRAPH: tuple[StageSpec, ...] = (
     # Sends each draft to the configured PACS / FHIR destinations; its outputs leave Kafka.
     # Renders SR and FHIR resources (pydicom, highdicom, fhir.resources) and waits on the network.
     StageSpec("delivery", REPORT_DRAFTED, (), 18105, Resources("100m", "512Mi", "500m", "1Gi")),
+    # The radiologist's review web app: records which model input each study was read from, and
+    # publishes signed reports.
+    StageSpec("review", STUDY_PREPROCESSED, (REPORT_FINAL,), 18106, Resources("250m", "1Gi", "1", "2Gi")),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH)

@@ -310,6 +310,46 @@ class ReportDrafted(Contract):
     timings: list[StageTiming] = Field(default_factory=list)
 
 
+class ReviewRole(str, Enum):
+    """Who signed: a radiologist signs a final report; a resident's signature is preliminary."""
+
+    RADIOLOGIST = "radiologist"
+    RESIDENT = "resident"
+
+
+class ReportFinal(Contract):
+    """The report a radiologist signed; topic `radalign.report.final.v1`.
+
+    Carries what a delivery stage needs to re-deliver it as FHIR `final` / SR `VERIFIED` without
+    reading the draft: the signed text, the draft it replaces (`report_id`), its version (a
+    corrected sign-off is version 2, 3 ...), who signed (a pseudonym and a role, never a name)
+    and when. `ce_id` is deterministic per (study, pipeline version, version).
+    """
+
+    event_type: ClassVar[str] = "org.radalign.report.final.v1"
+    schema_name: ClassVar[str] = "report_final"
+
+    study: StudyRef
+    report_id: str = Field(description="the drafted report this final version replaces (ReportDrafted.report_id)")
+    final_id: str = Field(description="deterministic: report_id + version")
+    version: int = Field(ge=1, description="1 for the first sign-off; a later amendment of the same study is 2, 3 ...")
+    status: Literal["final", "amended"] = Field(description="FHIR DiagnosticReport.status to deliver; SR VerificationFlag is VERIFIED")
+    findings: str = Field(min_length=1, max_length=20000)
+    impression: str = Field(min_length=1, max_length=20000)
+    signer_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of the signing user (HMAC of the login), never a name")
+    signer_role: ReviewRole
+    signed_at: datetime = Field(description="when the signer signed (UTC)")
+    accepted_unchanged: bool = Field(description="the draft was signed as drafted")
+    edit_distance: int = Field(ge=0, description="word-level Levenshtein distance, draft to final (findings + impression)")
+    edit_ratio: float = Field(ge=0, description="edit_distance / number of words in the draft")
+    labels: dict[Observation, Certainty] = Field(
+        default_factory=dict, description="the signed text's CheXpert labels (the project's labeler); unmentioned observations omitted"
+    )
+    drafter: str = Field(description="backend that wrote the draft")
+    model_version: str
+    timings: list[StageTiming] = Field(default_factory=list)
+
+
 class DeadLetter(Contract):
     """What a stage could not process, and why; topic `radalign.dlq.<stage>.v1`."""
 
@@ -334,6 +374,7 @@ ALL_CONTRACTS: tuple[type[Contract], ...] = (
     ConceptsInferred,
     CasesRetrieved,
     ReportDrafted,
+    ReportFinal,
     DeadLetter,
 )
 

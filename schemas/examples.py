@@ -134,6 +134,27 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "timings": [_TIMING],
         },
     ],
+    "report_final": [
+        {
+            "study": _STUDY,
+            "report_id": "6f1c2a3e-9b7d-5c4e-8a1f-0d2c4b1f9e8a",
+            "final_id": "6f1c2a3e-9b7d-5c4e-8a1f-0d2c4b1f9e8a-v1",
+            "version": 1,
+            "status": "final",
+            "findings": "The cardiac silhouette is enlarged. Small left pleural effusion. No pneumothorax.",
+            "impression": "Cardiomegaly with a small left pleural effusion.",
+            "signer_key": "rd-3a9c1f0e7b2d4c68",
+            "signer_role": "radiologist",
+            "signed_at": "2026-11-27T20:14:09Z",
+            "accepted_unchanged": False,
+            "edit_distance": 6,
+            "edit_ratio": 0.4,
+            "labels": {"Cardiomegaly": "present", "Pleural Effusion": "present", "Pneumothorax": "absent"},
+            "drafter": "deterministic",
+            "model_version": "1",
+            "timings": [{"stage": "review", "started_at": "2026-11-27T20:02:00Z", "duration_ms": 729000.0}],
+        }
+    ],
     "dead_letter": [
         {
             "stage": "preprocess",

@@ -54,6 +54,14 @@ if [ "${RADALIGN_WITH_LLM:-0}" = "1" ]; then
   done
   pip install -q "${links[@]}" -e ".[llm]"
 fi
+# Headless Chromium for the review app's browser test (tests/integration/test_review_browser.py):
+# best effort, as root where apt exists; the test skips with the reason otherwise.
+if ! command -v chromedriver >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  echo "==> chromium + chromium-driver (browser test)"
+  { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; } \
+    || echo "   chromium not installed: the browser test will skip"
+fi
 "$VENV/bin/python" -c "import numpy, torch; assert numpy.__version__.startswith('1.'), numpy.__version__" \
   || { echo "numpy must stay <2 (Triton's Python backend)"; exit 1; }
 # The project must import from this checkout, not from a copy in site-packages.

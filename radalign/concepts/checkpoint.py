@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,21 @@ def compute_anchors(vocabulary: ConceptVocabulary | None = None, text_encoder: A
             mean = encoder.encode(texts).mean(axis=0)
             anchors[k, s] = mean / np.linalg.norm(mean)
     return torch.from_numpy(anchors)
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with paths, enums and numpy scalars turned into JSON types (checkpoint metadata)."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, np.floating | np.integer):
+        return value.item()
+    return value
 
 
 @dataclass

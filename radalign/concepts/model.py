@@ -51,6 +51,9 @@ class HeadOutput:
     logits: torch.Tensor  # (B, K) binary present-vs-absent logit
     state_logits: torch.Tensor  # (B, K, 3) scaled cosine to present / absent / uncertain anchors
     embedding: torch.Tensor  # (B, E) L2-normalised
+    #: (B, K, h*w) concept queries' attention over the image tokens, averaged over heads; only
+    #: with `forward(..., return_attention=True)` (the review page's heatmaps, radalign.concepts.heatmaps).
+    attention: torch.Tensor | None = None
 
 
 class ConceptAlignmentHead(nn.Module):
@@ -81,13 +84,13 @@ class ConceptAlignmentHead(nn.Module):
         self.register_buffer("supported", torch.ones(c.num_concepts, dtype=torch.bool))
         nn.init.trunc_normal_(self.position, std=0.02)
 
-    def forward(self, features: torch.Tensor) -> HeadOutput:
+    def forward(self, features: torch.Tensor, return_attention: bool = False) -> HeadOutput:
         b = features.shape[0]
         tokens = self.token_norm(self.token_proj(features.flatten(2).transpose(1, 2)))  # (B, hw, d)
         pooled = tokens.mean(dim=1)
         keys = tokens + self.position
         queries = self.queries.unsqueeze(0).expand(b, -1, -1)
-        attended, _ = self.attention(queries, keys, keys, need_weights=False)
+        attended, weights = self.attention(queries, keys, keys, need_weights=return_attention, average_attn_weights=True)
         attended = self.query_norm(queries + self.dropout(attended))
         concept_vectors = F.normalize(self.concept_proj(attended), dim=-1)  # (B, K, E)
         scale = self.logit_scale.exp().clamp(max=100.0)
@@ -95,7 +98,7 @@ class ConceptAlignmentHead(nn.Module):
         logits = state_logits[..., 0] - state_logits[..., 1] + self.concept_bias
         logits = torch.where(self.supported, logits, torch.zeros_like(logits))
         embedding = F.normalize(self.image_proj(self.dropout(pooled)), dim=-1)
-        return HeadOutput(logits=logits, state_logits=state_logits, embedding=embedding)
+        return HeadOutput(logits=logits, state_logits=state_logits, embedding=embedding, attention=weights if return_attention else None)
 
 
 class ConceptModel(nn.Module):

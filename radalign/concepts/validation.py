@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FeatureFn = Callable[[list[int]], torch.Tensor]
+#: The trainer (`radalign.concepts.train.train`): TrainConfig -> a result with `.checkpoint`.
+Retrain = Callable[["TrainConfig"], Any]
 #: A source needs this many films to be left out (and its figures to mean something).
 MIN_LOSO_ROWS = 50
 
@@ -56,12 +58,11 @@ def _ece_table(probs: np.ndarray, labels: np.ndarray) -> dict[str, float | None]
 
 
 def leave_one_source_out(
-    cfg: TrainConfig, records: Sequence[Record], split: dict[str, list[int]], labels: np.ndarray, feature_fn: FeatureFn
+    cfg: TrainConfig, records: Sequence[Record], split: dict[str, list[int]], labels: np.ndarray, feature_fn: FeatureFn, retrain: Retrain
 ) -> dict[str, Any]:
     """Per source with >= MIN_LOSO_ROWS films: train without it (same config), score its films.
     Returns {source: {"non_test": {obs: AUC or None}, "all": [AUC rows with CIs], "checkpoint": path}}."""
-    from radalign.concepts.checkpoint import load_checkpoint
-    from radalign.concepts.train import _jsonable, train
+    from radalign.concepts.checkpoint import jsonable, load_checkpoint
 
     test = set(split["test"])
     sources = sorted({r.source for r in records})
@@ -73,10 +74,10 @@ def leave_one_source_out(
         sub_out = Path(cfg.cache_dir) / "loso" / f"{Path(cfg.out).stem}-without-{source}.pt"
         log.info("leave-one-source-out: training without %s (%d films)", source, len(rows))
         sub_cfg = replace(cfg, out=sub_out, exclude_sources=(*cfg.exclude_sources, source), loso=False)
-        wanted = _jsonable({k: v for k, v in asdict(sub_cfg).items() if k not in ("progress", "resume")})
+        wanted = jsonable({k: v for k, v in asdict(sub_cfg).items() if k not in ("progress", "resume")})
         sub = load_checkpoint(sub_out) if sub_out.is_file() else None
         if sub is None or sub.meta.get("train") != wanted or sub.meta.get("manifest_fingerprint") != _fingerprint_without(records, source):
-            sub = load_checkpoint(train(sub_cfg).checkpoint)
+            sub = load_checkpoint(retrain(sub_cfg).checkpoint)
         else:
             log.info("leave-one-source-out: reusing %s (same config and films)", sub_out)
         probs = calibrated(sub, head_logits(sub, feature_fn(rows)))
@@ -103,8 +104,12 @@ def _fingerprint_without(records: Sequence[Record], source: str) -> str:
 
 
 def validate_and_gate(
-    ckpt: Checkpoint, cfg: TrainConfig, records: Sequence[Record], split: dict[str, list[int]], labels: np.ndarray, feature_fn: FeatureFn
+    ckpt: Checkpoint, cfg: TrainConfig, records: Sequence[Record], split: dict[str, list[int]], labels: np.ndarray, feature_fn: FeatureFn,
+    *, retrain: Retrain,
 ) -> Checkpoint:
+    """Calibrate, choose operating points, fit the OOD detector and decide the gate, on
+    validation data only. `retrain` (the trainer, passed in: training calls this module) re-trains
+    without a source for the leave-one-source-out check."""
     val_idx, train_idx = split["val"], split["train"]
     val_feats = feature_fn(val_idx)
     val_labels = labels[val_idx]
@@ -138,7 +143,7 @@ def validate_and_gate(
     }  # fmt: skip
 
     # 3. leave-one-source-out (the main run only: sub-runs are the re-trainings themselves)
-    loso = leave_one_source_out(cfg, records, split, labels, feature_fn) if cfg.loso and not cfg.finetune and not cfg.exclude_sources else {}
+    loso = leave_one_source_out(cfg, records, split, labels, feature_fn, retrain) if cfg.loso and not cfg.finetune and not cfg.exclude_sources else {}
     ckpt.meta["loso"] = loso
 
     # 4. gate + operating points (validation)

@@ -58,9 +58,11 @@ class KafkaEventPublisher:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def publish(self, spec: TopicSpec, event: Contract, *, traceparent: str | None = None) -> None:
+    async def publish(self, spec: TopicSpec, event: Contract, *, traceparent: str | None = None, ev_id: str | None = None) -> None:
+        """`ev_id`: the CloudEvents id when the default (per stage, study and study version) would
+        collide, e.g. successive signed versions of one report."""
         study = getattr(event, "study", None)
-        ev_id = (
+        ev_id = ev_id or (
             codec.event_id(self.stage, study.study_key, study.pipeline_version, getattr(event, "study_version", 1))
             if study is not None
             else codec.new_traceparent()

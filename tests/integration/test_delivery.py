@@ -18,7 +18,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from radalign.config import Settings
-from radalign.delivery.fhir_server import LoopbackFhirServer
+from radalign.testing.fhir_server import LoopbackFhirServer
 from radalign.drafting.sr import read_sr_text
 from radalign.ingest.deid import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path

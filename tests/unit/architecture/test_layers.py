@@ -5,7 +5,8 @@
   (`radalign.testing`) or the service adapters (`services`);
 - training (`radalign.concepts.train`) pulls in no database or Kafka client.
 
-Imports inside functions count too: a lazy import that hides a circle is still a circle.
+Imports inside functions count too: a lazy import that hides a circle is still a circle. Imports
+under `if TYPE_CHECKING:` do not: they never run.
 """
 
 from __future__ import annotations
@@ -40,12 +41,21 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return name or None
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node except what sits under `if TYPE_CHECKING:`."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            skip.update(id(n) for child in node.body for n in ast.walk(child))
+    return [n for n in ast.walk(tree) if id(n) not in skip]
+
+
 def import_graph() -> dict[str, set[str]]:
     modules = _modules()
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for mod, path in modules.items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
             targets: list[str] = []
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]

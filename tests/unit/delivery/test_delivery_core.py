@@ -12,7 +12,7 @@ from delivery_helpers import KEY, StoreSCP, make_identity, make_report
 from radalign.config import Settings
 from radalign.delivery.core import DeliveryCore, DeliveryFailed
 from radalign.delivery.destinations import ClientCredentialsAuth, DicomDestination, FhirDestination, RetryPolicy
-from radalign.delivery.fhir_server import LoopbackFhirServer
+from radalign.testing.fhir_server import LoopbackFhirServer
 from radalign.delivery.records import MemoryDeliveryRecords
 from radalign.delivery.senders import DicomStoreSender, FhirSender
 from radalign.delivery.version import ReportVersion

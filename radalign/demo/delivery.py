@@ -19,7 +19,7 @@ from rich.table import Table
 
 from radalign.config import Settings
 from radalign.delivery.destinations import load_config
-from radalign.delivery.fhir_server import LoopbackFhirServer
+from radalign.testing.fhir_server import LoopbackFhirServer
 from radalign.stack import orthanc
 
 

@@ -208,7 +208,7 @@ async def ensure_iu_cases(settings: Settings, limit: int | None = None) -> int:
 
 
 def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Settings | None = None) -> int:
-    from radalign.delivery import demo as delivery_demo
+    from radalign.demo import delivery as delivery_demo
     from radalign.stack import manager, orthanc
 
     settings, fhir = delivery_demo.prepare(settings or get_settings())

@@ -1,0 +1,43 @@
+"""`radalign review export-manifest | agreement` (the review service itself is a stage of the
+graph: `radalign worker review`, started by `radalign stack up`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+review_app = typer.Typer(no_args_is_help=True, help="The radiologist's side: worklist, sign-off, learning loop.")
+
+
+@review_app.command("export-manifest")
+def export_manifest(
+    out_csv: Annotated[Path, typer.Argument(help="CSV to write; PNGs go to <stem>_images/ beside it")],
+    all_signed: Annotated[bool, typer.Option("--all", help="every signed study, not only those that differ from the draft")] = False,
+) -> None:
+    """Signed reports whose labels differ from the drafted concepts, as a `radalign train` manifest."""
+    import asyncio
+
+    from radalign.blobstore import open_blob_store
+    from radalign.config import get_settings
+    from radalign.db import open_pool
+    from radalign.review.manifest import write_manifest
+    from radalign.review.store import ReviewStore
+
+    settings = get_settings()
+
+    async def _rows():
+        pool = await open_pool(settings, name="review-export")
+        try:
+            return await ReviewStore(pool).signed_rows()
+        finally:
+            await pool.close()
+
+    rows = asyncio.run(_rows())
+    blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
+    summary = write_manifest(rows, out_csv, blobs.get, only_differences=not all_signed)
+    typer.echo(
+        f"{out_csv}: {summary.written} rows from {summary.signed} signed studies "
+        f"({summary.agreeing} agreed with the draft, {summary.without_image} had no recorded image)"
+    )

@@ -1,0 +1,311 @@
+"""Review core: what the pages show and what a sign-off does, over the store, blobs, broker and model.
+
+Sign-off is an outbox: the signed version is stored first (with who and when), then published
+on `radalign.report.final.v1` and marked published on the broker's ack. A publish that fails is
+retried by `flush_outbox` (every few seconds and at start), so the final event is delivered at
+least once; its `ce_id` is deterministic per version, so consumers drop duplicates. The case
+store learns from the signed text in the background (`ingest_pending`), also retried until done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from radalign.concepts.heatmaps import AttentionMaps, ConceptAttention, image_png, overlay_png
+from radalign.config import Settings
+from radalign.framework import codec
+from radalign.framework.retry import call_with_retry
+from radalign.labeler import label_sections
+from radalign.review.agreement import AgreementTable, agreement_over_time, drafted_states
+from radalign.review.signoff import SignOffError, build_final, draft_findings_text, reviewer_key
+from radalign.review.store import ReviewStore, VersionConflict
+from radalign.review.worklist import WorklistItem, order_worklist
+from schemas.events import BlobRef, Certainty, ConceptScore, Observation, ReportDrafted, ReportFinal, ReviewRole
+from services.review import metrics
+
+log = logging.getLogger(__name__)
+
+STAGE = "review"
+
+
+class Publisher(Protocol):
+    async def publish(self, spec: Any, event: Any, *, traceparent: str | None = None, ev_id: str | None = None) -> None: ...
+
+
+class BlobReader(Protocol):
+    def get(self, ref: BlobRef) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class ConceptRow:
+    observation: Observation
+    state: str  # present / uncertain / absent / not_assessed
+    probability: float | None
+    present_threshold: float | None
+    absent_threshold: float | None
+
+    @property
+    def index(self) -> int:
+        return list(Observation).index(self.observation)
+
+
+@dataclass
+class StudyView:
+    draft: ReportDrafted
+    findings_text: str
+    concepts: list[ConceptRow]
+    cases: list[dict[str, Any]]
+    finals: list[tuple[ReportFinal, str]]
+    has_image: bool
+    heatmap_model_version: str | None
+    opened_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+def concept_rows(report: ReportDrafted) -> list[ConceptRow]:
+    """All 14 observations in CheXpert order: the draft's scores, or not assessed."""
+    scores: dict[Observation, ConceptScore] = {c.observation: c for c in report.concepts}
+    rows = []
+    for obs in Observation:
+        c = scores.get(obs)
+        if c is None:
+            rows.append(ConceptRow(obs, "not_assessed", None, None, None))
+        else:
+            rows.append(ConceptRow(obs, c.state.value, c.probability, c.present_threshold, c.absent_threshold))
+    return rows
+
+
+class ReviewCore:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ReviewStore,
+        blobs: BlobReader,
+        publisher: Publisher,
+        *,
+        attention: ConceptAttention | None = None,
+        case_store: Any = None,
+        reidentifier: Any = None,
+        final_topic: Any = None,
+    ) -> None:
+        from schemas.topics import REPORT_FINAL
+
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.publisher = publisher
+        self.attention = attention or ConceptAttention()
+        self.case_store = case_store
+        self.reidentifier = reidentifier  # radalign.drafting.identity.Reidentifier: identifiers to redact
+        self.final_topic = final_topic or REPORT_FINAL
+        self._maps: OrderedDict[str, AttentionMaps] = OrderedDict()
+        self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._model_lock = asyncio.Semaphore(1)  # one model run at a time: the CPUs are shared
+        self._encoder: Any = None
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def worklist(self) -> list[WorklistItem]:
+        drafts = await self.store.unsigned_drafts()
+        return order_worklist(WorklistItem.from_report(d) for d in drafts)
+
+    async def study(self, study_key: str) -> StudyView | None:
+        draft = await self.store.latest_draft(study_key)
+        if draft is None:
+            return None
+        ref = await self.store.model_input(study_key, draft.study.pipeline_version)
+        cases = await self.store.cases(list(draft.case_keys))
+        return StudyView(
+            draft=draft,
+            findings_text=draft_findings_text(draft),
+            concepts=concept_rows(draft),
+            cases=[{"case_key": k, **cases[k]} for k in draft.case_keys if k in cases],
+            finals=await self.store.finals(study_key),
+            has_image=ref is not None,
+            heatmap_model_version=self.attention.model_version if ref is not None else None,
+        )
+
+    async def _model_input(self, study_key: str, pipeline_version: str) -> np.ndarray | None:
+        if study_key in self._inputs:
+            self._inputs.move_to_end(study_key)
+            return self._inputs[study_key]
+        ref = await self.store.model_input(study_key, pipeline_version)
+        if ref is None:
+            return None
+        from radalign.ingest.images import decode_npy
+
+        data = await call_with_retry("blobstore", lambda: asyncio.to_thread(self.blobs.get, ref), self.settings, stage=STAGE, timeout_s=15)
+        array = np.asarray(decode_npy(data), dtype=np.float32)
+        self._inputs[study_key] = array
+        while len(self._inputs) > 64:
+            self._inputs.popitem(last=False)
+        return array
+
+    async def image(self, study_key: str) -> bytes | None:
+        draft = await self.store.latest_draft(study_key)
+        pixels = await self._model_input(study_key, draft.study.pipeline_version) if draft else None
+        return None if pixels is None else await asyncio.to_thread(image_png, pixels)
+
+    async def heatmap(self, study_key: str, observation: Observation) -> bytes | None:
+        draft = await self.store.latest_draft(study_key)
+        pixels = await self._model_input(study_key, draft.study.pipeline_version) if draft else None
+        if pixels is None:
+            return None
+        maps = self._maps.get(study_key)
+        if maps is None:
+            async with self._model_lock:
+                maps = self._maps.get(study_key)
+                if maps is None:
+                    begin = time.perf_counter()
+                    maps = await asyncio.wait_for(asyncio.to_thread(self.attention.maps, pixels), timeout=60)
+                    metrics.HEATMAP_SECONDS.observe(time.perf_counter() - begin)
+                    self._maps[study_key] = maps
+                    while len(self._maps) > 32:
+                        self._maps.popitem(last=False)
+        return await asyncio.to_thread(overlay_png, pixels, maps.map_for(observation))
+
+    # -- signing --------------------------------------------------------------------------
+
+    async def sign(
+        self,
+        study_key: str,
+        *,
+        findings: str,
+        impression: str,
+        signer_name: str,
+        signer_role: ReviewRole,
+        report_id: str,
+        opened_at: datetime | None = None,
+    ) -> tuple[ReportFinal, bool]:
+        """Store and publish the signed report. Returns (final, published now). Raises
+        SignOffError for unusable input or a draft that changed since the page was opened."""
+        draft = await self.store.latest_draft(study_key)
+        if draft is None:
+            raise LookupError("no drafted report for this study")
+        if draft.report_id != report_id:
+            raise SignOffError("the draft changed since this page was opened; reload it and review the new draft")
+        version = await self.store.next_version(study_key)
+        labels: dict[Observation, Certainty] = await asyncio.to_thread(label_sections, findings.strip(), impression.strip())
+        final = build_final(
+            draft, findings=findings, impression=impression, signer_key=reviewer_key(signer_name, self.settings.deid_secret),
+            signer_role=signer_role, version=version, labels=labels, opened_at=opened_at,
+        )
+        begin = time.perf_counter()
+        try:
+            await self.store.insert_final(final, signer_name=signer_name, opened_at=opened_at, draft_concepts=drafted_states(draft))
+        except VersionConflict as exc:
+            raise SignOffError(str(exc)) from exc
+        published = await self._publish(final)
+        metrics.SIGN_TO_PUBLISH.observe(time.perf_counter() - begin)
+        priority = draft.study.priority.value
+        metrics.SIGNED.labels(outcome="accepted" if final.accepted_unchanged else "edited").inc()
+        metrics.EDIT_DISTANCE.observe(final.edit_distance)
+        metrics.TURNAROUND.labels(priority=priority).observe(max(0.0, (final.signed_at - draft.study.received_at).total_seconds()))
+        if opened_at is not None:
+            metrics.TIME_TO_SIGN.labels(priority=priority).observe(max(0.0, (final.signed_at - opened_at).total_seconds()))
+        return final, published
+
+    async def _publish(self, final: ReportFinal) -> bool:
+        ev_id = codec.event_id(STAGE, final.study.study_key, final.study.pipeline_version, final.version)
+        try:
+            await call_with_retry(
+                "kafka", lambda: self.publisher.publish(self.final_topic, final, ev_id=ev_id), self.settings, stage=STAGE, timeout_s=15,
+                attempts=2,
+            )
+        except Exception as exc:  # noqa: BLE001 - the outbox retries it; the signature is stored either way
+            log.warning("final report %s not published yet (%s); the outbox will retry", final.final_id, type(exc).__name__)
+            return False
+        await self.store.mark_published(final.final_id)
+        return True
+
+    async def flush_outbox(self) -> int:
+        """Publish signed versions whose publish failed; returns how many went out."""
+        sent = 0
+        for final in await self.store.unpublished():
+            sent += int(await self._publish(final))
+        return sent
+
+    # -- learning loop ----------------------------------------------------------------------
+
+    async def ingest_pending(self) -> int:
+        """Signed reports not yet in the case store: label (done at sign-off), embed, upsert."""
+        if self.case_store is None:
+            return 0
+        pending = await self.store.kb_pending()
+        if not pending:
+            return 0
+        from radalign.review.learning import ingest_signed
+
+        if self._encoder is None:
+            from radalign.text_encoder import get_text_encoder
+
+            self._encoder = await asyncio.to_thread(get_text_encoder)
+        from radalign.review.learning import known_identifiers
+
+        image_refs, identifiers = {}, {}
+        for final in pending:
+            if self.reidentifier is not None:
+                identifiers[final.study.study_key] = known_identifiers(await self.reidentifier.lookup(final.study.study_key))
+            path = await self._model_input_file(final.study.study_key, final.study.pipeline_version)
+            if path is not None:
+                image_refs[final.study.study_key] = path
+        done = await ingest_signed(
+            self.case_store, pending, self.settings.deid_secret, encoder=self._encoder, image_refs=image_refs,
+            image_embedder=self._embed_model_inputs, identifiers=identifiers,
+        )
+        for final_id, case_key in done:
+            await self.store.mark_ingested(final_id, case_key)
+        metrics.KB_INGESTED.inc(len(done))
+        return len(done)
+
+    async def _model_input_file(self, study_key: str, pipeline_version: str) -> str | None:
+        """The study's model input as a local .npy (stable name: its checksum), for the kb's image embedder."""
+        ref = await self.store.model_input(study_key, pipeline_version)
+        if ref is None:
+            return None
+        path = self.settings.state_dir.resolve() / "review" / "model_inputs" / f"{ref.sha256}.npy"
+        if not path.is_file():
+            data = await call_with_retry("blobstore", lambda: asyncio.to_thread(self.blobs.get, ref), self.settings, stage=STAGE, timeout_s=15)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return str(path)
+
+    def _embed_model_inputs(self, paths: Sequence[str]) -> np.ndarray:
+        """kb image embedder over model-input files: the concept model's aligned embedding, the
+        same vector the concepts stage sends with a study, so the next similar film finds this case."""
+        from radalign.ingest.images import decode_npy
+
+        return np.stack([self.attention.embedding(decode_npy(Path(p).read_bytes())) for p in paths])
+
+    async def agreement(self) -> tuple[AgreementTable, dict[str, AgreementTable]]:
+        """(all time, per ISO week) agreement of drafted concepts with signed labels; latest version per study."""
+        from radalign.review.manifest import latest_versions
+
+        rows = latest_versions(await self.store.signed_rows())
+        overall = AgreementTable()
+        for r in rows:
+            overall.add(r.draft_concepts, r.final.labels)
+        weeks = agreement_over_time(
+            (f"{r.signed_at.isocalendar().year}-W{r.signed_at.isocalendar().week:02d}", r.draft_concepts, r.final.labels) for r in rows
+        )
+        for obs, row in overall.by_observation.items():
+            metrics.AGREEMENT_COMPARED.labels(observation=obs.value).set(row.compared)
+            if row.rate is not None:
+                metrics.AGREEMENT.labels(observation=obs.value).set(row.rate)
+        return overall, weeks
+
+    async def refresh_gauges(self) -> None:
+        depth, age = await self.store.queue()
+        metrics.QUEUE_DEPTH.set(depth)
+        metrics.QUEUE_AGE.set(age)

@@ -1,0 +1,366 @@
+"""The radiologist's side in a real browser (headless Chromium from Debian, driven by Selenium),
+against the real embedded stack: tansu, PostgreSQL + pgvector, Triton, the five workers and the
+review service as its own process.
+
+Studies enter through the gateway as the demo sends them; the reviewer logs in, opens the
+worklist and a study, sees the film and the per-concept heatmaps, edits the draft and signs. The
+final report is then found on `radalign.report.final.v1` and in the store, the signed case in the
+case store, and the next similar study is grounded in it. Prints the time from the click on
+"Sign" to the final event read back from the broker.
+
+Screenshots: set RADALIGN_UPDATE_SCREENSHOTS=1 to write docs/review_worklist.png and
+docs/review_study.png (otherwise they go to the test's temp folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from radalign.config import Settings
+from radalign.framework import codec
+from radalign.samples import chest_jpeg_files
+from schemas.events import Certainty, Observation, ReportFinal
+from radalign.pipeline import STAGES
+from schemas.topics import REPORT_FINAL
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+TOKEN = "review-test-token"
+CASES_FOR_TESTS = 400
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    return (browser, driver) if browser and driver else None
+
+
+def _install_chromium() -> str:
+    """Best effort, as scripts/bootstrap.sh does: Debian's chromium + chromium-driver as root."""
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return "not root or no apt-get"
+    for argv in (["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"], ["apt-get", "update", "-q"],
+                 ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]):
+        done = subprocess.run(argv, capture_output=True, timeout=600, check=False)
+        if done.returncode == 0 and argv[1] == "install":
+            return ""
+    return "apt-get install chromium chromium-driver failed"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install -e '.[test]')")
+    found = _chromium()
+    if found is None:
+        reason = _install_chromium()
+        found = _chromium()
+        if found is None:
+            pytest.skip(f"headless Chromium unavailable: chromium/chromedriver not on PATH ({reason})")
+    binary, driver_path = found
+    profile = Path(__import__("tempfile").mkdtemp(prefix="radalign-chromium-"))
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1360,1000"):
+        options.add_argument(flag)
+    # The Debian driver, never Selenium Manager (it would download one).
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver.set_page_load_timeout(120)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def review_stack(embedded_triton: Settings) -> Iterator[Settings]:
+    """Every worker up (the review service among them, with the test token), the IU reports in the case store."""
+    from radalign.demo import ensure_iu_cases
+    from radalign.stack import stop
+    from radalign.stack.manager import up
+    from radalign.stack.workers import worker_name
+
+    settings = embedded_triton.model_copy(update={"gateway_tokens": TOKEN})
+    asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
+    # Every worker of the stage graph, the review service among them; `up` waits until each is ready.
+    up(settings, ["workers"])
+    try:
+        yield settings
+    finally:
+        for stage in STAGES:
+            stop(worker_name(stage), settings)
+
+
+def _post(settings: Settings, path: Path, study_id: str, patient_id: str, priority: str) -> str:
+    r = httpx.post(
+        f"http://127.0.0.1:{settings.gateway_port}/v1/studies",
+        data={"study_id": study_id, "patient_id": patient_id, "view_position": "AP", "priority": priority},
+        files={"file": (path.name, path.read_bytes(), "image/jpeg")}, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    return r.json()["study_key"]
+
+
+def _wait_worklist(base: str, keys: set[str], timeout_s: float = 240) -> list[dict]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        items = httpx.get(f"{base}/api/worklist", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+        if keys <= {i["study_key"] for i in items}:
+            return items
+        time.sleep(1)
+    raise AssertionError(f"studies {keys} never reached the worklist")
+
+
+async def _final_reader(settings: Settings):
+    """A consumer positioned at the end of the final topic (before signing)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    # A short fetch wait: the measured time is then the service's, not the long poll's.
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    partitions = [TopicPartition(REPORT_FINAL.name, p) for p in (consumer.partitions_for_topic(REPORT_FINAL.name) or {0})]
+    consumer.assign(partitions)
+    await consumer.seek_to_end(*partitions)
+    for tp in partitions:
+        await consumer.position(tp)
+    return consumer
+
+
+async def _read_final(consumer, report_id: str, timeout_s: float = 60) -> tuple[ReportFinal, float, int, list]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for messages in (await consumer.getmany(timeout_ms=100)).values():
+            for msg in messages:
+                final = codec.decode(ReportFinal, msg.value)
+                if final.report_id == report_id:
+                    return final, time.perf_counter(), msg.timestamp, [*msg.headers, ("read_at_ms", str(time.time() * 1000).encode())]
+    raise AssertionError("no final event for the signed report")
+
+
+class FinalWatcher:
+    """Reads the final topic in its own thread (Selenium's click blocks until the next page has
+    loaded, so the event's arrival must be timed independently of it)."""
+
+    def __init__(self, settings: Settings, report_id: str) -> None:
+        import threading
+
+        self.settings, self.report_id = settings, report_id
+        self.ready = threading.Event()
+        self.result: tuple[ReportFinal, float, int, list] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30), "the final-topic reader did not start"
+
+    def _run(self) -> None:
+        async def main() -> None:
+            consumer = await _final_reader(self.settings)
+            self.ready.set()
+            try:
+                self.result = await _read_final(consumer, self.report_id)
+            finally:
+                await consumer.stop()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            self.error = exc
+            self.ready.set()
+
+    def wait(self, timeout_s: float = 60) -> tuple[ReportFinal, float, int, list]:
+        self.thread.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None, "no final event for the signed report"
+        return self.result
+
+
+def _wait_images_loaded(driver, css: str, timeout_s: float = 120) -> int:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def loaded(d) -> bool:
+        return d.execute_script(
+            "const imgs = [...document.querySelectorAll(arguments[0])];"
+            "imgs.forEach(i => i.scrollIntoView({block: 'nearest'}));"
+            "return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);", css)
+
+    WebDriverWait(driver, timeout_s, poll_frequency=0.25).until(loaded)
+    return driver.execute_script("return document.querySelectorAll(arguments[0]).length", css)
+
+
+def _screenshot(driver, name: str, tmp_path: Path) -> Path:
+    from PIL import Image
+
+    target_dir = DOCS if os.environ.get("RADALIGN_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = target_dir / name
+    driver.save_screenshot(str(path))
+    with Image.open(path) as img:  # small PNGs for the README: a 256-colour palette
+        img.convert("RGB").quantize(colors=256).save(path, optimize=True)
+    return path
+
+
+def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    settings, driver = review_stack, browser
+    base = f"http://127.0.0.1:{settings.web_port('review')}"
+    films = chest_jpeg_files()
+    routine_key = _post(settings, films[3], "IT-REVIEW-R", "IT-PAT-R", "routine")
+    stat_key = _post(settings, films[4], "IT-REVIEW-S", "IT-PAT-S", "stat")
+    items = _wait_worklist(base, {routine_key, stat_key})
+    order = [i["study_key"] for i in items]
+    assert order.index(stat_key) < order.index(routine_key), "STAT first"
+
+    # Unauthenticated requests are refused; the browser is sent to /login.
+    assert httpx.get(f"{base}/api/worklist", timeout=10).status_code == 401
+    driver.get(f"{base}/")
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "name")))
+    driver.find_element(By.ID, "name").send_keys("Dr Test Reviewer")
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+
+    # Worklist: both studies, STAT first.
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, "table.worklist")))
+    links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "a.study-link")]
+    assert links.index(stat_key) < links.index(routine_key)
+    worklist_png = _screenshot(driver, "review_worklist.png", tmp_path)
+
+    # Study page: film, heatmaps, concept bars, retrieved cases.
+    driver.find_element(By.LINK_TEXT, routine_key).click()
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "film")))
+    assert _wait_images_loaded(driver, "#film") == 1
+    begin = time.monotonic()
+    heatmaps = _wait_images_loaded(driver, "img.heatmap")
+    heatmaps_s = time.monotonic() - begin
+    assert heatmaps >= 1
+    assert len(driver.find_elements(By.CSS_SELECTOR, "table.concepts tbody tr")) == 14
+    assert driver.find_elements(By.CSS_SELECTOR, "ol.cases li"), "the retrieved cases are shown with their reports"
+    pick = driver.find_element(By.CSS_SELECTOR, ".heatmap-pick")
+    pick.click()
+    assert "/heatmaps/" in driver.find_element(By.ID, "film").get_attribute("src")
+    assert pick.get_attribute("aria-pressed") == "true"
+    driver.execute_script("window.scrollTo(0, 0)")
+    driver.set_window_size(1360, 1500)  # film, concepts and the editor in one picture
+    study_png = _screenshot(driver, "review_study.png", tmp_path)
+    driver.set_window_size(1360, 1000)
+
+    # Edit: add a finding the draft did not make, then sign.
+    findings = driver.find_element(By.ID, "findings")
+    findings.send_keys(" Small left pleural effusion.")
+    assert "Edited" in driver.find_element(By.ID, "edit-state").text
+    report_id = driver.find_element(By.NAME, "report_id").get_attribute("value")
+    # The browser's own clock at the form's submit event (epoch ms; same machine as the broker).
+    driver.execute_script(
+        "document.getElementById('sign-form').addEventListener('submit',"
+        " () => sessionStorage.setItem('submitAt', String(performance.timeOrigin + performance.now())));")
+    watcher = FinalWatcher(settings, report_id)
+    clicked = time.perf_counter()
+    driver.find_element(By.ID, "sign-button").click()
+    page_s = time.perf_counter() - clicked  # Selenium returns once the answer page has loaded
+    final, seen_at, broker_ts_ms, headers = watcher.wait()
+    sign_to_final_s = seen_at - clicked
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "signed-banner")))
+    assert "published" in driver.find_element(By.ID, "signed-banner").text
+    signed_to_ack_ms = broker_ts_ms - final.signed_at.timestamp() * 1000
+    submit_at_ms = float(driver.execute_script("return sessionStorage.getItem('submitAt')"))
+    submit_to_broker_ms = broker_ts_ms - submit_at_ms
+    submit_to_read_ms = float(codec.header(headers, "read_at_ms")) - submit_at_ms
+    print(f"\nbrowser submit -> final event on the broker {submit_to_broker_ms:.0f} ms, -> read back by a consumer {submit_to_read_ms:.0f} ms")
+    print(f"\nsign -> final event read back: {sign_to_final_s * 1000:.0f} ms (click to consumer); "
+          f"signed_at -> broker timestamp {signed_to_ack_ms:.0f} ms; click -> answer page loaded {page_s * 1000:.0f} ms; "
+          f"{heatmaps} heatmaps loaded in {heatmaps_s:.2f} s; screenshots {worklist_png}, {study_png}")
+    assert final.study.study_key == routine_key and final.version == 1 and final.status == "final"
+    assert "Small left pleural effusion." in final.findings and not final.accepted_unchanged and final.edit_distance == 5
+    assert final.signer_role.value == "radiologist" and final.signer_key.startswith("rd-")
+    assert "Dr Test" not in final.model_dump_json(), "the event names the signer by pseudonym only"
+    assert final.labels.get(Observation.PLEURAL_EFFUSION) == Certainty.PRESENT
+    assert codec.header(headers, "ce_type") == "org.radalign.report.final.v1"
+    assert sign_to_final_s < 10 and 0 < submit_to_broker_ms < 10_000
+
+    # The store holds the final version with who and when, and the study left the worklist.
+    with psycopg.connect(settings.dsn) as conn:
+        row = conn.execute(
+            "SELECT version, signer_name, signer_role, signed_at, edit_distance, published_at FROM report_finals WHERE study_key = %s",
+            (routine_key,)).fetchall()
+    assert len(row) == 1 and row[0][0] == 1 and row[0][1] == "Dr Test Reviewer" and row[0][2] == "radiologist"
+    assert row[0][4] == 5 and row[0][5] is not None
+    assert routine_key not in {i["study_key"] for i in _wait_worklist(base, {stat_key})}
+
+    # The STAT study, accepted as drafted with Ctrl+Enter: a second sign -> final measurement.
+    driver.get(f"{base}/studies/{stat_key}")
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "impression")))
+    stat_report_id = driver.find_element(By.NAME, "report_id").get_attribute("value")
+    from selenium.webdriver.common.keys import Keys
+
+    watcher = FinalWatcher(settings, stat_report_id)
+    clicked = time.perf_counter()
+    driver.find_element(By.ID, "impression").send_keys(Keys.CONTROL, Keys.ENTER)
+    stat_final, seen_at, _, _ = watcher.wait()
+    print(f"STAT study accepted as drafted: sign -> final event read back {1000 * (seen_at - clicked):.0f} ms")
+    assert stat_final.accepted_unchanged and stat_final.edit_distance == 0 and stat_final.study.priority.value == "stat"
+
+    # Learning loop: the signed report enters the case store (labelled, same patient pseudonym).
+    deadline = time.monotonic() + 180
+    case = None
+    while time.monotonic() < deadline and case is None:
+        with psycopg.connect(settings.dsn) as conn:
+            case = conn.execute(
+                "SELECT c.case_key, c.patient_key, c.source, c.labels, c.image_embedding IS NOT NULL FROM report_finals f "
+                "JOIN cases c ON c.case_key = f.kb_case_key WHERE f.study_key = %s", (routine_key,)).fetchone()
+        time.sleep(1)
+    assert case is not None, "the signed report never reached the case store"
+    case_key, patient_key, source, labels, has_image = case
+    assert patient_key == final.study.patient_key and source == "review-signed" and has_image
+    assert labels.get("Pleural Effusion") == "present"
+
+    # The next similar study (the same film, another patient) is grounded in the signed case.
+    next_key = _post(settings, films[3], "IT-REVIEW-NEXT", "IT-PAT-NEXT", "routine")
+    _wait_worklist(base, {next_key})
+    next_case_keys = httpx.get(f"http://127.0.0.1:{settings.web_port('drafting')}/v1/studies/{next_key}/report", timeout=10).json()["case_keys"]
+    assert case_key in next_case_keys
+
+    # Agreement page and metrics.
+    driver.get(f"{base}/agreement")
+    assert "Pleural Effusion" in driver.find_element(By.CSS_SELECTOR, "table.agreement").text
+    metrics = httpx.get(f"{base}/metrics", timeout=10).text
+    assert "radalign_review_edit_distance_words_count 2.0" in metrics
+    assert "radalign_review_queue_depth" in metrics and 'radalign_review_agreement_compared{observation="Pleural Effusion"}' in metrics
+
+    # The training manifest of corrections is readable by `radalign train`.
+    from radalign.blobstore import open_blob_store
+    from radalign.concepts.data import read_manifest
+    from radalign.db import open_pool
+    from radalign.review.manifest import write_manifest
+    from radalign.review.store import ReviewStore
+
+    async def rows():
+        pool = await open_pool(settings, name="review-test")
+        try:
+            return await ReviewStore(pool).signed_rows()
+        finally:
+            await pool.close()
+
+    summary = write_manifest(asyncio.run(rows()), tmp_path / "corrections.csv", open_blob_store(settings.blob_root).get)
+    assert summary.written >= 1
+    records = [r for r in read_manifest(tmp_path / "corrections.csv") if r.patient_id == final.study.patient_key]
+    assert len(records) == 1 and records[0].image.is_file()
+    assert records[0].labels[list(Observation).index(Observation.PLEURAL_EFFUSION)] == 1.0

@@ -1,0 +1,165 @@
+"""The review web app over an in-memory store: auth, pages, sign-off, the outbox. (The real
+database, broker and browser: tests/integration/test_review_browser.py.)"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from review_helpers import drafted
+
+from radalign.blobstore import LocalBlobStore
+from radalign.config import Settings
+from radalign.ingest.images import encode_npy
+from radalign.review.store import VersionConflict
+from schemas.events import BlobRef, ReportDrafted, ReportFinal
+from services.review.app import SESSION_COOKIE, build_review_app
+from services.review.core import ReviewCore
+
+TOKEN = "tok-review"
+
+
+class MemoryStore:
+    """The ReviewStore methods the core uses, in memory."""
+
+    def __init__(self, drafts: list[ReportDrafted], image: BlobRef | None) -> None:
+        self.drafts = {d.study.study_key: d for d in drafts}
+        self.image = image
+        self.signed: dict[tuple[str, int], tuple[ReportFinal, str, bool]] = {}
+
+    async def unsigned_drafts(self, limit: int = 500) -> list[ReportDrafted]:
+        signed = {k for k, _ in self.signed}
+        return [d for k, d in self.drafts.items() if k not in signed]
+
+    async def latest_draft(self, study_key: str) -> ReportDrafted | None:
+        return self.drafts.get(study_key)
+
+    async def model_input(self, study_key: str, pipeline_version: str) -> BlobRef | None:
+        return self.image
+
+    async def cases(self, case_keys: list[str]) -> dict:
+        return {k: {"source": "iu-openi", "findings": "Heart size normal.", "impression": "No acute disease."} for k in case_keys}
+
+    async def finals(self, study_key: str) -> list:
+        return [(f, who) for (k, _), (f, who, _) in sorted(self.signed.items()) if k == study_key]
+
+    async def next_version(self, study_key: str) -> int:
+        return 1 + sum(1 for k, _ in self.signed if k == study_key)
+
+    async def insert_final(self, final: ReportFinal, *, signer_name: str, opened_at, draft_concepts) -> None:
+        key = (final.study.study_key, final.version)
+        if key in self.signed:
+            raise VersionConflict("taken")
+        self.signed[key] = (final, signer_name, False)
+
+    async def mark_published(self, final_id: str) -> None:
+        for key, (f, who, _) in self.signed.items():
+            if f.final_id == final_id:
+                self.signed[key] = (f, who, True)
+
+    async def unpublished(self, limit: int = 100) -> list[ReportFinal]:
+        return [f for f, _, published in self.signed.values() if not published]
+
+    async def queue(self) -> tuple[int, float]:
+        return len(await self.unsigned_drafts()), 0.0
+
+
+class Publisher:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ReportFinal, str | None]] = []
+        self.down = False
+
+    async def publish(self, spec, event, *, traceparent=None, ev_id=None) -> None:
+        if self.down:
+            raise ConnectionError("broker down (simulated)")
+        self.events.append((spec.name, event, ev_id))
+
+
+@pytest.fixture
+async def env(tmp_path: Path):
+    settings = Settings(state_dir=tmp_path, gateway_tokens=TOKEN, deid_secret="unit-secret", retry_attempts=1, retry_base_delay_s=0.01)
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    ref = blobs.put(encode_npy(np.full((1, 224, 224), 0.5, dtype=np.float32)), "application/x-npy")
+    store = MemoryStore([drafted("st-routine0000001"), drafted("st-stat000000001", priority="stat")], ref)
+    publisher = Publisher()
+    core = ReviewCore(settings, store, blobs, publisher)  # type: ignore[arg-type]
+    client = TestClient(TestServer(build_review_app(core, settings)))
+    await client.start_server()
+    try:
+        yield client, store, publisher, core
+    finally:
+        await client.close()
+
+
+def _session(name: str = "Dr Unit", token: str = TOKEN) -> dict[str, str]:
+    return {SESSION_COOKIE: base64.urlsafe_b64encode(json.dumps({"name": name, "role": "radiologist", "token": token}).encode()).decode()}
+
+
+async def test_pages_need_the_read_token(env):
+    client, *_ = env
+    r = await client.get("/api/worklist")
+    assert r.status == 401 and r.content_type == "application/problem+json"
+    r = await client.get("/", headers={"Accept": "text/html"}, allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"].startswith("/login")
+    r = await client.get("/api/worklist", headers={"Authorization": "Bearer nope"})
+    assert r.status == 401
+    r = await client.get("/api/worklist", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 200 and [i["study_key"] for i in await r.json()] == ["st-stat000000001", "st-routine0000001"]
+    r = await client.get("/api/worklist", cookies=_session(token="stolen"))
+    assert r.status == 401
+
+
+async def test_login_refuses_a_bad_token_and_sets_a_strict_cookie(env):
+    client, *_ = env
+    r = await client.post("/login", data={"name": "Dr Unit", "role": "radiologist", "token": "bad", "next": "/"}, allow_redirects=False)
+    assert r.status == 401 and "not valid" in await r.text()
+    r = await client.post("/login", data={"name": "Dr Unit", "role": "radiologist", "token": TOKEN, "next": "//evil.example"},
+                          allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/"
+    cookie = r.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+
+
+async def test_worklist_and_study_pages_render(env):
+    client, *_ = env
+    html = await (await client.get("/", cookies=_session())).text()
+    assert html.index("st-stat000000001") < html.index("st-routine0000001") and "STAT" in html
+    html = await (await client.get("/studies/st-routine0000001", cookies=_session())).text()
+    assert 'id="film"' in html and "Cardiomegaly" in html and "not assessed" in html and 'name="report_id"' in html
+    assert "Heart size normal." in html  # the retrieved case's report
+    r = await client.get("/studies/st-routine0000001/image.png", cookies=_session())
+    assert r.status == 200 and r.content_type == "image/png"
+    assert (await client.get("/studies/st-unknown00000001", cookies=_session())).status == 404
+    assert (await client.get("/studies/st-routine0000001/heatmaps/14.png", cookies=_session())).status == 404
+
+
+async def test_sign_publishes_the_final_report_and_the_outbox_retries_a_failed_publish(env):
+    client, store, publisher, core = env
+    draft = store.drafts["st-routine0000001"]
+    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id,
+            "opened_at": datetime(2026, 11, 30, 12, 1, tzinfo=UTC).isoformat()}
+    assert (await client.post("/studies/st-routine0000001/sign", data=form, headers={"Authorization": f"Bearer {TOKEN}"})).status == 401
+    r = await client.post("/studies/st-routine0000001/sign", data=form, cookies=_session())
+    assert r.status == 201 and (await r.json())["published"] is True
+    topic, final, ev_id = publisher.events[0]
+    assert topic == "radalign.report.final.v1" and final.accepted_unchanged and final.version == 1 and ev_id
+    assert "Dr Unit" not in final.model_dump_json()
+    # The study left the worklist; a stale form (another draft id) is refused.
+    assert [i["study_key"] for i in await (await client.get("/api/worklist", cookies=_session())).json()] == ["st-stat000000001"]
+    stale = form | {"report_id": "other"}
+    assert (await client.post("/studies/st-routine0000001/sign", data=stale, cookies=_session())).status == 409
+    # An amendment while the broker is down: stored, reported pending, published by the outbox.
+    publisher.down = True
+    r = await client.post("/studies/st-routine0000001/sign", data=form | {"impression": "Amended impression."}, cookies=_session())
+    assert r.status == 201 and (await r.json())["published"] is False
+    publisher.down = False
+    assert await core.flush_outbox() == 1
+    amended = publisher.events[-1][1]
+    assert amended.version == 2 and amended.status == "amended" and publisher.events[-1][2] != ev_id
+    r = await client.post("/studies/st-stat000000001/sign", data={"findings": " ", "impression": "x", "report_id": "x"}, cookies=_session())
+    assert r.status in (409, 422)
