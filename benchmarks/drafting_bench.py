@@ -26,7 +26,7 @@ from radalign.drafting.labels import default_labeler
 from radalign.drafting.prompt import DraftContext, build_prompt
 from radalign.labeler import label_sections, load_iu_reports
 from schemas.events import CasesRetrieved, Certainty, ConceptScore, Observation, RetrievedCase, StudyRef
-from services.drafting.core import DraftingCore
+from radalign.drafting.core import DraftingCore
 
 _P = {Certainty.PRESENT: 0.85, Certainty.UNCERTAIN: 0.5, Certainty.ABSENT: 0.08}
 

@@ -19,7 +19,7 @@ from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import CasesRetrieved
 from schemas.topics import REPORT_DRAFTED, REPORT_REVIEW
-from services.drafting.core import DraftingCore, build_backend
+from radalign.drafting.core import DraftingCore, build_backend
 from services.drafting.read_api import build_read_routes
 
 

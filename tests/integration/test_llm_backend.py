@@ -23,7 +23,7 @@ from radalign.drafting.backends import DraftBackendError, LlamaCppBackend, OpenA
 from radalign.drafting.prompt import DraftContext, build_prompt
 from radalign.labeler import iu_archive_path, label_sections, load_iu_reports
 from schemas.events import GuardVerdict
-from services.drafting.core import DraftingCore
+from radalign.drafting.core import DraftingCore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "drafting"))
 from drafting_helpers import make_event  # noqa: E402

@@ -19,7 +19,7 @@ from radalign.config import Settings
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
 from schemas.events import Certainty, Observation
-from services.drafting.core import DraftingCore
+from radalign.drafting.core import DraftingCore
 from services.drafting.read_api import build_read_routes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "drafting"))

@@ -5,7 +5,7 @@ from radalign.config import Settings
 from radalign.drafting.backends import OpenAICompatibleBackend
 from radalign.labeler import label_sections
 from schemas.events import Certainty, GuardVerdict, Observation
-from services.drafting.core import build_backend, draft_report, parse_critical, report_id_for
+from radalign.drafting.core import DraftingCore, build_backend, parse_critical, report_id_for
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
 CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly.")]
@@ -20,14 +20,15 @@ def test_report_id_is_deterministic_per_study_and_pipeline_version():
 
 async def test_draft_report_without_llm_is_deterministic_and_complete():
     event = make_event(LABELS, CASES)
-    first = await draft_report(event, None, Settings())
-    again = await draft_report(event, None, Settings())
+    core = DraftingCore(Settings())
+    first = await core.draft(event)
+    again = await core.draft(event)
     assert first.report_id == again.report_id == report_id_for(event.study.study_key, event.study.pipeline_version)
     assert (first.findings, first.impression) == (again.findings, again.impression)
     assert first.drafter == "deterministic" and first.prompt_version == "deterministic-v2"
     assert first.guard.verdict is GuardVerdict.PASSED and not first.needs_review
     assert first.case_keys == ["iu-1"] and first.view_position == "PA"
-    assert first.timings[-1].stage == "drafting"
+    assert first.timings == event.timings, "the stage's own timing is the runner's"
     assert label_sections(first.findings, first.impression)[Observation.CARDIOMEGALY] is Certainty.PRESENT
 
 

@@ -12,7 +12,7 @@ from radalign.drafting.labels import default_labeler
 from radalign.drafting.prompt import DraftContext, DraftPrompt
 from radalign.labeler import label_sections
 from schemas.events import Certainty, GuardVerdict, Observation
-from services.drafting.core import DraftingCore
+from radalign.drafting.core import DraftingCore
 
 LABELS = {
     Observation.CARDIOMEGALY: Certainty.PRESENT,

@@ -11,7 +11,7 @@ from radalign.drafting.guard import DraftGuard, check_draft
 from radalign.drafting.labels import default_labeler
 from radalign.drafting.prompt import DraftContext
 from schemas.events import CasesRetrieved, Certainty, GuardVerdict, Observation, OutOfDistribution
-from services.drafting.core import DraftingCore
+from radalign.drafting.core import DraftingCore
 
 LABELS = {Observation.NO_FINDING: Certainty.ABSENT, Observation.LUNG_OPACITY: Certainty.PRESENT, Observation.PNEUMONIA: Certainty.PRESENT}
 

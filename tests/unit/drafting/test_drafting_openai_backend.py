@@ -14,7 +14,7 @@ from radalign.config import Settings
 from radalign.drafting.backends import DraftBackendError, OpenAICompatibleBackend
 from radalign.drafting.prompt import DraftContext, build_prompt
 from schemas.events import Certainty, GuardVerdict, Observation
-from services.drafting.core import DraftingCore
+from radalign.drafting.core import DraftingCore
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
 CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly.")]

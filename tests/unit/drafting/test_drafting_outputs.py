@@ -29,7 +29,7 @@ from radalign.drafting.fhir import (
 from radalign.drafting.identity import InstanceIdentity, StudyIdentity
 from radalign.drafting.sr import BASIC_TEXT_SR, basic_text_sr, basic_text_sr_bytes, read_sr_text
 from schemas.events import Certainty, Observation
-from services.drafting.core import DraftingCore
+from radalign.drafting.core import DraftingCore
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
 CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly.")]

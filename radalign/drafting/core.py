@@ -1,16 +1,15 @@
-"""Pure core of the drafting stage: `CasesRetrieved` in, `ReportDrafted` out (no Kafka here).
+"""The drafting stage's logic in one place: `CasesRetrieved` in, `ReportDrafted` out (no Kafka).
 
-The Faust agent (`services/drafting/agent.py`) calls `DraftingCore.draft` (or `draft_report`)
-for each event, upserts the result in the reports store and publishes it on the drafted topic,
-or on the review topic when `needs_review` is set.
+`DraftingCore.draft` builds the context, lets the guard run the drafter (structured draft, or an
+LLM's rewrite checked and regenerated or replaced, `radalign.drafting.guard`), and decides what
+goes to review. The Faust agent (`services/drafting/agent.py`) upserts the result in the reports
+store and publishes it on the drafted topic, and on the review topic when `needs_review` is set.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 import uuid
-from datetime import datetime, timezone
 
 from radalign.config import Settings, get_settings
 from radalign.drafting.backends import DraftBackend, LlamaCppBackend, OpenAICompatibleBackend
@@ -19,7 +18,7 @@ from radalign.drafting.deterministic import NAME as DETERMINISTIC
 from radalign.drafting.guard import DraftGuard, GuardedDraft
 from radalign.drafting.labels import ReportLabeler
 from radalign.drafting.prompt import DraftContext
-from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection, StageTiming
+from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,6 @@ class DraftingCore:
         ]
 
     async def draft(self, event: CasesRetrieved) -> ReportDrafted:
-        started_at = datetime.now(timezone.utc)
-        started = time.perf_counter()
         context = DraftContext.from_event(event, max_cases=self.settings.drafting_max_cases)
         guarded = await self.guard.run(context, self.backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]
         critical = self.critical_findings(context.prediction, guarded)
@@ -104,7 +101,6 @@ class DraftingCore:
         # The structured draft's sections; an LLM's prose is one block, kept with the structured
         # sections it rewrote so consumers always see the section-by-section reading.
         structured = guarded.draft if guarded.draft.sections else self.guard.fallback.draft(context)
-        timing = StageTiming(stage="drafting", started_at=started_at, duration_ms=(time.perf_counter() - started) * 1000)
         return ReportDrafted(
             study=event.study,
             report_id=report_id_for(event.study.study_key, event.study.pipeline_version),
@@ -125,19 +121,6 @@ class DraftingCore:
             guard=guarded.guard,
             critical=critical,
             needs_review=needs_review,
-            timings=[*event.timings, timing],
+            timings=list(event.timings),
         )
 
-
-_last_core: DraftingCore | None = None
-
-
-async def draft_report(event: CasesRetrieved, backend: DraftBackend | None, settings: Settings | None = None) -> ReportDrafted:
-    """Draft one report. Reuses the `DraftingCore` of the previous call while the settings and
-    backend objects are the same (a worker passes the same ones for every event)."""
-    global _last_core
-    settings = settings or get_settings()
-    core = _last_core
-    if core is None or core.backend is not backend or core.settings is not settings:
-        core = _last_core = DraftingCore(settings, backend)
-    return await core.draft(event)
