@@ -26,9 +26,9 @@ from radalign.delivery.version import ReportVersion
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.framework.auth import parse_tokens
 from radalign.framework.faust_app import run_worker
+from radalign.framework.http import guard_routes
 from radalign.framework.stage import Output, Stage
 from schemas.events import ReportDrafted
-from services.drafting.agent import _with_bearer_auth
 from services.drafting.read_api import problem
 
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
@@ -82,7 +82,7 @@ class DeliveryStage(Stage[ReportDrafted]):
             return web.Response(text=json.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
 
         tokens = parse_tokens(self.settings_for_routes.gateway_tokens)
-        return [_with_bearer_auth(route, tokens) for route in routes]
+        return guard_routes(routes, tokens)
 
 
 def main(settings: Settings) -> None:
