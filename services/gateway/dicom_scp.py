@@ -37,7 +37,7 @@ from pynetdicom.sop_class import Verification
 from radalign.config import Settings
 from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES
 from radalign.ingest.refusal import DICOM_STATUS, Refusal, RefusalReason
-from services.gateway.core import GatewayCore
+from radalign.ingest.gateway import GatewayCore
 
 log = logging.getLogger(__name__)
 

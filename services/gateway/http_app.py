@@ -38,7 +38,7 @@ from radalign.ingest.refusal import HTTP_STATUS, RETRY_AFTER_S, Refusal, Refusal
 from radalign.framework.auth import bearer_authorized, parse_tokens
 from radalign.framework.http import problem
 from radalign.framework.producer import EventPublisher
-from services.gateway.core import GatewayCore, parse_priority
+from radalign.ingest.gateway import GatewayCore, parse_priority
 
 log = logging.getLogger(__name__)
 

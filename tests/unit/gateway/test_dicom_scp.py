@@ -12,7 +12,7 @@ from pynetdicom.sop_class import ComputedRadiographyImageStorage, CTImageStorage
 from radalign.ingest.refusal import DICOM_STATUS, RefusalReason
 from radalign.ingest.samples import chest_cr_path
 from radalign.testing.ingest import synthetic_radiograph, with_changes
-from services.gateway.core import GatewayCore
+from radalign.ingest.gateway import GatewayCore
 from services.gateway.dicom_scp import DicomScp
 
 

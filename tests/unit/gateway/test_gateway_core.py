@@ -9,7 +9,7 @@ from radalign.ingest.refusal import Refusal, RefusalReason
 from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
 from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, synthetic_radiograph
 from schemas.events import Priority, StudyReceived
-from services.gateway.core import GatewayCore
+from radalign.ingest.gateway import GatewayCore
 
 
 def _refused(reason: str, source: str) -> float:

@@ -19,7 +19,7 @@ from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.ingest.images import strip_raster_metadata
 from radalign.ingest.refusal import Refusal, RefusalReason
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
-from services.gateway.core import GatewayCore
+from radalign.ingest.gateway import GatewayCore
 
 NAME = "HAZELNUTIDENT"  # one upper-case word: it fits every CS/LO/PN value and is easy to find
 

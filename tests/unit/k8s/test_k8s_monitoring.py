@@ -19,7 +19,7 @@ from radalign import deploy
 from radalign.delivery import metrics as delivery_metrics
 from radalign.drafting import metrics as drafting_metrics
 from radalign.framework import metrics
-from services.gateway import metrics as gateway_metrics
+from radalign.ingest import metrics as gateway_metrics
 
 METRIC_MODULES = (metrics, gateway_metrics, drafting_metrics, delivery_metrics)
 

@@ -9,7 +9,7 @@ from radalign.ingest.images import decode_npy
 from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
 from schemas.events import BlobRef, StudyReceived
-from services.gateway.core import GatewayCore
+from radalign.ingest.gateway import GatewayCore
 from radalign.preprocess.core import PreprocessError, preprocess
 
 

@@ -1,4 +1,5 @@
-"""The gateway's pure core: refuse, de-identify, store, assemble, publish. No sockets here.
+"""Intake logic of the gateway stage: refuse, de-identify, store, assemble, publish. No sockets
+here: the adapters in `services/gateway/` (C-STORE SCP, STOW-RS and HTTP server) call it.
 
 Every source (C-STORE, STOW-RS, HTTP form) ends in `GatewayCore.ingest_dicom` or
 `GatewayCore.ingest_image`; both either return an `Accepted` or raise a `Refusal` (see
@@ -35,7 +36,7 @@ from radalign.ingest.refusal import Refusal, RefusalReason
 from schemas.events import Instance, Priority, StudyReceived
 from schemas.topics import STUDY_RECEIVED
 from radalign.framework.producer import EventPublisher
-from services.gateway import metrics
+from radalign.ingest import metrics
 
 log = logging.getLogger(__name__)
 
