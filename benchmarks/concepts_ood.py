@@ -33,35 +33,28 @@ from radalign.concepts.sources import split_by_source
 from radalign.ingest.images import resize_and_pad
 
 
-def _stretch(pixels: np.ndarray) -> np.ndarray:
-    pixels = pixels.astype(np.float32)
-    lo, hi = np.percentile(pixels, [0.5, 99.5])
-    return np.clip((pixels - lo) / max(hi - lo, 1e-6), 0, 1)
-
-
 def dicom_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(non-chest images, chest radiographs) from pydicom's and pydicom-data's test files."""
+    """(non-chest images, chest radiographs) from pydicom's and pydicom-data's test files, decoded
+    by the preprocess stage's own DICOM grayscale pipeline (modality / VOI LUT, MONOCHROME1)."""
     import pydicom
     from pydicom.data import get_testdata_files
+
+    from radalign.ingest.dicom import decode_dicom_pixels
 
     other, chest, seen = [], [], set()
     for path in get_testdata_files("*.dcm"):
         try:
             ds = pydicom.dcmread(path)
-            arr = ds.pixel_array
+            pixels = decode_dicom_pixels(ds)
         except Exception:  # noqa: BLE001 - test files include deliberately broken or undecodable ones
             continue
-        if arr.ndim == 4 or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-            arr = arr[0]
-        if arr.ndim == 3:
-            arr = arr[..., :3].mean(axis=-1)
-        if arr.ndim != 2 or min(arr.shape) < 32:
+        if pixels.ndim != 2 or min(pixels.shape) < 32:
             continue
-        digest = hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+        digest = hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()
         if digest in seen:
             continue
         seen.add(digest)
-        image = resize_and_pad(_stretch(arr), 224)[None]
+        image = resize_and_pad(pixels, 224)[None]
         body = str(getattr(ds, "BodyPartExamined", "")).upper()
         modality = str(getattr(ds, "Modality", ""))
         (chest if body == "CHEST" and modality in {"CR", "DX"} else other).append(image)
