@@ -137,7 +137,7 @@ class DeterministicDrafter:
                 for o, p in self.table.observations.items()
                 if o is not Observation.SUPPORT_DEVICES and (band := band_of(prediction, o, self.table)) in ("present", "likely", "possible")
             ),
-            key=lambda item: (item[1], item[0]),
+            key=lambda item: (item[0], item[1]),  # stated findings first, each band most important first
         )
         if ranked:
             prefix = {0: "", 1: self.table.impression["likely_prefix"] + " ", 2: self.table.impression["possible_prefix"] + " "}

@@ -325,8 +325,11 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def lexical_scores(hypotheses: Sequence[str], references: Sequence[str], *, meteor: bool = True, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L (with a bootstrap 95 % interval), CIDEr, METEOR (Java) from pycocoevalcap."""
+def lexical_scores(
+    hypotheses: Sequence[str], references: Sequence[str], *, meteor: bool = True, n_boot: int = 1000, seed: int = 0, per_case: list[float] | None = None
+) -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L (with a bootstrap 95 % interval), CIDEr, METEOR (Java) from pycocoevalcap.
+    `per_case` (optional) receives each report's ROUGE-L, for paired comparisons."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -342,6 +345,8 @@ def lexical_scores(hypotheses: Sequence[str], references: Sequence[str], *, mete
     out["ROUGE-L"] = float(rouge)
     rng = np.random.default_rng(seed)
     each = np.asarray(rouge_each, dtype=float)
+    if per_case is not None:
+        per_case.extend(each.tolist())
     if len(each):
         boots = each[rng.integers(0, len(each), size=(n_boot, len(each)))].mean(1)
         out["ROUGE-L_low"], out["ROUGE-L_high"] = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
@@ -431,6 +436,7 @@ def evaluate_studies(
             texts[RETRIEVED].append((best.findings, best.impression) if best else ("", ""))
     references = [s.reference_labels for s in studies]
     systems: list[SystemResult] = []
+    rouge_each: dict[str, list[float]] = {}
     if model_states:
         states = [{c.observation: c.state for c in s.concepts} for s in studies]
         systems.append(SystemResult(MODEL, len(studies), clinical_scores(states, references)))
@@ -441,8 +447,19 @@ def evaluate_studies(
         result.grounding = {k: float(np.mean([f[k] for f in flags])) for k in flags[0]} if flags else {}
         if studies and studies[0].reference is not None:
             refs = [" ".join(s.reference) for s in studies]  # type: ignore[arg-type]
-            result.lexical = lexical_scores([" ".join(t) for t in outputs], refs, meteor=meteor)
+            rouge_each[name] = []
+            result.lexical = lexical_scores([" ".join(t) for t in outputs], refs, meteor=meteor, per_case=rouge_each[name])
         systems.append(result)
+    # Paired bootstrap of the ROUGE-L difference against the normal template (same studies).
+    if TEMPLATE in rouge_each and rouge_each[TEMPLATE]:
+        base = np.asarray(rouge_each[TEMPLATE])
+        boots = np.random.default_rng(0).integers(0, len(base), size=(1000, len(base)))
+        for s in systems:
+            if s.name in rouge_each and s.name != TEMPLATE:
+                diff = np.asarray(rouge_each[s.name]) - base
+                low, high = np.percentile(diff[boots].mean(1), [2.5, 97.5])
+                s.lexical.update({"ROUGE-L_minus_template": float(diff.mean()), "ROUGE-L_minus_template_low": float(low),
+                                  "ROUGE-L_minus_template_high": float(high)})  # fmt: skip
     notes = [] if not kb else [f"retrieval baseline: case store of {len(kb)} reports (other patients), top-1 by label agreement"]
     return Evaluation(set_name, mode, split, len(studies), systems, notes)
 
@@ -452,16 +469,16 @@ def evaluate_studies(
 
 def format_table(ev: Evaluation) -> str:
     lines = [f"== {ev.set_name} · mode {ev.mode} · split {ev.split} · {ev.studies} studies"]
-    head = f"{'system':<22}" + "".join(f"{'F1 ' + k:>16}" for k in OBSERVATION_SETS) + f"{'macroF1-14':>11}{'P-14':>7}{'R-14':>7}"
+    head = f"{'micro F1 [95% CI]':<22}" + "".join(f"{k:>19}" for k in OBSERVATION_SETS) + f"{'macro-14':>10}{'P-14':>7}{'R-14':>7}"
     lines.append(head)
     for s in ev.systems:
         row = f"{s.name:<22}"
         for k in OBSERVATION_SETS:
             m = s.clinical.micro.get(k)
-            row += f"{m['f1']:.3f} [{m['f1_low']:.2f},{m['f1_high']:.2f}]".rjust(16) if m else f"{'-':>16}"
+            row += f"{m['f1']:.3f} [{m['f1_low']:.2f},{m['f1_high']:.2f}]".rjust(19) if m else f"{'-':>19}"
         macro = s.clinical.macro.get("14", {}).get("f1")
         micro = s.clinical.micro.get("14", {})
-        row += f"{macro:>11.3f}" if macro is not None else f"{'-':>11}"
+        row += f"{macro:>10.3f}" if macro is not None else f"{'-':>10}"
         row += f"{micro.get('precision', float('nan')):>7.3f}{micro.get('recall', float('nan')):>7.3f}"
         lines.append(row)
     if any(s.lexical for s in ev.systems):
@@ -470,6 +487,9 @@ def format_table(ev: Evaluation) -> str:
         for s in ev.systems:
             if s.lexical:
                 ci = f"   [{s.lexical.get('ROUGE-L_low', float('nan')):.3f}, {s.lexical.get('ROUGE-L_high', float('nan')):.3f}]"
+                if "ROUGE-L_minus_template" in s.lexical:
+                    ci += (f"   vs template {s.lexical['ROUGE-L_minus_template']:+.4f} "
+                           f"[{s.lexical['ROUGE-L_minus_template_low']:+.4f}, {s.lexical['ROUGE-L_minus_template_high']:+.4f}] (paired)")  # fmt: skip
                 lines.append(f"{s.name:<22}" + "".join(f"{s.lexical[k]:>9.3f}" if k in s.lexical else f"{'-':>9}" for k in keys) + ci)
     if any(s.grounding for s in ev.systems):
         keys = list(next(s.grounding for s in ev.systems if s.grounding))
