@@ -226,11 +226,12 @@ def retrieve_top1(study: Study, kb: Sequence[KnowledgeCase], vectors: np.ndarray
     """The case store's best case for `study` by label agreement with its concepts (another patient's)."""
     if not kb or not study.concepts:
         return None
-    scores = score_fn(vectors, study.concepts)
+    scores = np.asarray(score_fn(vectors, study.concepts), dtype=float).copy()
+    scores[[i for i, case in enumerate(kb) if case.patient == study.patient]] = -np.inf  # never the study's own patient
     best = float(scores.max())
-    ties = [i for i in np.flatnonzero(scores >= best - 1e-9) if kb[i].patient != study.patient]
-    if not ties:
+    if not np.isfinite(best):
         return None
+    ties = np.flatnonzero(scores >= best - 1e-9)
     return kb[min(ties, key=lambda i: _stable_rank(study.key, kb[i].key))]
 
 
