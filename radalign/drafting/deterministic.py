@@ -108,7 +108,7 @@ class DeterministicDrafter:
     def section_sentences(self, section: SectionName, prediction: Prediction, borrowed: list[tuple[str, frozenset[Observation]]] = ()) -> list[str]:  # type: ignore[assignment]
         entries = self.table.in_section(section)
         bands = {p.observation: band_of(prediction, p.observation, self.table) for p in entries}
-        sentences = [p.sentence(bands[p.observation]) for p in entries if bands[p.observation] in ("present", "likely", "possible")]
+        sentences = [p.sentence(band) for p in entries if (band := bands[p.observation]) in ("present", "likely", "possible")]
         absent = {o for o, b in bands.items() if b == "absent"}
         if not absent:
             return [s for s in sentences if s]

@@ -38,6 +38,8 @@ import hashlib
 import io
 import json
 import logging
+import math
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -173,7 +175,7 @@ def nih_test_split(data_dir: Path) -> list[Any]:
 def _labels_of_record(record: Any) -> dict[Observation, Certainty | None]:
     out: dict[Observation, Certainty | None] = {}
     for o, value in zip(Observation, record.labels.tolist(), strict=True):
-        out[o] = None if value != value else Certainty.PRESENT if value == 1 else Certainty.UNCERTAIN if value == -1 else Certainty.ABSENT
+        out[o] = None if math.isnan(value) else Certainty.PRESENT if value == 1 else Certainty.UNCERTAIN if value == -1 else Certainty.ABSENT
     return out
 
 
@@ -314,7 +316,7 @@ def clinical_scores(
     return out
 
 
-_TOKEN = __import__("re").compile(r"[a-z0-9]+")
+_TOKEN = re.compile(r"[a-z0-9]+")
 
 
 def tokens(text: str) -> str:
@@ -452,7 +454,7 @@ def evaluate_studies(
             result.lexical = lexical_scores([" ".join(t) for t in outputs], refs, meteor=meteor, per_case=rouge_each[name])
         systems.append(result)
     # Paired bootstrap of the ROUGE-L difference against the normal template (same studies).
-    if TEMPLATE in rouge_each and rouge_each[TEMPLATE]:
+    if rouge_each.get(TEMPLATE):
         base = np.asarray(rouge_each[TEMPLATE])
         boots = np.random.default_rng(0).integers(0, len(base), size=(1000, len(base)))
         for s in systems:

@@ -146,7 +146,7 @@ def structured_draft_text(context: DraftContext) -> str:
     from radalign.drafting.phrases import load_phrase_table
 
     draft = DeterministicDrafter().draft(context)
-    titles = dict(load_phrase_table().sections)
+    titles: dict[str, str] = dict(load_phrase_table().sections)
     lines = [f"{titles.get(name, name)}: {' '.join(sentences)}" for name, sentences in draft.sections] or [f"FINDINGS: {draft.findings}"]
     return "\n".join([*lines, f"IMPRESSION: {draft.impression}"])
 

@@ -12,7 +12,13 @@ from radalign.drafting.prompt import DraftContext
 from radalign.drafting.sanitise import check_sentence
 from radalign.drafting.text import split_sentences
 from radalign.labeler import label_sections
-from schemas.events import CasesRetrieved, Certainty, ConceptScore, Observation, OutOfDistribution
+from schemas.events import (
+    CasesRetrieved,
+    Certainty,
+    ConceptScore,
+    Observation,
+    OutOfDistribution,
+)
 
 TABLE = load_phrase_table()
 ALL_ABSENT = {o: Certainty.ABSENT for o in Observation} | {Observation.NO_FINDING: Certainty.PRESENT}

@@ -10,7 +10,13 @@ from radalign.drafting.concepts import Prediction
 from radalign.drafting.guard import DraftGuard, check_draft
 from radalign.drafting.labels import default_labeler
 from radalign.drafting.prompt import DraftContext
-from schemas.events import CasesRetrieved, Certainty, GuardVerdict, Observation, OutOfDistribution
+from schemas.events import (
+    CasesRetrieved,
+    Certainty,
+    GuardVerdict,
+    Observation,
+    OutOfDistribution,
+)
 from services.drafting.core import DraftingCore
 
 LABELS = {Observation.NO_FINDING: Certainty.ABSENT, Observation.LUNG_OPACITY: Certainty.PRESENT, Observation.PNEUMONIA: Certainty.PRESENT}
@@ -54,8 +60,12 @@ async def test_llm_draft_with_an_unsupported_side_falls_back_to_the_structured_d
 async def test_ood_study_goes_to_review_with_no_claim():
     event = make_event(LABELS, [("c1", "The lungs are clear.", "No acute disease.")])
     event = CasesRetrieved.model_validate(
-        {**event.model_dump(), "concepts": [], "not_assessed": [o.value for o in Observation],
-         "ood": OutOfDistribution(reason="far_from_training_data", score=3.2, threshold=2.0).model_dump()}  # fmt: skip
+        {
+            **event.model_dump(),
+            "concepts": [],
+            "not_assessed": [o.value for o in Observation],
+            "ood": OutOfDistribution(reason="far_from_training_data", score=3.2, threshold=2.0).model_dump(),
+        }
     )
     report = await DraftingCore(Settings(), None).draft(event)
     assert report.needs_review and report.ood is not None and report.sections == []
