@@ -506,6 +506,10 @@ def format_table(ev: Evaluation) -> str:
     return "\n".join(lines)
 
 
+#: One colour per system in every panel.
+_COLOURS = {DRAFT: "tab:blue", TEMPLATE: "tab:orange", RETRIEVED: "tab:green", MODEL: "tab:gray"}
+
+
 def plot(evaluations: Sequence[Evaluation], out_png: Path) -> Path:
     import matplotlib
 
@@ -514,9 +518,9 @@ def plot(evaluations: Sequence[Evaluation], out_png: Path) -> Path:
 
     panels = []
     for ev in evaluations:
-        metrics = ["F1 14", "F1 5"] + (["BLEU-4", "ROUGE-L", "CIDEr/10"] if any(s.lexical for s in ev.systems) else [])
+        metrics = ["F1 14", "F1 13 (no NF)", "F1 5", "F1 5+NF"] + (["BLEU-4", "ROUGE-L", "METEOR"] if any(s.lexical for s in ev.systems) else [])
         panels.append((ev, metrics))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
     for ax, (ev, metrics) in zip(axes[0], panels, strict=True):
         width = 0.8 / max(1, len(ev.systems))
         for k, s in enumerate(ev.systems):
@@ -524,12 +528,10 @@ def plot(evaluations: Sequence[Evaluation], out_png: Path) -> Path:
             for m in metrics:
                 if m.startswith("F1 "):
                     values.append(s.clinical.micro.get(m[3:], {}).get("f1", 0.0))
-                elif m == "CIDEr/10":
-                    values.append(s.lexical.get("CIDEr", 0.0) / 10)
                 else:
                     values.append(s.lexical.get(m, 0.0))
-            ax.bar(np.arange(len(metrics)) + k * width, values, width, label=s.name)
-        ax.set_xticks(np.arange(len(metrics)) + width * (len(ev.systems) - 1) / 2, metrics)
+            ax.bar(np.arange(len(metrics)) + k * width, values, width, label=s.name, color=_COLOURS.get(s.name))
+        ax.set_xticks(np.arange(len(metrics)) + width * (len(ev.systems) - 1) / 2, metrics, fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(f"{ev.set_name} · {ev.mode} · {ev.studies} studies", fontsize=9)
         ax.legend(fontsize=7)
