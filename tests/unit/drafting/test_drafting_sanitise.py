@@ -46,3 +46,8 @@ def test_sanitise_keeps_only_safe_sentences_and_allowed_words_pass():
     text = "Heart size is normal. Left basilar opacity, unchanged. No pneumothorax. Right PICC tip in the SVC."
     assert sanitise(text) == "Heart size is normal. No pneumothorax."
     assert unsafe_words("Left effusion.", allowed={"left"}) == []
+
+
+@pytest.mark.parametrize("sentence", ["Air in the transverse colon.", "The liver is enlarged.", "Bowel gas pattern is normal."])
+def test_other_body_parts_are_off_topic(sentence):
+    assert "off_topic" in {r for r, _ in check_sentence(sentence).reasons}
