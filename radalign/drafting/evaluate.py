@@ -189,20 +189,33 @@ def nih_studies_oracle(records: Sequence[Any]) -> list[Study]:
 
 
 def nih_studies_predicted(records: Sequence[Any], checkpoint: Path | None = None) -> tuple[list[Study], str]:
-    """Concepts from the concept model on the films: its states at its thresholds, only for the
-    observations it is validated to assess. Returns (studies, model version)."""
+    """Concepts from the concept model on the films, exactly as the concept stage scores them:
+    with a gated checkpoint (calibrated probabilities, operating points, assessed set, OOD
+    threshold) through the stage's own `gated_scores`; with an older one, its thresholds and the
+    observations it learnt. Returns (studies, model version)."""
     import torch
 
+    from radalign.concepts import evaluate as concept_eval
     from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from radalign.concepts.evaluate import predict_records
     from radalign.concepts.scoring import to_concept_scores
 
     path = Path(checkpoint or DEFAULT_CHECKPOINT)
     ckpt = load_checkpoint(path)
-    supported = getattr(ckpt.head, "supported", None)
-    assessed = {o for o, ok in zip(Observation, (supported.tolist() if isinstance(supported, torch.Tensor) else [True] * 14), strict=True) if ok}
-    probabilities, _ = predict_records(path, list(records), Path(".radalign/cache/concepts"))
+    gate = getattr(ckpt, "gate", None)
+    cache = Path(".radalign/cache/concepts")
     studies = []
+    if gate is not None and hasattr(concept_eval, "predict_full"):
+        from services.concepts.core import gated_scores
+
+        probabilities, _, ood_scores = concept_eval.predict_full(path, list(records), cache)
+        for r, p, o in zip(records, probabilities, ood_scores, strict=True):
+            concepts, _not_assessed, ood = gated_scores(p, gate, ood_score=float(o))
+            studies.append(Study(Path(r.image).stem, f"nih:{r.patient_id}", _labels_of_record(r), tuple(concepts), ood=ood))
+        return studies, ckpt.version
+    supported = getattr(ckpt.head, "supported", None)
+    learnt = supported.tolist() if isinstance(supported, torch.Tensor) else [True] * len(Observation)
+    assessed = {o for o, ok in zip(Observation, learnt, strict=True) if ok}
+    probabilities, _ = concept_eval.predict_records(path, list(records), cache)
     for r, p in zip(records, probabilities, strict=True):
         concepts = tuple(c for c in to_concept_scores(p) if c.observation in assessed)
         studies.append(Study(Path(r.image).stem, f"nih:{r.patient_id}", _labels_of_record(r), concepts))
@@ -569,7 +582,9 @@ def run(
             studies, version = nih_studies_predicted(records)
             ev = evaluate_studies(studies, set_name="nih-cxr800", mode="predicted", split="test", kb=kb, labeler=labeler, drafter=drafter,
                                   model_states=True, progress=progress)  # fmt: skip
-            ev.notes.append(f"concept model {version}; assessed: {', '.join(sorted({c.observation.value for s in studies for c in s.concepts})) or 'none'}")
+            assessed = sorted({c.observation.value for s in studies for c in s.concepts})
+            ood = sum(s.ood is not None for s in studies)
+            ev.notes.append(f"concept model {version}; assessed: {', '.join(assessed) or 'none'}; OOD (abstained): {ood}/{len(studies)}")
             evaluations.append(ev)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"phrase_table": load_phrase_table().version, "borrow_normal_phrasing": borrow_normal_phrasing,
