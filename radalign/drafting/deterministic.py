@@ -142,6 +142,10 @@ class DeterministicDrafter:
         if ranked:
             prefix = {0: "", 1: self.table.impression["likely_prefix"] + " ", 2: self.table.impression["possible_prefix"] + " "}
             return " ".join(_sentence_case(prefix[rank] + p.impression) + "." for rank, _, p in ranked)
+        if prediction.states.get(Observation.NO_FINDING) in (Certainty.ABSENT, Certainty.UNCERTAIN):
+            # The model does not call the study normal, yet states no specific finding: say so
+            # rather than write a normal impression it does not support.
+            return self.table.impression["not_normal_unspecified"]
         everything = all(prediction.assessed(o) for o in self.table.observations if o is not Observation.SUPPORT_DEVICES)
         return self.table.impression["normal" if everything else "normal_partial"]
 

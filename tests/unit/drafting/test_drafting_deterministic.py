@@ -108,3 +108,10 @@ def test_borrowed_normal_phrasing_is_sanitised_and_agrees():
     assert "within normal limits" not in result.findings  # the heart group is covered by the borrowed sentence
     # without borrowing (the default) the phrase table alone speaks
     assert "Heart size is normal." not in draft(ALL_ABSENT, cases).findings
+
+
+def test_a_study_the_model_does_not_call_normal_gets_no_normal_impression():
+    labels = {Observation.NO_FINDING: Certainty.ABSENT, Observation.LUNG_OPACITY: Certainty.ABSENT, Observation.PNEUMONIA: Certainty.ABSENT}
+    result = draft(labels)
+    assert result.impression == TABLE.impression["not_normal_unspecified"]
+    assert "no acute" not in result.impression.lower()
