@@ -79,3 +79,34 @@ async def test_report_carries_sections_footer_and_phrase_table_version():
     assert [s.name for s in report.sections] == ["lungs"] and not report.needs_review
     assert report.phrase_table_version == "phrases-v1" and "cardiomegaly" in (report.footer or "")
     assert Observation.CARDIOMEGALY in report.not_assessed and Observation.PNEUMONIA not in report.not_assessed
+
+
+def test_every_structured_draft_passes_the_guard():
+    """Random assessed sets, states and calibrated probabilities: the structured draft always
+    says exactly what the concepts support (the guard finds nothing), and its labels agree."""
+    import random
+
+    from radalign.drafting.deterministic import DeterministicDrafter
+    from schemas.events import ConceptScore
+
+    rng = random.Random(5)
+    drafter, labeler = DeterministicDrafter(), default_labeler()
+    for _ in range(300):
+        concepts = []
+        for o in Observation:
+            if rng.random() < 0.3:
+                continue  # not assessed
+            lo = rng.uniform(0.1, 0.4)
+            hi = rng.uniform(lo + 0.1, 0.9)
+            p = rng.random()
+            state = Certainty.PRESENT if p >= hi else Certainty.ABSENT if p < lo else Certainty.UNCERTAIN
+            concepts.append(ConceptScore(observation=o, probability=p, state=state, present_threshold=hi, absent_threshold=lo))
+        prediction = Prediction.from_scores(concepts)
+        context = DraftContext(prediction, (), "PA")
+        result = drafter.draft(context)
+        check = check_draft(result.findings, result.impression, prediction, labeler)
+        assert check.ok, (check.describe(), result)
+        read = labeler.sections(result.findings, result.impression)
+        for c in concepts:
+            if c.observation is not Observation.NO_FINDING and c.state is not Certainty.ABSENT:
+                assert read.get(c.observation) is c.state, (c, result)
