@@ -36,7 +36,8 @@ def test_patient_specific_sentences_are_refused_with_their_reason(sentence, reas
 @pytest.mark.parametrize(
     "sentence",
     ["The lungs are clear.", "Heart size is normal.", "No pneumothorax or pleural effusion.", "No acute bony abnormality.",
-     "The cardiomediastinal silhouette is within normal limits.", "There is pulmonary edema.", "Support hardware is in place."],
+     "The cardiomediastinal silhouette is within normal limits.", "There is pulmonary edema.", "Support hardware is in place.",
+     "Heart size is at the upper limits of normal.", "PA and lateral views of the chest were obtained."],
 )
 def test_general_statements_pass(sentence):
     assert check_sentence(sentence).ok, check_sentence(sentence).reasons
