@@ -108,8 +108,8 @@ async def bench_backend(name: str, backend: DraftBackend | None, events: list[Ca
         report = await core.draft(event)
         verdicts[report.guard.verdict.value] += 1
         drafters[report.drafter] += 1
-        if report.guard.changes:
-            reasons[report.guard.changes[0].split(";")[0][:60]] += 1
+        for reason in sorted({r.reason for r in report.guard.rejections}):
+            reasons[reason] += 1  # drafts the guard rejected, by reason
     core_elapsed = time.perf_counter() - core_started
     return {
         "backend": name, "n": len(events),
@@ -163,7 +163,7 @@ async def main() -> None:
               f"mean tokens prompt {r['prompt_tokens']:.0f} / completion {r['completion_tokens']:.0f}, "
               f"guard = {100 * r['guard_p50_ms'] / r['gen_p50_ms']:.2g} % of a median generation")
         if r["reasons"]:
-            print(f"  first guard action: {r['reasons']}")
+            print(f"  drafts rejected by the guard, by reason: {r['reasons']}")
     print("tok/s: completion tokens over generation time including prompt evaluation (one request at a time).")
 
 

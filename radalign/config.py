@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     llm_model_path: str = Field(default="", description="GGUF for llama-cpp; empty: Gemma-3-270M from its package")
 
     # Drafting
-    drafting_prompt_version: str = "draft-v1"
+    drafting_prompt_version: str = "draft-v2"
     drafting_max_cases: int = 3
     drafting_critical: str = Field(default="Pneumothorax", description="comma-separated observations that route a report to review")
     drafting_omit_threshold: float = Field(default=0.0, description="predicted-present findings below this probability may be omitted")

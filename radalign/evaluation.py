@@ -30,6 +30,9 @@ def eval_reports(
 
     if split not in ("heldout", "dev"):
         raise typer.BadParameter("split must be heldout or dev")
+    unknown = sorted(set(sets or ()) - {"iu", "nih-cxr800"}) + sorted(set(mode or ()) - {"oracle", "predicted", "labels-only"})
+    if unknown:
+        raise typer.BadParameter(f"unknown set or mode: {', '.join(unknown)} (sets: iu, nih-cxr800; modes: oracle, predicted, labels-only)")
     evaluations = run(
         sets or ["iu", "nih-cxr800"], modes=mode or ["oracle", "predicted", "labels-only"], split=split, data_dir=Path(data_dir),
         out_dir=Path(out), limit=limit, meteor=meteor, borrow_normal_phrasing=borrow_normal_phrasing,

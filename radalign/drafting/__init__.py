@@ -4,7 +4,10 @@ and the report outputs (FHIR DiagnosticReport, DICOM Basic Text SR, reports stor
 Public API:
 - `build_prompt(context, version=, form=, ...) -> DraftPrompt`, `DraftContext.from_event(event)`
 - `DraftBackend` protocol; `OpenAICompatibleBackend`, `LlamaCppBackend`, `DeterministicDrafter`
-- `DraftGuard(labeler).run(context, backend) -> GuardedDraft`, `check_draft(...)`
+- `DraftGuard(labeler).run(context, backend) -> GuardedDraft`, `check_draft(...)` (rejections by reason)
+- `DeterministicDrafter` writes the structured draft from the phrase table (`phrases.load_phrase_table`);
+  `sanitise.sanitise(text)` keeps only what may travel from another patient's report
+- `evaluate.run(...)`: `radalign eval reports` (drafts vs references beside the baselines)
 - `ReportStore(pool)`, `StudyIdentity`, `Reidentifier`, `PostgresReidentifier`
 - `diagnostic_report(...)` (fhir), `basic_text_sr(...)` (sr)
 Imports below are light (no torch); FHIR/SR modules load on first use.

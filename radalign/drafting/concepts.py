@@ -1,5 +1,6 @@
-"""What the drafter says about each observation: diagnostic criteria for the prompt and the
-plain report sentences the deterministic drafter falls back on.
+"""What the drafter knows about each observation: diagnostic criteria for the prompt, plain
+names, and the prediction as the guard and the drafter compare it (the report wording itself is
+the phrase table, `radalign.drafting.phrases`).
 
 Criteria come from the versioned concepts file (`radalign/concepts/concepts.v1.json`) when it
 loads; the short fallback below keeps drafting alive if that file is absent or invalid.
@@ -32,49 +33,6 @@ _FALLBACK_CRITERIA: dict[Observation, tuple[str, ...]] = {
     Observation.FRACTURE: ("cortical break or deformity of a rib, clavicle or spine",),
     Observation.SUPPORT_DEVICES: ("lines, tubes, pacemaker or other hardware",),
 }
-
-# Report sentences of the deterministic drafter, written the way radiologists phrase them so the
-# rule-based labeler reads them back with the intended certainty (checked by the unit tests).
-POSITIVE_SENTENCES: dict[Observation, str] = {
-    Observation.ENLARGED_CARDIOMEDIASTINUM: "The mediastinal contour is widened.",
-    Observation.CARDIOMEGALY: "The heart is enlarged, consistent with cardiomegaly.",
-    Observation.LUNG_OPACITY: "There is an airspace opacity in the lungs.",
-    Observation.LUNG_LESION: "There is a pulmonary nodule.",
-    Observation.EDEMA: "There is pulmonary edema.",
-    Observation.CONSOLIDATION: "There is focal consolidation.",
-    Observation.PNEUMONIA: "The findings are consistent with pneumonia.",
-    Observation.ATELECTASIS: "There is atelectasis.",
-    Observation.PNEUMOTHORAX: "There is a pneumothorax.",
-    Observation.PLEURAL_EFFUSION: "There is a pleural effusion.",
-    Observation.PLEURAL_OTHER: "There is pleural thickening.",
-    Observation.FRACTURE: "There is a rib fracture.",
-    Observation.SUPPORT_DEVICES: "Support hardware is in place.",
-}
-UNCERTAIN_SENTENCES: dict[Observation, str] = {
-    Observation.ENLARGED_CARDIOMEDIASTINUM: "Possible widening of the mediastinum.",
-    Observation.CARDIOMEGALY: "The heart may be mildly enlarged.",
-    Observation.LUNG_OPACITY: "There is a possible opacity in the lungs.",
-    Observation.LUNG_LESION: "There is a possible pulmonary nodule.",
-    Observation.EDEMA: "Possible mild pulmonary edema.",
-    Observation.CONSOLIDATION: "Possible focal consolidation.",
-    Observation.PNEUMONIA: "Possible pneumonia.",
-    Observation.ATELECTASIS: "Possible atelectasis.",
-    Observation.PNEUMOTHORAX: "Possible small pneumothorax.",
-    Observation.PLEURAL_EFFUSION: "Possible small pleural effusion.",
-    Observation.PLEURAL_OTHER: "Possible pleural thickening.",
-    Observation.FRACTURE: "Possible rib fracture.",
-    Observation.SUPPORT_DEVICES: "Possible medical hardware.",
-}
-#: Normal statements a chest report makes by default when the observation is predicted absent.
-NORMAL_SENTENCES: dict[Observation, str] = {
-    Observation.CARDIOMEGALY: "The heart size is normal.",
-    Observation.ENLARGED_CARDIOMEDIASTINUM: "The mediastinal contours are normal.",
-    Observation.CONSOLIDATION: "There is no focal consolidation.",
-    Observation.PNEUMOTHORAX: "There is no pneumothorax.",
-    Observation.PLEURAL_EFFUSION: "There is no pleural effusion.",
-    Observation.EDEMA: "There is no pulmonary edema.",
-}
-NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
 
 #: Plain names for prompts and impressions.
 NAMES: dict[Observation, str] = {o: o.value.lower() for o in Observation}

@@ -108,7 +108,7 @@ class DeterministicDrafter:
     def section_sentences(self, section: SectionName, prediction: Prediction, borrowed: list[tuple[str, frozenset[Observation]]] = ()) -> list[str]:  # type: ignore[assignment]
         entries = self.table.in_section(section)
         bands = {p.observation: band_of(prediction, p.observation, self.table) for p in entries}
-        sentences = [p.sentence(bands[p.observation]) for p in entries if bands[p.observation] in ("present", "likely", "possible")]
+        sentences = [p.sentence(band) for p in entries if (band := bands[p.observation]) in ("present", "likely", "possible")]
         absent = {o for o, b in bands.items() if b == "absent"}
         if not absent:
             return [s for s in sentences if s]
@@ -137,11 +137,15 @@ class DeterministicDrafter:
                 for o, p in self.table.observations.items()
                 if o is not Observation.SUPPORT_DEVICES and (band := band_of(prediction, o, self.table)) in ("present", "likely", "possible")
             ),
-            key=lambda item: (item[1], item[0]),
+            key=lambda item: (item[0], item[1]),  # stated findings first, each band most important first
         )
         if ranked:
             prefix = {0: "", 1: self.table.impression["likely_prefix"] + " ", 2: self.table.impression["possible_prefix"] + " "}
             return " ".join(_sentence_case(prefix[rank] + p.impression) + "." for rank, _, p in ranked)
+        if prediction.states.get(Observation.NO_FINDING) in (Certainty.ABSENT, Certainty.UNCERTAIN):
+            # The model does not call the study normal, yet states no specific finding: say so
+            # rather than write a normal impression it does not support.
+            return self.table.impression["not_normal_unspecified"]
         everything = all(prediction.assessed(o) for o in self.table.observations if o is not Observation.SUPPORT_DEVICES)
         return self.table.impression["normal" if everything else "normal_partial"]
 

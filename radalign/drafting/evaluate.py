@@ -38,6 +38,8 @@ import hashlib
 import io
 import json
 import logging
+import math
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -173,7 +175,7 @@ def nih_test_split(data_dir: Path) -> list[Any]:
 def _labels_of_record(record: Any) -> dict[Observation, Certainty | None]:
     out: dict[Observation, Certainty | None] = {}
     for o, value in zip(Observation, record.labels.tolist(), strict=True):
-        out[o] = None if value != value else Certainty.PRESENT if value == 1 else Certainty.UNCERTAIN if value == -1 else Certainty.ABSENT
+        out[o] = None if math.isnan(value) else Certainty.PRESENT if value == 1 else Certainty.UNCERTAIN if value == -1 else Certainty.ABSENT
     return out
 
 
@@ -187,20 +189,33 @@ def nih_studies_oracle(records: Sequence[Any]) -> list[Study]:
 
 
 def nih_studies_predicted(records: Sequence[Any], checkpoint: Path | None = None) -> tuple[list[Study], str]:
-    """Concepts from the concept model on the films: its states at its thresholds, only for the
-    observations it is validated to assess. Returns (studies, model version)."""
+    """Concepts from the concept model on the films, exactly as the concept stage scores them:
+    with a gated checkpoint (calibrated probabilities, operating points, assessed set, OOD
+    threshold) through the stage's own `gated_scores`; with an older one, its thresholds and the
+    observations it learnt. Returns (studies, model version)."""
     import torch
 
+    from radalign.concepts import evaluate as concept_eval
     from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from radalign.concepts.evaluate import predict_records
     from radalign.concepts.scoring import to_concept_scores
 
     path = Path(checkpoint or DEFAULT_CHECKPOINT)
     ckpt = load_checkpoint(path)
-    supported = getattr(ckpt.head, "supported", None)
-    assessed = {o for o, ok in zip(Observation, (supported.tolist() if isinstance(supported, torch.Tensor) else [True] * 14), strict=True) if ok}
-    probabilities, _ = predict_records(path, list(records), Path(".radalign/cache/concepts"))
+    gate = getattr(ckpt, "gate", None)
+    cache = Path(".radalign/cache/concepts")
     studies = []
+    if gate is not None and hasattr(concept_eval, "predict_full"):
+        from radalign.concepts.inference import gated_scores
+
+        probabilities, _, ood_scores = concept_eval.predict_full(path, list(records), cache)
+        for r, p, o in zip(records, probabilities, ood_scores, strict=True):
+            concepts, _not_assessed, ood = gated_scores(p, gate, ood_score=float(o))
+            studies.append(Study(Path(r.image).stem, f"nih:{r.patient_id}", _labels_of_record(r), tuple(concepts), ood=ood))
+        return studies, ckpt.version
+    supported = getattr(ckpt.head, "supported", None)
+    learnt = supported.tolist() if isinstance(supported, torch.Tensor) else [True] * len(Observation)
+    assessed = {o for o, ok in zip(Observation, learnt, strict=True) if ok}
+    probabilities, _ = concept_eval.predict_records(path, list(records), cache)
     for r, p in zip(records, probabilities, strict=True):
         concepts = tuple(c for c in to_concept_scores(p) if c.observation in assessed)
         studies.append(Study(Path(r.image).stem, f"nih:{r.patient_id}", _labels_of_record(r), concepts))
@@ -226,11 +241,12 @@ def retrieve_top1(study: Study, kb: Sequence[KnowledgeCase], vectors: np.ndarray
     """The case store's best case for `study` by label agreement with its concepts (another patient's)."""
     if not kb or not study.concepts:
         return None
-    scores = score_fn(vectors, study.concepts)
+    scores = np.asarray(score_fn(vectors, study.concepts), dtype=float).copy()
+    scores[[i for i, case in enumerate(kb) if case.patient == study.patient]] = -np.inf  # never the study's own patient
     best = float(scores.max())
-    ties = [i for i in np.flatnonzero(scores >= best - 1e-9) if kb[i].patient != study.patient]
-    if not ties:
+    if not np.isfinite(best):
         return None
+    ties = np.flatnonzero(scores >= best - 1e-9)
     return kb[min(ties, key=lambda i: _stable_rank(study.key, kb[i].key))]
 
 
@@ -313,7 +329,7 @@ def clinical_scores(
     return out
 
 
-_TOKEN = __import__("re").compile(r"[a-z0-9]+")
+_TOKEN = re.compile(r"[a-z0-9]+")
 
 
 def tokens(text: str) -> str:
@@ -325,8 +341,11 @@ def java_available() -> bool:
     return shutil.which("java") is not None
 
 
-def lexical_scores(hypotheses: Sequence[str], references: Sequence[str], *, meteor: bool = True, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """BLEU-1..4, ROUGE-L (with a bootstrap 95 % interval), CIDEr, METEOR (Java) from pycocoevalcap."""
+def lexical_scores(
+    hypotheses: Sequence[str], references: Sequence[str], *, meteor: bool = True, n_boot: int = 1000, seed: int = 0, per_case: list[float] | None = None
+) -> dict[str, float]:
+    """BLEU-1..4, ROUGE-L (with a bootstrap 95 % interval), CIDEr, METEOR (Java) from pycocoevalcap.
+    `per_case` (optional) receives each report's ROUGE-L, for paired comparisons."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
@@ -342,6 +361,8 @@ def lexical_scores(hypotheses: Sequence[str], references: Sequence[str], *, mete
     out["ROUGE-L"] = float(rouge)
     rng = np.random.default_rng(seed)
     each = np.asarray(rouge_each, dtype=float)
+    if per_case is not None:
+        per_case.extend(each.tolist())
     if len(each):
         boots = each[rng.integers(0, len(each), size=(n_boot, len(each)))].mean(1)
         out["ROUGE-L_low"], out["ROUGE-L_high"] = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
@@ -431,6 +452,7 @@ def evaluate_studies(
             texts[RETRIEVED].append((best.findings, best.impression) if best else ("", ""))
     references = [s.reference_labels for s in studies]
     systems: list[SystemResult] = []
+    rouge_each: dict[str, list[float]] = {}
     if model_states:
         states = [{c.observation: c.state for c in s.concepts} for s in studies]
         systems.append(SystemResult(MODEL, len(studies), clinical_scores(states, references)))
@@ -441,8 +463,19 @@ def evaluate_studies(
         result.grounding = {k: float(np.mean([f[k] for f in flags])) for k in flags[0]} if flags else {}
         if studies and studies[0].reference is not None:
             refs = [" ".join(s.reference) for s in studies]  # type: ignore[arg-type]
-            result.lexical = lexical_scores([" ".join(t) for t in outputs], refs, meteor=meteor)
+            rouge_each[name] = []
+            result.lexical = lexical_scores([" ".join(t) for t in outputs], refs, meteor=meteor, per_case=rouge_each[name])
         systems.append(result)
+    # Paired bootstrap of the ROUGE-L difference against the normal template (same studies).
+    if rouge_each.get(TEMPLATE):
+        base = np.asarray(rouge_each[TEMPLATE])
+        boots = np.random.default_rng(0).integers(0, len(base), size=(1000, len(base)))
+        for s in systems:
+            if s.name in rouge_each and s.name != TEMPLATE:
+                diff = np.asarray(rouge_each[s.name]) - base
+                low, high = np.percentile(diff[boots].mean(1), [2.5, 97.5])
+                s.lexical.update({"ROUGE-L_minus_template": float(diff.mean()), "ROUGE-L_minus_template_low": float(low),
+                                  "ROUGE-L_minus_template_high": float(high)})  # fmt: skip
     notes = [] if not kb else [f"retrieval baseline: case store of {len(kb)} reports (other patients), top-1 by label agreement"]
     return Evaluation(set_name, mode, split, len(studies), systems, notes)
 
@@ -452,16 +485,16 @@ def evaluate_studies(
 
 def format_table(ev: Evaluation) -> str:
     lines = [f"== {ev.set_name} · mode {ev.mode} · split {ev.split} · {ev.studies} studies"]
-    head = f"{'system':<22}" + "".join(f"{'F1 ' + k:>16}" for k in OBSERVATION_SETS) + f"{'macroF1-14':>11}{'P-14':>7}{'R-14':>7}"
+    head = f"{'micro F1 [95% CI]':<22}" + "".join(f"{k:>19}" for k in OBSERVATION_SETS) + f"{'macro-14':>10}{'P-14':>7}{'R-14':>7}"
     lines.append(head)
     for s in ev.systems:
         row = f"{s.name:<22}"
         for k in OBSERVATION_SETS:
             m = s.clinical.micro.get(k)
-            row += f"{m['f1']:.3f} [{m['f1_low']:.2f},{m['f1_high']:.2f}]".rjust(16) if m else f"{'-':>16}"
+            row += f"{m['f1']:.3f} [{m['f1_low']:.2f},{m['f1_high']:.2f}]".rjust(19) if m else f"{'-':>19}"
         macro = s.clinical.macro.get("14", {}).get("f1")
         micro = s.clinical.micro.get("14", {})
-        row += f"{macro:>11.3f}" if macro is not None else f"{'-':>11}"
+        row += f"{macro:>10.3f}" if macro is not None else f"{'-':>10}"
         row += f"{micro.get('precision', float('nan')):>7.3f}{micro.get('recall', float('nan')):>7.3f}"
         lines.append(row)
     if any(s.lexical for s in ev.systems):
@@ -470,6 +503,9 @@ def format_table(ev: Evaluation) -> str:
         for s in ev.systems:
             if s.lexical:
                 ci = f"   [{s.lexical.get('ROUGE-L_low', float('nan')):.3f}, {s.lexical.get('ROUGE-L_high', float('nan')):.3f}]"
+                if "ROUGE-L_minus_template" in s.lexical:
+                    ci += (f"   vs template {s.lexical['ROUGE-L_minus_template']:+.4f} "
+                           f"[{s.lexical['ROUGE-L_minus_template_low']:+.4f}, {s.lexical['ROUGE-L_minus_template_high']:+.4f}] (paired)")  # fmt: skip
                 lines.append(f"{s.name:<22}" + "".join(f"{s.lexical[k]:>9.3f}" if k in s.lexical else f"{'-':>9}" for k in keys) + ci)
     if any(s.grounding for s in ev.systems):
         keys = list(next(s.grounding for s in ev.systems if s.grounding))
@@ -483,6 +519,10 @@ def format_table(ev: Evaluation) -> str:
     return "\n".join(lines)
 
 
+#: One colour per system in every panel.
+_COLOURS = {DRAFT: "tab:blue", TEMPLATE: "tab:orange", RETRIEVED: "tab:green", MODEL: "tab:gray"}
+
+
 def plot(evaluations: Sequence[Evaluation], out_png: Path) -> Path:
     import matplotlib
 
@@ -491,9 +531,9 @@ def plot(evaluations: Sequence[Evaluation], out_png: Path) -> Path:
 
     panels = []
     for ev in evaluations:
-        metrics = ["F1 14", "F1 5"] + (["BLEU-4", "ROUGE-L", "CIDEr/10"] if any(s.lexical for s in ev.systems) else [])
+        metrics = ["F1 14", "F1 13 (no NF)", "F1 5", "F1 5+NF"] + (["BLEU-4", "ROUGE-L", "METEOR"] if any(s.lexical for s in ev.systems) else [])
         panels.append((ev, metrics))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
     for ax, (ev, metrics) in zip(axes[0], panels, strict=True):
         width = 0.8 / max(1, len(ev.systems))
         for k, s in enumerate(ev.systems):
@@ -501,12 +541,10 @@ def plot(evaluations: Sequence[Evaluation], out_png: Path) -> Path:
             for m in metrics:
                 if m.startswith("F1 "):
                     values.append(s.clinical.micro.get(m[3:], {}).get("f1", 0.0))
-                elif m == "CIDEr/10":
-                    values.append(s.lexical.get("CIDEr", 0.0) / 10)
                 else:
                     values.append(s.lexical.get(m, 0.0))
-            ax.bar(np.arange(len(metrics)) + k * width, values, width, label=s.name)
-        ax.set_xticks(np.arange(len(metrics)) + width * (len(ev.systems) - 1) / 2, metrics)
+            ax.bar(np.arange(len(metrics)) + k * width, values, width, label=s.name, color=_COLOURS.get(s.name))
+        ax.set_xticks(np.arange(len(metrics)) + width * (len(ev.systems) - 1) / 2, metrics, fontsize=7)
         ax.set_ylim(0, 1)
         ax.set_title(f"{ev.set_name} · {ev.mode} · {ev.studies} studies", fontsize=9)
         ax.legend(fontsize=7)
@@ -544,7 +582,9 @@ def run(
             studies, version = nih_studies_predicted(records)
             ev = evaluate_studies(studies, set_name="nih-cxr800", mode="predicted", split="test", kb=kb, labeler=labeler, drafter=drafter,
                                   model_states=True, progress=progress)  # fmt: skip
-            ev.notes.append(f"concept model {version}; assessed: {', '.join(sorted({c.observation.value for s in studies for c in s.concepts})) or 'none'}")
+            assessed = sorted({c.observation.value for s in studies for c in s.concepts})
+            ood = sum(s.ood is not None for s in studies)
+            ev.notes.append(f"concept model {version}; assessed: {', '.join(assessed) or 'none'}; OOD (abstained): {ood}/{len(studies)}")
             evaluations.append(ev)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"phrase_table": load_phrase_table().version, "borrow_normal_phrasing": borrow_normal_phrasing,

@@ -24,8 +24,9 @@ from radalign.drafting.labels import ReportLabeler
 from radalign.drafting.sanitise import sanitise
 from schemas.events import CasesRetrieved, Certainty, Observation, Priority, RetrievedCase
 
-PROMPT_VERSIONS = ("draft-v1",)
-DEFAULT_PROMPT_VERSION = "draft-v1"
+PROMPT_VERSIONS = ("draft-v1", "draft-v2")
+#: draft-v2: the LLM rewrites the structured draft (v1: drafted from the concepts and cases).
+DEFAULT_PROMPT_VERSION = "draft-v2"
 PromptForm = Literal["chat", "completion"]
 
 #: Structured output for endpoints that support `response_format: json_schema`.
@@ -139,6 +140,17 @@ def key_findings_text(states: dict[Observation, Certainty] | Prediction) -> str:
     return "; ".join(parts) if parts else "not stated"
 
 
+def structured_draft_text(context: DraftContext) -> str:
+    """The structured deterministic draft of the study, as the LLM is asked to rewrite it."""
+    from radalign.drafting.deterministic import DeterministicDrafter  # the drafter imports this module
+    from radalign.drafting.phrases import load_phrase_table
+
+    draft = DeterministicDrafter().draft(context)
+    titles: dict[str, str] = dict(load_phrase_table().sections)
+    lines = [f"{titles.get(name, name)}: {' '.join(sentences)}" for name, sentences in draft.sections] or [f"FINDINGS: {draft.findings}"]
+    return "\n".join([*lines, f"IMPRESSION: {draft.impression}"])
+
+
 def corrections_text(version: str, corrections: Sequence[str]) -> str:
     if not corrections:
         return ""
@@ -162,12 +174,13 @@ def build_prompt(
             f"Case {i} (similarity {case.similarity:.2f}):\nFINDINGS: {case.findings}\nIMPRESSION: {case.impression}"
             for i, case in enumerate(context.cases, 1)
         ) or "(no similar case retrieved)"
-        user = _template(version, "user").substitute(
-            study_context=context.study_context(),
-            concepts=concepts_text(context.prediction),
-            examples=examples,
-            corrections=fix,
-        )
+        fields = {"study_context": context.study_context(), "examples": examples, "corrections": fix}
+        if version == "draft-v1":
+            fields["concepts"] = concepts_text(context.prediction)
+        else:
+            fields["structured_draft"] = structured_draft_text(context)
+            fields["not_assessed"] = ", ".join(o.value.lower() for o in context.prediction.not_assessed if o is not Observation.NO_FINDING) or "none"
+        user = _template(version, "user").substitute(fields)
         messages = ({"role": "system", "content": _template(version, "system").template.strip()}, {"role": "user", "content": user})
         return DraftPrompt(
             version=version, form="chat", context=context, messages=messages, max_tokens=max_tokens,

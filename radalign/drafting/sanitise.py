@@ -31,10 +31,10 @@ PATTERNS: dict[str, re.Pattern[str]] = {
         r"contralateral", r"ipsilateral", r"dextro\w*", r"levo\w*", r"rt\.?", r"lt\.?",
     ),
     "location": _words(
-        r"(?:upper|middle|lower|mid)(?:\s+(?:lobes?|lung|zones?|fields?|thorax|chest))?", r"lobes?", r"lobar", r"lingula(?:r)?",
+        r"(?:upper|middle|lower|mid)(?!\s+limits?)(?:\s+(?:lobes?|lung|zones?|fields?|thorax|chest))?", r"lobes?", r"lobar", r"lingula(?:r)?",
         r"bases?", r"basilar", r"basal", r"basally", r"apex", r"apices", r"apical(?:ly)?", r"hil(?:ar|um|a)", r"perihilar",
         r"infrahilar", r"suprahilar", r"retrocardiac", r"paratracheal", r"subpleural", r"peripheral(?:ly)?", r"central(?:ly)?",
-        r"anterior(?:ly)?", r"posterior(?:ly)?", r"lateral(?:ly)?", r"medial(?:ly)?", r"superior(?:ly)?", r"inferior(?:ly)?",
+        r"anterior(?:ly)?", r"posterior(?:ly)?", r"lateral(?:ly)?(?!\s+(?:views?|radiographs?|projections?|films?))", r"medial(?:ly)?", r"superior(?:ly)?", r"inferior(?:ly)?",
         r"segments?", r"segmental", r"zones?", r"costophrenic", r"cardiophrenic", r"axilla(?:ry)?", r"fissures?",
         r"hemithorax", r"hemidiaphragms?", r"midlung", r"(?:anterior|posterior|lateral)\s+ribs?",
         r"(?:\d+(?:st|nd|rd|th)|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|eleventh|twelfth)\s+(?:anterior\s+|posterior\s+|lateral\s+)?ribs?",

@@ -97,7 +97,7 @@ def parse_sections(text: str, *, starts_in_findings: bool = False) -> tuple[str,
 #: only the 14 observations, so this is checked separately.
 _OFF_TOPIC = re.compile(
     r"\b(knees?|hips?|ankles?|feet|foot|wrists?|elbows?|pelvis|sacrum|sacroiliac|femurs?|femoral|tibias?|fibulas?|"
-    r"patellae?|skull|lumbar spine|"
+    r"patellae?|skull|lumbar spine|brain|bowel|colon|kidneys?|liver|gallbladder|bladder|uterus|appendix|"
     r"(?:previous|this|the) draft|instructions?|as an ai)\b",
     re.IGNORECASE,
 )

@@ -109,7 +109,7 @@ async def test_openai_backend_on_llama_cpp_server_completion_form(llama_server, 
             assert report.guard.verdict in set(GuardVerdict)
             if report.drafter == backend.name:  # the LLM's text was kept: it passed the guard
                 assert report.guard.verdict in (GuardVerdict.PASSED, GuardVerdict.REGENERATED)
-                assert report.prompt_version == "draft-v1"
+                assert report.prompt_version == settings.drafting_prompt_version == "draft-v2"
 
 
 async def test_openai_backend_on_llama_cpp_server_chat_form(llama_server, iu_events):

@@ -107,6 +107,14 @@ def test_one_study_flows_from_gateway_to_report(pipeline: Settings) -> None:
     assert 1 <= len(report.concepts) <= 14
     assert len({c.observation for c in report.concepts}) == len(report.concepts)
     assert report.findings.strip() and report.impression.strip()
+    # The structured draft: nothing claimed about what the model did not assess (the footer lists it).
+    from radalign.labeler import label_sections
+    from schemas.events import Certainty, Observation
+
+    assert set(report.not_assessed) == set(Observation) - {c.observation for c in report.concepts}
+    assert (report.sections or report.ood) and report.phrase_table_version == "phrases-v1"
+    read = label_sections(report.findings, report.impression)
+    assert not [o for o in report.not_assessed if o is not Observation.NO_FINDING and read.get(o) in (Certainty.PRESENT, Certainty.UNCERTAIN)]
     assert report.case_keys, "retrieval grounded the draft in historical cases"
     assert report.model_name == "concept_model" and report.model_version not in ("", "unknown")
     assert "IT-FLOW-1" not in report.model_dump_json(), "no identifier in the report event"

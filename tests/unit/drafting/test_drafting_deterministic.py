@@ -12,7 +12,13 @@ from radalign.drafting.prompt import DraftContext
 from radalign.drafting.sanitise import check_sentence
 from radalign.drafting.text import split_sentences
 from radalign.labeler import label_sections
-from schemas.events import CasesRetrieved, Certainty, ConceptScore, Observation, OutOfDistribution
+from schemas.events import (
+    CasesRetrieved,
+    Certainty,
+    ConceptScore,
+    Observation,
+    OutOfDistribution,
+)
 
 TABLE = load_phrase_table()
 ALL_ABSENT = {o: Certainty.ABSENT for o in Observation} | {Observation.NO_FINDING: Certainty.PRESENT}
@@ -25,7 +31,7 @@ def draft(labels, cases=(), **event):
 def test_normal_study_reads_in_order_and_says_normal():
     result = draft(ALL_ABSENT)
     assert [name for name, _ in result.sections] == ["heart_mediastinum", "lungs", "pleura", "bones_soft_tissues"]
-    assert result.findings.startswith("The heart is normal in size. The mediastinum is unremarkable. The lungs are clear.")
+    assert result.findings.startswith("The heart size and mediastinal contours are within normal limits. The lungs are clear.")
     assert result.impression == TABLE.impression["normal"] and result.footer is None
 
 
@@ -99,6 +105,13 @@ def test_borrowed_normal_phrasing_is_sanitised_and_agrees():
     assert "Heart size is normal." in result.findings  # agrees with the concepts and names no side: borrowed
     assert "bilaterally" not in result.findings and "right" not in result.findings.lower()
     assert "effusion" not in result.findings.lower().replace("no pneumothorax or pleural effusion", "")
-    assert "The heart is normal in size." not in result.findings  # covered by the borrowed sentence
+    assert "within normal limits" not in result.findings  # the heart group is covered by the borrowed sentence
     # without borrowing (the default) the phrase table alone speaks
     assert "Heart size is normal." not in draft(ALL_ABSENT, cases).findings
+
+
+def test_a_study_the_model_does_not_call_normal_gets_no_normal_impression():
+    labels = {Observation.NO_FINDING: Certainty.ABSENT, Observation.LUNG_OPACITY: Certainty.ABSENT, Observation.PNEUMONIA: Certainty.ABSENT}
+    result = draft(labels)
+    assert result.impression == TABLE.impression["not_normal_unspecified"]
+    assert "no acute" not in result.impression.lower()

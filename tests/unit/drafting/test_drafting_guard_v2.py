@@ -10,8 +10,8 @@ from radalign.drafting.concepts import Prediction
 from radalign.drafting.guard import DraftGuard, check_draft
 from radalign.drafting.labels import default_labeler
 from radalign.drafting.prompt import DraftContext
-from schemas.events import CasesRetrieved, Certainty, GuardVerdict, Observation, OutOfDistribution
 from radalign.drafting.core import DraftingCore
+from schemas.events import CasesRetrieved, Certainty, GuardVerdict, Observation, OutOfDistribution
 
 LABELS = {Observation.NO_FINDING: Certainty.ABSENT, Observation.LUNG_OPACITY: Certainty.PRESENT, Observation.PNEUMONIA: Certainty.PRESENT}
 
@@ -54,8 +54,12 @@ async def test_llm_draft_with_an_unsupported_side_falls_back_to_the_structured_d
 async def test_ood_study_goes_to_review_with_no_claim():
     event = make_event(LABELS, [("c1", "The lungs are clear.", "No acute disease.")])
     event = CasesRetrieved.model_validate(
-        {**event.model_dump(), "concepts": [], "not_assessed": [o.value for o in Observation],
-         "ood": OutOfDistribution(reason="far_from_training_data", score=3.2, threshold=2.0).model_dump()}  # fmt: skip
+        {
+            **event.model_dump(),
+            "concepts": [],
+            "not_assessed": [o.value for o in Observation],
+            "ood": OutOfDistribution(reason="far_from_training_data", score=3.2, threshold=2.0).model_dump(),
+        }
     )
     report = await DraftingCore(Settings(), None).draft(event)
     assert report.needs_review and report.ood is not None and report.sections == []
@@ -69,3 +73,34 @@ async def test_report_carries_sections_footer_and_phrase_table_version():
     assert [s.name for s in report.sections] == ["lungs"] and not report.needs_review
     assert report.phrase_table_version == "phrases-v1" and "cardiomegaly" in (report.footer or "")
     assert Observation.CARDIOMEGALY in report.not_assessed and Observation.PNEUMONIA not in report.not_assessed
+
+
+def test_every_structured_draft_passes_the_guard():
+    """Random assessed sets, states and calibrated probabilities: the structured draft always
+    says exactly what the concepts support (the guard finds nothing), and its labels agree."""
+    import random
+
+    from radalign.drafting.deterministic import DeterministicDrafter
+    from schemas.events import ConceptScore
+
+    rng = random.Random(5)
+    drafter, labeler = DeterministicDrafter(), default_labeler()
+    for _ in range(300):
+        concepts = []
+        for o in Observation:
+            if rng.random() < 0.3:
+                continue  # not assessed
+            lo = rng.uniform(0.1, 0.4)
+            hi = rng.uniform(lo + 0.1, 0.9)
+            p = rng.random()
+            state = Certainty.PRESENT if p >= hi else Certainty.ABSENT if p < lo else Certainty.UNCERTAIN
+            concepts.append(ConceptScore(observation=o, probability=p, state=state, present_threshold=hi, absent_threshold=lo))
+        prediction = Prediction.from_scores(concepts)
+        context = DraftContext(prediction, (), "PA")
+        result = drafter.draft(context)
+        check = check_draft(result.findings, result.impression, prediction, labeler)
+        assert check.ok, (check.describe(), result)
+        read = labeler.sections(result.findings, result.impression)
+        for c in concepts:
+            if c.observation is not Observation.NO_FINDING and c.state is not Certainty.ABSENT:
+                assert read.get(c.observation) is c.state, (c, result)

@@ -42,7 +42,7 @@ def test_absent_groups_claim_nothing_outside_the_group(group):
 
 
 def test_impression_and_footer_wording_claims_nothing():
-    for key in ("normal", "normal_partial", "ood_impression"):
+    for key in ("normal", "normal_partial", "not_normal_unspecified", "ood_impression"):
         assert _read(TABLE.impression[key]) == {}, key
     for reason in TABLE.ood_reasons.values():
         text = TABLE.impression["ood_findings"].format(reason=reason)

@@ -18,7 +18,7 @@ CASES = [
 
 def test_chat_prompt_holds_concepts_criteria_and_examples_without_priors_or_identifiers():
     event = make_event(LABELS, CASES)
-    prompt = build_prompt(DraftContext.from_event(event), form="chat")
+    prompt = build_prompt(DraftContext.from_event(event), form="chat", version="draft-v1")
     assert prompt.version == "draft-v1" and prompt.form == "chat" and prompt.json_schema is not None
     system, user = prompt.messages[0]["content"], prompt.messages[1]["content"]
     assert "FINDINGS:" in system and "IMPRESSION:" in system
@@ -71,3 +71,16 @@ def test_examples_from_real_iu_reports_carry_no_prior_comparison(labelled_iu):
         for case in context.cases:
             for sentence in (case.findings + " " + case.impression).split(". "):
                 assert not mentions_prior(sentence)
+
+
+def test_v2_chat_prompt_asks_to_rewrite_the_structured_draft_and_names_what_was_not_assessed():
+    event = make_event(LABELS, CASES + [("iu-c", "Right lower lobe opacity. Heart size is normal.", "Right lower lobe pneumonia.")])
+    prompt = build_prompt(DraftContext.from_event(event), form="chat")
+    assert prompt.version == "draft-v2"
+    system, user = prompt.messages[0]["content"], prompt.messages[1]["content"]
+    assert "Rewrite it as fluent report prose" in system and "Add nothing" in system
+    assert "Heart and mediastinum: The heart is enlarged." in user and "Lungs: Likely pulmonary edema." in user
+    assert "IMPRESSION: Cardiomegaly. Likely pulmonary edema." in user
+    assert "Not assessed by the model (say nothing about these): enlarged cardiomediastinum" in user and "pleural effusion" in user
+    # retrieved wording is sanitised: another patient's side and lobe never reach the prompt
+    assert "Right lower lobe" not in user and "Heart size is normal." in user

@@ -36,7 +36,8 @@ def test_patient_specific_sentences_are_refused_with_their_reason(sentence, reas
 @pytest.mark.parametrize(
     "sentence",
     ["The lungs are clear.", "Heart size is normal.", "No pneumothorax or pleural effusion.", "No acute bony abnormality.",
-     "The cardiomediastinal silhouette is within normal limits.", "There is pulmonary edema.", "Support hardware is in place."],
+     "The cardiomediastinal silhouette is within normal limits.", "There is pulmonary edema.", "Support hardware is in place.",
+     "Heart size is at the upper limits of normal.", "PA and lateral views of the chest were obtained."],
 )
 def test_general_statements_pass(sentence):
     assert check_sentence(sentence).ok, check_sentence(sentence).reasons
@@ -46,3 +47,8 @@ def test_sanitise_keeps_only_safe_sentences_and_allowed_words_pass():
     text = "Heart size is normal. Left basilar opacity, unchanged. No pneumothorax. Right PICC tip in the SVC."
     assert sanitise(text) == "Heart size is normal. No pneumothorax."
     assert unsafe_words("Left effusion.", allowed={"left"}) == []
+
+
+@pytest.mark.parametrize("sentence", ["Air in the transverse colon.", "The liver is enlarged.", "Bowel gas pattern is normal."])
+def test_other_body_parts_are_off_topic(sentence):
+    assert "off_topic" in {r for r, _ in check_sentence(sentence).reasons}
