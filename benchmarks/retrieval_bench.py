@@ -11,7 +11,10 @@ the project's labeler with CheXpert's hierarchy, in a real PostgreSQL + pgvector
 - embedding: the top 5 by cosine of the image embedding to the reports' text embeddings;
 - today: the previous retrieval (embedding candidates re-ranked by label agreement, w = 0.5);
 - profile: concept-profile retrieval (the served default, embedding weight 0);
-- profile+emb: the same fused with the embedding (weight 0.3).
+- profile+emb: the same fused with the embedding (weight 0.3);
+- oracle-profile: profile retrieval fed the query's *true* labels (p 0.95 / 0.05): what the
+  method reaches when the concept model is right, an upper bound that separates retrieval from
+  model quality (not a method one can deploy).
 
 Metrics per query, averaged over its 5 cases, over the observations NIH labels (No Finding
 included): `jaccard` of the query's and the case's positive sets (uncertain case labels are not
@@ -45,9 +48,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from radalign.kb.labels import OBSERVATIONS  # noqa: E402
-from schemas.events import Observation, StudyRef  # noqa: E402
+from schemas.events import Certainty, ConceptScore, Observation, StudyRef  # noqa: E402
 
-METHODS = ("random", "embedding", "today", "profile", "profile+emb")
+METHODS = ("random", "embedding", "today", "profile", "profile+emb", "oracle-profile")
 FUSED_WEIGHT = 0.3
 K = 5
 
@@ -160,6 +163,11 @@ async def run_split(store, settings, queries, events, all_cases, rng) -> tuple[d
         retrieved["profile"] = await retrieve(store, event, settings)
         profile_s.append(time.perf_counter() - t0)
         retrieved["profile+emb"] = await retrieve(store, event, settings.model_copy(update={"retrieval_embedding_weight": FUSED_WEIGHT}))
+        oracle = [
+            ConceptScore(observation=o, probability=0.95 if v else 0.05, state=Certainty.PRESENT if v else Certainty.ABSENT)
+            for o, v in query.truth.items()
+        ]
+        retrieved["oracle-profile"] = await retrieve(store, event.model_copy(update={"concepts": oracle, "not_assessed": []}), settings)
         per_query["random"]["jaccard"].append(random_scores[0])
         per_query["random"]["hit"].append(random_scores[1])
         for method, cases in retrieved.items():
@@ -233,6 +241,7 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "nih-cxr800")
     parser.add_argument("--dsn", help="a PostgreSQL with pgvector and the migrations (default: a private embedded one)")
     parser.add_argument("--out", help="write the figures as JSON")
+    parser.add_argument("--state", type=Path, help="reuse this embedded stack state folder (keeps the embedded IU cases)")
     args = parser.parse_args()
     if not (args.data / "metadata.csv").is_file():
         print(f"nih-cxr800 not found at {args.data}", file=sys.stderr)
@@ -242,7 +251,7 @@ def main() -> int:
     from radalign.stack import down, up
     from radalign.stack.testing import short_state_dir, stack_settings
 
-    state = short_state_dir("radalign-rbench-")
+    state = args.state or short_state_dir("radalign-rbench-")
     args.settings = stack_settings(state)
     up(args.settings, ["postgres"])
     try:
