@@ -47,8 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from radalign.kb.labels import OBSERVATIONS  # noqa: E402
-from schemas.events import Certainty, ConceptScore, Observation, StudyRef  # noqa: E402
+from radalign.kb.labels import OBSERVATIONS
+from schemas.events import Certainty, ConceptScore, Observation, StudyRef
 
 METHODS = ("random", "embedding", "today", "profile", "profile+emb", "oracle-profile")
 FUSED_WEIGHT = 0.3
@@ -185,7 +185,13 @@ all_labels: dict[str, tuple] = {}
 
 async def main_async(args) -> int:
     from radalign.config import Settings
-    from radalign.kb.ingest import IU_SOURCE, IngestReport, default_label_fn, ingest_drafts, iu_drafts
+    from radalign.kb.ingest import (
+        IU_SOURCE,
+        IngestReport,
+        default_label_fn,
+        ingest_drafts,
+        iu_drafts,
+    )
     from radalign.kb.store import CaseStore
 
     queries = load_queries(args.data)
@@ -209,7 +215,7 @@ async def main_async(args) -> int:
         for name in ("val", "test"):
             events = predictions[name][0]
             abstained = sum(e.ood is not None or not e.concepts for e in events)
-            result, counts, latency_ms = await run_split(store, settings, queries[name], events, all_cases, rng)
+            result, _counts, latency_ms = await run_split(store, settings, queries[name], events, all_cases, rng)
             out[name] = {"result": result, "n": len(events), "abstained": abstained, "profile_p50_ms": latency_ms}
     decision = out["val"]["result"]["jaccard"]["embedding"]["diff_ci"][0] > 0
     out["fuse_embedding"] = decision

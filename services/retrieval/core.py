@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING
 
 from radalign.kb.case import Candidate, normalised_report
 from radalign.kb.labels import OBSERVATIONS, LabelVector
-from schemas.events import CasesRetrieved, Certainty, ConceptScore, ConceptsInferred, RetrievedCase, StageTiming
+from schemas.events import (
+    CasesRetrieved,
+    Certainty,
+    ConceptScore,
+    ConceptsInferred,
+    RetrievedCase,
+    StageTiming,
+)
 
 if TYPE_CHECKING:
     from radalign.config import Settings

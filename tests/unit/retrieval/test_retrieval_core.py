@@ -6,7 +6,13 @@ import pytest
 from radalign.config import Settings
 from radalign.kb.case import Candidate
 from radalign.kb.labels import encode_label_vector
-from schemas.events import CasesRetrieved, ConceptScore, ConceptsInferred, StageTiming, StudyRef
+from schemas.events import (
+    CasesRetrieved,
+    ConceptScore,
+    ConceptsInferred,
+    StageTiming,
+    StudyRef,
+)
 from schemas.events import Certainty as C
 from schemas.events import Observation as O
 from services.retrieval.core import (
@@ -187,7 +193,7 @@ async def test_retrieve_by_profile_excludes_the_patient_and_dedupes():
     out = await retrieve(store, _event(), Settings(retrieval_k=2, retrieval_candidates=9))
     assert [c.case_key for c in out] == ["big-heart", "normal"]
     assert out[0].label_agreement > out[1].label_agreement and out[0].score == out[0].label_agreement
-    [(probabilities, weights, k, kwargs)] = store.calls
+    [(_probabilities, _weights, k, kwargs)] = store.calls
     assert k == 9 and kwargs["exclude_patient_key"] == "pt-0123456789abcdef" and kwargs["embedding_weight"] == 0.0
     assert kwargs["embedding"] is None and kwargs["tie_salt"] == "st-0123456789abcdef"
 
