@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import click
 import typer
@@ -18,7 +18,7 @@ class _LazyGroup(TyperGroup):
     FILE` does not pay for torch, sklearn or the stack (the CLI started in ~9 s when it imported
     them all up front). Help listings use the registered help texts without importing."""
 
-    lazy: dict[str, tuple[str, str, str]] = {}  # name -> (module, attribute, help)
+    lazy: ClassVar[dict[str, tuple[str, str, str]]] = {}  # name -> (module, attribute, help)
     _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:

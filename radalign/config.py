@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     retrieval_candidates: int = 40
     retrieval_ef_search: int = 100
     retrieval_label_weight: float = 0.5
+    retrieval_embedding_weight: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="weight of the image->report embedding cosine next to the concept-profile agreement; "
+        "0 because the shipped embedding measured no better than chance (README, benchmarks/retrieval_bench.py)",
+    )
 
     # Gateway
     gateway_host: str = "127.0.0.1"

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radalign.kb.case import CaseDraft, CaseRecord
 from radalign.identity import Pseudonymizer
+from radalign.kb.case import CaseDraft, CaseRecord
 from schemas.events import Certainty, Observation
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def _drafts(rows, source: str, secret: str, label_fn: LabelFn, report: IngestRep
 
 
 def image_embedder_available() -> bool:
-    import radalign.concepts as concepts
+    from radalign import concepts
 
     return callable(getattr(concepts, "embed_image_files", None))
 
@@ -195,7 +195,7 @@ def embed_images(paths: Sequence[str | Path]) -> np.ndarray | None:
     package provides it (it owns the checkpoint and preprocessing); nothing else is assumed.
     """
     try:
-        import radalign.concepts as concepts
+        from radalign import concepts
     except ImportError:  # pragma: no cover - the package is part of the project
         return None
     embedder = getattr(concepts, "embed_image_files", None)

@@ -77,6 +77,24 @@ ORDER BY image_embedding <=> %(q)s
 LIMIT %(k)s
 """,
 }
+# Label-profile search: every case's expected agreement with the query's concept profile,
+# sum_i w_i * credit_i / sum_i w_i, credit = p_i if the case says present, 1 - p_i if absent or
+# unmentioned (CheXpert's convention), 0.5 if uncertain; observations with w_i = 0 (not assessed)
+# drop out. The embedding enters the order only with a positive weight; ties fall back to a
+# per-study hash, so one study always gets the same cases and different studies different ones.
+_PROFILE_SQL = """
+SELECT case_key, findings, impression, label_vector, similarity, agreement FROM (
+    SELECT case_key, findings, impression, label_vector,
+           CASE WHEN %(ew)s > 0 THEN 1 - (text_embedding <=> %(q)s) ELSE 0 END AS similarity,
+           (SELECT sum(t.w * CASE t.lv WHEN 1 THEN t.p WHEN -1 THEN 0.5 ELSE 1 - t.p END)
+              FROM unnest(label_vector, %(p)s::float8[], %(w)s::float8[]) AS t(lv, p, w)) / %(wsum)s AS agreement
+    FROM cases
+    WHERE patient_key IS DISTINCT FROM %(exclude)s AND NOT (case_key = ANY(%(exclude_cases)s))
+) scored
+ORDER BY (1 - %(ew)s) * agreement + %(ew)s * similarity DESC, md5(case_key || %(salt)s)
+LIMIT %(k)s
+"""
+
 # strict_order: when the patient filter drops rows from the first ef_search candidates, pgvector
 # (>= 0.8) keeps scanning the graph instead of returning fewer than k rows.
 _SEARCH_SETTINGS = """
@@ -211,6 +229,51 @@ class CaseStore:
                 by=by,
             )
             for key, findings, impression, label_vector, similarity in rows
+        ]
+
+    async def search_by_profile(
+        self,
+        probabilities: Sequence[float],
+        weights: Sequence[float],
+        k_candidates: int = 40,
+        *,
+        embedding: Sequence[float] | np.ndarray | None = None,
+        embedding_weight: float = 0.0,
+        exclude_patient_key: str | None = None,
+        exclude_case_keys: Sequence[str] = (),
+        tie_salt: str = "",
+    ) -> list[tuple[Candidate, float]]:
+        """The `k_candidates` cases whose labels best agree with a concept profile (per observation,
+        in CheXpert order: a calibrated probability and a weight, 0 for not assessed), optionally
+        fused with the cosine of `embedding` to the cases' text embeddings:
+        `(1 - embedding_weight) * agreement + embedding_weight * cosine`. Returns (candidate,
+        agreement) pairs, best first; the candidate's similarity is the cosine (0 when unused)."""
+        if len(probabilities) != len(OBSERVATIONS) or len(weights) != len(OBSERVATIONS):
+            raise ValueError(f"a concept profile has {len(OBSERVATIONS)} probabilities and weights")
+        if not 0.0 <= embedding_weight <= 1.0:
+            raise ValueError("embedding_weight must lie in [0, 1]")
+        wsum = float(sum(weights))
+        if wsum <= 0:
+            raise ValueError("the profile has no assessed observation (all weights 0)")
+        if embedding_weight > 0 and embedding is None:
+            raise ValueError("an embedding weight needs an embedding")
+        query = _as_vector(embedding) if embedding is not None else np.zeros(EMBEDDING_DIM, dtype=np.float32)
+        params = {
+            "p": [float(x) for x in probabilities], "w": [float(x) for x in weights], "wsum": wsum,
+            "ew": float(embedding_weight), "q": query, "exclude": exclude_patient_key,
+            "exclude_cases": list(exclude_case_keys), "salt": tie_salt, "k": int(k_candidates),
+        }
+        async with self._pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute(_SEARCH_SETTINGS, ("100", str(self._search_timeout_ms)))
+                rows = await (await conn.execute(_PROFILE_SQL, params, prepare=True)).fetchall()
+        return [
+            (
+                Candidate(case_key=key, findings=findings, impression=impression, label_vector=tuple(label_vector),
+                          similarity=float(similarity), by="text"),
+                float(agreement),
+            )
+            for key, findings, impression, label_vector, similarity, agreement in rows
         ]
 
     async def stats(self) -> CaseStoreStats:

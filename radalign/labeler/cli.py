@@ -48,7 +48,15 @@ def label_file(
     """Label every report of FILE, streaming: one output row per report as it is read."""
     from tqdm import tqdm
 
-    from radalign.labeler.batch import OUTPUT_COLUMNS, BatchInputError, Skipped, count_reports, detect_format, label_stream, read_reports
+    from radalign.labeler.batch import (
+        OUTPUT_COLUMNS,
+        BatchInputError,
+        Skipped,
+        count_reports,
+        detect_format,
+        label_stream,
+        read_reports,
+    )
 
     if output_format not in ("csv", "jsonl"):
         raise typer.BadParameter("--format is csv or jsonl")

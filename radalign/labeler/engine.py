@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
 
-from schemas.events import Certainty, Observation
-
 from radalign.labeler import rules
+from schemas.events import Certainty, Observation
 
 __all__ = [
     "CERTAINTY_PRECEDENCE",

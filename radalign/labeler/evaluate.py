@@ -21,10 +21,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas.events import Certainty, Observation
-
 from radalign.labeler.engine import Mention, aggregate_mentions, find_mentions
 from radalign.labeler.iu import IUReport
+from schemas.events import Certainty, Observation
 
 Split = Literal["dev", "heldout", "all"]
 

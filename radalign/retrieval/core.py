@@ -1,25 +1,31 @@
-"""Retrieval core (pure, no Kafka): nearest cases for a study, re-ranked by label agreement.
+"""Retrieval core (pure, no Kafka): the historical cases that ground a study's draft.
 
-RadAlign grounds the drafting LLM in similar historical reports. The aligned image embedding
-finds candidates in two indexes (image -> report text, and image -> image where cases carry an
-image embedding); the candidates are then re-ranked by how well each case's labels agree with
-the concepts the model predicted, because the text encoder ignores negation ("heart is not
-enlarged" sits next to "enlarged heart") and embedding similarity alone returns reports that
-say the opposite of what the image shows.
+The shipped image->report embedding measured no better than chance on held-out images
+(benchmarks/retrieval_bench.py, README "Retrieval"), so cases are found by what the concept
+model predicted, not by the embedding: **concept-profile retrieval** ranks the case store's
+labelled reports by their expected agreement with the study's predicted concepts.
 
-Score of a candidate:  score = (1 - w) * cosine + w * label_agreement,  w = label_weight.
+Profile of a study: for each *assessed* observation (`ConceptsInferred.concepts`; observations in
+`not_assessed` make no claim and are skipped) its calibrated probability p and a confidence
+weight w = |2p - 1| (a coin-flip prediction says nothing, a confident one counts fully).
+Agreement of a case (in [0, 1]):
 
-Label agreement (in [0, 1]) compares the case's labels with the predicted states, over the
-observations the model committed to (predicted present or absent); an observation predicted
-uncertain says nothing either way and is skipped. Per committed observation:
+    agreement = sum_o w_o * credit_o / sum_o w_o,
+    credit_o = p_o      if the case says o is present,
+               1 - p_o  if it says absent or does not mention o (CheXpert's convention),
+               0.5      if it says uncertain,
 
-    predicted \\ case   present   uncertain   absent   unmentioned
-    present              1         0.5         0        0
-    absent               0         0.5         1        1
+i.e. the expected share of observations on which the case's label matches the truth, if the
+calibrated probabilities are right. Score = (1 - e) * agreement + e * cosine(image, report),
+with e = `retrieval_embedding_weight`, 0 unless the embedding beats chance on held-out data.
+Ties (many cases share a label set) break by a per-study hash: deterministic, and varied
+across studies.
 
-"Unmentioned" counts as absent, CheXpert's convention for a report that does not name a finding
-(a normal report rarely lists all 14 negatives). Agreement is the mean credit; with no
-committed observation it is 0 for every case, leaving the cosine order unchanged.
+No pretending: a study whose image the model refused (`ood` set) or that has no assessed
+observation gets no cases (and no embedding fallback unless its weight is positive).
+
+`retrieve_by_embedding` is the previous method (cosine candidates re-ranked by label agreement
+with the predicted states), kept as the baseline the benchmark compares against.
 """
 
 from __future__ import annotations
@@ -27,18 +33,26 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from radalign.kb.case import Candidate, normalised_report
 from radalign.kb.labels import OBSERVATIONS, LabelVector
-from schemas.events import CasesRetrieved, Certainty, ConceptScore, ConceptsInferred, RetrievedCase, StageTiming
+from schemas.events import (
+    CasesRetrieved,
+    Certainty,
+    ConceptScore,
+    ConceptsInferred,
+    RetrievedCase,
+    StageTiming,
+)
 
 if TYPE_CHECKING:
     from radalign.config import Settings
     from radalign.kb.store import CaseStore
 
-RETRIEVAL_VERSION = "retrieval-1"
+RETRIEVAL_VERSION = "retrieval-2-profile"
 
 _INDEX = {o: i for i, o in enumerate(OBSERVATIONS)}
 # credit[predicted][case code]; case codes: 1 present, 0 absent, -1 uncertain, None unmentioned.
@@ -56,6 +70,40 @@ def label_agreement(case_labels: LabelVector, predicted: Sequence[ConceptScore])
         if p.state in _CREDIT
     ]
     return sum(credits) / len(credits) if credits else 0.0
+
+
+@dataclass(frozen=True)
+class ConceptProfile:
+    """Calibrated probabilities and confidence weights per observation, in CheXpert order
+    (weight 0: not assessed)."""
+
+    probabilities: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    @classmethod
+    def of(cls, concepts: Sequence[ConceptScore]) -> ConceptProfile:
+        probabilities = [0.5] * len(OBSERVATIONS)
+        weights = [0.0] * len(OBSERVATIONS)
+        for concept in concepts:
+            i = _INDEX[concept.observation]
+            probabilities[i] = float(concept.probability)
+            weights[i] = abs(2.0 * float(concept.probability) - 1.0)
+        return cls(tuple(probabilities), tuple(weights))
+
+    @property
+    def informative(self) -> bool:
+        return sum(self.weights) > 0
+
+    def agreement(self, case_labels: LabelVector) -> float:
+        """The expected agreement of a case's labels with the profile (module doc); the store
+        computes the same in SQL."""
+        total = sum(self.weights)
+        if total <= 0:
+            return 0.0
+        credit = 0.0
+        for p, w, code in zip(self.probabilities, self.weights, case_labels, strict=True):
+            credit += w * (p if code == 1 else 0.5 if code == -1 else 1.0 - p)
+        return credit / total
 
 
 def dedupe_candidates(candidates: Iterable[Candidate]) -> list[Candidate]:
@@ -124,6 +172,8 @@ def build_cases_retrieved(
         view_position=event.view_position,
         lateral_only=event.lateral_only,
         concepts=list(event.concepts),
+        not_assessed=list(event.not_assessed),
+        ood=event.ood,
         model_name=event.model_name,
         model_version=event.model_version,
         cases=list(cases),
@@ -133,15 +183,48 @@ def build_cases_retrieved(
 
 
 async def retrieve(store: CaseStore, event: ConceptsInferred, settings: Settings) -> list[RetrievedCase]:
-    """Candidates from both indexes (concurrently), merged, then re-ranked.
+    """Concept-profile retrieval (module doc): no cases for an abstained (`ood`) study or one with
+    nothing assessed, unless the embedding has a positive weight."""
+    if event.ood is not None:
+        return []
+    profile = ConceptProfile.of(event.concepts)
+    weight = settings.retrieval_embedding_weight
+    if not profile.informative:
+        if weight <= 0:
+            return []
+        return await retrieve_by_embedding(store, event, settings, label_weight=0.0)
+    found = await store.search_by_profile(
+        profile.probabilities, profile.weights, settings.retrieval_candidates,
+        embedding=event.image_embedding if weight > 0 else None, embedding_weight=weight,
+        exclude_patient_key=event.study.patient_key, tie_salt=event.study.study_key,
+    )
+    cases: list[RetrievedCase] = []
+    seen_texts: set[str] = set()
+    for candidate, agreement in found:  # the store's order: fused score, then the per-study tie-break
+        text = normalised_report(candidate.findings, candidate.impression)
+        if text in seen_texts:  # corpora repeat boilerplate reports verbatim
+            continue
+        seen_texts.add(text)
+        score = (1.0 - weight) * agreement + weight * candidate.similarity
+        cases.append(
+            RetrievedCase(
+                case_key=candidate.case_key, similarity=round(candidate.similarity, 6),
+                label_agreement=round(min(max(agreement, 0.0), 1.0), 6), score=round(score, 6),
+                findings=candidate.findings, impression=candidate.impression,
+            )
+        )
+        if len(cases) == settings.retrieval_k:
+            break
+    return cases
 
-    image -> report: the aligned image embedding lives in the report encoder's space, so it is
-    queried against the cases' text embeddings (every case has one). image -> image: against the
-    cases that carry an image embedding (empty for a text-only store). A case found by both keeps
-    its higher cosine. Image-image cosines tend to run higher than image-text ones, which favours
-    cases with images; accepted, since a visually similar study is the stronger precedent, and the
-    label term of the score then decides among them.
-    """
+
+async def retrieve_by_embedding(
+    store: CaseStore, event: ConceptsInferred, settings: Settings, label_weight: float | None = None
+) -> list[RetrievedCase]:
+    """The previous method: candidates from both embedding indexes (image -> report text, image ->
+    image), merged, then re-ranked by `(1 - w) * cosine + w * label agreement` with the predicted
+    states. Kept as the benchmark's "today's retrieval" baseline and the fallback when the profile
+    is empty and the embedding has a positive weight."""
     kwargs = {
         "k_candidates": settings.retrieval_candidates,
         "exclude_patient_key": event.study.patient_key,
@@ -151,7 +234,8 @@ async def retrieve(store: CaseStore, event: ConceptsInferred, settings: Settings
         store.search(event.image_embedding, by="text", **kwargs),
         store.search(event.image_embedding, by="image", **kwargs),
     )
-    return rerank([*by_text, *by_image], event.concepts, settings.retrieval_k, settings.retrieval_label_weight)
+    weight = settings.retrieval_label_weight if label_weight is None else label_weight
+    return rerank([*by_text, *by_image], event.concepts, settings.retrieval_k, weight)
 
 
 async def retrieve_event(

@@ -168,7 +168,7 @@ async def test_rerank_puts_label_agreeing_cases_first(store: CaseStore, kb_setti
     from radalign.kb.case import CaseDraft
     from radalign.kb.ingest import ingest_drafts
     from radalign.text_encoder import get_text_encoder
-    from radalign.retrieval.core import retrieve
+    from radalign.retrieval.core import retrieve, retrieve_by_embedding
 
     # The text encoder ignores negation: these reports sit close together in embedding space,
     # and only the labels tell them apart.
@@ -195,8 +195,8 @@ async def test_rerank_puts_label_agreeing_cases_first(store: CaseStore, kb_setti
         ConceptScore(observation=O.EDEMA, probability=0.5, state=C.UNCERTAIN),
     ]
     event = _event(query, predicted, patient_key="pt-ffffffffffffffff")
-    cosine_only = await retrieve(store, event, kb_settings.model_copy(update={"retrieval_k": 2, "retrieval_label_weight": 0.0}))
-    reranked = await retrieve(store, event, kb_settings.model_copy(update={"retrieval_k": 2, "retrieval_label_weight": 0.5}))
+    cosine_only = await retrieve_by_embedding(store, event, kb_settings.model_copy(update={"retrieval_k": 2, "retrieval_label_weight": 0.0}))
+    reranked = await retrieve_by_embedding(store, event, kb_settings.model_copy(update={"retrieval_k": 2, "retrieval_label_weight": 0.5}))
 
     assert {c.case_key for c in cosine_only} != enlarged  # the negated reports look closer
     assert {c.case_key for c in reranked} == enlarged
@@ -206,3 +206,51 @@ async def test_rerank_puts_label_agreeing_cases_first(store: CaseStore, kb_setti
     # And the query's own patient never comes back.
     own = _event(query, predicted, patient_key=drafts[3].patient_key)
     assert "it-3" not in {c.case_key for c in await retrieve(store, own, kb_settings)}
+
+
+async def test_profile_search_in_sql_matches_the_rule_excludes_and_fuses(store: CaseStore, kb_settings: Settings):
+    """The store's SQL scores every case as `ConceptProfile.agreement` does, leaves out the
+    patient and named cases, breaks ties per study, and fuses the cosine only when weighted."""
+    from radalign.kb.labels import encode_label_vector
+    from radalign.retrieval.core import ConceptProfile, retrieve
+
+    rng = np.random.default_rng(3)
+    label_sets = [
+        {O.CARDIOMEGALY: C.PRESENT}, {O.CARDIOMEGALY: C.ABSENT, O.PLEURAL_EFFUSION: C.ABSENT},
+        {O.PLEURAL_EFFUSION: C.PRESENT}, {O.CARDIOMEGALY: C.UNCERTAIN}, {O.NO_FINDING: C.PRESENT}, {},
+    ]
+    vectors = _unit(rng.normal(size=(30, 384)))
+    records = [
+        _record(f"p-{i:02d}", f"pt-{i % 10:016x}", vectors[i], labels=label_sets[i % len(label_sets)], findings=f"report {i}")
+        for i in range(30)
+    ]
+    await store.upsert_many(records)
+    predicted = [
+        ConceptScore(observation=O.CARDIOMEGALY, probability=0.85, state=C.PRESENT),
+        ConceptScore(observation=O.PLEURAL_EFFUSION, probability=0.2, state=C.ABSENT),
+        ConceptScore(observation=O.NO_FINDING, probability=0.3, state=C.ABSENT),
+    ]
+    profile = ConceptProfile.of(predicted)
+    found = await store.search_by_profile(profile.probabilities, profile.weights, 30, exclude_patient_key="pt-0000000000000000",
+                                          exclude_case_keys=["p-01"], tie_salt="st-a")
+    keys = [c.case_key for c, _ in found]
+    assert len(keys) == 30 - 3 - 1 and not {"p-00", "p-10", "p-20", "p-01"} & set(keys)
+    for candidate, agreement in found:
+        assert agreement == pytest.approx(profile.agreement(candidate.label_vector))
+    assert [a for _, a in found] == sorted((a for _, a in found), reverse=True)
+    best = max(profile.agreement(encode_label_vector(s)) for s in label_sets)
+    assert found[0][1] == pytest.approx(best)
+    # ties break by study: same study same order, another study another order among equals
+    again = await store.search_by_profile(profile.probabilities, profile.weights, 30, exclude_patient_key="pt-0000000000000000",
+                                          exclude_case_keys=["p-01"], tie_salt="st-a")
+    other = await store.search_by_profile(profile.probabilities, profile.weights, 30, exclude_patient_key="pt-0000000000000000",
+                                          exclude_case_keys=["p-01"], tie_salt="st-b")
+    assert [c.case_key for c, _ in again] == keys and [c.case_key for c, _ in other] != keys
+    # with an embedding weight, a case equal to the query embedding wins among its label peers
+    fused = await store.search_by_profile(profile.probabilities, profile.weights, 5, embedding=vectors[6], embedding_weight=0.5)
+    assert fused[0][0].case_key == "p-06" and fused[0][0].similarity == pytest.approx(1.0, abs=1e-4)
+    # the stage: top k, the patient excluded, no cases when the model abstained
+    event = _event(vectors[6], predicted, patient_key="pt-0000000000000006")
+    cases = await retrieve(store, event, kb_settings.model_copy(update={"retrieval_k": 4}))
+    assert len(cases) == 4 and all(c.label_agreement == pytest.approx(best) for c in cases)
+    assert "p-06" not in {c.case_key for c in cases} and all(c.similarity == 0.0 for c in cases)

@@ -53,7 +53,11 @@ def stack(embedded_triton: Settings) -> Iterator[Settings]:
     if chest_cr_path("RG1_UNCI.dcm") is None or not chest_jpeg_files():
         pytest.skip("pydicom-data and pneumonia-model-package are needed")
     # C-STORE from PACS_A carries no issuer: the gateway's per-sender configuration names it.
-    settings = embedded_triton.model_copy(update={"patient_issuers": f"dicom-cstore:PACS_A={ISSUER}", "gateway_tokens": ""})
+    # A positive embedding weight makes the planted priors (the image's own embedding) the unique best
+    # match, so the controls below can show that exclusion is what keeps them out.
+    settings = embedded_triton.model_copy(
+        update={"patient_issuers": f"dicom-cstore:PACS_A={ISSUER}", "gateway_tokens": "", "retrieval_embedding_weight": 0.3}
+    )
     asyncio.run(ensure_iu_cases(settings, limit=200))  # other patients' cases to retrieve instead
     up(settings, ["workers"])
     try:

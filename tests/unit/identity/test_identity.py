@@ -16,7 +16,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
 
-from radalign.identity import DEFAULT_ISSUER, IssuerPolicy, Pseudonymizer, canonical_issuer, case_key, patient_key
+from radalign.identity import (
+    DEFAULT_ISSUER,
+    IssuerPolicy,
+    Pseudonymizer,
+    canonical_issuer,
+    case_key,
+    patient_key,
+)
 from radalign.ingest.samples import chest_jpeg_paths
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph, with_changes
 from radalign.kb.ingest import IU_ISSUER, csv_drafts

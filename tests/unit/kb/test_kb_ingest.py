@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from radalign.kb.ingest import IngestError, IngestReport, csv_drafts, ingest_drafts
 from radalign.identity import patient_key
+from radalign.kb.ingest import IngestError, IngestReport, csv_drafts, ingest_drafts
+from radalign.labeler.iu import iu_archive_path
 from schemas.events import Certainty as C
 from schemas.events import Observation as O
 
@@ -112,3 +113,15 @@ async def test_image_embeddings_only_for_cases_with_an_image_file(tmp_path):
     assert report.with_images == 1 and seen == [str((tmp_path / "a.png").resolve())]
     with_image = [r for r in store.rows.values() if r.image_embedding is not None]
     assert len(with_image) == 1 and with_image[0].findings == "Heart enlarged."
+
+
+def test_evaluation_sets_exclude_named_cases(tmp_path):
+    csv_path = write_csv(tmp_path / "cases.csv", ["E1,P1,Heart enlarged.,Cardiomegaly.,", "E2,P2,Lungs clear.,Normal.,", "E3,P1,Lungs clear.,Normal.,"])
+    kept = csv_drafts(csv_path, "hosp", "secret", keyword_labels, exclude_cases={"E1", " E3 "})
+    assert len(kept) == 1 and kept[0].patient_key == patient_key("P2", None, "secret")
+    assert len(csv_drafts(csv_path, "hosp", "secret", keyword_labels, exclude_cases={"E1"}, limit=1)) == 1
+    if iu_archive_path() is not None:
+        from radalign.kb.ingest import iu_drafts
+
+        drafts = iu_drafts("secret", keyword_labels, limit=3, exclude_cases={"CXR1"})
+        assert "iu-CXR1" not in {d.case_key for d in drafts} and len(drafts) <= 3

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from radalign.labeler import find_mentions, label_report, label_sections, split_sentences
-from schemas.events import Certainty, Observation as O
+from radalign.labeler import (
+    find_mentions,
+    label_report,
+    label_sections,
+    split_sentences,
+)
+from schemas.events import Certainty
+from schemas.events import Observation as O
 
 P, A, U = Certainty.PRESENT, Certainty.ABSENT, Certainty.UNCERTAIN
 

@@ -7,9 +7,16 @@ import textwrap
 
 import pytest
 
-from radalign.labeler import assess_report, label_report, label_sections, load_iu_reports, split_sentences
+from radalign.labeler import (
+    assess_report,
+    label_report,
+    label_sections,
+    load_iu_reports,
+    split_sentences,
+)
 from radalign.labeler.iu import iu_archive_path
-from schemas.events import Certainty, Observation as O
+from schemas.events import Certainty
+from schemas.events import Observation as O
 
 P, A, U = Certainty.PRESENT, Certainty.ABSENT, Certainty.UNCERTAIN
 

@@ -6,10 +6,24 @@ import pytest
 from radalign.config import Settings
 from radalign.kb.case import Candidate
 from radalign.kb.labels import encode_label_vector
-from schemas.events import CasesRetrieved, ConceptScore, ConceptsInferred, StageTiming, StudyRef
+from schemas.events import (
+    CasesRetrieved,
+    ConceptScore,
+    ConceptsInferred,
+    StageTiming,
+    StudyRef,
+)
 from schemas.events import Certainty as C
 from schemas.events import Observation as O
-from radalign.retrieval.core import build_cases_retrieved, dedupe_candidates, label_agreement, rerank, retrieve
+from radalign.retrieval.core import (
+    ConceptProfile,
+    build_cases_retrieved,
+    dedupe_candidates,
+    label_agreement,
+    rerank,
+    retrieve,
+    retrieve_by_embedding,
+)
 
 
 def score(observation, state, p=None):
@@ -125,13 +139,76 @@ class FakeStore:
         return self.results[by]
 
 
-async def test_retrieve_queries_both_indexes_excluding_the_patient_and_reranks():
+async def test_retrieve_by_embedding_queries_both_indexes_excluding_the_patient_and_reranks():
     store = FakeStore(
         by_text=[cand("t1", 0.62, {O.PLEURAL_EFFUSION: C.PRESENT}), cand("both", 0.55, {O.CARDIOMEGALY: C.PRESENT})],
         by_image=[cand("both", 0.9, {O.CARDIOMEGALY: C.PRESENT}, by="image"), cand("i1", 0.4, {O.CARDIOMEGALY: C.PRESENT}, by="image")],
     )
     settings = Settings(retrieval_k=2, retrieval_candidates=17, retrieval_ef_search=77, retrieval_label_weight=0.5)
-    out = await retrieve(store, _event(), settings)
+    out = await retrieve_by_embedding(store, _event(), settings)
     assert sorted(store.calls) == [("image", 384, 17, "pt-0123456789abcdef", 77), ("text", 384, 17, "pt-0123456789abcdef", 77)]
     assert [c.case_key for c in out] == ["both", "i1"]
     assert out[0].similarity == pytest.approx(0.9)
+
+
+def test_profile_uses_assessed_observations_weighted_by_confidence():
+    profile = ConceptProfile.of([score(O.CARDIOMEGALY, C.PRESENT, 0.9), score(O.EDEMA, C.UNCERTAIN, 0.5), score(O.PNEUMOTHORAX, C.ABSENT, 0.2)])
+    i = {o: n for n, o in enumerate(O)}
+    assert profile.weights[i[O.CARDIOMEGALY]] == pytest.approx(0.8) and profile.weights[i[O.EDEMA]] == 0.0
+    assert profile.weights[i[O.PNEUMOTHORAX]] == pytest.approx(0.6) and profile.weights[i[O.LUNG_OPACITY]] == 0.0  # not assessed
+    vector = encode_label_vector
+    # cardiomegaly present, pneumothorax unmentioned (absent): (0.8*0.9 + 0.6*0.8) / 1.4
+    assert profile.agreement(vector({O.CARDIOMEGALY: C.PRESENT})) == pytest.approx((0.72 + 0.48) / 1.4)
+    assert profile.agreement(vector({O.PNEUMOTHORAX: C.PRESENT})) == pytest.approx((0.8 * 0.1 + 0.6 * 0.2) / 1.4)
+    assert profile.agreement(vector({O.CARDIOMEGALY: C.UNCERTAIN})) == pytest.approx((0.8 * 0.5 + 0.6 * 0.8) / 1.4)
+    # edema (p = 0.5) and unassessed observations do not move the score
+    assert profile.agreement(vector({O.CARDIOMEGALY: C.PRESENT, O.EDEMA: C.PRESENT, O.FRACTURE: C.PRESENT})) == pytest.approx(
+        profile.agreement(vector({O.CARDIOMEGALY: C.PRESENT}))
+    )
+    assert not ConceptProfile.of([score(O.EDEMA, C.UNCERTAIN, 0.5)]).informative
+
+
+class ProfileStore:
+    def __init__(self, rows):
+        self.rows = rows
+        self.calls = []
+
+    async def search_by_profile(self, probabilities, weights, k_candidates=40, **kwargs):
+        self.calls.append((tuple(probabilities), tuple(weights), k_candidates, kwargs))
+        profile = ConceptProfile(tuple(probabilities), tuple(weights))
+        scored = [(c, profile.agreement(c.label_vector)) for c in self.rows]
+        return sorted(scored, key=lambda item: -item[1])[:k_candidates]
+
+    async def search(self, *args, **kwargs):
+        raise AssertionError("the embedding is not used at weight 0")
+
+
+async def test_retrieve_by_profile_excludes_the_patient_and_dedupes():
+    store = ProfileStore([
+        cand("normal", 0.1, {O.CARDIOMEGALY: C.ABSENT}),
+        cand("big-heart", 0.2, {O.CARDIOMEGALY: C.PRESENT}),
+        cand("big-heart-copy", 0.3, {O.CARDIOMEGALY: C.PRESENT}, findings="report big-heart"),
+        cand("effusion", 0.9, {O.PLEURAL_EFFUSION: C.PRESENT}),
+    ])
+    out = await retrieve(store, _event(), Settings(retrieval_k=2, retrieval_candidates=9))
+    assert [c.case_key for c in out] == ["big-heart", "normal"]
+    assert out[0].label_agreement > out[1].label_agreement and out[0].score == out[0].label_agreement
+    [(_probabilities, _weights, k, kwargs)] = store.calls
+    assert k == 9 and kwargs["exclude_patient_key"] == "pt-0123456789abcdef" and kwargs["embedding_weight"] == 0.0
+    assert kwargs["embedding"] is None and kwargs["tie_salt"] == "st-0123456789abcdef"
+
+
+async def test_no_cases_for_an_abstained_or_uninformative_study():
+    from schemas.events import OutOfDistribution
+
+    store = ProfileStore([cand("normal", 0.1, {O.CARDIOMEGALY: C.ABSENT})])
+    ood = OutOfDistribution.model_validate(
+        {"reason": "not_chest_radiograph", "score": 9.0, "threshold": 3.0}
+    )
+    abstained = _event().model_copy(update={"ood": ood, "concepts": [], "not_assessed": list(O)})
+    assert await retrieve(store, abstained, Settings()) == []
+    nothing = _event().model_copy(update={"concepts": [score(O.EDEMA, C.UNCERTAIN, 0.5)]})
+    assert await retrieve(store, nothing, Settings()) == []
+    assert store.calls == []
+    out = build_cases_retrieved(abstained, [], "retrieval-test")
+    assert out.ood == ood and out.not_assessed == list(O)
