@@ -255,6 +255,60 @@ def autoscaler_manifests() -> list[Manifest]:
     return [stage_hpa(stage) for stage in CONSUMER_STAGES]
 
 
+# --- NetworkPolicy: each stage talks only to what it needs (issue 12) -----------------------------
+
+#: What each stage reaches besides DNS and Kafka: PostgreSQL, the S3 blob store, Triton, the LLM.
+STAGE_EGRESS: dict[str, tuple[str, ...]] = {
+    "gateway": ("postgres", "s3"),
+    "preprocess": ("s3",),
+    "concepts": ("s3", "triton"),
+    "retrieval": ("postgres",),
+    "drafting": ("postgres", "llm"),
+}
+#: Namespace of the Prometheus that scrapes /metrics; pods labelled this way may call the report API.
+MONITORING_NAMESPACE = "monitoring"
+REPORT_READER_LABEL = "radalign.io/report-reader"
+
+
+def network_policy(stage: str) -> Manifest:
+    """Default-deny for the stage's pods, then only: DNS, Kafka, the dependencies in
+    STAGE_EGRESS out; Prometheus (monitoring namespace) in on the HTTP port; for the gateway, any
+    client on its ingest ports (modalities and PACS live outside the cluster); for drafting,
+    pods labelled `radalign.io/report-reader=true` on the read API. External services whose
+    addresses are not known here (PostgreSQL, S3, the LLM) are reached by port only."""
+    http = {"protocol": "TCP", "port": STAGE_WEB_PORTS[stage]}
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}
+    ingress: list[Manifest] = [{"from": [monitoring], "ports": [http]}]
+    if stage == "gateway":
+        ingress.append({"ports": [http, {"protocol": "TCP", "port": DICOM_PORT}]})
+    if stage == "drafting":
+        reader = {"namespaceSelector": {}, "podSelector": {"matchLabels": {REPORT_READER_LABEL: "true"}}}
+        ingress.append({"from": [reader], "ports": [http]})
+    dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    kafka = {"to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": KAFKA_CLUSTER}}}],
+             "ports": [{"protocol": "TCP", "port": 9092}, {"protocol": "TCP", "port": 9093}]}
+    egress: list[Manifest] = [dns, kafka]
+    targets = {
+        "postgres": {"ports": [{"protocol": "TCP", "port": 5432}]},
+        "s3": {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 9000}]},
+        "triton": {"to": [{"podSelector": {"matchLabels": selector("triton")}}], "ports": [{"protocol": "TCP", "port": 8001}]},
+        "llm": {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8000}]},
+    }
+    egress += [targets[t] for t in STAGE_EGRESS[stage]]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": workload_name(stage), "labels": labels(stage)},
+        "spec": {"podSelector": {"matchLabels": selector(stage)}, "policyTypes": ["Ingress", "Egress"],
+                 "ingress": ingress, "egress": egress},
+    }
+
+
+def network_policy_manifests() -> list[Manifest]:
+    return [network_policy(stage) for stage in STAGES]
+
+
 # --- KEDA (optional component): scale consumers on consumer-group lag ---------------------------
 
 #: Lag (records, summed over partitions) one replica is expected to absorb; STAT scales at once.
@@ -524,6 +578,7 @@ IDLE_REPLICAS_NOTE = (
 #: Every generated file (relative to the repository root) and what renders it.
 GENERATED: dict[str, Callable[[], str]] = {
     "k8s/base/stages.yaml": lambda: to_yaml(stage_manifests()),
+    "k8s/base/networkpolicies.yaml": lambda: to_yaml(network_policy_manifests()),
     "k8s/base/autoscaling.yaml": lambda: to_yaml(autoscaler_manifests(), header=GENERATED_HEADER + IDLE_REPLICAS_NOTE),
     "k8s/components/keda/scaledobjects.yaml": lambda: to_yaml(keda_manifests(), header=GENERATED_HEADER + IDLE_REPLICAS_NOTE),
     "k8s/components/keda/kustomization.yaml": lambda: to_yaml([keda_kustomization()]),

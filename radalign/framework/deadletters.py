@@ -50,7 +50,7 @@ async def _read_to_end(consumer: AIOKafkaConsumer, tp: TopicPartition) -> list[P
 async def list_dead_letters(settings: Settings, stage: str) -> list[ParkedRecord]:
     """Every dead letter of a stage, oldest first (reads the whole topic; it is small by design)."""
     tp = TopicPartition(dead_letter_topic(stage).name, 0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**settings.kafka_client_kwargs(), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -65,10 +65,10 @@ async def replay_dead_letters(settings: Settings, stage: str, error_types: set[s
     commit the replay position. Returns what was replayed."""
     tp = TopicPartition(dead_letter_topic(stage).name, 0)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=replay_group(stage), enable_auto_commit=False,
+        **settings.kafka_client_kwargs(), group_id=replay_group(stage), enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=False)
+    producer = AIOKafkaProducer(**settings.kafka_client_kwargs(), acks="all", enable_idempotence=False)
     await consumer.start()
     await producer.start()
     try:

@@ -36,6 +36,7 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
     app = faust.App(
         f"radalign-{stage.name}",
         broker=broker_urls(settings.kafka_bootstrap),
+        broker_credentials=settings.faust_broker_credentials(),  # TLS / SASL from the settings
         key_serializer="raw",
         value_serializer="raw",
         processing_guarantee="at_least_once",
@@ -52,6 +53,13 @@ def create_app(stage: Stage, settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_port=settings.web_port(stage.name),
         web_in_thread=False,
+        # Only /metrics and /health/* (and a stage's own routes): Faust's /router, /table, /graph
+        # and statistics pages would show partitions, keys and table contents to anyone.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         stream_wait_empty=False,
         producer_acks=-1,
     )

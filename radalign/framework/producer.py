@@ -34,7 +34,7 @@ class KafkaEventPublisher:
         self.settings = settings
         self.stage = stage
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **settings.kafka_client_kwargs(),  # bootstrap servers, TLS / SASL
             acks="all",
             request_timeout_ms=15000,
             linger_ms=0,
