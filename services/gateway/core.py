@@ -28,7 +28,7 @@ from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.deid import OriginalIdentifiers, Pseudonymizer, deidentify, encode_dicom
 from radalign.ingest.dicom import check_dicom, read_dicom
-from radalign.ingest.images import open_raster, sniff_raster, strip_raster_metadata
+from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, strip_raster_metadata
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
 from schemas.events import Contract, Instance, Priority, StudyReceived
@@ -76,6 +76,7 @@ class GatewayCore:
         self.blobs = blobs
         self.pseudonyms = pseudonyms
         self.pseudonymizer = Pseudonymizer(settings.deid_secret)
+        set_pixel_limit(settings.max_image_pixels)  # Pillow's own bomb guard, for every code path
         self.assembler = StudyAssembler(
             settings.study_quiet_s,
             self._publish_study,
