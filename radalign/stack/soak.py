@@ -252,7 +252,11 @@ def run_fault(settings: Settings, fault: str, studies: int, *, outage_s: float, 
     keys = sorted(set(accepted))
     result.accepted, result.refused_503 = len(keys), sender.refused_503
 
-    _wait(lambda: len(_reports(settings, keys)) == len(keys), settle_s / 2, 2.0)
+    def settled() -> bool:  # every study reported or parked in a dead-letter topic
+        reported = set(_reports(settings, keys))
+        return len(reported) == len(keys) or reported | asyncio.run(_dead_letter_keys(settings, set(keys))) >= set(keys)
+
+    _wait(settled, settle_s / 2, 3.0)
     dead = asyncio.run(_dead_letter_keys(settings, set(keys)))
     result.dead_lettered = len(dead)
     if dead - set(_reports(settings, keys)):

@@ -11,8 +11,11 @@ events, dead letters and the report history are gone. `stack up` writes a marker
 random epoch to `MARKER_TOPIC` and keeps the epoch in `run/broker-epoch`; the supervisor (and
 `stack status`) look for it, and when it is missing they say so loudly (an ERROR in the log,
 `broker_data_lost` in the state file, the broker row of `stack status` unhealthy with "came back
-EMPTY") and write a new marker so the next loss is seen too. A real Kafka with replication does
-not have this failure mode; this is a dev/CI stack safeguard, not a durability guarantee.
+EMPTY") and write a new marker so the next loss is seen too. Then it makes every study the
+gateway outbox published in the last day without a report pending again, so that the gateway
+publishes it once more: the loss is detected, reported and repaired from PostgreSQL (dead
+letters and the report topic's history before the loss stay lost). A real Kafka with
+replication does not have this failure mode; this is a dev/CI safeguard, not a guarantee.
 """
 
 from __future__ import annotations
@@ -209,6 +212,20 @@ def _restart(settings: Settings, paths: StatePaths, name: str) -> None:
         raise ValueError(f"{name} is not a component the supervisor knows how to start")
 
 
+def _requeue_unreported(settings: Settings) -> int | None:
+    """The gateway outbox still holds every study it published: those without a report are
+    published again (radalign.ingest.outbox.requeue_unreported). None when the database is down."""
+    from radalign.db import connect
+    from radalign.ingest.outbox import requeue_unreported
+
+    try:
+        with connect(settings.dsn, settings=settings, autocommit=True) as conn:
+            return requeue_unreported(conn)
+    except Exception as exc:  # noqa: BLE001
+        log.error("could not re-queue unreported studies (%s); run the supervisor round again once PostgreSQL is up", type(exc).__name__)
+        return None
+
+
 def check_once(settings: Settings, state: SupervisorState, now: float | None = None) -> SupervisorState:
     """One supervision round: restart what died (respecting its backoff), check the broker marker."""
     paths = StatePaths.of(settings.state_dir)
@@ -243,6 +260,9 @@ def check_once(settings: Settings, state: SupervisorState, now: float | None = N
             "Re-send the studies accepted since the last known-good point; production uses a replicated Kafka."
         )
         mark_broker(settings)
+        requeued = _requeue_unreported(settings)
+        if requeued is not None:
+            log.error("re-queued %d published but unreported studies from the gateway outbox for publishing again", requeued)
     state.heartbeat = now
     write_state(paths, state)
     return state

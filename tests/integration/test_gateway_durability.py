@@ -211,3 +211,37 @@ async def test_two_gateway_replicas_publish_each_study_once(gateway_settings: Se
         assert reopened.study.study_key == f"st-{5:016x}" and reopened.study_version == 2 and len(reopened.instances) == 2
     finally:
         await pool.close()
+
+
+async def test_requeue_unreported_republishes_what_a_broker_lost(gateway_settings: Settings) -> None:
+    """After a broker lost what it acknowledged, the outbox re-queues published studies that have
+    no report (and only those), and the assembler publishes them again."""
+    from radalign.db import connect, open_pool
+    from radalign.ingest.assembly import ReceivedInstance, StudyAssembler
+    from radalign.ingest.outbox import PostgresOutbox, requeue_unreported
+    from schemas.events import BlobRef, Instance
+
+    settings = gateway_settings
+    pool = await open_pool(settings, min_size=1, max_size=2)
+    sent: list[StudyReceived] = []
+
+    async def publish(event: StudyReceived) -> None:
+        sent.append(event)
+
+    try:
+        asm = StudyAssembler(0.0, publish, pipeline_version="it", outbox=PostgresOutbox(pool))
+        for study in (1, 2):
+            blob = BlobRef(uri=f"file:///b/{study}", sha256=f"{study:064x}", size=1, media_type="application/dicom")
+            inst = Instance(instance_key=f"in-{study:016x}", source_format="dicom", blob=blob)
+            await asm.add(ReceivedInstance(f"st-{study:016x}", "pt-0000000000000001", inst, "CR", "http"))
+        assert len(await asm.flush()) == 2
+        with connect(settings.dsn, settings=settings, autocommit=True) as conn:
+            conn.execute(  # study 1 got its report; study 2's events were lost with the broker
+                "INSERT INTO reports (study_key, pipeline_version, report_id, drafter, needs_review, payload, content_hash) "
+                "VALUES (%s, 'it', 'r-1', 'deterministic', false, '{}'::jsonb, 'h')", (f"st-{1:016x}",))
+            assert requeue_unreported(conn) == 1
+        [again] = await asm.flush()
+        assert again.study.study_key == f"st-{2:016x}" and again.study_version == 2 and len(again.instances) == 1
+        assert await asm.flush() == []
+    finally:
+        await pool.close()
