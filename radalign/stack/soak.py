@@ -196,6 +196,8 @@ def _inject(settings: Settings, fault: str, outage_s: float, sent: Callable[[], 
     if fault == "concepts_kill9":
         log(f"kill -9 worker-concepts (pid {_kill9(settings, worker_name('concepts'))})")
     elif fault == "broker_kill9":
+        # Once the first studies left the quiet window, so that events are in flight between stages.
+        time.sleep(settings.study_quiet_s + 3.0)
         log(f"kill -9 broker (pid {_kill9(settings, 'broker')})")
     elif fault == "triton_down":
         stop("triton", settings)
