@@ -83,7 +83,7 @@ def predict(queries: list[Query]) -> list:
     from radalign.concepts.checkpoint import load_checkpoint
     from radalign.concepts.data import load_image
     from schemas.events import StudyPreprocessed
-    from services.concepts.core import build_concepts_event
+    from radalign.concepts.inference import build_concepts_event
 
     ckpt = load_checkpoint()
     model = ckpt.build_model()

@@ -101,13 +101,19 @@ def dlq_show(stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAG
     from rich.table import Table
 
     from radalign.config import get_settings
-    from radalign.framework.deadletters import list_dead_letters
+    from radalign.framework.deadletters import handled_offsets, list_dead_letters
 
+    settings = get_settings()
     table = Table(title=f"dead letters of {stage}")
-    for column in ("offset", "error", "reason", "key", "failed at"):
+    for column in ("offset", "error", "reason", "key", "failed at", "replay"):
         table.add_column(column)
-    for r in asyncio.run(list_dead_letters(get_settings(), stage)):
-        table.add_row(str(r.offset), r.letter.error_type, r.letter.reason[:120], r.letter.key or "-", r.letter.failed_at.isoformat(timespec="seconds"))
+    try:
+        handled = asyncio.run(handled_offsets(settings, stage))
+    except Exception:  # noqa: BLE001 - the letters are still worth showing without the database
+        handled = {}
+    for r in asyncio.run(list_dead_letters(settings, stage)):
+        table.add_row(str(r.offset), r.letter.error_type, r.letter.reason[:120], r.letter.key or "-",
+                      r.letter.failed_at.isoformat(timespec="seconds"), handled.get(r.offset, "pending"))
     Console().print(table)
 
 
@@ -115,15 +121,19 @@ def dlq_show(stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAG
 def dlq_replay(
     stage: Annotated[str, typer.Argument(help=f"one of: {', '.join(STAGES)}")],
     error_type: Annotated[list[str] | None, typer.Option(help="only these error types (e.g. dependency); repeatable")] = None,
+    max_replays: Annotated[int, typer.Option(help="replay one payload at most this many times in all (poison records)")] = 3,
 ) -> None:
-    """Re-publish the stage's dead letters not replayed before to the topics they came from."""
+    """Re-publish the stage's pending dead letters to the topics they came from."""
     import asyncio
 
     from radalign.config import get_settings
     from radalign.framework.deadletters import replay_dead_letters
 
-    replayed = asyncio.run(replay_dead_letters(get_settings(), stage, set(error_type) if error_type else None))
-    typer.echo(f"replayed {len(replayed)} record(s) of {stage}")
+    report = asyncio.run(replay_dead_letters(get_settings(), stage, set(error_type) if error_type else None, max_replays=max_replays))
+    typer.echo(
+        f"{stage}: replayed {len(report.replayed)}, gave up on {len(report.exhausted)} (replayed {max_replays} times already), "
+        f"left {len(report.left)} of other error types pending, {report.already} handled before"
+    )
 
 
 @schemas_app.command("export")

@@ -6,20 +6,32 @@ addresses of the real services (Kafka bootstrap servers, PostgreSQL DSN, Triton,
 
 from __future__ import annotations
 
+import ssl
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from radalign import PIPELINE_VERSION
 from radalign.pipeline import stage_spec
 
+#: The public development default of `deid_secret`; refused when `env` is production.
+DEV_DEID_SECRET = "dev-only-change-me"
+
+
+class InsecureSettings(ValueError):
+    """`RADALIGN_ENV=production` with a setting that is only acceptable on a developer machine."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RADALIGN_", env_file=None, extra="ignore")
 
+    env: Literal["dev", "production"] = Field(
+        default="dev",
+        description="production (set by the k8s overlays) refuses to start with empty tokens, an empty AE list or the dev secret",
+    )
     state_dir: Path = Field(default=Path(".radalign"), description="PIDs, logs and data of the embedded stack")
     stack_external: str = Field(
         default="",
@@ -32,10 +44,14 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = 6000  # tansu joins take about half the session timeout
     kafka_heartbeat_ms: int = 1000
     kafka_partitions: int = 4
-    # TLS to Kafka (radalign/framework/kafka_tls.py): SSL with the KafkaUser's certificate in production.
-    kafka_security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT (embedded broker) or SSL")
-    kafka_ssl_cafile: str = ""
-    kafka_ssl_certfile: str = ""
+    # Kafka security (aiokafka and Faust alike). PLAINTEXT is the embedded broker's; production
+    # clusters use SSL or SASL_SSL.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = Field(default="", description="CA bundle of the brokers; empty: the system store")
+    kafka_ssl_certfile: str = Field(default="", description="client certificate (mutual TLS)")
     kafka_ssl_keyfile: str = ""
 
     # PostgreSQL + pgvector. Empty: the embedded server's socket under the state folder.
@@ -110,7 +126,12 @@ class Settings(BaseSettings):
     # Gateway
     gateway_host: str = "127.0.0.1"
     gateway_port: int = stage_spec("gateway").web_port
-    gateway_tokens: str = Field(default="", description="comma-separated bearer tokens; empty disables auth (dev only)")
+    gateway_tokens: str = Field(default="", description="comma-separated bearer tokens of the ingest API; empty disables auth (dev only)")
+    read_tokens: str = Field(
+        default="",
+        description="comma-separated bearer tokens of the report read API (re-identified FHIR/SR); must differ from the ingest "
+        "tokens in production; empty in dev: the ingest tokens",
+    )
     gateway_max_bytes: int = 64 * 1024 * 1024
     dicom_ae_title: str = "RADALIGN"
     dicom_port: int = 11112
@@ -125,7 +146,7 @@ class Settings(BaseSettings):
     deid_refuse_burned_in: bool = Field(
         default=True, description="refuse objects with BurnedInAnnotation=YES (their pixels may show identifiers)"
     )
-    deid_secret: str = Field(default="dev-only-change-me", description="HMAC key for pseudonyms; set a secret in production")
+    deid_secret: str = Field(default=DEV_DEID_SECRET, description="HMAC key for pseudonyms; set a secret in production")
     patient_issuer: str = Field(
         default="LOCAL", description="issuer (namespace) of patient ids when neither the source nor the object names one"
     )
@@ -141,6 +162,67 @@ class Settings(BaseSettings):
     web_host: str = Field(default="127.0.0.1", description="bind address of the stages' HTTP servers; 0.0.0.0 in a pod")
     metrics_dir: Path | None = Field(default=None, description="PROMETHEUS_MULTIPROC_DIR for multi-process workers")
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _secure_outside_dev(self) -> Settings:
+        """Outside dev, settings that silently disable a protection stop the process instead."""
+        if self.env != "production":
+            return self
+        problems = []
+        if not self.gateway_tokens.strip(","):
+            problems.append("RADALIGN_GATEWAY_TOKENS is empty (the ingest API would accept anyone)")
+        if not self.read_tokens.strip(","):
+            problems.append("RADALIGN_READ_TOKENS is empty (the report API would accept anyone)")
+        ingest = {t.strip() for t in self.gateway_tokens.split(",") if t.strip()}
+        if ingest & {t.strip() for t in self.read_tokens.split(",") if t.strip()}:
+            problems.append("a token is both an ingest and a read token (uploaders could read re-identified reports)")
+        if not self.dicom_allowed_aes.strip(","):
+            problems.append("RADALIGN_DICOM_ALLOWED_AES is empty (any calling AE could store)")
+        if self.deid_secret == DEV_DEID_SECRET or len(self.deid_secret) < 32:
+            problems.append("RADALIGN_DEID_SECRET is the public default or shorter than 32 characters (pseudonyms could be recomputed)")
+        if self.kafka_sasl_mechanism and not self.kafka_security_protocol.startswith("SASL"):
+            problems.append("RADALIGN_KAFKA_SASL_MECHANISM is set but the security protocol is not SASL_*")
+        if problems:
+            raise InsecureSettings("refusing to start with RADALIGN_ENV=production: " + "; ".join(problems))
+        return self
+
+    @property
+    def read_api_tokens(self) -> str:
+        """Tokens of the report read API: `read_tokens`, or in dev the ingest tokens when unset."""
+        return self.read_tokens or (self.gateway_tokens if self.env == "dev" else "")
+
+    def kafka_ssl_context(self) -> ssl.SSLContext | None:
+        if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+            return None
+        context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+        if self.kafka_ssl_certfile:
+            context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile or None)
+        return context
+
+    def kafka_client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client (producer, consumer, admin) gets."""
+        kwargs: dict[str, Any] = {"bootstrap_servers": self.kafka_bootstrap, "security_protocol": self.kafka_security_protocol}
+        if (context := self.kafka_ssl_context()) is not None:
+            kwargs["ssl_context"] = context
+        if self.kafka_security_protocol.startswith("SASL"):
+            kwargs |= {
+                "sasl_mechanism": self.kafka_sasl_mechanism or "PLAIN",
+                "sasl_plain_username": self.kafka_sasl_username,
+                "sasl_plain_password": self.kafka_sasl_password.get_secret_value(),
+            }
+        return kwargs
+
+    def faust_broker_credentials(self) -> Any:
+        """`broker_credentials` for Faust: SASL or SSL credentials, None for PLAINTEXT."""
+        import faust
+
+        context = self.kafka_ssl_context()
+        if self.kafka_security_protocol.startswith("SASL"):
+            return faust.SASLCredentials(
+                username=self.kafka_sasl_username, password=self.kafka_sasl_password.get_secret_value(),
+                mechanism=self.kafka_sasl_mechanism or "PLAIN", ssl_context=context,
+            )
+        return faust.SSLCredentials(context) if context is not None else None
 
     @property
     def blob_root(self) -> str:

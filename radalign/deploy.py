@@ -239,6 +239,57 @@ def autoscaler_manifests() -> list[Manifest]:
     return [stage_hpa(stage) for stage in CONSUMER_STAGES]
 
 
+# --- NetworkPolicy: each stage talks only to what it needs (issue 12) -----------------------------
+
+#: What each stage reaches besides DNS and Kafka: PostgreSQL, the S3 blob store, Triton, the LLM.
+#: Namespace of the Prometheus that scrapes /metrics; pods labelled this way may call the report API.
+MONITORING_NAMESPACE = "monitoring"
+REPORT_READER_LABEL = "radalign.io/report-reader"
+
+
+def network_policy(stage: str) -> Manifest:
+    """Default-deny for the stage's pods, then only: DNS, Kafka, the stage's declared egress
+    (`StageSpec.egress`) out; Prometheus (monitoring namespace) in on the HTTP port; for a stage
+    without input (the gateway), any client on its ingest ports (modalities and PACS live outside
+    the cluster); for stages that serve re-identified reports, pods labelled
+    `radalign.io/report-reader=true`. External services whose addresses are not known here
+    (PostgreSQL, S3, the LLM, PACS, FHIR) are reached by port only."""
+    spec = stage_spec(stage)
+    http = {"protocol": "TCP", "port": spec.web_port}
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}
+    ingress: list[Manifest] = [{"from": [monitoring], "ports": [http]}]
+    if not spec.consumes:
+        ingress.append({"ports": [http, *({"protocol": "TCP", "port": Settings.model_fields[f].default} for _, f in spec.extra_ports)]})
+    if spec.serves_reports:
+        reader = {"namespaceSelector": {}, "podSelector": {"matchLabels": {REPORT_READER_LABEL: "true"}}}
+        ingress.append({"from": [reader], "ports": [http]})
+    dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    kafka = {"to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": KAFKA_CLUSTER}}}],
+             "ports": [{"protocol": "TCP", "port": 9092}, {"protocol": "TCP", "port": 9093}]}
+    egress: list[Manifest] = [dns, kafka]
+    targets = {
+        "postgres": {"ports": [{"protocol": "TCP", "port": 5432}]},
+        "s3": {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 9000}]},
+        "triton": {"to": [{"podSelector": {"matchLabels": selector("triton")}}], "ports": [{"protocol": "TCP", "port": 8001}]},
+        "llm": {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 8000}]},
+        "pacs": {"ports": [{"protocol": "TCP", "port": p} for p in (104, 4242, 11112, 443)]},
+        "fhir": {"ports": [{"protocol": "TCP", "port": 443}]},
+    }
+    egress += [targets[t] for t in spec.egress]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": workload_name(stage), "labels": labels(stage)},
+        "spec": {"podSelector": {"matchLabels": selector(stage)}, "policyTypes": ["Ingress", "Egress"],
+                 "ingress": ingress, "egress": egress},
+    }
+
+
+def network_policy_manifests() -> list[Manifest]:
+    return [network_policy(stage) for stage in STAGES]
+
+
 # --- KEDA (optional component): scale consumers on consumer-group lag ---------------------------
 
 #: Lag (records, summed over partitions) one replica is expected to absorb; STAT scales at once.
@@ -446,7 +497,7 @@ KAFKA_TLS_DIR = "/etc/radalign/kafka"
 
 def kafka_tls_patch() -> list[Manifest]:
     """JSON patch (production, every stage Deployment): mount the KafkaUser certificate and the
-    cluster CA, and point the workers at the TLS listener (radalign/framework/kafka_tls.py)."""
+    cluster CA, and point the workers at the TLS listener (`Settings.kafka_client_kwargs` / `faust_broker_credentials`)."""
     env = {
         "RADALIGN_KAFKA_BOOTSTRAP": KAFKA_TLS_BOOTSTRAP,
         "RADALIGN_KAFKA_SECURITY_PROTOCOL": "SSL",
@@ -731,6 +782,7 @@ IDLE_REPLICAS_NOTE = (
 #: Every generated file (relative to the repository root) and what renders it.
 GENERATED: dict[str, Callable[[], str]] = {
     "k8s/base/stages.yaml": lambda: to_yaml(stage_manifests()),
+    "k8s/base/networkpolicies.yaml": lambda: to_yaml(network_policy_manifests()),
     "k8s/base/autoscaling.yaml": lambda: to_yaml(autoscaler_manifests(), header=GENERATED_HEADER + IDLE_REPLICAS_NOTE),
     "k8s/components/keda/scaledobjects.yaml": lambda: to_yaml(keda_manifests(), header=GENERATED_HEADER + IDLE_REPLICAS_NOTE),
     "k8s/components/keda/kustomization.yaml": lambda: to_yaml([keda_kustomization()]),

@@ -1,7 +1,7 @@
 """The one place pseudonymous keys are derived: patients, studies, instances, UIDs and cases.
 
 Every writer of a patient key calls `Pseudonymizer.patient_key(patient_id, issuer)`: the gateway
-(C-STORE, STOW-RS and the HTTP form, `services/gateway/core.py`), `radalign kb ingest` and every
+(C-STORE, STOW-RS and the HTTP form, `radalign/ingest/gateway.py`), `radalign kb ingest` and every
 case-store loader (`radalign/kb/ingest.py`). Same-patient exclusion at retrieval compares a live
 study's patient key with the stored cases' keys, so two code paths that hash a patient
 differently would silently let a study retrieve its own prior report (issue 11: "http|<id>"

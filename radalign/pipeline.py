@@ -48,6 +48,10 @@ class StageSpec:
     resources: Resources
     #: Extra container ports besides `http` (name -> settings field holding the port).
     extra_ports: tuple[tuple[str, str], ...] = ()
+    #: What the stage calls besides Kafka (the NetworkPolicy's egress): postgres, s3, triton, llm, pacs, fhir.
+    egress: tuple[str, ...] = ()
+    #: Serves re-identified reports (read API, review app): only pods labelled as report readers may call it.
+    serves_reports: bool = False
 
     @property
     def adapter(self) -> str:
@@ -66,17 +70,21 @@ class StageSpec:
 # Sized for one worker process: torch + the MiniLM encoder load ~600 MB in the stages that embed
 # text; preprocess decodes DICOM (up to ~60 MB pixel data) in threads; concepts only calls Triton.
 GRAPH: tuple[StageSpec, ...] = (
-    StageSpec("gateway", None, (STUDY_RECEIVED,), 18080, Resources("250m", "512Mi", "1", "1Gi"), (("dicom", "dicom_port"),)),
-    StageSpec("preprocess", STUDY_RECEIVED, (STUDY_PREPROCESSED,), 18101, Resources("500m", "1Gi", "2", "2Gi")),
-    StageSpec("concepts", STUDY_PREPROCESSED, (CONCEPTS_INFERRED,), 18102, Resources("250m", "768Mi", "1", "1536Mi")),
-    StageSpec("retrieval", CONCEPTS_INFERRED, (CASES_RETRIEVED,), 18103, Resources("500m", "1Gi", "2", "2Gi")),
-    StageSpec("drafting", CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW), 18104, Resources("250m", "1Gi", "1", "2Gi")),
+    StageSpec("gateway", None, (STUDY_RECEIVED,), 18080, Resources("250m", "512Mi", "1", "1Gi"),
+              extra_ports=(("dicom", "dicom_port"),), egress=("postgres", "s3")),
+    StageSpec("preprocess", STUDY_RECEIVED, (STUDY_PREPROCESSED,), 18101, Resources("500m", "1Gi", "2", "2Gi"), egress=("s3",)),
+    StageSpec("concepts", STUDY_PREPROCESSED, (CONCEPTS_INFERRED,), 18102, Resources("250m", "768Mi", "1", "1536Mi"), egress=("s3", "triton")),
+    StageSpec("retrieval", CONCEPTS_INFERRED, (CASES_RETRIEVED,), 18103, Resources("500m", "1Gi", "2", "2Gi"), egress=("postgres",)),
+    StageSpec("drafting", CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW), 18104, Resources("250m", "1Gi", "1", "2Gi"),
+              egress=("postgres", "llm"), serves_reports=True),
     # Sends each draft to the configured PACS / FHIR destinations; its outputs leave Kafka.
     # Renders SR and FHIR resources (pydicom, highdicom, fhir.resources) and waits on the network.
-    StageSpec("delivery", REPORT_DRAFTED, (), 18105, Resources("100m", "512Mi", "500m", "1Gi")),
+    StageSpec("delivery", REPORT_DRAFTED, (), 18105, Resources("100m", "512Mi", "500m", "1Gi"),
+              egress=("postgres", "pacs", "fhir"), serves_reports=True),
     # The radiologist's review web app: records which model input each study was read from, and
     # publishes signed reports.
-    StageSpec("review", STUDY_PREPROCESSED, (REPORT_FINAL,), 18106, Resources("250m", "1Gi", "1", "2Gi")),
+    StageSpec("review", STUDY_PREPROCESSED, (REPORT_FINAL,), 18106, Resources("250m", "1Gi", "1", "2Gi"),
+              egress=("postgres", "s3"), serves_reports=True),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH)

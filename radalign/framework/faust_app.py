@@ -19,7 +19,6 @@ from faust.web import Request, Response, View
 
 from radalign.config import Settings
 from radalign.framework import metrics
-from radalign.framework.kafka_tls import faust_credentials
 from radalign.framework.retry import retry_until_done
 from radalign.framework.stage import Record, Stage, StageRunner
 from schemas.topics import TopicSpec
@@ -40,6 +39,7 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
     app = faust.App(
         f"radalign-{stage.name}",
         broker=broker_urls(settings.kafka_bootstrap),
+        broker_credentials=settings.faust_broker_credentials(),  # TLS / SASL from the settings
         key_serializer="raw",
         value_serializer="raw",
         processing_guarantee="at_least_once",
@@ -56,9 +56,15 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
         web_bind=settings.web_host,
         web_port=settings.web_port(stage.name),
         web_in_thread=False,
+        # Only /metrics and /health/* (and a stage's own routes): Faust's /router, /table, /graph
+        # and statistics pages would show partitions, keys and table contents to anyone.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         stream_wait_empty=False,
         producer_acks=-1,
-        broker_credentials=faust_credentials(settings),
     )
     runner = StageRunner(stage, settings)
     state: dict = {"last_tick": time.monotonic(), "ready": False, "setup_error": None}

@@ -8,7 +8,6 @@ from aiokafka import AIOKafkaProducer
 
 from radalign.config import Settings
 from radalign.framework import codec
-from radalign.framework.kafka_tls import aiokafka_kwargs
 from schemas.events import Contract
 from schemas.topics import TopicSpec
 
@@ -35,14 +34,13 @@ class KafkaEventPublisher:
         self.settings = settings
         self.stage = stage
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **settings.kafka_client_kwargs(),  # bootstrap servers, TLS / SASL
             acks="all",
             request_timeout_ms=15000,
             linger_ms=0,
             # Idempotent producers fail against tansu (InitProducerId); sinks are idempotent by key
             # and the delivery stage skips report versions it delivered already.
             enable_idempotence=False,
-            **aiokafka_kwargs(settings),
         )
 
     async def start(self) -> None:

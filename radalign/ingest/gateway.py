@@ -30,7 +30,7 @@ from radalign.identity import IssuerPolicy, Pseudonymizer
 from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.dicom import check_dicom, read_dicom
-from radalign.ingest.images import open_raster, sniff_raster, strip_raster_metadata
+from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, strip_raster_metadata
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
 from schemas.events import Instance, Priority, StudyReceived
@@ -74,6 +74,7 @@ class GatewayCore:
         self.pseudonyms = pseudonyms
         self.pseudonymizer = Pseudonymizer(settings.deid_secret, settings.patient_issuer)
         self.issuers = IssuerPolicy.from_settings(settings)
+        set_pixel_limit(settings.max_image_pixels)  # Pillow's own bomb guard, for every code path
         self.assembler = StudyAssembler(
             settings.study_quiet_s,
             self._publish_study,

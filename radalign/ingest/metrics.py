@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 INSTANCES_ACCEPTED = Counter(
     "radalign_gateway_instances_accepted_total", "Instances the gateway accepted", ["source"]
@@ -15,4 +15,10 @@ INSTANCES_DUPLICATE = Counter(
 )
 STUDIES_PUBLISHED = Counter(
     "radalign_gateway_studies_published_total", "Studies published to the study topic", ["source", "priority", "kind"]
+)
+OUTBOX_PENDING = Gauge(
+    "radalign_gateway_outbox_pending_studies", "Acknowledged studies waiting in the outbox to be published (set at scrape time)"
+)
+ASSEMBLER_FAILING_S = Gauge(
+    "radalign_gateway_assembler_failing_seconds", "How long the study assembler's ticks have been failing (0: healthy)"
 )

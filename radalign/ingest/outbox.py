@@ -259,3 +259,21 @@ class PostgresOutbox:
         async with self.pool.connection() as conn:
             row = await (await conn.execute("SELECT count(*) FROM gateway_outbox_studies WHERE pending")).fetchone()
         return int(row[0]) if row else 0
+
+
+# Recovery after a broker lost what it had acknowledged (the embedded broker's memory storage, or
+# a Kafka cluster restored from an old state): every study published recently that has no report
+# yet is made pending again, so the assembler publishes it once more (as the next version, with all
+# its instances). Studies that were merely still in flight are processed twice; the stages are
+# idempotent per study and pipeline version, so that yields the same report, not a second one.
+_REQUEUE_UNREPORTED = """
+UPDATE gateway_outbox_studies s SET pending = true, claimed_until = NULL
+WHERE s.published_version > 0 AND NOT s.pending
+  AND s.last_received_at > now() - make_interval(secs => %s)
+  AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.study_key = s.study_key)
+"""
+
+
+def requeue_unreported(conn, window_s: float = 24 * 3600) -> int:  # noqa: ANN001 - a psycopg (sync) connection
+    """Make published-but-unreported studies of the last `window_s` pending again; returns how many."""
+    return conn.execute(_REQUEUE_UNREPORTED, (float(window_s),)).rowcount

@@ -38,6 +38,9 @@ def up_command(
     only: Annotated[
         list[str] | None, typer.Option("--only", help=f"start only these components ({', '.join(COMPONENTS)})")
     ] = None,
+    supervise: Annotated[
+        bool, typer.Option("--supervise/--no-supervise", help="restart crashed components with backoff")
+    ] = True,
 ) -> None:
     """Start what is not running yet and wait until each is ready."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -47,7 +50,7 @@ def up_command(
     if no_workers:
         components = [c for c in components if c in SERVICES]
     try:
-        rows = up(settings, components, model_repo=model_repo)
+        rows = up(settings, components, model_repo=model_repo, supervise=supervise)
     except (StackStartError, ValueError) as exc:
         console.print(f"[red]stack up failed:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -12,6 +12,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -23,13 +24,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from radalign.config import Settings
 from radalign.db import apply_migrations
-from radalign.stack import broker, orthanc, postgres, triton, workers
+from radalign.stack import broker, orthanc, postgres, supervisor, triton, workers
 from radalign.stack.broker import parse_bootstrap
 from radalign.stack.process import (
     StatePaths,
     live_process,
     processes_mentioning,
     read_pid_file,
+    start_process,
     stop_process,
     stop_processes,
     terminate_tree,
@@ -156,11 +158,17 @@ def up(
     components: Iterable[str] = COMPONENTS,
     *,
     model_repo: Path | None = None,
+    supervise: bool = False,
 ) -> list[ComponentStatus]:
     """Start the requested components that are neither external nor already running, in
     dependency order (broker, postgres + migrations, triton, workers), each waited on until
     ready. On a failure, what this call started is stopped again and StackStartError raised.
-    Returns one status per requested component, with the start time of those it started."""
+    Returns one status per requested component, with the start time of those it started.
+
+    A broker started here gets an epoch marker (`radalign.stack.supervisor`), so that a broker
+    that comes back empty is noticed. With `supervise` (what `radalign stack up` does) a
+    supervisor process restarts crashed components with backoff; tests leave it off, since some
+    of them stop components on purpose."""
     wanted = list(components)
     unknown = set(wanted) - set(COMPONENTS)
     if unknown:
@@ -187,6 +195,10 @@ def up(
                 begin = time.monotonic()
                 started.append(component)  # before starting: a half-started process is stopped too
                 proc = _start_service(settings, paths, component, model_repo)
+                if component == "broker":
+                    supervisor.mark_broker(settings)
+                if component == "triton" and model_repo is not None:
+                    (paths.run_dir / "triton-model-repo").write_text(str(Path(model_repo).resolve()))
                 elapsed = time.monotonic() - begin
                 log.info("%s ready in %.2f s (pid %d)", component, elapsed, proc.pid)
                 results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, "started", elapsed))
@@ -201,6 +213,10 @@ def up(
                 log.info("workers ready in %.2f s", elapsed)
                 for stage, proc in zip(missing, procs, strict=True):
                     results.append(ComponentStatus(workers.worker_name(stage), proc.pid, workers.worker_address(settings, stage), True, "started", elapsed))
+            if supervise and _running(paths, supervisor.NAME) is None:
+                env = workers.settings_env(settings)
+                start_process(paths, supervisor.NAME, [sys.executable, "-c", "from radalign.stack.supervisor import main; main()"], env)
+                results.append(ComponentStatus(supervisor.NAME, None, "", True, "started: restarts crashed components"))
         except BaseException:
             for name in reversed(started):
                 _stop_component(settings, paths, name)
@@ -222,6 +238,18 @@ def down(settings: Settings, timeout_s: float = 10.0) -> list[str]:
     stopped: list[str] = []
     external = external_components(settings)
     with _stack_lock(paths):
+        # The supervisor first: it must not restart what this call stops. Only the supervisor
+        # itself (not its process tree): components it restarted are its children, and they are
+        # stopped below by name like the others.
+        if (proc := _running(paths, supervisor.NAME)) is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout_s)
+            except psutil.TimeoutExpired:
+                proc.kill()
+            paths.pid_file(supervisor.NAME).unlink(missing_ok=True)
+            stopped.append(supervisor.NAME)
+        supervisor.state_file(paths).unlink(missing_ok=True)
         supervised = [n for n in paths.names() if n not in SERVICES]  # workers and other start_process names
         begin = time.monotonic()
         stopped.extend(stop_processes(paths, supervised, timeout_s))  # consumers first, all at once
@@ -254,10 +282,20 @@ def _probe(settings: Settings, component: str) -> bool:
     return False
 
 
+def _restarts(state: supervisor.SupervisorState, name: str) -> str:
+    record = state.components.get(name)
+    if record is None or not record.restarts:
+        return ""
+    when = time.strftime("%H:%M:%S", time.localtime(record.last_restart or 0))
+    error = f", last attempt failed: {record.last_error}" if record.last_error else ""
+    return f"; restarted {record.restarts}x by the supervisor (last {when}{error})"
+
+
 def status(settings: Settings) -> list[ComponentStatus]:
     """One row per service (embedded or external) and per worker that has a PID file."""
     paths = StatePaths.of(settings.state_dir)
     external = external_components(settings)
+    supervision = supervisor.read_state(paths)
     rows: list[ComponentStatus] = []
     for component in SERVICES:
         address = address_of(settings, component)
@@ -277,7 +315,13 @@ def status(settings: Settings) -> list[ComponentStatus]:
             rows.append(ComponentStatus(component, None, address, False, "not running"))
             continue
         healthy = _probe(settings, component)
-        rows.append(ComponentStatus(component, proc.pid, address, healthy, "ready" if healthy else "running, not ready"))
+        detail = "ready" if healthy else "running, not ready"
+        if component == "broker" and healthy and supervisor.broker_kept_its_data(settings) is False:
+            healthy, detail = False, "came back EMPTY: it lost every event, dead letter and report it held (memory storage)"
+        elif component == "broker" and supervision.broker_data_lost:
+            lost = time.strftime("%H:%M:%S", time.localtime(supervision.broker_data_lost[-1]))
+            detail += f"; came back EMPTY at {lost} ({len(supervision.broker_data_lost)}x): data from before was lost"
+        rows.append(ComponentStatus(component, proc.pid, address, healthy, detail + _restarts(supervision, component)))
     for name in paths.names():
         if name in SERVICES:
             continue
@@ -287,7 +331,12 @@ def status(settings: Settings) -> list[ComponentStatus]:
             rows.append(ComponentStatus(name, None, "", False, f"exited; see {paths.log_file(name)}"))
         elif stage in workers.STAGES:
             ready = workers.worker_ready(settings, stage)
-            rows.append(ComponentStatus(name, proc.pid, workers.worker_address(settings, stage), ready, "ready" if ready else "running, not ready"))
+            rows.append(ComponentStatus(name, proc.pid, workers.worker_address(settings, stage), ready,
+                                        ("ready" if ready else "running, not ready") + _restarts(supervision, name)))
+        elif name == supervisor.NAME:
+            age = time.time() - supervision.heartbeat if supervision.heartbeat else None
+            fresh = age is not None and age < 5 * supervisor.CHECK_S
+            rows.append(ComponentStatus(name, proc.pid, "", fresh, f"last round {age:.0f} s ago" if age is not None else "starting"))
         else:
             rows.append(ComponentStatus(name, proc.pid, "", True, "running"))
     return rows

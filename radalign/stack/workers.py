@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import httpx
 import psutil
+from pydantic import SecretStr
 
 from radalign.config import Settings
 from radalign.stack.process import StatePaths, start_process
@@ -36,6 +37,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for field, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
+        if isinstance(secret := getattr(settings, field), SecretStr):
+            value = secret.get_secret_value()  # model_dump masks it
         if field == "state_dir":
             value = str(settings.state_dir.resolve())  # the child may run in another folder
         env[f"RADALIGN_{field.upper()}"] = str(value)

@@ -26,7 +26,7 @@ import numpy as np
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
 
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
 

@@ -58,7 +58,8 @@ class DraftingStage(Stage[CasesRetrieved]):
                 return await stage.reidentifier.lookup(study_key) if stage.reidentifier else None
 
         lazy = _Lazy()
-        tokens = parse_tokens(self.settings_for_routes.gateway_tokens)
+        # The read API returns re-identified FHIR/SR: its own tokens, never the ingest ones (issue 12).
+        tokens = parse_tokens(self.settings_for_routes.read_api_tokens)
         return guard_routes(build_read_routes(lazy, lazy), tokens)  # type: ignore[arg-type]
 
     async def handle(self, event: CasesRetrieved) -> list[Output]:

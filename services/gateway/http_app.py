@@ -231,7 +231,18 @@ async def health_ready(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
+    import time
+
     from radalign.framework.metrics import CONTENT_TYPE, render
+    from radalign.ingest import metrics as gateway_metrics
+
+    assembler = request.app[CORE_KEY].assembler
+    since = assembler.failing_since
+    gateway_metrics.ASSEMBLER_FAILING_S.set(time.monotonic() - since if since is not None else 0.0)
+    try:  # the backlog an outage leaves behind; a scrape must not hang on a database that is down
+        gateway_metrics.OUTBOX_PENDING.set(await asyncio.wait_for(assembler.pending_studies(), timeout=1.0))
+    except Exception:  # noqa: BLE001
+        pass
 
     return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE})
 

@@ -171,3 +171,77 @@ async def test_postgres_outage_loses_nothing(gateway_settings: Settings) -> None
     assert refused_503 > 0, "the outage never reached the gateway"
     assert set(published) == accepted, f"lost {len(accepted - set(published))} of {len(accepted)}"
     assert all(versions == [1] for versions in published.values()), {k: v for k, v in published.items() if v != [1]}
+
+
+async def test_two_gateway_replicas_publish_each_study_once(gateway_settings: Settings) -> None:
+    """Two assemblers (two gateway replicas) on one PostgreSQL outbox: the claims (FOR UPDATE SKIP
+    LOCKED) give each due study to one of them; a re-opened study continues its version."""
+    from radalign.db import open_pool
+    from radalign.ingest.assembly import ReceivedInstance, StudyAssembler
+    from radalign.ingest.outbox import PostgresOutbox
+    from schemas.events import BlobRef, Instance
+
+    settings = gateway_settings
+    pool = await open_pool(settings, min_size=2, max_size=6)
+    sent: list[tuple[str, StudyReceived]] = []
+
+    def assembler(name: str) -> StudyAssembler:
+        async def publish(event: StudyReceived) -> None:
+            await asyncio.sleep(0.05)  # a broker round trip, so that the two overlap
+            sent.append((name, event))
+
+        return StudyAssembler(0.0, publish, pipeline_version="it", outbox=PostgresOutbox(pool))
+
+    def item(study: int, n: int) -> ReceivedInstance:
+        blob = BlobRef(uri=f"file:///b/{n}", sha256=f"{n:064x}", size=1, media_type="application/dicom")
+        inst = Instance(instance_key=f"in-{n:016x}", source_format="dicom", view_position="PA", blob=blob)
+        return ReceivedInstance(f"st-{study:016x}", "pt-0000000000000001", inst, "CR", "dicom-cstore")
+
+    try:
+        a, b = assembler("a"), assembler("b")
+        for study in range(20):
+            assert await a.add(item(study, study))
+        assert not await b.add(item(3, 3))  # a resend through the other replica is a duplicate
+        await asyncio.gather(a.flush(), b.flush(), a.flush(), b.flush())
+        assert sorted(e.study.study_key for _, e in sent) == sorted(f"st-{s:016x}" for s in range(20))
+        assert await b.add(item(5, 100))  # a late instance re-opens study 5
+        await asyncio.gather(a.flush(), b.flush())
+        assert len(sent) == 21
+        _, reopened = sent[-1]
+        assert reopened.study.study_key == f"st-{5:016x}" and reopened.study_version == 2 and len(reopened.instances) == 2
+    finally:
+        await pool.close()
+
+
+async def test_requeue_unreported_republishes_what_a_broker_lost(gateway_settings: Settings) -> None:
+    """After a broker lost what it acknowledged, the outbox re-queues published studies that have
+    no report (and only those), and the assembler publishes them again."""
+    from radalign.db import connect, open_pool
+    from radalign.ingest.assembly import ReceivedInstance, StudyAssembler
+    from radalign.ingest.outbox import PostgresOutbox, requeue_unreported
+    from schemas.events import BlobRef, Instance
+
+    settings = gateway_settings
+    pool = await open_pool(settings, min_size=1, max_size=2)
+    sent: list[StudyReceived] = []
+
+    async def publish(event: StudyReceived) -> None:
+        sent.append(event)
+
+    try:
+        asm = StudyAssembler(0.0, publish, pipeline_version="it", outbox=PostgresOutbox(pool))
+        for study in (1, 2):
+            blob = BlobRef(uri=f"file:///b/{study}", sha256=f"{study:064x}", size=1, media_type="application/dicom")
+            inst = Instance(instance_key=f"in-{study:016x}", source_format="dicom", blob=blob)
+            await asm.add(ReceivedInstance(f"st-{study:016x}", "pt-0000000000000001", inst, "CR", "http"))
+        assert len(await asm.flush()) == 2
+        with connect(settings.dsn, settings=settings, autocommit=True) as conn:
+            conn.execute(  # study 1 got its report; study 2's events were lost with the broker
+                "INSERT INTO reports (study_key, pipeline_version, report_id, drafter, needs_review, payload, content_hash) "
+                "VALUES (%s, 'it', 'r-1', 'deterministic', false, '{}'::jsonb, 'h')", (f"st-{1:016x}",))
+            assert requeue_unreported(conn) == 1
+        [again] = await asm.flush()
+        assert again.study.study_key == f"st-{2:016x}" and again.study_version == 2 and len(again.instances) == 1
+        assert await asm.flush() == []
+    finally:
+        await pool.close()

@@ -1,4 +1,4 @@
--- The gateway's transactional outbox (issue 12: nothing accepted is ever lost).
+-- Durability (issue 12). The gateway's transactional outbox: nothing accepted is ever lost.
 -- An instance is acknowledged to its sender (C-STORE success, HTTP 202, STOW-RS 200) only after
 -- its cleaned object is in the claim-check store and its row is here. The study assembler
 -- publishes studies whose last instance is older than the quiet window, then marks them; a
@@ -35,4 +35,27 @@ CREATE TABLE IF NOT EXISTS gateway_outbox_instances (
     published_version  integer,
     received_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (study_key, instance_key)
+);
+
+-- Dead-letter replays (`radalign dlq replay`). A letter is handled once it was replayed (or given
+-- up as poison); letters left out by an --error-type filter stay pending. A record that keeps
+-- failing comes back as a new letter with the same payload: `replays` counts per payload digest,
+-- so a poison record is replayed at most --max-replays times.
+CREATE TABLE IF NOT EXISTS dead_letter_handled (
+    dlq_topic       text NOT NULL,
+    dlq_partition   integer NOT NULL,
+    dlq_offset      bigint NOT NULL,
+    stage           text NOT NULL,
+    payload_sha256  text NOT NULL,
+    outcome         text NOT NULL CHECK (outcome IN ('replayed', 'exhausted')),
+    handled_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (dlq_topic, dlq_partition, dlq_offset)
+);
+
+CREATE TABLE IF NOT EXISTS dead_letter_replay_counts (
+    stage           text NOT NULL,
+    payload_sha256  text NOT NULL,
+    replays         integer NOT NULL DEFAULT 0,
+    last_replayed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stage, payload_sha256)
 );

