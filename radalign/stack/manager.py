@@ -308,9 +308,8 @@ def status(settings: Settings) -> list[ComponentStatus]:
             rows.append(ComponentStatus(component, None, address, healthy, "external"))
             continue
         proc = _running(paths, component)
-        if proc is None and component in OPTIONAL and not OPTIONAL[component]():
-            rows.append(ComponentStatus(component, None, "", True, "not installed"))
-            continue
+        if proc is None and component in OPTIONAL:
+            continue  # an optional component (Orthanc) is listed only while it runs
         if proc is None:
             rows.append(ComponentStatus(component, None, address, False, "not running"))
             continue

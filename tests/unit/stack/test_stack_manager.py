@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radalign.config import Settings
-from radalign.stack import manager, orthanc, running, start_process, stop
+from radalign.stack import manager, running, start_process, stop
 from radalign.stack.cli import stack_app
 from radalign.stack.process import StatePaths, write_pid_file
 
@@ -72,8 +72,6 @@ def test_status_of_an_empty_state_dir(tmp_path: Path) -> None:
         ("broker", False, "not running"),
         ("postgres", False, "not running"),
         ("triton", False, "not running"),
-        # Orthanc is optional: "not installed" is not a failure
-        ("orthanc", False, "not running") if orthanc.installed() else ("orthanc", True, "not installed"),
     ]
 
 

@@ -32,8 +32,10 @@ def test_up_starts_orthanc_and_down_stops_it(tmp_path: Path) -> None:
         assert row.detail == "started" and row.pid
         system = httpx.get(f"{orthanc.http_url(settings)}/system", timeout=5).json()
         assert system["DicomAet"] == settings.orthanc_ae_title and system["DicomPort"] == settings.orthanc_dicom_port
+        assert [(r.name, r.healthy) for r in manager.status(settings) if r.name == "orthanc"] == [("orthanc", True)]
         if orthanc.dicomweb_plugin():
             assert "dicom-web" in httpx.get(f"{orthanc.http_url(settings)}/plugins", timeout=5).json()
     finally:
         assert "orthanc" in manager.down(settings)
     assert not orthanc.orthanc_healthy(settings)
+    assert "orthanc" not in [r.name for r in manager.status(settings)]  # optional: listed only while it runs
