@@ -48,7 +48,7 @@ async def run(settings, studies: int) -> None:
     from schemas.examples import EXAMPLES
     from schemas.topics import REPORT_FINAL
     from services.review.app import SESSION_COOKIE, build_review_app
-    from services.review.core import ReviewCore
+    from radalign.review.core import ReviewCore
 
     pool = await open_pool(settings, name="bench")
     drafts = []

@@ -22,7 +22,7 @@ from radalign.framework.retry import call_with_retry
 from schemas.events import DeadLetter, StudyPreprocessed
 from schemas.topics import STUDY_PREPROCESSED, dead_letter_topic
 from services.review.app import build_review_app
-from services.review.core import STAGE, ReviewCore
+from radalign.review.core import STAGE, ReviewCore
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from radalign.review.signoff import SECTION_TITLES, SignOffError
 from radalign.review.worklist import format_waiting
 from schemas.events import Observation, ReviewRole
 from services.drafting.read_api import problem
-from services.review.core import ReviewCore
+from radalign.review.core import ReviewCore
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from radalign.ingest.images import encode_npy
 from radalign.review.store import VersionConflict
 from schemas.events import BlobRef, ReportDrafted, ReportFinal
 from services.review.app import SESSION_COOKIE, build_review_app
-from services.review.core import ReviewCore
+from radalign.review.core import ReviewCore
 
 TOKEN = "tok-review"
 

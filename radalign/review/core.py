@@ -31,7 +31,7 @@ from radalign.review.signoff import SignOffError, build_final, draft_findings_te
 from radalign.review.store import ReviewStore, VersionConflict
 from radalign.review.worklist import WorklistItem, order_worklist
 from schemas.events import BlobRef, Certainty, ConceptScore, Observation, ReportDrafted, ReportFinal, ReviewRole
-from services.review import metrics
+from radalign.review import metrics
 
 log = logging.getLogger(__name__)
 
