@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +52,12 @@ class Certainty(str, Enum):
     PRESENT = "present"
     ABSENT = "absent"
     UNCERTAIN = "uncertain"
+
+
+#: The 14 observations in CheXpert's order: the order of every score or label vector.
+OBSERVATIONS: tuple[Observation, ...] = tuple(Observation)
+#: A report's labels or a prediction's states, per observation (observations left out: unknown).
+Labels = Mapping[Observation, Certainty]
 
 
 class Priority(str, Enum):

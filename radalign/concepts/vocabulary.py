@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from schemas.events import Certainty, Observation
+from schemas.events import OBSERVATIONS, Certainty, Observation
 
 CONCEPTS_FILE = Path(__file__).with_name("concepts.v1.json")
 
-#: The order of every per-concept vector (probabilities, labels, anchors): CheXpert's.
-OBSERVATIONS: tuple[Observation, ...] = tuple(Observation)
+
 #: The five CheXpert competition observations (mean AUC is reported over these).
 COMPETITION_OBSERVATIONS: tuple[Observation, ...] = (
     Observation.ATELECTASIS,

@@ -55,11 +55,10 @@ from radalign.drafting.phrases import load_phrase_table
 from radalign.drafting.prompt import DraftContext, ExampleCase
 from radalign.drafting.sanitise import unsafe_words
 from radalign.drafting.text import split_sentences
-from schemas.events import Certainty, ConceptScore, Observation, OutOfDistribution
+from schemas.events import Certainty, ConceptScore, Labels, Observation, OutOfDistribution
 
 log = logging.getLogger(__name__)
 
-Labels = Mapping[Observation, Certainty]
 ALL_14 = tuple(Observation)
 WITHOUT_NO_FINDING = tuple(o for o in Observation if o is not Observation.NO_FINDING)
 COMPETITION_5 = (

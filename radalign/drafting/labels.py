@@ -7,13 +7,11 @@ which repeat a lot across retrieved reports.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import lru_cache
 from typing import Protocol
 
-from schemas.events import Certainty, Observation
+from schemas.events import Certainty, Labels, Observation
 
-Labels = Mapping[Observation, Certainty]
 
 
 class ReportLabeler(Protocol):

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from schemas.events import Certainty, Observation
+from schemas.events import OBSERVATIONS, Certainty, Labels, Observation
 
 #: CheXpert's order; index i of a label vector is OBSERVATIONS[i].
-OBSERVATIONS: tuple[Observation, ...] = tuple(Observation)
 N_OBSERVATIONS = len(OBSERVATIONS)
 
-Labels = Mapping[Observation, Certainty]
 LabelVector = tuple[int | None, ...]
 
 _CODE = {Certainty.PRESENT: 1, Certainty.ABSENT: 0, Certainty.UNCERTAIN: -1}

@@ -31,10 +31,8 @@ with the predicted states), kept as the baseline the benchmark compares against.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from radalign.kb.case import Candidate, normalised_report
@@ -237,13 +235,3 @@ async def retrieve_by_embedding(
     weight = settings.retrieval_label_weight if label_weight is None else label_weight
     return rerank([*by_text, *by_image], event.concepts, settings.retrieval_k, weight)
 
-
-async def retrieve_event(
-    store: CaseStore, event: ConceptsInferred, settings: Settings, retrieval_version: str = RETRIEVAL_VERSION
-) -> CasesRetrieved:
-    """`retrieve` plus the outgoing event with this stage's timing (what the agent publishes)."""
-    started_at = datetime.now(UTC)
-    t0 = time.perf_counter()
-    cases = await retrieve(store, event, settings)
-    timing = StageTiming(stage="retrieval", started_at=started_at, duration_ms=(time.perf_counter() - t0) * 1000.0)
-    return build_cases_retrieved(event, cases, retrieval_version, timing)

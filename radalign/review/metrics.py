@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from schemas.events import Observation
 
 QUEUE_DEPTH = Gauge("radalign_review_queue_depth", "Drafted studies not yet signed")
 QUEUE_AGE = Gauge("radalign_review_queue_oldest_seconds", "Time since arrival of the oldest unsigned drafted study")
@@ -32,4 +31,3 @@ AGREEMENT_COMPARED = Gauge("radalign_review_agreement_compared", "Signed reports
 KB_INGESTED = Counter("radalign_review_kb_ingested_total", "Signed reports written to the case store")
 HEATMAP_SECONDS = Histogram("radalign_review_heatmap_seconds", "Computing one study's attention maps", buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10))
 
-OBSERVATIONS = tuple(o.value for o in Observation)

@@ -31,7 +31,7 @@ from radalign.framework import metrics as stage_metrics
 from radalign.framework.auth import bearer_authorized, parse_tokens
 from radalign.review.signoff import SECTION_TITLES, SignOffError
 from radalign.review.worklist import format_waiting
-from schemas.events import Observation, ReviewRole
+from schemas.events import OBSERVATIONS, ReviewRole
 from services.drafting.read_api import problem
 from radalign.review.core import ReviewCore
 
@@ -43,7 +43,6 @@ SESSION_COOKIE = "radalign_review"
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@'-]{0,79}$")
 PUBLIC_PATHS = ("/login", "/health/live", "/health/ready", "/metrics", "/static/")
-OBSERVATIONS = list(Observation)
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
