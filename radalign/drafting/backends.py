@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity import RetryCallState
 
+from radalign.framework.retry import bounded_retrying
 from radalign.drafting.metrics import GENERATION_SECONDS, LLM_RETRIES
 from radalign.drafting.prompt import DraftPrompt
 from radalign.drafting.text import MalformedReport, parse_sections
@@ -186,13 +187,9 @@ class OpenAICompatibleBackend:
         log.warning("LLM call failed (%s), attempt %d; retrying", reason, state.attempt_number)
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retryable),
-            stop=stop_after_attempt(self._max_retries + 1),
-            # exponential from the base delay, capped, plus jitter of up to one base delay
-            wait=wait_exponential(multiplier=self._backoff[0], max=self._backoff[1]) + wait_random(0, self._backoff[0]),
-            before_sleep=self._log_retry,
-            reraise=True,
+        retrying = bounded_retrying(
+            attempts=self._max_retries + 1, base_delay_s=self._backoff[0], max_delay_s=self._backoff[1],
+            retry_on=lambda e: isinstance(e, _Retryable), before_sleep=self._log_retry,
         )
         try:
             async for attempt in retrying:

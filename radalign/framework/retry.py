@@ -36,6 +36,25 @@ def backoff(settings: Settings, max_delay_s: float | None = None) -> wait_random
     return wait_random_exponential(multiplier=settings.retry_base_delay_s, max=max_delay_s or settings.retry_max_delay_s)
 
 
+def bounded_retrying(
+    *,
+    attempts: int,
+    base_delay_s: float,
+    max_delay_s: float,
+    retry_on: Callable[[BaseException], bool],
+    before_sleep: Callable[[RetryCallState], None] | None = None,
+) -> AsyncRetrying:
+    """The policy itself, for callers that keep their own error types (the LLM backends): at most
+    `attempts` tries, full-jitter exponential backoff, the last error re-raised."""
+    return AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=base_delay_s, max=max_delay_s),
+        retry=retry_if_exception(retry_on),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
 async def retry_until_done(
     what: str,
     call: Callable[[], Awaitable[T]],
@@ -73,12 +92,12 @@ async def call_with_retry(
         metrics.RETRIES.labels(stage=stage, dependency=what).inc()
 
     try:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(attempts or settings.retry_attempts),
-            wait=backoff(settings),
-            retry=retry_if_exception(lambda e: not isinstance(e, PermanentError)),
+        async for attempt in bounded_retrying(
+            attempts=attempts or settings.retry_attempts,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+            retry_on=lambda e: not isinstance(e, PermanentError),
             before_sleep=_log_retry,
-            reraise=True,
         ):
             with attempt:
                 return await asyncio.wait_for(call(), timeout=timeout_s)
