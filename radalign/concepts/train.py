@@ -39,6 +39,10 @@ from radalign.concepts.vocabulary import OBSERVATIONS, load_vocabulary
 log = logging.getLogger(__name__)
 
 
+class ValidationUnscorable(ValueError):
+    """The validation split has no observation with both classes: nothing to select or gate on."""
+
+
 @dataclass
 class TrainConfig:
     manifest: Path
@@ -275,7 +279,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         state["history"].append(row)
         state["epoch"] = epoch + 1
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_auc=f"{val_auc if val_auc is not None else float('nan'):.3f}")
-        score = val_auc if val_auc is not None else -row["train_loss"]  # no val classes: fall back on loss
+        if val_auc is None:
+            # Model selection, calibration and the validity gate all rest on validation figures:
+            # without them the run would ship an unchecked model.
+            raise ValidationUnscorable(
+                f"the validation split ({len(val_idx)} films) cannot be scored: no observation has both a positive and a "
+                "negative film in any of its sources; use more labelled films, or a split with both classes per source"
+            )
+        score = val_auc
         if score > state["best_auc"]:
             state.update(best_auc=score, best_epoch=epoch + 1, bad_epochs=0)
             state["best_head"] = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}

@@ -87,3 +87,19 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path, monkeypa
     assert calls["n"] == 12, "the resumed run should only run epochs 3 and 4"
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
     assert not (tmp_path / "h.last.pt").exists()
+
+
+def test_a_validation_split_that_cannot_be_scored_is_refused_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import radalign.concepts.train as train_module
+    from radalign.concepts.train import ValidationUnscorable
+
+    manifest = _manifest(tmp_path)  # even rows normal, odd rows abnormal
+
+    def normal_only_validation(records, fractions, seed):  # type: ignore[no-untyped-def]
+        return {"train": list(range(0, 16)), "val": [16, 18, 20, 22], "test": [17, 19, 21, 23]}
+
+    monkeypatch.setattr(train_module, "split_by_source", normal_only_validation)
+    cfg = TrainConfig(manifest=manifest, out=tmp_path / "x.pt", cache_dir=tmp_path / "cache", encoder=TINY_ENCODER, d_model=32,
+                      epochs=2, batch_size=8, finetune=True, progress=False, fractions=(0.5, 0.25, 0.25))  # fmt: skip
+    with pytest.raises(ValidationUnscorable, match="cannot be scored"):
+        train(cfg)
