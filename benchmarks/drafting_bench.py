@@ -20,13 +20,14 @@ from datetime import datetime, timezone
 
 from radalign.config import Settings
 from radalign.drafting.backends import DraftBackend, DraftBackendError, LlamaCppBackend, OpenAICompatibleBackend, llama_cpp_available
+from radalign.drafting.context import DraftContext
+from radalign.drafting.core import DraftingCore
 from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.guard import check_draft
 from radalign.drafting.labels import default_labeler
-from radalign.drafting.prompt import DraftContext, build_prompt
+from radalign.drafting.prompt import build_prompt
 from radalign.labeler import label_sections, load_iu_reports
 from schemas.events import CasesRetrieved, Certainty, ConceptScore, Observation, RetrievedCase, StudyRef
-from radalign.drafting.core import DraftingCore
 
 _P = {Certainty.PRESENT: 0.85, Certainty.UNCERTAIN: 0.5, Certainty.ABSENT: 0.08}
 

@@ -28,7 +28,7 @@ WINDOW_PERCENTILES = (0.5, 99.5)
 @dataclass(frozen=True)
 class AttentionMaps:
     observations: tuple[Observation, ...]
-    probabilities: np.ndarray  # (K,) the local checkpoint's uncalibrated sigmoid outputs
+    probabilities: np.ndarray  # (K,) the local checkpoint's calibrated probabilities (0.5 where not learnt)
     maps: np.ndarray  # (K, gh, gw), each row sums to 1 over the grid
     model_version: str
 
@@ -79,9 +79,12 @@ class ConceptAttention:
             images = torch.from_numpy(array)[None]  # (1, 1, H, W)
             features = model.encoder(model.normalise(images))
             out = model.head(features, return_attention=True)
+            # Calibrated as the served model calibrates (ConceptModel.forward): the page shows the
+            # probabilities the draft rests on.
+            logits = torch.where(model.head.supported, model.calibrator(out.logits), torch.zeros_like(out.logits))
         gh, gw = model.head.config.grid
         attention = out.attention[0].reshape(-1, gh, gw).numpy()
-        return AttentionMaps(OBSERVATIONS, torch.sigmoid(out.logits[0]).numpy(), attention, self._version)
+        return AttentionMaps(OBSERVATIONS, torch.sigmoid(logits[0]).numpy(), attention, self._version)
 
 
     def embedding(self, model_input: np.ndarray) -> np.ndarray:
@@ -91,7 +94,7 @@ class ConceptAttention:
         array = np.asarray(model_input, dtype=np.float32).reshape(1, 1, *np.shape(model_input)[-2:])
         model = self._load()
         with torch.inference_mode():
-            _, embedding = model(torch.from_numpy(array))
+            _, embedding, _ood_distance = model(torch.from_numpy(array))
         return embedding[0].numpy()
 
 

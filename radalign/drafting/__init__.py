@@ -21,10 +21,11 @@ from radalign.drafting.backends import (
     OpenAICompatibleBackend,
     llama_cpp_available,
 )
+from radalign.drafting.context import DraftContext, DraftPrompt
 from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.guard import DraftGuard, GuardCheck, GuardedDraft, check_draft
 from radalign.drafting.identity import PostgresReidentifier, Reidentifier, StaticReidentifier, StudyIdentity
-from radalign.drafting.prompt import DEFAULT_PROMPT_VERSION, DraftContext, DraftPrompt, build_prompt
+from radalign.drafting.prompt import DEFAULT_PROMPT_VERSION, build_prompt
 from radalign.drafting.store import ReportStore
 
 __all__ = [

@@ -24,10 +24,10 @@ from typing import Any, Protocol, runtime_checkable
 import httpx
 from tenacity import RetryCallState
 
-from radalign.framework.retry import bounded_retrying
+from radalign.drafting.context import DraftPrompt
 from radalign.drafting.metrics import GENERATION_SECONDS, LLM_RETRIES
-from radalign.drafting.prompt import DraftPrompt
 from radalign.drafting.text import MalformedReport, parse_sections
+from radalign.framework.retry import bounded_retrying
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import uuid
 from radalign.config import Settings, get_settings
 from radalign.drafting.backends import DraftBackend, LlamaCppBackend, OpenAICompatibleBackend
 from radalign.drafting.concepts import Prediction
+from radalign.drafting.context import DraftContext
 from radalign.drafting.deterministic import NAME as DETERMINISTIC
 from radalign.drafting.guard import DraftGuard, GuardedDraft
 from radalign.drafting.labels import ReportLabeler
-from radalign.drafting.prompt import DraftContext
 from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 
 from radalign.drafting.backends import DraftText
 from radalign.drafting.concepts import Prediction
+from radalign.drafting.context import DraftContext, DraftPrompt
 from radalign.drafting.labels import ReportLabeler, default_labeler
 from radalign.drafting.phrases import Band, PhraseTable, SectionName, load_phrase_table
-from radalign.drafting.prompt import DraftContext, DraftPrompt
 from radalign.drafting.sanitise import check_sentence
 from radalign.drafting.text import normalise, split_sentences
 from schemas.events import Certainty, Observation

@@ -49,10 +49,10 @@ from typing import Any
 import numpy as np
 
 from radalign.drafting.concepts import Prediction
+from radalign.drafting.context import DraftContext, ExampleCase
 from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.labels import ReportLabeler, default_labeler
 from radalign.drafting.phrases import load_phrase_table
-from radalign.drafting.prompt import DraftContext, ExampleCase
 from radalign.drafting.sanitise import unsafe_words
 from radalign.drafting.text import split_sentences
 from schemas.events import Certainty, ConceptScore, Labels, Observation, OutOfDistribution

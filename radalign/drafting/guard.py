@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 
 from radalign.drafting.backends import DraftBackend, DraftBackendError, DraftText
 from radalign.drafting.concepts import NAMES, Prediction
+from radalign.drafting.context import DraftContext, PromptForm
 from radalign.drafting.deterministic import NAME, DeterministicDrafter
 from radalign.drafting.labels import ReportLabeler, default_labeler
 from radalign.drafting.metrics import FALLBACKS, GUARD_REJECTIONS, GUARD_VERDICTS
-from radalign.drafting.prompt import DEFAULT_PROMPT_VERSION, DraftContext, PromptForm, build_prompt
+from radalign.drafting.prompt import DEFAULT_PROMPT_VERSION, build_prompt
 from radalign.drafting.sanitise import unsafe_words
 from radalign.drafting.text import off_topic_phrases, split_sentences
 from schemas.events import Certainty, Guard, GuardRejection, GuardVerdict, Observation

@@ -13,7 +13,6 @@ from typing import Protocol
 from schemas.events import Certainty, Labels, Observation
 
 
-
 class ReportLabeler(Protocol):
     def sections(self, findings: str, impression: str) -> Labels:
         """Labels of a whole report (impression and findings together)."""

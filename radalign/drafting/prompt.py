@@ -13,21 +13,21 @@ with every report (`ReportDrafted.prompt_version`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib.resources import files
 from string import Template
-from typing import Any, Literal
+from typing import Any
 
 from radalign.drafting.concepts import NAMES, Prediction, criteria_by_observation
+from radalign.drafting.context import DraftContext, DraftPrompt, PromptForm
+from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.labels import ReportLabeler
-from radalign.drafting.sanitise import sanitise
-from schemas.events import CasesRetrieved, Certainty, Observation, Priority, RetrievedCase
+from radalign.drafting.phrases import load_phrase_table
+from schemas.events import Certainty, Observation
 
 PROMPT_VERSIONS = ("draft-v1", "draft-v2")
 #: draft-v2: the LLM rewrites the structured draft (v1: drafted from the concepts and cases).
 DEFAULT_PROMPT_VERSION = "draft-v2"
-PromptForm = Literal["chat", "completion"]
 
 #: Structured output for endpoints that support `response_format: json_schema`.
 REPORT_JSON_SCHEMA: dict[str, Any] = {
@@ -42,72 +42,6 @@ REPORT_JSON_SCHEMA: dict[str, Any] = {
 # Where a base model's continuation ends: a blank line closes the report, a new header starts
 # the next (invented) example.
 COMPLETION_STOP = ("\n\n", "FINDINGS:", "KEY FINDINGS:", "STUDY:")
-
-
-@dataclass(frozen=True)
-class ExampleCase:
-    """A retrieved case as the prompt shows it: prior comparisons already removed."""
-
-    case_key: str
-    similarity: float
-    findings: str
-    impression: str
-
-
-@dataclass(frozen=True)
-class DraftContext:
-    """Everything a drafter may know about the study: no identifiers."""
-
-    prediction: Prediction
-    cases: tuple[ExampleCase, ...]
-    view_position: str | None
-    lateral_only: bool = False
-    priority: Priority = Priority.ROUTINE
-    #: Words that something in this study supports and the guard therefore allows (e.g. a side
-    #: from a localisation model); none today: the concept model carries no location.
-    supported_words: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_event(cls, event: CasesRetrieved, *, max_cases: int = 3) -> DraftContext:
-        return cls(
-            prediction=Prediction.from_scores(event.concepts, ood=event.ood),
-            cases=tuple(example_cases(event.cases, max_cases=max_cases)),
-            view_position=event.view_position,
-            lateral_only=event.lateral_only,
-            priority=event.study.priority,
-        )
-
-    def study_context(self) -> str:
-        view = (self.view_position or "unknown").upper()
-        kind = "lateral chest radiograph only" if self.lateral_only else "chest radiograph"
-        urgency = ", urgent (stat) request" if self.priority is Priority.STAT else ""
-        return f"{kind}, view {view}{urgency}"
-
-
-@dataclass(frozen=True)
-class DraftPrompt:
-    version: str
-    form: PromptForm
-    context: DraftContext
-    messages: tuple[dict[str, str], ...] = ()
-    text: str = ""
-    stop: tuple[str, ...] = ()
-    max_tokens: int = 256
-    json_schema: dict[str, Any] | None = None
-    corrections: tuple[str, ...] = field(default_factory=tuple)
-
-
-def example_cases(cases: Sequence[RetrievedCase], *, max_cases: int) -> list[ExampleCase]:
-    """The best `max_cases` cases (by re-ranking score) whose text survives sanitising (no side,
-    location, size, comparison, time, device position or history of another patient)."""
-    chosen: list[ExampleCase] = []
-    for case in sorted(cases, key=lambda c: c.score, reverse=True):
-        findings, impression = sanitise(case.findings), sanitise(case.impression)
-        if findings and impression:
-            chosen.append(ExampleCase(case.case_key, case.similarity, findings, impression))
-        if len(chosen) >= max_cases:
-            break
-    return chosen
 
 
 @lru_cache(maxsize=32)
@@ -142,9 +76,6 @@ def key_findings_text(states: dict[Observation, Certainty] | Prediction) -> str:
 
 def structured_draft_text(context: DraftContext) -> str:
     """The structured deterministic draft of the study, as the LLM is asked to rewrite it."""
-    from radalign.drafting.deterministic import DeterministicDrafter  # the drafter imports this module
-    from radalign.drafting.phrases import load_phrase_table
-
     draft = DeterministicDrafter().draft(context)
     titles: dict[str, str] = dict(load_phrase_table().sections)
     lines = [f"{titles.get(name, name)}: {' '.join(sentences)}" for name, sentences in draft.sections] or [f"FINDINGS: {draft.findings}"]

@@ -9,7 +9,6 @@ skipped by `up`/`down` and only probed by `status`.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import logging
 import os
 import sys
@@ -25,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from radalign.config import Settings
 from radalign.db import apply_migrations
 from radalign.stack import broker, orthanc, postgres, supervisor, triton, workers
-from radalign.stack.broker import parse_bootstrap
+from radalign.stack.components import COMPONENTS, SERVICES, external_components
 from radalign.stack.process import (
     StatePaths,
     live_process,
@@ -40,10 +39,8 @@ from radalign.stack.readiness import StackStartError, tcp_open
 
 log = logging.getLogger(__name__)
 
-SERVICES: tuple[str, ...] = ("broker", "postgres", "triton", "orthanc")
 #: Services started only where installed (else `up` skips them and says why).
 OPTIONAL: dict[str, Callable[[], bool]] = {"orthanc": orthanc.installed}
-COMPONENTS: tuple[str, ...] = (*SERVICES, "workers")
 
 
 @dataclass(frozen=True)
@@ -55,32 +52,6 @@ class ComponentStatus:
     detail: str = ""
     #: Seconds `up` took to start it and wait until it was ready (None when not started by `up`).
     started_in_s: float | None = None
-
-
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def external_components(settings: Settings) -> set[str]:
-    """Components the settings place outside this machine's embedded stack: the ones listed in
-    `stack_external`, PostgreSQL when `database_url` is set, the broker / Triton when their
-    address is not a loopback one."""
-    external = {c.strip() for c in settings.stack_external.split(",") if c.strip()}
-    unknown = external - set(SERVICES)
-    if unknown:
-        raise ValueError(f"stack_external names unknown components {sorted(unknown)}; known: {', '.join(SERVICES)}")
-    if settings.database_url:
-        external.add("postgres")
-    if not _is_loopback(parse_bootstrap(settings.kafka_bootstrap)[0]):
-        external.add("broker")
-    if not _is_loopback(settings.triton_grpc_url.rpartition(":")[0].strip("[]")):
-        external.add("triton")
-    return external
 
 
 def public_dsn(dsn: str) -> str:

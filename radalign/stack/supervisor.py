@@ -186,7 +186,7 @@ def _try_stack_lock(paths: StatePaths) -> Iterator[bool]:
 
 def _supervised(settings: Settings, paths: StatePaths) -> list[str]:
     """Components `up` started here (they have PID files) and that are not external."""
-    from radalign.stack.manager import SERVICES, external_components
+    from radalign.stack.components import SERVICES, external_components
     from radalign.stack.workers import PREFIX, STAGES
 
     external = external_components(settings)

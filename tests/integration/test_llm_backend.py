@@ -20,10 +20,11 @@ import pytest
 
 from radalign.config import Settings
 from radalign.drafting.backends import DraftBackendError, LlamaCppBackend, OpenAICompatibleBackend, gemma_gguf_path, llama_cpp_available
-from radalign.drafting.prompt import DraftContext, build_prompt
+from radalign.drafting.context import DraftContext
+from radalign.drafting.core import DraftingCore
+from radalign.drafting.prompt import build_prompt
 from radalign.labeler import iu_archive_path, label_sections, load_iu_reports
 from schemas.events import GuardVerdict
-from radalign.drafting.core import DraftingCore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "drafting"))
 from drafting_helpers import make_event  # noqa: E402

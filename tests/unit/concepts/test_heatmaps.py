@@ -77,6 +77,6 @@ def test_concept_attention_on_the_shipped_checkpoint_matches_the_forward_pass():
     assert maps.maps.shape == (14, 7, 7) and np.allclose(maps.maps.sum(axis=(1, 2)), 1, atol=1e-4)
     model = attention._load()
     with torch.inference_mode():
-        probabilities, embedding = model(torch.from_numpy(film)[None])
+        probabilities, embedding, _ood_distance = model(torch.from_numpy(film)[None])
     assert np.allclose(maps.probabilities, probabilities[0].numpy(), atol=1e-6)
     assert np.allclose(attention.embedding(film), embedding[0].numpy(), atol=1e-6)

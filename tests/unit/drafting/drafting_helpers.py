@@ -6,7 +6,6 @@ import random
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
-
 from radalign.labeler import IUReport
 from schemas.events import CasesRetrieved, Certainty, ConceptScore, Observation, RetrievedCase, StudyRef
 

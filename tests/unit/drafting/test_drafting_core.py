@@ -3,9 +3,9 @@ from drafting_helpers import make_event
 
 from radalign.config import Settings
 from radalign.drafting.backends import OpenAICompatibleBackend
+from radalign.drafting.core import DraftingCore, build_backend, parse_critical, report_id_for
 from radalign.labeler import label_sections
 from schemas.events import Certainty, GuardVerdict, Observation
-from radalign.drafting.core import DraftingCore, build_backend, parse_critical, report_id_for
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
 CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly.")]

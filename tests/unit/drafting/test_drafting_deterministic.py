@@ -6,9 +6,9 @@ import random
 
 from drafting_helpers import make_event, retrieve_like
 
+from radalign.drafting.context import DraftContext
 from radalign.drafting.deterministic import DeterministicDrafter, band_of
 from radalign.drafting.phrases import load_phrase_table
-from radalign.drafting.prompt import DraftContext
 from radalign.drafting.sanitise import check_sentence
 from radalign.drafting.text import split_sentences
 from radalign.labeler import label_sections

@@ -7,12 +7,12 @@ from prometheus_client import REGISTRY
 from radalign.config import Settings
 from radalign.drafting.backends import DraftBackendError, DraftText
 from radalign.drafting.concepts import Prediction
+from radalign.drafting.context import DraftContext, DraftPrompt
+from radalign.drafting.core import DraftingCore
 from radalign.drafting.guard import DraftGuard, check_draft
 from radalign.drafting.labels import default_labeler
-from radalign.drafting.prompt import DraftContext, DraftPrompt
 from radalign.labeler import label_sections
 from schemas.events import Certainty, GuardVerdict, Observation
-from radalign.drafting.core import DraftingCore
 
 LABELS = {
     Observation.CARDIOMEGALY: Certainty.PRESENT,

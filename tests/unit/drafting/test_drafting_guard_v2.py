@@ -7,10 +7,10 @@ from test_drafting_guard import ScriptedBackend
 
 from radalign.config import Settings
 from radalign.drafting.concepts import Prediction
+from radalign.drafting.context import DraftContext
+from radalign.drafting.core import DraftingCore
 from radalign.drafting.guard import DraftGuard, check_draft
 from radalign.drafting.labels import default_labeler
-from radalign.drafting.prompt import DraftContext
-from radalign.drafting.core import DraftingCore
 from schemas.events import CasesRetrieved, Certainty, GuardVerdict, Observation, OutOfDistribution
 
 LABELS = {Observation.NO_FINDING: Certainty.ABSENT, Observation.LUNG_OPACITY: Certainty.PRESENT, Observation.PNEUMONIA: Certainty.PRESENT}

@@ -12,9 +12,10 @@ from prometheus_client import REGISTRY
 
 from radalign.config import Settings
 from radalign.drafting.backends import DraftBackendError, OpenAICompatibleBackend
-from radalign.drafting.prompt import DraftContext, build_prompt
-from schemas.events import Certainty, GuardVerdict, Observation
+from radalign.drafting.context import DraftContext
 from radalign.drafting.core import DraftingCore
+from radalign.drafting.prompt import build_prompt
+from schemas.events import Certainty, GuardVerdict, Observation
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
 CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly.")]

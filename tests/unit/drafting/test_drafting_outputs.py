@@ -2,6 +2,9 @@
 
 import asyncio
 import base64
+import dataclasses
+import shutil
+import subprocess
 from datetime import date, datetime, timezone
 from io import BytesIO
 
@@ -12,10 +15,7 @@ from pydantic import ValidationError
 from pydicom import dcmread
 
 from radalign.config import Settings
-import dataclasses
-import shutil
-import subprocess
-
+from radalign.drafting.core import DraftingCore
 from radalign.drafting.fhir import (
     AIAST,
     DEFAULT_PATIENT_SYSTEM,
@@ -29,7 +29,6 @@ from radalign.drafting.fhir import (
 from radalign.drafting.identity import InstanceIdentity, StudyIdentity
 from radalign.drafting.sr import BASIC_TEXT_SR, basic_text_sr, basic_text_sr_bytes, read_sr_text
 from schemas.events import Certainty, Observation
-from radalign.drafting.core import DraftingCore
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
 CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly.")]

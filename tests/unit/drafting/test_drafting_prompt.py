@@ -4,8 +4,9 @@ import pytest
 from drafting_helpers import make_event, retrieve_like
 
 from radalign.drafting.concepts import criteria_by_observation
+from radalign.drafting.context import DraftContext
 from radalign.drafting.labels import default_labeler
-from radalign.drafting.prompt import COMPLETION_STOP, DraftContext, build_prompt
+from radalign.drafting.prompt import COMPLETION_STOP, build_prompt
 from radalign.drafting.text import mentions_prior
 from schemas.events import Certainty, Observation
 

@@ -11,10 +11,10 @@ from drafting_helpers import make_event
 from pydicom import dcmread
 
 from radalign.config import Settings
+from radalign.drafting.core import DraftingCore
 from radalign.drafting.identity import StaticReidentifier, StudyIdentity
 from radalign.drafting.store import StoredReport
 from schemas.events import Certainty, Observation
-from radalign.drafting.core import DraftingCore
 from services.drafting.read_api import build_read_routes, negotiate
 
 KEY = "st-0123456789abcdef"
