@@ -129,6 +129,7 @@ def bootstrap(per_query: dict[str, np.ndarray], patients: list[str], n: int = 10
     draws = {m: [] for m in per_query}
     ratio = {m: [] for m in per_query}
     diff = {m: [] for m in per_query}
+    vs_today = {m: [] for m in per_query}
     for _ in range(n):
         idx = np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
         base = per_query["random"][idx].mean()
@@ -137,6 +138,7 @@ def bootstrap(per_query: dict[str, np.ndarray], patients: list[str], n: int = 10
             draws[m].append(mean)
             ratio[m].append(mean / base if base > 0 else math.nan)
             diff[m].append(mean - base)
+            vs_today[m].append(mean - per_query["today"][idx].mean())
     out = {}
     for m, values in per_query.items():
         out[m] = {
@@ -144,6 +146,7 @@ def bootstrap(per_query: dict[str, np.ndarray], patients: list[str], n: int = 10
             "ratio_to_random": float(values.mean() / per_query["random"].mean()),
             "ratio_ci": [float(np.nanpercentile(ratio[m], 2.5)), float(np.nanpercentile(ratio[m], 97.5))],
             "diff_ci": [float(np.percentile(diff[m], 2.5)), float(np.percentile(diff[m], 97.5))],
+            "minus_today_ci": [float(np.percentile(vs_today[m], 2.5)), float(np.percentile(vs_today[m], 97.5))],
         }
     return out
 
@@ -235,6 +238,9 @@ async def main_async(args) -> int:
         + (f"fuse the embedding (weight {FUSED_WEIGHT})" if decision else "embedding weight 0 (no better than chance)")
     )
     test = out["test"]["result"]["jaccard"]["profile"]
+    low, high = test["minus_today_ci"]
+    print(f"profile minus today's retrieval, test jaccard: {test['mean'] - out['test']['result']['jaccard']['today']['mean']:+.3f} "
+          f"[95% CI {low:+.3f}, {high:+.3f}] (paired)")
     print(f"target: profile top-5 jaccard {test['ratio_to_random']:.2f}x random on test (goal >= 1.5x)")
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2))
