@@ -24,6 +24,7 @@ def test_up_skips_orthanc_where_it_is_not_installed(tmp_path: Path, monkeypatch)
     assert (row.name, row.pid, row.detail) == ("orthanc", None, "not installed: skipped")
 
 
+@pytest.mark.integration  # starts a real Orthanc process
 @pytest.mark.skipif(not orthanc.installed(), reason="Orthanc is not installed (apt-get install orthanc orthanc-dicomweb)")
 def test_up_starts_orthanc_and_down_stops_it(tmp_path: Path) -> None:
     settings = stack_settings(tmp_path)
