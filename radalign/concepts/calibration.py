@@ -22,6 +22,9 @@ MIN_CLASS_FOR_FIT = 5
 class PlattCalibrator(nn.Module):
     """Calibrated logit = scale * logit + bias, per observation (identity by default)."""
 
+    scale: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, num_concepts: int) -> None:
         super().__init__()
         self.register_buffer("scale", torch.ones(num_concepts))
