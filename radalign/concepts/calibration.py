@@ -121,9 +121,10 @@ def choose_operating_point(
     # absent threshold: the (1 - sensitivity) quantile of positive scores, taken from below
     n_miss = int(np.floor((1 - sensitivity) * len(pos)))
     absent = float(pos[n_miss])
-    # present threshold: just above the specificity quantile of negative scores
+    # present threshold: one float32 step above the specificity quantile of negative scores (the
+    # served probabilities are float32: a float64 step would round back onto that score)
     n_pass = int(np.ceil(specificity * len(neg)))
-    present = float(np.nextafter(neg[n_pass - 1], 1.0)) if n_pass > 0 else 0.0
+    present = float(np.nextafter(np.float32(neg[n_pass - 1]), np.float32(1.0))) if n_pass > 0 else 0.0
     present = min(max(present, absent), 1.0)
     return OperatingPoint(
         absent=absent, present=present, target_sensitivity=sensitivity, target_specificity=specificity,
