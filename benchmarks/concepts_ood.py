@@ -46,7 +46,7 @@ def dicom_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
         try:
             ds = pydicom.dcmread(path)
             pixels = decode_dicom_pixels(ds)
-        except Exception:  # noqa: BLE001 - test files include deliberately broken or undecodable ones
+        except Exception:  # noqa: BLE001, S112 - test files include deliberately broken or undecodable ones
             continue
         if pixels.ndim != 2 or min(pixels.shape) < 32:
             continue
@@ -107,7 +107,7 @@ def main() -> None:
     def add(name: str, scores: np.ndarray, in_distribution: bool) -> None:
         if len(scores):
             flagged = float((scores > threshold).mean())
-            rows[name] = {"images": int(len(scores)), "flagged": round(flagged, 3), "median_score": round(float(np.median(scores)), 2),
+            rows[name] = {"images": len(scores), "flagged": round(flagged, 3), "median_score": round(float(np.median(scores)), 2),
                           "in_distribution": in_distribution}  # fmt: skip
 
     if args.manifest.is_file():

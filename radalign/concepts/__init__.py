@@ -3,9 +3,12 @@ plus an image embedding in the report text space.
 
 Modules: `vocabulary` (the versioned concepts file), `encoders` (pluggable image encoders),
 `model` (alignment head and the full model), `losses`, `data` (manifests, labels, patient split),
-`features` (frozen-encoder feature cache), `checkpoint`, `train` / `evaluate` (typer sub-apps),
-`scoring` (probabilities -> ConceptScore), `export` (TorchScript + Triton repository),
-`client` (async Triton client).
+`sources` (multi-source manifests, per-source label masks and splits, balanced sampling),
+`features` (frozen-encoder feature cache, per image), `calibration` (Platt scaling, ECE, operating
+points), `ood` (feature-distance OOD score), `gate` (the validity gate and site profiles),
+`validation` (what training decides on held-out data), `checkpoint`, `train` / `evaluate` /
+`audit` (typer commands), `scoring` (probabilities -> ConceptScore), `export` (TorchScript +
+Triton repository), `client` (async Triton client).
 """
 
 from __future__ import annotations

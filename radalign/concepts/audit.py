@@ -55,9 +55,10 @@ class AuditResult:
 
 def audit(
     manifest: str | Path, site: str, *, checkpoint: str | Path = DEFAULT_CHECKPOINT, profiles_dir: str | Path = Path(".radalign/site_profiles"),
-    cache_dir: str | Path = Path(".radalign/cache/concepts"), labels_from_report: bool = False, seed: int = 0, criteria: GateCriteria = GateCriteria(),
+    cache_dir: str | Path = Path(".radalign/cache/concepts"), labels_from_report: bool = False, seed: int = 0, criteria: GateCriteria | None = None,
     sensitivity: float = 0.9, specificity: float = 0.9,
 ) -> AuditResult:  # fmt: skip
+    criteria = criteria or GateCriteria()
     out_path = profile_path(profiles_dir, site)  # validates the site name first
     ckpt = load_checkpoint(checkpoint)
     shipped = ckpt.gate

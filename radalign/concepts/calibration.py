@@ -22,6 +22,9 @@ MIN_CLASS_FOR_FIT = 5
 class PlattCalibrator(nn.Module):
     """Calibrated logit = scale * logit + bias, per observation (identity by default)."""
 
+    scale: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(self, num_concepts: int) -> None:
         super().__init__()
         self.register_buffer("scale", torch.ones(num_concepts))
@@ -118,9 +121,10 @@ def choose_operating_point(
     # absent threshold: the (1 - sensitivity) quantile of positive scores, taken from below
     n_miss = int(np.floor((1 - sensitivity) * len(pos)))
     absent = float(pos[n_miss])
-    # present threshold: just above the specificity quantile of negative scores
+    # present threshold: one float32 step above the specificity quantile of negative scores (the
+    # served probabilities are float32: a float64 step would round back onto that score)
     n_pass = int(np.ceil(specificity * len(neg)))
-    present = float(np.nextafter(neg[n_pass - 1], 1.0)) if n_pass > 0 else 0.0
+    present = float(np.nextafter(np.float32(neg[n_pass - 1]), np.float32(1.0))) if n_pass > 0 else 0.0
     present = min(max(present, absent), 1.0)
     return OperatingPoint(
         absent=absent, present=present, target_sensitivity=sensitivity, target_specificity=specificity,

@@ -358,4 +358,4 @@ def eval_concepts_cmd(
         json_out.write_text(json.dumps(data, indent=2, default=str))
 
 
-__all__ = ["EvalReport", "OBSERVATIONS", "eval_app", "evaluate"]
+__all__ = ["OBSERVATIONS", "EvalReport", "eval_app", "evaluate"]

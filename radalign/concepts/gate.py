@@ -76,12 +76,13 @@ def decide_gate(
     val_labels: np.ndarray,
     *,
     loso: Mapping[str, Mapping[str, float | None]] | None = None,
-    criteria: GateCriteria = GateCriteria(),
+    criteria: GateCriteria | None = None,
     supported: Sequence[bool] | None = None,
 ) -> list[GateDecision]:
     """One decision per observation (CheXpert order). `loso` maps held-out source -> observation
     value -> AUC on that source's non-test films (None or absent: not measurable there)."""
     loso = loso or {}
+    criteria = criteria or GateCriteria()
     group = val_labels[:, OBSERVATIONS.index(CONFOUNDER)]
     decisions = []
     for k, obs in enumerate(OBSERVATIONS):

@@ -20,6 +20,11 @@ from torch import nn
 class FeatureDistance(nn.Module):
     """(B, C) pooled features -> (B,) distance score. Unfitted (k = 0 components): always 0."""
 
+    mean: torch.Tensor
+    basis: torch.Tensor
+    inv_var: torch.Tensor
+    residual_scale: torch.Tensor
+
     def __init__(self, channels: int, components: int = 32) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(channels))

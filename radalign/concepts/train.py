@@ -330,7 +330,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     if encoder is not None:
         encoder.eval().cpu()
-        feature_fn = lambda idx: _encode_indices(encoder, records, idx)  # noqa: E731
+        feature_fn = lambda idx: _encode_indices(encoder, records, idx)
     else:
         feature_fn = lambda idx: inputs[torch.as_tensor(idx, dtype=torch.long)].float()  # noqa: E731
     validate_and_gate(ckpt, cfg, records, split, labels.numpy(), feature_fn, retrain=train)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -36,6 +36,11 @@ Retrain = Callable[["TrainConfig"], Any]
 MIN_LOSO_ROWS = 50
 
 
+def supported_mask(ckpt: Checkpoint) -> np.ndarray:
+    """(14,) bool: the observations the checkpoint's training data held both classes of."""
+    return cast(torch.Tensor, ckpt.head.supported).numpy().astype(bool)
+
+
 def head_logits(ckpt: Checkpoint, features: torch.Tensor, batch_size: int = 128) -> np.ndarray:
     """Raw (uncalibrated) logits of the head; unsupported observations are 0."""
     out = []
@@ -50,7 +55,7 @@ def calibrated(ckpt: Checkpoint, logits: np.ndarray) -> np.ndarray:
     scale = ckpt.calibrator.scale.numpy() if ckpt.calibrator is not None else 1.0
     bias = ckpt.calibrator.bias.numpy() if ckpt.calibrator is not None else 0.0
     probs = sigmoid(logits * scale + bias)
-    return np.where(ckpt.head.supported.numpy()[None, :], probs, 0.5)
+    return np.where(supported_mask(ckpt)[None, :], probs, 0.5)
 
 
 def _ece_table(probs: np.ndarray, labels: np.ndarray) -> dict[str, float | None]:
@@ -85,7 +90,7 @@ def leave_one_source_out(
         non_test = np.array([i not in test for i in rows])
         # an observation the re-trained model never learnt (only this source labels it) answers a
         # constant 0.5: not measurable by leaving this source out, rather than "collapsed"
-        learnt = sub.head.supported.numpy()
+        learnt = supported_mask(sub)
         y = np.where(learnt[None, :], y, np.nan)
         out[source] = {
             "checkpoint": str(sub_out),
@@ -114,7 +119,7 @@ def validate_and_gate(
     val_feats = feature_fn(val_idx)
     val_labels = labels[val_idx]
     val_logits = head_logits(ckpt, val_feats)
-    supported = ckpt.head.supported.numpy()
+    supported = supported_mask(ckpt)
 
     # 1. calibration (validation)
     scale, bias, fitted = fit_platt(val_logits, np.where(supported[None, :], val_labels, np.nan))

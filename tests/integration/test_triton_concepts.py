@@ -79,7 +79,14 @@ async def test_concurrent_requests_are_batched_and_keep_their_order(concept_trit
             sequential = [await client.infer(img) for img in images]
             before = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
             results = await asyncio.gather(*(client.infer(img) for img in burst))
-        after = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+        # Triton records a batch's statistics after its responses are sent: poll briefly
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            after = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+            done = int(after["inference_count"]) - int(before["inference_count"]) >= len(burst)
+            if done or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
     finally:
         await stats_client.close()
     for i, (probs, emb, _) in enumerate(results):

@@ -54,3 +54,15 @@ def test_operating_point_meets_the_stated_sensitivity_and_specificity() -> None:
     assert (probs[labels == 0] < point.present).mean() >= 0.95
     assert point.val_sensitivity >= 0.9 and point.val_specificity >= 0.95
     assert choose_operating_point(probs[labels == 1], labels[labels == 1]) is None  # one class only
+
+
+def test_the_present_threshold_holds_for_float32_scores() -> None:
+    """Served probabilities are float32: the threshold must stay above the chosen negative score
+    after the comparison rounds it to float32 (it once rounded back onto it: specificity 123/137)."""
+    rng = np.random.default_rng(3)
+    probs = rng.random(147).astype(np.float32)
+    labels = np.r_[np.zeros(137), np.ones(10)]
+    point = choose_operating_point(probs, labels, specificity=0.9)
+    assert point is not None
+    neg = probs[labels == 0]
+    assert (neg < point.present).sum() >= 124 and (neg.astype(np.float64) < point.present).sum() >= 124

@@ -73,8 +73,8 @@ def _gate(**kw):  # type: ignore[no-untyped-def]
     from radalign.concepts.calibration import OperatingPoint
     from radalign.concepts.gate import ServedGate
 
-    raw = dict(assessed=["No Finding", "Pleural Effusion"], ood_threshold=4.0,
-               operating_points={"No Finding": OperatingPoint(0.2, 0.7, 0.9, 0.9), "Pleural Effusion": OperatingPoint(0.1, 0.5, 0.9, 0.9)})  # fmt: skip
+    raw = {"assessed": ["No Finding", "Pleural Effusion"], "ood_threshold": 4.0,
+           "operating_points": {"No Finding": OperatingPoint(0.2, 0.7, 0.9, 0.9), "Pleural Effusion": OperatingPoint(0.1, 0.5, 0.9, 0.9)}}  # fmt: skip
     return ServedGate(**(raw | kw))
 
 

@@ -54,7 +54,7 @@ def test_a_source_trains_only_the_observations_it_labels_both_ways(tmp_path: Pat
 def test_split_is_per_source_and_by_patient(tmp_path: Path) -> None:
     records = read_manifest(_manifest(tmp_path))
     split = split_by_source(records, (0.6, 0.2, 0.2), seed=0)
-    assert sorted(sum(split.values(), [])) == list(range(len(records)))
+    assert sorted(i for idx in split.values() for i in idx) == list(range(len(records)))
     patients = {name: {records[i].patient_id for i in idx} for name, idx in split.items()}
     assert not (patients["train"] & patients["val"]) and not (patients["train"] & patients["test"]) and not (patients["val"] & patients["test"])
     for name, idx in split.items():

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radalign.concepts.data import patient_split, read_manifest, write_cxr_public_manifest
+from radalign.concepts.data import read_manifest, write_cxr_public_manifest
 from radalign.concepts.evaluate import predict_records
 from radalign.concepts.metrics import per_observation_auc
+from radalign.concepts.sources import split_by_source
 from radalign.concepts.train import TrainConfig, train
 from radalign.concepts.vocabulary import OBSERVATIONS
 from schemas.events import Observation
@@ -45,13 +46,13 @@ def _subset_manifest(tmp_path: Path, positives: int = 100) -> Path:
 def test_training_on_a_subset_converges(tmp_path: Path) -> None:
     manifest = _subset_manifest(tmp_path)
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "head.pt", cache_dir=tmp_path / "cache", epochs=15, patience=15, progress=False,
-                      fractions=(0.6, 0.2, 0.2), seed=0)  # fmt: skip
+                      fractions=(0.6, 0.2, 0.2), seed=0, loso=False)  # fmt: skip
     result = train(cfg)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.8 * losses[0], f"loss did not fall: {losses}"
 
     records = read_manifest(manifest)
-    split = patient_split(records, cfg.fractions, seed=cfg.seed)
+    split = split_by_source(records, cfg.fractions, seed=cfg.seed)  # the split training used
     held_out_idx = split["val"] + split["test"]
     held_out = [records[i] for i in held_out_idx]
     probs, _ = predict_records(result.checkpoint, records, cfg.cache_dir, indices=held_out_idx)
