@@ -25,10 +25,10 @@ from typing import Literal, Protocol
 from radalign.blobstore import BlobStore
 from radalign.config import Settings
 from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
-from radalign.ingest.outbox import Outbox
 from radalign.ingest.deid import OriginalIdentifiers, Pseudonymizer, deidentify, encode_dicom
 from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, strip_raster_metadata
+from radalign.ingest.outbox import Outbox
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
 from schemas.events import Contract, Instance, Priority, StudyReceived

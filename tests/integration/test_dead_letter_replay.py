@@ -4,7 +4,6 @@ keeps coming back) is replayed at most `max_replays` times."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
