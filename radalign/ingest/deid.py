@@ -123,6 +123,29 @@ def _clean_items(keyword: str, sequence: Sequence) -> Sequence:
     return Sequence(items)
 
 
+#: ISO 10918-1 (JPEG) transfer syntaxes: their frames are JPEG streams whose APPn / COM segments
+#: can carry text (EXIF, a name in a comment), cleaned like an uploaded JPEG.
+_JPEG_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"})
+
+
+def _clean_pixel_data(ds: Dataset) -> DataElement:
+    """Pixel Data as is, except JPEG frames, which lose their text-bearing segments (pixels untouched)."""
+    element = ds["PixelData"]
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) not in _JPEG_SYNTAXES:
+        return element
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from radalign.ingest.images import strip_raster_metadata
+    from radalign.ingest.refusal import Refusal, RefusalReason
+
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        cleaned = [strip_raster_metadata(frame) for frame in generate_frames(element.value, number_of_frames=frames)]
+    except ValueError as exc:
+        raise Refusal(RefusalReason.UNREADABLE, "a JPEG frame of the pixel data is malformed") from exc
+    return DataElement(element.tag, "OB", encapsulate(cleaned, has_bot=len(cleaned) > 1), is_undefined_length=True)
+
+
 #: Type-2 identity attributes the profile keeps present but empty (Z action).
 EMPTIED_KEYWORDS: tuple[str, ...] = (
     "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber",
@@ -234,7 +257,7 @@ def deidentify(
         elif element.VR != "SQ" and _value_allowed(keyword, element):
             clean[keyword] = element
     if "PixelData" in ds:
-        clean["PixelData"] = ds["PixelData"]
+        clean["PixelData"] = _clean_pixel_data(ds)
     for keyword in EMPTIED_KEYWORDS:
         setattr(clean, keyword, "")
     clean.PatientName = patient_key

@@ -31,6 +31,7 @@ from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, strip_raster_metadata
+from radalign.ingest.outbox import Outbox
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
 from schemas.events import Instance, Priority, StudyReceived

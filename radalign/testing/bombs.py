@@ -203,7 +203,7 @@ def probe(case: BombCase, stage: str, max_pixels: int = 25_000_000) -> dict:
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
         done = subprocess.run(
             [sys.executable, "-m", "radalign.testing.bombs", "--probe", stage, case.kind, fh.name, str(max_pixels)],
-            capture_output=True, text=True, timeout=300, env=env,
+            capture_output=True, text=True, timeout=300, env=env, check=False,
         )
     if done.returncode != 0:
         return {"outcome": f"crashed ({done.returncode}): {done.stderr.strip()[-300:]}", "peak_rss_mb": float("nan")}

@@ -7,9 +7,9 @@ import asyncio
 from radalign.blobstore import BlobStore, open_blob_store
 from radalign.config import Settings
 from radalign.framework.faust_app import run_worker
-from radalign.ingest.images import set_pixel_limit
 from radalign.framework.retry import PermanentError
 from radalign.framework.stage import Output, Stage
+from radalign.ingest.images import set_pixel_limit
 from schemas.events import StudyReceived
 from schemas.topics import STUDY_PREPROCESSED
 from radalign.preprocess.core import PreprocessError, preprocess

@@ -24,9 +24,9 @@ from PIL import Image
 
 from radalign.config import Settings
 from radalign.framework import codec
-from radalign.stack import process as stack_process
 from radalign.stack import postgres as embedded_postgres
-from radalign.testing.stack import fresh_database, free_port
+from radalign.stack import process as stack_process
+from radalign.testing.stack import free_port, fresh_database
 from radalign.stack.workers import settings_env, worker_argv
 from schemas.events import StudyReceived
 from schemas.topics import STUDY_RECEIVED
@@ -160,7 +160,7 @@ async def test_postgres_outage_loses_nothing(gateway_settings: Settings) -> None
         await asyncio.sleep(6.0)
         await asyncio.to_thread(embedded_postgres.start_postgres, settings, paths)
         await sender
-        health = httpx.get(f"http://127.0.0.1:{settings.gateway_port}/health/live", timeout=5)
+        health = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{settings.gateway_port}/health/live", timeout=5)
         assert health.status_code == 200  # the assembler survived the outage
         published = await _published(settings, accepted, timeout_s=60)
     finally:

@@ -126,7 +126,7 @@ async def test_the_loop_survives_database_errors_and_publishes_afterwards() -> N
     sent: list[StudyReceived] = []
     outbox = _BrokenOutbox(failures=3)
     asm = _assembler(Clock(), sent, quiet=0.0, outbox=outbox)
-    import radalign.ingest.assembly as assembly
+    from radalign.ingest import assembly
 
     assembly_backoff = assembly.BACKOFF_START_S
     assembly.BACKOFF_START_S = 0.01

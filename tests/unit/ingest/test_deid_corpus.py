@@ -145,3 +145,22 @@ def _png_with_identifiers() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((32, 32), 90, dtype=np.uint8)).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
+
+
+def test_jpeg_frames_inside_dicom_lose_their_text_segments() -> None:
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    ds = synthetic_radiograph(rows=64, columns=64)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = encapsulate([_jpeg_with_identifiers()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    data = dicom_bytes(ds)
+    assert NAME.encode() in data
+    clean, _ = deidentify(read_dicom(data), Pseudonymizer("s"))
+    out = encode_dicom(clean)
+    assert NAME.encode() not in out.upper()
+    from radalign.ingest.dicom import decode_dicom_pixels
+
+    assert decode_dicom_pixels(read_dicom(out)).shape == (64, 64)  # still a decodable frame
