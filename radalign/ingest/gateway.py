@@ -25,10 +25,11 @@ from typing import Literal
 
 from radalign.blobstore import BlobStore
 from radalign.config import Settings
-from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
+from radalign.framework.producer import EventPublisher
 from radalign.identity import IssuerPolicy, Pseudonymizer
+from radalign.ingest import metrics
+from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
 from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
-from radalign.ingest.outbox import Outbox
 from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, strip_raster_metadata
 from radalign.ingest.outbox import Outbox
@@ -36,8 +37,6 @@ from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
 from schemas.events import Instance, Priority, StudyReceived
 from schemas.topics import STUDY_RECEIVED
-from radalign.framework.producer import EventPublisher
-from radalign.ingest import metrics
 
 log = logging.getLogger(__name__)
 
