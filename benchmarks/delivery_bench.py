@@ -33,7 +33,6 @@ from pynetdicom import AE  # noqa: E402
 from radalign.config import Settings  # noqa: E402
 from radalign.delivery.core import DeliveryCore  # noqa: E402
 from radalign.delivery.destinations import DicomDestination, FhirDestination, RetryPolicy, StowDestination  # noqa: E402
-from radalign.testing.fhir_server import LoopbackFhirServer  # noqa: E402
 from radalign.delivery.records import MemoryDeliveryRecords  # noqa: E402
 from radalign.delivery.senders import DicomStoreSender, FhirSender, StowSender, sr_for  # noqa: E402
 from radalign.delivery.version import ReportVersion  # noqa: E402
@@ -42,6 +41,7 @@ from radalign.drafting.identity import StaticReidentifier, StudyIdentity  # noqa
 from radalign.drafting.sr import BASIC_TEXT_SR  # noqa: E402
 from radalign.stack import orthanc  # noqa: E402
 from radalign.stack.manager import down, up  # noqa: E402
+from radalign.testing.fhir_server import LoopbackFhirServer  # noqa: E402
 from radalign.testing.stack import short_state_dir, stack_settings  # noqa: E402
 from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, ReportDrafted, StudyRef  # noqa: E402
 

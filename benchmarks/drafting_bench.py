@@ -16,7 +16,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from radalign.config import Settings
 from radalign.drafting.backends import DraftBackend, DraftBackendError, LlamaCppBackend, OpenAICompatibleBackend, llama_cpp_available
@@ -52,11 +52,11 @@ def build_events(n: int, seed: int, k: int = 3) -> list[CasesRetrieved]:
         ]
         events.append(
             CasesRetrieved(
-                study=StudyRef(study_key=f"st-{index:016x}", patient_key=f"pt-{index:016x}", received_at=datetime.now(timezone.utc), pipeline_version="bench"),
+                study=StudyRef(study_key=f"st-{index:016x}", patient_key=f"pt-{index:016x}", received_at=datetime.now(UTC), pipeline_version="bench"),
                 view_position="PA", concepts=concepts, model_name="bench", model_version="1", retrieval_version="bench",
                 cases=[
-                    RetrievedCase(case_key=r.uid, similarity=0.8, label_agreement=agreement((r, l)), score=1.0 - 0.01 * i, findings=r.findings, impression=r.impression)
-                    for i, (r, l) in enumerate(pool[:k])
+                    RetrievedCase(case_key=r.uid, similarity=0.8, label_agreement=agreement((r, labels)), score=1.0 - 0.01 * i, findings=r.findings, impression=r.impression)
+                    for i, (r, labels) in enumerate(pool[:k])
                 ],
             )
         )

@@ -103,10 +103,10 @@ async def run(args: argparse.Namespace) -> None:
     from pynetdicom import AE
 
     from radalign.framework.producer import KafkaEventPublisher
+    from radalign.preprocess.core import preprocess
     from radalign.stack.broker import broker_argv, create_topics, tansu_binary, topic_partitions
     from services.gateway.dicom_scp import DicomScp
     from services.gateway.http_app import CORE_KEY, build_gateway_app
-    from radalign.preprocess.core import preprocess
 
     datasets, images, what = inputs(args.studies)
     n = len(datasets)

@@ -115,10 +115,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from radalign.demo import ensure_iu_cases
-    from radalign.stack import down, stop, up
-    from radalign.testing.stack import short_state_dir, stack_settings
-    from radalign.stack.workers import worker_name
     from radalign.pipeline import STAGES
+    from radalign.stack import down, stop, up
+    from radalign.stack.workers import worker_name
+    from radalign.testing.stack import short_state_dir, stack_settings
     from services.concepts.agent import ConceptsStage
     from services.drafting.agent import DraftingStage
     from services.preprocess.agent import PreprocessStage
@@ -149,7 +149,7 @@ def main() -> int:
         latencies = []
         for rec in reports.values():
             report = codec.decode(ReportDrafted, rec.value)
-            latencies.append((arrival[report.study.study_key] - report.study.received_at.timestamp()))
+            latencies.append(arrival[report.study.study_key] - report.study.received_at.timestamp())
         print(f"      posted in {posted - begin:.1f} s; last report after {last - begin:.1f} s", flush=True)
 
         print("[4/4] each stage alone (workers stopped, same records, real dependencies) ...", flush=True)

@@ -36,8 +36,8 @@ import numpy as np
 
 from radalign.kb.case import Candidate, report_text
 from radalign.kb.labels import OBSERVATIONS, encode_label_vector
-from schemas.events import Certainty, ConceptScore, Observation
 from radalign.retrieval.core import rerank
+from schemas.events import Certainty, ConceptScore, Observation
 
 K = 5
 N_CANDIDATES = 40
@@ -107,7 +107,8 @@ def embeddings_from_store(dsn: str, case_keys: list[str]) -> np.ndarray:
     missing = [k for k in case_keys if k not in rows]
     if missing:
         raise SystemExit(f"{len(missing)} IU reports are not in the case store: run `radalign kb ingest iu` first")
-    return np.stack([np.asarray(getattr(rows[k], "to_numpy", lambda: rows[k])(), dtype=np.float32) for k in case_keys])
+    # pgvector gives Vector objects (to_numpy) or arrays, depending on the registered type
+    return np.stack([np.asarray(v.to_numpy() if hasattr(v := rows[k], "to_numpy") else v, dtype=np.float32) for k in case_keys])
 
 
 def metrics(query_vec: tuple, case_vecs: list[tuple], oracle: list[ConceptScore]) -> tuple[float, float | None, float, float]:

@@ -47,8 +47,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from radalign.kb.labels import OBSERVATIONS
-from schemas.events import Certainty, ConceptScore, Observation, StudyRef
+from radalign.kb.labels import OBSERVATIONS  # noqa: E402 - after the repository root is on sys.path
+from schemas.events import Certainty, ConceptScore, Observation, StudyRef  # noqa: E402
 
 METHODS = ("random", "embedding", "today", "profile", "profile+emb", "oracle-profile")
 FUSED_WEIGHT = 0.3
@@ -82,8 +82,8 @@ def predict(queries: list[Query]) -> list:
 
     from radalign.concepts.checkpoint import load_checkpoint
     from radalign.concepts.data import load_image
-    from schemas.events import StudyPreprocessed
     from radalign.concepts.inference import build_concepts_event
+    from schemas.events import StudyPreprocessed
 
     ckpt = load_checkpoint()
     model = ckpt.build_model()

@@ -43,12 +43,12 @@ async def run(settings, studies: int) -> None:
     from radalign.drafting.store import ReportStore
     from radalign.framework import codec
     from radalign.framework.producer import KafkaEventPublisher
+    from radalign.review.core import ReviewCore
     from radalign.review.store import ReviewStore
     from schemas.events import ReportDrafted, ReportFinal
     from schemas.examples import EXAMPLES
     from schemas.topics import REPORT_FINAL
     from services.review.app import SESSION_COOKIE, build_review_app
-    from radalign.review.core import ReviewCore
 
     pool = await open_pool(settings, name="bench")
     drafts = []

@@ -22,8 +22,8 @@ from radalign.stack import down
 from radalign.stack.broker import start_broker
 from radalign.stack.postgres import bin_dir, run_as_user, start_postgres, stop_postgres
 from radalign.stack.process import StatePaths, stop_process
-from radalign.testing.stack import short_state_dir, stack_settings, write_add_one_model
 from radalign.stack.triton import start_triton
+from radalign.testing.stack import short_state_dir, stack_settings, write_add_one_model
 
 
 def one_run(model_repo: Path) -> dict[str, float]:

@@ -30,6 +30,7 @@ from schemas.events import (
     StudyReceived,
 )
 
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
 from radalign.concepts.calibration import PlattCalibrator
+from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
 from radalign.concepts.gate import ServedGate
 from radalign.concepts.model import ConceptAlignmentHead, ConceptModel, HeadConfig
 from radalign.concepts.ood import FeatureDistance

@@ -16,8 +16,7 @@ def channel_args() -> list[tuple[str, int]]:
     gRPC backs off reconnecting for up to 120 s after a refused connection, failing every call
     meanwhile; a Triton restart would then outlast the stage's retries and dead-letter studies
     that one more second would have served (seen in tests/integration/test_pipeline.py)."""
-    from tritonclient.grpc import KeepAliveOptions
-    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 
     keepalive = KeepAliveOptions()
     return [

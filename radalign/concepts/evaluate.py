@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import typer
 
-from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from radalign.concepts.calibration import expected_calibration_error, reliability_curve
+from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from radalign.concepts.data import Record, load_image, read_manifest
 from radalign.concepts.features import cached_features
 from radalign.concepts.gate import CONFOUNDER, GROUP_DEFINING, auc_or_none

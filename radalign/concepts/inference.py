@@ -6,10 +6,9 @@ from __future__ import annotations
 import io
 from collections.abc import Collection
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
-
-from pathlib import Path
 
 from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
 from radalign.concepts.calibration import logit, sigmoid

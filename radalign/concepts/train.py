@@ -330,9 +330,13 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     if encoder is not None:
         encoder.eval().cpu()
-        feature_fn = lambda idx: _encode_indices(encoder, records, idx)
-    else:
-        feature_fn = lambda idx: inputs[torch.as_tensor(idx, dtype=torch.long)].float()  # noqa: E731
+
+    def feature_fn(idx: list[int]) -> torch.Tensor:
+        """Encoder features of these films: recomputed when fine-tuned, else from the cache."""
+        if encoder is not None:
+            return _encode_indices(encoder, records, idx)
+        return inputs[torch.as_tensor(idx, dtype=torch.long)].float()
+
     validate_and_gate(ckpt, cfg, records, split, labels.numpy(), feature_fn, retrain=train)
     path = save_checkpoint(cfg.out, ckpt)
     last_path.unlink(missing_ok=True)

@@ -22,10 +22,10 @@ from rich.table import Table
 
 from radalign.config import Settings, get_settings
 from radalign.framework import codec
+from radalign.pipeline import STAGES
 from radalign.report_page import write_reports_page
 from radalign.samples import chest_cr_files, chest_jpeg_files
 from schemas.events import DeadLetter, ReportDrafted
-from radalign.pipeline import STAGES
 from schemas.topics import REPORT_DRAFTED, dead_letter_topic
 
 console = Console()

@@ -19,8 +19,8 @@ from rich.table import Table
 
 from radalign.config import Settings
 from radalign.delivery.destinations import load_config
-from radalign.testing.fhir_server import LoopbackFhirServer
 from radalign.stack import orthanc
+from radalign.testing.fhir_server import LoopbackFhirServer
 
 
 def prepare(settings: Settings) -> tuple[Settings, LoopbackFhirServer | None]:

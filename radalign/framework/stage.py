@@ -15,8 +15,8 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
 from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 from radalign.config import Settings
 from radalign.framework import codec, metrics

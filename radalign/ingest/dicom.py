@@ -281,7 +281,7 @@ def decode_dicom_pixels(ds: Dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     if has_voi:
         try:
             values = apply_voi_lut(values, ds)
-        except Exception:  # a malformed window is not worth refusing the image: fall back
+        except Exception:  # noqa: BLE001 - a malformed window is not worth refusing the image: fall back
             has_voi = False
     values = np.asarray(values, dtype=np.float32)
     if has_voi:

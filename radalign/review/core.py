@@ -26,12 +26,12 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.framework.retry import call_with_retry
 from radalign.labeler import label_sections
+from radalign.review import metrics
 from radalign.review.agreement import AgreementTable, agreement_over_time, drafted_states
 from radalign.review.signoff import SignOffError, build_final, draft_findings_text, reviewer_key
 from radalign.review.store import ReviewStore, VersionConflict
 from radalign.review.worklist import WorklistItem, order_worklist
 from schemas.events import BlobRef, Certainty, ConceptScore, Observation, ReportDrafted, ReportFinal, ReviewRole
-from radalign.review import metrics
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-
 QUEUE_DEPTH = Gauge("radalign_review_queue_depth", "Drafted studies not yet signed")
 QUEUE_AGE = Gauge("radalign_review_queue_oldest_seconds", "Time since arrival of the oldest unsigned drafted study")
 TIME_TO_SIGN = Histogram(

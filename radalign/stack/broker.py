@@ -7,15 +7,15 @@ import asyncio
 import concurrent.futures
 import importlib.util
 from collections.abc import Coroutine, Iterable
-from typing import Any, TypeVar
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psutil
 
 from radalign.config import Settings
+from radalign.pipeline import ALL_TOPICS
 from radalign.stack.process import StatePaths, start_process
 from radalign.stack.readiness import StackStartError, tcp_open, wait_until_ready
-from radalign.pipeline import ALL_TOPICS
 from schemas.topics import TopicSpec
 
 NAME = "broker"

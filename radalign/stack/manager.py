@@ -58,7 +58,7 @@ def public_dsn(dsn: str) -> str:
     """The DSN without its password, for display."""
     try:
         params = conninfo_to_dict(dsn)
-    except Exception:
+    except Exception:  # noqa: BLE001 - display only: whatever psycopg raises, show no DSN
         return "(unparsable DSN)"
     if params.pop("password", None):
         params["password"] = "***"

@@ -15,9 +15,9 @@ import psutil
 from pydantic import SecretStr
 
 from radalign.config import Settings
+from radalign.pipeline import STAGES
 from radalign.stack.process import StatePaths, start_process
 from radalign.stack.readiness import wait_until_ready
-from radalign.pipeline import STAGES
 
 PREFIX = "worker-"
 

@@ -163,8 +163,8 @@ def _run_gateway(kind: str, data: bytes, max_pixels: int) -> str:
 
 
 def _run_preprocess(kind: str, data: bytes, max_pixels: int) -> str:
-    from schemas.events import BlobRef, Instance
     from radalign.preprocess.core import PreprocessError, decode_instance
+    from schemas.events import BlobRef, Instance
 
     blob = BlobRef(uri="file:///probe", sha256="0" * 64, size=len(data), media_type="application/octet-stream")
     instance = Instance(instance_key="in-0000000000000000", source_format=kind, blob=blob)  # type: ignore[arg-type]

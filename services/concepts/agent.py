@@ -12,12 +12,12 @@ import numpy as np
 
 from radalign.blobstore import BlobIntegrityError, BlobStore, open_blob_store
 from radalign.concepts.client import TritonConceptClient
+from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input, select_gate
 from radalign.config import Settings, get_settings
 from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import StudyPreprocessed
-from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input, select_gate
 from schemas.topics import CONCEPTS_INFERRED
 
 
@@ -54,7 +54,7 @@ class ConceptsStage(Stage[StudyPreprocessed]):
     async def ready(self) -> tuple[bool, str]:
         try:
             ok = await self.client.ready()
-        except Exception as exc:  # readiness must answer, not raise
+        except Exception as exc:  # noqa: BLE001 - readiness must answer, not raise
             return False, f"triton: {type(exc).__name__}"
         return ok, "triton ready" if ok else "triton model not ready"
 

@@ -7,19 +7,18 @@ deterministic, so consumers de-duplicate, and a crash between store and publish 
 
 from __future__ import annotations
 
-
 from radalign.config import Settings, get_settings
 from radalign.db import open_pool, pool_ready
+from radalign.drafting.core import DraftingCore, build_backend
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
 from radalign.framework.auth import parse_tokens
-from radalign.framework.http import guard_routes
 from radalign.framework.faust_app import run_worker
+from radalign.framework.http import guard_routes
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
 from schemas.events import CasesRetrieved
 from schemas.topics import REPORT_DRAFTED, REPORT_REVIEW
-from radalign.drafting.core import DraftingCore, build_backend
 from services.drafting.read_api import build_read_routes
 
 

@@ -36,8 +36,8 @@ from pynetdicom.sop_class import Verification
 
 from radalign.config import Settings
 from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES
-from radalign.ingest.refusal import DICOM_STATUS, Refusal, RefusalReason
 from radalign.ingest.gateway import GatewayCore
+from radalign.ingest.refusal import DICOM_STATUS, Refusal, RefusalReason
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class DicomScp:
             self._received.pop(id(event.assoc), None)  # the message is complete: the next one counts anew
         try:
             data = event.encoded_dataset(include_meta=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - pynetdicom raises anything on a malformed data set: refuse it
             self.core.refused("dicom-cstore", Refusal(RefusalReason.UNREADABLE, "could not encode the received data set"))
             return DICOM_STATUS[RefusalReason.UNREADABLE]
         calling_ae = str(event.assoc.requestor.ae_title or "").strip() or None

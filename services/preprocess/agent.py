@@ -10,9 +10,9 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError
 from radalign.framework.stage import Output, Stage
 from radalign.ingest.images import set_pixel_limit
+from radalign.preprocess.core import PreprocessError, preprocess
 from schemas.events import StudyReceived
 from schemas.topics import STUDY_PREPROCESSED
-from radalign.preprocess.core import PreprocessError, preprocess
 
 
 class PreprocessStage(Stage[StudyReceived]):

@@ -8,9 +8,9 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
 from radalign.kb.store import CaseStore
+from radalign.retrieval.core import RETRIEVAL_VERSION, build_cases_retrieved, retrieve
 from schemas.events import ConceptsInferred
 from schemas.topics import CASES_RETRIEVED
-from radalign.retrieval.core import RETRIEVAL_VERSION, build_cases_retrieved, retrieve
 
 
 class RetrievalStage(Stage[ConceptsInferred]):

@@ -19,10 +19,10 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.framework import metrics as stage_metrics
 from radalign.framework.retry import call_with_retry
+from radalign.review.core import STAGE, ReviewCore
 from schemas.events import DeadLetter, StudyPreprocessed
 from schemas.topics import STUDY_PREPROCESSED, dead_letter_topic
 from services.review.app import build_review_app
-from radalign.review.core import STAGE, ReviewCore
 
 log = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ def _record(key: str, patient: str, embedding: np.ndarray, labels=None, findings
 
 async def test_ingest_iu_twice_changes_nothing_the_second_time(store: CaseStore, kb_settings: Settings):
     labeler = pytest.importorskip("radalign.labeler")
-    from radalign.kb.ingest import iu_drafts, ingest_drafts
+    from radalign.kb.ingest import ingest_drafts, iu_drafts
 
     try:
         drafts = iu_drafts(kb_settings.deid_secret, labeler.label_sections, limit=300)
@@ -167,8 +167,8 @@ async def test_rerank_puts_label_agreeing_cases_first(store: CaseStore, kb_setti
     labeler = pytest.importorskip("radalign.labeler")
     from radalign.kb.case import CaseDraft
     from radalign.kb.ingest import ingest_drafts
-    from radalign.text_encoder import get_text_encoder
     from radalign.retrieval.core import retrieve, retrieve_by_embedding
+    from radalign.text_encoder import get_text_encoder
 
     # The text encoder ignores negation: these reports sit close together in embedding space,
     # and only the labels tell them apart.

@@ -18,11 +18,11 @@ import pytest
 from pydicom.uid import generate_uid
 
 from radalign.config import Settings
-from radalign.testing.fhir_server import LoopbackFhirServer
 from radalign.drafting.sr import read_sr_text
 from radalign.ingest.deid import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
 from radalign.stack import orthanc
+from radalign.testing.fhir_server import LoopbackFhirServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -38,10 +38,10 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
     if chest_cr_path() is None:
         pytest.skip("the sample chest CR (pydicom-data) is not installed")
     from radalign.demo import ensure_iu_cases
+    from radalign.pipeline import STAGES
     from radalign.stack import stop
     from radalign.stack.manager import up
     from radalign.stack.workers import worker_name
-    from radalign.pipeline import STAGES
 
     fhir = LoopbackFhirServer("R5")
     fhir.start()

@@ -26,8 +26,8 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.stack import postgres as embedded_postgres
 from radalign.stack import process as stack_process
-from radalign.testing.stack import free_port, fresh_database
 from radalign.stack.workers import settings_env, worker_argv
+from radalign.testing.stack import free_port, fresh_database
 from schemas.events import StudyReceived
 from schemas.topics import STUDY_RECEIVED
 

@@ -21,9 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from radalign.config import Settings
 from radalign.framework import codec
+from radalign.pipeline import STAGES
 from radalign.samples import chest_jpeg_files
 from schemas.events import DeadLetter, Priority, ReportDrafted, StudyPreprocessed
-from radalign.pipeline import STAGES
 from schemas.topics import CONCEPTS_INFERRED, REPORT_DRAFTED, STUDY_PREPROCESSED, STUDY_RECEIVED, dead_letter_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -16,10 +16,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydicom import dcmread
 
 from radalign.config import Settings
+from radalign.drafting.core import DraftingCore
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
 from schemas.events import Certainty, Observation
-from radalign.drafting.core import DraftingCore
 from services.drafting.read_api import build_read_routes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "drafting"))

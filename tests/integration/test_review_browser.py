@@ -28,9 +28,9 @@ import pytest
 
 from radalign.config import Settings
 from radalign.framework import codec
+from radalign.pipeline import STAGES
 from radalign.samples import chest_jpeg_files
 from schemas.events import Certainty, Observation, ReportFinal
-from radalign.pipeline import STAGES
 from schemas.topics import REPORT_FINAL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

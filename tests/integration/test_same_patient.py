@@ -29,10 +29,10 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.identity import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
-from radalign.testing.ingest import dicom_bytes
-from radalign.samples import chest_jpeg_files
-from schemas.events import CasesRetrieved, Certainty, ConceptsInferred
 from radalign.pipeline import STAGES
+from radalign.samples import chest_jpeg_files
+from radalign.testing.ingest import dicom_bytes
+from schemas.events import CasesRetrieved, Certainty, ConceptsInferred
 from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -21,7 +21,6 @@ from radalign.stack.process import StatePaths, processes_mentioning
 from radalign.stack.readiness import StackStartError
 from radalign.testing.stack import short_state_dir, stack_settings, write_add_one_model
 
-
 pytestmark = pytest.mark.integration
 
 

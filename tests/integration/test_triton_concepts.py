@@ -101,9 +101,9 @@ async def test_concurrent_requests_are_batched_and_keep_their_order(concept_trit
 async def test_served_model_reports_not_assessed_and_ood_as_the_checkpoint_says(concept_triton: Settings) -> None:
     """The gate read from the served Triton config is the checkpoint's; a chest film gets scores for
     the assessed observations only, and noise gets no assessment at all."""
-    from schemas.examples import EXAMPLES
-    from schemas.events import StudyPreprocessed
     from radalign.concepts.inference import build_concepts_event
+    from schemas.events import StudyPreprocessed
+    from schemas.examples import EXAMPLES
 
     shipped = load_checkpoint(DEFAULT_CHECKPOINT).gate
     assert shipped is not None, "the shipped checkpoint must carry a validity gate"

@@ -14,9 +14,9 @@ from PIL import Image
 from radalign.concepts.audit import audit
 from radalign.concepts.checkpoint import load_checkpoint
 from radalign.concepts.evaluate import evaluate
+from radalign.concepts.inference import select_gate
 from radalign.concepts.sources import write_manifest
 from radalign.concepts.train import TrainConfig, train
-from radalign.concepts.inference import select_gate
 
 TINY_ENCODER = "tiny-test-encoder"  # registered in conftest.py
 

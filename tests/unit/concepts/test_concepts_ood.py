@@ -8,7 +8,6 @@ import torch
 
 from radalign.concepts.ood import FeatureDistance, choose_threshold, fit_feature_distance, pool, score
 
-
 MIXING = np.random.default_rng(100).normal(size=(8, 64))  # training features live near an 8-d subspace
 
 

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from schemas.events import Certainty, Observation, StageTiming, StudyPreprocessed
 from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input
+from schemas.events import Certainty, Observation, StageTiming, StudyPreprocessed
 
 
 def _event() -> StudyPreprocessed:

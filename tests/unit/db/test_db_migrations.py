@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from radalign.config import Settings
 from radalign.db import MigrationError, connect_kwargs, discover_migrations
 from radalign.db.migrate import MIGRATIONS_DIR
-from radalign.config import Settings
 
 
 def _write(directory: Path, *names: str) -> None:

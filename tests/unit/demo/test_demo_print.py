@@ -5,8 +5,8 @@ from pathlib import Path
 
 from radalign.config import Settings
 from radalign.demo import structured_text
-from schemas.events import Certainty, Observation
 from radalign.drafting.core import DraftingCore
+from schemas.events import Certainty, Observation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "drafting"))
 from drafting_helpers import make_event  # noqa: E402

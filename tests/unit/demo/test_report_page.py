@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from radalign.report_page import render_reports_page
 from schemas.events import ReportDrafted
 from schemas.examples import EXAMPLES
-from radalign.report_page import render_reports_page
 
 
 def test_page_shows_each_concept_as_a_bar_and_escapes_text() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from radalign.labeler import IUReport
 from schemas.events import CasesRetrieved, Certainty, ConceptScore, Observation, RetrievedCase, StudyRef
@@ -18,7 +18,7 @@ def concepts_from_labels(labels: Mapping[Observation, Certainty]) -> list[Concep
 
 def study_ref(study_key: str = "st-0123456789abcdef", pipeline_version: str = "radalign-test") -> StudyRef:
     return StudyRef(
-        study_key=study_key, patient_key="pt-fedcba9876543210", received_at=datetime(2026, 11, 27, 20, 0, tzinfo=timezone.utc),
+        study_key=study_key, patient_key="pt-fedcba9876543210", received_at=datetime(2026, 11, 27, 20, 0, tzinfo=UTC),
         pipeline_version=pipeline_version,
     )
 

@@ -24,12 +24,12 @@ from radalign.drafting.labels import default_labeler
 from schemas.events import Certainty, Observation
 
 P, A = Certainty.PRESENT, Certainty.ABSENT
-O = Observation
+Obs = Observation
 
 
 def test_micro_and_macro_f1_by_hand():
-    predicted = [{O.CARDIOMEGALY: P, O.EDEMA: P}, {O.CARDIOMEGALY: P}, {O.NO_FINDING: P}]
-    references = [{O.CARDIOMEGALY: P, O.EDEMA: A}, {O.CARDIOMEGALY: A}, {O.NO_FINDING: P, O.CARDIOMEGALY: P}]
+    predicted = [{Obs.CARDIOMEGALY: P, Obs.EDEMA: P}, {Obs.CARDIOMEGALY: P}, {Obs.NO_FINDING: P}]
+    references = [{Obs.CARDIOMEGALY: P, Obs.EDEMA: A}, {Obs.CARDIOMEGALY: A}, {Obs.NO_FINDING: P, Obs.CARDIOMEGALY: P}]
     scores = clinical_scores(predicted, references, n_boot=50)
     # cardiomegaly: tp 1, fp 1, fn 1; edema: fp 1; no finding: tp 1
     micro = scores.micro["14"]
@@ -42,13 +42,13 @@ def test_micro_and_macro_f1_by_hand():
 
 
 def test_unknown_reference_labels_are_left_out():
-    predicted = [{O.FRACTURE: P, O.EDEMA: P}]
-    scores = clinical_scores(predicted, [{O.FRACTURE: None, O.EDEMA: P}], n_boot=10)
+    predicted = [{Obs.FRACTURE: P, Obs.EDEMA: P}]
+    scores = clinical_scores(predicted, [{Obs.FRACTURE: None, Obs.EDEMA: P}], n_boot=10)
     assert scores.micro["14"]["precision"] == 1.0 and scores.per_observation["Fracture"]["known"] == 0
 
 
 def test_grounding_flags_name_what_the_concepts_do_not_support():
-    labels = {O.NO_FINDING: A, O.PNEUMONIA: P, O.LUNG_OPACITY: P}
+    labels = {Obs.NO_FINDING: A, Obs.PNEUMONIA: P, Obs.LUNG_OPACITY: P}
     study = Study("s1", "p1", dict(labels), oracle_concepts(labels, unmentioned=None))
     labeler = default_labeler()
     flags = grounding_flags(("Right lower lobe opacity, new since the prior. The heart is enlarged.", "Pneumonia."), study, labeler)
@@ -60,10 +60,10 @@ def test_grounding_flags_name_what_the_concepts_do_not_support():
 
 def test_retrieval_baseline_never_returns_the_same_patient():
     kb = [
-        KnowledgeCase("k1", "p1", "Cardiomegaly.", "Cardiomegaly.", {O.CARDIOMEGALY: P}),
-        KnowledgeCase("k2", "p2", "Heart size is normal.", "Normal.", {O.CARDIOMEGALY: A}),
+        KnowledgeCase("k1", "p1", "Cardiomegaly.", "Cardiomegaly.", {Obs.CARDIOMEGALY: P}),
+        KnowledgeCase("k2", "p2", "Heart size is normal.", "Normal.", {Obs.CARDIOMEGALY: A}),
     ]
-    labels = {O.CARDIOMEGALY: P}
+    labels = {Obs.CARDIOMEGALY: P}
     study = Study("s1", "p1", dict(labels), oracle_concepts(labels))
     scores = label_agreement_scores(kb_vectors(kb), study.concepts)
     assert scores[0] > scores[1]
@@ -80,10 +80,10 @@ def test_lexical_scores_rank_a_copy_above_an_unrelated_text():
 
 def test_small_iu_run_has_every_system_and_the_draft_is_grounded(labelled_iu):
     labeler = default_labeler()
-    kb = [KnowledgeCase(f"k-{r.uid}", f"iu:{r.uid}", r.findings, r.impression, dict(l)) for r, l in labelled_iu[:300]]
+    kb = [KnowledgeCase(f"k-{r.uid}", f"iu:{r.uid}", r.findings, r.impression, dict(labels)) for r, labels in labelled_iu[:300]]
     studies = [
-        Study(f"iu-{r.uid}", f"iu:{r.uid}", {o: l.get(o, A) for o in O}, oracle_concepts(l), reference=(r.findings, r.impression))
-        for r, l in labelled_iu[-60:]
+        Study(f"iu-{r.uid}", f"iu:{r.uid}", {o: labels.get(o, A) for o in Obs}, oracle_concepts(labels), reference=(r.findings, r.impression))
+        for r, labels in labelled_iu[-60:]
     ]
     ev = evaluate_studies(studies, set_name="iu", mode="oracle", split="test", kb=kb, labeler=labeler, meteor=False, progress=False)
     systems = {s.name: s for s in ev.systems}

@@ -5,7 +5,7 @@ import base64
 import dataclasses
 import shutil
 import subprocess
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from io import BytesIO
 
 import highdicom as hd
@@ -39,7 +39,7 @@ IDENTITY = StudyIdentity(
     timezone_offset="+0100", requested_procedure_id="RP-3",
     instances=(InstanceIdentity("1.2.826.0.1.3680043.8.498.3", "1.2.826.0.1.3680043.8.498.2", "1.2.840.10008.5.1.4.1.1.1"),),
 )
-ISSUED = datetime(2026, 11, 27, 21, 0, tzinfo=timezone.utc)
+ISSUED = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

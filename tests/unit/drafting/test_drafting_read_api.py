@@ -1,7 +1,7 @@
 """GET /v1/studies/{study_key}/report: content negotiation, re-identification, RFC 7807 errors."""
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from io import BytesIO
 
 import pytest
@@ -25,7 +25,7 @@ class MemoryStore:
     """The part of ReportStore the read API uses."""
 
     def __init__(self, reports):
-        now = datetime(2026, 11, 27, 21, 0, tzinfo=timezone.utc)
+        now = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
         self.rows = {r.study.study_key: StoredReport(r, now, now) for r in reports}
 
     async def get_stored(self, study_key, pipeline_version=None):

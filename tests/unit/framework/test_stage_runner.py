@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,8 +12,6 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.framework.retry import DependencyUnavailable, PermanentError, call_with_retry
 from radalign.framework.stage import Output, Record, Stage, StageRunner
-from datetime import UTC, datetime
-
 from schemas.events import DeadLetter, Priority, StageTiming, StudyPreprocessed, StudyReceived
 from schemas.examples import EXAMPLES
 from schemas.topics import STUDY_PREPROCESSED

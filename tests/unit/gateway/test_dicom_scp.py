@@ -9,10 +9,10 @@ from prometheus_client import REGISTRY
 from pynetdicom import AE
 from pynetdicom.sop_class import ComputedRadiographyImageStorage, CTImageStorage, DigitalXRayImageStorageForPresentation, Verification
 
+from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.refusal import DICOM_STATUS, RefusalReason
 from radalign.ingest.samples import chest_cr_path
 from radalign.testing.ingest import synthetic_radiograph, with_changes
-from radalign.ingest.gateway import GatewayCore
 from services.gateway.dicom_scp import DicomScp
 
 

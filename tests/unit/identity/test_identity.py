@@ -24,11 +24,11 @@ from radalign.identity import (
     case_key,
     patient_key,
 )
-from radalign.ingest.samples import chest_jpeg_paths
-from radalign.testing.ingest import dicom_bytes, synthetic_radiograph, with_changes
-from radalign.kb.ingest import IU_ISSUER, csv_drafts
-from schemas.events import _KEY_PATTERN
 from radalign.ingest.gateway import GatewayCore
+from radalign.ingest.samples import chest_jpeg_paths
+from radalign.kb.ingest import IU_ISSUER, csv_drafts
+from radalign.testing.ingest import dicom_bytes, synthetic_radiograph, with_changes
+from schemas.events import _KEY_PATTERN
 from services.gateway.dicom_scp import DicomScp
 from services.gateway.http_app import build_gateway_app
 

@@ -16,10 +16,10 @@ from pydicom.sequence import Sequence
 
 from radalign.ingest.deid import Pseudonymizer, deidentify, encode_dicom
 from radalign.ingest.dicom import check_dicom, read_dicom
+from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.images import strip_raster_metadata
 from radalign.ingest.refusal import Refusal, RefusalReason
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
-from radalign.ingest.gateway import GatewayCore
 
 NAME = "HAZELNUTIDENT"  # one upper-case word: it fits every CS/LO/PN value and is easy to find
 

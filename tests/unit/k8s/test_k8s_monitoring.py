@@ -8,11 +8,9 @@ import re
 import shutil
 import subprocess
 
-import yaml
-
 import pytest
+import yaml
 from k8s_support import K8S, load_docs
-
 from prometheus_client.metrics import MetricWrapperBase
 
 from radalign import deploy

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.images import decode_npy
 from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
+from radalign.preprocess.core import PreprocessError, preprocess
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
 from schemas.events import BlobRef, StudyReceived
-from radalign.ingest.gateway import GatewayCore
-from radalign.preprocess.core import PreprocessError, preprocess
 
 
 async def _study(settings, publisher, blobs, pseudonyms, *objects: bytes) -> StudyReceived:

@@ -6,15 +6,6 @@ import pytest
 from radalign.config import Settings
 from radalign.kb.case import Candidate
 from radalign.kb.labels import encode_label_vector
-from schemas.events import (
-    CasesRetrieved,
-    ConceptScore,
-    ConceptsInferred,
-    StageTiming,
-    StudyRef,
-)
-from schemas.events import Certainty as C
-from schemas.events import Observation as O
 from radalign.retrieval.core import (
     ConceptProfile,
     build_cases_retrieved,
@@ -24,6 +15,15 @@ from radalign.retrieval.core import (
     retrieve,
     retrieve_by_embedding,
 )
+from schemas.events import (
+    CasesRetrieved,
+    ConceptScore,
+    ConceptsInferred,
+    StageTiming,
+    StudyRef,
+)
+from schemas.events import Certainty as C
+from schemas.events import Observation as O
 
 
 def score(observation, state, p=None):

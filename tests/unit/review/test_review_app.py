@@ -16,10 +16,10 @@ from review_helpers import drafted
 from radalign.blobstore import LocalBlobStore
 from radalign.config import Settings
 from radalign.ingest.images import encode_npy
+from radalign.review.core import ReviewCore
 from radalign.review.store import VersionConflict
 from schemas.events import BlobRef, ReportDrafted, ReportFinal
 from services.review.app import SESSION_COOKIE, build_review_app
-from radalign.review.core import ReviewCore
 
 TOKEN = "tok-review"
 

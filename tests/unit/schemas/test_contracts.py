@@ -8,12 +8,11 @@ import jsonschema
 import pytest
 
 from radalign.framework import codec
-from schemas.events import ALL_CONTRACTS, StudyReceived
+from radalign.pipeline import ALL_TOPICS, GRAPH, stage_spec
+from schemas.events import ALL_CONTRACTS, Priority, StudyReceived
 from schemas.examples import EXAMPLES
 from schemas.export import render, schema_file
-from radalign.pipeline import ALL_TOPICS, GRAPH, stage_spec
 from schemas.topics import STUDY_RECEIVED, dead_letter_topic
-from schemas.events import Priority
 
 
 @pytest.mark.parametrize("contract", ALL_CONTRACTS, ids=lambda c: c.schema_name)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from radalign.config import Settings
+from radalign.pipeline import ALL_TOPICS, STAGES
 from radalign.stack import broker, postgres, triton, workers
 from radalign.stack.readiness import StackStartError
-from radalign.pipeline import ALL_TOPICS, STAGES
 
 
 @pytest.mark.parametrize(
