@@ -2,7 +2,7 @@
 VENV ?= .venv
 RADALIGN := $(VENV)/bin/radalign
 
-.PHONY: demo test test-unit lint setup stack-up stack-down clean
+.PHONY: demo test test-unit lint lint-only setup stack-up stack-down clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -15,11 +15,13 @@ demo: setup
 # 2 cores, then pip's cache reuses the wheel). RADALIGN_WITH_LLM=0 make test skips that.
 test:
 	@RADALIGN_WITH_LLM=$${RADALIGN_WITH_LLM:-1} bash scripts/bootstrap.sh
-	$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory lint-only
 	$(VENV)/bin/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
 
 # ruff (pyflakes, pycodestyle, import order, bugbear, pyupgrade) and mypy, configured in pyproject.toml.
-lint: setup
+lint: setup lint-only
+
+lint-only:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
