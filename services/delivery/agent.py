@@ -26,10 +26,9 @@ from radalign.delivery.version import ReportVersion
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.framework.auth import parse_tokens
 from radalign.framework.faust_app import run_worker
-from radalign.framework.http import guard_routes
+from radalign.framework.http import guard_routes, problem
 from radalign.framework.stage import Output, Stage
 from schemas.events import ReportDrafted
-from services.drafting.read_api import problem
 
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 

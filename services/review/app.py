@@ -29,11 +29,11 @@ from aiohttp import web
 from radalign.config import Settings
 from radalign.framework import metrics as stage_metrics
 from radalign.framework.auth import bearer_authorized, parse_tokens
+from radalign.framework.http import problem
 from radalign.review.core import ReviewCore
 from radalign.review.signoff import SECTION_TITLES, SignOffError
 from radalign.review.worklist import format_waiting
 from schemas.events import OBSERVATIONS, ReviewRole
-from services.drafting.read_api import problem
 
 log = logging.getLogger(__name__)
 
