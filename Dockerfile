@@ -36,7 +36,7 @@ RUN pip install --no-deps "/src"
 
 # --- models: export the concept model and lay out Triton's model repositories --------------------
 FROM build AS models
-# Needs the checkpoint radalign/concepts/checkpoints/concept_head.v1.pt in the build context.
+# Needs the checkpoint radalign/concepts/checkpoints/concept_head.v2.pt in the build context.
 RUN cd /src && python -c "from radalign.concepts.export import prepare_model_repository as prep; \
 prep('triton_models', '/models/cpu'); prep('triton_models', '/models/gpu', gpu=True)"
 
