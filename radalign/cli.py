@@ -136,6 +136,44 @@ def dlq_replay(
     )
 
 
+outbox_app = typer.Typer(no_args_is_help=True, help="The gateway outbox: studies acknowledged and not yet published.")
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.command("status")
+def outbox_status() -> None:
+    """Pending studies, the oldest one's age, and those whose publish keeps failing."""
+    from radalign.config import get_settings
+    from radalign.db import connect
+
+    settings = get_settings()
+    with connect(settings.dsn, settings=settings) as conn:
+        pending, oldest = conn.execute(
+            "SELECT count(*), extract(epoch FROM now() - min(last_received_at)) FROM gateway_outbox_studies WHERE pending"
+        ).fetchone()
+        failing = conn.execute(
+            "SELECT study_key, attempts, last_error FROM gateway_outbox_studies WHERE pending AND attempts > 0 ORDER BY attempts DESC LIMIT 20"
+        ).fetchall()
+    typer.echo(f"pending studies: {pending}" + (f" (oldest received {oldest:.0f} s ago)" if pending else ""))
+    for study_key, attempts, error in failing:
+        typer.echo(f"  {study_key}: {attempts} failed publish attempts, last: {error}")
+
+
+@outbox_app.command("requeue-unreported")
+def outbox_requeue_unreported(
+    window_h: Annotated[float, typer.Option(help="studies received within this many hours")] = 24.0,
+) -> None:
+    """Publish again every study of the window that has no report yet (after a broker lost data)."""
+    from radalign.config import get_settings
+    from radalign.db import connect
+    from radalign.ingest.outbox import requeue_unreported
+
+    settings = get_settings()
+    with connect(settings.dsn, settings=settings, autocommit=True) as conn:
+        count = requeue_unreported(conn, window_h * 3600)
+    typer.echo(f"re-queued {count} published but unreported studies; the gateway publishes them on its next tick")
+
+
 @schemas_app.command("export")
 def schemas_export() -> None:
     """Regenerate schemas/json/*.v1.json from the contract models."""
