@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from radalign.config import Settings
 from radalign.drafting.core import DraftingCore
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
-from schemas.events import Certainty, Observation
+from schemas.events import Certainty, Observation, StageTiming
 from services.drafting.read_api import build_read_routes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "drafting"))
@@ -63,8 +64,9 @@ async def test_upsert_is_idempotent(pool):
     first = await store.get_stored(KEY)
     assert first is not None and first.report == report
 
-    # a replay drafts the same text with other timings: nothing changes
+    # a replay drafts the same text with other timings (the runner times each attempt): nothing changes
     replay = await _draft({Observation.CARDIOMEGALY: Certainty.PRESENT})
+    replay = replay.model_copy(update={"timings": [StageTiming(stage="drafting", started_at=datetime.now(UTC), duration_ms=12.5)]})
     assert replay.timings != report.timings and replay.report_id == report.report_id
     assert await store.upsert(replay) is False
     assert await store.upsert(report) is False

@@ -335,7 +335,8 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     # The next similar study (the same film, another patient) is grounded in the signed case.
     next_key = _post(settings, films[3], "IT-REVIEW-NEXT", "IT-PAT-NEXT", "routine")
     _wait_worklist(base, {next_key})
-    next_case_keys = httpx.get(f"http://127.0.0.1:{settings.web_port('drafting')}/v1/studies/{next_key}/report", timeout=10).json()["case_keys"]
+    next_case_keys = httpx.get(f"http://127.0.0.1:{settings.web_port('drafting')}/v1/studies/{next_key}/report",
+                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()["case_keys"]
     assert case_key in next_case_keys
 
     # Agreement page and metrics.
