@@ -21,23 +21,23 @@ class _LazyGroup(TyperGroup):
     lazy: ClassVar[dict[str, tuple[str, str, str]]] = {}  # name -> (module, attribute, help)
     _listing = False
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in self.lazy if n not in self.commands)]
+    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]  # typer vendors click: its TyperGroup uses typer._click types, not click's
+        return [*super().list_commands(ctx), *(n for n in self.lazy if n not in self.commands)]  # type: ignore[arg-type]  # typer vendors click: its TyperGroup uses typer._click types, not click's
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]  # typer vendors click: its TyperGroup uses typer._click types, not click's
         if cmd_name not in self.lazy or cmd_name in self.commands:
-            return super().get_command(ctx, cmd_name)
+            return super().get_command(ctx, cmd_name)  # type: ignore[arg-type, return-value]  # typer vendors click: its TyperGroup uses typer._click types, not click's
         module, attr, help_text = self.lazy[cmd_name]
         if self._listing:
             return click.Group(name=cmd_name, help=help_text, short_help=help_text)
         command = typer.main.get_command(getattr(importlib.import_module(module), attr))
         command.name, command.help = cmd_name, help_text
-        return command
+        return command  # type: ignore[return-value]  # typer vendors click: its TyperGroup uses typer._click types, not click's
 
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:  # type: ignore[override]  # typer vendors click: its TyperGroup uses typer._click types, not click's
         self._listing = True
         try:
-            super().format_help(ctx, formatter)
+            super().format_help(ctx, formatter)  # type: ignore[arg-type]  # typer vendors click: its TyperGroup uses typer._click types, not click's
         finally:
             self._listing = False
 
@@ -148,9 +148,11 @@ def outbox_status() -> None:
 
     settings = get_settings()
     with connect(settings.dsn, settings=settings) as conn:
-        pending, oldest = conn.execute(
+        counts = conn.execute(
             "SELECT count(*), extract(epoch FROM now() - min(last_received_at)) FROM gateway_outbox_studies WHERE pending"
         ).fetchone()
+        assert counts is not None  # an aggregate without GROUP BY returns exactly one row
+        pending, oldest = counts
         failing = conn.execute(
             "SELECT study_key, attempts, last_error FROM gateway_outbox_studies WHERE pending AND attempts > 0 ORDER BY attempts DESC LIMIT 20"
         ).fetchall()

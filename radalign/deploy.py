@@ -268,7 +268,7 @@ def network_policy(stage: str) -> Manifest:
     kafka = {"to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": KAFKA_CLUSTER}}}],
              "ports": [{"protocol": "TCP", "port": 9092}, {"protocol": "TCP", "port": 9093}]}
     egress: list[Manifest] = [dns, kafka]
-    targets = {
+    targets: dict[str, Manifest] = {
         "postgres": {"ports": [{"protocol": "TCP", "port": 5432}]},
         "s3": {"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 9000}]},
         "triton": {"to": [{"podSelector": {"matchLabels": selector("triton")}}], "ports": [{"protocol": "TCP", "port": 8001}]},

@@ -37,7 +37,10 @@ class TextEncoder:
         path = Path(model_path) if model_path else default_model_path()
         self.name = DEFAULT_TEXT_ENCODER if model_path is None else path.name
         self.model = SentenceTransformer(str(path), device=device or "cpu")
-        self.dim = int(self.model.get_embedding_dimension())
+        dim = self.model.get_embedding_dimension()
+        if dim is None:
+            raise ValueError(f"{path}: the model does not declare its embedding dimension")
+        self.dim = int(dim)
 
     def encode(self, texts: list[str], batch_size: int = 64, show_progress: bool = False) -> np.ndarray:
         if not texts:

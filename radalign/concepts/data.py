@@ -97,7 +97,7 @@ def coarse_labels(text: str, label_map: Mapping[str, Mapping[Observation, Certai
 def report_labels(text: str) -> np.ndarray | None:
     """Labels from report text with the project's rule-based labeler, or None when it is not installed."""
     try:
-        from radalign.labeler import label_report  # type: ignore[attr-defined]
+        from radalign.labeler import label_report
     except ImportError:
         return None
     return labels_from_mapping(label_report(text))

@@ -89,9 +89,9 @@ class EvalReport:
             cells = [f"{r['observation']} {r['auc']:.3f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" for r in info["all"] if r["auc"] is not None]
             lines.append(f"leave-one-source-out, trained without {source!r}, all {info['films']} of its films: " + ("; ".join(cells) or "n/a"))
         if self.retrieval:
-            r = self.retrieval
-            recalls = ", ".join(f"R@{k.split('@')[1]} {r[k]:.3f} (chance {r['chance@' + k.split('@')[1]]:.3f})" for k in r if k.startswith("recall@"))
-            lines.append(f"image -> report retrieval ({int(r['queries'])} images, {int(r['reports'])} distinct reports): {recalls}")
+            ret = self.retrieval
+            recalls = ", ".join(f"R@{k.split('@')[1]} {ret[k]:.3f} (chance {ret['chance@' + k.split('@')[1]]:.3f})" for k in ret if k.startswith("recall@"))
+            lines.append(f"image -> report retrieval ({int(ret['queries'])} images, {int(ret['reports'])} distinct reports): {recalls}")
         return "\n".join(lines)
 
 
@@ -117,7 +117,7 @@ def predict_full(
             for s in range(0, len(idx), batch_size):
                 images = torch.from_numpy(np.stack([load_image(records[i].image) for i in idx[s : s + batch_size]]))
                 outs.append([t.numpy() for t in model(images)])
-        return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))  # type: ignore[return-value]
+        return tuple(np.concatenate([o[j] for o in outs]) for j in range(3))
     feats = cached_features([records[i] for i in idx], ckpt.encoder_name, cache_dir, progress=False)
     from radalign.concepts.model import ConceptModel
 
@@ -263,7 +263,7 @@ def evaluate(
     excluded = set(train_meta.get("exclude_sources") or ())
     records = [r for r in records if r.source not in excluded]
     fractions = tuple(ckpt.meta.get("split", {}).get("fractions", (0.6, 0.2, 0.2)))
-    parts = split_by_source(records, fractions, seed=seed)  # type: ignore[arg-type]
+    parts = split_by_source(records, fractions, seed=seed)
     if split == "all":
         idx = list(range(len(records)))
     elif split in parts:
@@ -307,7 +307,7 @@ def evaluate(
                         "sensitivity": round(float((pos >= point.absent).mean()), 3) if len(pos) else None,
                         "specificity": round(float((neg < point.present).mean()), 3) if len(neg) else None,
                         "called_present": round(float((p >= point.present).mean()), 3), "called_absent": round(float((p < point.absent).mean()), 3)}  # fmt: skip
-    ood_info = None
+    ood_info: dict[str, float | None] | None = None
     if gate and gate.ood_threshold is not None:
         ood_info = {"threshold": gate.ood_threshold, "flagged": float((ood > gate.ood_threshold).mean()), "median_score": float(np.median(ood))}
     png = plot_roc(probs, labels, rows, Path(roc_png), f"Concept model, {split} split ({len(subset)} images)") if roc_png else None

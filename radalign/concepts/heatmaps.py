@@ -16,10 +16,14 @@ import io
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from schemas.events import Observation
+
+if TYPE_CHECKING:
+    from radalign.concepts.model import ConceptModel
 
 #: Display window percentiles: a radiograph's useful range without burnt-in labels and black padding.
 WINDOW_PERCENTILES = (0.5, 99.5)
@@ -41,7 +45,7 @@ class ConceptAttention:
 
     def __init__(self, checkpoint: str | Path | None = None) -> None:
         self.checkpoint = checkpoint
-        self._model = None
+        self._model: ConceptModel | None = None
         self._version = ""
         self._lock = threading.Lock()
 

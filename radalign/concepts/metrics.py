@@ -28,7 +28,7 @@ def per_observation_auc(probabilities: np.ndarray, labels: np.ndarray) -> dict[O
 
 
 def mean_auc(aucs: dict[Observation, float | None], observations: Sequence[Observation] | None = None) -> float | None:
-    values = [aucs[o] for o in (observations or OBSERVATIONS) if aucs.get(o) is not None]
+    values = [v for o in (observations or OBSERVATIONS) if (v := aucs.get(o)) is not None]
     return float(np.mean(values)) if values else None
 
 

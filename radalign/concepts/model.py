@@ -57,6 +57,10 @@ class HeadOutput:
 
 
 class ConceptAlignmentHead(nn.Module):
+    # Buffers registered in __init__ (declared for the type checker; nn.Module resolves them).
+    anchors: torch.Tensor
+    supported: torch.Tensor
+
     def __init__(self, config: HeadConfig, anchors: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
@@ -109,6 +113,10 @@ class ConceptModel(nn.Module):
     and applies ImageNet normalisation itself so callers send the preprocess output unchanged.
     The calibrator (fitted on validation) maps the head's logits to calibrated probabilities;
     the OOD score is the distance of the pooled encoder features from the training films."""
+
+    # Buffers registered in __init__ (declared for the type checker; nn.Module resolves them).
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, encoder: nn.Module, head: ConceptAlignmentHead, calibrator: nn.Module | None = None, ood: nn.Module | None = None) -> None:
         super().__init__()

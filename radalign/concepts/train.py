@@ -218,13 +218,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     else:
 
         def epoch_batches(order: torch.Tensor):
+            assert inputs is not None  # not fine-tuned: the features come from the cache
             for s in range(0, len(order), cfg.batch_size):
                 idx = order[s : s + cfg.batch_size]
                 yield idx, inputs[idx].float()
 
     val_idx = torch.tensor(split["val"])
     last_path = cfg.out.with_suffix(".last.pt")
-    state = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_head": None, "best_encoder": None}
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_head": None, "best_encoder": None}
     # what must match for a resume; epochs/patience may grow, progress/workers/device may change
     resumable = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "patience", "progress", "resume", "workers", "device", "out")}
     fingerprint = {"manifest": manifest_fingerprint(records), "config": json.dumps(jsonable(resumable), sort_keys=True)}
@@ -335,6 +336,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         """Encoder features of these films: recomputed when fine-tuned, else from the cache."""
         if encoder is not None:
             return _encode_indices(encoder, records, idx)
+        assert inputs is not None  # not fine-tuned: the features come from the cache
         return inputs[torch.as_tensor(idx, dtype=torch.long)].float()
 
     validate_and_gate(ckpt, cfg, records, split, labels.numpy(), feature_fn, retrain=train)

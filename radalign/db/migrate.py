@@ -106,7 +106,7 @@ def apply_migrations(
         _acquire_lock(conn, lock_timeout_s)
         try:
             conn.execute(_CREATE_TABLE)
-            recorded = dict(conn.execute("SELECT name, checksum FROM schema_migrations").fetchall())
+            recorded: dict[str, str] = dict(conn.execute("SELECT name, checksum FROM schema_migrations").fetchall())
             for migration in migrations:
                 checksum = migration.checksum
                 if migration.name in recorded:

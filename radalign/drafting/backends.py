@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import httpx
 from tenacity import RetryCallState
@@ -317,15 +317,28 @@ class LlamaCppBackend:
             "logits_processor": llama_cpp.LogitsProcessorList([end_at_deadline]),
         }
         if prompt.form == "chat":
-            result = self._llm.create_chat_completion(messages=list(prompt.messages), max_tokens=prompt.max_tokens, **options)
-            usage = result.get("usage", {})
-            return result["choices"][0]["message"]["content"] or "", int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timed_out
-        result = self._llm.create_completion(prompt.text, max_tokens=prompt.max_tokens, stop=list(prompt.stop), **options)
+            # Without stream=True llama.cpp returns one response, not an iterator of chunks.
+            chat = cast(
+                "llama_cpp.CreateChatCompletionResponse",
+                self._llm.create_chat_completion(
+                    messages=cast("list[llama_cpp.ChatCompletionRequestMessage]", list(prompt.messages)),
+                    max_tokens=prompt.max_tokens, **options,
+                ),
+            )
+            usage = chat.get("usage", {})
+            return chat["choices"][0]["message"]["content"] or "", int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), timed_out
+        result = cast(
+            "llama_cpp.CreateCompletionResponse",
+            self._llm.create_completion(prompt.text, max_tokens=prompt.max_tokens, stop=list(prompt.stop), **options),
+        )
         text = result["choices"][0]["text"]
         prompt_tokens, completion_tokens = int(result["usage"]["prompt_tokens"]), int(result["usage"]["completion_tokens"])
         if lacks_impression(text) and not timed_out:
-            second = self._llm.create_completion(
-                impression_prompt(prompt, text), max_tokens=max(32, prompt.max_tokens // 3), stop=list(prompt.stop), **options
+            second = cast(
+                "llama_cpp.CreateCompletionResponse",
+                self._llm.create_completion(
+                    impression_prompt(prompt, text), max_tokens=max(32, prompt.max_tokens // 3), stop=list(prompt.stop), **options
+                ),
             )
             text = text.rstrip() + _IMPRESSION_HEADER + second["choices"][0]["text"]
             prompt_tokens += int(second["usage"]["prompt_tokens"])

@@ -216,8 +216,8 @@ def nih_studies_predicted(records: Sequence[Any], checkpoint: Path | None = None
     assessed = {o for o, ok in zip(Observation, learnt, strict=True) if ok}
     probabilities, _ = concept_eval.predict_records(path, list(records), cache)
     for r, p in zip(records, probabilities, strict=True):
-        concepts = tuple(c for c in to_concept_scores(p) if c.observation in assessed)
-        studies.append(Study(Path(r.image).stem, f"nih:{r.patient_id}", _labels_of_record(r), concepts))
+        scores = tuple(c for c in to_concept_scores(p) if c.observation in assessed)
+        studies.append(Study(Path(r.image).stem, f"nih:{r.patient_id}", _labels_of_record(r), scores))
     return studies, ckpt.version
 
 

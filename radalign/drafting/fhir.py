@@ -160,7 +160,7 @@ def finding_code(observation: Observation) -> dict[str, Any]:
 def conclusion_codes(report: ReportDrafted) -> list[dict[str, Any]]:
     """The findings the model called present (No Finding when it called nothing else present)."""
     present = [c.observation for c in _assessed(report) if c.state == Certainty.PRESENT]
-    findings = [o for o in present if o != Observation.NO_FINDING] or [o for o in present if o == Observation.NO_FINDING]
+    findings: list[Observation] = [o for o in present if o != Observation.NO_FINDING] or [o for o in present if o == Observation.NO_FINDING]
     return [finding_code(o) for o in findings]
 
 

@@ -7,7 +7,7 @@ call this; events, logs, metrics and prompts keep the pseudonyms. The mapping is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -114,7 +114,7 @@ def _birth_date(value: str) -> date | None:
         return None
 
 
-def identity_from_row(row: Mapping[str, Any], routing: Mapping[str, Any], instances: list[Mapping[str, Any]]) -> StudyIdentity:
+def identity_from_row(row: Mapping[str, Any], routing: Mapping[str, Any], instances: Sequence[Mapping[str, Any]]) -> StudyIdentity:
     """The identity from a `study_pseudonyms` row, its `routing` facts and its instances."""
     requests = routing.get("RequestAttributes") or [{}]
     first_request = requests[0] if isinstance(requests, list) and requests and isinstance(requests[0], dict) else {}

@@ -30,7 +30,7 @@ class RuleLabeler:
         from radalign import labeler
 
         self._label_sections = labeler.label_sections
-        self.text = lru_cache(maxsize=cache_size)(self._label_text)  # type: ignore[method-assign]
+        self.text = lru_cache(maxsize=cache_size)(self._label_text)
         self._label_report = labeler.label_report
 
     def _label_text(self, text: str) -> Labels:

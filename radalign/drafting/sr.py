@@ -80,11 +80,11 @@ def _device_observer(report: ReportDrafted) -> list:
 
 def _content(report: ReportDrafted) -> Dataset:
     findings = hd.sr.ContainerContentItem(name=FINDINGS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    findings.ContentSequence = [_text(FINDING, report.findings)]
+    findings.ContentSequence = [_text(FINDING, report.findings)]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     impressions = hd.sr.ContainerContentItem(name=IMPRESSIONS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    impressions.ContentSequence = [_text(IMPRESSION, report.impression)]
+    impressions.ContentSequence = [_text(IMPRESSION, report.impression)]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE, template_id="2000")
-    root.ContentSequence = [*_device_observer(report), findings, impressions]
+    root.ContentSequence = [*_device_observer(report), findings, impressions]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     return root
 
 
@@ -180,8 +180,8 @@ def basic_text_sr(
             if keyword in sr:
                 delattr(sr, keyword)
     when = created or datetime.now(UTC)
-    sr.ContentDate = when.strftime("%Y%m%d")
-    sr.ContentTime = when.strftime("%H%M%S")
+    sr.ContentDate = when.strftime("%Y%m%d")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
+    sr.ContentTime = when.strftime("%H%M%S")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
     return sr
 
 

@@ -132,9 +132,9 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
             return self.json(body, status=200 if ok else 503)
 
     for route in stage.routes():
-        app.web.web_app.router.add_route(route.method, route.path, route.handler)
+        app.web.web_app.router.add_route(route.method, route.path, route.handler)  # type: ignore[attr-defined]  # faust types app.web as the abstract Web; the aiohttp driver has web_app
 
-    @app.on_before_shutdown.connect
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's signal stubs want a `signal` keyword it passes in **kwargs
     async def _close(app: faust.App, **kwargs: object) -> None:
         await stage.close()
 

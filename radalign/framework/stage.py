@@ -137,7 +137,7 @@ class StageRunner:
         event = out.event
         if "timings" in type(event).model_fields:
             event = event.model_copy(update={"timings": self._timings(source, event, timing)})
-        study = event.study  # every stage output carries its StudyRef
+        study = event.study  # type: ignore[attr-defined]  # every stage output carries its StudyRef; the Contract base (shared with DeadLetter) does not
         ev_id = codec.event_id(self.stage.name, study.study_key, study.pipeline_version, getattr(source, "study_version", 1))
         headers = codec.build_headers(event, stage=self.stage.name, ev_id=ev_id, traceparent=codec.child_traceparent(parent))
         return OutgoingRecord(topic_for(out.spec, event), record_key(event), codec.encode(event), headers)

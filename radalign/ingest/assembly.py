@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, cast
 
 from radalign.ingest.outbox import MAX_INSTANCES, DueStudy, InMemoryOutbox, Outbox, OutboxItem
 from schemas.events import Priority, StudyReceived, StudyRef
@@ -69,7 +69,8 @@ class StudyAssembler:
         return await self.outbox.pending_count()
 
     def _build(self, due: DueStudy, version: int) -> StudyReceived:
-        modality = next((m for m in due.modalities if m in ("CR", "DX")), "OT")
+        # The outbox stores plain strings; StudyReceived validates the literals at runtime.
+        modality = cast(Literal["CR", "DX", "OT"], next((m for m in due.modalities if m in ("CR", "DX")), "OT"))
         return StudyReceived(
             study=StudyRef(
                 study_key=due.study_key,
@@ -79,7 +80,7 @@ class StudyAssembler:
                 pipeline_version=self._pipeline_version,
             ),
             modality=modality,
-            source=due.source,
+            source=cast(Source, due.source),
             instances=due.instances[:MAX_INSTANCES],
             study_version=version,
         )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,7 +107,7 @@ def _value_allowed(keyword: str, element: Any) -> bool:
     return vr not in _TEXT_VRS  # numbers and binary data (US, SS, OB, OW, FL...) carry no text
 
 
-def _clean_items(keyword: str, sequence: Sequence) -> Sequence:
+def _clean_items(keyword: str, sequence: Iterable[Dataset]) -> Sequence:
     allowed = _SEQUENCE_ITEMS[keyword]
     items = []
     for item in sequence:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -25,7 +26,7 @@ def set_pixel_limit(max_pixels: int) -> None:
     MAX_RASTER_PIXELS = Image.MAX_IMAGE_PIXELS = int(max_pixels)
 
 
-def sniff_raster(data: bytes) -> str | None:
+def sniff_raster(data: bytes) -> Literal["png", "jpeg"] | None:
     """'png' or 'jpeg' from the magic bytes, else None."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
         return "png"

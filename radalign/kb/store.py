@@ -278,18 +278,21 @@ class CaseStore:
 
     async def stats(self) -> CaseStoreStats:
         async with self._pool.connection() as conn:
-            total, images, patients = await (
+            counts = await (
                 await conn.execute(
                     "SELECT count(*), count(image_embedding), count(DISTINCT patient_key) FROM cases"
                 )
             ).fetchone()
-            by_source = dict(await (await conn.execute("SELECT source, count(*) FROM cases GROUP BY source ORDER BY source")).fetchall())
+            assert counts is not None  # an aggregate without GROUP BY returns exactly one row
+            total, images, patients = counts
+            by_source: dict[str, int] = dict(await (await conn.execute("SELECT source, count(*) FROM cases GROUP BY source ORDER BY source")).fetchall())
             present = await (
                 await conn.execute(
                     "SELECT " + ", ".join(f"count(*) FILTER (WHERE label_vector[{i + 1}] = 1)" for i in range(len(OBSERVATIONS)))
                     + " FROM cases"
                 )
             ).fetchone()
+            assert present is not None  # an aggregate without GROUP BY returns exactly one row
         return CaseStoreStats(
             total=total,
             by_source=by_source,

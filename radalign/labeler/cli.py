@@ -24,10 +24,10 @@ from typer.core import TyperGroup
 class _FileOrCommandGroup(TyperGroup):
     """`radalign label FILE` runs the `file` command when FILE is not a sub-command's name."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:  # type: ignore[override]  # typer vendors click: its TyperGroup uses typer._click types, not click's
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["file", *args]
-        return super().resolve_command(ctx, args)
+        return super().resolve_command(ctx, args)  # type: ignore[arg-type, return-value]  # typer vendors click: its TyperGroup uses typer._click types, not click's
 
 
 label_app = typer.Typer(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from radalign.kb.case import Candidate, normalised_report
 from radalign.kb.labels import OBSERVATIONS, LabelVector
@@ -223,7 +223,7 @@ async def retrieve_by_embedding(
     image), merged, then re-ranked by `(1 - w) * cosine + w * label agreement` with the predicted
     states. Kept as the benchmark's "today's retrieval" baseline and the fallback when the profile
     is empty and the embedding has a positive weight."""
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "k_candidates": settings.retrieval_candidates,
         "exclude_patient_key": event.study.patient_key,
         "ef_search": settings.retrieval_ef_search,

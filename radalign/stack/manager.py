@@ -62,7 +62,7 @@ def public_dsn(dsn: str) -> str:
         return "(unparsable DSN)"
     if params.pop("password", None):
         params["password"] = "***"
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def address_of(settings: Settings, component: str) -> str:

@@ -15,6 +15,7 @@ import pwd
 import subprocess
 import warnings
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -92,7 +93,7 @@ def _prepare_for_user(user: str, binaries: Path, data_dir: Path, log_file: Path)
 
 
 def _run(argv: list[str], user: str | None, timeout_s: float, what: str, log_file: Path) -> None:
-    kwargs = {"user": user, "group": pwd.getpwnam(user).pw_gid} if user else {}
+    kwargs: dict[str, Any] = {"user": user, "group": pwd.getpwnam(user).pw_gid} if user else {}
     try:
         subprocess.run(argv, check=True, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL, **kwargs)
     except subprocess.CalledProcessError as exc:

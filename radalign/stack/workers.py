@@ -6,6 +6,7 @@ The lead's CLI implements `radalign worker <stage>`; this module only starts and
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Iterable
@@ -73,6 +74,6 @@ def wait_workers_ready(settings: Settings, procs: dict[str, psutil.Process], tim
     deadline = time.monotonic() + timeout_s
     for stage, proc in procs.items():
         wait_until_ready(
-            f"worker {stage}", lambda s=stage: worker_ready(settings, s), timeout_s=max(1.0, deadline - time.monotonic()),
+            f"worker {stage}", functools.partial(worker_ready, settings, stage), timeout_s=max(1.0, deadline - time.monotonic()),
             log_file=paths.log_file(worker_name(stage)), proc=proc, interval_s=0.25,
         )

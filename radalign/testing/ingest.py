@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLossless, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLossless, generate_uid
 
 from radalign.ingest.refusal import RefusalReason
 from schemas.events import Contract
@@ -109,5 +109,5 @@ def bad_dicom_corpus(valid: Dataset) -> dict[str, tuple[bytes, RefusalReason]]:
 
 def _with_sop_class(ds: Dataset, sop_class: str, modality: str) -> Dataset:
     out = with_changes(ds, SOPClassUID=sop_class, Modality=modality)
-    out.file_meta.MediaStorageSOPClassUID = sop_class
+    out.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     return out

@@ -63,7 +63,7 @@ def stack_settings(state_dir: Path, **overrides: object) -> Settings:
         "orthanc_dicom_port": free_port(),
         "web_port_offset": free_web_port_offset(),
     }
-    return Settings(**(values | overrides))
+    return Settings.model_validate(values | overrides)
 
 
 ADD_ONE_CONFIG = """\

@@ -63,7 +63,9 @@ class DraftingStage(Stage[CasesRetrieved]):
 
     async def handle(self, event: CasesRetrieved) -> list[Output]:
         report = await self.core.draft(event)  # LLM calls carry their own timeout/retry/fallback
-        await call_with_retry("postgres", lambda: self.store.upsert(report), self.settings, stage=self.name, timeout_s=10)
+        store = self.store
+        assert store is not None  # setup() creates it before the first event
+        await call_with_retry("postgres", lambda: store.upsert(report), self.settings, stage=self.name, timeout_s=10)
         outputs = [Output(REPORT_DRAFTED, report)]
         if report.needs_review:
             outputs.append(Output(REPORT_REVIEW, report))

@@ -32,7 +32,8 @@ import weakref
 
 from pydicom import uid
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # generated at import time from a UID table
+from pynetdicom.transport import ThreadedAssociationServer
 
 from radalign.config import Settings
 from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES
@@ -56,7 +57,7 @@ def decodable_transfer_syntaxes() -> list[str]:
     """Uncompressed syntaxes plus each compressed one that has an installed pixel decoder."""
     from pydicom.pixels import get_decoder
 
-    found = list(_UNCOMPRESSED)
+    found: list[str] = list(_UNCOMPRESSED)
     for ts in _COMPRESSED:
         try:
             if get_decoder(ts).is_available:
@@ -71,7 +72,7 @@ class DicomScp:
         self.settings = settings
         self.core = core
         self.loop = loop
-        self._server = None
+        self._server: ThreadedAssociationServer | None = None
         # pynetdicom's INFO/DEBUG messages print SOP Instance UIDs and whole DIMSE messages:
         # identifiers. Only its warnings and errors may reach the logs.
         pynetdicom_log = logging.getLogger("pynetdicom")
