@@ -60,7 +60,10 @@ class EvalReport:
         for r in self.rows:
             auc = f"{r.auc:6.3f}  [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.auc is not None else "   n/a  (one class only)"
             lines.append(f"{r.observation.value:<28}{r.positives:>5}{r.negatives:>5}  {auc}")
-        fmt = lambda v: "n/a (no competition observation has both classes)" if v is None else f"{v:.3f}"  # noqa: E731
+
+        def fmt(v: float | None) -> str:
+            return "n/a (no competition observation has both classes)" if v is None else f"{v:.3f}"
+
         lines += ["-" * 60, f"mean AUC, 5 competition observations: {fmt(self.mean_auc_competition)}", f"mean AUC, all with both classes:     {fmt(self.mean_auc_present)}"]
         if self.assessed is not None:
             lines.append(f"assessed by the gate ({len(self.assessed)}): {', '.join(self.assessed) or 'none'}")
@@ -145,7 +148,7 @@ def report_retrieval(embeddings: np.ndarray, records: Sequence[Record], ks: tupl
         return None
     text = get_text_encoder().encode(reports)
     rows = [i for i, r in enumerate(records) if r.report]
-    target = np.array([reports.index(records[i].report) for i in rows])  # type: ignore[arg-type]
+    target = np.array([reports.index(records[i].report) for i in rows])  # type: ignore[arg-type]  # rows here are those with a report (filtered above)
     ranks = np.argsort(-(embeddings[rows] @ text.T), axis=1)
     out: dict[str, float] = {"queries": float(len(rows)), "reports": float(len(reports))}
     for k in ks:

@@ -261,7 +261,7 @@ def gemma_gguf_path() -> Path:
 
 def llama_cpp_available() -> bool:
     try:
-        import llama_cpp  # noqa: F401
+        import llama_cpp  # noqa: F401 - only whether it imports
     except Exception:  # noqa: BLE001 - a broken native build counts as absent
         return False
     return True
@@ -285,7 +285,7 @@ class LlamaCppBackend:
     ) -> None:
         try:
             import llama_cpp
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a broken native build raises anything: the backend is unavailable
             raise DraftBackendError("unavailable", f"llama-cpp-python is not importable: {exc}") from exc
         path = Path(model_path) if model_path else gemma_gguf_path()
         self.name = f"llama-cpp:{model_name}"

@@ -90,7 +90,7 @@ class DraftingCore:
 
     async def draft(self, event: CasesRetrieved) -> ReportDrafted:
         context = DraftContext.from_event(event, max_cases=self.settings.drafting_max_cases)
-        guarded = await self.guard.run(context, self.backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]
+        guarded = await self.guard.run(context, self.backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]  # the settings validator restricts llm_prompt_form to the Literal
         critical = self.critical_findings(context.prediction, guarded)
         # Review: critical findings, images the model abstained on (OOD), drafts the guard had to
         # replace, and drafts that still disagree with the concepts. A plain backend outage is not
@@ -109,7 +109,7 @@ class DraftingCore:
             concepts=list(event.concepts),
             not_assessed=context.prediction.not_assessed,
             ood=event.ood,
-            sections=[ReportSection(name=name, sentences=list(sentences)) for name, sentences in structured.sections],  # type: ignore[arg-type]
+            sections=[ReportSection(name=name, sentences=list(sentences)) for name, sentences in structured.sections],  # type: ignore[arg-type]  # section names come from the phrase table, validated against the Literal when loaded
             footer=structured.footer,
             phrase_table_version=self.guard.fallback.table.version,
             case_keys=[c.case_key for c in event.cases],

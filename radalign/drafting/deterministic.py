@@ -105,7 +105,7 @@ class DeterministicDrafter:
             findings = impression
         return DraftText(findings, impression, NAME, elapsed_s=time.perf_counter() - started, sections=sections, footer=footer)
 
-    def section_sentences(self, section: SectionName, prediction: Prediction, borrowed: list[tuple[str, frozenset[Observation]]] = ()) -> list[str]:  # type: ignore[assignment]
+    def section_sentences(self, section: SectionName, prediction: Prediction, borrowed: list[tuple[str, frozenset[Observation]]] = ()) -> list[str]:  # type: ignore[assignment]  # an empty tuple default for a read-only sequence
         entries = self.table.in_section(section)
         bands = {p.observation: band_of(prediction, p.observation, self.table) for p in entries}
         sentences = [p.sentence(band) for p in entries if (band := bands[p.observation]) in ("present", "likely", "possible")]

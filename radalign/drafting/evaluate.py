@@ -461,7 +461,7 @@ def evaluate_studies(
         flags = [grounding_flags(t, s, labeler) for t, s in zip(outputs, studies, strict=True)]
         result.grounding = {k: float(np.mean([f[k] for f in flags])) for k in flags[0]} if flags else {}
         if studies and studies[0].reference is not None:
-            refs = [" ".join(s.reference) for s in studies]  # type: ignore[arg-type]
+            refs = [" ".join(s.reference) for s in studies]  # type: ignore[arg-type]  # every study of a reference set has its reference text
             rouge_each[name] = []
             result.lexical = lexical_scores([" ".join(t) for t in outputs], refs, meteor=meteor, per_case=rouge_each[name])
         systems.append(result)

@@ -320,7 +320,7 @@ def _models(version: FhirVersion) -> Any:
     if version == "R5":
         import fhir.resources as package
     elif version in ("R4", "R4B"):
-        import fhir.resources.R4B as package  # type: ignore[no-redef]
+        import fhir.resources.R4B as package  # type: ignore[no-redef]  # R4B and R5 modules are used through the same name
     else:
         raise ValueError(f"unsupported FHIR version {version!r} (R5 or R4)")
     return package

@@ -134,7 +134,7 @@ def check_draft(
         for reason, words in unsafe_words(sentence, allowed=supported_words):
             if reason == "off_topic":
                 continue  # reported through `off_topic` below (one list for the whole draft)
-            rejections.append(GuardRejection(reason=reason, sentence=sentence[:2000], detail=words[:500]))  # type: ignore[arg-type]
+            rejections.append(GuardRejection(reason=reason, sentence=sentence[:2000], detail=words[:500]))  # type: ignore[arg-type]  # reason is one of the Literal values the checks produce
     off_topic = off_topic_phrases(f"{findings}\n{impression}")
     rejections += [GuardRejection(reason="off_topic", detail=phrase) for phrase in off_topic]
     flagged = set(unsupported) | set(not_assessed)
@@ -185,7 +185,7 @@ class DraftGuard:
             GUARD_REJECTIONS.labels(backend=backend_name, reason=reason).inc()
         return result
 
-    def _prompt(self, context: DraftContext, form: PromptForm, corrections: list[str] | None = None):  # noqa: ANN202
+    def _prompt(self, context: DraftContext, form: PromptForm, corrections: list[str] | None = None):
         return build_prompt(
             context, version=self.prompt_version, form=form, max_tokens=self.max_tokens, corrections=corrections or (),
             labeler=self.labeler if form == "completion" else None,

@@ -57,7 +57,7 @@ class Reidentifier(Protocol):
 class StaticReidentifier:
     """A fixed mapping (tests, demos)."""
 
-    def __init__(self, identities: Mapping[str, StudyIdentity] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, identities: Mapping[str, StudyIdentity] = ()) -> None:  # type: ignore[assignment]  # an empty tuple default for a read-only mapping of identities
         self._identities = dict(identities)
 
     async def lookup(self, study_key: str) -> StudyIdentity | None:

@@ -50,7 +50,7 @@ class BasicTextSR(_SR):
     """Basic Text SR document (SOP Class 1.2.840.10008.5.1.4.1.1.88.11)."""
 
     def __init__(self, evidence: list[Dataset], content: Dataset, **kwargs: object) -> None:
-        super().__init__(evidence=evidence, content=content, sop_class_uid=BASIC_TEXT_SR, **kwargs)  # type: ignore[arg-type]
+        super().__init__(evidence=evidence, content=content, sop_class_uid=BASIC_TEXT_SR, **kwargs)  # type: ignore[arg-type]  # highdicom private base class: its init is typed narrower than it accepts
 
 
 def _uid(report_id: str, part: str) -> str:
@@ -188,7 +188,7 @@ def basic_text_sr(
 def basic_text_sr_bytes(report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None, **version: object) -> bytes:
     """The SR as a DICOM Part 10 file (`version`: status, verifier, verified_at, document_version)."""
     buffer = BytesIO()
-    basic_text_sr(report, identity, created=created, **version).save_as(buffer, enforce_file_format=True)  # type: ignore[arg-type]
+    basic_text_sr(report, identity, created=created, **version).save_as(buffer, enforce_file_format=True)  # type: ignore[arg-type]  # version keywords are the strings basic_text_sr takes
     return buffer.getvalue()
 
 

@@ -154,5 +154,5 @@ class StudyAssembler:
             # A durable outbox keeps what is still inside its quiet window for the next start (or
         # another replica): forcing it out now would split a study that is still arriving.
             await asyncio.wait_for(self.flush(force=not getattr(self.outbox, "durable", False)), timeout=10)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - shutting down: what is not flushed stays in the outbox
             log.warning("final flush failed (%s); pending studies stay in the outbox", type(exc).__name__)

@@ -219,7 +219,7 @@ class PostgresOutbox:
             if inserted is None:
                 await conn.execute(_TOUCH_IF_PENDING, (item.study_key, key))
                 return False
-            (count,) = await (await conn.execute(_COUNT, (item.study_key,))).fetchone()  # type: ignore[misc]
+            (count,) = await (await conn.execute(_COUNT, (item.study_key,))).fetchone()  # type: ignore[misc]  # COUNT(*) always returns one row
             if count > MAX_INSTANCES:
                 raise _too_many()  # rolls the transaction back
             await conn.execute(_MARK_PENDING, (item.stat, item.study_key))

@@ -75,7 +75,7 @@ def label_file(
                 writer.writeheader()
             bar = tqdm(total=total, desc=f"labeling {path.name}", unit=" reports", disable=not progress, file=sys.stderr)
             with bar:
-                for row in label_stream(reports, uncertainty=uncertainty, hierarchy=hierarchy):  # type: ignore[arg-type]
+                for row in label_stream(reports, uncertainty=uncertainty, hierarchy=hierarchy):  # type: ignore[arg-type]  # the CLI option is checked against the Literal by typer
                     if writer is not None:
                         writer.writerow(row)
                     else:

@@ -132,7 +132,7 @@ async def _read_markers(settings: Settings, timeout_s: float = 5.0) -> set[str] 
             for message in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
                 found.add(message.value.decode())
         return found
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a broker that does not answer: "unknown", checked again next round
         return None
     finally:
         await consumer.stop()
@@ -221,7 +221,7 @@ def _requeue_unreported(settings: Settings) -> int | None:
     try:
         with connect(settings.dsn, settings=settings, autocommit=True) as conn:
             return requeue_unreported(conn)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the supervisor must survive a database outage; it says so and retries
         log.error("could not re-queue unreported studies (%s); run the supervisor round again once PostgreSQL is up", type(exc).__name__)
         return None
 

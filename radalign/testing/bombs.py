@@ -167,7 +167,7 @@ def _run_preprocess(kind: str, data: bytes, max_pixels: int) -> str:
     from schemas.events import BlobRef, Instance
 
     blob = BlobRef(uri="file:///probe", sha256="0" * 64, size=len(data), media_type="application/octet-stream")
-    instance = Instance(instance_key="in-0000000000000000", source_format=kind, blob=blob)  # type: ignore[arg-type]
+    instance = Instance(instance_key="in-0000000000000000", source_format=kind, blob=blob)  # type: ignore[arg-type]  # kind is one of the Literal values (the corpus builds only those)
     try:
         image = decode_instance(instance, data, max_pixels)
     except PreprocessError:

@@ -50,16 +50,16 @@ class DraftingStage(Stage[CasesRetrieved]):
         class _Lazy:
             """The store exists only after setup; the routes are registered before it."""
 
-            async def get_stored(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            async def get_stored(self, *args, **kwargs):
                 return await stage.store.get_stored(*args, **kwargs) if stage.store else None
 
-            async def lookup(self, study_key: str):  # noqa: ANN201
+            async def lookup(self, study_key: str):
                 return await stage.reidentifier.lookup(study_key) if stage.reidentifier else None
 
         lazy = _Lazy()
         # The read API returns re-identified FHIR/SR: its own tokens, never the ingest ones (issue 12).
         tokens = parse_tokens(self.settings_for_routes.read_api_tokens)
-        return guard_routes(build_read_routes(lazy, lazy), tokens)  # type: ignore[arg-type]
+        return guard_routes(build_read_routes(lazy, lazy), tokens)  # type: ignore[arg-type]  # aiohttp types RouteTableDef items as AbstractRouteDef
 
     async def handle(self, event: CasesRetrieved) -> list[Output]:
         report = await self.core.draft(event)  # LLM calls carry their own timeout/retry/fallback

@@ -253,7 +253,7 @@ async def _supervise_assembler(core: GatewayCore, stop: asyncio.Event) -> None:
     while True:
         try:
             await core.run_assembler(stop)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the assembler is supervised: any crash is logged and it restarts
             log.exception("study assembler crashed; restarting in %.1f s", delay)
         if stop.is_set():
             return

@@ -71,7 +71,7 @@ async def _dead_letter(core: ReviewCore, msg, reason: str, error_type: str, atte
     log.warning("review dead-lettered a preprocessed record (%s): %s", error_type, reason[:200])
     stage_metrics.DEAD_LETTERS.labels(stage=STAGE, error_type=error_type).inc()
     letter = DeadLetter(
-        stage=STAGE, reason=reason[:4000], error_type=error_type, source_topic=msg.topic,  # type: ignore[arg-type]
+        stage=STAGE, reason=reason[:4000], error_type=error_type, source_topic=msg.topic,  # type: ignore[arg-type]  # error_type is one of the Literal values
         source_partition=msg.partition, source_offset=msg.offset, key=msg.key.decode("utf-8", "replace") if msg.key else None,
         attempts=attempts, failed_at=datetime.now(UTC), payload_b64=base64.b64encode((msg.value or b"")[:1_000_000]).decode(),
     )
@@ -119,7 +119,7 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
                 done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task in tasks and task.exception():
-                        raise task.exception()  # type: ignore[misc]
+                        raise task.exception()  # type: ignore[misc]  # the task finished with an exception (checked on the line above)
             finally:
                 stop.set()
                 for task in tasks:

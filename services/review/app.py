@@ -243,7 +243,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
     async def ready(request: web.Request) -> web.Response:
         try:
             await core.refresh_gauges()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - readiness must answer, not raise
             return web.json_response({"status": "not ready", "dependencies": f"database: {type(exc).__name__}"}, status=503)
         return web.json_response({"status": "ready"})
 

@@ -63,7 +63,7 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
         fhir.stop()
 
 
-def _until(what: str, check, timeout_s: float = 240.0):  # noqa: ANN001, ANN202
+def _until(what: str, check, timeout_s: float = 240.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if (found := check()):
