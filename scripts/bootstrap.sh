@@ -13,13 +13,18 @@ want="$( (cat pyproject.toml scripts/bootstrap.sh; echo "llm=${RADALIGN_WITH_LLM
 # root; the tests that need them then skip with the reason): Orthanc + its DICOMweb plugin (the
 # PACS of the delivery tests and the demo), dciodvfy (dicom3tools: validates the SR), promtool
 # (prometheus: checks the alert rules).
-if ! { command -v Orthanc && command -v dciodvfy && command -v promtool && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; } >/dev/null 2>&1; then
+# Real peers for the tests and the demo, from Debian's packages (best effort: the tests that need
+# one skip with the reason where it is missing): Orthanc as the PACS, dciodvfy (dicom3tools) and
+# promtool (prometheus) as validators, Chromium + ChromeDriver for the browser test.
+if ! { command -v Orthanc && command -v dciodvfy && command -v promtool && command -v chromedriver \
+       && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; } >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-    echo "==> system packages: orthanc orthanc-dicomweb dicom3tools prometheus (apt)"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dicom3tools prometheus >/dev/null; } \
+    echo "==> system packages: orthanc orthanc-dicomweb dicom3tools prometheus chromium chromium-driver (apt)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        orthanc orthanc-dicomweb dicom3tools prometheus chromium chromium-driver >/dev/null; } \
       || echo "    (apt install failed; the tests that need these tools will skip)"
   else
-    echo "==> skipping system packages (orthanc, dicom3tools, prometheus): needs apt-get and root"
+    echo "==> skipping system packages (Orthanc, dicom3tools, prometheus, Chromium): needs apt-get and root"
   fi
 fi
 
@@ -56,12 +61,6 @@ if [ "${RADALIGN_WITH_LLM:-0}" = "1" ]; then
 fi
 # Headless Chromium for the review app's browser test (tests/integration/test_review_browser.py):
 # best effort, as root where apt exists; the test skips with the reason otherwise.
-if ! command -v chromedriver >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "==> chromium + chromium-driver (browser test)"
-  { apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }; } \
-    || echo "   chromium not installed: the browser test will skip"
-fi
 "$VENV/bin/python" -c "import numpy, torch; assert numpy.__version__.startswith('1.'), numpy.__version__" \
   || { echo "numpy must stay <2 (Triton's Python backend)"; exit 1; }
 # The project must import from this checkout, not from a copy in site-packages.
