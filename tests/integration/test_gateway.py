@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
@@ -60,7 +61,9 @@ async def _wait_http(url: str, timeout_s: float = 20.0) -> None:
     raise AssertionError(f"{url} never became ready")
 
 
-async def _consume(settings: Settings, expected: int, timeout_s: float = 20.0) -> list[tuple[bytes, list, StudyReceived]]:
+async def _consume(settings: Settings, expected: int, since: datetime, timeout_s: float = 20.0) -> list[tuple[bytes, list, StudyReceived]]:
+    """The study events published since `since`: the topic is shared with the session's other
+    tests (the delivery test routes a CR through this gateway topic too)."""
     consumer = AIOKafkaConsumer(
         *STUDY_RECEIVED.names, bootstrap_servers=settings.kafka_bootstrap, group_id=None,
         auto_offset_reset="earliest", enable_auto_commit=False, request_timeout_ms=15000,
@@ -73,12 +76,13 @@ async def _consume(settings: Settings, expected: int, timeout_s: float = 20.0) -
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 found.extend((r.value, list(r.headers or []), codec.decode(StudyReceived, r.value)) for r in records)
+            found = [f for f in found if f[2].study.received_at >= since]
         await asyncio.sleep(1.0)  # anything beyond the expected events would arrive now
         for records in (await consumer.getmany(timeout_ms=500)).values():
             found.extend((r.value, list(r.headers or []), codec.decode(StudyReceived, r.value)) for r in records)
     finally:
         await consumer.stop()
-    return found
+    return [f for f in found if f[2].study.received_at >= since]
 
 
 async def test_gateway_end_to_end(embedded_stack: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -93,6 +97,7 @@ async def test_gateway_end_to_end(embedded_stack: Settings, tmp_path: Path, capl
     base = f"http://{settings.gateway_host}:{settings.gateway_port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     stop = asyncio.Event()
+    started = datetime.now(UTC)
     gateway = asyncio.create_task(run_gateway(settings, stop))
     try:
         await _wait_http(f"{base}/health/ready")
@@ -142,7 +147,7 @@ async def test_gateway_end_to_end(embedded_stack: Settings, tmp_path: Path, capl
                 metrics_text = await resp.text()
             assert 'radalign_gateway_instances_refused_total{reason="unsupported_modality",source="dicom-cstore"}' in metrics_text
 
-        records = await _consume(settings, expected=3)
+        records = await _consume(settings, expected=3, since=started)
     finally:
         stop.set()
         await asyncio.wait_for(gateway, timeout=30)
