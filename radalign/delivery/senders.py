@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 from pydicom import Dataset
@@ -113,16 +113,27 @@ class DicomStoreSender:
         return None
 
 
-class StowSender:
+HttpDestination = TypeVar("HttpDestination", StowDestination, FhirDestination)
+
+
+class _HttpSender(Generic[HttpDestination]):
+    """A destination reached over HTTP: one client (with the destination's timeout) and its auth."""
+
+    def __init__(self, destination: HttpDestination, client: httpx.AsyncClient | None = None) -> None:
+        self.destination: HttpDestination = destination
+        self.name = destination.name
+        self.client = client or httpx.AsyncClient(timeout=destination.retry.timeout_s)
+        self.tokens = TokenProvider(destination.auth, self.client)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class StowSender(_HttpSender[StowDestination]):
     """STOW-RS (PS3.18 10.5): POST {url}/studies, multipart/related; type="application/dicom"."""
 
     kind = "stow"
 
-    def __init__(self, destination: StowDestination, client: httpx.AsyncClient | None = None) -> None:
-        self.destination = destination
-        self.name = destination.name
-        self.client = client or httpx.AsyncClient(timeout=destination.retry.timeout_s)
-        self.tokens = TokenProvider(destination.auth, self.client)
 
     async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
         d = self.destination
@@ -148,9 +159,6 @@ class StowSender:
             raise PermanentError(f"{d.name}: STOW-RS did not store the SR{failed}", "refused")
         return _sop_instance_uid(data)
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
 
 def _failure_reasons(response: httpx.Response) -> str:
     """FailedSOPSequence (0008,1198) FailureReason (0008,1197) codes of a STOW-RS answer."""
@@ -171,17 +179,12 @@ def _sop_instance_uid(data: bytes) -> str:
     return str(dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
 
 
-class FhirSender:
+class FhirSender(_HttpSender[FhirDestination]):
     """POSTs a transaction Bundle of conditional updates to the FHIR base URL; returns the
     DiagnosticReport's location from the transaction-response."""
 
     kind = "fhir"
 
-    def __init__(self, destination: FhirDestination, client: httpx.AsyncClient | None = None) -> None:
-        self.destination = destination
-        self.name = destination.name
-        self.client = client or httpx.AsyncClient(timeout=destination.retry.timeout_s)
-        self.tokens = TokenProvider(destination.auth, self.client)
 
     async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
         d = self.destination
@@ -205,9 +208,6 @@ class FhirSender:
             return str(answer["entry"][position]["response"]["location"])
         except (ValueError, KeyError, IndexError, StopIteration, TypeError) as exc:
             raise TransientDeliveryError(f"{d.name}: unexpected transaction-response ({type(exc).__name__})") from None
-
-    async def close(self) -> None:
-        await self.client.aclose()
 
 
 def build_sender(destination: DicomDestination | StowDestination | FhirDestination) -> Sender:
