@@ -298,10 +298,8 @@ STAT_LAG_PER_REPLICA = 2
 
 
 def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP, *, min_replicas: int = 1, tls: bool = False) -> Manifest:
-    spec = stage_spec(stage).input
-    assert spec is not None
     triggers = []
-    for topic in spec.names:
+    for topic in (name for spec in stage_spec(stage).inputs for name in spec.names):
         stat = TopicSpec.lane_of(topic) == Priority.STAT
         triggers.append(
             {
@@ -326,7 +324,7 @@ def keda_scaled_object(stage: str, bootstrap: str = KAFKA_BOOTSTRAP, *, min_repl
         "spec": {
             "scaleTargetRef": {"name": workload_name(stage)},
             "minReplicaCount": min_replicas,
-            "maxReplicaCount": spec.partitions,
+            "maxReplicaCount": input_partitions(stage),
             "pollingInterval": 15,
             "cooldownPeriod": 300,
             "advanced": {

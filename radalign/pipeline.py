@@ -52,11 +52,17 @@ class StageSpec:
     egress: tuple[str, ...] = ()
     #: Serves re-identified reports (read API, review app): only pods labelled as report readers may call it.
     serves_reports: bool = False
+    #: Further topics the stage consumes, each with its own contract (delivery: the signed reports too).
+    extra_inputs: tuple[TopicSpec, ...] = ()
 
     @property
     def adapter(self) -> str:
         """Module whose `main(settings)` runs the stage's worker."""
         return f"services.{self.name}.agent"
+
+    @property
+    def inputs(self) -> tuple[TopicSpec, ...]:
+        return ((self.input,) if self.input is not None else ()) + self.extra_inputs
 
     @property
     def consumes(self) -> bool:
@@ -77,14 +83,14 @@ GRAPH: tuple[StageSpec, ...] = (
     StageSpec("retrieval", CONCEPTS_INFERRED, (CASES_RETRIEVED,), 18103, Resources("500m", "1Gi", "2", "2Gi"), egress=("postgres",)),
     StageSpec("drafting", CASES_RETRIEVED, (REPORT_DRAFTED, REPORT_REVIEW), 18104, Resources("250m", "1Gi", "1", "2Gi"),
               egress=("postgres", "llm"), serves_reports=True),
-    # Sends each draft to the configured PACS / FHIR destinations; its outputs leave Kafka.
-    # Renders SR and FHIR resources (pydicom, highdicom, fhir.resources) and waits on the network.
-    StageSpec("delivery", REPORT_DRAFTED, (), 18105, Resources("100m", "512Mi", "500m", "1Gi"),
-              egress=("postgres", "pacs", "fhir"), serves_reports=True),
     # The radiologist's review web app: records which model input each study was read from, and
     # publishes signed reports.
     StageSpec("review", STUDY_PREPROCESSED, (REPORT_FINAL,), 18106, Resources("250m", "1Gi", "1", "2Gi"),
               egress=("postgres", "s3"), serves_reports=True),
+    # Sends each draft, and each signed report, to the configured PACS / FHIR destinations; its
+    # outputs leave Kafka. Renders SR and FHIR resources and waits on the network.
+    StageSpec("delivery", REPORT_DRAFTED, (), 18105, Resources("100m", "512Mi", "500m", "1Gi"),
+              egress=("postgres", "pacs", "fhir"), serves_reports=True, extra_inputs=(REPORT_FINAL,)),
 )
 
 STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH)

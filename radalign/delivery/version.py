@@ -12,7 +12,7 @@ from datetime import datetime
 
 from radalign.drafting.fhir import ReportStatus
 from radalign.drafting.store import content_hash
-from schemas.events import ReportDrafted
+from schemas.events import ReportDrafted, ReportFinal
 
 
 @dataclass(frozen=True)
@@ -39,3 +39,11 @@ class ReportVersion:
             return self.verified_at
         drafted = [t.started_at for t in self.report.timings if t.stage == "drafting"]
         return drafted[-1] if drafted else self.report.study.received_at
+
+
+def final_version(draft: ReportDrafted, signed: ReportFinal) -> ReportVersion:
+    """The signed report as a deliverable version: the draft's study, concepts and provenance
+    with the radiologist's text. The verifier is the signer's pseudonym (names stay in the review
+    store)."""
+    report = draft.model_copy(update={"findings": signed.findings, "impression": signed.impression, "sections": [], "footer": None})
+    return ReportVersion(report, status="final", verifier=signed.signer_key, verified_at=signed.signed_at)

@@ -88,10 +88,13 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
                 # Wait for the broker's ack before this event is acked (and its offset committed).
                 await app.producer.send_and_wait(out.topic, out.key, out.value, partition=None, timestamp=None, headers=out.headers)
 
-    for topic_name in stage.input.names:
-        lane = TopicSpec.lane_of(topic_name).value
-        topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", allow_empty=True)
-        app.agent(topic, name=f"{stage.name}-{lane}", concurrency=stage.concurrency)(_run)
+    for spec in stage.inputs:
+        for topic_name in spec.names:
+            lane = TopicSpec.lane_of(topic_name).value
+            # The primary input's agents keep the short name; an extra input's carry its topic.
+            agent_name = f"{stage.name}-{lane}" if spec == stage.inputs[0] else f"{stage.name}-{spec.name}-{lane}"
+            topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", allow_empty=True)
+            app.agent(topic, name=agent_name, concurrency=stage.concurrency)(_run)
 
     @app.task
     async def _setup() -> None:

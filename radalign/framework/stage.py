@@ -71,6 +71,15 @@ class Stage(ABC, Generic[InT]):
         if spec is None:
             raise TypeError(f"stage {self.name} consumes no topic")
         return spec
+
+    @property
+    def inputs(self) -> tuple[TopicSpec, ...]:
+        """Every topic the stage consumes (the graph's input and extra inputs)."""
+        return stage_spec(self.name).inputs or (self.input,)
+
+    def input_for(self, topic: str) -> TopicSpec:
+        """The input whose routine or STAT topic `topic` is (its contract decodes the record)."""
+        return next((spec for spec in self.inputs if topic in spec.names), self.input)
     #: Records processed at once per lane (concept inference raises it so that Triton can batch).
     concurrency: int = 1
 
@@ -106,7 +115,7 @@ class StageRunner:
         metrics.IN_FLIGHT.labels(stage=self.stage.name).inc()
         try:
             try:
-                event = codec.decode(self.stage.input.contract, record.value)
+                event = codec.decode(self.stage.input_for(record.topic).contract, record.value)
             except codec.ContractViolation as exc:
                 return [self._dead_letter(record, str(exc), "validation")]
             try:

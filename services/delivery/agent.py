@@ -22,18 +22,20 @@ from radalign.delivery.core import DeliveryCore
 from radalign.delivery.destinations import load_config
 from radalign.delivery.records import PostgresDeliveryRecords
 from radalign.delivery.senders import build_sender
-from radalign.delivery.version import ReportVersion
+from radalign.delivery.version import ReportVersion, final_version
 from radalign.drafting.identity import PostgresReidentifier
+from radalign.drafting.store import ReportStore
 from radalign.framework.auth import parse_tokens
 from radalign.framework.faust_app import run_worker
 from radalign.framework.http import guard_routes, problem
+from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
-from schemas.events import ReportDrafted
+from schemas.events import ReportDrafted, ReportFinal
 
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 
 
-class DeliveryStage(Stage[ReportDrafted]):
+class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
     name = "delivery"
     concurrency = 2
 
@@ -43,11 +45,13 @@ class DeliveryStage(Stage[ReportDrafted]):
         self.config = load_config(self.settings_for_routes.delivery_destinations)
         self.core: DeliveryCore | None = None
         self.records: PostgresDeliveryRecords | None = None
+        self.reports: ReportStore | None = None
 
     async def setup(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = await open_pool(settings, name="delivery")
         self.records = PostgresDeliveryRecords(self.pool)
+        self.reports = ReportStore(self.pool)
         senders = {d.name: build_sender(d) for d in self.config.destinations}
         self.core = DeliveryCore(senders, self.records, PostgresReidentifier(self.pool), settings)
 
@@ -60,9 +64,17 @@ class DeliveryStage(Stage[ReportDrafted]):
         ok, detail = await pool_ready(self.pool)
         return ok, f"{detail}; destinations: {', '.join(d.name for d in self.config.destinations) or 'none configured'}"
 
-    async def handle(self, event: ReportDrafted) -> list[Output]:
-        assert self.core is not None
-        await self.core.deliver(ReportVersion(event))
+    async def handle(self, event: ReportDrafted | ReportFinal) -> list[Output]:
+        assert self.core is not None and self.reports is not None
+        reports = self.reports
+        if isinstance(event, ReportDrafted):
+            await self.core.deliver(ReportVersion(event))
+            return []
+        # A signed report: the draft it replaces, with the signed text, delivered as final.
+        stored = await call_with_retry("postgres", lambda: reports.get_stored(event.study.study_key), self.settings, stage=self.name, timeout_s=10)
+        if stored is None or stored.report.report_id != event.report_id:
+            raise PermanentError(f"no stored draft {event.report_id} for this signed report", "validation")
+        await self.core.deliver(final_version(stored.report, event))
         return []
 
     def routes(self) -> list:
@@ -80,7 +92,7 @@ class DeliveryStage(Stage[ReportDrafted]):
             body = {"study_key": study_key, "deliveries": [r.as_json() for r in rows]}
             return web.Response(text=json.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
 
-        tokens = parse_tokens(self.settings_for_routes.gateway_tokens)
+        tokens = parse_tokens(self.settings_for_routes.read_api_tokens)
         return guard_routes(routes, tokens)  # type: ignore[arg-type]  # aiohttp types RouteTableDef items as AbstractRouteDef; these are all RouteDefs
 
 

@@ -131,3 +131,38 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     assert rows["pacs"]["remote_ref"] == sr.SOPInstanceUID and rows["ehr"]["remote_ref"].startswith(f"DiagnosticReport/{dr['id']}")
     assert all(r["report_status"] == "preliminary" and r["attempts"] >= 1 for r in rows.values())
     assert "IT-ORTH-1" not in httpx.get(f"http://127.0.0.1:{settings.web_port('delivery')}/metrics", timeout=10).text
+
+    # The radiologist signs (issue 15's review publishes ReportFinal): delivery sends the signed
+    # text as the final version, a VERIFIED SR in the same study and the DiagnosticReport updated
+    # in place to final.
+    from radalign.framework.producer import KafkaEventPublisher
+    from schemas.events import ReportFinal
+    from schemas.examples import EXAMPLES
+    from schemas.topics import REPORT_FINAL
+
+    draft = httpx.get(f"http://127.0.0.1:{settings.web_port('drafting')}/v1/studies/{key}/report", timeout=10).json()
+    signed = ReportFinal.model_validate(EXAMPLES["report_final"][0] | {
+        "study": draft["study"], "report_id": draft["report_id"], "final_id": f"{draft['report_id']}-v1",
+        "findings": "Heart size is normal. No pleural effusion.", "impression": "No acute cardiopulmonary abnormality.",
+    })
+
+    async def publish() -> None:
+        async with KafkaEventPublisher(settings, stage="review") as publisher:
+            await publisher.publish(REPORT_FINAL, signed, ev_id=f"it-final-{signed.final_id}")
+
+    asyncio.run(publish())
+
+    def verified() -> list[tuple[pydicom.Dataset, bytes]]:
+        found = []
+        for s in sr_series():
+            for inst in s["Instances"]:
+                raw = httpx.get(f"{base}/instances/{inst}/file", timeout=10).content
+                if (ds_sr := pydicom.dcmread(BytesIO(raw))).VerificationFlag == "VERIFIED":
+                    found.append((ds_sr, raw))
+        return found
+
+    ((final_sr, raw),) = _until("the VERIFIED SR in Orthanc's study", verified, 120)
+    assert final_sr.StudyInstanceUID == study_uid and final_sr.CompletionFlag == "COMPLETE"
+    assert "No acute cardiopulmonary abnormality" in read_sr_text(raw)["impression"]
+    (dr_final,) = _until("the DiagnosticReport updated to final", lambda: [r for r in report() if r["status"] == "final"], 60)
+    assert dr_final["id"] == dr["id"] and "No acute cardiopulmonary abnormality" in dr_final.get("conclusion", "")

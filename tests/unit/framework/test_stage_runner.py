@@ -142,3 +142,31 @@ async def test_retry_is_bounded_and_permanent_errors_are_not_retried():
 
     with pytest.raises(DependencyUnavailable, match="TimeoutError"):
         await call_with_retry("llm", slow, settings, stage="drafting", timeout_s=0.01, attempts=2)
+
+
+class TwoInputStage(Stage):
+    """Named "delivery": the graph gives it the drafted topic and the signed-report topic."""
+
+    name = "delivery"
+
+    def __init__(self) -> None:
+        self.seen: list[object] = []
+
+    async def handle(self, event):
+        self.seen.append(event)
+        return []
+
+
+async def test_a_stage_with_two_inputs_decodes_each_record_by_its_topic():
+    from schemas.events import ReportDrafted, ReportFinal
+
+    stage = TwoInputStage()
+    runner = StageRunner(stage, Settings())
+    assert [s.name for s in stage.inputs] == ["radalign.report.drafted.v1", "radalign.report.final.v1"]
+    for topic, contract in (("radalign.report.drafted.v1", ReportDrafted), ("radalign.report.final.v1", ReportFinal)):
+        payload = json.dumps(EXAMPLES[contract.schema_name][0]).encode()
+        assert await runner.process(Record(topic, 0, 1, b"k", payload, [])) == []
+        assert isinstance(stage.seen[-1], contract)
+    # A record of the wrong contract on a topic is a dead letter, not a crash.
+    [letter] = await runner.process(Record("radalign.report.final.v1", 0, 2, b"k", json.dumps(EXAMPLES["report_drafted"][0]).encode(), []))
+    assert letter.topic == "radalign.dlq.delivery.v1"

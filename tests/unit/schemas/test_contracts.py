@@ -74,8 +74,8 @@ def test_topic_catalogue_flows_one_way_and_has_stat_lanes():
     assert STUDY_RECEIVED.lane(Priority.ROUTINE) == "radalign.study.received.v1"
     # Each stage reads what a stage declared before it writes: data flows one way.
     for i, stage in enumerate(GRAPH):
-        if stage.input is not None:
-            assert any(stage.input in upstream.outputs for upstream in GRAPH[:i]), stage.name
+        for spec in stage.inputs:
+            assert any(spec in upstream.outputs for upstream in GRAPH[:i]), (stage.name, spec.name)
     assert dead_letter_topic("concepts").name == "radalign.dlq.concepts.v1"
     with pytest.raises(ValueError):
         stage_spec("nope")
