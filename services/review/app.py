@@ -4,7 +4,7 @@ Pages: `/` worklist, `/studies/{key}` study (film, heatmaps, concept bars, edito
 cases), `/agreement`; images `/studies/{key}/image.png`, `/studies/{key}/heatmaps/{i}.png`;
 `POST /studies/{key}/sign`; `GET /api/worklist` (JSON). `/login` opens a session.
 
-Auth: the read API's bearer tokens (`RADALIGN_GATEWAY_TOKENS`, checked by the shared
+Auth: the read API's bearer tokens (`RADALIGN_READ_TOKENS`, in dev the ingest tokens when unset; checked by the shared
 `bearer_authorized`). A browser cannot send a bearer header on navigation, so `/login` takes the
 token once and keeps it in an HttpOnly, SameSite=Strict cookie with the reviewer's name and role;
 every request is checked against the tokens again. Signing needs that session (the signer).
@@ -80,7 +80,7 @@ def _error(request: web.Request, status: int, title: str, detail: str) -> web.Re
 
 
 def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
-    tokens = parse_tokens(settings.gateway_tokens)
+    tokens = parse_tokens(settings.read_api_tokens)
 
     @web.middleware
     async def auth(request: web.Request, handler):

@@ -36,12 +36,13 @@ def route_table() -> list[tuple[str, str, str]]:
 
 def _stages(settings: Settings) -> dict:
     from services.concepts.agent import ConceptsStage
+    from services.delivery.agent import DeliveryStage
     from services.drafting.agent import DraftingStage
     from services.preprocess.agent import PreprocessStage
     from services.retrieval.agent import RetrievalStage
 
     return {"preprocess": PreprocessStage(), "concepts": ConceptsStage(settings), "retrieval": RetrievalStage(),
-            "drafting": DraftingStage(settings)}
+            "drafting": DraftingStage(settings), "delivery": DeliveryStage(settings)}
 
 
 @pytest.fixture
