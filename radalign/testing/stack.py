@@ -120,3 +120,19 @@ def fresh_database(settings: Settings, prefix: str) -> Iterator[Settings]:
     finally:
         with psycopg.connect(settings.dsn, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+
+
+@contextmanager
+def running_workers(settings: Settings) -> Iterator[Settings]:
+    """Every worker of the stage graph up (returns once each answers /health/ready), all stopped
+    on exit, whatever the test did."""
+    from radalign.stack import stop
+    from radalign.stack.manager import up
+    from radalign.stack.workers import STAGES, worker_name
+
+    up(settings, ["workers"])
+    try:
+        yield settings
+    finally:
+        for stage in STAGES:
+            stop(worker_name(stage), settings)

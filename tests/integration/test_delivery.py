@@ -23,6 +23,7 @@ from radalign.ingest.deid import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
 from radalign.stack import orthanc
 from radalign.testing.fhir_server import LoopbackFhirServer
+from radalign.testing.stack import running_workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -38,10 +39,8 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
     if chest_cr_path() is None:
         pytest.skip("the sample chest CR (pydicom-data) is not installed")
     from radalign.demo import ensure_iu_cases
-    from radalign.pipeline import STAGES
     from radalign.stack import stop
     from radalign.stack.manager import up
-    from radalign.stack.workers import worker_name
 
     fhir = LoopbackFhirServer("R5")
     fhir.start()
@@ -54,11 +53,9 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
     asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
     up(settings, ["orthanc"])
     try:
-        up(settings, ["workers"])
-        yield settings, fhir
+        with running_workers(settings):
+            yield settings, fhir
     finally:
-        for stage in STAGES:
-            stop(worker_name(stage), settings)
         stop("orthanc", settings)
         fhir.stop()
 

@@ -23,6 +23,7 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.pipeline import STAGES
 from radalign.samples import chest_jpeg_files
+from radalign.testing.stack import running_workers
 from schemas.events import DeadLetter, Priority, ReportDrafted, StudyPreprocessed
 from schemas.topics import CONCEPTS_INFERRED, REPORT_DRAFTED, STUDY_PREPROCESSED, STUDY_RECEIVED, dead_letter_topic
 
@@ -42,19 +43,12 @@ def _worker_alive(settings: Settings, stage: str) -> psutil.Process | None:
 @pytest.fixture(scope="module")
 def pipeline(embedded_triton: Settings) -> Iterator[Settings]:
     from radalign.demo import ensure_iu_cases
-    from radalign.stack import stop
-    from radalign.stack.manager import up
-    from radalign.stack.workers import worker_name
 
     settings = embedded_triton
     total = asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
     assert total >= CASES_FOR_TESTS * 0.9
-    up(settings, ["workers"])  # returns once every worker answers /health/ready
-    try:
+    with running_workers(settings):
         yield settings
-    finally:
-        for stage in STAGES:
-            stop(worker_name(stage), settings)
 
 
 def post_image(settings: Settings, path: Path, study_id: str, priority: str = "routine") -> str:

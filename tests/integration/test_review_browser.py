@@ -28,8 +28,8 @@ import pytest
 
 from radalign.config import Settings
 from radalign.framework import codec
-from radalign.pipeline import STAGES
 from radalign.samples import chest_jpeg_files
+from radalign.testing.stack import running_workers
 from schemas.events import Certainty, Observation, ReportFinal
 from schemas.topics import REPORT_FINAL
 
@@ -92,19 +92,12 @@ def browser() -> Iterator[object]:
 def review_stack(embedded_triton: Settings) -> Iterator[Settings]:
     """Every worker up (the review service among them, with the test token), the IU reports in the case store."""
     from radalign.demo import ensure_iu_cases
-    from radalign.stack import stop
-    from radalign.stack.manager import up
-    from radalign.stack.workers import worker_name
 
     settings = embedded_triton.model_copy(update={"gateway_tokens": TOKEN})
     asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
-    # Every worker of the stage graph, the review service among them; `up` waits until each is ready.
-    up(settings, ["workers"])
-    try:
+    # Every worker of the stage graph, the review service among them.
+    with running_workers(settings):
         yield settings
-    finally:
-        for stage in STAGES:
-            stop(worker_name(stage), settings)
 
 
 def _post(settings: Settings, path: Path, study_id: str, patient_id: str, priority: str) -> str:

@@ -29,9 +29,9 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.identity import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
-from radalign.pipeline import STAGES
 from radalign.samples import chest_jpeg_files
 from radalign.testing.ingest import dicom_bytes
+from radalign.testing.stack import running_workers
 from schemas.events import CasesRetrieved, Certainty, ConceptsInferred
 from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED
 
@@ -46,9 +46,6 @@ TIMEOUT_S = 240.0
 @pytest.fixture(scope="module")
 def stack(embedded_triton: Settings) -> Iterator[Settings]:
     from radalign.demo import ensure_iu_cases
-    from radalign.stack import stop
-    from radalign.stack.manager import up
-    from radalign.stack.workers import worker_name
 
     if chest_cr_path("RG1_UNCI.dcm") is None or not chest_jpeg_files():
         pytest.skip("pydicom-data and pneumonia-model-package are needed")
@@ -59,12 +56,10 @@ def stack(embedded_triton: Settings) -> Iterator[Settings]:
         update={"patient_issuers": f"dicom-cstore:PACS_A={ISSUER}", "gateway_tokens": "", "retrieval_embedding_weight": 0.3}
     )
     asyncio.run(ensure_iu_cases(settings, limit=200))  # other patients' cases to retrieve instead
-    up(settings, ["workers"])
     try:
-        yield settings
+        with running_workers(settings):
+            yield settings
     finally:
-        for stage in STAGES:
-            stop(worker_name(stage), settings)
         asyncio.run(_delete_cases(settings))
 
 
