@@ -24,11 +24,11 @@ import typer
 
 from radalign.concepts.calibration import expected_calibration_error, reliability_curve
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import Record, load_image, read_manifest
+from radalign.concepts.data import Record, load_image
 from radalign.concepts.features import cached_features
 from radalign.concepts.gate import CONFOUNDER, GROUP_DEFINING, auc_or_none
 from radalign.concepts.metrics import AucRow, bootstrap_aucs, mean_auc, per_observation_auc, summarise
-from radalign.concepts.sources import masked_labels, split_by_source
+from radalign.concepts.sources import checkpoint_split, masked_labels
 from radalign.concepts.vocabulary import OBSERVATIONS
 
 
@@ -258,15 +258,8 @@ def evaluate(
     """Figures on `split` (test / val / train of the checkpoint's own per-source split, or `all`
     rows of any manifest, e.g. an external one)."""
     ckpt = load_checkpoint(checkpoint)
-    train_meta = ckpt.meta.get("train", {})
-    records = read_manifest(manifest, labels_from_report=bool(train_meta.get("labels_from_report", False)))
-    limit, seed = train_meta.get("limit"), int(ckpt.meta.get("split", {}).get("seed", 0))
-    if limit:
-        records = [records[i] for i in sorted(np.random.default_rng(seed).permutation(len(records))[:limit])]
-    excluded = set(train_meta.get("exclude_sources") or ())
-    records = [r for r in records if r.source not in excluded]
-    fractions = tuple(ckpt.meta.get("split", {}).get("fractions", (0.6, 0.2, 0.2)))
-    parts = split_by_source(records, fractions, seed=seed)
+    seed = int(ckpt.meta.get("split", {}).get("seed", 0))
+    records, parts = checkpoint_split(ckpt.meta, manifest)
     if split == "all":
         idx = list(range(len(records)))
     elif split in parts:

@@ -12,12 +12,13 @@ effusion positive, so learning effusion from it would only teach "cxr-public-loo
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from radalign.concepts.data import Record, _patient_of_study, coarse_labels, patient_split, pediatric_images
+from radalign.concepts.data import Record, _patient_of_study, coarse_labels, patient_split, pediatric_images, read_manifest
 from radalign.concepts.vocabulary import OBSERVATIONS
 
 MANIFEST_FIELDS = ["image", "patient_id", "source", "view", "label", "report", *[o.value for o in OBSERVATIONS]]
@@ -130,6 +131,63 @@ def split_by_source(records: Sequence[Record], fractions: tuple[float, float, fl
     return {k: sorted(v) for k, v in out.items()}
 
 
+def checkpoint_split(meta: Mapping[str, Any], manifest: str | Path) -> tuple[list[Record], dict[str, list[int]]]:
+    """The records of `manifest` and their train / val / test indices exactly as the trainer split
+    them for the checkpoint with this metadata: the same steps as `radalign.concepts.train.train`
+    (`read_manifest` with its `labels_from_report`, its `limit` subset, its excluded sources, then
+    `split_by_source` with its fractions and seed). Evaluation, audits and benchmarks use this so
+    that their held-out rows are the ones training, early stopping, calibration and the gate never saw."""
+    train_meta = meta.get("train", {}) or {}
+    records = read_manifest(manifest, labels_from_report=bool(train_meta.get("labels_from_report", False)))
+    limit, seed = train_meta.get("limit"), int(meta.get("split", {}).get("seed", 0))
+    if limit:
+        records = [records[i] for i in sorted(np.random.default_rng(seed).permutation(len(records))[:limit])]
+    excluded = set(train_meta.get("exclude_sources") or ())
+    records = [r for r in records if r.source not in excluded]
+    fractions = tuple(meta.get("split", {}).get("fractions", (0.6, 0.2, 0.2)))
+    if len(fractions) != 3:
+        raise ValueError(f"checkpoint split fractions must be three numbers, got {fractions}")
+    return records, split_by_source(records, (float(fractions[0]), float(fractions[1]), float(fractions[2])), seed=seed)
+
+
+def split_mismatch(meta: Mapping[str, Any], records: Sequence[Record], parts: Mapping[str, Sequence[int]]) -> list[str]:
+    """Where the rebuilt split's per-source image counts differ from those the checkpoint recorded at
+    training time (`meta["sources"]`); empty when they agree (or the checkpoint recorded none)."""
+    recorded = meta.get("sources") or {}
+    problems = []
+    for source, expected in sorted(recorded.items()):
+        got = {name: sum(1 for i in idx if records[i].source == source) for name, idx in parts.items()}
+        if {k: int(v) for k, v in expected.items()} != got:
+            problems.append(f"{source}: checkpoint {dict(expected)}, rebuilt {got}")
+    return problems
+
+
+def write_split_manifest(manifest: str | Path, records: Sequence[Record], out_csv: str | Path) -> Path:
+    """The rows of `manifest` whose image is one of `records`' (e.g. one source's validation rows
+    of `checkpoint_split`), written unchanged as a manifest (the input of `radalign audit`)."""
+    manifest = Path(manifest)
+    wanted = {str(r.image) for r in records}
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or MANIFEST_FIELDS)
+        rows = []
+        for row in reader:
+            image = Path(row["image"])
+            if str(image if image.is_absolute() else manifest.parent / image) in wanted:
+                # relative paths are made absolute so the new file can live anywhere
+                rows.append(row | {"image": str(image if image.is_absolute() else manifest.parent / image)})
+    missing = wanted - {row["image"] for row in rows}
+    if missing:
+        raise ValueError(f"{manifest}: {len(missing)} of the {len(wanted)} images asked for are not in it")
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return out_csv
+
+
 def balanced_weights(sources: Sequence[str], power: float = 1.0) -> np.ndarray:
     """Sampling weight per row ~ 1 / (rows of its source) ** power (sum 1): 1 draws every source
     equally often, 0.5 (the training default) draws a source in proportion to the square root of
@@ -140,6 +198,7 @@ def balanced_weights(sources: Sequence[str], power: float = 1.0) -> np.ndarray:
 
 
 __all__ = [
-    "CXR_PUBLIC", "MANIFEST_FIELDS", "NIH", "PEDIATRIC", "balanced_weights", "coarse_labels", "masked_labels", "source_label_masks",
-    "split_by_source", "write_lateral_manifest", "write_manifest", "write_multisource_manifest",
+    "CXR_PUBLIC", "MANIFEST_FIELDS", "NIH", "PEDIATRIC", "balanced_weights", "checkpoint_split", "coarse_labels", "masked_labels",
+    "source_label_masks", "split_by_source", "split_mismatch", "write_lateral_manifest", "write_manifest", "write_multisource_manifest",
+    "write_split_manifest",
 ]  # fmt: skip
