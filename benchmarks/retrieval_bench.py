@@ -241,6 +241,8 @@ def print_split(name: str, block: dict, gates: list[str]) -> None:
     result = block["result"]
     latency = ", ".join(f"{g} {ms:.1f} ms" for g, ms in result["profile_p50_ms"].items())
     print(f"\n{name}: {block['n']} images ({block['patients']} patients); abstained (OOD): {block['abstained']}; profile retrieval p50 {latency}")
+    if name == "val" and "site" in gates:
+        print("  (the site profile was audited on these val films: [site] rows here are in-sample; test is the held-out figure)")
     print(f"{'method':<22}{'jaccard [95% CI]':>24}{'x random [95% CI]':>22}{'hit [95% CI]':>24}{'x random':>10}{'answered':>10}")
     for m in methods(gates):
         j, h = result["jaccard"][m], result["hit"][m]
@@ -278,7 +280,8 @@ def plot(out: dict, gates: list[str], path: Path) -> Path:
     ax.axhline(TARGET, color="red", lw=1, ls="--", label=f"target {TARGET}x")
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("top-5 Jaccard / random (95% CI)")
-    ax.set_title(f"Retrieval on nih-cxr800 held-out films, model {out['model_version']}")
+    note = "; [site] on val is in-sample (audited there)" if "site" in gates else ""
+    ax.set_title(f"Retrieval on nih-cxr800 held-out films, model {out['model_version']}{note}", fontsize=10)
     ax.legend()
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
