@@ -141,3 +141,24 @@ def test_shipped_checkpoint_split_is_reproduced_from_shared_data(tmp_path: Path)
     train_patients = {records[i].patient_id for i in parts["train"]}
     assert not train_patients & {q.patient for q in queries["test"] + queries["val"]}
     assert len(OBSERVATIONS) == len(records[0].labels)
+
+
+def test_site_profile_of_another_model_version_is_refused(tmp_path: Path) -> None:
+    from radalign.concepts.calibration import OperatingPoint
+    from radalign.concepts.gate import ServedGate, save_profile
+
+    gate = ServedGate(assessed=["Pneumonia"], operating_points={"Pneumonia": OperatingPoint(0.2, 0.7, 0.9, 0.9)}, ood_threshold=3.0,
+                      name="nih-cxr800", model_version="concepts.v1-aaaaaaaaaaaa")  # fmt: skip
+    path = save_profile(gate, tmp_path / "nih-cxr800.json")
+    bench = _bench()
+    assert bench.load_site_profile(path, "concepts.v1-aaaaaaaaaaaa").assessed == ["Pneumonia"]
+    with pytest.raises(SystemExit, match="would ignore it"):  # the concept stage would serve the shipped gate instead
+        bench.load_site_profile(path, "concepts.v1-bbbbbbbbbbbb")
+
+
+def test_target_is_claimed_only_when_the_whole_ci_clears_it() -> None:
+    bench = _bench()
+    assert bench.verdict(1.49, [1.19, 1.91]).startswith("not shown")
+    assert bench.verdict(1.60, [1.40, 1.90]).startswith("not shown")
+    assert bench.verdict(1.80, [1.52, 2.10]).startswith("met")
+    assert bench.verdict(1.00, [0.94, 1.06]).startswith("NOT met")
