@@ -84,7 +84,7 @@ def select_view(instances: list[Instance], blobs: BlobStore) -> ViewChoice:
     chest = [i for i in instances if not i.not_chest_radiograph]
     if not chest:
         first = instances[0]
-        return ViewChoice(first, normalise_view(first.view_position), "no instance is a chest radiograph by its DICOM header", False, True)
+        return ViewChoice(first, normalise_view(first.view_position), "every instance's DICOM header says: not a chest radiograph", False, True)
     instances = chest
     views = [normalise_view(i.view_position) for i in instances]
     for wanted in FRONTAL_VIEWS:
