@@ -210,11 +210,11 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
     assert {preprocessed[chest_key].site, preprocessed[knee_key].site} == {SITE}
     assert preprocessed[knee_key].not_chest_radiograph and not preprocessed[chest_key].not_chest_radiograph
 
+    assert assessed is not None, "the shipped checkpoint carries a validity gate"
     film = concepts[chest_key]
-    if assessed is not None:
-        assert film.site_profile == SITE
-        if film.ood is None:  # the site's narrower gate was applied, not the shipped one
-            assert {c.observation.value for c in film.concepts} == set(assessed)
+    assert film.site_profile == SITE
+    if film.ood is None:  # the site's narrower gate was applied, not the shipped one
+        assert {c.observation.value for c in film.concepts} == set(assessed)
     assert film.ood is None or film.ood.reason != "not_chest_radiograph"
 
     knee_concepts = concepts[knee_key]
