@@ -61,12 +61,9 @@ DEFAULT_ISSUER = "LOCAL"
 GATEWAY_SOURCES = ("dicom-cstore", "dicomweb-stow", "http")
 
 
-#: What `StudyReceived.site` / `StudyPreprocessed.site` accept (and `radalign audit --site` writes).
-SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-
-
 def site_name(issuer: str | None) -> str | None:
-    """The site name of a configured issuer: `"hosp a"` -> `"HOSP-A"`; None when nothing is left."""
+    """The site name of a configured issuer: `"hosp a"` -> `"HOSP-A"`; None when nothing is left.
+    Always matches the contracts' site pattern (`StudyReceived.site`, `radalign audit --site`)."""
     value = re.sub(r"[^A-Za-z0-9._-]+", "-", " ".join((issuer or "").split()).upper())
     value = re.sub(r"^[^A-Za-z0-9]+", "", value)[:64]
     return value or None
@@ -165,21 +162,20 @@ class IssuerPolicy:
     def from_settings(cls, settings: Settings) -> IssuerPolicy:
         return cls(default=settings.patient_issuer, by_source=_parse_issuers(settings.patient_issuers))
 
-    def issuer(self, source: str, *, declared: str | None = None, calling_ae: str | None = None) -> str:
+    def _configured(self, source: str, calling_ae: str | None) -> str | None:
+        """The issuer configured for the sender (calling AE first, then the protocol), if any."""
         if calling_ae and f"{source}:{calling_ae.strip()}" in self.by_source:
-            return canonical_issuer(self.by_source[f"{source}:{calling_ae.strip()}"])
-        if source in self.by_source:
-            return canonical_issuer(self.by_source[source])
-        return canonical_issuer(declared, self.default)
+            return self.by_source[f"{source}:{calling_ae.strip()}"]
+        return self.by_source.get(source)
+
+    def issuer(self, source: str, *, declared: str | None = None, calling_ae: str | None = None) -> str:
+        configured = self._configured(source, calling_ae)
+        return canonical_issuer(configured if configured is not None else declared, self.default)
 
     def site(self, source: str, *, calling_ae: str | None = None) -> str | None:
-        """The sending site: the issuer configured for this source (per calling AE, then per
-        protocol) as a site name; None when the configuration names none (module doc)."""
-        if calling_ae and f"{source}:{calling_ae.strip()}" in self.by_source:
-            return site_name(canonical_issuer(self.by_source[f"{source}:{calling_ae.strip()}"]))
-        if source in self.by_source:
-            return site_name(canonical_issuer(self.by_source[source]))
-        return None
+        """The sending site: the issuer configured for this source as a site name; None when the
+        configuration names none (a declared issuer never does: module doc)."""
+        return site_name(self._configured(source, calling_ae))
 
 
 def patient_key(patient_id: str, issuer: str | None, secret: str) -> str:
