@@ -173,21 +173,22 @@ def _cstore(settings: Settings, ds: pydicom.Dataset) -> int:
 
 
 def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings) -> None:
-    """Two C-STORE studies from the audited site's AE: a chest CR gets the site's profile; the
-    same film with BodyPartExamined=KNEE gets no assessment (`not_chest_radiograph`), no model
+    """Three C-STORE studies from the audited site's AE: a chest CR gets the site's profile; a real
+    extremity CR (BodyPartExamined=EXTREMITY), and the chest film relabelled BodyPartExamined=KNEE
+    (the header decides, not the pixels), get no assessment (`not_chest_radiograph`), no model
     call (empty embedding), and a draft that says so and needs review."""
     from pydicom.uid import generate_uid
 
     from radalign.ingest.samples import chest_cr_path
     from schemas.events import ConceptsInferred
 
-    path = chest_cr_path("RG1_UNCI.dcm")
-    if path is None:
+    path, extremity_path = chest_cr_path("RG1_UNCI.dcm"), chest_cr_path("RG3_UNCI.dcm")  # pydicom-data's chest and extremity CRs
+    if path is None or extremity_path is None:
         pytest.skip("pydicom-data is not installed")
     assessed = write_site_profile(pipeline)  # what the fixture wrote (the same file)
 
-    def copy(**changes: str) -> pydicom.Dataset:
-        ds = pydicom.dcmread(path)
+    def copy(source: Path = path, **changes: str) -> pydicom.Dataset:
+        ds = pydicom.dcmread(source)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         for keyword, value in changes.items():
@@ -197,18 +198,19 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
     from radalign.identity import Pseudonymizer
 
     keys = Pseudonymizer(pipeline.deid_secret)
-    chest, knee = copy(BodyPartExamined="CHEST"), copy(BodyPartExamined="KNEE")
-    chest_key, knee_key = keys.study_key(chest.StudyInstanceUID), keys.study_key(knee.StudyInstanceUID)
-    assert _cstore(pipeline, chest) == 0x0000 and _cstore(pipeline, knee) == 0x0000
+    chest, knee, extremity = copy(BodyPartExamined="CHEST"), copy(BodyPartExamined="KNEE"), copy(extremity_path)
+    assert extremity.BodyPartExamined == "EXTREMITY"
+    chest_key, knee_key, extremity_key = (keys.study_key(ds.StudyInstanceUID) for ds in (chest, knee, extremity))
+    assert [_cstore(pipeline, ds) for ds in (chest, knee, extremity)] == [0x0000] * 3
     topics = [*STUDY_PREPROCESSED.names, CONCEPTS_INFERRED.name, REPORT_DRAFTED.name]
-    seen = asyncio.run(read_until(pipeline, topics, lambda s: {chest_key, knee_key} <= set(reports_by_key(s))))
+    seen = asyncio.run(read_until(pipeline, topics, lambda s: {chest_key, knee_key, extremity_key} <= set(reports_by_key(s))))
     preprocessed = {
         e.study.study_key: e for e in (codec.decode(StudyPreprocessed, m.value) for t in STUDY_PREPROCESSED.names for m in seen.get(t, []))
     }
     concepts = {e.study.study_key: e for e in (codec.decode(ConceptsInferred, m.value) for m in seen.get(CONCEPTS_INFERRED.name, []))}
     reports = reports_by_key(seen)
-    assert {preprocessed[chest_key].site, preprocessed[knee_key].site} == {SITE}
-    assert preprocessed[knee_key].not_chest_radiograph and not preprocessed[chest_key].not_chest_radiograph
+    assert {preprocessed[k].site for k in (chest_key, knee_key, extremity_key)} == {SITE}
+    assert [preprocessed[k].not_chest_radiograph for k in (chest_key, knee_key, extremity_key)] == [False, True, True]
 
     assert assessed is not None, "the shipped checkpoint carries a validity gate"
     film = concepts[chest_key]
@@ -217,13 +219,14 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
         assert {c.observation.value for c in film.concepts} == set(assessed)
     assert film.ood is None or film.ood.reason != "not_chest_radiograph"
 
-    knee_concepts = concepts[knee_key]
-    assert knee_concepts.ood is not None and knee_concepts.ood.reason == "not_chest_radiograph"
-    assert knee_concepts.concepts == [] and len(knee_concepts.not_assessed) == 14 and knee_concepts.image_embedding == []
-    [report] = reports[knee_key][:1]
-    assert report.ood is not None and report.ood.reason == "not_chest_radiograph"
-    assert report.needs_review and report.concepts == [] and not report.case_keys
-    assert "not recognised as a frontal chest radiograph" in report.findings
+    for key in (knee_key, extremity_key):
+        abstained = concepts[key]
+        assert abstained.ood is not None and abstained.ood.reason == "not_chest_radiograph"
+        assert abstained.concepts == [] and len(abstained.not_assessed) == 14 and abstained.image_embedding == []
+        [report] = reports[key][:1]
+        assert report.ood is not None and report.ood.reason == "not_chest_radiograph"
+        assert report.needs_review and report.concepts == [] and not report.case_keys
+        assert "not recognised as a frontal chest radiograph" in report.findings
 
 
 def test_malformed_event_is_dead_lettered_and_the_rest_keeps_flowing(pipeline: Settings) -> None:
