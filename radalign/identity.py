@@ -24,6 +24,16 @@ declares (IssuerOfPatientID, or the HTTP form's `issuer`), then `RADALIGN_PATIEN
 provider loading its archive passes the same issuer (`radalign kb ingest csv --issuer`, or an
 `issuer` column).
 
+The sending site (issue 9): the concept stage applies a site's audit profile (`radalign audit
+--site NAME`) to that site's studies. A study's site is the issuer *configured* for its source in
+`RADALIGN_PATIENT_ISSUERS` (per calling AE title, then per protocol), as a site name
+(`site_name`: the canonical issuer, characters other than letters, digits, '.', '_', '-' turned
+into '-'): "dicom-cstore:PACS_A=HOSP-A" makes every study PACS_A sends a HOSP-A study. What an
+object declares (IssuerOfPatientID, the HTTP form's `issuer`) never picks a site: the sender
+would then choose which calibration its films get. No configured issuer: no site (the concept
+stage falls back to `RADALIGN_CONCEPTS_DEFAULT_SITE`, then to the shipped gate). A site name is
+a namespace, never a patient identifier.
+
 HMAC keyed with `settings.deid_secret`: stable across runs, not reversible or recomputable without
 the secret; 64 bits keep collisions improbable far beyond any case store's size. Standard library
 only, so loaders need neither pydicom nor the gateway.
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -48,6 +59,14 @@ CASE_PREFIX = "case"
 DEFAULT_ISSUER = "LOCAL"
 #: Sources of the gateway, as `radalign.ingest.assembly.Source` names them.
 GATEWAY_SOURCES = ("dicom-cstore", "dicomweb-stow", "http")
+
+
+def site_name(issuer: str | None) -> str | None:
+    """The site name of a configured issuer: `"hosp a"` -> `"HOSP-A"`; None when nothing is left.
+    Always matches the contracts' site pattern (`StudyReceived.site`, `radalign audit --site`)."""
+    value = re.sub(r"[^A-Za-z0-9._-]+", "-", " ".join((issuer or "").split()).upper())
+    value = re.sub(r"^[^A-Za-z0-9]+", "", value)[:64]
+    return value or None
 
 
 def canonical_issuer(issuer: str | None, default: str = DEFAULT_ISSUER) -> str:
@@ -143,12 +162,20 @@ class IssuerPolicy:
     def from_settings(cls, settings: Settings) -> IssuerPolicy:
         return cls(default=settings.patient_issuer, by_source=_parse_issuers(settings.patient_issuers))
 
-    def issuer(self, source: str, *, declared: str | None = None, calling_ae: str | None = None) -> str:
+    def _configured(self, source: str, calling_ae: str | None) -> str | None:
+        """The issuer configured for the sender (calling AE first, then the protocol), if any."""
         if calling_ae and f"{source}:{calling_ae.strip()}" in self.by_source:
-            return canonical_issuer(self.by_source[f"{source}:{calling_ae.strip()}"])
-        if source in self.by_source:
-            return canonical_issuer(self.by_source[source])
-        return canonical_issuer(declared, self.default)
+            return self.by_source[f"{source}:{calling_ae.strip()}"]
+        return self.by_source.get(source)
+
+    def issuer(self, source: str, *, declared: str | None = None, calling_ae: str | None = None) -> str:
+        configured = self._configured(source, calling_ae)
+        return canonical_issuer(configured if configured is not None else declared, self.default)
+
+    def site(self, source: str, *, calling_ae: str | None = None) -> str | None:
+        """The sending site: the issuer configured for this source as a site name; None when the
+        configuration names none (a declared issuer never does: module doc)."""
+        return site_name(self._configured(source, calling_ae))
 
 
 def patient_key(patient_id: str, issuer: str | None, secret: str) -> str:

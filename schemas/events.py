@@ -19,12 +19,13 @@ from datetime import datetime
 from enum import Enum
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONTRACT_VERSION = "1"
 
 _KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$"
 _SHA256_PATTERN = r"^[0-9a-f]{64}$"
+_SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
 class Observation(str, Enum):
@@ -118,6 +119,11 @@ class Instance(BaseModel):
     blob: BlobRef
     rows: int | None = Field(default=None, ge=1)
     columns: int | None = Field(default=None, ge=1)
+    not_chest_radiograph: bool = Field(
+        default=False,
+        description="the DICOM header says this image is not a chest radiograph (Modality, BodyPartExamined; "
+        "radalign.ingest.dicom.header_not_chest_radiograph); false when the header does not say (PNG/JPEG included)",
+    )
 
 
 class StudyReceived(Contract):
@@ -131,6 +137,10 @@ class StudyReceived(Contract):
     source: Literal["dicom-cstore", "dicomweb-stow", "http"]
     instances: list[Instance] = Field(min_length=1, max_length=64)
     study_version: int = Field(default=1, ge=1, description="bumped when late instances re-open a study")
+    site: str | None = Field(
+        default=None, pattern=_SITE_PATTERN,
+        description="the sending site: the patient issuer configured for the intake source (radalign/identity.py); null when none is configured",
+    )
 
 
 class StudyPreprocessed(Contract):
@@ -144,6 +154,9 @@ class StudyPreprocessed(Contract):
     view_position: str | None
     view_fallback: str | None = Field(default=None, description="why this image was chosen when ViewPosition did not decide")
     lateral_only: bool = False
+    not_chest_radiograph: bool = Field(
+        default=False, description="no instance's DICOM header allows a chest radiograph: the concept stage abstains without running the model"
+    )
     model_input: BlobRef = Field(description="float32 .npy, shape (1, H, W), values in [0, 1]")
     input_shape: list[int] = Field(min_length=3, max_length=3)
     original_rows: int = Field(ge=1)
@@ -151,8 +164,8 @@ class StudyPreprocessed(Contract):
     preprocess_version: str
     timings: list[StageTiming] = Field(default_factory=list)
     site: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-        description="the sending site, when known; selects the concept stage's site audit profile (null: the deployment's default)",
+        default=None, pattern=_SITE_PATTERN,
+        description="the sending site, when known (StudyReceived.site); selects the concept stage's site audit profile (null: the deployment's default)",
     )
 
 
@@ -200,10 +213,20 @@ class ConceptsInferred(Contract):
     )
     ood: OutOfDistribution | None = Field(default=None, description="set when the model abstained on the whole image")
     site_profile: str | None = Field(default=None, description="site audit profile applied (null: the shipped gate)")
-    image_embedding: list[float] = Field(min_length=8, max_length=4096, description="L2-normalised, in the report encoder's text space")
+    image_embedding: list[float] = Field(
+        max_length=4096,
+        description="L2-normalised, in the report encoder's text space (at least 8 values); empty only when the model was not run "
+        "(`ood.reason` not_chest_radiograph)",
+    )
     model_name: str
     model_version: str
     timings: list[StageTiming] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _embedding_unless_not_run(self) -> ConceptsInferred:
+        if len(self.image_embedding) < 8 and not (not self.image_embedding and self.ood is not None and self.ood.reason == "not_chest_radiograph"):
+            raise ValueError("image_embedding needs at least 8 values (empty only with ood reason not_chest_radiograph)")
+        return self
 
 
 class RetrievedCase(BaseModel):

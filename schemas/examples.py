@@ -36,6 +36,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
                 }
             ],
             "study_version": 1,
+            "site": "HOSP-A",
         }
     ],
     "study_preprocessed": [
@@ -63,7 +64,24 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "model_name": "concept_model",
             "model_version": "1",
             "timings": [_TIMING],
-        }
+        },
+        {
+            # The DICOM header said BodyPartExamined=KNEE: no assessment, and the model was not run.
+            "study": _STUDY,
+            "view_position": "AP",
+            "lateral_only": False,
+            "concepts": [],
+            "not_assessed": [
+                "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
+                "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+            ],
+            "ood": {"reason": "not_chest_radiograph", "score": None, "threshold": None},
+            "site_profile": None,
+            "image_embedding": [],
+            "model_name": "concept_model",
+            "model_version": "1",
+            "timings": [_TIMING],
+        },
     ],
     "cases_retrieved": [
         {

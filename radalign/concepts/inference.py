@@ -62,7 +62,9 @@ def build_concepts_event(
     score, with the gate's operating points; the rest are listed in `not_assessed`. A lateral-only
     study, or an image whose `ood_score` exceeds the gate's threshold, gets no score at all (`ood`
     set, every observation not assessed). Without a gate (a model that predates it), the
-    concepts file's thresholds apply to the `supported` observations."""
+    concepts file's thresholds apply to the `supported` observations. A study whose header says
+    it is not a chest radiograph is never scored, gate or not (the stage does not even run the
+    model for it: `not_chest_radiograph_event`)."""
     emb = np.asarray(embedding, dtype=np.float64).reshape(-1)
     if emb.shape != (EMBED_DIM,) or not np.isfinite(emb).all():
         raise ValueError(f"embedding must be {EMBED_DIM} finite floats, got shape {emb.shape}")
@@ -72,7 +74,9 @@ def build_concepts_event(
     timings = list(event.timings)
     if started_at is not None and duration_ms is not None:
         timings.append(StageTiming(stage=STAGE, started_at=started_at, duration_ms=max(0.0, duration_ms)))
-    if gate is None:
+    if event.not_chest_radiograph:
+        concepts, not_assessed, ood = [], list(OBSERVATIONS), OutOfDistribution(reason="not_chest_radiograph")
+    elif gate is None:
         # Only what the model learnt: an observation it never learnt is left out, so drafting
         # neither asserts nor hedges about it.
         concepts = [c for c in to_concept_scores(probabilities) if supported is None or c.observation.value in supported]
@@ -92,6 +96,26 @@ def build_concepts_event(
         model_name=model_name,
         model_version=model_version,
         timings=timings,
+    )
+
+
+def not_chest_radiograph_event(event: StudyPreprocessed, model_name: str = MODEL_NAME, model_version: str = "unknown") -> ConceptsInferred:
+    """The stage's output for a study whose DICOM header says it is not a chest radiograph: no
+    assessment (`ood` reason not_chest_radiograph), no embedding, and the model is not run (its
+    scores and embedding of a knee film would mean nothing; retrieval skips abstained studies)."""
+    if not event.not_chest_radiograph:
+        raise ValueError("the study is not flagged not_chest_radiograph: run the model")
+    return ConceptsInferred(
+        study=event.study,
+        view_position=event.view_position,
+        lateral_only=event.lateral_only,
+        concepts=[],
+        not_assessed=list(OBSERVATIONS),
+        ood=OutOfDistribution(reason="not_chest_radiograph"),
+        image_embedding=[],
+        model_name=model_name,
+        model_version=model_version,
+        timings=list(event.timings),
     )
 
 

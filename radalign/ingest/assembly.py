@@ -83,6 +83,7 @@ class StudyAssembler:
             source=cast(Source, due.source),
             instances=due.instances[:MAX_INSTANCES],
             study_version=version,
+            site=due.site,
         )
 
     async def flush(self, *, force: bool = False) -> list[StudyReceived]:

@@ -42,6 +42,14 @@ FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "L"})
 #: The closed set of ViewPosition values that travel on: any other value (free text, a name) is dropped.
 VIEW_POSITIONS = frozenset({*FRONTAL_VIEWS, *LATERAL_VIEWS, "LAO", "RAO", "LPO", "RPO"})
+#: Modalities that are projection radiographs (DR is not a DICOM defined term, but devices send it).
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
+#: Modalities that do not say what the image shows (a digitised film, a capture): BodyPartExamined decides.
+UNSPECIFIC_MODALITIES = frozenset({"SC", "OT", ""})
+#: BodyPartExamined values (after `_body_part_token`) that name the chest; any value containing one
+#: of `CHEST_BODY_PART_WORDS` counts too ("CHESTABDOMEN", "THORAXAP", "PORTCHEST", "TORAX").
+CHEST_BODY_PARTS = frozenset({"LUNG", "LUNGS", "HEART", "RIB", "RIBS", "MEDIASTINUM"})
+CHEST_BODY_PART_WORDS = ("CHEST", "THORAX", "TORAX", "TORACE")
 #: Default pixel budget (Rows x Columns x samples x frames); `Settings.max_image_pixels`.
 DEFAULT_MAX_PIXELS = 25_000_000
 #: An encapsulated frame larger than this multiple of its decoded size (+ 1 KiB) is refused.
@@ -62,6 +70,9 @@ class DicomFacts:
     rows: int
     columns: int
     transfer_syntax: str
+    #: `header_not_chest_radiograph` of this object (decided here: de-identification drops a
+    #: BodyPartExamined outside its closed set, so later stages could not tell).
+    not_chest_radiograph: bool = False
 
 
 def read_dicom(data: bytes, *, stop_before_pixels: bool = False, full_check: bool = True) -> Dataset:
@@ -109,6 +120,25 @@ def normalise_view(value: object) -> str | None:
     """ViewPosition from the closed set `VIEW_POSITIONS`, or None (free text never travels on)."""
     text = str(value or "").strip().upper()
     return text if text in VIEW_POSITIONS else None
+
+
+def _body_part_token(value: object) -> str:
+    """`" Chest pa "` -> `"CHESTPA"`: upper case, letters and digits only."""
+    return "".join(ch for ch in str(value or "").upper() if ch.isalnum())
+
+
+def header_not_chest_radiograph(modality: object, body_part: object) -> bool:
+    """True when the header says the image is not a chest radiograph: a modality that is not a
+    projection radiograph (MR, CT, US, ...), or a BodyPartExamined that names another region
+    (KNEE, SKULL, ABDOMEN, THORACICSPINE ...). A header that does not say (no body part, SC/OT)
+    is not flagged: the feature-space OOD score of the concept model covers those images."""
+    mod = str(modality or "").strip().upper()
+    if mod not in RADIOGRAPH_MODALITIES | UNSPECIFIC_MODALITIES:
+        return True
+    part = _body_part_token(body_part)
+    if not part:
+        return False
+    return part not in CHEST_BODY_PARTS and not any(word in part for word in CHEST_BODY_PART_WORDS)
 
 
 def requested_priority_is_stat(ds: Dataset) -> bool:
@@ -224,6 +254,7 @@ def check_dicom(ds: Dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomFa
         rows=rows,
         columns=columns,
         transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        not_chest_radiograph=header_not_chest_radiograph(modality, ds.get("BodyPartExamined")),
     )
 
 

@@ -123,7 +123,7 @@ class GatewayCore:
 
     async def ingest_dicom(self, data: bytes, source: Source, *, stat: bool = False, calling_ae: str | None = None) -> Accepted:
         """Accept one DICOM Part 10 object or raise `Refusal` (counted in the metrics).
-        `calling_ae` (C-STORE) selects a per-sender patient issuer (`radalign.identity`)."""
+        `calling_ae` (C-STORE) selects a per-sender patient issuer and site (`radalign.identity`)."""
         try:
             self.check_accepting()
             self._check_size(len(data))
@@ -134,9 +134,10 @@ class GatewayCore:
             blob = await asyncio.to_thread(self.blobs.put, clean_bytes, "application/dicom")
             instance = Instance(
                 instance_key=instance_key, source_format="dicom", view_position=facts.view_position,
-                blob=blob, rows=facts.rows, columns=facts.columns,
+                blob=blob, rows=facts.rows, columns=facts.columns, not_chest_radiograph=facts.not_chest_radiograph,
             )
-            item = ReceivedInstance(study_key, patient_key, instance, _modality(facts.modality), source, stat or facts.stat)
+            site = self.issuers.site(source, calling_ae=calling_ae)
+            item = ReceivedInstance(study_key, patient_key, instance, _modality(facts.modality), source, stat or facts.stat, site)
             record = PseudonymRecord(study_key, patient_key, instance_key, source, original)
             added = await self._accept(record, item)
         except Refusal as refusal:
@@ -214,7 +215,7 @@ class GatewayCore:
                 study_uid=study_id, patient_id=patient_id or "", patient_name="", accession_number="",
                 routing={"source": "http", **({"IssuerOfPatientID": issuer.strip()} if issuer and issuer.strip() else {})},
             )
-            item = ReceivedInstance(study_key, patient, instance, "OT", source, stat)
+            item = ReceivedInstance(study_key, patient, instance, "OT", source, stat, self.issuers.site(source))
             added = await self._accept(PseudonymRecord(study_key, patient, instance_key, source, original), item)
         except Refusal as refusal:
             raise self.refused(source, refusal) from None

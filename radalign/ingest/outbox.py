@@ -43,6 +43,8 @@ class OutboxItem:
     modality: str
     source: str
     stat: bool = False
+    #: The sending site (`IssuerPolicy.site`); a study keeps the site of its first instance.
+    site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class DueStudy:
     instances: list[Instance]  # arrival order, published ones included
     modalities: list[str]
     pending_keys: list[str]  # the instances this publish delivers for the first time
+    site: str | None = None
 
 
 class Outbox(Protocol):
@@ -78,6 +81,7 @@ class _MemStudy:
     patient_key: str
     source: str
     stat: bool = False
+    site: str | None = None
     published_version: int = 0
     last_received: float = 0.0
     claimed_until: float = 0.0
@@ -99,7 +103,7 @@ class InMemoryOutbox:
         self.studies: dict[str, _MemStudy] = {}
 
     async def add(self, item: OutboxItem) -> bool:
-        study = self.studies.setdefault(item.study_key, _MemStudy(item.patient_key, item.source))
+        study = self.studies.setdefault(item.study_key, _MemStudy(item.patient_key, item.source, site=item.site))
         key = item.instance.instance_key
         if key in study.instances:
             if study.instances[key][2] is None:
@@ -122,7 +126,7 @@ class InMemoryOutbox:
             found.append(DueStudy(
                 key, s.patient_key, s.source, s.stat, s.published_version,
                 [i for i, _, _ in s.instances.values()], [m for _, m, _ in s.instances.values()],
-                [k for k, (_, _, v) in s.instances.items() if v is None],
+                [k for k, (_, _, v) in s.instances.items() if v is None], s.site,
             ))
             if len(found) >= limit:
                 break
@@ -145,8 +149,8 @@ class InMemoryOutbox:
 
 
 _ADD_STUDY = """
-INSERT INTO gateway_outbox_studies (study_key, patient_key, source)
-VALUES (%s, %s, %s) ON CONFLICT (study_key) DO NOTHING
+INSERT INTO gateway_outbox_studies (study_key, patient_key, source, site)
+VALUES (%s, %s, %s, %s) ON CONFLICT (study_key) DO NOTHING
 """
 _LOCK_STUDY = "SELECT 1 FROM gateway_outbox_studies WHERE study_key = %s FOR UPDATE"
 _ADD_INSTANCE = """
@@ -175,7 +179,7 @@ UPDATE gateway_outbox_studies s SET claimed_until = now() + make_interval(secs =
 FROM due WHERE s.study_key = due.study_key
 RETURNING s.study_key, s.patient_key, s.source, s.stat,
     GREATEST(s.published_version, COALESCE(
-        (SELECT p.published_version FROM study_pseudonyms p WHERE p.study_key = s.study_key), 0))
+        (SELECT p.published_version FROM study_pseudonyms p WHERE p.study_key = s.study_key), 0)), s.site
 """
 _INSTANCES = """
 SELECT study_key, instance_key, modality, instance, published_version FROM gateway_outbox_instances
@@ -211,7 +215,7 @@ class PostgresOutbox:
     async def add(self, item: OutboxItem) -> bool:
         key = item.instance.instance_key
         async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(_ADD_STUDY, (item.study_key, item.patient_key, item.source))
+            await conn.execute(_ADD_STUDY, (item.study_key, item.patient_key, item.source, item.site))
             await conn.execute(_LOCK_STUDY, (item.study_key,))  # serialises adds to one study
             inserted = await (await conn.execute(
                 _ADD_INSTANCE, (item.study_key, key, item.modality, Jsonb(item.instance.model_dump(mode="json")))
@@ -236,12 +240,12 @@ class PostgresOutbox:
         for row in rows:
             by_study.setdefault(row[0], []).append(row)
         found = []
-        for study_key, patient_key, source, stat, version in studies:
+        for study_key, patient_key, source, stat, version, site in studies:
             items = by_study.get(study_key, [])
             found.append(DueStudy(
                 study_key, patient_key, source, bool(stat), int(version),
                 [Instance.model_validate(r[3]) for r in items], [r[2] for r in items],
-                [r[1] for r in items if r[4] is None],
+                [r[1] for r in items if r[4] is None], site,
             ))
         return found
 

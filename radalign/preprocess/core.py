@@ -1,7 +1,12 @@
 """Preprocess core: pick the view, decode it once, write the model input. Pure apart from the blob store.
 
-View selection (first rule that decides wins; `view_fallback` says which one did when it was
-not ViewPosition):
+Instances whose DICOM header says they are not a chest radiograph (`Instance.not_chest_radiograph`,
+decided at the gateway) are left out of view selection. When that leaves none, the study is not a
+chest radiograph: its first instance is still decoded (the review page shows it), and
+`not_chest_radiograph=True` makes the concept stage abstain without running the model.
+
+View selection among the rest (first rule that decides wins; `view_fallback` says which one did
+when it was not ViewPosition):
   1. ViewPosition of the instances: PA, then AP (PA is the reference view of chest reports);
   2. for instances without ViewPosition, DICOM hints kept by the gateway's de-identification:
      the view word it kept in SeriesDescription (from SeriesDescription/ProtocolName/
@@ -55,6 +60,7 @@ class ViewChoice:
     view_position: str | None
     fallback: str | None
     lateral_only: bool
+    not_chest_radiograph: bool = False
 
 
 def _is_lateral(view: str | None) -> bool:
@@ -75,6 +81,11 @@ def select_view(instances: list[Instance], blobs: BlobStore) -> ViewChoice:
     """See the module docstring for the rules."""
     if not instances:
         raise PreprocessError("the study has no instance", "validation")
+    chest = [i for i in instances if not i.not_chest_radiograph]
+    if not chest:
+        first = instances[0]
+        return ViewChoice(first, normalise_view(first.view_position), "every instance's DICOM header says: not a chest radiograph", False, True)
+    instances = chest
     views = [normalise_view(i.view_position) for i in instances]
     for wanted in FRONTAL_VIEWS:
         for instance, view in zip(instances, views, strict=True):
@@ -154,10 +165,12 @@ def preprocess(event: StudyReceived, blobs: BlobStore, size: int = 224, max_pixe
         view_position=choice.view_position,
         view_fallback=choice.fallback,
         lateral_only=choice.lateral_only,
+        not_chest_radiograph=choice.not_chest_radiograph,
         model_input=ref,
         input_shape=list(model_input.shape),
         original_rows=int(image.shape[0]),
         original_columns=int(image.shape[1]),
         preprocess_version=PREPROCESS_VERSION,
         timings=timings,
+        site=event.site,
     )

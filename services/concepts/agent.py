@@ -12,7 +12,13 @@ import numpy as np
 
 from radalign.blobstore import BlobIntegrityError, BlobStore, open_blob_store
 from radalign.concepts.client import TritonConceptClient
-from radalign.concepts.inference import InvalidModelInput, build_concepts_event, load_model_input, select_gate
+from radalign.concepts.inference import (
+    InvalidModelInput,
+    build_concepts_event,
+    load_model_input,
+    not_chest_radiograph_event,
+    select_gate,
+)
 from radalign.config import Settings, get_settings
 from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError, call_with_retry
@@ -59,6 +65,8 @@ class ConceptsStage(Stage[StudyPreprocessed]):
         return ok, "triton ready" if ok else "triton model not ready"
 
     async def handle(self, event: StudyPreprocessed) -> list[Output]:
+        if event.not_chest_radiograph:  # the header says so: nothing to ask the model (no Triton call)
+            return [Output(CONCEPTS_INFERRED, not_chest_radiograph_event(event, self.settings.triton_model, str(self.client.model_version)))]
         image = await call_with_retry(
             "blob store", lambda: asyncio.to_thread(fetch_model_input, self.blobs, event), self.settings, stage=self.name, timeout_s=30
         )

@@ -93,6 +93,7 @@ async def test_gateway_end_to_end(embedded_stack: Settings, tmp_path: Path, capl
     settings = embedded_stack.model_copy(update={
         "gateway_tokens": TOKEN, "study_quiet_s": 0.5, "deid_secret": "integration-secret",
         "blob_url": (tmp_path / "blobs").as_uri(), "gateway_max_bytes": 32 * 1024 * 1024,
+        "patient_issuers": "dicom-cstore:IT-MODALITY=IT-SITE-A",  # the C-STORE sender's site
     })
     base = f"http://{settings.gateway_host}:{settings.gateway_port}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -159,10 +160,13 @@ async def test_gateway_end_to_end(embedded_stack: Settings, tmp_path: Path, capl
     events = {event.source: event for _, _, event in records}
     assert set(events) == {"dicom-cstore", "dicomweb-stow", "http"}
     assert all(len(e.instances) == 1 and e.study_version == 1 for e in events.values())
+    # The site configured for the calling AE travels through the PostgreSQL outbox; other sources have none.
+    assert {source: e.site for source, e in events.items()} == {"dicom-cstore": "IT-SITE-A", "dicomweb-stow": None, "http": None}
 
     blobs = open_blob_store(settings.blob_root)
     for source, event in events.items():
         result = preprocess(event, blobs)
+        assert result.site == event.site and not result.not_chest_radiograph
         image = decode_npy(blobs.get(result.model_input))
         assert image.shape == (1, 224, 224) and image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
         if source != "http":  # the CR: MONOCHROME1 inverted, lungs dark, mediastinum bright

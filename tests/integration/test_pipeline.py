@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pydicom
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -40,11 +41,38 @@ def _worker_alive(settings: Settings, stage: str) -> psutil.Process | None:
     return running(worker_name(stage), settings)
 
 
+#: C-STORE sender whose studies belong to an audited site (RADALIGN_PATIENT_ISSUERS names the site).
+SITE_AE, SITE = "IT-SITE", "IT-SITE-A"
+
+
+def write_site_profile(settings: Settings) -> list[str] | None:
+    """A site audit profile for SITE, narrower than the shipped gate (its first assessed
+    observation only), so the test can see it applied; the assessed list, or None when the
+    shipped checkpoint has no gate to derive it from."""
+    from dataclasses import replace
+
+    from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from radalign.concepts.gate import profile_path, save_profile
+
+    shipped = load_checkpoint(DEFAULT_CHECKPOINT).gate
+    if shipped is None or not shipped.assessed:
+        return None
+    assessed = shipped.assessed[:1]
+    profile = replace(shipped, name=SITE, assessed=assessed, operating_points={k: shipped.operating_points[k] for k in assessed}, model_version=None)
+    assert settings.concepts_site_profiles_dir is not None
+    save_profile(profile, profile_path(settings.concepts_site_profiles_dir, SITE))
+    return assessed
+
+
 @pytest.fixture(scope="module")
 def pipeline(embedded_triton: Settings) -> Iterator[Settings]:
     from radalign.demo import ensure_iu_cases
 
-    settings = embedded_triton
+    settings = embedded_triton.model_copy(update={
+        "patient_issuers": f"dicom-cstore:{SITE_AE}={SITE}",
+        "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles",
+    })
+    write_site_profile(settings)
     total = asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
     assert total >= CASES_FOR_TESTS * 0.9
     with running_workers(settings):
@@ -126,6 +154,79 @@ def test_one_study_flows_from_gateway_to_report(pipeline: Settings) -> None:
     for stage in ("preprocess", "concepts", "retrieval", "drafting"):
         body = httpx.get(f"http://127.0.0.1:{settings.web_port(stage)}/metrics", timeout=10).text
         assert f'radalign_events_total{{lane="routine",outcome="ok",stage="{stage}"}}' in body
+
+
+def _cstore(settings: Settings, ds: pydicom.Dataset) -> int:
+    """Send one object from SITE_AE to the gateway worker's DICOM SCP; the C-STORE status."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=SITE_AE)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.add_requested_context(ComputedRadiographyImageStorage, str(ds.file_meta.TransferSyntaxUID))
+    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_ae_title)
+    assert assoc.is_established
+    try:
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
+def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings) -> None:
+    """Three C-STORE studies from the audited site's AE: a chest CR gets the site's profile; a real
+    extremity CR (BodyPartExamined=EXTREMITY), and the chest film relabelled BodyPartExamined=KNEE
+    (the header decides, not the pixels), get no assessment (`not_chest_radiograph`), no model
+    call (empty embedding), and a draft that says so and needs review."""
+    from pydicom.uid import generate_uid
+
+    from radalign.ingest.samples import chest_cr_path
+    from schemas.events import ConceptsInferred
+
+    path, extremity_path = chest_cr_path("RG1_UNCI.dcm"), chest_cr_path("RG3_UNCI.dcm")  # pydicom-data's chest and extremity CRs
+    if path is None or extremity_path is None:
+        pytest.skip("pydicom-data is not installed")
+    assessed = write_site_profile(pipeline)  # what the fixture wrote (the same file)
+
+    def copy(source: Path = path, **changes: str) -> pydicom.Dataset:
+        ds = pydicom.dcmread(source)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        return ds
+
+    from radalign.identity import Pseudonymizer
+
+    keys = Pseudonymizer(pipeline.deid_secret)
+    chest, knee, extremity = copy(BodyPartExamined="CHEST"), copy(BodyPartExamined="KNEE"), copy(extremity_path)
+    assert extremity.BodyPartExamined == "EXTREMITY"
+    chest_key, knee_key, extremity_key = (keys.study_key(ds.StudyInstanceUID) for ds in (chest, knee, extremity))
+    assert [_cstore(pipeline, ds) for ds in (chest, knee, extremity)] == [0x0000] * 3
+    topics = [*STUDY_PREPROCESSED.names, CONCEPTS_INFERRED.name, REPORT_DRAFTED.name]
+    seen = asyncio.run(read_until(pipeline, topics, lambda s: {chest_key, knee_key, extremity_key} <= set(reports_by_key(s))))
+    preprocessed = {
+        e.study.study_key: e for e in (codec.decode(StudyPreprocessed, m.value) for t in STUDY_PREPROCESSED.names for m in seen.get(t, []))
+    }
+    concepts = {e.study.study_key: e for e in (codec.decode(ConceptsInferred, m.value) for m in seen.get(CONCEPTS_INFERRED.name, []))}
+    reports = reports_by_key(seen)
+    assert {preprocessed[k].site for k in (chest_key, knee_key, extremity_key)} == {SITE}
+    assert [preprocessed[k].not_chest_radiograph for k in (chest_key, knee_key, extremity_key)] == [False, True, True]
+
+    assert assessed is not None, "the shipped checkpoint carries a validity gate"
+    film = concepts[chest_key]
+    assert film.site_profile == SITE
+    if film.ood is None:  # the site's narrower gate was applied, not the shipped one
+        assert {c.observation.value for c in film.concepts} == set(assessed)
+    assert film.ood is None or film.ood.reason != "not_chest_radiograph"
+
+    for key in (knee_key, extremity_key):
+        abstained = concepts[key]
+        assert abstained.ood is not None and abstained.ood.reason == "not_chest_radiograph"
+        assert abstained.concepts == [] and len(abstained.not_assessed) == 14 and abstained.image_embedding == []
+        [report] = reports[key][:1]
+        assert report.ood is not None and report.ood.reason == "not_chest_radiograph"
+        assert report.needs_review and report.concepts == [] and not report.case_keys
+        assert "not recognised as a frontal chest radiograph" in report.findings
 
 
 def test_malformed_event_is_dead_lettered_and_the_rest_keeps_flowing(pipeline: Settings) -> None:

@@ -132,3 +132,41 @@ def test_a_site_profile_recalibrates_and_names_itself(tmp_path) -> None:  # type
 def test_non_finite_ood_scores_are_refused() -> None:
     with pytest.raises(ValueError):
         build_concepts_event(_event(), _probs(), np.ones(384), "m", "v", gate=_gate(), ood_score=float("nan"))
+
+
+def test_a_study_not_chest_by_its_header_is_never_scored_and_needs_no_model() -> None:
+    from radalign.concepts.inference import not_chest_radiograph_event
+    from schemas.events import ConceptsInferred
+
+    event = _event().model_copy(update={"not_chest_radiograph": True, "lateral_only": True})
+    out = not_chest_radiograph_event(event, "concept_model", "v")
+    assert out.concepts == [] and set(out.not_assessed) == set(Observation) and out.image_embedding == []
+    assert out.ood is not None and out.ood.reason == "not_chest_radiograph" and out.site_profile is None
+    assert out.study == event.study and out.timings == event.timings
+    # Scores handed in anyway are not used, gate or no gate; the header reason wins over lateral_only.
+    for gate in (_gate(), None):
+        scored = build_concepts_event(event, _probs(No_Finding=0.9), np.ones(384), "m", "v", gate=gate, ood_score=0.5)
+        assert scored.concepts == [] and scored.ood is not None and scored.ood.reason == "not_chest_radiograph"
+    with pytest.raises(ValueError, match="run the model"):
+        not_chest_radiograph_event(_event())
+    # An empty embedding is only valid for that abstention.
+    payload = out.model_dump(mode="json")
+    ConceptsInferred.model_validate(payload)
+    for ood in (None, {"reason": "lateral_only"}):
+        with pytest.raises(ValueError, match="image_embedding"):
+            ConceptsInferred.model_validate({**payload, "ood": ood})
+
+
+async def test_the_stage_does_not_call_triton_for_a_study_not_chest_by_its_header(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from radalign.concepts.client import TritonConceptClient
+    from radalign.config import Settings
+    from services.concepts.agent import ConceptsStage
+
+    settings = Settings(state_dir=tmp_path, triton_grpc_url="127.0.0.1:1", triton_timeout_s=0.5)
+    stage = ConceptsStage(settings)
+    stage.settings = settings
+    stage.client = TritonConceptClient(settings.triton_grpc_url, settings.triton_model, settings.triton_timeout_s)  # nothing listens there
+    event = _event().model_copy(update={"not_chest_radiograph": True, "site": "HOSP-A"})
+    [output] = await stage.handle(event)
+    assert output.event.ood is not None and output.event.ood.reason == "not_chest_radiograph"
+    assert stage.client.model_version == "unknown"  # Triton was never asked

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
@@ -121,3 +122,38 @@ async def test_truncated_images_are_refused_at_the_door_without_decoding_pixels(
     assert {e.study.study_key for e in await core.flush(force=True)} == {
         core.pseudonymizer.study_key("http|OK-JPEG"), core.pseudonymizer.study_key("http|OK-PNG")
     }, "only the complete images became studies"
+
+
+async def test_each_study_carries_the_site_configured_for_its_source(settings, publisher, blobs, pseudonyms) -> None:
+    configured = settings.model_copy(update={"patient_issuers": "dicom-cstore:PACS_A=hosp a,http=HOSP-H"})
+    core = GatewayCore(configured, publisher, blobs, pseudonyms)
+    await core.ingest_dicom(dicom_bytes(synthetic_radiograph()), "dicom-cstore", calling_ae="PACS_A")
+    await core.ingest_dicom(dicom_bytes(synthetic_radiograph()), "dicom-cstore", calling_ae="PACS_B")
+    declared = synthetic_radiograph()
+    declared.IssuerOfPatientID = "HOSP-X"  # a patient namespace the object declares: no site from it
+    await core.ingest_dicom(dicom_bytes(declared), "dicomweb-stow")
+    events = await core.flush(force=True)
+    assert sorted(str(e.site) for e in events) == ["HOSP-A", "None", "None"]
+    paths = chest_jpeg_paths()
+    if not paths:
+        pytest.skip("pneumonia-model-package is not installed")
+    await core.ingest_image(paths[0].read_bytes(), study_id="ORDER-7", patient_id="MRN-7")
+    [http] = await core.flush(force=True)
+    assert http.site == "HOSP-H"
+
+
+async def test_a_knee_film_is_accepted_and_flagged_not_chest_by_its_header(settings, publisher, blobs, pseudonyms) -> None:
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    uid = "1.2.826.0.1.3680043.8.498.991"
+    knee = synthetic_radiograph(study_uid=uid)
+    knee.BodyPartExamined = "KNEE"
+    chest = synthetic_radiograph(study_uid=uid, view="AP")
+    chest.BodyPartExamined = "CHEST"
+    await core.ingest_dicom(dicom_bytes(knee), "dicom-cstore")
+    await core.ingest_dicom(dicom_bytes(chest), "dicom-cstore")
+    [event] = await core.flush(force=True)
+    assert [i.not_chest_radiograph for i in event.instances] == [True, False]
+    # De-identification drops BodyPartExamined values outside its closed set: the flag is the only trace.
+    import pydicom
+
+    assert "BodyPartExamined" not in pydicom.dcmread(io.BytesIO(blobs.get(event.instances[0].blob)))

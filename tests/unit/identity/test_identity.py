@@ -23,6 +23,7 @@ from radalign.identity import (
     canonical_issuer,
     case_key,
     patient_key,
+    site_name,
 )
 from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.samples import chest_jpeg_paths
@@ -89,6 +90,26 @@ def test_issuer_policy_precedence_and_bad_configuration():
             IssuerPolicy.from_settings(Settings(patient_issuers=bad))
 
 
+def test_site_is_the_issuer_configured_for_the_source_never_a_declared_one():
+    assert site_name("hosp a") == "HOSP-A" and site_name(" St. Mary's / Ward 2 ") == "ST.-MARY-S-WARD-2"
+    assert site_name("--x") == "X" and site_name("") is None and site_name("???") is None
+    assert len(site_name("h" * 100) or "") == 64
+    policy = IssuerPolicy(default="LOCAL", by_source={"dicom-cstore:PACS_A": "hosp a", "dicom-cstore": "HOSP-C", "http": "HOSP-H"})
+    assert policy.site("dicom-cstore", calling_ae="PACS_A") == "HOSP-A"  # the sender's AE first
+    assert policy.site("dicom-cstore", calling_ae="PACS_B") == "HOSP-C"  # then the protocol
+    assert policy.site("http") == "HOSP-H"
+    assert policy.site("dicomweb-stow") is None  # nothing configured: the concept stage's default applies
+    # The object's IssuerOfPatientID names a patient namespace but never chooses a site profile.
+    bare = IssuerPolicy(default="LOCAL")
+    assert bare.issuer("dicom-cstore", declared="HOSP-X") == "HOSP-X" and bare.site("dicom-cstore") is None
+    import re
+
+    from schemas.events import _SITE_PATTERN
+
+    for name in ("HOSP-A", "ST.-MARY-S-WARD-2", "X", "h" * 64):
+        assert re.fullmatch(_SITE_PATTERN, name)
+
+
 def test_loader_keys_follow_the_issuer_column_then_the_option(tmp_path):
     assert stored_patient_key(tmp_path, "MRN-7", "HOSP-A") == patient_key("MRN-7", "HOSP-A", SECRET)
     assert stored_patient_key(tmp_path, "MRN-7", "HOSP-A", column_issuer="HOSP-B") == patient_key("MRN-7", "HOSP-B", SECRET)
@@ -148,6 +169,7 @@ async def test_the_network_adapters_pass_issuer_and_calling_ae(settings, publish
         await asyncio.to_thread(server.stop)
     [event] = await core.flush(force=True)
     assert event.study.patient_key == stored
+    assert event.site == "HOSP-A"  # the calling AE's configured issuer names the site
 
     paths = chest_jpeg_paths()
     if not paths:

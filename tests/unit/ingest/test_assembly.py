@@ -150,3 +150,15 @@ async def test_the_loop_survives_database_errors_and_publishes_afterwards() -> N
         assembly.BACKOFF_START_S = assembly_backoff
     assert [e.study.study_key for e in sent] == ["st-000000000000000e", "st-000000000000000f"]
     assert not asm.alive  # the loop ended: the liveness probe now fails
+
+
+async def test_a_study_keeps_the_site_of_its_first_instance() -> None:
+    clock, sent = Clock(), []
+    asm = _assembler(clock, sent)
+    first = _item("st-000000000000000e", 1)
+    await asm.add(ReceivedInstance(first.study_key, first.patient_key, first.instance, "CR", "dicom-cstore", False, "HOSP-A"))
+    second = _item("st-000000000000000e", 2)
+    await asm.add(ReceivedInstance(second.study_key, second.patient_key, second.instance, "CR", "dicom-cstore", False, "HOSP-B"))
+    await asm.add(_item("st-000000000000000f", 3))
+    [a, b] = await asm.flush(force=True)
+    assert {a.study.study_key: a.site, b.study.study_key: b.site} == {"st-000000000000000e": "HOSP-A", "st-000000000000000f": None}

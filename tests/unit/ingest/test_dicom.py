@@ -4,7 +4,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from radalign.ingest.dicom import check_dicom, decode_dicom_pixels, read_dicom
+from radalign.ingest.dicom import check_dicom, decode_dicom_pixels, header_not_chest_radiograph, read_dicom
 from radalign.ingest.refusal import DICOM_STATUS, HTTP_STATUS, Refusal, RefusalReason
 from radalign.ingest.samples import chest_cr_path
 from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, synthetic_radiograph, with_changes
@@ -97,3 +97,26 @@ def test_unreadable_pixel_stream_raises_decode_error() -> None:
     check_dicom(parsed)  # structure is fine: the gateway cannot tell without decoding
     with pytest.raises(PixelDecodeError):
         decode_dicom_pixels(parsed)
+
+
+@pytest.mark.parametrize(
+    ("modality", "body_part", "flagged"),
+    [
+        ("CR", "CHEST", False), ("DX", "Thorax", False), ("DX", " chest pa ", False), ("CR", "PORT CHEST", False),
+        ("DX", "CHEST_LAT", False), ("CR", "TORAX", False), ("DX", "LUNG", False), ("CR", "RIBS", False),
+        ("DX", "CHESTABDOMEN", False), ("DR", "CHEST", False), ("CR", "", False), ("CR", None, False),
+        ("SC", None, False), ("OT", "CHEST", False), ("", None, False),
+        ("CR", "KNEE", True), ("DX", "SKULL", True), ("DX", "ABDOMEN", True), ("CR", "THORACICSPINE", True),
+        ("DX", "HAND", True), ("SC", "PELVIS", True), ("MR", "CHEST", True), ("CT", None, True), ("US", "", True),
+        ("MG", "BREAST", True),
+    ],
+)
+def test_header_check_flags_what_the_header_says_is_not_a_chest_radiograph(modality, body_part, flagged) -> None:
+    assert header_not_chest_radiograph(modality, body_part) is flagged
+
+
+def test_the_gateway_facts_carry_the_header_check() -> None:
+    chest = synthetic_radiograph()
+    assert not check_dicom(chest).not_chest_radiograph
+    assert check_dicom(with_changes(synthetic_radiograph(), BodyPartExamined="KNEE")).not_chest_radiograph
+    assert not check_dicom(with_changes(synthetic_radiograph(), BodyPartExamined="CHEST")).not_chest_radiograph

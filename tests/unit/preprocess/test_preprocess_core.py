@@ -117,3 +117,27 @@ async def test_failures_are_typed(settings, publisher, blobs, pseudonyms) -> Non
     with pytest.raises(PreprocessError) as caught:
         preprocess(undecodable, blobs)
     assert caught.value.error_type == "decode" and "unreadable" in caught.value.reason
+
+
+async def test_a_study_whose_headers_say_not_chest_is_flagged_and_keeps_its_site(settings, publisher, blobs, pseudonyms) -> None:
+    knee = synthetic_radiograph(view="AP")
+    knee.BodyPartExamined = "KNEE"
+    configured = settings.model_copy(update={"patient_issuers": "dicom-cstore=HOSP-A"})
+    core = GatewayCore(configured, publisher, blobs, pseudonyms)
+    await core.ingest_dicom(dicom_bytes(knee), "dicom-cstore")
+    [event] = await core.flush(force=True)
+    result = preprocess(event, blobs)
+    assert result.not_chest_radiograph and not result.lateral_only and "not a chest radiograph" in str(result.view_fallback)
+    assert result.site == "HOSP-A" == event.site
+    _input(blobs, result)  # still decoded: the review page shows the image
+
+
+async def test_a_chest_film_beside_a_knee_film_is_the_one_chosen(settings, publisher, blobs, pseudonyms) -> None:
+    uid = "1.2.826.0.1.3680043.8.498.779"
+    knee_pa = synthetic_radiograph(view="PA", study_uid=uid)
+    knee_pa.BodyPartExamined = "KNEE"
+    chest_ap = synthetic_radiograph(view="AP", study_uid=uid)
+    event = await _study(settings, publisher, blobs, pseudonyms, *(dicom_bytes(d) for d in (knee_pa, chest_ap)))
+    result = preprocess(event, blobs)
+    assert result.instance_key == event.instances[1].instance_key and result.view_position == "AP"
+    assert not result.not_chest_radiograph and result.site is None
