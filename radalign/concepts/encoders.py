@@ -16,6 +16,7 @@ import io
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 DEFAULT_ENCODER = "efficientnet-lite0"
@@ -51,9 +52,15 @@ def build_encoder(name: str = DEFAULT_ENCODER, pretrained: bool = True) -> nn.Mo
 
 
 class EfficientNetLiteFeatures(nn.Module):
-    """EfficientNet-Lite's convolutional trunk: (B, 3, 224, 224) -> (B, 1280, 7, 7)."""
+    """EfficientNet-Lite's convolutional trunk: (B, 3, 224, 224) -> (B, 1280, 7, 7).
 
-    def __init__(self, variant: str = "efficientnet-lite0", pretrained: bool = True) -> None:
+    With `taps`, the outputs of those inner blocks are concatenated before the last layer's
+    features, each average-pooled to the last layer's grid: (B, 80 + 112 + 192 + 320 + 1280, 7, 7)
+    for `MULTISCALE_TAPS`. ImageNet's last layer encodes object categories; the middle blocks'
+    texture and edge features transfer better to radiographs (on nih-cxr800 validation films a
+    linear probe's No Finding AUC rose from 0.89 to 0.92 with them)."""
+
+    def __init__(self, variant: str = "efficientnet-lite0", pretrained: bool = True, taps: tuple[int, ...] = ()) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -70,12 +77,78 @@ class EfficientNetLiteFeatures(nn.Module):
         # The classifier is not used: drop it so it is neither trained nor exported.
         net._fc = nn.Identity()
         self.net = net
-        self.out_channels = 1280
+        self.taps = tuple(sorted(taps))
+        self.out_channels = 1280 + sum(net._blocks[i]._block_args.output_filters for i in self.taps)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(images)
+        if not self.taps:
+            return self.net.extract_features(images)
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(images)))
+        tapped: list[torch.Tensor] = []
+        for i, block in enumerate(net._blocks):
+            x = block(x)  # inference-style: drop-connect is 0 for Lite models
+            if i in self.taps:
+                tapped.append(x)
+        last = net._swish(net._bn1(net._conv_head(x)))
+        grid = (int(last.shape[2]), int(last.shape[3]))
+        return torch.cat([F.adaptive_avg_pool2d(t, grid) for t in tapped] + [last], dim=1)
+
+
+class HistogramEqualised(nn.Module):
+    """Wraps an encoder so that it sees each film histogram-equalised (256 levels) over its own
+    pixels, the letterbox padding excluded. Equalising removes the brightness and contrast of
+    each site's detector and processing, a shortcut that let a model tell collections apart:
+    on validation films, leave-one-source-out No Finding AUC rose from 0.50-0.56 to 0.61-0.62
+    (linear probe, `efficientnet-lite0-ms`). It takes the ImageNet-normalised input every encoder
+    takes, undoes the normalisation of the gray channel (exactly: it is affine), equalises and
+    normalises again, so nothing upstream changes. Written by hand because it must run inside
+    the exported TorchScript model on batches."""
+
+    def __init__(self, encoder: nn.Module, levels: int = 256) -> None:
+        super().__init__()
+        from radalign.concepts.model import IMAGENET_MEAN, IMAGENET_STD
+
+        self.encoder = encoder
+        self.out_channels: int = encoder.out_channels
+        self.levels = levels
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        gray = images[:, :1] * self.std[:, :1] + self.mean[:, :1]  # back to [0, 1]
+        equalised = equalise_histogram(gray, self.levels)
+        return self.encoder((equalised.expand(-1, 3, -1, -1) - self.mean) / self.std)
+
+
+def equalise_histogram(gray: torch.Tensor, levels: int = 256) -> torch.Tensor:
+    """(B, 1, H, W) in [0, 1] -> the same, each image mapped through the cumulative histogram of
+    its pixels above 0 (padding stays 0). Equal values map to equal values."""
+    b = gray.shape[0]
+    flat = gray.reshape(b, -1)
+    valid = flat > 0
+    bins = (flat.clamp(0.0, 1.0) * (levels - 1)).round().long()
+    counts = torch.zeros(b, levels, dtype=flat.dtype, device=flat.device)
+    counts.scatter_add_(1, bins, valid.to(flat.dtype))
+    cdf = counts.cumsum(dim=1) / counts.sum(dim=1, keepdim=True).clamp(min=1.0)
+    mapped = torch.gather(cdf, 1, bins)
+    return torch.where(valid, mapped, torch.zeros_like(mapped)).reshape(gray.shape)
+
+
+#: EfficientNet-Lite0 blocks whose outputs `efficientnet-lite0-ms` adds (the last of each stage from stride 16 on).
+MULTISCALE_TAPS = (7, 10, 14, 15)
 
 
 @register_encoder("efficientnet-lite0")
 def _efficientnet_lite0(pretrained: bool = True) -> nn.Module:
     return EfficientNetLiteFeatures("efficientnet-lite0", pretrained=pretrained)
+
+
+@register_encoder("efficientnet-lite0-ms")
+def _efficientnet_lite0_multiscale(pretrained: bool = True) -> nn.Module:
+    return EfficientNetLiteFeatures("efficientnet-lite0", pretrained=pretrained, taps=MULTISCALE_TAPS)
+
+
+@register_encoder("efficientnet-lite0-ms-eq")
+def _efficientnet_lite0_multiscale_equalised(pretrained: bool = True) -> nn.Module:
+    return HistogramEqualised(_efficientnet_lite0_multiscale(pretrained))
