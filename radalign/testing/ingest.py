@@ -40,6 +40,24 @@ class RecordingPublisher:
         return [e for _, e in self.records]
 
 
+def send_cstore(port: int, ds: Dataset, *, calling_ae: str, called_ae: str = "RADALIGN", timeout_s: float = 30.0) -> int:
+    """One C-STORE of `ds` from `calling_ae` to a DICOM SCP on loopback (a real pynetdicom
+    association, as a modality or PACS sends); the status it answers."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
+
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae.add_requested_context(ComputedRadiographyImageStorage, str(ds.file_meta.TransferSyntaxUID))
+    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise ConnectionError(f"no association with the SCP on port {port} ({called_ae})")
+    try:
+        return int(assoc.send_c_store(ds).Status)
+    finally:
+        assoc.release()
+
+
 def dicom_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)

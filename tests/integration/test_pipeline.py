@@ -24,6 +24,7 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.pipeline import STAGES
 from radalign.samples import chest_jpeg_files
+from radalign.testing.ingest import send_cstore
 from radalign.testing.stack import running_workers
 from schemas.events import DeadLetter, Priority, ReportDrafted, StudyPreprocessed
 from schemas.topics import CONCEPTS_INFERRED, REPORT_DRAFTED, STUDY_PREPROCESSED, STUDY_RECEIVED, dead_letter_topic
@@ -156,22 +157,6 @@ def test_one_study_flows_from_gateway_to_report(pipeline: Settings) -> None:
         assert f'radalign_events_total{{lane="routine",outcome="ok",stage="{stage}"}}' in body
 
 
-def _cstore(settings: Settings, ds: pydicom.Dataset) -> int:
-    """Send one object from SITE_AE to the gateway worker's DICOM SCP; the C-STORE status."""
-    from pynetdicom import AE
-    from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
-
-    ae = AE(ae_title=SITE_AE)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(ComputedRadiographyImageStorage, str(ds.file_meta.TransferSyntaxUID))
-    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_ae_title)
-    assert assoc.is_established
-    try:
-        return int(assoc.send_c_store(ds).Status)
-    finally:
-        assoc.release()
-
-
 def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings) -> None:
     """Three C-STORE studies from the audited site's AE: a chest CR gets the site's profile; a real
     extremity CR (BodyPartExamined=EXTREMITY), and the chest film relabelled BodyPartExamined=KNEE
@@ -201,7 +186,8 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
     chest, knee, extremity = copy(BodyPartExamined="CHEST"), copy(BodyPartExamined="KNEE"), copy(extremity_path)
     assert extremity.BodyPartExamined == "EXTREMITY"
     chest_key, knee_key, extremity_key = (keys.study_key(ds.StudyInstanceUID) for ds in (chest, knee, extremity))
-    assert [_cstore(pipeline, ds) for ds in (chest, knee, extremity)] == [0x0000] * 3
+    statuses = [send_cstore(pipeline.dicom_port, ds, calling_ae=SITE_AE, called_ae=pipeline.dicom_ae_title) for ds in (chest, knee, extremity)]
+    assert statuses == [0x0000] * 3
     topics = [*STUDY_PREPROCESSED.names, CONCEPTS_INFERRED.name, REPORT_DRAFTED.name]
     seen = asyncio.run(read_until(pipeline, topics, lambda s: {chest_key, knee_key, extremity_key} <= set(reports_by_key(s))))
     preprocessed = {

@@ -22,15 +22,13 @@ import pydicom
 import pytest
 from aiokafka import AIOKafkaConsumer
 from pydicom.uid import generate_uid
-from pynetdicom import AE
-from pynetdicom.sop_class import ComputedRadiographyImageStorage
 
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.identity import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
 from radalign.samples import chest_jpeg_files
-from radalign.testing.ingest import dicom_bytes
+from radalign.testing.ingest import dicom_bytes, send_cstore
 from radalign.testing.stack import running_workers
 from schemas.events import CasesRetrieved, Certainty, ConceptsInferred
 from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED
@@ -90,16 +88,8 @@ def _study_key(settings: Settings, ds: pydicom.Dataset) -> str:
     return Pseudonymizer(settings.deid_secret).study_key(str(ds.StudyInstanceUID))
 
 
-def send_cstore(settings: Settings, ds: pydicom.Dataset, calling_ae: str) -> str:
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-    ae.add_requested_context(ComputedRadiographyImageStorage, str(ds.file_meta.TransferSyntaxUID))
-    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_ae_title)
-    assert assoc.is_established
-    try:
-        assert assoc.send_c_store(ds).Status == 0
-    finally:
-        assoc.release()
+def cstore_study(settings: Settings, ds: pydicom.Dataset, calling_ae: str) -> str:
+    assert send_cstore(settings.dicom_port, ds, calling_ae=calling_ae, called_ae=settings.dicom_ae_title) == 0
     return _study_key(settings, ds)
 
 
@@ -188,7 +178,7 @@ def test_own_prior_cases_are_never_retrieved_over_cstore_stow_and_http(stack: Se
 
     # 2. The patient's new studies: the issuer from the AE's configuration, IssuerOfPatientID, the form.
     targets = {
-        "dicom-cstore": send_cstore(settings, _cr("MRN-SELF"), calling_ae="PACS_A"),
+        "dicom-cstore": cstore_study(settings, _cr("MRN-SELF"), calling_ae="PACS_A"),
         "dicomweb-stow": send_stow(settings, _cr("MRN-SELF", issuer="hosp-a")),
         "http": send_http(settings, jpeg, "IT-SP-ORDER-1", "MRN-SELF", issuer=" Hosp-A "),
     }
