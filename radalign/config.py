@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     dicom_allowed_aes: str = Field(default="", description="comma-separated calling AE titles; empty allows any")
     dicom_max_associations: int = 10
     study_quiet_s: float = 2.0
+    outbox_retention_days: int = Field(
+        default=30, ge=0,
+        description="days a fully published study stays in the gateway outbox after its last instance (re-opened studies are "
+        "published whole within it); 0 keeps everything",
+    )
     max_image_pixels: int = Field(
         default=25_000_000,
         description="pixel budget of one image before decoding: DICOM Rows x Columns x samples x frames, PNG/JPEG width x height "

@@ -10,7 +10,9 @@ State lives in an `Outbox` (`radalign.ingest.outbox`; PostgreSQL in production),
 the sender is acknowledged. The assembler only reads it: it survives its own restarts, a database
 outage (the loop backs off and resumes) and a broker outage (a failed publish leaves the study
 pending, retried with a per-study backoff). Running it under `run` is the supervision: no
-exception ends the loop; `alive` tells the liveness probe whether the loop still turns.
+exception ends the loop; `alive` tells the liveness probe whether the loop still turns. The same
+loop applies the outbox retention (`retention_s`): every `PRUNE_EVERY_S` it deletes the studies
+published and quiet for longer (see `Outbox.prune`), so the outbox does not grow forever.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal, cast
 
+from radalign.ingest import metrics
 from radalign.ingest.outbox import MAX_INSTANCES, DueStudy, InMemoryOutbox, Outbox, OutboxItem
 from schemas.events import Priority, StudyReceived, StudyRef
 
@@ -36,6 +39,11 @@ __all__ = ["MAX_INSTANCES", "ReceivedInstance", "Source", "StudyAssembler"]
 #: Backoff of the assembler loop after a failed tick (database down): doubling up to the cap.
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 15.0
+#: Outbox retention: how often the loop prunes, and how much one pass deletes at most (a larger
+#: backlog continues at the next tick, so publishing never waits long behind it).
+PRUNE_EVERY_S = 3600.0
+PRUNE_BATCH = 1000
+PRUNE_MAX_BATCHES = 10
 
 
 class StudyAssembler:
@@ -48,6 +56,7 @@ class StudyAssembler:
         outbox: Outbox | None = None,
         clock: Callable[[], float] = time.monotonic,
         stall_s: float = 60.0,
+        retention_s: float = 0.0,
     ) -> None:
         self.quiet_s = quiet_s
         self._publish = publish
@@ -59,6 +68,8 @@ class StudyAssembler:
         self._heartbeat = time.monotonic()
         self.failing_since: float | None = None  # monotonic time of the first failed tick in a row
         self.last_error = ""
+        self.retention_s = retention_s  # 0: the outbox keeps everything
+        self._next_prune = 0.0  # monotonic time of the next prune; the first tick prunes
 
     async def add(self, item: ReceivedInstance) -> bool:
         """Store an instance durably. False when it is a resend of an instance already known.
@@ -108,6 +119,30 @@ class StudyAssembler:
                 sent.append(event)
             return sent
 
+    async def prune(self) -> int:
+        """Delete the outbox studies published and quiet for longer than `retention_s`; returns how many.
+        Pending studies are kept whatever their age. Counted in `radalign_gateway_outbox_pruned_total`."""
+        if self.retention_s <= 0:
+            return 0
+        pruned = await self.outbox.prune(self.retention_s, batch=PRUNE_BATCH, max_batches=PRUNE_MAX_BATCHES)
+        if pruned:
+            metrics.OUTBOX_PRUNED.inc(pruned)
+            log.info("outbox retention: pruned %d published studies", pruned)
+        return pruned
+
+    async def _prune_if_due(self) -> None:
+        now = time.monotonic()
+        if self.retention_s <= 0 or now < self._next_prune:
+            return
+        try:
+            pruned = await self.prune()
+        except Exception as exc:  # noqa: BLE001 - retention is housekeeping: never stop publishing for it
+            log.warning("outbox retention failed (%s); retrying later", type(exc).__name__)
+            self._next_prune = now + min(PRUNE_EVERY_S, 60.0)
+            return
+        # A full pass means more is left: continue at the next tick.
+        self._next_prune = now if pruned >= PRUNE_BATCH * PRUNE_MAX_BATCHES else now + PRUNE_EVERY_S
+
     @property
     def started(self) -> bool:
         return self._task is not None
@@ -150,6 +185,7 @@ class StudyAssembler:
                 log.warning("study assembler recovered after %.1f s", time.monotonic() - self.failing_since)
                 self.failing_since, self.last_error = None, ""
             delay = tick
+            await self._prune_if_due()
         self._heartbeat = time.monotonic()
         try:
             # A durable outbox keeps what is still inside its quiet window for the next start (or

@@ -80,6 +80,7 @@ class GatewayCore:
             self._publish_study,
             pipeline_version=settings.pipeline_version,
             outbox=outbox,
+            retention_s=settings.outbox_retention_days * 86400.0,
         )
 
     async def _publish_study(self, event: StudyReceived) -> None:

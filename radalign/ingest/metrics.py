@@ -16,6 +16,9 @@ INSTANCES_DUPLICATE = Counter(
 STUDIES_PUBLISHED = Counter(
     "radalign_gateway_studies_published_total", "Studies published to the study topic", ["source", "priority", "kind"]
 )
+OUTBOX_PRUNED = Counter(
+    "radalign_gateway_outbox_pruned_total", "Published studies deleted from the outbox after the retention, with their instances"
+)
 OUTBOX_PENDING = Gauge(
     "radalign_gateway_outbox_pending_studies", "Acknowledged studies waiting in the outbox to be published (set at scrape time)"
 )

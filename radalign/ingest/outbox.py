@@ -14,6 +14,12 @@ Semantics shared by both:
   not publish the same study at once.
 - `mark_published` records the version and clears `pending` unless instances arrived meanwhile.
 - `release` gives a study back after a failed publish, to be retried after `retry_in_s`.
+- `prune` (retention) deletes studies that are not pending and whose last instance arrived more
+  than `older_than_s` ago, with their instances, in batches of `batch` studies. Pending studies
+  are never pruned. A late instance for a pruned study re-opens it as a new outbox study: it is
+  published as the next version (the version continues from study_pseudonyms.published_version,
+  which pruning keeps) carrying only the instances still known, i.e. the late one(s); the
+  instances published before the retention are no longer re-sent with it.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class Outbox(Protocol):
 
     async def pending_count(self) -> int: ...
 
+    async def prune(self, older_than_s: float, *, batch: int = 1000, max_batches: int = 10) -> int: ...
+
 
 def _too_many() -> Refusal:
     return Refusal(RefusalReason.TOO_LARGE, f"a study holds at most {MAX_INSTANCES} instances")
@@ -101,9 +109,16 @@ class InMemoryOutbox:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self.studies: dict[str, _MemStudy] = {}
+        # published_version of pruned studies: PostgresOutbox keeps it in study_pseudonyms, so a
+        # late instance after the retention is published as the next version, never as v1 again.
+        self.pruned_versions: dict[str, int] = {}
 
     async def add(self, item: OutboxItem) -> bool:
-        study = self.studies.setdefault(item.study_key, _MemStudy(item.patient_key, item.source, site=item.site))
+        study = self.studies.get(item.study_key)
+        if study is None:
+            study = self.studies[item.study_key] = _MemStudy(
+                item.patient_key, item.source, site=item.site, published_version=self.pruned_versions.get(item.study_key, 0)
+            )
         key = item.instance.instance_key
         if key in study.instances:
             if study.instances[key][2] is None:
@@ -146,6 +161,15 @@ class InMemoryOutbox:
 
     async def pending_count(self) -> int:
         return sum(1 for s in self.studies.values() if s.pending)
+
+    async def prune(self, older_than_s: float, *, batch: int = 1000, max_batches: int = 10) -> int:
+        if older_than_s <= 0:
+            return 0  # retention off
+        cutoff = self._clock() - older_than_s
+        old = [k for k, s in self.studies.items() if not s.pending and s.last_received < cutoff][: batch * max_batches]
+        for key in old:
+            self.pruned_versions[key] = self.studies.pop(key).published_version
+        return len(old)
 
 
 _ADD_STUDY = """
@@ -198,6 +222,15 @@ WHERE s.study_key = %s
 _MARK_PSEUDONYM = """
 UPDATE study_pseudonyms SET published_version = GREATEST(published_version, %s), updated_at = now() WHERE study_key = %s
 """
+# Retention: one batch of old, fully published studies; their instances go with them (ON DELETE
+# CASCADE). SKIP LOCKED: a study an `add` holds right now (a late instance) is left for next time.
+_PRUNE_BATCH = """
+DELETE FROM gateway_outbox_studies WHERE study_key IN (
+    SELECT study_key FROM gateway_outbox_studies
+    WHERE NOT pending AND last_received_at < now() - make_interval(secs => %s)
+    ORDER BY last_received_at LIMIT %s FOR UPDATE SKIP LOCKED
+)
+"""
 _RELEASE = """
 UPDATE gateway_outbox_studies SET claimed_until = now() + make_interval(secs => %s), attempts = attempts + 1, last_error = %s
 WHERE study_key = %s
@@ -216,7 +249,10 @@ class PostgresOutbox:
         key = item.instance.instance_key
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(_ADD_STUDY, (item.study_key, item.patient_key, item.source, item.site))
-            await conn.execute(_LOCK_STUDY, (item.study_key,))  # serialises adds to one study
+            if await (await conn.execute(_LOCK_STUDY, (item.study_key,))).fetchone() is None:  # serialises adds to one study
+                # `prune` deleted the (old, published) study between our insert and the lock: add it again.
+                await conn.execute(_ADD_STUDY, (item.study_key, item.patient_key, item.source, item.site))
+                await conn.execute(_LOCK_STUDY, (item.study_key,))
             inserted = await (await conn.execute(
                 _ADD_INSTANCE, (item.study_key, key, item.modality, Jsonb(item.instance.model_dump(mode="json")))
             )).fetchone()
@@ -263,6 +299,19 @@ class PostgresOutbox:
         async with self.pool.connection() as conn:
             row = await (await conn.execute("SELECT count(*) FROM gateway_outbox_studies WHERE pending")).fetchone()
         return int(row[0]) if row else 0
+
+    async def prune(self, older_than_s: float, *, batch: int = 1000, max_batches: int = 10) -> int:
+        if older_than_s <= 0:
+            return 0  # retention off
+        pruned = 0
+        # One transaction per batch, so a large backlog never holds its locks for long.
+        for _ in range(max_batches):
+            async with self.pool.connection() as conn, conn.transaction():
+                deleted = (await conn.execute(_PRUNE_BATCH, (float(older_than_s), batch))).rowcount
+            pruned += deleted
+            if deleted < batch:
+                break
+        return pruned
 
 
 # Recovery after a broker lost what it had acknowledged (the embedded broker's memory storage, or
