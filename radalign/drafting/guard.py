@@ -216,6 +216,10 @@ class DraftGuard:
             # reports no LLM wrote; the verdict stays "passed": nothing failed.
             FALLBACKS.labels(backend=NO_BACKEND, reason="not_configured").inc()
             return self._deterministic(context, NO_BACKEND if backend is None else backend.name, None, GuardVerdict.PASSED, [], GuardCheck(), 0)
+        if context.prediction.ood is not None:
+            # The model abstained on the image: there is nothing for an LLM to word, and a prompt
+            # would describe a chest film the model did not assess. The "not assessed" draft is the report.
+            return self._deterministic(context, backend.name, None, GuardVerdict.PASSED, ["the model abstained on the image: no LLM call"], GuardCheck(), 0)
         changes: list[str] = []
         try:
             draft = await backend.generate(self._prompt(context, form))

@@ -68,6 +68,18 @@ async def test_ood_study_goes_to_review_with_no_claim():
     assert all(o is Observation.NO_FINDING for o in read)
 
 
+async def test_ood_study_is_never_sent_to_the_llm():
+    event = make_event(LABELS, [])
+    event = CasesRetrieved.model_validate(
+        {**event.model_dump(), "concepts": [], "not_assessed": [o.value for o in Observation],
+         "ood": OutOfDistribution(reason="not_chest_radiograph").model_dump()}
+    )  # fmt: skip
+    backend = ScriptedBackend([("The lungs are clear.", "Normal chest.")])
+    report = await DraftingCore(Settings(), backend).draft(event)
+    assert backend.prompts == [] and report.drafter == "deterministic"
+    assert report.needs_review and "not recognised as a frontal chest radiograph" in report.findings
+
+
 async def test_report_carries_sections_footer_and_phrase_table_version():
     report = await DraftingCore(Settings(), None).draft(make_event(LABELS, []))
     assert [s.name for s in report.sections] == ["lungs"] and not report.needs_review
