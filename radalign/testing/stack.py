@@ -6,9 +6,10 @@ from __future__ import annotations
 import random
 import socket
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 from radalign.config import Settings
 from radalign.pipeline import GRAPH
@@ -120,6 +121,22 @@ def fresh_database(settings: Settings, prefix: str) -> Iterator[Settings]:
     finally:
         with psycopg.connect(settings.dsn, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {dbname} WITH (FORCE)")
+
+
+@asynccontextmanager
+async def emptied_pool(settings: Settings, *tables: str) -> AsyncIterator[Any]:
+    """A small connection pool on `settings`' database with `tables` emptied first (CASCADE), so
+    each test of a module sharing a `fresh_database` starts from no rows."""
+    from radalign.db import open_pool
+
+    pool = await open_pool(settings, max_size=2)
+    try:
+        async with pool.connection() as conn:
+            for table in tables:
+                await conn.execute(f"TRUNCATE {table} CASCADE")
+        yield pool
+    finally:
+        await pool.close()
 
 
 @contextmanager

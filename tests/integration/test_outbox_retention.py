@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from radalign.config import Settings
 from radalign.ingest.assembly import ReceivedInstance, StudyAssembler
 from radalign.ingest.outbox import PostgresOutbox
+from radalign.testing.stack import emptied_pool, fresh_database
 from schemas.events import BlobRef, Instance, StudyReceived
 
 pytestmark = pytest.mark.integration
@@ -23,22 +24,14 @@ OLD, RECENT, PENDING = "st-00000000000000c1", "st-00000000000000c2", "st-0000000
 
 @pytest.fixture(scope="module")
 def retention_settings(embedded_stack: Settings) -> Iterator[Settings]:
-    from radalign.testing.stack import fresh_database
-
     with fresh_database(embedded_stack, "outbox_retention_it") as settings:
         yield settings
 
 
 @pytest.fixture
 async def pool(retention_settings: Settings) -> AsyncIterator:
-    from radalign.db import open_pool
-
-    pool = await open_pool(retention_settings, max_size=2)
-    async with pool.connection() as conn:
-        await conn.execute("TRUNCATE gateway_outbox_studies CASCADE")
-        await conn.execute("TRUNCATE study_pseudonyms CASCADE")
-    yield pool
-    await pool.close()
+    async with emptied_pool(retention_settings, "gateway_outbox_studies", "study_pseudonyms") as pool:
+        yield pool
 
 
 def _item(study: str, n: int) -> ReceivedInstance:

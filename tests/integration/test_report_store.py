@@ -20,6 +20,7 @@ from radalign.config import Settings
 from radalign.drafting.core import DraftingCore
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
+from radalign.testing.stack import emptied_pool, fresh_database
 from schemas.events import Certainty, Observation, StageTiming
 from services.drafting.read_api import build_read_routes
 
@@ -33,22 +34,14 @@ KEY = "st-00112233445566ff"
 
 @pytest.fixture(scope="module")
 def reports_settings(embedded_stack: Settings) -> Iterator[Settings]:
-    from radalign.testing.stack import fresh_database
-
     with fresh_database(embedded_stack, "reports_it") as settings:
         yield settings
 
 
 @pytest.fixture
 async def pool(reports_settings: Settings) -> AsyncIterator:
-    from radalign.db import open_pool
-
-    pool = await open_pool(reports_settings, max_size=2)
-    async with pool.connection() as conn:
-        await conn.execute("TRUNCATE reports")
-        await conn.execute("TRUNCATE study_pseudonyms CASCADE")
-    yield pool
-    await pool.close()
+    async with emptied_pool(reports_settings, "reports", "study_pseudonyms") as pool:
+        yield pool
 
 
 async def _draft(labels, study_key=KEY, pipeline="radalign-test"):
