@@ -293,12 +293,32 @@ def test_worker_killed_mid_stream_resumes_without_losing_or_duplicating(pipeline
     assert rows == {k: 1 for k in keys}, "the reports store holds exactly one report per study"
 
 
+def _get_listening(settings: Settings, stage: str, path: str, timeout_s: float = 60.0) -> httpx.Response:
+    """GET a stage's route, waiting (bounded) while nothing listens: the test before this one kills
+    and restarts a worker, and on a loaded 2-core machine a stage may still be coming up. A stage
+    that stays silent fails with its process state and the end of its log."""
+    from radalign.stack.process import StatePaths
+    from radalign.stack.workers import worker_name
+
+    url = f"http://127.0.0.1:{settings.web_port(stage)}{path}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                log = StatePaths.of(settings.state_dir).log_file(worker_name(stage))
+                tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no log)"
+                pytest.fail(f"stage {stage}: nothing listens at {url} after {timeout_s:.0f} s; process alive: "
+                            f"{_worker_alive(settings, stage) is not None}; log tail:\n{tail}")  # fmt: skip
+            time.sleep(0.5)
+
+
 def test_stage_health_and_metrics_endpoints(pipeline: Settings) -> None:
     for stage in STAGES:
-        port = pipeline.web_port(stage)
-        live = httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=5)
+        live = _get_listening(pipeline, stage, "/health/live")
         assert live.status_code == 200, (stage, live.text)
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        metrics = _get_listening(pipeline, stage, "/metrics")
         assert metrics.status_code == 200 and "# TYPE" in metrics.text
         assert "PAT-IT" not in metrics.text and "IT-FLOW" not in metrics.text, "no identifiers in metrics"
     ready = httpx.get(f"http://127.0.0.1:{pipeline.web_port('concepts')}/health/ready", timeout=5).json()
