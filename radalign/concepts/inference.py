@@ -64,7 +64,9 @@ def build_concepts_event(
     set, every observation not assessed). Without a gate (a model that predates it), the
     concepts file's thresholds apply to the `supported` observations. A study whose header says
     it is not a chest radiograph is never scored, gate or not (the stage does not even run the
-    model for it: `not_chest_radiograph_event`)."""
+    model for it): the event is then `not_chest_radiograph_event`'s, whatever was passed in."""
+    if event.not_chest_radiograph:
+        return not_chest_radiograph_event(event, model_name, model_version)
     emb = np.asarray(embedding, dtype=np.float64).reshape(-1)
     if emb.shape != (EMBED_DIM,) or not np.isfinite(emb).all():
         raise ValueError(f"embedding must be {EMBED_DIM} finite floats, got shape {emb.shape}")
@@ -74,9 +76,7 @@ def build_concepts_event(
     timings = list(event.timings)
     if started_at is not None and duration_ms is not None:
         timings.append(StageTiming(stage=STAGE, started_at=started_at, duration_ms=max(0.0, duration_ms)))
-    if event.not_chest_radiograph:
-        concepts, not_assessed, ood = [], list(OBSERVATIONS), OutOfDistribution(reason="not_chest_radiograph")
-    elif gate is None:
+    if gate is None:
         # Only what the model learnt: an observation it never learnt is left out, so drafting
         # neither asserts nor hedges about it.
         concepts = [c for c in to_concept_scores(probabilities) if supported is None or c.observation.value in supported]

@@ -172,10 +172,10 @@ def write_split_manifest(manifest: str | Path, records: Sequence[Record], out_cs
         fields = list(reader.fieldnames or MANIFEST_FIELDS)
         rows = []
         for row in reader:
-            image = Path(row["image"])
-            if str(image if image.is_absolute() else manifest.parent / image) in wanted:
-                # relative paths are made absolute so the new file can live anywhere
-                rows.append(row | {"image": str(image if image.is_absolute() else manifest.parent / image)})
+            # relative paths are made absolute so the new file can live anywhere
+            image = str(manifest.parent / row["image"])  # an absolute row["image"] stays as it is
+            if image in wanted:
+                rows.append(row | {"image": image})
     missing = wanted - {row["image"] for row in rows}
     if missing:
         raise ValueError(f"{manifest}: {len(missing)} of the {len(wanted)} images asked for are not in it")
