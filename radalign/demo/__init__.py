@@ -224,7 +224,7 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         offsets = asyncio.run(end_offsets(settings))
         console.print("[bold]3/4[/bold] sending sample studies...")
         if orthanc.installed():
-            orthanc_study = delivery_demo.route_from_orthanc(settings, chest_cr_files()[0])
+            orthanc_study = delivery_demo.route_from_orthanc(settings, chest_cr_files()[0].read_bytes())
             sent = 1
             console.print("  PACS routing: the chest CR from pydicom-data uploaded to Orthanc, which C-STOREs it to the gateway")
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
 import httpx
 from rich.table import Table
@@ -37,16 +36,20 @@ def prepare(settings: Settings) -> tuple[Settings, LoopbackFhirServer | None]:
     return settings.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})}), fhir
 
 
-def route_from_orthanc(settings: Settings, file: Path) -> str:
-    """Upload a DICOM file to Orthanc and have Orthanc C-STORE its study to the gateway; returns
-    Orthanc's study id."""
+def route_from_orthanc(settings: Settings, dicom: bytes) -> str:
+    """Upload one DICOM object to Orthanc and have Orthanc C-STORE that instance to the gateway, as
+    a routing rule on stored instances does; returns Orthanc's study id.
+
+    The instance, not its whole study: once a draft has come back, the study also holds our SR,
+    which the gateway does not accept (its SCP takes CR, DX and SC images only), and Orthanc fails
+    the whole store job when one object's presentation context is refused."""
     base = orthanc.http_url(settings)
-    uploaded = httpx.post(f"{base}/instances", content=file.read_bytes(), timeout=60)
+    uploaded = httpx.post(f"{base}/instances", content=dicom, timeout=60)
     uploaded.raise_for_status()
-    study = uploaded.json()["ParentStudy"]
-    sent = httpx.post(f"{base}/modalities/{orthanc.GATEWAY_MODALITY}/store", json={"Resources": [study], "Synchronous": True}, timeout=120)
+    stored = uploaded.json()
+    sent = httpx.post(f"{base}/modalities/{orthanc.GATEWAY_MODALITY}/store", json={"Resources": [stored["ID"]], "Synchronous": True}, timeout=120)
     sent.raise_for_status()
-    return study
+    return str(stored["ParentStudy"])
 
 
 async def _delivery_rows(settings: Settings) -> list[tuple[str, str, int]]:

@@ -18,6 +18,7 @@ import pytest
 from pydicom.uid import generate_uid
 
 from radalign.config import Settings
+from radalign.demo.delivery import route_from_orthanc
 from radalign.drafting.sr import read_sr_text
 from radalign.ingest.deid import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
@@ -80,13 +81,8 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     ds.StudyDate, ds.StudyTime = "20261127", "081500"
     buffer = BytesIO()
     ds.save_as(buffer)
-    uploaded = httpx.post(f"{base}/instances", content=buffer.getvalue(), timeout=60)
-    assert uploaded.status_code == 200, uploaded.text
-    orthanc_study = uploaded.json()["ParentStudy"]
-
-    # What a routing rule does: Orthanc C-STOREs the study to the gateway (modality "radalign").
-    sent = httpx.post(f"{base}/modalities/{orthanc.GATEWAY_MODALITY}/store", json={"Resources": [orthanc_study], "Synchronous": True}, timeout=120)
-    assert sent.status_code == 200, sent.text
+    # What a routing rule does: Orthanc C-STOREs the stored instance to the gateway (modality "radalign").
+    orthanc_study = route_from_orthanc(settings, buffer.getvalue())
 
     def sr_series() -> list[dict]:
         series = httpx.get(f"{base}/studies/{orthanc_study}/series", timeout=10).json()
@@ -163,3 +159,7 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     assert "No acute cardiopulmonary abnormality" in read_sr_text(raw)["impression"]
     (dr_final,) = _until("the DiagnosticReport updated to final", lambda: [r for r in report() if r["status"] == "final"], 60)
     assert dr_final["id"] == dr["id"] and "No acute cardiopulmonary abnormality" in dr_final.get("conclusion", "")
+
+    # The study now also holds our SR. Routing the image again (a resend, or a second `make demo`
+    # on one state folder) still succeeds: only the instance is forwarded, never the SR.
+    assert route_from_orthanc(settings, buffer.getvalue()) == orthanc_study
