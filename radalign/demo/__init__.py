@@ -2,7 +2,7 @@
 
 Brings the stack up (broker, PostgreSQL, Triton, Orthanc where installed, the six workers), loads the IU reports into the
 case store on first use, sends the chest CR from pydicom-data by DICOM C-STORE and the chest JPEGs
-from pneumonia-model-package over HTTP, then reads the report topic until every study has a
+from pneumonia-model-package over HTTP (as new studies on each run, so a second run drafts again), then reads the report topic until every study has a
 report (or a dead letter) and prints the drafts with per-stage timings.
 """
 
@@ -13,7 +13,10 @@ import statistics
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from io import BytesIO
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -28,7 +31,13 @@ from radalign.samples import chest_cr_files, chest_jpeg_files
 from schemas.events import DeadLetter, ReportDrafted
 from schemas.topics import REPORT_DRAFTED, dead_letter_topic
 
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
 console = Console()
+
+#: the UIDs that make an object a new study; the gateway treats a re-sent object as a duplicate
+_STUDY_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 @dataclass
@@ -39,13 +48,37 @@ class DemoResult:
     wall_s: float = 0.0
 
 
-def send_dicom(settings: Settings, files: list[Path]) -> int:
-    """C-STORE the files to the gateway's SCP, as a modality or PACS would."""
+def as_new_study(files: list[Path]) -> list[Dataset]:
+    """The sample files as one new acquisition: every study, series and instance UID replaced by a
+    fresh one, consistently (objects that shared a UID still share its replacement).
+
+    The gateway is idempotent, so the same sample sent again is a duplicate that drafts nothing;
+    each demo run therefore sends its samples as new studies, as a modality would the next day."""
     from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    fresh: dict[str, str] = {}
+    datasets: list[Dataset] = []
+    for file in files:
+        ds = dcmread(file)
+        for keyword in _STUDY_UIDS:
+            setattr(ds, keyword, fresh.setdefault(str(getattr(ds, keyword)), generate_uid()))
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        datasets.append(ds)
+    return datasets
+
+
+def dicom_bytes(ds: Dataset) -> bytes:
+    buffer = BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+def send_dicom(settings: Settings, datasets: list[Dataset]) -> int:
+    """C-STORE the objects to the gateway's SCP, as a modality or PACS would."""
     from pynetdicom import AE
 
     ae = AE(ae_title="DEMO-SCU")
-    datasets = [dcmread(f) for f in files]
     for ds in datasets:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_ae_title)
@@ -61,8 +94,9 @@ def send_dicom(settings: Settings, files: list[Path]) -> int:
     return 1  # one study: both files share a StudyInstanceUID
 
 
-def send_images(settings: Settings, files: list[Path]) -> list[str]:
-    """POST each JPEG as its own study through the HTTP API; returns the study pseudonyms."""
+def send_images(settings: Settings, files: list[Path], run: str) -> list[str]:
+    """POST each JPEG as its own study through the HTTP API; returns the study pseudonyms. `run`
+    makes the study ids new on each demo run (the same id again would be a duplicate)."""
     import httpx
 
     headers = {}
@@ -75,7 +109,7 @@ def send_images(settings: Settings, files: list[Path]) -> list[str]:
             response = client.post(
                 "/v1/studies",
                 data={
-                    "study_id": f"DEMO-STUDY-{i:03d}",
+                    "study_id": f"DEMO-{run}-STUDY-{i:03d}",
                     "patient_id": f"DEMO-PATIENT-{i:03d}",
                     "view_position": "AP",  # pediatric films in that set are AP
                     "priority": "stat" if i == 0 else "routine",
@@ -224,13 +258,13 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         offsets = asyncio.run(end_offsets(settings))
         console.print("[bold]3/4[/bold] sending sample studies...")
         if orthanc.installed():
-            orthanc_study = delivery_demo.route_from_orthanc(settings, chest_cr_files()[0].read_bytes())
+            orthanc_study = delivery_demo.route_from_orthanc(settings, dicom_bytes(as_new_study(chest_cr_files()[:1])[0]))
             sent = 1
             console.print("  PACS routing: the chest CR from pydicom-data uploaded to Orthanc, which C-STOREs it to the gateway")
         else:
-            sent = send_dicom(settings, chest_cr_files())
+            sent = send_dicom(settings, as_new_study(chest_cr_files()))
             console.print(f"  C-STORE: the chest CR from pydicom-data ({sent} study, 2 instances; Orthanc not installed)")
-        keys = send_images(settings, chest_jpeg_files())
+        keys = send_images(settings, chest_jpeg_files(), run=datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
         console.print(f"  HTTP: {len(keys)} chest JPEGs from pneumonia-model-package (first one STAT)")
         expected = sent + len(keys)
         console.print(f"[bold]4/4[/bold] waiting for {expected} reports...")
