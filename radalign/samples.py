@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+#: the UIDs that make an object a new study
+_STUDY_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 def _package_dir(name: str) -> Path:
@@ -26,6 +33,26 @@ def chest_cr_files() -> list[Path]:
     if not all(files):
         raise FileNotFoundError("RG1_UNCI.dcm / RG1_J2KI.dcm not found: install pydicom-data")
     return [Path(str(f)) for f in files]
+
+
+def as_new_study(files: list[Path]) -> list[Dataset]:
+    """DICOM files as one new acquisition: every study, series and instance UID replaced by a fresh
+    one, consistently (objects that shared a UID still share its replacement).
+
+    The gateway is idempotent: the same object sent again is a duplicate that drafts nothing. The
+    demo (each run) and the tests (each case) send the samples as new studies this way."""
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    fresh: dict[str, str] = {}
+    datasets: list[Dataset] = []
+    for file in files:
+        ds = dcmread(file)
+        for keyword in _STUDY_UIDS:
+            setattr(ds, keyword, fresh.setdefault(str(getattr(ds, keyword)), generate_uid()))
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        datasets.append(ds)
+    return datasets
 
 
 def chest_jpeg_files() -> list[Path]:

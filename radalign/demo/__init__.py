@@ -14,7 +14,6 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,8 @@ from radalign.config import Settings, get_settings
 from radalign.framework import codec
 from radalign.pipeline import STAGES
 from radalign.report_page import write_reports_page
-from radalign.samples import chest_cr_files, chest_jpeg_files
+from radalign.samples import as_new_study, chest_cr_files, chest_jpeg_files
+from radalign.testing.ingest import dicom_bytes
 from schemas.events import DeadLetter, ReportDrafted
 from schemas.topics import REPORT_DRAFTED, dead_letter_topic
 
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 
 console = Console()
 
-#: the UIDs that make an object a new study; the gateway treats a re-sent object as a duplicate
-_STUDY_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
 
 @dataclass
@@ -46,32 +44,6 @@ class DemoResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     sent: int = 0
     wall_s: float = 0.0
-
-
-def as_new_study(files: list[Path]) -> list[Dataset]:
-    """The sample files as one new acquisition: every study, series and instance UID replaced by a
-    fresh one, consistently (objects that shared a UID still share its replacement).
-
-    The gateway is idempotent, so the same sample sent again is a duplicate that drafts nothing;
-    each demo run therefore sends its samples as new studies, as a modality would the next day."""
-    from pydicom import dcmread
-    from pydicom.uid import generate_uid
-
-    fresh: dict[str, str] = {}
-    datasets: list[Dataset] = []
-    for file in files:
-        ds = dcmread(file)
-        for keyword in _STUDY_UIDS:
-            setattr(ds, keyword, fresh.setdefault(str(getattr(ds, keyword)), generate_uid()))
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        datasets.append(ds)
-    return datasets
-
-
-def dicom_bytes(ds: Dataset) -> bytes:
-    buffer = BytesIO()
-    ds.save_as(buffer)
-    return buffer.getvalue()
 
 
 def send_dicom(settings: Settings, datasets: list[Dataset]) -> int:

@@ -67,6 +67,13 @@ def stack_settings(state_dir: Path, **overrides: object) -> Settings:
     return Settings.model_validate(values | overrides)
 
 
+#: The IU reports an integration stack's case store holds: enough for retrieval to find
+#: label-agreeing cases, quick to embed. The test session shares one store, and
+#: `ensure_iu_cases` loads only into an empty one, so every module asks for this same number
+#: (a module that loaded 200 first left 199 for one that needed 400, in that order only).
+IU_CASES_FOR_TESTS = 400
+
+
 ADD_ONE_CONFIG = """\
 name: "{name}"
 backend: "python"

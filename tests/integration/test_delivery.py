@@ -15,20 +15,20 @@ from io import BytesIO
 import httpx
 import pydicom
 import pytest
-from pydicom.uid import generate_uid
 
 from radalign.config import Settings
 from radalign.demo.delivery import route_from_orthanc
 from radalign.drafting.sr import read_sr_text
 from radalign.ingest.deid import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
+from radalign.samples import as_new_study
 from radalign.stack import orthanc
 from radalign.testing.fhir_server import LoopbackFhirServer
-from radalign.testing.stack import running_workers
+from radalign.testing.ingest import dicom_bytes
+from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-CASES_FOR_TESTS = 400
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
         {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "version": "R5", "patient_identifier_system": "urn:oid:1.2.3.4.5"},
     ]
     settings = embedded_triton.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})})
-    asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
+    asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
     up(settings, ["orthanc"])
     try:
         with running_workers(settings):
@@ -73,16 +73,12 @@ def _until(what: str, check, timeout_s: float = 240.0):
 def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhir(delivery_stack) -> None:
     settings, fhir = delivery_stack
     base = orthanc.http_url(settings)
-    ds = pydicom.dcmread(chest_cr_path())
-    study_uid = generate_uid()
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study_uid, generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    (ds,) = as_new_study([chest_cr_path()])
+    study_uid = ds.StudyInstanceUID
     ds.PatientID, ds.PatientName, ds.AccessionNumber = "IT-ORTH-1", "Orthanc^Olga", "ACC-ORTH-1"
     ds.StudyDate, ds.StudyTime = "20261127", "081500"
-    buffer = BytesIO()
-    ds.save_as(buffer)
     # What a routing rule does: Orthanc C-STOREs the stored instance to the gateway (modality "radalign").
-    orthanc_study = route_from_orthanc(settings, buffer.getvalue())
+    orthanc_study = route_from_orthanc(settings, dicom_bytes(ds))
 
     def sr_series() -> list[dict]:
         series = httpx.get(f"{base}/studies/{orthanc_study}/series", timeout=10).json()
@@ -162,4 +158,4 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
 
     # The study now also holds our SR. Routing the image again (a resend, or a second `make demo`
     # on one state folder) still succeeds: only the instance is forwarded, never the SR.
-    assert route_from_orthanc(settings, buffer.getvalue()) == orthanc_study
+    assert route_from_orthanc(settings, dicom_bytes(ds)) == orthanc_study

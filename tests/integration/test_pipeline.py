@@ -23,15 +23,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.pipeline import STAGES
-from radalign.samples import chest_jpeg_files
+from radalign.samples import as_new_study, chest_jpeg_files
 from radalign.testing.ingest import send_cstore
-from radalign.testing.stack import running_workers
+from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
 from schemas.events import DeadLetter, Priority, ReportDrafted, StudyPreprocessed
 from schemas.topics import CONCEPTS_INFERRED, REPORT_DRAFTED, STUDY_PREPROCESSED, STUDY_RECEIVED, dead_letter_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
-CASES_FOR_TESTS = 400  # enough IU reports for retrieval to find label-agreeing cases, quick to embed
 REPORT_TIMEOUT_S = 240.0
 
 
@@ -74,8 +73,8 @@ def pipeline(embedded_triton: Settings) -> Iterator[Settings]:
         "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles",
     })
     write_site_profile(settings)
-    total = asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
-    assert total >= CASES_FOR_TESTS * 0.9
+    total = asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
+    assert total >= IU_CASES_FOR_TESTS * 0.9
     with running_workers(settings):
         yield settings
 
@@ -162,7 +161,6 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
     extremity CR (BodyPartExamined=EXTREMITY), and the chest film relabelled BodyPartExamined=KNEE
     (the header decides, not the pixels), get no assessment (`not_chest_radiograph`), no model
     call (empty embedding), and a draft that says so and needs review."""
-    from pydicom.uid import generate_uid
 
     from radalign.ingest.samples import chest_cr_path
     from schemas.events import ConceptsInferred
@@ -173,9 +171,7 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
     assessed = write_site_profile(pipeline)  # what the fixture wrote (the same file)
 
     def copy(source: Path = path, **changes: str) -> pydicom.Dataset:
-        ds = pydicom.dcmread(source)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        (ds,) = as_new_study([source])
         for keyword, value in changes.items():
             setattr(ds, keyword, value)
         return ds
@@ -293,10 +289,11 @@ def test_worker_killed_mid_stream_resumes_without_losing_or_duplicating(pipeline
     assert rows == {k: 1 for k in keys}, "the reports store holds exactly one report per study"
 
 
-def _get_listening(settings: Settings, stage: str, path: str, timeout_s: float = 60.0) -> httpx.Response:
-    """GET a stage's route, waiting (bounded) while nothing listens: the test before this one kills
-    and restarts a worker, and on a loaded 2-core machine a stage may still be coming up. A stage
-    that stays silent fails with its process state and the end of its log."""
+def _get_when(settings: Settings, stage: str, path: str, ok: Callable[[httpx.Response], bool], timeout_s: float = 60.0) -> httpx.Response:
+    """GET a stage's route until `ok` holds, bounded: the test before this one kills and restarts a
+    worker, and on a loaded 2-core machine a stage may still be coming up (nothing listening, its
+    loop not yet ticking, its partitions not yet assigned after the rebalance). A stage that does
+    not get there fails with the last answer, its process state and the end of its log."""
     from radalign.stack.process import StatePaths
     from radalign.stack.workers import worker_name
 
@@ -304,25 +301,28 @@ def _get_listening(settings: Settings, stage: str, path: str, timeout_s: float =
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return httpx.get(url, timeout=5)
-        except httpx.ConnectError:
-            if time.monotonic() > deadline:
-                log = StatePaths.of(settings.state_dir).log_file(worker_name(stage))
-                tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no log)"
-                pytest.fail(f"stage {stage}: nothing listens at {url} after {timeout_s:.0f} s; process alive: "
-                            f"{_worker_alive(settings, stage) is not None}; log tail:\n{tail}")  # fmt: skip
-            time.sleep(0.5)
+            last = httpx.get(url, timeout=5)
+            if ok(last):
+                return last
+            answer = f"HTTP {last.status_code}: {last.text[:300]}"
+        except httpx.TransportError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            log = StatePaths.of(settings.state_dir).log_file(worker_name(stage))
+            tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no log)"
+            pytest.fail(f"stage {stage}: {url} not as expected after {timeout_s:.0f} s (last: {answer}); process alive: "
+                        f"{_worker_alive(settings, stage) is not None}; log tail:\n{tail}")  # fmt: skip
+        time.sleep(0.5)
 
 
 def test_stage_health_and_metrics_endpoints(pipeline: Settings) -> None:
     for stage in STAGES:
-        live = _get_listening(pipeline, stage, "/health/live")
-        assert live.status_code == 200, (stage, live.text)
-        metrics = _get_listening(pipeline, stage, "/metrics")
-        assert metrics.status_code == 200 and "# TYPE" in metrics.text
+        _get_when(pipeline, stage, "/health/live", lambda r: r.status_code == 200)
+        metrics = _get_when(pipeline, stage, "/metrics", lambda r: r.status_code == 200)
+        assert "# TYPE" in metrics.text
         assert "PAT-IT" not in metrics.text and "IT-FLOW" not in metrics.text, "no identifiers in metrics"
-    ready = httpx.get(f"http://127.0.0.1:{pipeline.web_port('concepts')}/health/ready", timeout=5).json()
-    assert ready["partitions"] and "triton" in ready["dependencies"]
+    ready = _get_when(pipeline, "concepts", "/health/ready", lambda r: bool(r.json().get("partitions"))).json()
+    assert "triton" in ready["dependencies"]
 
 
 def test_outage_dead_letters_then_replay_delivers_the_report(pipeline: Settings) -> None:

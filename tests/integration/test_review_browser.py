@@ -29,14 +29,13 @@ import pytest
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.samples import chest_jpeg_files
-from radalign.testing.stack import running_workers
+from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
 from schemas.events import Certainty, Observation, ReportFinal
 from schemas.topics import REPORT_FINAL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 TOKEN = "review-test-token"
-CASES_FOR_TESTS = 400
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
@@ -94,7 +93,7 @@ def review_stack(embedded_triton: Settings) -> Iterator[Settings]:
     from radalign.demo import ensure_iu_cases
 
     settings = embedded_triton.model_copy(update={"gateway_tokens": TOKEN})
-    asyncio.run(ensure_iu_cases(settings, limit=CASES_FOR_TESTS))
+    asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
     # Every worker of the stage graph, the review service among them.
     with running_workers(settings):
         yield settings

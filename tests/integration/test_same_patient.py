@@ -21,15 +21,14 @@ import numpy as np
 import pydicom
 import pytest
 from aiokafka import AIOKafkaConsumer
-from pydicom.uid import generate_uid
 
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.identity import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
-from radalign.samples import chest_jpeg_files
+from radalign.samples import as_new_study, chest_jpeg_files
 from radalign.testing.ingest import dicom_bytes, send_cstore
-from radalign.testing.stack import running_workers
+from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
 from schemas.events import CasesRetrieved, Certainty, ConceptsInferred
 from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED
 
@@ -53,7 +52,7 @@ def stack(embedded_triton: Settings) -> Iterator[Settings]:
     settings = embedded_triton.model_copy(
         update={"patient_issuers": f"dicom-cstore:PACS_A={ISSUER}", "gateway_tokens": "", "retrieval_embedding_weight": 0.3}
     )
-    asyncio.run(ensure_iu_cases(settings, limit=200))  # other patients' cases to retrieve instead
+    asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))  # other patients' cases to retrieve instead
     try:
         with running_workers(settings):
             yield settings
@@ -73,9 +72,7 @@ async def _delete_cases(settings: Settings) -> None:
 
 
 def _cr(patient_id: str, issuer: str | None = None) -> pydicom.Dataset:
-    ds = pydicom.dcmread(chest_cr_path("RG1_UNCI.dcm"))
-    ds.StudyInstanceUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid(), generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    (ds,) = as_new_study([chest_cr_path("RG1_UNCI.dcm")])
     ds.PatientID = patient_id
     if issuer is not None:
         ds.IssuerOfPatientID = issuer
