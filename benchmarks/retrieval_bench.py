@@ -29,8 +29,9 @@ CheXpert's hierarchy, in a real PostgreSQL + pgvector):
 - random: 5 cases drawn uniformly, scored by its exact expectation (the mean over every case, so
   no draw noise moves the ratios);
 - normal cases: 5 cases drawn among those whose only positive is No Finding, also its exact
-  expectation: the retrieval form of the normal-template baseline. About half of nih-cxr800's films are normal,
-  so it scores well above random; a retrieval that does not beat it has not used the image;
+  expectation: the retrieval form of the normal-template baseline. About half of nih-cxr800's
+  films are normal, so it scores well above random; a retrieval that does not beat it has not
+  used the image;
 - embedding: the top 5 by cosine of the image embedding to the reports' text / image embeddings;
 - today [gate]: the previous retrieval (embedding candidates re-ranked by label agreement, w = 0.5);
 - profile [gate]: concept-profile retrieval (the served default, embedding weight 0);

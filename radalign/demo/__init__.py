@@ -2,8 +2,9 @@
 
 Brings the stack up (broker, PostgreSQL, Triton, Orthanc where installed, the six workers), loads the IU reports into the
 case store on first use, sends the chest CR from pydicom-data by DICOM C-STORE and the chest JPEGs
-from pneumonia-model-package over HTTP (as new studies on each run, so a second run drafts again), then reads the report topic until every study has a
-report (or a dead letter) and prints the drafts with per-stage timings.
+from pneumonia-model-package over HTTP (as new studies on each run, so a second run drafts again),
+then reads the report topic until every study has a report (or a dead letter) and prints the
+drafts with per-stage timings.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from pydicom import Dataset
 
 console = Console()
-
 
 
 @dataclass

@@ -30,7 +30,6 @@ from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
-
 @pytest.fixture(scope="module")
 def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, LoopbackFhirServer]]:
     if not orthanc.installed():
