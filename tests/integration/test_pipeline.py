@@ -321,8 +321,9 @@ def test_stage_health_and_metrics_endpoints(pipeline: Settings) -> None:
         metrics = _get_when(pipeline, stage, "/metrics", lambda r: r.status_code == 200)
         assert "# TYPE" in metrics.text
         assert "PAT-IT" not in metrics.text and "IT-FLOW" not in metrics.text, "no identifiers in metrics"
-    ready = _get_when(pipeline, "concepts", "/health/ready", lambda r: bool(r.json().get("partitions"))).json()
-    assert "triton" in ready["dependencies"]
+    # ready = partitions assigned and dependencies answering (a restarted stage reports "starting" first)
+    ready = _get_when(pipeline, "concepts", "/health/ready", lambda r: r.status_code == 200).json()
+    assert ready["partitions"] and "triton" in ready["dependencies"]
 
 
 def test_outage_dead_letters_then_replay_delivers_the_report(pipeline: Settings) -> None:
@@ -350,5 +351,7 @@ def test_outage_dead_letters_then_replay_delivers_the_report(pipeline: Settings)
     assert key in {r.letter.key for r in replayed}
     seen = asyncio.run(read_until(settings, [REPORT_DRAFTED.name], lambda s: key in reports_by_key(s), timeout_s=180))
     assert key in reports_by_key(seen), "the parked study was drafted after the replay"
-    # A second replay finds nothing new: each dead letter is replayed once.
-    assert asyncio.run(replay_dead_letters(settings, "concepts", {"dependency"})).replayed == []
+    # Each dead letter is replayed once: a second replay takes none of the first one's again. (It may
+    # take letters parked since: studies of earlier tests still in flight met the stopped Triton too.)
+    again = asyncio.run(replay_dead_letters(settings, "concepts", {"dependency"})).replayed
+    assert not {r.offset for r in again} & {r.offset for r in replayed} and key not in {r.letter.key for r in again}
