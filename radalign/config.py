@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # `site` or, when a deployment serves one site, `concepts_default_site`. Empty dir: <state_dir>/site_profiles.
     concepts_site_profiles_dir: Path | None = None
     concepts_default_site: str = ""
+    # Site models (`radalign sites ...`): the registry Triton serves each site's head from and the
+    # sites' training sets. Empty: <state_dir>/sites.
+    site_models_dir: Path | None = None
 
     # LLM. Empty URL: the deterministic drafter (CI default).
     llm_url: str = ""
@@ -232,6 +235,10 @@ class Settings(BaseSettings):
     @property
     def blob_root(self) -> str:
         return self.blob_url or (self.state_dir.resolve() / "blobs").as_uri()
+
+    @property
+    def sites_dir(self) -> Path:
+        return (self.site_models_dir or self.state_dir / "sites").resolve()
 
     @property
     def pg_data_dir(self) -> Path:

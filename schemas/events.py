@@ -213,6 +213,11 @@ class ConceptsInferred(Contract):
     )
     ood: OutOfDistribution | None = Field(default=None, description="set when the model abstained on the whole image")
     site_profile: str | None = Field(default=None, description="site audit profile applied (null: the shipped gate)")
+    site: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the sending site (StudyPreprocessed.site)")
+    site_head: str | None = Field(
+        default=None, pattern=_SITE_PATTERN, description="the site whose promoted site model scored the film (null: the generic model)"
+    )
+    site_head_version: str | None = Field(default=None, max_length=128, description="that site model's version (radalign sites list)")
     image_embedding: list[float] = Field(
         max_length=4096,
         description="L2-normalised, in the report encoder's text space (at least 8 values); empty only when the model was not run "
@@ -254,6 +259,9 @@ class CasesRetrieved(Contract):
     ood: OutOfDistribution | None = None
     model_name: str
     model_version: str
+    site: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the sending site (its normal report macro applies)")
+    site_head: str | None = Field(default=None, pattern=_SITE_PATTERN, description="ConceptsInferred.site_head")
+    site_head_version: str | None = Field(default=None, max_length=128)
     cases: list[RetrievedCase] = Field(max_length=50)
     retrieval_version: str
     timings: list[StageTiming] = Field(default_factory=list)

@@ -135,7 +135,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "not_assessed": ["Cardiomegaly", "Pleural Effusion"],
             "sections": [{"name": "lungs", "sentences": ["There is an airspace opacity.", "The findings are consistent with pneumonia."]}],
             "footer": "Not assessed by the model (no claim made): cardiomegaly, pleural effusion.",
-            "phrase_table_version": "phrases-v1",
+            "phrase_table_version": "phrases-v1.1",
             "case_keys": ["iu-CXR1234"],
             "view_position": "PA",
             "model_name": "concept_model",

@@ -3,11 +3,36 @@ Triton's dynamic batcher group requests, so callers should keep several in fligh
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 import numpy as np
 
 from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
-from radalign.concepts.gate import ServedGate
+from radalign.concepts.gate import ServedGate, SiteHeadInfo
 from radalign.concepts.vocabulary import OBSERVATIONS
+
+
+OUTPUTS = ("probabilities", "embedding", "ood_score", "head", "shadow_probabilities", "shadow_ood_score", "shadow_head")
+
+
+@dataclass(frozen=True)
+class ServedScores:
+    probabilities: np.ndarray  # (14,) calibrated, of the head that scored the film
+    embedding: np.ndarray  # (384,)
+    ood_score: float  # that head's OOD score
+    head: SiteHeadInfo | None  # None: the generic model
+    shadow_probabilities: np.ndarray | None = None
+    shadow_ood_score: float | None = None
+    shadow_head: SiteHeadInfo | None = None
+
+
+def _head(raw: np.ndarray) -> SiteHeadInfo | None:
+    value = raw.reshape(-1)[0]
+    meta = json.loads(value.decode() if isinstance(value, bytes) else str(value))
+    if not meta:
+        return None
+    return SiteHeadInfo(meta["site"], meta["version"], ServedGate.from_dict(meta["gate"]))
 
 
 def channel_args() -> list[tuple[str, int]]:
@@ -64,9 +89,9 @@ class TritonConceptClient:
         self.gate = ServedGate.from_triton_parameters({k: v.get("string_value", "") for k, v in params.items()})
         return True
 
-    async def infer(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-        """One image (1, 224, 224) or (224, 224) float32 in [0, 1] -> (calibrated probabilities (14,),
-        embedding (384,), OOD score)."""
+    async def infer(self, image: np.ndarray, site: str | None = None) -> ServedScores:
+        """One image (1, 224, 224) or (224, 224) float32 in [0, 1], from `site` -> the served scores
+        (the site's live head when it has one, else the generic model; its shadow candidate's too)."""
         from tritonclient.grpc import InferInput, InferRequestedOutput
 
         array = np.asarray(image, dtype=np.float32)
@@ -77,14 +102,21 @@ class TritonConceptClient:
         batch = np.ascontiguousarray(array[None])
         inp = InferInput("image", list(batch.shape), "FP32")
         inp.set_data_from_numpy(batch)
-        outputs = [InferRequestedOutput("probabilities"), InferRequestedOutput("embedding"), InferRequestedOutput("ood_score")]
-        result = await self._client.infer(self.model, [inp], outputs=outputs, client_timeout=self.timeout_s)
+        site_input = InferInput("site", [1, 1], "BYTES")
+        site_input.set_data_from_numpy(np.array([[(site or "").encode()]], dtype=np.object_))
+        outputs = [InferRequestedOutput(name) for name in OUTPUTS]
+        result = await self._client.infer(self.model, [inp, site_input], outputs=outputs, client_timeout=self.timeout_s)
         probs = result.as_numpy("probabilities").reshape(-1)
         emb = result.as_numpy("embedding").reshape(-1)
         ood = result.as_numpy("ood_score").reshape(-1)
         if probs.shape != (len(OBSERVATIONS),) or emb.shape != (EMBED_DIM,) or ood.shape != (1,):
             raise RuntimeError(f"unexpected output shapes {probs.shape}, {emb.shape}, {ood.shape}")
-        return probs, emb, float(ood[0])
+        shadow = _head(result.as_numpy("shadow_head"))
+        return ServedScores(
+            probs, emb, float(ood[0]), _head(result.as_numpy("head")),
+            shadow_probabilities=result.as_numpy("shadow_probabilities").reshape(-1) if shadow else None,
+            shadow_ood_score=float(result.as_numpy("shadow_ood_score").reshape(-1)[0]) if shadow else None, shadow_head=shadow,
+        )  # fmt: skip
 
     async def close(self) -> None:
         await self._client.close()

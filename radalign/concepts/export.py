@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 REPO_MODELS = Path(__file__).resolve().parents[2] / "triton_models"
 MODEL_FILE = "concept_model.pt"
+#: The served model's outputs (a file exported with other outputs is exported again).
+SERVED_OUTPUTS = "probabilities,embedding,ood_score,features"
 META_FILE = "meta.json"  # stored inside the TorchScript archive (extra file)
 
 
@@ -48,8 +50,10 @@ def _quiet_jit() -> Iterator[None]:
 
 
 def _export(checkpoint: str | Path, out_path: Path, check: bool) -> Path:
+    from radalign.concepts.model import ServedConceptModel
+
     ckpt = load_checkpoint(checkpoint)
-    model = ckpt.build_model()
+    model = ServedConceptModel(ckpt.build_model()).eval()
     example = torch.rand(2, 1, INPUT_SIZE, INPUT_SIZE)
     with torch.inference_mode():
         traced = torch.jit.trace(model, example, check_trace=False)
@@ -62,7 +66,8 @@ def _export(checkpoint: str | Path, out_path: Path, check: bool) -> Path:
             if not torch.allclose(w, g, atol=1e-4, rtol=1e-4):
                 raise RuntimeError(f"traced model differs from eager by {float((w - g).abs().max()):.2e}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model_version": ckpt.version, "concepts_version": ckpt.meta.get("concepts_version"), "encoder": ckpt.encoder_name}
+    meta = {"model_version": ckpt.version, "concepts_version": ckpt.meta.get("concepts_version"), "encoder": ckpt.encoder_name,
+            "outputs": SERVED_OUTPUTS}  # fmt: skip
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")  # per process: two exporters never share a temp file
     torch.jit.save(traced, str(tmp), _extra_files={META_FILE: json.dumps(meta)})
     tmp.replace(out_path)
@@ -75,7 +80,8 @@ def exported_version(path: str | Path) -> str | None:
         extra = {META_FILE: ""}
         with _quiet_jit():
             torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        return json.loads(extra[META_FILE])["model_version"]
+        meta = json.loads(extra[META_FILE])
+        return meta["model_version"] if meta.get("outputs") == SERVED_OUTPUTS else None
     except Exception:  # noqa: BLE001 - any unreadable file means "export again"
         return None
 
@@ -91,9 +97,13 @@ def _set_parameter(config_text: str, key: str, value: str) -> str:
 
 
 def prepare_model_repository(
-    src: str | Path = REPO_MODELS, dst: str | Path = Path(".radalign/triton_models"), *, checkpoint: str | Path = DEFAULT_CHECKPOINT, gpu: bool = False
+    src: str | Path = REPO_MODELS, dst: str | Path = Path(".radalign/triton_models"), *, checkpoint: str | Path = DEFAULT_CHECKPOINT, gpu: bool = False,
+    site_models_dir: str | Path | None = None,
 ) -> Path:
     """Copy the model repository to `dst` and write the exported model into it; returns `dst`.
+
+    With `site_models_dir`, Triton serves each site's live head from that registry
+    (radalign.sites.registry).
 
     Re-exports only when the checkpoint's version differs from the file already there, so a
     restart of the stack costs nothing. With `gpu`, `config.gpu.pbtxt` replaces `config.pbtxt`."""
@@ -115,6 +125,8 @@ def prepare_model_repository(
     # only these: an observation the model never learnt is "not assessed", not "uncertain".
     supported = [o.value for o, ok in zip(OBSERVATIONS, load_checkpoint(checkpoint).head.supported.tolist(), strict=True) if ok]
     config = _set_parameter(config, "supported_observations", "|".join(supported))
+    if site_models_dir is not None:
+        config = _set_parameter(config, "site_models_dir", str(Path(site_models_dir).resolve()))
     # The validity gate decided on held-out data: which observations the concept stage reports,
     # their operating points and the OOD threshold. Checkpoints without one serve no gate.
     gate = load_checkpoint(checkpoint).gate

@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from radalign.concepts.calibration import OperatingPoint
+from radalign.concepts.policy import ClaimPolicy
 from radalign.concepts.vocabulary import OBSERVATIONS
 from schemas.events import Observation
 
@@ -121,11 +122,15 @@ class ServedGate:
     name: str = "shipped"  # "shipped" or a site profile's site name
     recalibration: dict[str, tuple[float, float]] = field(default_factory=dict)  # site profiles: obs -> (scale, bias) on the served logit
     model_version: str | None = None  # site profiles: the served model they were audited against
+    #: The claim policy (radalign.concepts.policy): where set, its thresholds replace the operating
+    #: points and a state it does not allow makes the observation not assessed for that film.
+    policy: ClaimPolicy | None = None
 
     def to_dict(self) -> dict:
         return {"name": self.name, "assessed": self.assessed, "ood_threshold": self.ood_threshold,
                 "operating_points": {k: v.to_dict() for k, v in self.operating_points.items()},
-                "recalibration": {k: list(v) for k, v in self.recalibration.items()}, "model_version": self.model_version}  # fmt: skip
+                "recalibration": {k: list(v) for k, v in self.recalibration.items()}, "model_version": self.model_version,
+                "policy": None if self.policy is None else self.policy.to_dict()}  # fmt: skip
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> ServedGate:
@@ -134,6 +139,7 @@ class ServedGate:
             operating_points={k: OperatingPoint(**v) for k, v in raw.get("operating_points", {}).items()},
             recalibration={k: (float(v[0]), float(v[1])) for k, v in raw.get("recalibration", {}).items()},
             model_version=raw.get("model_version"),
+            policy=ClaimPolicy.from_dict(raw["policy"]) if raw.get("policy") else None,
         )  # fmt: skip
 
     def triton_parameters(self) -> dict[str, str]:
@@ -144,6 +150,15 @@ class ServedGate:
     def from_triton_parameters(cls, params: Mapping[str, str]) -> ServedGate | None:
         raw = params.get("concept_gate")
         return cls.from_dict(json.loads(raw)) if raw else None
+
+
+@dataclass(frozen=True)
+class SiteHeadInfo:
+    """Which site model scored a film (Triton's `head` output): its site, version and gate."""
+
+    site: str
+    version: str
+    gate: ServedGate
 
 
 def save_profile(gate: ServedGate, path: str | Path, extra: Mapping | None = None) -> Path:

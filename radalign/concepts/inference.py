@@ -12,7 +12,7 @@ import numpy as np
 
 from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
 from radalign.concepts.calibration import logit, sigmoid
-from radalign.concepts.gate import ServedGate, load_profile, profile_path
+from radalign.concepts.gate import ServedGate, SiteHeadInfo, load_profile, profile_path
 from radalign.concepts.scoring import state_for, to_concept_scores
 from radalign.concepts.vocabulary import OBSERVATIONS, Thresholds
 from schemas.events import ConceptScore, ConceptsInferred, Observation, OutOfDistribution, StageTiming, StudyPreprocessed
@@ -54,6 +54,7 @@ def build_concepts_event(
     supported: Collection[str] | None = None,
     gate: ServedGate | None = None,
     ood_score: float | None = None,
+    site_head: SiteHeadInfo | None = None,
 ) -> ConceptsInferred:
     """The stage's output event: gated concept scores, the re-normalised embedding, and the
     timings so far (plus this stage's, when the caller measured it).
@@ -91,7 +92,10 @@ def build_concepts_event(
         concepts=concepts,
         not_assessed=not_assessed,
         ood=ood,
-        site_profile=None if gate is None or gate.name == "shipped" else gate.name,
+        site_profile=None if gate is None or gate.name == "shipped" or site_head is not None else gate.name,
+        site=event.site,
+        site_head=site_head.site if site_head else None,
+        site_head_version=site_head.version if site_head else None,
         image_embedding=(emb / norm).tolist(),  # re-normalised: float32 transport loses a little
         model_name=model_name,
         model_version=model_version,
@@ -112,6 +116,7 @@ def not_chest_radiograph_event(event: StudyPreprocessed, model_name: str = MODEL
         concepts=[],
         not_assessed=list(OBSERVATIONS),
         ood=OutOfDistribution(reason="not_chest_radiograph"),
+        site=event.site,
         image_embedding=[],
         model_name=model_name,
         model_version=model_version,
@@ -143,6 +148,12 @@ def gated_scores(
         if obs.value in gate.recalibration:  # a site profile's calibration on top of the served one
             a, b = gate.recalibration[obs.value]
             p = float(sigmoid(np.array(a * logit(np.array(p)) + b)))
+        if gate.policy is not None:
+            rule = gate.policy.observations.get(obs.value)
+            if rule is None or (state := rule.state(p)) not in rule.allowed:
+                continue  # no measured right to this claim on this film: not assessed
+            concepts.append(ConceptScore(observation=obs, probability=p, state=state, present_threshold=rule.present, absent_threshold=rule.absent))
+            continue
         point = gate.operating_points[obs.value]
         state = state_for(p, Thresholds(present=point.present, absent=point.absent))
         concepts.append(ConceptScore(observation=obs, probability=p, state=state, present_threshold=point.present, absent_threshold=point.absent))

@@ -141,3 +141,21 @@ class ConceptModel(nn.Module):
         out = self.head(features)
         logits = torch.where(self.head.supported, self.calibrator(out.logits), torch.zeros_like(out.logits))
         return torch.sigmoid(logits), out.embedding, self.ood(features.mean(dim=(2, 3)))
+
+
+class ServedConceptModel(nn.Module):
+    """What Triton serves: the concept model's three outputs plus the pooled encoder features
+    (B, C), from which each site's head (radalign.sites.head) scores the film: the encoder runs
+    once per film whatever the number of site heads."""
+
+    def __init__(self, model: ConceptModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = self.model
+        features = m.encoder(m.normalise(images))
+        out = m.head(features)
+        logits = torch.where(m.head.supported, m.calibrator(out.logits), torch.zeros_like(out.logits))
+        pooled = features.mean(dim=(2, 3))
+        return torch.sigmoid(logits), out.embedding, m.ood(pooled), pooled

@@ -82,6 +82,12 @@ class Prediction:
         """Observations without a state, in CheXpert order (all of them when OOD)."""
         return [o for o in Observation if o not in self.states]
 
+    @property
+    def likely_normal(self) -> bool:
+        """No Finding stated: under a claim policy that is the site's rule-out call (the film
+        scores at or above the point where >= 98 % of validation abnormal films stay below)."""
+        return self.states.get(Observation.NO_FINDING) is Certainty.PRESENT
+
     def assessed(self, observation: Observation) -> bool:
         return observation in self.states
 

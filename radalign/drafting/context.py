@@ -39,6 +39,8 @@ class DraftContext:
     #: Words that something in this study supports and the guard therefore allows (e.g. a side
     #: from a localisation model); none today: the concept model carries no location.
     supported_words: frozenset[str] = frozenset()
+    #: The sending site: its normal report macro applies to a likely-normal film.
+    site: str | None = None
 
     @classmethod
     def from_event(cls, event: CasesRetrieved, *, max_cases: int = 3) -> DraftContext:
@@ -48,6 +50,7 @@ class DraftContext:
             view_position=event.view_position,
             lateral_only=event.lateral_only,
             priority=event.study.priority,
+            site=event.site,
         )
 
     def study_context(self) -> str:

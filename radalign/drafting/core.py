@@ -18,6 +18,7 @@ from radalign.drafting.context import DraftContext
 from radalign.drafting.deterministic import NAME as DETERMINISTIC
 from radalign.drafting.guard import DraftGuard, GuardedDraft
 from radalign.drafting.labels import ReportLabeler
+from radalign.drafting.macros import load_normal_macros
 from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class DraftingCore:
             labeler, omit_threshold=self.settings.drafting_omit_threshold,
             prompt_version=self.settings.drafting_prompt_version, max_tokens=self.settings.llm_max_tokens,
         )
+        self.guard.fallback.normal_macros = load_normal_macros(self.settings.sites_dir)
 
     def critical_findings(self, prediction: Prediction, guarded: GuardedDraft) -> list[Observation]:
         """Critical observations predicted present or uncertain, or stated present in the draft."""
@@ -90,7 +92,9 @@ class DraftingCore:
 
     async def draft(self, event: CasesRetrieved) -> ReportDrafted:
         context = DraftContext.from_event(event, max_cases=self.settings.drafting_max_cases)
-        guarded = await self.guard.run(context, self.backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]  # the settings validator restricts llm_prompt_form to the Literal
+        # a likely-normal film gets its site's normal report, never an LLM's rewrite of it
+        backend = None if context.prediction.likely_normal else self.backend
+        guarded = await self.guard.run(context, backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]  # the settings validator restricts llm_prompt_form to the Literal
         critical = self.critical_findings(context.prediction, guarded)
         # Review: critical findings, images the model abstained on (OOD), drafts the guard had to
         # replace, and drafts that still disagree with the concepts. A plain backend outage is not

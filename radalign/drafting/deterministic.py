@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from radalign.drafting.backends import DraftText
 from radalign.drafting.concepts import Prediction
 from radalign.drafting.context import DraftContext, DraftPrompt
 from radalign.drafting.labels import ReportLabeler, default_labeler
-from radalign.drafting.phrases import Band, PhraseTable, SectionName, load_phrase_table
+from radalign.drafting.phrases import Band, NormalMacro, PhraseTable, SectionName, load_phrase_table
 from radalign.drafting.sanitise import check_sentence
 from radalign.drafting.text import normalise, split_sentences
 from schemas.events import Certainty, Observation
@@ -67,11 +67,14 @@ class DeterministicDrafter:
     name = NAME
 
     def __init__(
-        self, labeler: ReportLabeler | None = None, *, phrase_table: PhraseTable | None = None, borrow_normal_phrasing: bool = False
+        self, labeler: ReportLabeler | None = None, *, phrase_table: PhraseTable | None = None, borrow_normal_phrasing: bool = False,
+        normal_macros: Mapping[str, NormalMacro] | None = None,
     ) -> None:
         self._labeler = labeler
         self.table = phrase_table or load_phrase_table()
         self.borrow_normal_phrasing = borrow_normal_phrasing
+        #: Site -> the provider's normal report (`radalign.drafting.macros`); the phrase table's otherwise.
+        self.normal_macros = dict(normal_macros or {})
 
     @property
     def labeler(self) -> ReportLabeler:
@@ -93,6 +96,10 @@ class DeterministicDrafter:
             findings = self.table.impression["ood_findings"].format(reason=reason)
             return DraftText(findings, self.table.impression["ood_impression"], NAME, elapsed_s=time.perf_counter() - started, footer=footer)
 
+        if prediction.likely_normal and not all(prediction.assessed(o) for o in self.table.observations):
+            # a normal call the structured reading cannot spell out section by section (a site
+            # model assesses a few observations): the site's normal report says it
+            return self.normal_report(context, footer, started)
         borrowed = self._normal_candidates(context) if self.borrow_normal_phrasing else []
         sections = tuple(
             (name, tuple(sentences))
@@ -103,6 +110,18 @@ class DeterministicDrafter:
         impression = self.impression(prediction)
         if not findings:  # nothing assessed in any section: the impression says what there is to say
             findings = impression
+        return DraftText(findings, impression, NAME, elapsed_s=time.perf_counter() - started, sections=sections, footer=footer)
+
+    def normal_report(self, context: DraftContext, footer: str | None, started: float) -> DraftText:
+        """A likely-normal film (No Finding stated at the site's rule-out point): the site's normal
+        report, with a finding inserted only where the claim policy let the model state or hedge it."""
+        macro = self.normal_macros.get(context.site or "", self.table.normal_macro)
+        stated = _findings_only(context.prediction)
+        # the macro is one block across sections: the structured sections hold only what was inserted
+        sections = tuple((name, tuple(found)) for name, _ in self.table.sections if (found := self.section_sentences(name, stated)))
+        inserted = [s for _, found in sections for s in found]
+        findings = " ".join([*inserted, macro.findings])
+        impression = self.impression(stated) if inserted else macro.impression
         return DraftText(findings, impression, NAME, elapsed_s=time.perf_counter() - started, sections=sections, footer=footer)
 
     def section_sentences(self, section: SectionName, prediction: Prediction, borrowed: list[tuple[str, frozenset[Observation]]] = ()) -> list[str]:  # type: ignore[assignment]  # an empty tuple default for a read-only sequence
@@ -139,6 +158,8 @@ class DeterministicDrafter:
             ),
             key=lambda item: (item[0], item[1]),  # stated findings first, each band most important first
         )
+        if not prediction.states:  # the claim policy left nothing this film may be told
+            return self.table.impression["nothing_claimed"]
         if ranked:
             prefix = {0: "", 1: self.table.impression["likely_prefix"] + " ", 2: self.table.impression["possible_prefix"] + " "}
             return " ".join(_sentence_case(prefix[rank] + p.impression) + "." for rank, _, p in ranked)
@@ -173,6 +194,13 @@ class DeterministicDrafter:
                 if len(sections) == 1:
                     out.append((sentence, frozenset(labels)))
         return out
+
+
+def _findings_only(prediction: Prediction) -> Prediction:
+    """The prediction's stated and hedged findings alone (no normal statements, no No Finding)."""
+    keep = {o: s for o, s in prediction.states.items() if o is not Observation.NO_FINDING and s is not Certainty.ABSENT}
+    return Prediction(keep, {o: prediction.probabilities[o] for o in keep if o in prediction.probabilities},
+                      prediction.present_thresholds, prediction.absent_thresholds)  # fmt: skip
 
 
 def _sentences(texts: Iterable[str]) -> Iterable[str]:

@@ -44,6 +44,14 @@ class AbsentGroup:
 
 
 @dataclass(frozen=True)
+class NormalMacro:
+    """A provider's normal report: what a likely-normal film's draft says."""
+
+    findings: str
+    impression: str
+
+
+@dataclass(frozen=True)
 class PhraseTable:
     version: str
     present_threshold: float
@@ -54,6 +62,8 @@ class PhraseTable:
     impression: dict[str, str]
     ood_reasons: dict[str, str]
     footer: str
+    #: The default normal report (a site's own macro replaces it: `radalign.drafting.macros`).
+    normal_macro: NormalMacro
 
     def in_section(self, section: SectionName) -> list[ObservationPhrases]:
         return [p for o, p in self.observations.items() if p.section == section]
@@ -82,6 +92,7 @@ def parse_phrase_table(raw: dict) -> PhraseTable:
             version=raw["version"], present_threshold=float(thresholds["present"]), absent_threshold=float(thresholds["absent"]),
             sections=sections, observations=observations, absent_groups=groups, impression=dict(raw["impression"]),
             ood_reasons=dict(raw["ood_reasons"]), footer=raw["footer"],
+            normal_macro=NormalMacro(raw["normal_macro"]["findings"], raw["normal_macro"]["impression"]),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"malformed phrase table: {exc!r}") from exc

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from radalign.sites.registry import seeded_registry
 from radalign.config import Settings
 from radalign.stack.process import StatePaths, start_process
 from radalign.stack.readiness import StackStartError, tcp_open, wait_until_ready
@@ -117,7 +118,7 @@ def start_triton(
     if model_repo is None:
         from radalign.concepts.export import prepare_model_repository
 
-        model_repo = prepare_model_repository(DEFAULT_MODEL_REPO, paths.data_dir(NAME) / "models")
+        model_repo = prepare_model_repository(DEFAULT_MODEL_REPO, paths.data_dir(NAME) / "models", site_models_dir=seeded_registry(settings.sites_dir))
     model_repo = Path(model_repo).resolve()
     if not model_repo.is_dir():
         raise StackStartError(f"model repository {model_repo} does not exist")

@@ -12,6 +12,7 @@ import numpy as np
 
 from radalign.blobstore import BlobIntegrityError, BlobStore, open_blob_store
 from radalign.concepts.client import TritonConceptClient
+from radalign.concepts.metrics_site import record_site_scores
 from radalign.concepts.inference import (
     InvalidModelInput,
     build_concepts_event,
@@ -70,17 +71,23 @@ class ConceptsStage(Stage[StudyPreprocessed]):
         image = await call_with_retry(
             "blob store", lambda: asyncio.to_thread(fetch_model_input, self.blobs, event), self.settings, stage=self.name, timeout_s=30
         )
-        probabilities, embedding, ood_score = await call_with_retry(
-            "triton", lambda: self.client.infer(image), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
+        site = event.site or self.settings.concepts_default_site or None
+        served = await call_with_retry(
+            "triton", lambda: self.client.infer(image, site), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
         )
         if self.client.supported is None:
             await self.client.ready()  # Triton restarted or came up after us: learn version and concepts
         version = str(self.client.model_version)
-        profiles = self.settings.concepts_site_profiles_dir or self.settings.state_dir / "site_profiles"
-        gate = select_gate(self.client.gate, event.site or self.settings.concepts_default_site or None, profiles, version)
+        if served.head is not None:  # the site's promoted model: its own gate and claim policy
+            gate = served.head.gate
+        else:
+            profiles = self.settings.concepts_site_profiles_dir or self.settings.state_dir / "site_profiles"
+            gate = select_gate(self.client.gate, site, profiles, version)
+        record_site_scores(site, served)
         out = build_concepts_event(
-            event, probabilities, embedding, self.settings.triton_model, version, supported=self.client.supported, gate=gate, ood_score=ood_score
-        )
+            event, served.probabilities, served.embedding, self.settings.triton_model, version, supported=self.client.supported, gate=gate,
+            ood_score=served.ood_score, site_head=served.head,
+        )  # fmt: skip
         return [Output(CONCEPTS_INFERRED, out)]
 
 

@@ -134,7 +134,7 @@ def test_one_study_flows_from_gateway_to_report(pipeline: Settings) -> None:
     from schemas.events import Certainty, Observation
 
     assert set(report.not_assessed) == set(Observation) - {c.observation for c in report.concepts}
-    assert (report.sections or report.ood) and report.phrase_table_version == "phrases-v1"
+    assert (report.sections or report.ood) and report.phrase_table_version == "phrases-v1.1"
     read = label_sections(report.findings, report.impression)
     assert not [o for o in report.not_assessed if o is not Observation.NO_FINDING and read.get(o) in (Certainty.PRESENT, Certainty.UNCERTAIN)]
     assert report.case_keys, "retrieval grounded the draft in historical cases"

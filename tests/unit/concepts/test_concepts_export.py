@@ -27,8 +27,12 @@ def test_torchscript_export_matches_eager_at_any_batch_size(tiny_checkpoint: Pat
         with torch.inference_mode():
             want, got = model(x), traced(x)
         assert got[0].shape == (batch, 14) and got[1].shape == (batch, 384) and got[2].shape == (batch,)
-        for w, g in zip(want, got, strict=True):
+        for w, g in zip(want, got[:3], strict=True):
             torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
+        # the fourth output is what each site head reads: the encoder's pooled features
+        with torch.inference_mode():
+            pooled = model.encoder(model.normalise(x)).mean(dim=(2, 3))
+        torch.testing.assert_close(got[3], pooled, atol=1e-5, rtol=1e-4)
     assert exported_version(out) == load_checkpoint(tiny_checkpoint).version
 
 

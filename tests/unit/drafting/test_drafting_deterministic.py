@@ -35,6 +35,48 @@ def test_normal_study_reads_in_order_and_says_normal():
     assert result.impression == TABLE.impression["normal"] and result.footer is None
 
 
+LIKELY_NORMAL = {Observation.NO_FINDING: Certainty.PRESENT}  # a site model's rule-out call, nothing else assessed
+
+
+def test_a_likely_normal_call_is_the_normal_report():
+    result = draft(LIKELY_NORMAL)
+    assert result.sections == () and "not assessed" in (result.footer or "").lower()
+    assert (result.findings, result.impression) == (TABLE.normal_macro.findings, TABLE.normal_macro.impression)
+
+
+def test_a_finding_the_policy_allows_is_inserted_into_the_normal_report():
+    event = make_event(LIKELY_NORMAL, [])
+    stated = ConceptScore(observation=Observation.PLEURAL_EFFUSION, probability=0.9, state=Certainty.PRESENT, present_threshold=0.7, absent_threshold=0.3)
+    result = DeterministicDrafter().draft(DraftContext.from_event(event.model_copy(update={"concepts": [*event.concepts, stated]})))
+    assert result.findings.endswith(TABLE.normal_macro.findings) and "effusion" in result.findings.split(TABLE.normal_macro.findings)[0].lower()
+    assert "effusion" in result.impression.lower()
+
+
+def test_a_site_macro_replaces_the_default_normal_report():
+    from radalign.drafting.phrases import NormalMacro
+
+    macro = NormalMacro("Heart and lungs normal. No effusion.", "Normal chest.")
+    event = make_event(LIKELY_NORMAL, [])
+    context = DraftContext.from_event(event.model_copy(update={"site": "HOSP-A"}))
+    result = DeterministicDrafter(normal_macros={"HOSP-A": macro}).draft(context)
+    assert (result.findings, result.impression) == (macro.findings, macro.impression)
+    other = DeterministicDrafter(normal_macros={"HOSP-B": macro}).draft(context)
+    assert other.findings == TABLE.normal_macro.findings
+
+
+def test_without_a_normal_call_the_study_reads_in_order():
+    result = draft({o: Certainty.ABSENT for o in Observation if o is not Observation.NO_FINDING})
+    assert [name for name, _ in result.sections] == ["heart_mediastinum", "lungs", "pleura", "bones_soft_tissues"]
+    assert result.findings.startswith("The heart size and mediastinal contours are within normal limits. The lungs are clear.")
+
+
+def test_a_film_the_policy_left_nothing_to_claim_says_so():
+    event = make_event(LIKELY_NORMAL, []).model_copy(update={"concepts": [], "not_assessed": list(Observation)})
+    result = DeterministicDrafter().draft(DraftContext.from_event(event))
+    assert result.impression == TABLE.impression["nothing_claimed"]
+    assert "assessed findings" not in result.findings + result.impression
+
+
 def test_wording_follows_calibrated_certainty():
     def score(o, p, state):
         return ConceptScore(observation=o, probability=p, state=state, present_threshold=0.7, absent_threshold=0.3)

@@ -83,7 +83,7 @@ async def test_ood_study_is_never_sent_to_the_llm():
 async def test_report_carries_sections_footer_and_phrase_table_version():
     report = await DraftingCore(Settings(), None).draft(make_event(LABELS, []))
     assert [s.name for s in report.sections] == ["lungs"] and not report.needs_review
-    assert report.phrase_table_version == "phrases-v1" and "cardiomegaly" in (report.footer or "")
+    assert report.phrase_table_version == "phrases-v1.1" and "cardiomegaly" in (report.footer or "")
     assert Observation.CARDIOMEGALY in report.not_assessed and Observation.PNEUMONIA not in report.not_assessed
 
 
