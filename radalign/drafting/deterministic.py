@@ -96,9 +96,9 @@ class DeterministicDrafter:
             findings = self.table.impression["ood_findings"].format(reason=reason)
             return DraftText(findings, self.table.impression["ood_impression"], NAME, elapsed_s=time.perf_counter() - started, footer=footer)
 
-        if prediction.likely_normal and not all(prediction.assessed(o) for o in self.table.observations):
-            # a normal call the structured reading cannot spell out section by section (a site
-            # model assesses a few observations): the site's normal report says it
+        if prediction.likely_normal and not any(s is Certainty.ABSENT for s in prediction.states.values()):
+            # a rule-out call and no negative the structured reading could spell out section by
+            # section (a site model's likely-normal film): the site's normal report says it
             return self.normal_report(context, footer, started)
         borrowed = self._normal_candidates(context) if self.borrow_normal_phrasing else []
         sections = tuple(
