@@ -80,7 +80,7 @@ class DicomScp:
         ae = AE(ae_title=settings.dicom_ae_title)
         ae.maximum_associations = settings.dicom_max_associations
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-        allowed = [a.strip() for a in settings.dicom_allowed_aes.split(",") if a.strip()]
+        allowed = list(settings.allowed_calling_aes)
         if allowed:
             ae.require_calling_aet = allowed
         syntaxes = decodable_transfer_syntaxes()
