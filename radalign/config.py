@@ -25,6 +25,16 @@ class InsecureSettings(ValueError):
     """`RADALIGN_ENV=production` with a setting that is only acceptable on a developer machine."""
 
 
+def csv_list(value: str | None) -> tuple[str, ...]:
+    """The entries of a comma-separated setting (tokens, AE titles, issuers, bootstrap servers...).
+
+    Each entry is stripped of surrounding whitespace (spaces, tabs, newlines: a secret mounted from
+    a file often ends in one) and empty entries are dropped, so `" , \\n"` has no entry at all.
+    The one parser of such settings: the production guard and every consumer read them alike.
+    """
+    return tuple(entry for entry in (part.strip() for part in (value or "").split(",")) if entry)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RADALIGN_", env_file=None, extra="ignore")
 
@@ -177,17 +187,29 @@ class Settings(BaseSettings):
         if self.env != "production":
             return self
         problems = []
-        if not self.gateway_tokens.strip(","):
-            problems.append("RADALIGN_GATEWAY_TOKENS is empty (the ingest API would accept anyone)")
-        if not self.read_tokens.strip(","):
-            problems.append("RADALIGN_READ_TOKENS is empty (the report API would accept anyone)")
-        ingest = {t.strip() for t in self.gateway_tokens.split(",") if t.strip()}
-        if ingest & {t.strip() for t in self.read_tokens.split(",") if t.strip()}:
+        ingest, read = set(csv_list(self.gateway_tokens)), set(csv_list(self.read_tokens))
+        if not ingest:
+            problems.append(f"RADALIGN_GATEWAY_TOKENS is empty{_blank(self.gateway_tokens)} (the ingest API would accept anyone)")
+        if not read:
+            problems.append(f"RADALIGN_READ_TOKENS is empty{_blank(self.read_tokens)} (the report API would accept anyone)")
+        if ingest & read:
             problems.append("a token is both an ingest and a read token (uploaders could read re-identified reports)")
-        if not self.dicom_allowed_aes.strip(","):
-            problems.append("RADALIGN_DICOM_ALLOWED_AES is empty (any calling AE could store)")
-        if self.deid_secret == DEV_DEID_SECRET or len(self.deid_secret) < 32:
-            problems.append("RADALIGN_DEID_SECRET is the public default or shorter than 32 characters (pseudonyms could be recomputed)")
+        if not csv_list(self.dicom_allowed_aes):
+            problems.append(f"RADALIGN_DICOM_ALLOWED_AES is empty{_blank(self.dicom_allowed_aes)} (any calling AE could store)")
+        secret = self.deid_secret.strip()
+        if secret == DEV_DEID_SECRET or len(secret) < 32:
+            problems.append(
+                "RADALIGN_DEID_SECRET is the public default or shorter than 32 characters, surrounding whitespace not counted "
+                "(pseudonyms could be recomputed)"
+            )
+        # Optional secrets: unset is a choice, set to only whitespace is a broken secret mount.
+        optional_secrets = {
+            "RADALIGN_KAFKA_SASL_PASSWORD": self.kafka_sasl_password.get_secret_value(),
+            "RADALIGN_LLM_API_KEY": self.llm_api_key,
+        }
+        for name, value in optional_secrets.items():
+            if value and not value.strip():
+                problems.append(f"{name} is set but holds only whitespace")
         if self.kafka_sasl_mechanism and not self.kafka_security_protocol.startswith("SASL"):
             problems.append("RADALIGN_KAFKA_SASL_MECHANISM is set but the security protocol is not SASL_*")
         if problems:
@@ -196,8 +218,15 @@ class Settings(BaseSettings):
 
     @property
     def read_api_tokens(self) -> str:
-        """Tokens of the report read API: `read_tokens`, or in dev the ingest tokens when unset."""
-        return self.read_tokens or (self.gateway_tokens if self.env == "dev" else "")
+        """Tokens of the report read API: `read_tokens`, or in dev the ingest tokens when it has none."""
+        if csv_list(self.read_tokens):
+            return self.read_tokens
+        return self.gateway_tokens if self.env == "dev" else ""
+
+    @property
+    def allowed_calling_aes(self) -> tuple[str, ...]:
+        """`dicom_allowed_aes` as a list; empty: any calling AE (refused in production)."""
+        return csv_list(self.dicom_allowed_aes)
 
     def kafka_ssl_context(self) -> ssl.SSLContext | None:
         if self.kafka_security_protocol not in ("SSL", "SASL_SSL"):
@@ -252,6 +281,11 @@ class Settings(BaseSettings):
         if stage == "gateway":
             return self.gateway_port
         return stage_spec(stage).web_port + self.web_port_offset
+
+
+def _blank(value: str) -> str:
+    """Says why a non-empty value of a list setting counts as empty."""
+    return " (it holds only whitespace, newlines or commas)" if value else ""
 
 
 @lru_cache(maxsize=1)

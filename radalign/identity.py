@@ -46,10 +46,8 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from radalign.config import Settings
+from radalign.config import Settings, csv_list
 
 PATIENT_PREFIX = "pt"
 STUDY_PREFIX = "st"
@@ -135,15 +133,13 @@ class Pseudonymizer:
 def _parse_issuers(spec: str) -> dict[str, str]:
     """`"dicom-cstore:PACS_A=HOSP-A, http=HOSP-B"` -> {source selector: issuer}."""
     mapping: dict[str, str] = {}
-    for item in spec.split(","):
-        if not item.strip():
-            continue
+    for item in csv_list(spec):
         selector, sep, issuer = item.partition("=")
         selector, issuer = selector.strip(), issuer.strip()
         protocol = selector.split(":", 1)[0]
         if not sep or not selector or not issuer or protocol not in GATEWAY_SOURCES:
             raise ValueError(
-                f"RADALIGN_PATIENT_ISSUERS entry {item.strip()!r}: expected <source>[:<calling AE>]=<issuer>, "
+                f"RADALIGN_PATIENT_ISSUERS entry {item!r}: expected <source>[:<calling AE>]=<issuer>, "
                 f"source one of {', '.join(GATEWAY_SOURCES)}"
             )
         mapping[selector] = issuer

@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from radalign.config import Settings, get_settings
+from radalign.config import Settings, csv_list, get_settings
 from radalign.framework import codec
 from radalign.pipeline import STAGES
 from radalign.report_page import write_reports_page
@@ -72,8 +72,8 @@ def send_images(settings: Settings, files: list[Path], run: str) -> list[str]:
     import httpx
 
     headers = {}
-    if settings.gateway_tokens:
-        headers["Authorization"] = f"Bearer {settings.gateway_tokens.split(',')[0].strip()}"
+    if tokens := csv_list(settings.gateway_tokens):
+        headers["Authorization"] = f"Bearer {tokens[0]}"
     keys = []
     base = f"http://{settings.gateway_host}:{settings.gateway_port}"
     with httpx.Client(base_url=base, timeout=30.0, headers=headers) as client:

@@ -38,11 +38,7 @@ def prepare(settings: Settings) -> tuple[Settings, LoopbackFhirServer | None]:
 
 def route_from_orthanc(settings: Settings, dicom: bytes) -> str:
     """Upload one DICOM object to Orthanc and have Orthanc C-STORE that instance to the gateway, as
-    a routing rule on stored instances does; returns Orthanc's study id.
-
-    The instance, not its whole study: once a draft has come back, the study also holds our SR,
-    which the gateway does not accept (its SCP takes CR, DX and SC images only), and Orthanc fails
-    the whole store job when one object's presentation context is refused."""
+    a routing rule on stored instances does; returns Orthanc's study id."""
     base = orthanc.http_url(settings)
     uploaded = httpx.post(f"{base}/instances", content=dicom, timeout=60)
     uploaded.raise_for_status()
@@ -50,6 +46,17 @@ def route_from_orthanc(settings: Settings, dicom: bytes) -> str:
     sent = httpx.post(f"{base}/modalities/{orthanc.GATEWAY_MODALITY}/store", json={"Resources": [stored["ID"]], "Synchronous": True}, timeout=120)
     sent.raise_for_status()
     return str(stored["ParentStudy"])
+
+
+def route_study_from_orthanc(settings: Settings, orthanc_study: str) -> None:
+    """Have Orthanc C-STORE a whole study to the gateway, as a routing rule on stable studies does.
+    Once a draft is back the study also holds our SR: the gateway accepts and ignores it, so the
+    store job succeeds (Orthanc fails the whole job when any one object is refused)."""
+    sent = httpx.post(
+        f"{orthanc.http_url(settings)}/modalities/{orthanc.GATEWAY_MODALITY}/store",
+        json={"Resources": [orthanc_study], "Synchronous": True}, timeout=120,
+    )
+    sent.raise_for_status()
 
 
 async def _delivery_rows(settings: Settings) -> list[tuple[str, str, int]]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hmac
 
+from radalign.config import csv_list
+
 
 def parse_tokens(csv: str) -> frozenset[str]:
-    """`RADALIGN_GATEWAY_TOKENS`: comma-separated; empty means no auth (dev only)."""
-    return frozenset(t.strip() for t in csv.split(",") if t.strip())
+    """`RADALIGN_GATEWAY_TOKENS` / `RADALIGN_READ_TOKENS`: comma-separated (`csv_list`); no entry means no
+    auth (dev only: production refuses to start without one)."""
+    return frozenset(csv_list(csv))
 
 
 def bearer_authorized(authorization: str | None, tokens: frozenset[str]) -> bool:

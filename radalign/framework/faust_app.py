@@ -17,7 +17,7 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from radalign.config import Settings
+from radalign.config import Settings, csv_list
 from radalign.framework import metrics
 from radalign.framework.retry import retry_until_done
 from radalign.framework.stage import Record, Stage, StageRunner
@@ -30,7 +30,7 @@ LOOP_STALL_S = 15.0
 
 
 def broker_urls(bootstrap: str) -> str:
-    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+    return ";".join(f"kafka://{host}" for host in csv_list(bootstrap))
 
 
 def create_app(stage: Stage[Any], settings: Settings) -> faust.App:

@@ -37,6 +37,41 @@ SECONDARY_CAPTURE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.7")
 ACCEPTED_SOP_CLASSES: tuple[UID, ...] = (CR_STORAGE, DX_PRESENTATION_STORAGE, DX_PROCESSING_STORAGE, SECONDARY_CAPTURE_STORAGE)
 ACCEPTED_MODALITIES = frozenset({"CR", "DX", "SC", "OT"})
 
+_STORAGE = "1.2.840.10008.5.1.4.1.1."
+#: Kinds of ignored objects: the closed set of the `sop_class` label of
+#: `radalign_gateway_ignored_instances_total`.
+IGNORED_KINDS: tuple[str, ...] = ("sr", "kos", "presentation_state", "other")
+#: Storage SOP classes a PACS keeps beside the images of a study (reports, key object selections,
+#: display states, documents), our own SR among them. The gateway accepts them with success (C-STORE
+#: 0x0000, STOW-RS stored) and drops them unprocessed, so that routing a whole study does not fail
+#: on them; each is counted under its kind. Any other class that is not a radiograph (a CT) is refused.
+IGNORED_SOP_CLASSES: dict[UID, str] = {
+    **{UID(_STORAGE + suffix): "sr" for suffix in (
+        "88.11",  # Basic Text SR
+        "88.22",  # Enhanced SR
+        "88.33",  # Comprehensive SR
+        "88.34",  # Comprehensive 3D SR
+        "88.35",  # Extensible SR
+        "88.40",  # Procedure Log
+        "88.50",  # Mammography CAD SR
+        "88.65",  # Chest CAD SR
+        "88.67",  # X-Ray Radiation Dose SR
+        "88.68",  # Radiopharmaceutical Radiation Dose SR
+        "88.69",  # Colon CAD SR
+        "88.70",  # Implantation Plan SR
+        "88.71",  # Acquisition Context SR
+        "88.72",  # Simplified Adult Echo SR
+        "88.73",  # Patient Radiation Dose SR
+        "88.74",  # Planned Imaging Agent Administration SR
+        "88.75",  # Performed Imaging Agent Administration SR
+        "88.76",  # Enhanced X-Ray Radiation Dose SR
+    )},
+    UID(_STORAGE + "88.59"): "kos",  # Key Object Selection Document
+    **{UID(_STORAGE + f"11.{n}"): "presentation_state" for n in range(1, 13)},  # Grayscale ... Variable Modality LUT Softcopy PS
+    UID(_STORAGE + "104.1"): "other",  # Encapsulated PDF (a scanned request, say)
+    UID(_STORAGE + "104.2"): "other",  # Encapsulated CDA
+}
+
 #: Views that show the chest from the front, best first (PA is the reference view of CXR reports).
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
 LATERAL_VIEWS = frozenset({"LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "L"})
@@ -226,9 +261,19 @@ def _check_pixel_length(ds: Dataset) -> None:
         raise Refusal(RefusalReason.UNREADABLE, f"encapsulated pixel data holds more frames than the {frames} declared")
 
 
+def sop_class_of(ds: Dataset) -> str:
+    """The object's SOP Class UID (the data set's, else the file meta's); empty when neither has one."""
+    return str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", "")).strip()
+
+
+def ignored_kind(ds: Dataset) -> str | None:
+    """The kind (`IGNORED_KINDS`) of an object the gateway accepts and drops, or None."""
+    return IGNORED_SOP_CLASSES.get(UID(sop_class_of(ds)))
+
+
 def check_dicom(ds: Dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomFacts:
     """Apply the gateway's refusal rules to a parsed object; return the facts it needs."""
-    sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    sop_class = sop_class_of(ds)
     if sop_class not in ACCEPTED_SOP_CLASSES:
         name = UID(sop_class).name if sop_class else "missing"
         raise Refusal(RefusalReason.UNSUPPORTED_SOP_CLASS, f"SOP class {name} is not a radiograph storage class")

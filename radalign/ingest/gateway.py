@@ -3,9 +3,12 @@ here: the adapters in `services/gateway/` (C-STORE SCP, STOW-RS and HTTP server)
 
 Every source (C-STORE, STOW-RS, HTTP form) ends in `GatewayCore.ingest_dicom` or
 `GatewayCore.ingest_image`; both either return an `Accepted` or raise a `Refusal` (see
-`radalign.ingest.refusal` for the reasons and their HTTP/DICOM statuses). Order of work per
-instance, so that no partial study is ever published:
-  1. size limit, parse, refusal rules (nothing stored yet);
+`radalign.ingest.refusal` for the reasons and their HTTP/DICOM statuses). `ingest_dicom` returns
+`Ignored` for a readable object of a class the pipeline does not process but a PACS routes with a
+study (SR, Key Object Selection, presentation states: `radalign.ingest.dicom.IGNORED_SOP_CLASSES`):
+answered success, stored nowhere, counted. Order of work per instance, so that no partial study
+is ever published:
+  1. size limit, parse, ignored classes, refusal rules (nothing stored yet);
   2. de-identify; write the cleaned object to the blob store (content-addressed, idempotent);
   3. upsert pseudonym -> identifiers in PostgreSQL (idempotent);
   4. add the instance to the outbox (PostgreSQL in production), durably: only then is the
@@ -30,7 +33,7 @@ from radalign.identity import IssuerPolicy, Pseudonymizer
 from radalign.ingest import metrics
 from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
 from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
-from radalign.ingest.dicom import check_dicom, read_dicom
+from radalign.ingest.dicom import check_dicom, ignored_kind, read_dicom, sop_class_of
 from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, strip_raster_metadata
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
@@ -50,6 +53,17 @@ class Accepted:
     patient_key: str
     instance_key: str
     duplicate: bool
+    #: The sender's own SOP class / instance UIDs, only for the STOW-RS response to that sender.
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """An object accepted with success and dropped: a SOP class the pipeline does not process."""
+
+    #: One of `radalign.ingest.dicom.IGNORED_KINDS` (a metric label).
+    kind: str
     #: The sender's own SOP class / instance UIDs, only for the STOW-RS response to that sender.
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
@@ -122,13 +136,20 @@ class GatewayCore:
             log.error("pseudonym store / outbox unavailable (%s)", type(exc).__name__)
             raise Refusal(RefusalReason.UNAVAILABLE, "the gateway's database is unavailable; retry later") from exc
 
-    async def ingest_dicom(self, data: bytes, source: Source, *, stat: bool = False, calling_ae: str | None = None) -> Accepted:
-        """Accept one DICOM Part 10 object or raise `Refusal` (counted in the metrics).
+    async def ingest_dicom(
+        self, data: bytes, source: Source, *, stat: bool = False, calling_ae: str | None = None
+    ) -> Accepted | Ignored:
+        """Accept one DICOM Part 10 object, ignore one of a class the pipeline does not process
+        (`Ignored`), or raise `Refusal` (each counted in the metrics).
         `calling_ae` (C-STORE) selects a per-sender patient issuer and site (`radalign.identity`)."""
         try:
             self.check_accepting()
             self._check_size(len(data))
             prepared = await asyncio.to_thread(self._prepare_dicom, data, source, calling_ae)
+            if isinstance(prepared, Ignored):
+                metrics.INSTANCES_IGNORED.labels(source, prepared.kind).inc()
+                log.info("ignored a %s instance from %s (answered success, not processed)", prepared.kind, source)
+                return prepared
             facts, clean_bytes, original, patient_key = prepared
             study_key = self.pseudonymizer.study_key(facts.study_uid)
             instance_key = self.pseudonymizer.instance_key(facts.sop_instance_uid)
@@ -147,7 +168,12 @@ class GatewayCore:
         return Accepted(study_key, patient_key, instance_key, not added, facts.sop_class_uid, facts.sop_instance_uid)
 
     def _prepare_dicom(self, data: bytes, source: Source, calling_ae: str | None):
-        ds = read_dicom(data)
+        ds = read_dicom(data)  # an ignored object must be readable DICOM too
+        if (kind := ignored_kind(ds)) is not None:
+            instance_uid = str(ds.get("SOPInstanceUID", "") or "").strip()
+            if not instance_uid:
+                raise Refusal(RefusalReason.MISSING_IDENTIFIER, "SOPInstanceUID is missing")
+            return Ignored(kind, sop_class_of(ds), instance_uid)
         facts = check_dicom(ds, max_pixels=self.settings.max_image_pixels)
         issuer = self.issuers.issuer(source, declared=str(ds.get("IssuerOfPatientID", "") or ""), calling_ae=calling_ae)
         clean, original = deidentify(ds, self.pseudonymizer, issuer, refuse_burned_in=self.settings.deid_refuse_burned_in)

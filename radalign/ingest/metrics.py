@@ -10,6 +10,11 @@ INSTANCES_ACCEPTED = Counter(
 INSTANCES_REFUSED = Counter(
     "radalign_gateway_instances_refused_total", "Inputs the gateway refused, by reason", ["source", "reason"]
 )
+INSTANCES_IGNORED = Counter(
+    "radalign_gateway_ignored_instances_total",
+    "Instances of SOP classes the gateway does not process (SR, KOS, presentation states...): answered success, dropped",
+    ["source", "sop_class"],  # sop_class: one of radalign.ingest.dicom.IGNORED_KINDS
+)
 INSTANCES_DUPLICATE = Counter(
     "radalign_gateway_instances_duplicate_total", "Instances received again unchanged (ignored)", ["source"]
 )

@@ -94,7 +94,7 @@ def ingest_csv(
     batch_size: BatchSize = 256,
     migrate: Migrate = True,
     progress: Progress = True,
-    images: Annotated[bool, typer.Option(help="embed image_path images with the concept model when it offers an embedder")] = True,
+    images: Annotated[bool, typer.Option(help="embed each row's image_path (PNG/JPEG) with the shipped concept model")] = True,
 ) -> None:
     """A provider's reports. Case and patient ids are pseudonymised with RADALIGN_DEID_SECRET; a
     patient's key is that of `radalign.identity` for (issuer, patient_id), the gateway's too."""

@@ -6,7 +6,8 @@ Patient keys come from the one identity function (`radalign.identity`), with the
 provider names (`--issuer`, or an `issuer` column per row), so they equal the gateway's keys for
 the same patient and same-patient exclusion works.
 Every case is labelled by the project's rule-based CheXpert labeler, so stored labels and the
-drafting guard speak the same language.
+drafting guard speak the same language. A CSV row's image (PNG/JPEG) is embedded with the shipped
+concept model, as the review service's learning loop embeds signed studies (`embed_images`).
 
 Idempotent and cheap to re-run: drafts whose content hash is already stored are neither
 re-embedded nor rewritten.
@@ -53,13 +54,17 @@ class IngestReport:
     embedded: int = 0
     changed: int = 0
     with_images: int = 0
+    #: Rows whose image_path names no file: stored without an image embedding, and said so.
+    images_missing: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # label, embed, upsert, total
 
     def summary(self) -> str:
         times = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         return (
             f"{self.source}: read {self.read}, skipped (empty) {self.skipped_empty}, unchanged {self.unchanged}, "
-            f"embedded {self.embedded}, changed {self.changed}, with images {self.with_images} ({times})"
+            f"embedded {self.embedded}, changed {self.changed}, with images {self.with_images}"
+            + (f", image files missing {self.images_missing}" if self.images_missing else "")
+            + f" ({times})"
         )
 
 
@@ -178,34 +183,38 @@ def _drafts(rows, source: str, secret: str, label_fn: LabelFn, report: IngestRep
     return drafts
 
 
-# -- image embeddings (optional) -------------------------------------------------------------
+# -- image embeddings ------------------------------------------------------------------------
+
+_concept_model: Any = None
 
 
-def image_embedder_available() -> bool:
-    from radalign import concepts
+def _shipped_concept_model() -> Any:
+    """The concept model on CPU (`radalign.concepts.heatmaps.ConceptAttention`: the shipped
+    checkpoint), loaded once per process."""
+    global _concept_model
+    if _concept_model is None:
+        from radalign.concepts.heatmaps import ConceptAttention
 
-    return callable(getattr(concepts, "embed_image_files", None))
+        _concept_model = ConceptAttention()
+    return _concept_model
 
 
-def embed_images(paths: Sequence[str | Path]) -> np.ndarray | None:
-    """(n, 384) L2-normalised image embeddings in the report text space, from the concept model,
-    or None when no concept model is available (text-only ingest then stores no image embedding).
+def embed_images(paths: Sequence[str | Path]) -> np.ndarray:
+    """(n, 384) L2-normalised image embeddings in the report text space: each PNG/JPEG read as the
+    preprocess stage writes a model input (`radalign.concepts.data.load_image`), embedded by the
+    shipped concept model as the served one computes it (what the review service's learning loop
+    stores for signed studies). A file Pillow cannot read raises IngestError naming it."""
+    from radalign.concepts.data import load_image
 
-    Hook: `radalign.concepts.embed_image_files(paths) -> array (n, 384)` where the concept
-    package provides it (it owns the checkpoint and preprocessing); nothing else is assumed.
-    """
-    try:
-        from radalign import concepts
-    except ImportError:  # pragma: no cover - the package is part of the project
-        return None
-    embedder = getattr(concepts, "embed_image_files", None)
-    if embedder is None:
-        log.info("the concept model offers no image embedder; cases are stored without image embeddings")
-        return None
-    vectors = np.asarray(embedder([str(p) for p in paths]), dtype=np.float32)
-    if vectors.shape != (len(paths), 384):
-        raise ValueError(f"image embedder returned shape {vectors.shape}, expected ({len(paths)}, 384)")
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    vectors = []
+    for path in paths:
+        try:
+            model_input = load_image(path)
+        except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
+            raise IngestError(f"{Path(path).name}: not an image that can be read (PNG/JPEG): {type(exc).__name__}") from exc
+        vectors.append(_shipped_concept_model().embedding(model_input))
+    matrix = np.asarray(vectors, dtype=np.float32).reshape(len(paths), -1)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
 # -- pipeline --------------------------------------------------------------------------------
@@ -233,7 +242,7 @@ async def ingest_drafts(
         from radalign.text_encoder import get_text_encoder
 
         encoder = get_text_encoder()
-    if image_embedder is None and with_images and image_embedder_available():
+    if image_embedder is None and with_images:
         image_embedder = embed_images
     image_model = getattr(image_embedder, "__qualname__", None) if with_images and image_embedder else None
     report = report or IngestReport(drafts[0].source if drafts else "empty")
@@ -248,7 +257,7 @@ async def ingest_drafts(
             batch = todo[start : start + batch_size]
             t0 = time.perf_counter()
             text_vectors = encoder.encode([d.text for d in batch])
-            image_vectors = _image_vectors(batch, image_embedder) if image_model else {}
+            image_vectors = _image_vectors(batch, image_embedder, report) if image_model else {}
             embed_s += time.perf_counter() - t0
             records = [
                 CaseRecord.from_draft(d, text_vectors[i], hashes[d.case_key], image_vectors.get(d.case_key))
@@ -266,8 +275,12 @@ async def ingest_drafts(
     return report
 
 
-def _image_vectors(batch: Sequence[CaseDraft], image_embedder) -> dict[str, np.ndarray]:
-    with_image = [d for d in batch if d.image_ref and Path(d.image_ref).is_file()]
+def _image_vectors(batch: Sequence[CaseDraft], image_embedder, report: IngestReport) -> dict[str, np.ndarray]:
+    named = [d for d in batch if d.image_ref]
+    with_image = [d for d in named if Path(d.image_ref or "").is_file()]
+    if len(with_image) < len(named):
+        report.images_missing += len(named) - len(with_image)
+        log.warning("%d image file(s) named by the corpus do not exist: those cases get no image embedding", len(named) - len(with_image))
     if not with_image:
         return {}
     vectors = image_embedder([d.image_ref for d in with_image])

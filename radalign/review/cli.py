@@ -1,5 +1,5 @@
-"""`radalign review export-manifest | agreement` (the review service itself is a stage of the
-graph: `radalign worker review`, started by `radalign stack up`)."""
+"""`radalign review export-manifest FILE` (the review service itself is a stage of the graph:
+`radalign worker review`, started by `radalign stack up`; agreement figures are on its pages)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ from typing import Annotated
 import typer
 
 review_app = typer.Typer(no_args_is_help=True, help="The radiologist's side: worklist, sign-off, learning loop.")
+
+
+@review_app.callback()
+def _review_group() -> None:
+    """Keeps `review` a group: typer collapses a Typer with a single command and no callback into
+    that command, so `radalign review export-manifest FILE` failed ("unexpected extra argument")."""
 
 
 @review_app.command("export-manifest")

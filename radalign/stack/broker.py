@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from radalign.config import Settings
+from radalign.config import Settings, csv_list
 from radalign.pipeline import ALL_TOPICS
 from radalign.stack.process import StatePaths, start_process
 from radalign.stack.readiness import StackStartError, tcp_open, wait_until_ready
@@ -34,7 +34,10 @@ def tansu_binary() -> Path:
 
 def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
     """(host, port) of the first server of a Kafka bootstrap list."""
-    first = bootstrap.split(",")[0].strip()
+    servers = csv_list(bootstrap)
+    if not servers:
+        raise ValueError(f"bootstrap server list {bootstrap!r} names no server")
+    first = servers[0]
     first = first.removeprefix("tcp://").removeprefix("PLAINTEXT://")
     host, _, port = first.rpartition(":")
     if not host or not port.isdigit():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from radalign.config import Settings
+from radalign.config import Settings, csv_list
 from radalign.stack.broker import parse_bootstrap
 
 SERVICES: tuple[str, ...] = ("broker", "postgres", "triton", "orthanc")
@@ -25,7 +25,7 @@ def external_components(settings: Settings) -> set[str]:
     """Components the settings place outside this machine's embedded stack: the ones listed in
     `stack_external`, PostgreSQL when `database_url` is set, the broker / Triton when their
     address is not a loopback one."""
-    external = {c.strip() for c in settings.stack_external.split(",") if c.strip()}
+    external = set(csv_list(settings.stack_external))
     unknown = external - set(SERVICES)
     if unknown:
         raise ValueError(f"stack_external names unknown components {sorted(unknown)}; known: {', '.join(SERVICES)}")

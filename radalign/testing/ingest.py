@@ -106,6 +106,38 @@ def synthetic_radiograph(
     return ds
 
 
+#: SOP classes of objects a PACS keeps beside a study's images, with their modality.
+COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
+KEY_OBJECT_SELECTION_STORAGE = "1.2.840.10008.5.1.4.1.1.88.59"
+GRAYSCALE_PRESENTATION_STATE_STORAGE = "1.2.840.10008.5.1.4.1.1.11.1"
+NON_IMAGE_MODALITY = {COMPREHENSIVE_SR_STORAGE: "SR", KEY_OBJECT_SELECTION_STORAGE: "KO", GRAYSCALE_PRESENTATION_STATE_STORAGE: "PR"}
+
+
+def synthetic_non_image(sop_class: str = COMPREHENSIVE_SR_STORAGE, *, study_uid: str | None = None) -> Dataset:
+    """A small object without pixel data (an SR, a Key Object Selection, a presentation state), of
+    the kind a PACS holds beside a study's images; enough of its module to be stored and routed."""
+    ds = Dataset()
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = NON_IMAGE_MODALITY.get(sop_class, "OT")
+    ds.PatientName, ds.PatientID, ds.AccessionNumber = "Synthetic^Patient", "SYN-PAT-0001", "ACC-SYN-1"
+    ds.StudyDate, ds.SeriesNumber, ds.InstanceNumber = "20240102", 99, 1
+    if ds.Modality in ("SR", "KO"):
+        ds.ValueType = "CONTAINER"
+        ds.ContinuityOfContent = "SEPARATE"
+        concept = Dataset()
+        concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning = "18748-4", "LN", "Diagnostic imaging report"
+        ds.ConceptNameCodeSequence = [concept]
+        ds.CompletionFlag, ds.VerificationFlag = "PARTIAL", "UNVERIFIED"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return ds
+
+
 def bad_dicom_corpus(valid: Dataset) -> dict[str, tuple[bytes, RefusalReason]]:
     """Inputs the gateway must refuse, each with the reason it must give."""
     good = dicom_bytes(valid)

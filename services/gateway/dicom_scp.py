@@ -4,7 +4,8 @@ pynetdicom runs each association in its own thread; the C-STORE handler hands th
 to the gateway core on the asyncio loop (`run_coroutine_threadsafe`) and waits, with a timeout,
 for the verdict that becomes the C-STORE response status:
 
-- 0x0000 success (also for an instance received again unchanged);
+- 0x0000 success (also for an instance received again unchanged, and for an object of a class the
+  pipeline does not process: see "Accepted and ignored" below);
 - refusal statuses from `radalign.ingest.refusal.DICOM_STATUS`: 0xA700 out of resources (too
   large), 0xA900 data set does not match SOP class (modality not CR/DX/SC/OT, no pixel data,
   missing UID), 0xC000 cannot understand (unreadable/truncated), 0xC001 no decoder for the
@@ -13,9 +14,16 @@ for the verdict that becomes the C-STORE response status:
 
 Presentation contexts: CR, DX (for presentation and for processing) and Secondary Capture image
 storage, each with the uncompressed transfer syntaxes and every compressed one whose pixel
-decoder is installed; an object whose SOP class is not among them (a CT) is refused during
-association negotiation. Associations: `dicom_max_associations`, calling AE titles limited to
+decoder is installed; an object whose SOP class is not among them nor ignored (a CT) is refused
+during association negotiation. Associations: `dicom_max_associations`, calling AE titles limited to
 `dicom_allowed_aes` when set (others are rejected at association time).
+
+Accepted and ignored: SR (our own report among them), Key Object Selection, softcopy presentation
+states and encapsulated documents (`radalign.ingest.dicom.IGNORED_SOP_CLASSES`) have contexts
+with the uncompressed transfer syntaxes, so a PACS routing a whole study is not failed on them;
+the core answers them 0x0000, stores nothing and counts them in
+`radalign_gateway_ignored_instances_total{source,sop_class}` (sop_class: sr, kos,
+presentation_state, other).
 
 Size: a C-STORE data set larger than `gateway_max_bytes` is refused while it arrives, not after
 it was buffered: the P-DATA bytes of the message in flight are counted as each PDU comes in and
@@ -36,7 +44,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]  # g
 from pynetdicom.transport import ThreadedAssociationServer
 
 from radalign.config import Settings
-from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES
+from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES, IGNORED_SOP_CLASSES
 from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.refusal import DICOM_STATUS, Refusal, RefusalReason
 
@@ -80,13 +88,16 @@ class DicomScp:
         ae = AE(ae_title=settings.dicom_ae_title)
         ae.maximum_associations = settings.dicom_max_associations
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
-        allowed = [a.strip() for a in settings.dicom_allowed_aes.split(",") if a.strip()]
+        allowed = list(settings.allowed_calling_aes)
         if allowed:
             ae.require_calling_aet = allowed
         syntaxes = decodable_transfer_syntaxes()
         for sop_class in ACCEPTED_SOP_CLASSES:
             # pynetdicom allows at most 128 contexts; 4 classes x <=16 syntaxes fits.
             ae.add_supported_context(sop_class, syntaxes)
+        for sop_class in IGNORED_SOP_CLASSES:
+            # Accepted with success and dropped unread (no pixel data to decode): the uncompressed syntaxes.
+            ae.add_supported_context(sop_class, _UNCOMPRESSED)
         ae.add_supported_context(Verification)
         self.ae = ae
         self._received: dict[int, int] = {}  # id(association) -> P-DATA bytes of the message in flight

@@ -4,7 +4,9 @@
   Answers the store-instances response data set as `application/dicom+json`: accepted objects
   in ReferencedSOPSequence (0008,1199), refused ones in FailedSOPSequence (0008,1198) with
   FailureReason (0008,1197) from `radalign.ingest.refusal.DICOM_STATUS`. HTTP 200 when all were
-  stored, 202 when some failed, 409 when none was stored.
+  stored, 202 when some failed, 409 when none was stored. An object of a class the pipeline does
+  not process (SR, KOS, presentation state: `radalign.ingest.dicom.IGNORED_SOP_CLASSES`) is
+  reported stored, dropped and counted, as over C-STORE.
 - `POST /v1/studies`: `multipart/form-data` with `file` (PNG or JPEG) and fields `study_id`
   (required), `patient_id` (with optional `issuer`, its namespace) or `patient_key`, `view_position`,
   `priority` (`stat`|`routine`).

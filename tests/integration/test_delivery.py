@@ -17,7 +17,7 @@ import pydicom
 import pytest
 
 from radalign.config import Settings
-from radalign.demo.delivery import route_from_orthanc
+from radalign.demo.delivery import route_from_orthanc, route_study_from_orthanc
 from radalign.drafting.sr import read_sr_text
 from radalign.ingest.deid import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
@@ -155,6 +155,15 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     (dr_final,) = _until("the DiagnosticReport updated to final", lambda: [r for r in report() if r["status"] == "final"], 60)
     assert dr_final["id"] == dr["id"] and "No acute cardiopulmonary abnormality" in dr_final.get("conclusion", "")
 
-    # The study now also holds our SR. Routing the image again (a resend, or a second `make demo`
-    # on one state folder) still succeeds: only the instance is forwarded, never the SR.
+    # The study now also holds our SRs. Routing the image again (a resend, or a second `make demo`
+    # on one state folder) still succeeds, and so does routing the whole study: the gateway accepts
+    # the SRs with success and ignores them (before, it refused their presentation context and
+    # Orthanc failed the whole store job).
     assert route_from_orthanc(settings, dicom_bytes(ds)) == orthanc_study
+    route_study_from_orthanc(settings, orthanc_study)
+    metrics = httpx.get(f"http://{settings.gateway_host}:{settings.gateway_port}/metrics", timeout=10).text
+    ignored_srs = [
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+        if line.startswith("radalign_gateway_ignored_instances_total{") and 'sop_class="sr"' in line and 'source="dicom-cstore"' in line
+    ]
+    assert ignored_srs and ignored_srs[0] >= 1, [line for line in metrics.splitlines() if "ignored" in line]

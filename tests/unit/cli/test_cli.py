@@ -41,3 +41,38 @@ def test_lazy_groups_still_run() -> None:
 
     result = CliRunner().invoke(app, ["kb", "--help"])
     assert result.exit_code == 0 and "ingest" in result.output
+
+
+
+def test_review_export_manifest_is_a_subcommand(tmp_path, monkeypatch) -> None:
+    """`radalign review export-manifest FILE` reaches the command (typer used to collapse the
+    one-command group, so FILE was an unexpected extra argument). The database is stubbed: no
+    signed study, so the manifest is the CSV header."""
+    from radalign.cli import app
+    from radalign.config import get_settings
+    from radalign.review.manifest import FIELDS
+
+    class NoPool:
+        async def close(self) -> None:
+            pass
+
+    async def open_pool(settings, name):  # noqa: ANN001, ARG001 - stands in for radalign.db.open_pool
+        return NoPool()
+
+    async def no_rows(self):  # noqa: ANN001, ARG001 - stands in for ReviewStore.signed_rows
+        return []
+
+    monkeypatch.setattr("radalign.db.open_pool", open_pool)
+    monkeypatch.setattr("radalign.review.store.ReviewStore.signed_rows", no_rows)
+    monkeypatch.setenv("RADALIGN_STATE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    out = tmp_path / "corrections.csv"
+    try:
+        result = CliRunner().invoke(app, ["review", "export-manifest", str(out), "--all"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "0 rows from 0 signed studies" in result.output
+    assert out.read_text().splitlines() == [",".join(FIELDS)]  # the header, no row
+    listing = CliRunner().invoke(app, ["review", "--help"])
+    assert listing.exit_code == 0 and "export-manifest" in listing.output

@@ -116,3 +116,45 @@ async def test_oversize_store_is_aborted_while_it_arrives(settings, publisher, b
         assert await asyncio.to_thread(send_small) == 0x0000
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_sr_kos_and_presentation_states_are_accepted_with_success_and_dropped(scp) -> None:
+    """A PACS routing a whole study (images, our SR, a KOS, a GSPS) is not failed on the objects the
+    pipeline does not process: their contexts are accepted, each C-STORE answers 0x0000, only the
+    image makes a study, and the others are counted by kind."""
+    from pynetdicom.sop_class import (
+        ComprehensiveSRStorage,
+        GrayscaleSoftcopyPresentationStateStorage,
+        KeyObjectSelectionDocumentStorage,
+    )
+
+    from radalign.testing.ingest import synthetic_non_image
+
+    image = synthetic_radiograph()
+    others = {kind: synthetic_non_image(str(sop_class), study_uid=image.StudyInstanceUID) for kind, sop_class in (
+        ("sr", ComprehensiveSRStorage), ("kos", KeyObjectSelectionDocumentStorage),
+        ("presentation_state", GrayscaleSoftcopyPresentationStateStorage),
+    )}
+
+    def counted(kind: str) -> float:
+        labels = {"source": "dicom-cstore", "sop_class": kind}
+        return REGISTRY.get_sample_value("radalign_gateway_ignored_instances_total", labels) or 0.0
+
+    before = {kind: counted(kind) for kind in others}
+
+    def exchange() -> list[int]:
+        contexts = (DigitalXRayImageStorageForPresentation, ComprehensiveSRStorage, KeyObjectSelectionDocumentStorage,
+                    GrayscaleSoftcopyPresentationStateStorage, CTImageStorage)
+        assoc = _scu(scp.port, contexts=contexts)
+        assert assoc.is_established
+        accepted = {c.abstract_syntax for c in assoc.accepted_contexts}
+        assert CTImageStorage not in accepted and ComprehensiveSRStorage in accepted
+        try:
+            return [assoc.send_c_store(ds).Status for ds in (image, *others.values())]
+        finally:
+            assoc.release()
+
+    assert await asyncio.to_thread(exchange) == [0x0000] * 4
+    assert {kind: counted(kind) - before[kind] for kind in others} == {kind: 1.0 for kind in others}
+    [event] = await scp.core.flush(force=True)
+    assert len(event.instances) == 1 and event.modality == "DX"

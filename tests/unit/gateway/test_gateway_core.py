@@ -157,3 +157,81 @@ async def test_a_knee_film_is_accepted_and_flagged_not_chest_by_its_header(setti
     import pydicom
 
     assert "BodyPartExamined" not in pydicom.dcmread(io.BytesIO(blobs.get(event.instances[0].blob)))
+
+
+# --- accepted and ignored: objects a PACS keeps beside the images ---------------------------------
+
+def _ignored(source: str, kind: str) -> float:
+    return REGISTRY.get_sample_value("radalign_gateway_ignored_instances_total", {"source": source, "sop_class": kind}) or 0.0
+
+
+def test_ignored_classes_map_to_the_closed_label_set() -> None:
+    from pydicom.uid import UID
+
+    from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES, IGNORED_KINDS, IGNORED_SOP_CLASSES
+
+    assert set(IGNORED_SOP_CLASSES.values()) == set(IGNORED_KINDS)
+    assert not set(IGNORED_SOP_CLASSES) & set(ACCEPTED_SOP_CLASSES)
+    for sop_class, kind in IGNORED_SOP_CLASSES.items():
+        name = UID(sop_class).name
+        assert name.endswith("Storage"), name  # every UID is a real storage class
+        assert kind != "sr" or " SR " in f" {name} " or name == "Procedure Log Storage", name
+        assert kind != "presentation_state" or "Presentation State" in name, name
+    names = {UID(u).name for u in IGNORED_SOP_CLASSES}
+    for wanted in ("Basic Text SR Storage", "Enhanced SR Storage", "Comprehensive SR Storage", "Comprehensive 3D SR Storage",
+                   "Key Object Selection Document Storage", "Grayscale Softcopy Presentation State Storage"):
+        assert wanted in names
+
+
+@pytest.mark.parametrize(
+    ("sop_class", "kind"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.88.11", "sr"), ("1.2.840.10008.5.1.4.1.1.88.22", "sr"),
+        ("1.2.840.10008.5.1.4.1.1.88.33", "sr"), ("1.2.840.10008.5.1.4.1.1.88.34", "sr"),
+        ("1.2.840.10008.5.1.4.1.1.88.59", "kos"), ("1.2.840.10008.5.1.4.1.1.11.1", "presentation_state"),
+        ("1.2.840.10008.5.1.4.1.1.104.1", "other"),
+    ],
+)
+async def test_an_sr_kos_or_presentation_state_is_answered_success_dropped_and_counted(
+    settings, publisher, blobs, pseudonyms, caplog, sop_class: str, kind: str
+) -> None:
+    from radalign.ingest.gateway import Ignored
+    from radalign.testing.ingest import synthetic_non_image
+
+    caplog.set_level(logging.DEBUG)
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    image = synthetic_radiograph()
+    other = synthetic_non_image(sop_class, study_uid=image.StudyInstanceUID)
+    before = _ignored("dicomweb-stow", kind)
+    accepted = await core.ingest_dicom(dicom_bytes(image), "dicomweb-stow")
+    ignored = await core.ingest_dicom(dicom_bytes(other), "dicomweb-stow")
+    assert isinstance(ignored, Ignored) and ignored.kind == kind
+    assert (ignored.sop_class_uid, ignored.sop_instance_uid) == (sop_class, other.SOPInstanceUID)  # for the STOW-RS answer
+    assert _ignored("dicomweb-stow", kind) == before + 1
+    [event] = await core.flush(force=True)  # the study holds the image only
+    assert event.study.study_key == accepted.study_key and len(event.instances) == 1
+    assert list(pseudonyms.studies) == [accepted.study_key]
+    assert other.SOPInstanceUID not in caplog.text and other.PatientID not in caplog.text
+
+
+async def test_a_broken_sr_is_still_refused(settings, publisher, blobs, pseudonyms) -> None:
+    from radalign.testing.ingest import synthetic_non_image
+
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    data = dicom_bytes(synthetic_non_image())
+    # Unreadable: cut inside the file meta, or a DICOM preamble followed by garbage.
+    for broken in (data[:300], data[:132] + b"\x08\x00" + bytes(range(256)) * 4):
+        with pytest.raises(Refusal) as unreadable:
+            await core.ingest_dicom(broken, "dicom-cstore")
+        assert unreadable.value.reason is RefusalReason.UNREADABLE
+    no_uid = synthetic_non_image()
+    del no_uid.SOPInstanceUID
+    with pytest.raises(Refusal) as missing:
+        await core.ingest_dicom(dicom_bytes(no_uid), "dicom-cstore")
+    assert missing.value.reason is RefusalReason.MISSING_IDENTIFIER
+    # A CT is still refused: only the listed non-image classes are ignored.
+    corpus = bad_dicom_corpus(synthetic_radiograph())
+    with pytest.raises(Refusal) as ct:
+        await core.ingest_dicom(corpus["ct_sop_class"][0], "dicom-cstore")
+    assert ct.value.reason is RefusalReason.UNSUPPORTED_SOP_CLASS
+    assert await core.flush(force=True) == []

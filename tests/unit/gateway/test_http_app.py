@@ -190,3 +190,26 @@ def _tiny_png() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((32, 32), 128, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+async def test_stow_rs_reports_an_sr_stored_and_drops_it(client, publisher) -> None:
+    """A whole study sent by STOW-RS (an image and our SR): both reported stored (HTTP 200, no
+    FailedSOPSequence), the study published with the image only."""
+    from prometheus_client import REGISTRY
+
+    from radalign.testing.ingest import synthetic_non_image
+
+    labels = {"source": "dicomweb-stow", "sop_class": "sr"}
+    before = REGISTRY.get_sample_value("radalign_gateway_ignored_instances_total", labels) or 0.0
+    image = synthetic_radiograph()
+    sr = synthetic_non_image(study_uid=image.StudyInstanceUID)
+    resp = await _stow(client, (dicom_bytes(image), "application/dicom"), (dicom_bytes(sr), "application/dicom"))
+    assert resp.status == 200
+    body = await resp.json()
+    assert "00081198" not in body
+    stored = {item["00081155"]["Value"][0]: item["00081150"]["Value"][0] for item in body["00081199"]["Value"]}
+    assert stored == {image.SOPInstanceUID: image.SOPClassUID, sr.SOPInstanceUID: sr.SOPClassUID}
+    assert REGISTRY.get_sample_value("radalign_gateway_ignored_instances_total", labels) == before + 1
+    await _wait_events(publisher, 1)
+    await asyncio.sleep(0.4)
+    assert len(publisher.events) == 1 and len(publisher.events[0].instances) == 1

@@ -111,8 +111,52 @@ async def test_image_embeddings_only_for_cases_with_an_image_file(tmp_path):
         store, csv_drafts(csv_path, "h", "s", keyword_labels), encoder=CountingEncoder(), image_embedder=embedder, progress=False
     )
     assert report.with_images == 1 and seen == [str((tmp_path / "a.png").resolve())]
+    assert report.images_missing == 1 and "image files missing 1" in report.summary()  # missing.png: said, not silent
     with_image = [r for r in store.rows.values() if r.image_embedding is not None]
     assert len(with_image) == 1 and with_image[0].findings == "Heart enlarged."
+
+
+def _chest_like_png(path, seed: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 80, size=(300, 260), dtype=np.uint8)
+    pixels[:, 110:150] = 220  # a bright mediastinum
+    Image.fromarray(pixels, mode="L").save(path)
+
+
+async def test_the_default_image_embedder_embeds_csv_images_with_the_shipped_concept_model(tmp_path):
+    """`kb ingest csv` (images on by default): no embedder given, each row's PNG is embedded by the
+    shipped concept model, exactly as the model embeds the preprocess stage's input of that file."""
+    from radalign.concepts.data import load_image
+    from radalign.concepts.heatmaps import ConceptAttention
+
+    _chest_like_png(tmp_path / "a.png", 1)
+    _chest_like_png(tmp_path / "b.png", 2)
+    csv_path = write_csv(tmp_path / "c.csv", ["A1,P1,Heart enlarged.,X.,a.png", "A2,P2,Clear.,Y.,b.png", "A3,P3,Clear.,Z.,"])
+    store = MemoryStore()
+    report = await ingest_drafts(store, csv_drafts(csv_path, "h", "s", keyword_labels), encoder=CountingEncoder(), progress=False)
+    assert (report.with_images, report.images_missing) == (2, 0)
+    embedded = [r for r in store.rows.values() if r.image_embedding is not None]
+    assert len(embedded) == 2 and all(r.image_embedding.shape == (384,) for r in embedded)
+    assert all(abs(float(np.linalg.norm(r.image_embedding)) - 1) < 1e-4 for r in embedded)
+    expected = ConceptAttention().embedding(load_image(tmp_path / "a.png"))
+    [first] = [r for r in embedded if r.findings == "Heart enlarged."]
+    assert np.allclose(first.image_embedding, expected / np.linalg.norm(expected), atol=1e-5)
+    # Unchanged on a second run (the image model is part of the content hash), and --no-images stores none.
+    again = await ingest_drafts(store, csv_drafts(csv_path, "h", "s", keyword_labels), encoder=CountingEncoder(), progress=False)
+    assert (again.embedded, again.unchanged) == (0, 3)
+    bare = MemoryStore()
+    await ingest_drafts(bare, csv_drafts(csv_path, "h", "s", keyword_labels), encoder=CountingEncoder(), with_images=False, progress=False)
+    assert all(r.image_embedding is None for r in bare.rows.values())
+
+
+def test_an_unreadable_image_stops_the_ingest_with_its_name(tmp_path):
+    from radalign.kb.ingest import embed_images
+
+    (tmp_path / "broken.png").write_bytes(b"not really a png")
+    with pytest.raises(IngestError, match="broken.png"):
+        embed_images([tmp_path / "broken.png"])
 
 
 def test_evaluation_sets_exclude_named_cases(tmp_path):
