@@ -73,6 +73,13 @@ class DraftingCore:
         self.settings = settings or get_settings()
         self.backend = backend
         self.critical = parse_critical(self.settings.drafting_critical)
+        # RADALIGN_DRAFTING_REVIEW_PRESENT: observations whose stated (present) finding goes to
+        # review, those whose measured precision is below the review bar. Read defensively: the
+        # Settings field may not exist yet (then no observation is listed).
+        try:
+            self.review_present = parse_critical(getattr(self.settings, "drafting_review_present", "") or "")
+        except ValueError as exc:
+            raise ValueError(f"RADALIGN_DRAFTING_REVIEW_PRESENT: {exc}") from exc
         if self.settings.llm_prompt_form not in ("chat", "completion"):
             raise ValueError(f"RADALIGN_LLM_PROMPT_FORM must be chat or completion, not {self.settings.llm_prompt_form!r}")
         self.guard = DraftGuard(
@@ -90,6 +97,16 @@ class DraftingCore:
             and (prediction.states.get(o) in (Certainty.PRESENT, Certainty.UNCERTAIN) or stated.get(o) is Certainty.PRESENT)
         ]
 
+    def review_findings(self, prediction: Prediction) -> list[Observation]:
+        """Findings (not No Finding) that send the draft to review by policy: every hedged one
+        (uncertain: a hedge always goes to review), and a stated (present) one whose observation
+        is in `RADALIGN_DRAFTING_REVIEW_PRESENT` (precision below the review bar)."""
+        return [
+            o for o in Observation
+            if o is not Observation.NO_FINDING
+            and (prediction.states.get(o) is Certainty.UNCERTAIN or (prediction.states.get(o) is Certainty.PRESENT and o in self.review_present))
+        ]
+
     async def draft(self, event: CasesRetrieved) -> ReportDrafted:
         context = DraftContext.from_event(event, max_cases=self.settings.drafting_max_cases)
         # a likely-normal film gets its site's normal report, never an LLM's rewrite of it
@@ -97,10 +114,14 @@ class DraftingCore:
         guarded = await self.guard.run(context, backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]  # the settings validator restricts llm_prompt_form to the Literal
         critical = self.critical_findings(context.prediction, guarded)
         # Review: critical findings, images the model abstained on (OOD), drafts the guard had to
-        # replace, and drafts that still disagree with the concepts. A plain backend outage is not
-        # a review reason: the structured draft is grounded like any other (it is counted in the
-        # fallback metric).
-        needs_review = bool(critical) or event.ood is not None or guarded.guard_fell_back or not guarded.residual.ok
+        # replace, drafts that still disagree with the concepts, and by policy hedged findings and
+        # stated findings of low measured precision (`review_findings`). A plain backend outage is
+        # not a review reason: the structured draft is grounded like any other (it is counted in
+        # the fallback metric).
+        needs_review = (
+            bool(critical) or event.ood is not None or guarded.guard_fell_back or not guarded.residual.ok
+            or bool(self.review_findings(context.prediction))
+        )
         deterministic = guarded.draft.drafter == DETERMINISTIC
         # The structured draft's sections; an LLM's prose is one block, kept with the structured
         # sections it rewrote so consumers always see the section-by-section reading.

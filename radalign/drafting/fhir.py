@@ -8,7 +8,9 @@ views, which the draft does not know, so they are left to the order (ServiceRequ
 category carries LOINC LP29684-5 and HL7 v2-0074 RAD ("Radiology").
 
 What a consumer gets (`transaction_bundle`, what the delivery stage sends):
-- DiagnosticReport: subject by identifier (with a system), narrative `text`, `conclusion` and
+- DiagnosticReport: subject by identifier (with a system), narrative `text` and `presentedForm`
+  (findings, impression, then the AI assessment line: what the model assessed and what it did
+  not, `radalign.drafting.assessment`), `conclusion` and
   `conclusionCode` (the findings the model called present), `effectiveDateTime` = the study's
   date and time, `result` = one coded Observation per assessed finding, the AIAST security label;
 - Observation per assessed finding: the CheXpert observation (and SNOMED CT where the mapping is
@@ -35,6 +37,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 from urllib.parse import quote
 
+from radalign.drafting.assessment import assessment_line
 from radalign.drafting.identity import StudyIdentity
 from schemas.events import Certainty, ConceptScore, Observation, ReportDrafted
 
@@ -79,8 +82,9 @@ ReportStatus = Literal["preliminary", "final"]
 
 
 def report_text(report: ReportDrafted) -> str:
-    """The human-readable report (presentedForm, SR text)."""
-    return f"FINDINGS:\n{report.findings}\n\nIMPRESSION:\n{report.impression}\n"
+    """The human-readable report (presentedForm), ending with the AI assessment line: what the
+    model assessed and what it did not (`radalign.drafting.assessment`)."""
+    return f"FINDINGS:\n{report.findings}\n\nIMPRESSION:\n{report.impression}\n\n{assessment_line(report)}\n"
 
 
 def _person_display(dicom_name: str) -> str:
@@ -173,7 +177,8 @@ def _narrative(report: ReportDrafted, status: ReportStatus) -> dict[str, str]:
         '<div xmlns="http://www.w3.org/1999/xhtml">'
         f"<h3>Chest radiograph report ({status})</h3>"
         f"<p><b>FINDINGS:</b> {para(report.findings)}</p>"
-        f"<p><b>IMPRESSION:</b> {para(report.impression)}</p>{note}</div>"
+        f"<p><b>IMPRESSION:</b> {para(report.impression)}</p>"
+        f"<p>{para(assessment_line(report))}</p>{note}</div>"
     )
     return {"status": "generated", "div": div}
 

@@ -15,6 +15,10 @@ the document's observer (TID 1002/1004 device observer context). A draft is PREL
 and UNVERIFIED; a signed version (status "final") is FINAL, COMPLETE and VERIFIED with its
 verifying observer. UIDs derive from the report id and the document version, so re-rendering the
 same version gives the same SOP Instance UID and a new version gets a new one.
+
+The content tree: the device observer context, then the Findings and Impressions sections, then
+a "Current Procedure Descriptions" section with the AI assessment line (what the model assessed
+and what it did not, `radalign.drafting.assessment`), so the SR's text ends with it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import UID
 
 from radalign import __version__
+from radalign.drafting.assessment import assessment_line
 from radalign.drafting.identity import StudyIdentity
 from schemas.events import ReportDrafted
 
@@ -43,6 +48,14 @@ FINDINGS_SECTION = Code("121070", "DCM", "Findings")
 FINDING = Code("121071", "DCM", "Finding")
 IMPRESSIONS_SECTION = Code("121072", "DCM", "Impressions")
 IMPRESSION = Code("121073", "DCM", "Impression")
+# The AI assessment line (what the model assessed and what it did not) describes how the report
+# was produced, not a finding about the image. TID 2000/2001/2002 put such text in a section
+# headed "Current Procedure Descriptions" (DCM 121064: the same DCM heading family as Findings
+# 121070 and Impressions 121072 above; CID 7001 now lists its LOINC twin 55111-9) as a TEXT item
+# "Procedure Description" (DCM 121065, a CID 7002 report element). Not "Comment" (DCM 121106,
+# outside CID 7002), and not a second Finding/Impression item, which would read as a claim.
+ASSESSMENT_SECTION = codes.DCM.CurrentProcedureDescriptions
+ASSESSMENT = codes.DCM.ProcedureDescription
 SR_SERIES_NUMBER = 9001  # high, so the draft sorts after the acquired series in viewers
 
 
@@ -83,8 +96,11 @@ def _content(report: ReportDrafted) -> Dataset:
     findings.ContentSequence = [_text(FINDING, report.findings)]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     impressions = hd.sr.ContainerContentItem(name=IMPRESSIONS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     impressions.ContentSequence = [_text(IMPRESSION, report.impression)]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
+    # Last, so the SR's text, like the FHIR text, ends with what the model assessed and did not.
+    assessment = hd.sr.ContainerContentItem(name=ASSESSMENT_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    assessment.ContentSequence = [_text(ASSESSMENT, assessment_line(report))]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE, template_id="2000")
-    root.ContentSequence = [*_device_observer(report), findings, impressions]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
+    root.ContentSequence = [*_device_observer(report), findings, impressions, assessment]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     return root
 
 
@@ -193,7 +209,8 @@ def basic_text_sr_bytes(report: ReportDrafted, identity: StudyIdentity, *, creat
 
 
 def read_sr_text(data: bytes) -> dict[str, str]:
-    """{"findings", "impression", "verification", "sop_class"} of a Part 10 SR written above;
+    """{"findings", "impression", "assessment", "verification", "sop_class"} of a Part 10 SR
+    written above ("assessment": the AI assessment line, absent from an SR without one);
     re-parses the content tree with highdicom, which validates every content item."""
     ds = dcmread(BytesIO(data))
     tree = hd.sr.ContentSequence.from_sequence(ds.ContentSequence, is_root=False)
@@ -204,4 +221,6 @@ def read_sr_text(data: bytes) -> dict[str, str]:
                 out["findings"] = item.value
             elif item.name == IMPRESSION:
                 out["impression"] = item.value
+            elif item.name == ASSESSMENT:
+                out["assessment"] = item.value
     return out

@@ -47,3 +47,31 @@ async def test_build_backend_follows_settings():
     assert build_backend(Settings(llm_url="http://x", llm_backend="deterministic")) is None
     with pytest.raises(ValueError):
         build_backend(Settings(llm_backend="openai"))
+
+
+class _ReviewSettings(Settings):
+    """Settings with `drafting_review_present` whether or not Settings has the field yet."""
+
+    drafting_review_present: str = ""
+
+
+async def test_a_hedged_finding_always_goes_to_review():
+    hedged = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.EDEMA: Certainty.UNCERTAIN}
+    report = await DraftingCore(Settings()).draft(make_event(hedged, CASES))
+    assert report.needs_review and report.critical == [] and report.guard.verdict is GuardVerdict.PASSED
+    # an uncertain "No Finding" is not a hedged finding: it states nothing about a finding
+    unsure_normal = {**LABELS, Observation.NO_FINDING: Certainty.UNCERTAIN}
+    assert not (await DraftingCore(Settings()).draft(make_event(unsure_normal, CASES))).needs_review
+
+
+async def test_stated_findings_of_low_precision_go_to_review_when_configured():
+    core = DraftingCore(_ReviewSettings(drafting_review_present="Cardiomegaly, lung opacity"))
+    assert core.review_present == {Observation.CARDIOMEGALY, Observation.LUNG_OPACITY}
+    report = await core.draft(make_event(LABELS, CASES))  # Cardiomegaly present
+    assert report.needs_review and report.critical == []
+    # a listed observation that is absent, or a present one not listed, does not
+    other = DraftingCore(_ReviewSettings(drafting_review_present="Pleural Effusion"))
+    assert not (await other.draft(make_event(LABELS, CASES))).needs_review
+    assert not (await DraftingCore(_ReviewSettings()).draft(make_event(LABELS, CASES))).needs_review
+    with pytest.raises(ValueError, match="RADALIGN_DRAFTING_REVIEW_PRESENT"):
+        DraftingCore(_ReviewSettings(drafting_review_present="Cardiomegaly, Hangnail"))

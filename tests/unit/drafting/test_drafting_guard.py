@@ -122,10 +122,14 @@ async def test_core_routes_guard_fallbacks_and_critical_findings_to_review():
     assert report.needs_review and report.guard.verdict is GuardVerdict.FELL_BACK
     assert report.prompt_version == "deterministic-v2" and report.drafter == "deterministic"
 
-    # a backend outage alone is not a review reason
+    # a backend outage alone is not a review reason (without the Edema hedge, which is one)
+    unhedged = {o: c for o, c in LABELS.items() if c is not Certainty.UNCERTAIN}
+    core = DraftingCore(Settings(), ScriptedBackend([DraftBackendError("http_5xx", "HTTP 503")]))
+    report = await core.draft(make_event(unhedged, CASES))
+    assert not report.needs_review and report.guard.verdict is GuardVerdict.FELL_BACK and report.critical == []
     core = DraftingCore(Settings(), ScriptedBackend([DraftBackendError("http_5xx", "HTTP 503")]))
     report = await core.draft(make_event(LABELS, CASES))
-    assert not report.needs_review and report.guard.verdict is GuardVerdict.FELL_BACK and report.critical == []
+    assert report.needs_review and report.guard.verdict is GuardVerdict.FELL_BACK and report.critical == []
 
     # pneumothorax is critical by default; the list is configurable
     critical_labels = {**LABELS, Observation.PNEUMOTHORAX: Certainty.PRESENT}

@@ -28,7 +28,7 @@ from radalign.drafting.fhir import (
 )
 from radalign.drafting.identity import InstanceIdentity, StudyIdentity
 from radalign.drafting.sr import BASIC_TEXT_SR, basic_text_sr, basic_text_sr_bytes, read_sr_text
-from schemas.events import Certainty, Observation
+from schemas.events import CasesRetrieved, Certainty, Observation
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
 CASES = [("iu-1", "The heart is enlarged. No pleural effusion.", "Cardiomegaly.")]
@@ -40,11 +40,59 @@ IDENTITY = StudyIdentity(
     instances=(InstanceIdentity("1.2.826.0.1.3680043.8.498.3", "1.2.826.0.1.3680043.8.498.2", "1.2.840.10008.5.1.4.1.1.1"),),
 )
 ISSUED = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
+#: The assessment line of the LABELS report: Cardiomegaly and Pleural Effusion assessed, the rest not.
+ASSESSED_LINE = (
+    "AI assessment: assessed Cardiomegaly, Pleural Effusion; not assessed: No Finding, Enlarged Cardiomediastinum, "
+    "Lung Opacity, Lung Lesion, Edema, Consolidation, Pneumonia, Atelectasis, Pneumothorax, Pleural Other, Fracture, "
+    "Support Devices."
+)
+OOD_LINE = "AI assessment: none (reason: no frontal view); the model made no finding claim."
 
 
 @pytest.fixture(scope="module")
 def report():
     return asyncio.run(DraftingCore(Settings(), None).draft(make_event(LABELS, CASES)))
+
+
+@pytest.fixture(scope="module")
+def ood_report():
+    event = make_event(LABELS, CASES)
+    event = CasesRetrieved.model_validate(
+        {**event.model_dump(), "concepts": [], "not_assessed": [o.value for o in Observation], "ood": {"reason": "lateral_only"}}
+    )
+    return asyncio.run(DraftingCore(Settings(), None).draft(event))
+
+
+def _delivered_texts(report) -> dict[str, str]:
+    """What reaches the EHR and the PACS: presentedForm (decoded), narrative, SR text."""
+    dr = diagnostic_report(report, IDENTITY, issued=ISSUED).model_dump(mode="json", exclude_none=True)
+    sr = read_sr_text(basic_text_sr_bytes(report, IDENTITY, created=ISSUED))
+    return {"presented": base64.b64decode(dr["presentedForm"][0]["data"]).decode(), "narrative": dr["text"]["div"], "sr": sr["assessment"]}
+
+
+def test_every_delivered_text_says_what_was_assessed_and_what_was_not(report):
+    assert report.not_assessed and report.concepts
+    texts = _delivered_texts(report)
+    assert texts["presented"].rstrip("\n").endswith("\n\n" + ASSESSED_LINE)
+    assert f"<p>{ASSESSED_LINE}</p>" in texts["narrative"]
+    assert texts["narrative"].index(ASSESSED_LINE) > texts["narrative"].index("IMPRESSION:")
+    assert texts["sr"] == ASSESSED_LINE
+    # the bundle the delivery stage sends carries the same text
+    bundle = transaction_bundle(report, IDENTITY, issued=ISSUED)
+    dr = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert base64.b64decode(dr["presentedForm"][0]["data"]).decode() == texts["presented"]
+    assert ASSESSED_LINE in dr["text"]["div"]
+    # no identifier of the patient, study or order is in it
+    for value in ("MRN-0042", "Müller", "Anna", "ACC-9", IDENTITY.study_instance_uid, report.study.study_key, report.report_id):
+        assert value not in ASSESSED_LINE
+
+
+def test_ood_delivered_text_says_the_model_made_no_claim(ood_report):
+    assert ood_report.ood is not None and ood_report.needs_review
+    texts = _delivered_texts(ood_report)
+    assert texts["presented"].rstrip("\n").endswith("\n\n" + OOD_LINE)
+    assert f"<p>{OOD_LINE}</p>" in texts["narrative"]
+    assert texts["sr"] == OOD_LINE
 
 
 @pytest.mark.parametrize("version", ["R5", "R4"])
@@ -57,6 +105,7 @@ def test_fhir_diagnostic_report_validates_and_carries_the_draft(report, version)
     form = data["presentedForm"][0]
     assert form["contentType"].startswith("text/plain")
     assert base64.b64decode(form["data"]).decode() == report_text(report)
+    assert report_text(report) == f"FINDINGS:\n{report.findings}\n\nIMPRESSION:\n{report.impression}\n\n{ASSESSED_LINE}\n"
     based_on = data["basedOn"][0]
     assert based_on["reference"] == "ServiceRequest/order-77" and based_on["identifier"]["value"] == "ACC-9"
     assert based_on["identifier"]["type"]["coding"][0]["code"] == "ACSN"
@@ -99,10 +148,13 @@ def test_basic_text_sr_round_trips_through_pydicom_and_highdicom(report):
     assert evidence.ReferencedSOPInstanceUID == IDENTITY.instances[0].sop_instance_uid
     text = read_sr_text(data)
     assert text["findings"] == report.findings and text["impression"] == report.impression
+    assert text["assessment"] == ASSESSED_LINE
     # highdicom parses the whole content tree back (each content item validated)
     tree = hd.sr.ContentSequence.from_sequence(ds.ContentSequence)
     names = [item.name.meaning for item in tree]
-    assert names[-2:] == ["Findings", "Impressions"]
+    assert names[-3:] == ["Findings", "Impressions", "Current Procedure Descriptions"]
+    assessment = tree[-1].ContentSequence[0]
+    assert assessment.name.meaning == "Procedure Description" and assessment.value == ASSESSED_LINE
     assert "Device Observer UID" in names and "Observer Type" in names  # TID 1002/1004: the AI observes
 
 
