@@ -60,6 +60,7 @@ _mount("radalign.deploy", "deploy_app", "k8s", "Generated Kubernetes manifests: 
 _mount("radalign.kb.cli", "kb_app", "kb", "The case store (pgvector): ingest reports, statistics.")
 _mount("radalign.concepts.train", "train_app", "train", "Train the concept-aligned model.")
 _mount("radalign.evaluation", "eval_app", "eval", "Evaluate the concept model (eval concepts) and the drafts (eval reports).")
+_mount("radalign.sites.cli", "sites_app", "sites", "Site models: archive, train, shadow, promote, rollback.")
 _mount("radalign.concepts.audit", "audit_app", "audit", "Audit the served concept model on a site's labelled films and write its site profile.")
 _mount("radalign.review.cli", "review_app", "review", "The radiologist's side: review web app, sign-off, training manifest of corrections.")
 

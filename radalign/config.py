@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     # Drafting
     drafting_prompt_version: str = "draft-v2"
     drafting_max_cases: int = 3
+    drafting_review_present: str = Field(
+        default="", description="comma-separated observations whose stated (present) finding routes a report to review (precision below the review bar)"
+    )
     drafting_critical: str = Field(default="Pneumothorax", description="comma-separated observations that route a report to review")
     drafting_omit_threshold: float = Field(default=0.0, description="predicted-present findings below this probability may be omitted")
 

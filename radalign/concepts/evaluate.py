@@ -337,9 +337,21 @@ def eval_concepts_cmd(
     roc_png: Annotated[Path | None, typer.Option(help="where to write the ROC curves")] = Path(".radalign/reports/concepts_roc.png"),
     reliability_png: Annotated[Path | None, typer.Option(help="where to write the reliability plot")] = Path(".radalign/reports/concepts_reliability.png"),
     json_out: Annotated[Path | None, typer.Option(help="also write the figures as JSON")] = None,
+    site: Annotated[str | None, typer.Option(help="evaluate the model that serves this site (its promoted site model); split: all, or the site's own")] = None,
 ) -> None:
     """Per-observation AUC with bootstrap 95% CIs (overall, within each source), the source-identity
     baseline, confounding check, calibration, operating points, OOD rate and the LOSO table."""
+    if site:
+        from radalign.config import get_settings
+        from radalign.sites.evaluate import evaluate_site, format_site_report, write_json
+
+        settings = get_settings()
+        figures = evaluate_site(manifest, site, sites_dir=settings.sites_dir, split=split, secret=settings.deid_secret, cache_dir=cache_dir,
+                                checkpoint=checkpoint, n_boot=n_boot)  # fmt: skip
+        typer.echo(format_site_report(figures))
+        if json_out:
+            typer.echo(f"JSON: {write_json(figures, json_out)}")
+        return
     report = evaluate(checkpoint, manifest, split=split, cache_dir=cache_dir, n_boot=n_boot, roc_png=roc_png, reliability_png=reliability_png)
     typer.echo(f"{report.split} split: {report.images} images, {report.patients} patients, model {report.model_version}")
     typer.echo(report.table())

@@ -57,14 +57,16 @@ async def test_triton_outputs_equal_the_torch_forward_pass(concept_triton: Setti
         served = [await client.infer(img) for img in images]
     with torch.inference_mode():
         want_probs, want_emb, want_ood = torch_model(torch.from_numpy(np.stack(images)))
-    for i, (probs, emb, ood) in enumerate(served):
+    for i, scores in enumerate(served):
+        probs, emb, ood = scores.probabilities, scores.embedding, scores.ood_score
+        assert scores.head is None  # no site: the generic model
         assert probs.shape == (14,) and emb.shape == (384,)
         np.testing.assert_allclose(probs, want_probs[i].numpy(), atol=2e-4, err_msg=f"image {i}")
         np.testing.assert_allclose(emb, want_emb[i].numpy(), atol=2e-4, err_msg=f"image {i}")
         np.testing.assert_allclose(ood, float(want_ood[i]), rtol=1e-3, atol=1e-3, err_msg=f"image {i}")
         assert abs(float(np.linalg.norm(emb)) - 1.0) < 1e-4
     # different images give different answers (the server is not returning a constant)
-    assert np.abs(served[0][1] - served[-1][1]).max() > 1e-3
+    assert np.abs(served[0].embedding - served[-1].embedding).max() > 1e-3
 
 
 async def test_concurrent_requests_are_batched_and_keep_their_order(concept_triton: Settings) -> None:
@@ -115,7 +117,8 @@ async def test_served_model_reports_not_assessed_and_ood_as_the_checkpoint_says(
         assert client.gate == shipped
         outs = {}
         for name, image in (("chest", chest), ("noise", noise)):
-            probs, emb, ood = await client.infer(image)
+            scores = await client.infer(image)
+            probs, emb, ood = scores.probabilities, scores.embedding, scores.ood_score
             outs[name] = build_concepts_event(event, probs, emb, "concept_model", client.model_version, gate=client.gate, ood_score=ood)
     film = outs["chest"]
     assert film.ood is None

@@ -1,0 +1,118 @@
+"""`radalign sites ...`: a site's archive to a training set, a site model trained and measured on
+its own held-out patients, shadow, promotion and rollback (recorded: who, when, figures)."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+sites_app = typer.Typer(help="Site models: learn each provider's films from its own archive.", no_args_is_help=True)
+Site = Annotated[str, typer.Argument(help="the site's name (its configured issuer's site name, e.g. nih-cxr800)")]
+By = Annotated[str, typer.Option(help="who does it (recorded)")]
+
+
+def _settings():  # type: ignore[no-untyped-def]  # Settings, imported late: --help stays fast
+    from radalign.config import get_settings
+
+    return get_settings()
+
+
+@sites_app.command("archive")
+def archive(
+    site: Site,
+    manifest: Annotated[Path | None, typer.Option(help="CSV: image, patient_id, study_id, report (or findings/impression), view, age, optional label columns")] = None,
+    dicom: Annotated[Path | None, typer.Option(help="a folder of DICOM objects (with --reports)")] = None,
+    reports: Annotated[Path | None, typer.Option(help="CSV: accession or study_uid, report (for --dicom)")] = None,
+    issuer: Annotated[str | None, typer.Option(help="the patient-id issuer of the archive (default: the site name); live intake must use the same")] = None,
+) -> None:
+    """Add the archive's new studies to the site's training set (de-identified, labelled, versioned)."""
+    from radalign.identity import Pseudonymizer
+    from radalign.sites.trainset import TrainingSet, build_from_dicom, build_from_manifest
+
+    settings = _settings()
+    trainset = TrainingSet(settings.sites_dir, site)
+    pseudonyms = Pseudonymizer(settings.deid_secret)
+    if manifest is not None:
+        path, added = build_from_manifest(manifest, trainset, pseudonyms, issuer or site)
+    elif dicom is not None and reports is not None:
+        path, added = build_from_dicom(dicom, reports, trainset, pseudonyms, issuer or site)
+    else:
+        raise typer.BadParameter("give --manifest, or --dicom with --reports")
+    typer.echo(f"{site}: {added} new studies; training set {path}")
+
+
+@sites_app.command("train")
+def train(
+    site: Site,
+    cache_dir: Path = Path(".radalign/cache/concepts"),
+    shadow: Annotated[bool, typer.Option(help="register the candidate in shadow on live traffic")] = True,
+    by: By = getpass.getuser(),
+) -> None:
+    """Train a candidate on the latest training set; prints its model card; puts it in shadow."""
+    from radalign.sites.registry import SiteRegistry
+    from radalign.sites.train import card_markdown, train_site
+    from radalign.sites.trainset import TrainingSet
+
+    settings = _settings()
+    latest = TrainingSet(settings.sites_dir, site).latest()
+    if latest is None:
+        raise typer.BadParameter(f"site {site!r} has no training set: run `radalign sites archive {site} ...` first")
+    registry = SiteRegistry(settings.sites_dir)
+    model = train_site(site, latest, registry.heads_dir(site), cache_dir=cache_dir)
+    typer.echo(card_markdown(model.card))
+    if shadow:
+        registry.add_candidate(site, model.path, by)
+        typer.echo(f"{model.version} runs in shadow for {site}; compare, then `radalign sites promote {site}`")
+
+
+@sites_app.command("promote")
+def promote(site: Site, version: Annotated[str | None, typer.Argument(help="default: the shadow candidate")] = None, by: By = getpass.getuser()) -> None:
+    """Serve a candidate for the site (refused unless it passed its gate); Triton picks it up without a restart."""
+    from radalign.sites.registry import PromotionRefused, SiteRegistry
+
+    try:
+        state = SiteRegistry(_settings().sites_dir).promote(site, version, by)
+    except (PromotionRefused, FileNotFoundError) as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{site}: live {state.live}")
+
+
+@sites_app.command("rollback")
+def rollback(site: Site, by: By = getpass.getuser()) -> None:
+    """Back to the model the last promotion replaced (the generic model if none)."""
+    from radalign.sites.registry import PromotionRefused, SiteRegistry
+
+    try:
+        state = SiteRegistry(_settings().sites_dir).rollback(site, by)
+    except PromotionRefused as exc:
+        typer.echo(f"refused: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"{site}: live {state.live or 'generic model'}")
+
+
+@sites_app.command("list")
+def list_sites() -> None:
+    """Each site's live and shadow model and its recorded history."""
+    from radalign.sites.registry import SiteRegistry, seeded_registry
+
+    registry = SiteRegistry(seeded_registry(_settings().sites_dir))
+    for site in registry.sites():
+        state = registry.state(site)
+        typer.echo(f"{site}: live {state.live or '-'}, shadow {state.shadow or '-'}")
+        for event in state.events:
+            figures = event.get("figures", {}).get("test_auc", {})
+            auc = ", ".join(f"{k} {v:.3f}" for k, v in figures.items() if v is not None)
+            typer.echo(f"  {event['at']} {event['action']:<9} {event.get('version') or 'generic'} by {event['by']}{'  test AUC ' + auc if auc else ''}")
+
+
+@sites_app.command("macro")
+def macro(site: Site, findings: Annotated[str, typer.Option()], impression: Annotated[str, typer.Option()]) -> None:
+    """Set the site's normal report: the draft of a film its model calls likely-normal."""
+    from radalign.drafting.macros import save_normal_macro
+    from radalign.drafting.phrases import NormalMacro
+
+    typer.echo(f"written: {save_normal_macro(_settings().sites_dir, site, NormalMacro(findings.strip(), impression.strip()))} (drafting reads it at start)")
