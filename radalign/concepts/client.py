@@ -12,7 +12,6 @@ from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
 from radalign.concepts.gate import ServedGate, SiteHeadInfo
 from radalign.concepts.vocabulary import OBSERVATIONS
 
-
 OUTPUTS = ("probabilities", "embedding", "ood_score", "head", "shadow_probabilities", "shadow_ood_score", "shadow_head")
 
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from radalign.config import Settings
+
 sites_app = typer.Typer(help="Site models: learn each provider's films from its own archive.", no_args_is_help=True)
 Site = Annotated[str, typer.Argument(help="the site's name (its configured issuer's site name, e.g. nih-cxr800)")]
-By = Annotated[str, typer.Option(help="who does it (recorded)")]
+By = Annotated[str, typer.Option(help="who does it (recorded; default: the login running the command)")]
+#: The login running the command: the default author of what the registry records.
+USER = getpass.getuser()
 
 
-def _settings():  # type: ignore[no-untyped-def]  # Settings, imported late: --help stays fast
+def _settings() -> Settings:
     from radalign.config import get_settings
 
     return get_settings()
@@ -49,7 +54,7 @@ def train(
     site: Site,
     cache_dir: Path = Path(".radalign/cache/concepts"),
     shadow: Annotated[bool, typer.Option(help="register the candidate in shadow on live traffic")] = True,
-    by: By = getpass.getuser(),
+    by: By = USER,
 ) -> None:
     """Train a candidate on the latest training set; prints its model card; puts it in shadow."""
     from radalign.sites.registry import SiteRegistry
@@ -69,7 +74,7 @@ def train(
 
 
 @sites_app.command("promote")
-def promote(site: Site, version: Annotated[str | None, typer.Argument(help="default: the shadow candidate")] = None, by: By = getpass.getuser()) -> None:
+def promote(site: Site, version: Annotated[str | None, typer.Argument(help="default: the shadow candidate")] = None, by: By = USER) -> None:
     """Serve a candidate for the site (refused unless it passed its gate); Triton picks it up without a restart."""
     from radalign.sites.registry import PromotionRefused, SiteRegistry
 
@@ -82,7 +87,7 @@ def promote(site: Site, version: Annotated[str | None, typer.Argument(help="defa
 
 
 @sites_app.command("rollback")
-def rollback(site: Site, by: By = getpass.getuser()) -> None:
+def rollback(site: Site, by: By = USER) -> None:
     """Back to the model the last promotion replaced (the generic model if none)."""
     from radalign.sites.registry import PromotionRefused, SiteRegistry
 

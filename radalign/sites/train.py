@@ -31,7 +31,7 @@ from radalign.concepts.data import Record, read_manifest
 from radalign.concepts.features import cached_features
 from radalign.concepts.gate import GROUP_DEFINING, GateCriteria, ServedGate, auc_or_none, decide_gate
 from radalign.concepts.metrics import bootstrap_aucs
-from radalign.concepts.ood import choose_threshold, fit_feature_distance, pool, score
+from radalign.concepts.ood import choose_threshold, fit_feature_distance, pool
 from radalign.concepts.policy import PolicyCriteria, evaluate_policy, fit_claim_policy
 from radalign.concepts.validation import calibrated, head_logits
 from radalign.concepts.vocabulary import OBSERVATIONS
@@ -128,7 +128,7 @@ def train_site(
         d.reasons.extend(by_stratum.get(d.observation, []))
         d.assessed = d.assessed and d.observation not in by_stratum
     policy = fit_claim_policy(val_probs, labels[va], [d.observation for d in decisions if d.assessed], policy_criteria)
-    assessed = [o.value for o in OBSERVATIONS if o.value in policy.observations]
+    assessed: list[str] = [o.value for o in OBSERVATIONS if o.value in policy.observations]
     from radalign.concepts.calibration import OperatingPoint
 
     points = {o: OperatingPoint(absent=p.absent, present=p.present, target_sensitivity=0.0, target_specificity=0.0) for o, p in policy.observations.items()}

@@ -213,7 +213,7 @@ def build_from_dicom(
         key = pseudonyms.study_key(study.study_id)
         if key in known:
             continue
-        png = dicom_to_png(ds, trainset.folder / "images" / f"{pseudonyms.instance_key(str(ds.SOPInstanceUID))}.png")  # type: ignore[attr-defined]  # a pydicom Dataset
+        png = dicom_to_png(ds, trainset.folder / "images" / f"{pseudonyms.instance_key(str(ds.SOPInstanceUID))}.png")
         rows.append(_row(study, pseudonyms, canonical_issuer(issuer), "archive", image=png))
     return trainset.add(rows)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from radalign.sites.registry import seeded_registry
 from radalign.config import Settings
+from radalign.sites.registry import seeded_registry
 from radalign.stack.process import StatePaths, start_process
 from radalign.stack.readiness import StackStartError, tcp_open, wait_until_ready
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from radalign.blobstore import BlobIntegrityError, BlobStore, open_blob_store
 from radalign.concepts.client import TritonConceptClient
-from radalign.concepts.metrics_site import record_site_scores
+from radalign.concepts.gate import ServedGate
 from radalign.concepts.inference import (
     InvalidModelInput,
     build_concepts_event,
@@ -20,6 +20,7 @@ from radalign.concepts.inference import (
     not_chest_radiograph_event,
     select_gate,
 )
+from radalign.concepts.metrics_site import record_site_scores
 from radalign.config import Settings, get_settings
 from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError, call_with_retry
@@ -78,6 +79,7 @@ class ConceptsStage(Stage[StudyPreprocessed]):
         if self.client.supported is None:
             await self.client.ready()  # Triton restarted or came up after us: learn version and concepts
         version = str(self.client.model_version)
+        gate: ServedGate | None
         if served.head is not None:  # the site's promoted model: its own gate and claim policy
             gate = served.head.gate
         else:

@@ -91,9 +91,9 @@ async def test_concurrent_requests_are_batched_and_keep_their_order(concept_trit
             await asyncio.sleep(0.2)
     finally:
         await stats_client.close()
-    for i, (probs, emb, _) in enumerate(results):
-        np.testing.assert_allclose(probs, sequential[i % len(images)][0], atol=2e-4)
-        np.testing.assert_allclose(emb, sequential[i % len(images)][1], atol=2e-4)
+    for i, scores in enumerate(results):
+        np.testing.assert_allclose(scores.probabilities, sequential[i % len(images)].probabilities, atol=2e-4)
+        np.testing.assert_allclose(scores.embedding, sequential[i % len(images)].embedding, atol=2e-4)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
     assert inferences == len(burst)
@@ -130,3 +130,77 @@ async def test_served_model_reports_not_assessed_and_ood_as_the_checkpoint_says(
         assert (c.present_threshold, c.absent_threshold) == (point.present, point.absent)
     assert outs["noise"].ood is not None and outs["noise"].ood.reason == "far_from_training_data"
     assert outs["noise"].concepts == [] and len(outs["noise"].not_assessed) == 14
+
+
+async def _head_of(settings: Settings, image: np.ndarray, site: str, want: str | None, role: str = "head") -> object:
+    """Infer until Triton answers with head `want` for `site` (it re-reads the registry within a
+    second of a change), bounded; returns the last answer."""
+    deadline = asyncio.get_running_loop().time() + 15
+    async with TritonConceptClient(settings.triton_grpc_url, timeout_s=60) as client:
+        while True:
+            scores = await client.infer(image, site)
+            head = getattr(scores, role)
+            if (head.version if head else None) == want or asyncio.get_running_loop().time() > deadline:
+                return scores
+            await asyncio.sleep(0.3)
+
+
+async def test_site_model_lifecycle_archive_train_shadow_promote_rollback(concept_triton: Settings, tmp_path: Path) -> None:
+    """Against the real Triton, no restart: the shipped NIH site model serves its site only; a
+    candidate trained from an archive runs in shadow; one that fails its gate is refused; rollback
+    returns the site to the generic model and promotion brings the site model back."""
+    from radalign.concepts.data import pediatric_images
+    from radalign.concepts.ood import pool
+    from radalign.identity import Pseudonymizer
+    from radalign.sites.head import load_head, predict
+    from radalign.sites.registry import PromotionRefused, SiteRegistry
+    from radalign.sites.train import train_site
+    from radalign.sites.trainset import TrainingSet, build_from_manifest
+
+    registry = SiteRegistry(concept_triton.sites_dir)
+    site = "nih-cxr800"
+    live = registry.state(site).live
+    assert live, "the shipped nih-cxr800 model is seeded and live"
+    image = _real_images()[0]
+    served = await _head_of(concept_triton, image, site, live)
+    assert served.head is not None and served.head.site == site and served.head.version == live
+    # the site head's answer is the head file applied to the encoder's pooled features
+    head, meta = load_head(registry.head_path(site, live))
+    encoder_model = load_checkpoint(DEFAULT_CHECKPOINT).build_model()
+    with torch.inference_mode():
+        pooled = encoder_model.encoder(encoder_model.normalise(torch.from_numpy(image[None]))).mean(dim=(2, 3)).numpy()
+    want, want_ood = predict(head, pooled)
+    np.testing.assert_allclose(served.probabilities, want[0], atol=2e-4)
+    assert abs(served.ood_score - want_ood[0]) < 1e-3 * max(1.0, abs(want_ood[0]))
+    assert served.head.gate.assessed == meta["gate"]["assessed"]
+    other = await _head_of(concept_triton, image, "OTHER-SITE", None)
+    assert other.head is None  # a site without a model gets the generic model
+
+    # archive -> training set -> candidate, from a small real archive (16 pediatric films with reports)
+    films = pediatric_images()
+    assert films, "pneumonia-model-package provides the pediatric films"
+    manifest = tmp_path / "archive.csv"
+    lines = ["image,patient_id,study_id,report"]
+    for i, (path, label) in enumerate(films):
+        report = "IMPRESSION: No acute cardiopulmonary abnormality." if label == "normal" else "IMPRESSION: Right lower lobe pneumonia."
+        lines.append(f"{path},peds-{i},study-{i},{report}")
+    manifest.write_text("\n".join(lines) + "\n")
+    trainset = TrainingSet(concept_triton.sites_dir, "PEDS")
+    path, added = build_from_manifest(manifest, trainset, Pseudonymizer("s" * 40), "PEDS", progress=False)
+    assert added == len(films) and build_from_manifest(manifest, trainset, Pseudonymizer("s" * 40), "PEDS", progress=False)[1] == 0
+    model = train_site("PEDS", path, registry.heads_dir("PEDS"), cache_dir=tmp_path / "cache", progress=False)
+    version = registry.add_candidate("PEDS", model.path, by="test")
+    shadowed = await _head_of(concept_triton, image, "PEDS", version, role="shadow_head")
+    assert shadowed.shadow_head is not None and shadowed.shadow_head.version == version
+    assert shadowed.head is None and shadowed.shadow_probabilities is not None  # scored in shadow, never served
+    if not model.card["summary"]["passed_gate"]:  # 16 films: too few validation labels for any claim
+        with pytest.raises(PromotionRefused):
+            registry.promote("PEDS", version, by="test")
+
+    # rollback and promote, recorded, picked up without a restart
+    registry.rollback(site, by="test")
+    assert (await _head_of(concept_triton, image, site, None)).head is None
+    registry.promote(site, live, by="test")
+    assert (await _head_of(concept_triton, image, site, live)).head is not None
+    actions = [e["action"] for e in registry.state(site).events]
+    assert actions[-2:] == ["rollback", "promote"] and all(e["by"] and e["at"] for e in registry.state(site).events)
