@@ -5,6 +5,8 @@ Public API:
 - `label_sections(findings, impression, ...) -> dict[Observation, Certainty]`
 - `assess_report(text, ...) -> ReportLabels` (labels + the observations stated "not assessed")
 - `find_mentions(text) -> list[Mention]` (observation, certainty, sentence_index, span, phrase)
+- `report_sentences(text)`: the sentence spans that carry labels (context sections such as
+  INDICATION, HISTORY, COMPARISON, TECHNIQUE left out)
 - `load_iu_reports() -> list[IUReport]` (the IU reports shipped in the torchxrayvision wheel)
 """
 
@@ -20,6 +22,7 @@ from radalign.labeler.engine import (
     find_mentions,
     label_report,
     label_sections,
+    report_sentences,
     split_sentences,
 )
 from radalign.labeler.iu import IUReport, iu_archive_path, load_iu_reports
@@ -39,5 +42,6 @@ __all__ = [
     "label_report",
     "label_sections",
     "load_iu_reports",
+    "report_sentences",
     "split_sentences",
 ]

@@ -5,13 +5,17 @@ model-hub weights, and NegBio (the original CheXpert labeler's engine) needs a B
 parser and its models, neither installable from the registries. The rules live as data in
 `radalign.labeler.rules`; this module only compiles them (once, at import) and applies them:
 
+0. leave out the context sections (INDICATION, HISTORY, COMPARISON, TECHNIQUE, EXAM ...: why and
+   how the study was done, not what it shows); FINDINGS, IMPRESSION, other headings and unheaded
+   text are read;
 1. split the text into sentences (a line break inside a sentence does not end it: reports are
    often wrapped at a fixed width, and "There is no\npneumothorax" is one negated statement);
 2. in each sentence find mentions (phrase tables) and normal phrases ("lungs are clear");
 3. find triggers (negation / uncertainty, forward or backward scoped, pseudo-triggers and
    scope terminators), longest match first;
 4. each mention takes the certainty of the nearest trigger whose scope reaches it (uncertainty
-   wins a tie); with none it is positive. Normal phrases are negative mentions. A "cannot be
+   wins a tie); with none it is positive, unless it is one of two findings joined by "or" /
+   "and/or" (CheXpert: uncertain). Normal phrases are negative mentions. A "cannot be
    assessed" trigger makes the mention *not assessed* (no claim). Anatomy checks drop mentions
    placed outside the organ the observation is about (a mediastinal mass is no Lung Lesion, a
    cholecystectomy clip no chest support device);
@@ -45,6 +49,7 @@ __all__ = [
     "find_mentions",
     "label_report",
     "label_sections",
+    "report_sentences",
     "split_sentences",
 ]
 
@@ -106,6 +111,9 @@ class _Direction(Enum):
     FORWARD = "forward"
     BACKWARD = "backward"
     BOTH = "both"
+    #: both ways, but not past a comma: "opacity, atelectasis versus pneumonia" hedges the two
+    #: alternatives, not the opacity named before them
+    CLAUSE = "clause"
     NONE = "none"
 
 
@@ -151,12 +159,17 @@ _TRIGGER_PATTERNS: tuple[tuple[re.Pattern[str], _Effect, _Direction], ...] = (
     (_alternation(rules.NOT_ASSESSED_POST), _Effect.NOT_ASSESSED, _Direction.BACKWARD),
     (_alternation(rules.UNCERTAINTY_PRE), _Effect.UNCERTAINTY, _Direction.FORWARD),
     (_alternation(rules.UNCERTAINTY_POST), _Effect.UNCERTAINTY, _Direction.BACKWARD),
-    (_alternation(rules.UNCERTAINTY_BOTH), _Effect.UNCERTAINTY, _Direction.BOTH),
+    (_alternation(rules.UNCERTAINTY_BOTH), _Effect.UNCERTAINTY, _Direction.CLAUSE),
     (_alternation(rules.NEGATION_PRE), _Effect.NEGATION, _Direction.FORWARD),
     (_alternation(rules.NEGATION_POST), _Effect.NEGATION, _Direction.BACKWARD),
     (_alternation(rules.SCOPE_TERMINATORS), _Effect.TERMINATOR, _Direction.NONE),
 )
-_PUNCTUATION_BREAK = re.compile(r"(?<=[.!?])\s+")
+#: A period after these abbreviations does not end the sentence: "atelectasis vs. pneumonia" is
+#: one hedged statement (split there, "pneumonia" read as a plain finding of its own sentence).
+_ABBREVIATIONS = ("vs", "e.g", "i.e", "approx", "cf", "viz", "incl", "esp")
+_AFTER_ABBREVIATION = "".join(rf"(?<!\b{re.escape(a)}\.)" for a in _ABBREVIATIONS)
+_PUNCTUATION_BREAK = re.compile(rf"(?<=[.!?]){_AFTER_ABBREVIATION}\s+", _FLAGS)
+_ENDS_WITH_ABBREVIATION = re.compile(rf"\b(?:{'|'.join(re.escape(a) for a in _ABBREVIATIONS)})\.$", _FLAGS)
 _NEWLINES = re.compile(r"[ \t]*(?:\r?\n[ \t]*)+")
 #: A line that starts a new statement: a section heading ("IMPRESSION:") or a list item ("1.", "-").
 _NEW_STATEMENT = re.compile(r"(?:[A-Z][A-Za-z /&-]{1,40}:|\d{1,2}[.)]\s|[-*\u2022]\s)")
@@ -166,37 +179,61 @@ _CONTINUATION_WORDS = frozenset(
     "were be been being has have had there that which this these any evidence suggest suggests suggestive possible "
     "possibly probable probably likely may might can could cannot mild mildly moderate moderately severe small large "
     "minimal trace tiny left right bilateral lower upper middle mid new old free clear negative concern concerning "
-    "compatible consistent versus vs".split()
+    "compatible consistent versus vs "
+    # modifiers that need their noun: "NO PLEURAL / EFFUSION" in short ALL-CAPS lines
+    "pleural pulmonary cardiac cardiomediastinal mediastinal focal acute airspace interstitial subsegmental lobar "
+    "patchy streaky significant definite".split()
 )
+#: Words a sentence does not start with: a line starting with one goes on from the line before.
+_CONTINUING_WORDS = frozenset("or nor of than versus vs".split())
 _LAST_WORD = re.compile(r"([A-Za-z']+)\W*$")
+_FIRST_WORD = re.compile(r"\W*([A-Za-z']+)")
 
 
 _ACRONYM_START = re.compile(r"[A-Z]{2,}\b")
 _PROSE_PUNCTUATION = re.compile(r"[.!?](?:\s|$)")
 
 
-def _line_break_ends_sentence(text: str, start: int, end: int, *, all_caps: bool, prose: bool) -> bool:
+#: Report systems wrap at 60-80 characters (the IU check: 48, whose lines reach 30 and more); lines all
+#: shorter than this are a list of statements, one a line, not wrapped prose.
+_MIN_WRAP_WIDTH = 30
+
+
+def _looks_wrapped(text: str, start: int, end: int, width: int) -> bool:
+    """Whether the line before the break was wrapped: the next line's first word would not have
+    fitted on it (a greedy wrap breaks only then), at a width a report system wraps at."""
+    line = text[text.rfind("\n", 0, start) + 1 : start].strip()
+    following = text[end:].split(maxsplit=1)
+    return width >= _MIN_WRAP_WIDTH and bool(following) and len(line) + 1 + len(following[0]) > width
+
+
+def _line_break_ends_sentence(text: str, start: int, end: int, *, all_caps: bool, prose: bool, width: int) -> bool:
     """Whether the line break text[start:end] ends a sentence (else it is a wrapped line).
 
     Without punctuation before it, a line break joins the lines when the next line goes on in
     lower case or with an acronym ("XXXX", "PICC": mid-sentence in mixed-case text), when the line
-    ends on a word no sentence ends on ("no", "of", "and"), or, in ALL-CAPS prose (the case says
-    nothing there), always. It ends the statement before a blank line, a heading or a list item.
+    ends on a word no sentence ends on ("no", "of", "pleural") or the next starts with one no
+    sentence starts with ("or"), or, in ALL-CAPS prose (the case says nothing there), when the
+    line looks wrapped at a width. It ends the statement before a blank line, a heading or a list
+    item, and a period ends it unless it closes an abbreviation ("vs.").
     """
     before, after = text[:start].rstrip(), text[end:]
     if not before or not after.strip() or text.count("\n", start, end) >= 2:  # a blank line
         return True
     if before[-1] in ".!?;:":
-        return True
+        return not _ENDS_WITH_ABBREVIATION.search(before)
     if _NEW_STATEMENT.match(after):
         return before[-1] not in ",-/("
     if before[-1] in ",-/(" or after[0].islower() or after[0] in "(,":
         return False
-    last = _LAST_WORD.search(before)
-    if last and last.group(1).lower() in _CONTINUATION_WORDS:
+    last, first = _LAST_WORD.search(before), _FIRST_WORD.match(after)
+    if (last and last.group(1).lower() in _CONTINUATION_WORDS) or (first and first.group(1).lower() in _CONTINUING_WORDS):
         return False
     if all_caps:
-        return not prose
+        # ALL-CAPS dictation often puts one finding on each line ("NO PNEUMOTHORAX" /
+        # "BIBASILAR ATELECTASIS"): only a line that was wrapped goes on, else the first line's
+        # negation or hedge would reach every finding below it.
+        return not (prose and _looks_wrapped(text, start, end, width))
     return not _ACRONYM_START.match(after)
 
 
@@ -204,8 +241,9 @@ def _break_spans(text: str) -> list[tuple[int, int]]:
     breaks = [m.span() for m in _PUNCTUATION_BREAK.finditer(text)]
     all_caps = not any(ch.islower() for ch in text)
     prose = bool(_PROSE_PUNCTUATION.search(text))
+    width = max((len(line.strip()) for line in text.splitlines()), default=0)
     breaks += [
-        m.span() for m in _NEWLINES.finditer(text) if _line_break_ends_sentence(text, *m.span(), all_caps=all_caps, prose=prose)
+        m.span() for m in _NEWLINES.finditer(text) if _line_break_ends_sentence(text, *m.span(), all_caps=all_caps, prose=prose, width=width)
     ]
     merged: list[tuple[int, int]] = []
     for lo, hi in sorted(breaks):
@@ -252,7 +290,10 @@ def _find_triggers(sentence: str) -> list[_Trigger]:
     accepted: list[_Trigger] = []
     for start, end, _rank, effect, direction in candidates:
         if all(end <= t.start or start >= t.end for t in accepted):
-            if {_Direction.FORWARD, _Direction.BACKWARD} <= directions[(start, end, effect)]:
+            scopes = directions[(start, end, effect)]
+            if _Direction.CLAUSE in scopes:  # a trailing "likely" is also a forward "likely"
+                direction = _Direction.CLAUSE
+            elif {_Direction.FORWARD, _Direction.BACKWARD} <= scopes:
                 direction = _Direction.BOTH
             accepted.append(_Trigger(start, end, effect, direction))
     accepted.sort(key=lambda t: t.start)
@@ -268,19 +309,28 @@ _TIE_BREAK = {_Effect.NOT_ASSESSED: 0, _Effect.UNCERTAINTY: 1, _Effect.NEGATION:
 _CERTAINTY_OF = {_Effect.UNCERTAINTY: Certainty.UNCERTAIN, _Effect.NEGATION: Certainty.ABSENT, _Effect.NOT_ASSESSED: Certainty.ABSENT}
 
 
-def _scoping_effect(start: int, end: int, triggers: list[_Trigger], terminators: list[_Trigger]) -> _Effect | None:
+_FORWARD = (_Direction.FORWARD, _Direction.BOTH, _Direction.CLAUSE)
+_BACKWARD = (_Direction.BACKWARD, _Direction.BOTH, _Direction.CLAUSE)
+
+
+def _scoping_effect(
+    start: int, end: int, triggers: list[_Trigger], terminators: list[_Trigger], commas: list[int]
+) -> _Effect | None:
     """The effect of the nearest trigger whose scope reaches the span; None: a positive mention."""
     best: tuple[int, int, _Effect] | None = None  # (distance, tie-break, effect)
     for trig in triggers:
         distance: int | None = None
-        if trig.direction in (_Direction.FORWARD, _Direction.BOTH) and trig.start < end:
+        in_clause = trig.direction is _Direction.CLAUSE
+        if trig.direction in _FORWARD and trig.start < end:
             if trig.end <= start and not _blocked(terminators, trig.end, start):
-                distance = start - trig.end
+                if not (in_clause and any(trig.end <= c < start for c in commas)):
+                    distance = start - trig.end
             elif trig.start >= start and trig.end <= end:  # inside: "heart is not enlarged"
                 distance = 0
-        if distance is None and trig.direction in (_Direction.BACKWARD, _Direction.BOTH) and trig.start >= end:
+        if distance is None and trig.direction in _BACKWARD and trig.start >= end:
             if trig.start - end <= _BACKWARD_REACH and not _blocked(terminators, end, trig.start):
-                distance = trig.start - end
+                if not (in_clause and any(end <= c < trig.start for c in commas)):
+                    distance = trig.start - end
         if distance is None:
             continue
         key = (distance, _TIE_BREAK[trig.effect], trig.effect)
@@ -294,6 +344,7 @@ def _sentence_mentions(text: str, index: int, lo: int, hi: int) -> list[Mention]
     found = _find_triggers(sentence)
     triggers = [t for t in found if t.effect in (_Effect.NEGATION, _Effect.UNCERTAINTY, _Effect.NOT_ASSESSED)]
     terminators = [t for t in found if t.effect is _Effect.TERMINATOR]
+    commas = [m.start() for m in _COMMA.finditer(sentence)] if "," in sentence else []
     mentions: list[Mention] = []
     normal_spans: dict[Observation, list[tuple[int, int]]] = {}
     for pattern, observations in _NORMAL_PATTERNS:
@@ -303,20 +354,47 @@ def _sentence_mentions(text: str, index: int, lo: int, hi: int) -> list[Mention]
                 mentions.append(
                     Mention(observation, Certainty.ABSENT, index, (lo + match.start(), lo + match.end()), match.group())
                 )
-    for observation, pattern in _MENTION_PATTERNS:
-        for match in pattern.finditer(sentence):
-            start, end = match.span()
-            # Inside a normal phrase ("heart size is not enlarged") the phrase has already spoken.
-            if any(s <= start and end <= e for s, e in normal_spans.get(observation, ())):
-                continue
-            if _outside_organ(observation, sentence, start, end, match.group(), terminators):
-                continue
-            effect = _scoping_effect(start, end, triggers, terminators)
-            certainty = Certainty.PRESENT if effect is None else _CERTAINTY_OF[effect]
-            mentions.append(
-                Mention(observation, certainty, index, (lo + start, lo + end), match.group(), effect is _Effect.NOT_ASSESSED)
-            )
+    found_mentions = [
+        (observation, match)
+        for observation, pattern in _MENTION_PATTERNS
+        for match in pattern.finditer(sentence)
+        # Inside a normal phrase ("heart size is not enlarged") the phrase has already spoken.
+        if not any(s <= match.start() and match.end() <= e for s, e in normal_spans.get(observation, ()))
+        and not _outside_organ(observation, sentence, match.start(), match.end(), match.group(), terminators)
+    ]
+    # "no change in the pneumothorax or effusion": both are still there, not two candidates
+    pseudo = [t for t in found if t.effect is _Effect.PSEUDO]
+    alternatives = _alternatives(sentence, found_mentions, pseudo, terminators) if _OR.search(sentence) else set()
+    for observation, match in found_mentions:
+        start, end = match.span()
+        effect = _scoping_effect(start, end, triggers, terminators, commas)
+        if effect is None and (start, end) in alternatives:
+            effect = _Effect.UNCERTAINTY
+        certainty = Certainty.PRESENT if effect is None else _CERTAINTY_OF[effect]
+        mentions.append(
+            Mention(observation, certainty, index, (lo + start, lo + end), match.group(), effect is _Effect.NOT_ASSESSED)
+        )
     return mentions
+
+
+_ALTERNATIVE = re.compile(rules.ALTERNATIVE, _FLAGS)
+_OR = re.compile(r"(?<![\w])or(?![\w])", _FLAGS)
+_COMMA = re.compile(",")
+
+
+def _alternatives(
+    sentence: str, found: list[tuple[Observation, re.Match[str]]], pseudo: list[_Trigger], terminators: list[_Trigger]
+) -> set[tuple[int, int]]:
+    """Spans of mentions joined by "or" / "and/or" to a mention of another observation, unless a
+    pseudo-trigger ("no change in", "has not cleared") governs the pair."""
+    spans: set[tuple[int, int]] = set()
+    for first, a in found:
+        for second, b in found:
+            if first is second or a.end() > b.start() or not _ALTERNATIVE.fullmatch(sentence, a.end(), b.start()):
+                continue
+            if not any(t.end <= a.start() and not _blocked(terminators, t.end, a.start()) for t in pseudo):
+                spans |= {a.span(), b.span()}
+    return spans
 
 
 #: Anatomy checks: the site is named in the mention's own noun phrase, before it ("anterior
@@ -361,10 +439,90 @@ def _outside_organ(observation: Observation, sentence: str, start: int, end: int
     return bool(before.search(sentence[max(0, start - 60) : start]) or after.match(sentence, end))
 
 
+# ---- report sections -----------------------------------------------------------------------------
+_CONTEXT_NAME = re.compile(rf"(?:{'|'.join(rules.CONTEXT_SECTIONS)})", _FLAGS)
+_KNOWN_NAMES = "|".join((*rules.CONTEXT_SECTIONS, *rules.FINDING_SECTIONS))
+#: "Name:" at the start of a line, whatever the name: a structured report's "LUNGS:" heads findings
+#: and so ends a context section as FINDINGS: does.
+_LINE_HEADING = re.compile(r"^[ \t]*(?P<name>[A-Za-z][A-Za-z /&()-]{0,40}?)[ \t]*:", re.MULTILINE)
+#: A known heading inside a line ("... cough. FINDINGS: ..."), accepted as `_inline_heading` says.
+_INLINE_HEADING = re.compile(rf"(?<![\w/-])(?P<name>{_KNOWN_NAMES})[ \t]*:", _FLAGS)
+#: A known heading alone on its line, without a colon ("INDICATION" then the text below).
+_BARE_HEADING = re.compile(rf"^[ \t]*(?P<name>{_KNOWN_NAMES})[ \t]*$", _FLAGS | re.MULTILINE)
+_BLANK_LINE = re.compile(r"\n[ \t]*\r?\n")
+
+
+@dataclass(frozen=True, slots=True)
+class _Heading:
+    start: int
+    body: int  # where the section's text begins (after the heading)
+    context: bool  # INDICATION, HISTORY, COMPARISON ...: its text claims nothing
+
+
+def _inline_heading(text: str, match: re.Match[str]) -> bool:
+    """A known name inside a line heads a section after a sentence's end, in capitals, or (findings
+    and impression only) capitalised: "Comparison: 01/02/2020 Findings: ...". A capitalised
+    context name there is prose ("Chest Comparison: there is a mass"), not a heading."""
+    before = text[: match.start()].rstrip(" \t")
+    name = match.group("name")
+    if name.isupper() or not before or before[-1] in ".!?;\n":
+        return True
+    return name[0].isupper() and not _CONTEXT_NAME.fullmatch(" ".join(name.split()))
+
+
+def _headings(text: str) -> list[_Heading]:
+    found: dict[int, _Heading] = {}
+    matches = list(_BARE_HEADING.finditer(text)) if "\n" in text else []
+    if ":" in text:  # most report texts (the IU findings and impressions) have no heading at all
+        matches += [*_LINE_HEADING.finditer(text), *(m for m in _INLINE_HEADING.finditer(text) if _inline_heading(text, m))]
+    for match in matches:
+        start = match.start("name")
+        name = " ".join(match.group("name").split())
+        if start not in found:
+            found[start] = _Heading(start, match.end(), bool(_CONTEXT_NAME.fullmatch(name)))
+    return sorted(found.values(), key=lambda h: h.start)
+
+
+def _context_spans(text: str) -> list[tuple[int, int]]:
+    """The spans of context sections (heading and text): they run to the next heading, or to a
+    blank line after their first text ("HISTORY: cough" + blank line + unheaded findings)."""
+    headings = _headings(text)
+    spans: list[tuple[int, int]] = []
+    for i, heading in enumerate(headings):
+        if not heading.context:
+            continue
+        end = headings[i + 1].start if i + 1 < len(headings) else len(text)
+        body = text[heading.body : end]
+        content = heading.body + len(body) - len(body.lstrip())
+        blank = _BLANK_LINE.search(text, content, end)
+        spans.append((heading.start, blank.start() if blank else end))
+    return spans
+
+
+def _without(spans: list[tuple[int, int]], excluded: list[tuple[int, int]], text: str) -> list[tuple[int, int]]:
+    """`spans` less the `excluded` ranges; pieces left with only blanks or punctuation are dropped."""
+    if not excluded:
+        return spans
+    kept: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        pieces = [(lo, hi)]
+        for x_lo, x_hi in excluded:
+            pieces = [p for a, b in pieces for p in ((a, min(b, x_lo)), (max(a, x_hi), b)) if p[0] < p[1]]
+        kept += [(a, b) for a, b in pieces if any(ch.isalnum() for ch in text[a:b])]
+    return kept
+
+
+def report_sentences(text: str) -> list[tuple[int, int]]:
+    """The sentence spans of `text` that can carry labels: `split_sentences` less the context
+    sections (INDICATION, HISTORY, COMPARISON, TECHNIQUE, EXAM ...). Text without headings is
+    read whole; FINDINGS, IMPRESSION and any other heading count."""
+    return _without(split_sentences(text), _context_spans(text), text)
+
+
 def find_mentions(text: str) -> list[Mention]:
-    """Every observation mention in `text`, in text order, with its certainty."""
+    """Every observation mention in `text` (outside context sections), in text order, with its certainty."""
     mentions: list[Mention] = []
-    for index, (lo, hi) in enumerate(split_sentences(text)):
+    for index, (lo, hi) in enumerate(report_sentences(text)):
         mentions.extend(_sentence_mentions(text, index, lo, hi))
     mentions.sort(key=lambda m: (m.span[0], m.span[1], list(Observation).index(m.observation)))
     return mentions

@@ -111,10 +111,14 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
     O.CONSOLIDATION: (r"consolidat\w*",),
     # "granulomatous infection" is an old healed process, not pneumonia
     O.PNEUMONIA: (r"(?:broncho)?pneumonias?", r"pneumonitis", r"(?<!granulomatous\s)infection",
-                  r"(?<!granulomatous\s)infectious(?:\s+process)?"),
+                  r"(?<!granulomatous\s)infectious(?:\s+process)?",
+                  # dictation shorthand ("RLL pna") and British wording ("pneumonic / infective consolidation")
+                  r"pna", r"pneumonic", r"(?<!non-)(?<!non\s)infective"),
+    # CheXpert's list (atelecta*, collapse). "Volume loss" alone is not added: it is a sign with
+    # other causes (lobectomy, scarring) and the IU indexing keeps it apart (MeSH "Volume Loss").
     O.ATELECTASIS: (r"atelecta\w*", r"(?<!vertebral\s)(?<!body\s)collapsed?"),
     O.PNEUMOTHORAX: (
-        r"(?:hydro|hemo)?pneumothora(?:x|ces)", r"pleural\s+air(?:\s+collections?)?",
+        r"(?:hydro|hemo)?pneumothora(?:x|ces)", r"ptx", r"pleural\s+air(?:\s+collections?)?",
         r"pleural\s+space" + GAP + r"(?:filled\s+with\s+|containing\s+)?air",
         r"air\s+(?:in|within|filling)\s+the\s+(?:\w+\s+)?pleural\s+space",
     ),
@@ -132,7 +136,7 @@ MENTION_PHRASES: dict[O, tuple[str, ...]] = {
     ),
     O.FRACTURE: (r"fractur\w*", r"fx"),
     O.SUPPORT_DEVICES: (
-        r"pacer",
+        r"pacer", r"ngt", r"ogt",
         r"pacemaker",
         r"picc", r"ett", r"swan[\s-]?ganz", r"(?:ij|internal\s+jugular)\s+(?:line|catheter|sheath)",
         r"(?:defibrillator|aicd|icd)",
@@ -181,6 +185,12 @@ NORMAL_PHRASES: tuple[tuple[str, tuple[O, ...]], ...] = (
 )
 
 # ---- triggers -----------------------------------------------------------------------------------
+#: What may follow a backward hedge for it to close its clause: the end, punctuation, or a place
+#: or qualifier ("atelectasis is likely at the left base", "pneumonia is likely given ...").
+CLAUSE_END = (
+    r"(?=\s*(?:$|[.,;:!?)])|\s+(?:in|at|on|within|along|throughout|given|present|clinically|bilaterally|but|however"
+    r"|although|though)\b)"
+)
 #: Negation that scopes forward ("no X", "without X", "free of X").
 NEGATION_PRE: tuple[str, ...] = (
     r"no", r"not", r"without", r"free\s+of", r"clear\s+of", r"negative\s+for", r"absence\s+of",
@@ -201,7 +211,7 @@ UNCERTAINTY_PRE: tuple[str, ...] = (
     r"possible", r"possibly", r"probable", r"probably", r"likely", r"maybe", r"perhaps",
     r"may(?:\s+(?:be|represent|reflect|indicate|relate\s+to))?",
     r"could(?:\s+(?:be|represent|reflect|indicate))?", r"might(?:\s+be)?",
-    r"can\s*not\s+(?:be\s+)?(?:exclude|excluded|ruled\s+out|rule\s+out)",
+    r"(?:can\s*not|can'?t)\s+(?:be\s+)?(?:exclude|excluded|ruled\s+out|rule\s+out|r/o)",
     r"(?:difficult|unable)\s+to\s+(?:exclude|rule\s+out)",
     r"not\s+(?:be\s+)?(?:entirely\s+|completely\s+)?(?:excluded|ruled\s+out)",
     r"question\s+of", r"questionable", r"suspicion\s+(?:for|of)", r"suspicious(?:\s+for)?", r"suspect(?:ed)?", r"concern(?:ing)?\s+for",
@@ -212,17 +222,37 @@ UNCERTAINTY_PRE: tuple[str, ...] = (
     r"(?:to\s+)?(?:exclude|identify|detect(?:ing)?|assess\s+for)",
     r"worrisome\s+for", r"in\s+the\s+appropriate\s+clinical\s+setting", r"correlate\s+clinically\s+for",
     r"consider", r"most\s+(?:xxxx|likely)",
+    # hedges of other report styles: "findings favor atelectasis", "raising the possibility of
+    # pneumonia", British "query consolidation", "would be consistent with" (CheXpert: uncertain)
+    r"favou?r(?:s|ed|ing)?", r"(?:the\s+)?possibility\s+of", r"query", r"would(?:\s+(?:be|represent|reflect|indicate))?",
 )
 #: Uncertainty that scopes backward ("X cannot be excluded", "X is suspected").
 UNCERTAINTY_POST: tuple[str, ...] = (
-    r"(?:can\s*not|could\s+not|not)\s+(?:be\s+)?(?:entirely\s+|completely\s+|totally\s+)?(?:excluded|ruled\s+out)",
-    r"(?:is|are)\s+(?:possible|suspected|questioned|not\s+excluded|likely|probable)",
+    r"(?:can\s*not|can'?t|could\s+not|not)\s+(?:be\s+)?(?:entirely\s+|completely\s+|totally\s+)?(?:excluded|ruled\s+out)",
+    # "X is likely" hedges X only where the clause ends (or a place follows): in "opacities are
+    # likely atelectasis" or "there is likely atelectasis" the hedge is on what follows, which
+    # the forward "likely" reaches; read backward it hedged the opacity and firmed up the atelectasis.
+    r"(?:is|are)\s+(?:(?:also\s+|more\s+|most\s+)?(?:possible|likely|probable)|suspected|questioned|not\s+excluded|favou?red)"
+    + CLAUSE_END,
     r"suspected",
     r"may\s+not\s+be\s+(?:demonstrated|seen|visible|detected|apparent)",
     r"(?:is|are)\s+(?:another|a)\s+consideration",
 )
 #: Uncertainty that scopes both ways ("atelectasis versus pneumonia", "pneumonia?").
-UNCERTAINTY_BOTH: tuple[str, ...] = (r"versus", r"vs\.?", r"\?")
+#: (The engine keeps these inside a comma: "opacity, atelectasis versus pneumonia" hedges the
+#: alternatives, not the opacity; "opacity, pneumonia likely." hedges the pneumonia only.)
+UNCERTAINTY_BOTH: tuple[str, ...] = (
+    r"versus", r"vs\.?", r"\?",
+    # a trailing hedge: "RLL opacity, pneumonia likely."
+    r"(?:(?:more|most)\s+)?(?:likely|probable|possible|questionable|favou?red)(?=\s*[.;!]*\s*$)",
+)
+#: Alternatives: two findings of different observations joined by "or" / "and/or" are two
+#: candidates, neither stated (CheXpert: uncertain): "atelectasis or pneumonia", "effusion and/or
+#: atelectasis", "atelectasis or early pneumonia" (up to two modifiers). This hedges only mentions
+#: that nothing else scopes ("no effusion or pneumothorax" stays negated). A finding joined to a
+#: non-finding ("atelectasis or scarring") is left positive: the IU indexers read it as the
+#: finding (MeSH), and hedging it too cost 0.10 of held-out atelectasis F1 (0.947 -> 0.848).
+ALTERNATIVE = r"\s*,?\s+(?:and\s*/\s*)?or\s+(?:[\w-]+\s+){0,2}"
 #: Phrases that look like triggers but are not ("no change in the cardiomegaly").
 PSEUDO_TRIGGERS: tuple[str, ...] = (
     r"no\s+(?:significant\s+|interval\s+|appreciable\s+|definite\s+|substantial\s+)*(?:change|increase|worsening)",
@@ -239,6 +269,12 @@ PSEUDO_TRIGGERS: tuple[str, ...] = (
     r"not\s+(?:true|the\s+case)\s+that\s+there\s+(?:is|are)\s+no",
     # a partly resolved finding is still there
     r"(?:almost|nearly|partially|incompletely|not\s+completely)\s+(?:completely\s+)?resolved", r"gram\s+negative",
+    # no improvement is still there: "no improvement in the left lower lobe pneumonia"
+    r"no\s+(?:significant\s+|interval\s+|appreciable\s+|substantial\s+|definite\s+)*(?:improvement|resolution|clearing|decrease)",
+    r"without\s+(?:significant\s+|interval\s+)*improvement",
+    # a confirmed suspicion is a finding: "pneumonia, as clinically suspected"
+    r"as\s+(?:clinically\s+)?suspected(?:\s+clinically)?",
+    r"(?:confirm\w*|consistent\s+with|compatible\s+with|in\s+keeping\s+with)\s+(?:the\s+)?(?:clinical\s+)?(?:suspicion|concern)(?:\s+(?:of|for))?",
 )
 #: A statement that an observation could not be judged: no claim either way ("not assessed").
 NOT_ASSESSED_POST: tuple[str, ...] = (
@@ -256,4 +292,23 @@ SCOPE_TERMINATORS: tuple[str, ...] = (
     r"but", r"however", r"although", r"though", r"except(?:\s+for)?", r"aside\s+from", r"apart\s+from",
     r"other\s+than", r"which", r"whereas", r"while", r"with\s+the\s+exception\s+of", r"there\s+(?:is|are)",
     r"otherwise", r";", r":", r"now", r"with",
+)
+
+# ---- report sections ----------------------------------------------------------------------------
+#: Headings of the parts of a report that say why and how the study was done, not what it shows:
+#: their text claims nothing ("INDICATION: rule out pneumonia", "COMPARISON: prior film showing
+#: effusion", "EXAM: CHEST 1 VIEW"). Matched against the whole heading name, case-insensitively.
+CONTEXT_SECTIONS: tuple[str, ...] = (
+    r"(?:clinical\s+)?indications?(?:\s+for\s+(?:the\s+)?(?:exam(?:ination)?|study))?",
+    r"(?:clinical\s+|relevant\s+|brief\s+|medical\s+|past\s+medical\s+|relevant\s+clinical\s+)?history", r"hx",
+    r"reason\s+for\s+(?:the\s+)?(?:exam(?:ination)?|study|request|referral|imaging|consultation)",
+    r"clinical\s+(?:information|info|details|data|notes?|question|query|summary|statement|context)",
+    r"comparisons?", r"priors?(?:\s+(?:stud(?:y|ies)|exams?|examinations?|films?))?",
+    r"techniques?", r"(?:type\s+of\s+)?(?:exam(?:ination)?|study)", r"procedures?", r"views?", r"protocol",
+)
+#: Headings of the parts that count (findings, impression ...): named so that a heading in the
+#: middle of a line ("... cough. FINDINGS: ...") also ends a context section.
+FINDING_SECTIONS: tuple[str, ...] = (
+    r"findings?", r"impressions?", r"conclusions?", r"opinion", r"summary", r"interpretation", r"report",
+    r"results?", r"comments?", r"recommendations?", r"addendum", r"diagnosis",
 )
