@@ -36,6 +36,7 @@ class Record:
     labels: np.ndarray  # (14,) float32: 1 / 0 / -1 / NaN
     report: str | None = None
     source: str = field(default="", compare=False)
+    view: str = field(default="", compare=False)  # AP / PA / ... when the manifest says
 
 
 #: Bumped whenever `load_image` changes, so stale feature caches are not reused.
@@ -138,7 +139,8 @@ def read_manifest(path: str | Path, *, labels_from_report: bool = False, keep_un
                 if not keep_unlabeled:
                     continue
                 labels = np.full(len(OBSERVATIONS), np.nan, dtype=np.float32)
-            records.append(Record(image=image, patient_id=row["patient_id"], labels=labels.astype(np.float32), report=report, source=row.get("source", "")))
+            records.append(Record(image=image, patient_id=row["patient_id"], labels=labels.astype(np.float32), report=report, source=row.get("source", ""),
+                                  view=(row.get("view") or "").strip().upper()))
     return records
 
 

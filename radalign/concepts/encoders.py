@@ -160,3 +160,26 @@ def _efficientnet_lite0_multiscale(pretrained: bool = True) -> nn.Module:
 @register_encoder("efficientnet-lite0-ms-eq")
 def _efficientnet_lite0_multiscale_equalised(pretrained: bool = True) -> nn.Module:
     return HistogramEqualised(_efficientnet_lite0_multiscale(pretrained))
+
+
+#: The features site heads read (radalign.sites): the served encoder's multi-scale variant.
+SITE_FEATURES = "efficientnet-lite0-ms"
+
+
+def site_features_name(encoder_name: str, fine_tuned: bool) -> str:
+    """The registered encoder whose pooled output site heads read, for a served checkpoint."""
+    return SITE_FEATURES if encoder_name == DEFAULT_ENCODER and not fine_tuned else encoder_name
+
+
+def site_feature_encoder(encoder: nn.Module) -> tuple[nn.Module, str] | None:
+    """The multi-scale twin of a plain EfficientNet-Lite0 encoder, sharing its weights (the last
+    1280 channels of its output are the plain encoder's), and its registered name; None for any
+    other encoder (site heads then read the served encoder's own pooled features)."""
+    if type(encoder) is not EfficientNetLiteFeatures or encoder.taps:
+        return None
+    twin = EfficientNetLiteFeatures.__new__(EfficientNetLiteFeatures)
+    nn.Module.__init__(twin)
+    twin.net = encoder.net  # shared: one set of weights, one pass per film
+    twin.taps = MULTISCALE_TAPS
+    twin.out_channels = 1280 + sum(encoder.net._blocks[i]._block_args.output_filters for i in MULTISCALE_TAPS)
+    return twin, SITE_FEATURES

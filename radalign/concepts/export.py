@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 REPO_MODELS = Path(__file__).resolve().parents[2] / "triton_models"
 MODEL_FILE = "concept_model.pt"
 #: The served model's outputs (a file exported with other outputs is exported again).
-SERVED_OUTPUTS = "probabilities,embedding,ood_score,features"
+SERVED_OUTPUTS = "probabilities,embedding,ood_score,features:v2"
 META_FILE = "meta.json"  # stored inside the TorchScript archive (extra file)
 
 
@@ -50,10 +50,13 @@ def _quiet_jit() -> Iterator[None]:
 
 
 def _export(checkpoint: str | Path, out_path: Path, check: bool) -> Path:
+    from radalign.concepts.encoders import site_feature_encoder
     from radalign.concepts.model import ServedConceptModel
 
     ckpt = load_checkpoint(checkpoint)
-    model = ServedConceptModel(ckpt.build_model()).eval()
+    base = ckpt.build_model()
+    # a fine-tuned encoder's twin would not match the feature cache site heads are trained from
+    model = ServedConceptModel(base, site_feature_encoder(base.encoder) if ckpt.encoder_state is None else None).eval()
     example = torch.rand(2, 1, INPUT_SIZE, INPUT_SIZE)
     with torch.inference_mode():
         traced = torch.jit.trace(model, example, check_trace=False)
@@ -67,7 +70,7 @@ def _export(checkpoint: str | Path, out_path: Path, check: bool) -> Path:
                 raise RuntimeError(f"traced model differs from eager by {float((w - g).abs().max()):.2e}")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"model_version": ckpt.version, "concepts_version": ckpt.meta.get("concepts_version"), "encoder": ckpt.encoder_name,
-            "outputs": SERVED_OUTPUTS}  # fmt: skip
+            "outputs": SERVED_OUTPUTS, "site_features": model.site_features or ckpt.encoder_name}  # fmt: skip
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")  # per process: two exporters never share a temp file
     torch.jit.save(traced, str(tmp), _extra_files={META_FILE: json.dumps(meta)})
     tmp.replace(out_path)

@@ -112,6 +112,22 @@ def decide_gate(
     return decisions
 
 
+def strata_failures(probs: np.ndarray, labels: np.ndarray, strata: dict[str, np.ndarray], assessed: list[str], criteria: GateCriteria) -> dict[str, list[str]]:
+    """Per assessed observation, the strata (view AP, age band older, ...) where its AUC is
+    measurable and below the within-group floor."""
+    out: dict[str, list[str]] = {}
+    for k, obs in enumerate(OBSERVATIONS):
+        if obs.value not in assessed:
+            continue
+        for column, values in strata.items():
+            for value in sorted(set(values) - {""}):
+                rows = values == value
+                auc = auc_or_none(probs[rows, k], labels[rows, k], criteria.within_group_min_class)
+                if auc is not None and auc < criteria.within_group_floor:
+                    out.setdefault(obs.value, []).append(f"within {column}={value}: AUC {auc:.3f} < {criteria.within_group_floor}")
+    return out
+
+
 @dataclass
 class ServedGate:
     """What the concept stage applies to the served model's calibrated probabilities."""

@@ -144,18 +144,26 @@ class ConceptModel(nn.Module):
 
 
 class ServedConceptModel(nn.Module):
-    """What Triton serves: the concept model's three outputs plus the pooled encoder features
-    (B, C), from which each site's head (radalign.sites.head) scores the film: the encoder runs
-    once per film whatever the number of site heads."""
+    """What Triton serves: the concept model's three outputs plus pooled encoder features (B, C)
+    from which each site's head (radalign.sites.head) scores the film: the encoder runs once per
+    film whatever the number of site heads. For the plain EfficientNet-Lite0 encoder the pooled
+    features are multi-scale (`site_feature_encoder`: the same pass, a few inner blocks kept);
+    the generic head reads the last 1280 channels, exactly the plain encoder's output."""
 
-    def __init__(self, model: ConceptModel) -> None:
+    def __init__(self, model: ConceptModel, twin: tuple[nn.Module, str] | None = None) -> None:
+        """`twin`: (the multi-scale twin of the model's encoder, its registered name), from
+        `radalign.concepts.encoders.site_feature_encoder`; None: the encoder's own features."""
         super().__init__()
         self.model = model
+        self.features = twin[0] if twin is not None else model.encoder
+        #: The encoder name site heads must have been trained on (`radalign.sites.head`).
+        self.site_features: str = twin[1] if twin is not None else ""
+        self.last_channels = int(getattr(model.encoder, "out_channels", 0) or 0)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
-        features = m.encoder(m.normalise(images))
+        all_features = self.features(m.normalise(images))
+        features = all_features[:, all_features.shape[1] - self.last_channels :] if self.last_channels else all_features
         out = m.head(features)
         logits = torch.where(m.head.supported, m.calibrator(out.logits), torch.zeros_like(out.logits))
-        pooled = features.mean(dim=(2, 3))
-        return torch.sigmoid(logits), out.embedding, m.ood(pooled), pooled
+        return torch.sigmoid(logits), out.embedding, m.ood(features.mean(dim=(2, 3))), all_features.mean(dim=(2, 3))

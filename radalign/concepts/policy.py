@@ -3,9 +3,11 @@ patients from measured precision, never from a point estimate on a handful of po
 
 For each observation the validation films' calibrated probabilities give three bands:
 - **present** (p >= `present`): a stated finding, allowed only where the Wilson 95 % lower bound
-  of its precision (share of the band that is truly positive) is >= `min_present_precision` (0.8);
+  of its precision (share of the band that is truly positive) is >= `min_present_precision` (0.8)
+  and at most `max_negative_claim_rate` (10 %) of the films without the finding reach it;
 - **hedge** (between the thresholds): "possible X", allowed only where the lower bound of the
-  band's precision is >= `min_hedge_precision` (0.5);
+  band's precision is >= `min_hedge_precision` (0.5) and at most `max_negative_claim_rate` (10 %)
+  of the films without the finding get a claim of it (stated or hedged);
 - **absent** (p < `absent`): "no X", allowed only where the lower bound of the negative
   predictive value is >= `min_npv` (0.95).
 The thresholds are chosen on the same validation films: the lowest `present` whose band still
@@ -38,6 +40,9 @@ class PolicyCriteria:
     min_hedge_precision: float = 0.5
     min_npv: float = 0.95
     rule_out_miss: float = 0.02
+    #: At most this share of the validation films without the finding may get any claim of it
+    #: (stated or hedged): a hedge right half the time still must not reach most normal films.
+    max_negative_claim_rate: float = 0.1
     confidence: float = 0.95
 
     def to_dict(self) -> dict:
@@ -139,8 +144,11 @@ def _candidates(p: np.ndarray) -> np.ndarray:
 def choose_present(p: np.ndarray, y: np.ndarray, criteria: PolicyCriteria) -> float:
     """The lowest threshold whose band (p >= t) has a precision lower bound >= the criterion;
     just above the highest score when none does (no film is ever called present)."""
+    negatives = p[y == 0]
     for t in _candidates(p):  # ascending: the first that holds keeps the most films
         band = p >= t
+        if negatives.size and (negatives >= t).mean() > criteria.max_negative_claim_rate:
+            continue  # precise enough on this mix, yet too many films without the finding would read "X"
         if band.sum() >= MIN_BAND_FILMS and (lb := wilson_lower_bound(int(y[band].sum()), int(band.sum()), criteria.confidence)) is not None \
                 and lb >= criteria.min_present_precision:  # fmt: skip
             return float(t)
@@ -160,8 +168,11 @@ def choose_absent(p: np.ndarray, y: np.ndarray, criteria: PolicyCriteria) -> flo
 def choose_hedge_floor(p: np.ndarray, y: np.ndarray, present: float, criteria: PolicyCriteria) -> float:
     """The lowest threshold t whose hedge band (t <= p < present) has a precision lower bound >=
     the hedge criterion; `present` (an empty band) when none does."""
+    negatives = p[y == 0]
     for t in _candidates(p[p < present]):  # ascending: the first that holds keeps the most films
         band = (p >= t) & (p < present)
+        if negatives.size and (negatives >= t).mean() > criteria.max_negative_claim_rate:
+            continue  # too many films without the finding would read "possible X"
         if band.sum() >= MIN_BAND_FILMS and (lb := wilson_lower_bound(int(y[band].sum()), int(band.sum()), criteria.confidence)) is not None \
                 and lb >= criteria.min_hedge_precision:  # fmt: skip
             return float(t)

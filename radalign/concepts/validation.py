@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from radalign.concepts.calibration import PlattCalibrator, choose_operating_point, expected_calibration_error, fit_platt, sigmoid
-from radalign.concepts.gate import GateCriteria, ServedGate, auc_or_none, decide_gate
+from radalign.concepts.gate import GateCriteria, ServedGate, auc_or_none, decide_gate, strata_failures
 from radalign.concepts.metrics import bootstrap_aucs
 from radalign.concepts.ood import choose_threshold, fit_feature_distance, pool, score
+from radalign.concepts.policy import PolicyCriteria
 from radalign.concepts.vocabulary import OBSERVATIONS
 
 if TYPE_CHECKING:
@@ -164,6 +165,33 @@ def validate_and_gate(
     ckpt.meta["gate_criteria"] = criteria.to_dict()
     ckpt.meta["gate_decisions"] = [asdict(d) for d in decisions]
     ckpt.meta["operating_points"] = {o: p.to_dict() for o, p in points.items()}
-    ckpt.meta["gate"] = gate.to_dict()
-    log.info("assessed observations: %s", assessed)
+    # 5. the claim policy (validation): which states may be written, from measured precision
+    strata = {"view": np.array([_view_of(records[i]) for i in val_idx])}
+    ckpt.meta["gate"] = with_claim_policy(gate, val_probs, val_labels, strata, criteria).to_dict()
+    log.info("assessed observations: %s", ckpt.meta["gate"]["assessed"])
     return ckpt
+
+
+def _view_of(record: Record) -> str:
+    return record.view
+
+
+def with_claim_policy(
+    gate: ServedGate, val_probs: np.ndarray, val_labels: np.ndarray, strata: dict[str, np.ndarray], criteria: GateCriteria | None = None,
+    policy_criteria: PolicyCriteria | None = None,
+) -> ServedGate:
+    """The gate narrowed by the strata checks (an observation whose AUC falls below the floor
+    within a view, where measurable, is dropped: the score tells views apart, not the finding)
+    and by the claim policy; its operating points become the policy's thresholds."""
+    from radalign.concepts.calibration import OperatingPoint
+    from radalign.concepts.policy import fit_claim_policy
+
+    criteria = criteria or GateCriteria()
+    failing = strata_failures(val_probs, val_labels, strata, gate.assessed, criteria)
+    policy = fit_claim_policy(val_probs, val_labels, [o for o in gate.assessed if o not in failing], policy_criteria)
+    assessed = [o for o in gate.assessed if o in policy.observations]
+    points = {o: OperatingPoint(absent=p.absent, present=p.present, target_sensitivity=0.0, target_specificity=0.0) for o, p in policy.observations.items()}
+    for obs, reasons in failing.items():
+        log.info("%s not assessed: %s", obs, "; ".join(reasons))
+    return ServedGate(assessed=assessed, operating_points=points, ood_threshold=gate.ood_threshold, name=gate.name, policy=policy,
+                      recalibration=gate.recalibration, model_version=gate.model_version)  # fmt: skip

@@ -54,11 +54,14 @@ def train(
     site: Site,
     cache_dir: Path = Path(".radalign/cache/concepts"),
     shadow: Annotated[bool, typer.Option(help="register the candidate in shadow on live traffic")] = True,
+    reference: Annotated[Path | None, typer.Option(help="a manifest (with a source column) of films from elsewhere; rows of this site are skipped")] = None,
+    generic_manifest: Annotated[Path | None, typer.Option(help="the generic model's training manifest: its train/val films leave the comparison")] = None,
     by: By = USER,
 ) -> None:
     """Train a candidate on the latest training set; prints its model card; puts it in shadow."""
+    from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT
     from radalign.sites.registry import SiteRegistry
-    from radalign.sites.train import card_markdown, train_site
+    from radalign.sites.train import card_markdown, generic_seen_images, reference_records, train_site
     from radalign.sites.trainset import TrainingSet
 
     settings = _settings()
@@ -66,7 +69,8 @@ def train(
     if latest is None:
         raise typer.BadParameter(f"site {site!r} has no training set: run `radalign sites archive {site} ...` first")
     registry = SiteRegistry(settings.sites_dir)
-    model = train_site(site, latest, registry.heads_dir(site), cache_dir=cache_dir)
+    seen = generic_seen_images(DEFAULT_CHECKPOINT, generic_manifest) if generic_manifest else frozenset()
+    model = train_site(site, latest, registry.heads_dir(site), cache_dir=cache_dir, reference=reference_records(reference, site), generic_seen=seen)
     typer.echo(card_markdown(model.card))
     if shadow:
         registry.add_candidate(site, model.path, by)

@@ -19,6 +19,7 @@ import numpy as np
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from radalign.concepts.data import read_manifest
+from radalign.concepts.encoders import site_features_name
 from radalign.concepts.features import cached_features
 from radalign.concepts.gate import ServedGate
 from radalign.concepts.metrics import bootstrap_aucs
@@ -47,9 +48,10 @@ def evaluate_site(
         records = [r for r in records if split_of(pseudonyms.patient_key(r.patient_id, issuer or site)) == split]
     if not records:
         raise ValueError(f"{manifest}: no labelled rows in split {split!r}")
-    encoder = load_checkpoint(checkpoint).encoder_name
+    ckpt = load_checkpoint(checkpoint)
+    encoder = site_features_name(ckpt.encoder_name, ckpt.encoder_state is not None)
     if encoder != meta.get("encoder"):
-        raise ValueError(f"{head_file} reads {meta.get('encoder')} features; the served checkpoint's encoder is {encoder}")
+        raise ValueError(f"{head_file} reads {meta.get('encoder')} features; the served checkpoint gives {encoder}")
     probs, ood = predict(head, pool(cached_features(records, encoder, cache_dir)))
     labels = np.stack([r.labels for r in records])
     flagged = ood > (gate.ood_threshold if gate.ood_threshold is not None else np.inf)

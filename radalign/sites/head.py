@@ -34,7 +34,13 @@ MIN_TRAIN_CLASS = 5
 
 class SiteHead(nn.Module):
     """(B, C) pooled encoder features -> ((B, K) calibrated probabilities, (B,) OOD score).
-    Observations without a fitted head answer exactly 0.5 (`supported` is 0 there)."""
+    Observations without a fitted head answer exactly 0.5 (`supported` is 0 there).
+
+    The OOD score is the larger of two detectors, each divided by its own threshold (so the
+    site's abstention threshold is 1.0): the distance from the site's training films
+    (`FeatureDistance`), and a membership classifier, the site's films against films from
+    elsewhere (outlier exposure: children's films, other collections), which sees the ways a
+    film is unlike the site's that the distance alone misses."""
 
     mean: torch.Tensor
     inv_std: torch.Tensor
@@ -43,21 +49,34 @@ class SiteHead(nn.Module):
     scale: torch.Tensor
     shift: torch.Tensor
     supported: torch.Tensor
+    member_weight: torch.Tensor
+    member_bias: torch.Tensor
+    distance_scale: torch.Tensor
+    member_scale: torch.Tensor
 
     def __init__(self, channels: int, ood: FeatureDistance, num_concepts: int = len(OBSERVATIONS)) -> None:
         super().__init__()
         for name, shape in (("mean", (channels,)), ("inv_std", (channels,)), ("weight", (num_concepts, channels)), ("bias", (num_concepts,)),
-                            ("scale", (num_concepts,)), ("shift", (num_concepts,)), ("supported", (num_concepts,))):  # fmt: skip
+                            ("scale", (num_concepts,)), ("shift", (num_concepts,)), ("supported", (num_concepts,)),
+                            ("member_weight", (channels,)), ("member_bias", ()), ("distance_scale", ()), ("member_scale", ())):  # fmt: skip
             self.register_buffer(name, torch.zeros(shape))
         self.ood = ood
 
+    def standardised(self, pooled: torch.Tensor) -> torch.Tensor:
+        return (pooled - self.mean) * self.inv_std
+
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        return ((pooled - self.mean) * self.inv_std) @ self.weight.T + self.bias
+        return self.standardised(pooled) @ self.weight.T + self.bias
+
+    def detectors(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(distance, P(from elsewhere)) before scaling."""
+        return self.ood(pooled), torch.sigmoid(self.standardised(pooled) @ self.member_weight + self.member_bias)
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         probs = torch.sigmoid(self.logits(pooled) * self.scale + self.shift)
         probs = torch.where(self.supported > 0, probs, torch.full_like(probs, 0.5))
-        return probs, self.ood(pooled)
+        distance, elsewhere = self.detectors(pooled)
+        return probs, torch.maximum(distance * self.distance_scale, elsewhere * self.member_scale)
 
 
 @dataclass
@@ -103,6 +122,34 @@ def fit_site_head(
     head.scale.copy_(torch.from_numpy(scale))
     head.shift.copy_(torch.from_numpy(shift))
     return FittedHead(head.eval(), chosen)
+
+
+#: Share of the site's validation films each detector may flag (the two together: about 1 %).
+DETECTOR_FALSE_FLAG = 0.005
+
+
+def fit_abstention(head: SiteHead, train_x: np.ndarray, val_x: np.ndarray, reference_x: np.ndarray | None) -> dict[str, float]:
+    """Fit the membership classifier (site training films against `reference_x`, films from
+    elsewhere) and scale both detectors so that each flags `DETECTOR_FALSE_FLAG` of the site's
+    validation films at score 1.0. Without reference films only the distance decides."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, inv_std = head.mean.numpy(), head.inv_std.numpy()
+    if reference_x is not None and len(reference_x) >= MIN_TRAIN_CLASS:
+        x = np.concatenate([train_x, reference_x])
+        y = np.r_[np.zeros(len(train_x)), np.ones(len(reference_x))]
+        model = LogisticRegression(C=0.01, max_iter=3000, class_weight="balanced").fit((x - mean) * inv_std, y)
+        head.member_weight.copy_(torch.from_numpy(model.coef_[0].astype(np.float32)))
+        head.member_bias.fill_(float(model.intercept_[0]))
+    else:
+        head.member_bias.fill_(-50.0)  # no films from elsewhere: the classifier never fires
+    with torch.inference_mode():
+        distance, elsewhere = (t.numpy() for t in head.detectors(torch.from_numpy(np.asarray(val_x, dtype=np.float32))))
+    t_distance = float(np.quantile(distance, 1 - DETECTOR_FALSE_FLAG))
+    t_elsewhere = float(np.quantile(elsewhere, 1 - DETECTOR_FALSE_FLAG))
+    head.distance_scale.fill_(1.0 / max(t_distance, 1e-6))
+    head.member_scale.fill_(1.0 / max(t_elsewhere, 1e-6) if reference_x is not None and len(reference_x) >= MIN_TRAIN_CLASS else 0.0)
+    return {"distance_threshold": t_distance, "membership_threshold": t_elsewhere}
 
 
 def raw_logits(head: SiteHead, pooled: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ import csv
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,14 +29,15 @@ import numpy as np
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from radalign.concepts.data import Record, read_manifest
+from radalign.concepts.encoders import site_features_name
 from radalign.concepts.features import cached_features
-from radalign.concepts.gate import GROUP_DEFINING, GateCriteria, ServedGate, auc_or_none, decide_gate
+from radalign.concepts.gate import GROUP_DEFINING, GateCriteria, ServedGate, decide_gate, strata_failures
 from radalign.concepts.metrics import bootstrap_aucs
-from radalign.concepts.ood import choose_threshold, fit_feature_distance, pool
+from radalign.concepts.ood import fit_feature_distance, pool
 from radalign.concepts.policy import PolicyCriteria, evaluate_policy, fit_claim_policy
 from radalign.concepts.validation import calibrated, head_logits
 from radalign.concepts.vocabulary import OBSERVATIONS
-from radalign.sites.head import fit_site_head, predict, save_head
+from radalign.sites.head import fit_abstention, fit_site_head, predict, save_head
 from schemas.events import Observation
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,6 @@ SPLIT_FRACTIONS = (("train", 0.6), ("val", 0.2), ("test", 0.2))
 #: Strata whose AUC must hold too (where measurable): a score that only tells AP from PA films,
 #: or old from young patients, fails here.
 STRATA_COLUMNS = ("view", "age_band")
-OOD_FALSE_FLAG_RATE = 0.01
 
 
 def split_of(patient_key: str) -> str:
@@ -78,22 +79,6 @@ def load_site_data(trainset_csv: str | Path) -> SiteData:
     return SiteData(records, strata, {s: np.flatnonzero(names == s) for s, _ in SPLIT_FRACTIONS})
 
 
-def strata_failures(probs: np.ndarray, labels: np.ndarray, strata: dict[str, np.ndarray], assessed: list[str], criteria: GateCriteria) -> dict[str, list[str]]:
-    """Per assessed observation, the strata (view AP, age band older, ...) where its AUC is
-    measurable and below the within-group floor."""
-    out: dict[str, list[str]] = {}
-    for k, obs in enumerate(OBSERVATIONS):
-        if obs.value not in assessed:
-            continue
-        for column, values in strata.items():
-            for value in sorted(set(values) - {""}):
-                rows = values == value
-                auc = auc_or_none(probs[rows, k], labels[rows, k], criteria.within_group_min_class)
-                if auc is not None and auc < criteria.within_group_floor:
-                    out.setdefault(obs.value, []).append(f"within {column}={value}: AUC {auc:.3f} < {criteria.within_group_floor}")
-    return out
-
-
 @dataclass
 class SiteModel:
     site: str
@@ -105,21 +90,27 @@ class SiteModel:
 def train_site(
     site: str, trainset_csv: str | Path, out_dir: str | Path, *, checkpoint: str | Path = DEFAULT_CHECKPOINT,
     cache_dir: str | Path = Path(".radalign/cache/concepts"), criteria: GateCriteria | None = None,
-    policy_criteria: PolicyCriteria | None = None, progress: bool = True,
+    policy_criteria: PolicyCriteria | None = None, progress: bool = True, reference: Sequence[Record] = (),
+    generic_seen: frozenset[str] = frozenset(),
 ) -> SiteModel:  # fmt: skip
-    """Train, gate and measure a site head; writes `<out_dir>/<version>.pt` (+ `.json` card)."""
+    """Train, gate and measure a site head; writes `<out_dir>/<version>.pt` (+ `.json` card).
+    `reference`: films from elsewhere (other collections, children) that the site's abstention
+    learns to tell from the site's own (`radalign.sites.head.fit_abstention`)."""
     criteria, policy_criteria = criteria or GateCriteria(), policy_criteria or PolicyCriteria()
     generic = load_checkpoint(checkpoint)
     data = load_site_data(trainset_csv)
     tr, va, te = (data.splits[s] for s in ("train", "val", "test"))
     if min(len(tr), len(va), len(te)) == 0:
         raise ValueError(f"{trainset_csv}: too few patients for a train / validation / test split ({len(tr)} / {len(va)} / {len(te)} films)")
-    features = cached_features(data.records, generic.encoder_name, cache_dir, progress=progress)
-    pooled, labels = pool(features), data.labels
+    features = cached_features(data.records, generic.encoder_name, cache_dir, progress=progress)  # the generic model's, for the comparison
+    site_encoder = site_features_name(generic.encoder_name, generic.encoder_state is not None)
+    pooled, labels = pool(cached_features(data.records, site_encoder, cache_dir, progress=progress)), data.labels
     ood = fit_feature_distance(pooled[tr])
     fitted = fit_site_head(pooled[tr], labels[tr], pooled[va], labels[va], ood)
+    reference_pooled = pool(cached_features(reference, site_encoder, cache_dir, progress=progress)) if reference else None
+    detectors = fit_abstention(fitted.head, pooled[tr], pooled[va], reference_pooled)
     val_probs, val_ood = predict(fitted.head, pooled[va])
-    ood_threshold = choose_threshold(val_ood, OOD_FALSE_FLAG_RATE)
+    ood_threshold = 1.0  # each detector is scaled to its own validation threshold
     supported = fitted.head.supported.numpy() > 0
     decisions = decide_gate(val_probs, labels[va], criteria=criteria, supported=supported.tolist())
     passed = [d.observation for d in decisions if d.assessed]
@@ -136,8 +127,11 @@ def train_site(
                                        sort_keys=True).encode()).hexdigest()[:12]  # fmt: skip
     version = f"{site}-{digest}"
     gate = ServedGate(assessed=assessed, operating_points=points, ood_threshold=ood_threshold, name=site, model_version=version, policy=policy)
-    card = site_card(site, version, data, pooled, features, fitted, gate, decisions, generic, trainset_csv, val_ood)
-    path = save_head(fitted.head, Path(out_dir) / f"{version}.pt", {"site": site, "version": version, "encoder": generic.encoder_name,
+    card = site_card(site, version, data, pooled, features, fitted, gate, decisions, generic, trainset_csv, val_ood, generic_seen)
+    card["encoder"] = site_encoder
+    card["ood"] |= detectors | {"reference_films": len(reference),
+                                "reference_held_out": reference_held_out(fitted.head, pooled[tr], pooled[va], reference, reference_pooled)}  # fmt: skip
+    path = save_head(fitted.head, Path(out_dir) / f"{version}.pt", {"site": site, "version": version, "encoder": site_encoder,
                      "generic_model_version": generic.version, "gate": gate.to_dict(), "summary": card["summary"]})  # fmt: skip
     Path(out_dir, f"{version}.json").write_text(json.dumps(card, indent=2))
     Path(out_dir, f"{version}.md").write_text(card_markdown(card))
@@ -145,15 +139,19 @@ def train_site(
 
 
 def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, features: np.ndarray, fitted: Any, gate: ServedGate,
-              decisions: list, generic: Any, trainset_csv: str | Path, val_ood: np.ndarray) -> dict[str, Any]:  # fmt: skip
-    """The model card's figures: everything on test is measured here and used for nothing else."""
+              decisions: list, generic: Any, trainset_csv: str | Path, val_ood: np.ndarray, generic_seen: frozenset[str] = frozenset()) -> dict[str, Any]:  # fmt: skip
+    """The model card's figures: everything on test is measured here and used for nothing else.
+    The comparison with the generic model is on the test films it never trained or selected on
+    (`generic_seen`: resolved image paths of its train and validation rows, when known)."""
     te = data.splits["test"]
     labels = data.labels
     site_probs, site_ood = predict(fitted.head, pooled[te])
-    generic_probs = calibrated(generic, head_logits(generic, _as_tensor(features[te])))
     generic_gate = generic.gate
     site_rows = {r.observation.value: r for r in bootstrap_aucs(site_probs, labels[te])}
-    generic_rows = {r.observation.value: r for r in bootstrap_aucs(generic_probs, labels[te])}
+    unseen = np.array([str(data.records[i].image.resolve()) not in generic_seen for i in te])
+    generic_probs = calibrated(generic, head_logits(generic, _as_tensor(features[te][unseen])))
+    generic_rows = {r.observation.value: r for r in bootstrap_aucs(generic_probs, labels[te][unseen])}
+    paired_site_rows = {r.observation.value: r for r in bootstrap_aucs(site_probs[unseen], labels[te][unseen])}
     nf = OBSERVATIONS.index(Observation.NO_FINDING)
     rule_out = gate.policy.rule_out() if gate.policy else None
     y_nf = labels[te, nf]
@@ -173,6 +171,8 @@ def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, featu
             "test_positives": s.positives, "test_negatives": s.negatives,
             "site_test_auc": s.auc, "site_test_ci": [s.ci_low, s.ci_high],
             "generic_test_auc": g.auc, "generic_test_ci": [g.ci_low, g.ci_high],
+            "paired_site_test_auc": paired_site_rows[d.observation].auc,
+            "paired_site_test_ci": [paired_site_rows[d.observation].ci_low, paired_site_rows[d.observation].ci_high],
             "generic_assessed": bool(generic_gate and d.observation in generic_gate.assessed),
             "policy": gate.policy.observations[d.observation].to_dict() if gate.policy and d.observation in gate.policy.observations else None,
         })  # fmt: skip
@@ -180,6 +180,7 @@ def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, featu
         "site": site, "version": version, "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "trainset": str(trainset_csv),
         "encoder": generic.encoder_name, "generic_model_version": generic.version, "l2_c": fitted.l2_c,
         "films": {s: int(len(i)) for s, i in data.splits.items()},
+        "comparison_films": int(unseen.sum()),
         "patients": {s: len({data.records[i].patient_id for i in idx}) for s, idx in data.splits.items()},
         "ood": {"threshold": gate.ood_threshold, "val_flagged": float((val_ood > (gate.ood_threshold or np.inf)).mean()),
                 "test_flagged": float((site_ood > (gate.ood_threshold or np.inf)).mean())},  # fmt: skip
@@ -188,8 +189,28 @@ def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, featu
         "triage_test": triage,
         "summary": {"assessed": gate.assessed, "passed_gate": bool(gate.assessed),
                     "test_auc": {o: site_rows[o].auc for o in gate.assessed},
-                    "generic_test_auc": {o: generic_rows[o].auc for o in gate.assessed}},  # fmt: skip
+                    "generic_test_auc": {o: generic_rows[o].auc for o in gate.assessed},
+                    "paired_site_test_auc": {o: paired_site_rows[o].auc for o in gate.assessed}},  # fmt: skip
     }
+
+
+def reference_held_out(head: Any, train_x: np.ndarray, val_x: np.ndarray, reference: Sequence[Record], reference_x: np.ndarray | None) -> dict[str, Any]:
+    """Share of each reference source's films flagged by an abstention fitted WITHOUT that source:
+    how the site's abstention does on a kind of film it never saw (the honest figure; on the
+    sources it was fitted with it is in-sample)."""
+    import copy
+
+    sources = sorted({r.source for r in reference})
+    if reference_x is None or len(sources) < 2:
+        return {}
+    out = {}
+    for source in sources:
+        held = np.array([r.source == source for r in reference])
+        probe = copy.deepcopy(head)
+        fit_abstention(probe, train_x, val_x, reference_x[~held])
+        _, scores = predict(probe, reference_x[held])
+        out[source] = {"films": int(held.sum()), "flagged": float((scores > 1.0).mean())}
+    return out
 
 
 def _as_tensor(features: np.ndarray) -> Any:
@@ -216,18 +237,22 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"# Site model card: `{card['version']}` (site `{card['site']}`)", "",
         "**Not for clinical use.** Figures on this site's held-out test patients, never used for any choice, "
         "beside the generic model on the same films (bootstrap 95 % CI).", "",
-        f"- trained {card['trained_at']} from `{card['trainset']}`; encoder `{card['encoder']}` (frozen, shared); generic model `{card['generic_model_version']}`",
+        f"- trained {card['trained_at']} from `{card['trainset']}`; features: `{card['encoder']}` pooled (frozen, shared with the generic model `{card['generic_model_version']}`: one encoder pass per film)",
         f"- films train / val / test: {card['films']['train']} / {card['films']['val']} / {card['films']['test']} "
         f"({card['patients']['train']} / {card['patients']['val']} / {card['patients']['test']} patients)",
-        f"- OOD threshold {card['ood']['threshold']:.3f}: validation flagged {card['ood']['val_flagged']:.3f}, test flagged {card['ood']['test_flagged']:.3f}",
-        "", "| observation | assessed | val +/- | val AUC | test +/- | site test AUC [CI] | generic test AUC [CI] | stated (val) | hedged (val) | 'no X' (val) | why not |",
-        "|---|---|---|---:|---|---|---|---|---|---|---|",
+        f"- abstention (distance from the site's films, and a classifier of the site's films against {card['ood'].get('reference_films', 0)} films "
+        f"from elsewhere): validation flagged {card['ood']['val_flagged']:.3f}, test flagged {card['ood']['test_flagged']:.3f}"
+        + "".join(f"; {s} films (never seen by that fit) flagged {v['flagged']:.2f} of {v['films']}" for s, v in card["ood"].get("reference_held_out", {}).items()),
+        f"- site against generic model: on the {card.get('comparison_films', card['films']['test'])} test films the generic model never trained or selected on",
+        "", "| observation | assessed | val +/- | val AUC | test +/- | site test AUC [CI] | site, comparison films | generic, comparison films | stated (val) | hedged (val) | 'no X' (val) | why not |",
+        "|---|---|---|---:|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in card["observations"]:
         pol = row["policy"] or {}
         lines.append(
             f"| {row['observation']} | {'yes' if row['assessed'] else 'no'} | {row['val_positives']}/{row['val_negatives']} | {_fmt(row['val_auc'])} "
             f"| {row['test_positives']}/{row['test_negatives']} | {_fmt(row['site_test_auc'], row['site_test_ci'])} "
+            f"| {_fmt(row.get('paired_site_test_auc'), row.get('paired_site_test_ci'))} "
             f"| {_fmt(row['generic_test_auc'], row['generic_test_ci'])}{' (assessed)' if row['generic_assessed'] else ''} "
             f"| {_band(pol.get('present_precision')) if pol.get('allow_present') else 'no'} | {_band(pol.get('hedge_precision')) if pol.get('allow_hedge') else 'no'} "
             f"| {_band(pol.get('npv')) if pol.get('allow_absent') else 'no'} | {'; '.join(row['reasons'])} |"
@@ -244,3 +269,26 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 
 __all__ = ["GROUP_DEFINING", "SiteModel", "load_site_data", "split_of", "train_site"]
+
+
+def default_reference() -> list[Record]:
+    """Films from elsewhere that every installation has: the pediatric films of the
+    pneumonia-model-package wheel (children: a population an adult site's model is not validated on)."""
+    from radalign.concepts.data import pediatric_images
+
+    return [Record(path, f"peds-{i}", np.full(len(OBSERVATIONS), np.nan, dtype=np.float32), source="pediatric") for i, (path, _) in enumerate(pediatric_images())]
+
+
+def reference_records(manifest: str | Path | None, site: str) -> list[Record]:
+    """The default reference films plus a manifest's rows from sources other than `site`."""
+    extra = [r for r in read_manifest(manifest, keep_unlabeled=True) if r.source and r.source != site] if manifest else []
+    return [*default_reference(), *[r for r in extra if r.source != "pediatric"]]
+
+
+def generic_seen_images(checkpoint: str | Path, manifest: str | Path) -> frozenset[str]:
+    """Resolved image paths of the generic checkpoint's train and validation rows (its own split
+    of the manifest it was trained on): the films its figures would flatter."""
+    from radalign.concepts.sources import checkpoint_split
+
+    records, parts = checkpoint_split(load_checkpoint(checkpoint).meta, manifest)
+    return frozenset(str(records[i].image.resolve()) for name in ("train", "val") for i in parts[name])

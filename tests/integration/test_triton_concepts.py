@@ -150,7 +150,6 @@ async def test_site_model_lifecycle_archive_train_shadow_promote_rollback(concep
     candidate trained from an archive runs in shadow; one that fails its gate is refused; rollback
     returns the site to the generic model and promotion brings the site model back."""
     from radalign.concepts.data import pediatric_images
-    from radalign.concepts.ood import pool
     from radalign.identity import Pseudonymizer
     from radalign.sites.head import load_head, predict
     from radalign.sites.registry import PromotionRefused, SiteRegistry
@@ -166,9 +165,12 @@ async def test_site_model_lifecycle_archive_train_shadow_promote_rollback(concep
     assert served.head is not None and served.head.site == site and served.head.version == live
     # the site head's answer is the head file applied to the encoder's pooled features
     head, meta = load_head(registry.head_path(site, live))
-    encoder_model = load_checkpoint(DEFAULT_CHECKPOINT).build_model()
+    from radalign.concepts.encoders import build_encoder
+    from radalign.concepts.features import normalise
+
+    assert meta["encoder"] == "efficientnet-lite0-ms"  # the served pass's multi-scale features, computed independently here
     with torch.inference_mode():
-        pooled = encoder_model.encoder(encoder_model.normalise(torch.from_numpy(image[None]))).mean(dim=(2, 3)).numpy()
+        pooled = build_encoder(meta["encoder"]).eval()(normalise(torch.from_numpy(image[None]))).mean(dim=(2, 3)).numpy()
     want, want_ood = predict(head, pooled)
     np.testing.assert_allclose(served.probabilities, want[0], atol=2e-4)
     assert abs(served.ood_score - want_ood[0]) < 1e-3 * max(1.0, abs(want_ood[0]))

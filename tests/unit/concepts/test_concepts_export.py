@@ -29,7 +29,8 @@ def test_torchscript_export_matches_eager_at_any_batch_size(tiny_checkpoint: Pat
         assert got[0].shape == (batch, 14) and got[1].shape == (batch, 384) and got[2].shape == (batch,)
         for w, g in zip(want, got[:3], strict=True):
             torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
-        # the fourth output is what each site head reads: the encoder's pooled features
+        # the fourth output is what each site head reads: the encoder's pooled features (the tiny
+        # test encoder has no multi-scale twin: its own output)
         with torch.inference_mode():
             pooled = model.encoder(model.normalise(x)).mean(dim=(2, 3))
         torch.testing.assert_close(got[3], pooled, atol=1e-5, rtol=1e-4)

@@ -26,9 +26,10 @@ NO_HEAD = "{}"
 class SiteHeads:
     """Live and shadow heads per site, reloaded when a site's registry.json changes."""
 
-    def __init__(self, root: str, logger: object) -> None:
+    def __init__(self, root: str, logger: object, features: str) -> None:
         self.root = root
         self.logger = logger
+        self.features = features  # the encoder features the served model pools: a head trained on others is refused
         self.checked = 0.0
         self.stamps: dict[str, int] = {}
         self.heads: dict[tuple[str, str], tuple[torch.jit.ScriptModule, str]] = {}  # (site, role) -> (module, meta JSON)
@@ -62,6 +63,8 @@ class SiteHeads:
                     extra = {HEAD_META: ""}
                     module = torch.jit.load(os.path.join(self.root, site, "heads", f"{version}.pt"), map_location="cpu", _extra_files=extra)
                     meta = json.loads(extra[HEAD_META])
+                    if self.features and meta.get("encoder") != self.features:
+                        raise ValueError(f"head {version} reads {meta.get('encoder')} features, the served model gives {self.features}")
                     head = json.dumps({"site": site, "version": version, "gate": meta.get("gate")}, separators=(",", ":"))
                     self.heads[(site, role)] = (module.eval(), head)
             self.logger.log_info(f"concept_model: site {site}: live {state.get('live')}, shadow {state.get('shadow')}")
@@ -88,9 +91,10 @@ class TritonPythonModel:
         else:
             self.device = torch.device("cpu")
         path = os.path.join(args["model_repository"], args["model_version"], params.get("model_file") or "concept_model.pt")
-        self.model = torch.jit.load(path, map_location=self.device).eval()
+        extra = {"meta.json": ""}
+        self.model = torch.jit.load(path, map_location=self.device, _extra_files=extra).eval()
         self.logger = pb_utils.Logger
-        self.sites = SiteHeads(params.get("site_models_dir", ""), self.logger)
+        self.sites = SiteHeads(params.get("site_models_dir", ""), self.logger, json.loads(extra["meta.json"] or "{}").get("site_features", ""))
         self.logger.log_info(f"concept_model: loaded {path} on {self.device}, {threads} torch threads, site models in {self.sites.root or '(none)'}")
 
     def execute(self, requests: list) -> list:
