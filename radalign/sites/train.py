@@ -237,14 +237,17 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"# Site model card: `{card['version']}` (site `{card['site']}`)", "",
         "**Not for clinical use.** Figures on this site's held-out test patients, never used for any choice, "
         "beside the generic model on the same films (bootstrap 95 % CI).", "",
-        f"- trained {card['trained_at']} from `{card['trainset']}`; features: `{card['encoder']}` pooled (frozen, shared with the generic model `{card['generic_model_version']}`: one encoder pass per film)",
+        f"- trained {card['trained_at']} from `{card['trainset']}`",
+        f"- features: `{card['encoder']}` pooled (frozen, shared with the generic model `{card['generic_model_version']}`: one encoder pass per film)",
         f"- films train / val / test: {card['films']['train']} / {card['films']['val']} / {card['films']['test']} "
         f"({card['patients']['train']} / {card['patients']['val']} / {card['patients']['test']} patients)",
         f"- abstention (distance from the site's films, and a classifier of the site's films against {card['ood'].get('reference_films', 0)} films "
         f"from elsewhere): validation flagged {card['ood']['val_flagged']:.3f}, test flagged {card['ood']['test_flagged']:.3f}"
         + "".join(f"; {s} films (never seen by that fit) flagged {v['flagged']:.2f} of {v['films']}" for s, v in card["ood"].get("reference_held_out", {}).items()),
         f"- site against generic model: on the {card.get('comparison_films', card['films']['test'])} test films the generic model never trained or selected on",
-        "", "| observation | assessed | val +/- | val AUC | test +/- | site test AUC [CI] | site, comparison films | generic, comparison films | stated (val) | hedged (val) | 'no X' (val) | why not |",
+        "",
+        "| observation | assessed | val +/- | val AUC | test +/- | site test AUC [CI] | site, comparison films | generic, comparison films "
+        "| stated (val) | hedged (val) | 'no X' (val) | why not |",
         "|---|---|---|---:|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in card["observations"]:

@@ -76,10 +76,16 @@ async def test_concurrent_requests_are_batched_and_keep_their_order(concept_trit
     burst = [images[i % len(images)] for i in range(24)]
     stats_client = InferenceServerClient(concept_triton.triton_grpc_url)
     try:
-        before = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+        start = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
         async with TritonConceptClient(concept_triton.triton_grpc_url, timeout_s=120) as client:
             sequential = [await client.infer(img) for img in images]
-            before = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+            # the sequential requests' statistics land after their responses: wait for all of them
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                before = (await stats_client.get_inference_statistics("concept_model", as_json=True))["model_stats"][0]
+                if int(before["inference_count"]) - int(start["inference_count"]) >= len(images) or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
             results = await asyncio.gather(*(client.infer(img) for img in burst))
         # Triton records a batch's statistics after its responses are sent: poll briefly
         deadline = asyncio.get_running_loop().time() + 10
