@@ -340,6 +340,9 @@ class ReportDrafted(Contract):
     view_position: str | None
     model_name: str
     model_version: str
+    site: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the sending site (StudyPreprocessed.site)")
+    site_head: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the site whose site model scored the film (null: generic)")
+    site_head_version: str | None = Field(default=None, max_length=128, description="that site model's version")
     drafter: str = Field(description="backend that wrote the text: deterministic, openai:<model>, llama-cpp:<model>")
     prompt_version: str
     guard: Guard

@@ -20,6 +20,8 @@ SHADOW_AGREEMENT = Counter(
     ["site", "observation", "agree"],
 )  # fmt: skip
 
+SHADOW_UNRECORDED = Counter("radalign_site_shadow_unrecorded", "Shadow-scored studies whose record could not be written (PostgreSQL)", ["site"])
+
 
 def record_site_scores(site: str | None, served: ServedScores) -> None:
     name = site or "none"

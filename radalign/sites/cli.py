@@ -11,6 +11,7 @@ import typer
 
 if TYPE_CHECKING:
     from radalign.config import Settings
+    from radalign.sites.trainset import TrainingSet
 
 sites_app = typer.Typer(help="Site models: learn each provider's films from its own archive.", no_args_is_help=True)
 Site = Annotated[str, typer.Argument(help="the site's name (its configured issuer's site name, e.g. nih-cxr800)")]
@@ -32,6 +33,7 @@ def archive(
     dicom: Annotated[Path | None, typer.Option(help="a folder of DICOM objects (with --reports)")] = None,
     reports: Annotated[Path | None, typer.Option(help="CSV: accession or study_uid, report (for --dicom)")] = None,
     issuer: Annotated[str | None, typer.Option(help="the patient-id issuer of the archive (default: the site name); live intake must use the same")] = None,
+    signed: Annotated[bool, typer.Option(help="add the site's reports signed in review (the signed labels, the film the model read)")] = False,
 ) -> None:
     """Add the archive's new studies to the site's training set (de-identified, labelled, versioned)."""
     from radalign.identity import Pseudonymizer
@@ -40,13 +42,98 @@ def archive(
     settings = _settings()
     trainset = TrainingSet(settings.sites_dir, site)
     pseudonyms = Pseudonymizer(settings.deid_secret)
-    if manifest is not None:
+    if signed:
+        import asyncio
+
+        path, added = asyncio.run(add_signed(settings, trainset))
+    elif manifest is not None:
         path, added = build_from_manifest(manifest, trainset, pseudonyms, issuer or site)
     elif dicom is not None and reports is not None:
         path, added = build_from_dicom(dicom, reports, trainset, pseudonyms, issuer or site)
     else:
         raise typer.BadParameter("give --manifest, or --dicom with --reports")
     typer.echo(f"{site}: {added} new studies; training set {path}")
+
+
+async def add_signed(settings: Settings, trainset: TrainingSet) -> tuple[Path | None, int]:
+    """The site's signed studies not yet in its training set, with their films from the blob store."""
+    from radalign.blobstore import open_blob_store
+    from radalign.db import open_pool
+    from radalign.ingest.images import decode_npy
+    from radalign.sites.shadow import signed_studies
+    from radalign.sites.trainset import model_input_png, signed_rows
+    from schemas.events import BlobRef
+
+    known = {r["study_key"] for r in trainset.rows()}
+    blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
+    pool = await open_pool(settings, name="radalign-sites")
+    try:
+        studies = [s for s in await signed_studies(pool, trainset.site) if s["study_key"] not in known]
+    finally:
+        await pool.close()
+    items = []
+    for study in studies:
+        ref = BlobRef.model_validate(study["model_input"])
+        png = model_input_png(decode_npy(blobs.get(ref)), trainset.folder / "images" / f"{study['study_key']}.png")
+        items.append({"image": png, "patient_key": study["patient_key"], "study_key": study["study_key"], "view": study["view_position"],
+                      "labels": study["labels"]})  # fmt: skip
+    return trainset.add(signed_rows(items))
+
+
+@sites_app.command("compare")
+def compare(site: Site, candidate: Annotated[str | None, typer.Argument(help="default: the site's shadow candidate")] = None) -> None:
+    """The shadow candidate against the live model on live traffic: agreement per observation, OOD
+    and nothing-claimed rates, and AUC against the reports signed meanwhile."""
+    import asyncio
+    import json
+
+    from radalign.db import open_pool
+    from radalign.sites.registry import SiteRegistry
+    from radalign.sites.shadow import compare as compare_shadow
+
+    settings = _settings()
+    version = candidate or SiteRegistry(settings.sites_dir).state(site).shadow
+    if not version:
+        raise typer.BadParameter(f"site {site!r} has no candidate in shadow")
+
+    async def run() -> dict:
+        pool = await open_pool(settings, name="radalign-sites")
+        try:
+            return await compare_shadow(pool, site, version)
+        finally:
+            await pool.close()
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@sites_app.command("retrain")
+def retrain(
+    site: Site,
+    min_signed: Annotated[int, typer.Option(help="signed reports since the last training that make a new candidate due")] = 200,
+    max_age_days: Annotated[int, typer.Option(help="age of the live model that makes a new candidate due")] = 90,
+    reference: Annotated[Path | None, typer.Option(help="as for train")] = None,
+    by: By = "retrain-trigger",
+) -> None:
+    """The retrain trigger (a CronJob runs it): when due, add the signed reports and train the next candidate into shadow."""
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from radalign.sites.registry import SiteRegistry
+    from radalign.sites.shadow import retrain_due
+    from radalign.sites.trainset import TrainingSet
+
+    settings = _settings()
+    registry, trainset = SiteRegistry(settings.sites_dir), TrainingSet(settings.sites_dir, site)
+    path, added = asyncio.run(add_signed(settings, trainset))
+    live = registry.state(site).live
+    card = registry.card(site, live) if live else {}
+    trained_at = card.get("trained_at")
+    signed_new = sum(r["origin"] == "signed" for r in trainset.rows()) - int(card.get("signed_rows", 0))
+    reason = retrain_due(signed_new, datetime.fromisoformat(trained_at) if trained_at else None, min_signed=min_signed,
+                         max_age=timedelta(days=max_age_days), now=datetime.now(UTC))  # fmt: skip
+    typer.echo(f"{site}: {added} signed reports added; {reason or 'no new candidate due'}")
+    if reason and path is not None:
+        train(site, cache_dir=settings.state_dir / "cache" / "concepts", shadow=True, reference=reference, generic_manifest=None, by=by)
 
 
 @sites_app.command("train")

@@ -129,6 +129,8 @@ def train_site(
     gate = ServedGate(assessed=assessed, operating_points=points, ood_threshold=ood_threshold, name=site, model_version=version, policy=policy)
     card = site_card(site, version, data, pooled, features, fitted, gate, decisions, generic, trainset_csv, val_ood, generic_seen)
     card["encoder"] = site_encoder
+    with Path(trainset_csv).open(newline="", encoding="utf-8") as fh:
+        card["signed_rows"] = sum(row.get("origin") == "signed" for row in csv.DictReader(fh))  # the retrain trigger counts from here
     card["ood"] |= detectors | {"reference_films": len(reference),
                                 "reference_held_out": reference_held_out(fitted.head, pooled[tr], pooled[va], reference, reference_pooled)}  # fmt: skip
     path = save_head(fitted.head, Path(out_dir) / f"{version}.pt", {"site": site, "version": version, "encoder": site_encoder,

@@ -19,6 +19,7 @@ de-identified, labelled, versioned training set for that site.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -218,12 +219,22 @@ def build_from_dicom(
     return trainset.add(rows)
 
 
+def model_input_png(array: np.ndarray, out: Path) -> Path:
+    """A model input (float32 (1, H, W) in [0, 1]) as the 8-bit PNG a training set references."""
+    from PIL import Image
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(np.asarray(array)[0], 0.0, 1.0) * 255).round().astype(np.uint8)).save(out)
+    return out
+
+
 def signed_rows(signed: Sequence[Mapping[str, object]]) -> list[dict[str, str]]:
     """Rows of signed reports from the review loop (already pseudonymous: `patient_key`,
-    `study_key`, `image` (the stored model-input PNG), `view`, `labels` {observation: state})."""
+    `study_key`, `image` (the model input as a PNG), `view`, `labels` {observation: state})."""
     out = []
     for item in signed:
-        labels = {Observation(k): Certainty(v) for k, v in dict(item["labels"]).items()}  # type: ignore[call-overload]  # a mapping from the review store
+        raw = item["labels"]
+        labels = {Observation(k): Certainty(v) for k, v in (json.loads(raw) if isinstance(raw, str) else dict(raw)).items()}  # type: ignore[call-overload]  # jsonb from the review store
         row = {"image": str(item["image"]), "patient_id": str(item["patient_key"]), "study_key": str(item["study_key"]),
                "view": str(item.get("view") or ""), "age_band": "", "origin": "signed"}  # fmt: skip
         row.update({o.value: _VALUE[labels[o]] if o in labels else "" for o in OBSERVATIONS})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+from psycopg_pool import AsyncConnectionPool
 
 from radalign.blobstore import BlobIntegrityError, BlobStore, open_blob_store
 from radalign.concepts.client import TritonConceptClient
@@ -20,11 +21,14 @@ from radalign.concepts.inference import (
     not_chest_radiograph_event,
     select_gate,
 )
-from radalign.concepts.metrics_site import record_site_scores
+from radalign.concepts.metrics_site import SHADOW_UNRECORDED, record_site_scores
 from radalign.config import Settings, get_settings
+from radalign.db import open_pool
 from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
+from radalign.sites import shadow
+from radalign.sites.shadow import ShadowRow, shadow_row
 from schemas.events import StudyPreprocessed
 from schemas.topics import CONCEPTS_INFERRED
 
@@ -52,12 +56,30 @@ class ConceptsStage(Stage[StudyPreprocessed]):
 
     async def setup(self, settings: Settings) -> None:
         self.settings = settings
+        self.pool: AsyncConnectionPool | None = None  # opened at the first shadow record
         self.blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url, max_bytes=16 * 1024 * 1024)
         self.client = TritonConceptClient(settings.triton_grpc_url, settings.triton_model, settings.triton_timeout_s)
         try:
             await self.client.ready()  # learns the served checkpoint's version
         except Exception:  # noqa: BLE001 - Triton may come up later; readiness reports it
             pass
+
+    async def record_shadow(self, row: ShadowRow) -> None:
+        """Record a shadow-scored study (bounded retries). The study's own draft never waits on
+        its shadow: a record that cannot be written is counted, and the study goes on."""
+        try:
+            if self.pool is None:
+                self.pool = await open_pool(self.settings, min_size=0, max_size=2, name="radalign-concepts-shadow")
+            pool = self.pool
+            await call_with_retry("postgres", lambda: shadow.record(pool, row), self.settings, stage=self.name, timeout_s=10, attempts=3)
+        except Exception:  # noqa: BLE001 - a shadow record is evidence for a later promotion, never a reason to hold a study
+            SHADOW_UNRECORDED.labels(row.site).inc()
+
+    async def close(self) -> None:
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            await pool.close()
+        await super().close()
 
     async def ready(self) -> tuple[bool, str]:
         try:
@@ -90,6 +112,10 @@ class ConceptsStage(Stage[StudyPreprocessed]):
             event, served.probabilities, served.embedding, self.settings.triton_model, version, supported=self.client.supported, gate=gate,
             ood_score=served.ood_score, site_head=served.head,
         )  # fmt: skip
+        if site and served.shadow_head is not None and served.shadow_probabilities is not None and served.shadow_ood_score is not None:
+            row = shadow_row(event.study.study_key, site, served.probabilities, {c.observation.value: c.state for c in out.concepts},
+                             out.ood is not None, served.head, served.shadow_head, served.shadow_probabilities, served.shadow_ood_score)  # fmt: skip
+            await self.record_shadow(row)
         return [Output(CONCEPTS_INFERRED, out)]
 
 

@@ -46,19 +46,19 @@ SITE_AE, SITE = "IT-SITE", "IT-SITE-A"
 
 
 def write_site_profile(settings: Settings) -> list[str] | None:
-    """A site audit profile for SITE, narrower than the shipped gate (its first assessed
-    observation only), so the test can see it applied; the assessed list, or None when the
-    shipped checkpoint has no gate to derive it from."""
-    from dataclasses import replace
-
+    """A site audit profile for SITE that assesses one observation the generic model learnt
+    (the shipped gate, under its claim policy, assesses none), so the test can see a profile
+    applied; the assessed list, or None when the shipped checkpoint has no gate."""
+    from radalign.concepts.calibration import OperatingPoint
     from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from radalign.concepts.gate import profile_path, save_profile
+    from radalign.concepts.gate import ServedGate, profile_path, save_profile
 
     shipped = load_checkpoint(DEFAULT_CHECKPOINT).gate
-    if shipped is None or not shipped.assessed:
+    if shipped is None:
         return None
-    assessed = shipped.assessed[:1]
-    profile = replace(shipped, name=SITE, assessed=assessed, operating_points={k: shipped.operating_points[k] for k in assessed}, model_version=None)
+    assessed = ["Edema"]
+    point = OperatingPoint(absent=0.05, present=0.3, target_sensitivity=0.9, target_specificity=0.9)
+    profile = ServedGate(assessed=assessed, operating_points={"Edema": point}, ood_threshold=shipped.ood_threshold, name=SITE)
     assert settings.concepts_site_profiles_dir is not None
     save_profile(profile, profile_path(settings.concepts_site_profiles_dir, SITE))
     return assessed
@@ -355,3 +355,60 @@ def test_outage_dead_letters_then_replay_delivers_the_report(pipeline: Settings)
     # take letters parked since: studies of earlier tests still in flight met the stopped Triton too.)
     again = asyncio.run(replay_dead_letters(settings, "concepts", {"dependency"})).replayed
     assert not {r.offset for r in again} & {r.offset for r in replayed} and key not in {r.letter.key for r in again}
+
+
+def test_site_model_in_shadow_is_recorded_then_promoted_and_rolled_back(pipeline: Settings) -> None:
+    """A candidate for the site runs in shadow on live traffic: the study is drafted from the live
+    (generic) model and the candidate's answer lands in PostgreSQL for `radalign sites compare`;
+    promoted, the next study of the site is scored by it (ConceptsInferred names it); rolled back,
+    the generic model serves the site again. No restart anywhere."""
+    import json
+
+    from radalign.db import connect
+    from radalign.identity import Pseudonymizer
+    from radalign.ingest.samples import chest_cr_path
+    from radalign.sites.registry import SHIPPED_DIR, SiteRegistry
+    from radalign.sites.shadow import comparison
+    from schemas.events import ConceptsInferred
+
+    path = chest_cr_path("RG1_UNCI.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    registry = SiteRegistry(pipeline.sites_dir)
+    head = sorted((SHIPPED_DIR / "nih-cxr800").glob("*.pt"))[-1]
+    version = registry.add_candidate(SITE, head, by="test")
+    keys = Pseudonymizer(pipeline.deid_secret)
+
+    def send_and_read() -> ConceptsInferred:
+        (ds,) = as_new_study([path])
+        key = keys.study_key(ds.StudyInstanceUID)
+        assert send_cstore(pipeline.dicom_port, ds, calling_ae=SITE_AE, called_ae=pipeline.dicom_ae_title) == 0x0000
+        seen = asyncio.run(read_until(pipeline, [CONCEPTS_INFERRED.name, REPORT_DRAFTED.name], lambda s: key in reports_by_key(s)))
+        [concepts] = [e for e in (codec.decode(ConceptsInferred, m.value) for m in seen[CONCEPTS_INFERRED.name]) if e.study.study_key == key][:1]
+        return concepts
+
+    time.sleep(2)  # Triton re-reads a changed registry within a second
+    shadowed = send_and_read()
+    assert shadowed.site_head is None  # drafted from the live model, never the candidate
+    with connect(settings=pipeline) as conn:
+        rows = conn.execute(
+            "SELECT live_probabilities, live_states, candidate_probabilities, candidate_states, live_ood, candidate_ood, NULL AS signed_labels "
+            "FROM site_shadow_scores WHERE study_key = %s AND candidate_version = %s", (shadowed.study.study_key, version),
+        ).fetchall()  # fmt: skip
+    assert len(rows) == 1
+    names = ["live_probabilities", "live_states", "candidate_probabilities", "candidate_states", "live_ood", "candidate_ood", "signed_labels"]
+    figures = comparison([dict(zip(names, r, strict=True)) for r in rows])
+    assert figures["studies"] == 1 and figures["signed"] == 0
+    candidate_meta = json.loads(head.with_suffix(".json").read_text())
+    assert set(rows[0][3]) <= set(candidate_meta["summary"]["assessed"])  # the candidate claims only what its policy allows
+
+    registry.promote(SITE, version, by="test")
+    try:
+        time.sleep(2)
+        promoted = send_and_read()
+        assert (promoted.site_head, promoted.site_head_version) == (SITE, version)
+        assert {c.observation.value for c in promoted.concepts} <= set(candidate_meta["summary"]["assessed"])
+    finally:
+        registry.rollback(SITE, by="test")
+    time.sleep(2)
+    assert send_and_read().site_head is None
