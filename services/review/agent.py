@@ -98,6 +98,7 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
     from radalign.drafting.identity import PostgresReidentifier
     from radalign.framework.producer import KafkaEventPublisher
     from radalign.kb.store import CaseStore
+    from radalign.review.signers import PostgresSigners
     from radalign.review.store import ReviewStore
 
     stop = stop or asyncio.Event()
@@ -107,7 +108,7 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
         async with KafkaEventPublisher(settings, stage=STAGE) as publisher:
             case_store = CaseStore(pool, search_timeout_ms=settings.db_statement_timeout_ms) if learn else None
             core = ReviewCore(settings, ReviewStore(pool), open_blob_store(settings.blob_root, settings.s3_endpoint_url), publisher,
-                              case_store=case_store, reidentifier=PostgresReidentifier(pool))
+                              case_store=case_store, reidentifier=PostgresReidentifier(pool), signers=PostgresSigners(pool))
             app = build_review_app(core, settings)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

@@ -114,11 +114,14 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
     async def login(request: web.Request) -> web.Response:
         form = await request.post()
         name, role, token = str(form.get("name", "")).strip(), str(form.get("role", "")), str(form.get("token", "")).strip()
+        identifier = str(form.get("identifier", "")).strip()
         target = str(form.get("next", "/"))
         target = target if target.startswith("/") and not target.startswith("//") else "/"
         error = None
         if not _NAME.match(name):
             error = "Enter your name (letters, digits, spaces, . _ @ ' -; up to 80 characters)."
+        elif identifier and not _NAME.match(identifier):
+            error = "The staff identifier may hold letters, digits, spaces, . _ @ ' - (up to 80 characters)."
         elif role not in {r.value for r in ReviewRole}:
             error = "Choose a role."
         elif not bearer_authorized(f"Bearer {token}", tokens):
@@ -126,7 +129,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
         if error:
             return _render("login.html.j2", status=401 if "token" in error else 400, next=target, needs_token=bool(tokens),
                            error=error, roles=[r.value for r in ReviewRole])
-        value = base64.urlsafe_b64encode(json.dumps({"name": name, "role": role, "token": token}).encode()).decode()
+        value = base64.urlsafe_b64encode(json.dumps({"name": name, "identifier": identifier, "role": role, "token": token}).encode()).decode()
         response = web.HTTPSeeOther(target)
         response.set_cookie(SESSION_COOKIE, value, httponly=True, samesite="Strict", path="/", max_age=12 * 3600,
                             secure=request.secure)
@@ -208,6 +211,7 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
                 key, findings=str(form.get("findings", "")), impression=str(form.get("impression", "")),
                 signer_name=session["name"], signer_role=ReviewRole(session.get("role", "radiologist")),
                 report_id=str(form.get("report_id", "")), opened_at=opened_at,
+                signer_identifier=str(session.get("identifier", "")), change="corrected" if form.get("change") == "corrected" else "amended",
             )
         except LookupError as exc:
             return _error(request, 404, "Not Found", str(exc))
@@ -215,7 +219,8 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
             return _error(request, 409 if "changed" in str(exc) or "meanwhile" in str(exc) else 422, "Cannot sign", str(exc))
         if not _wants_html(request):
             return web.json_response(
-                {"final_id": final.final_id, "version": final.version, "published": published, "edit_distance": final.edit_distance},
+                {"final_id": final.final_id, "version": final.version, "status": final.status, "replaces_version": final.replaces_version,
+                 "published": published, "edit_distance": final.edit_distance},
                 status=201,
             )
         raise web.HTTPSeeOther(f"/studies/{key}?signed={final.version}" + ("" if published else "&pending=1"))

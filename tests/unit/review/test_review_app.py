@@ -33,7 +33,7 @@ class MemoryStore:
         self.signed: dict[tuple[str, int], tuple[ReportFinal, str, bool]] = {}
 
     async def unsigned_drafts(self, limit: int = 500) -> list[ReportDrafted]:
-        signed = {k for k, _ in self.signed}
+        signed = {k for (k, _), (f, _, _) in self.signed.items() if f.status != "preliminary"}
         return [d for k, d in self.drafts.items() if k not in signed]
 
     async def latest_draft(self, study_key: str) -> ReportDrafted | None:
@@ -47,6 +47,9 @@ class MemoryStore:
 
     async def finals(self, study_key: str) -> list:
         return [(f, who) for (k, _), (f, who, _) in sorted(self.signed.items()) if k == study_key]
+
+    async def history(self, study_key: str) -> list[tuple[int, str]]:
+        return [(v, f.status) for (k, v), (f, _, _) in sorted(self.signed.items()) if k == study_key]
 
     async def next_version(self, study_key: str) -> int:
         return 1 + sum(1 for k, _ in self.signed if k == study_key)
@@ -96,8 +99,9 @@ async def env(tmp_path: Path):
         await client.close()
 
 
-def _session(name: str = "Dr Unit", token: str = TOKEN) -> dict[str, str]:
-    return {SESSION_COOKIE: base64.urlsafe_b64encode(json.dumps({"name": name, "role": "radiologist", "token": token}).encode()).decode()}
+def _session(name: str = "Dr Unit", token: str = TOKEN, role: str = "radiologist", identifier: str = "") -> dict[str, str]:
+    data = {"name": name, "role": role, "token": token, "identifier": identifier}
+    return {SESSION_COOKIE: base64.urlsafe_b64encode(json.dumps(data).encode()).decode()}
 
 
 async def test_pages_need_the_read_token(env):
@@ -163,3 +167,36 @@ async def test_sign_publishes_the_final_report_and_the_outbox_retries_a_failed_p
     assert amended.version == 2 and amended.status == "amended" and publisher.events[-1][2] != ev_id
     r = await client.post("/studies/st-stat000000001/sign", data={"findings": " ", "impression": "x", "report_id": "x"}, cookies=_session())
     assert r.status in (409, 422)
+
+
+async def test_resident_preliminary_waits_for_the_attendings_cosignature_then_amendments(env):
+    from radalign.review.signers import StaticSigners
+
+    client, store, publisher, core = env
+    core.signers = StaticSigners()
+    draft = store.drafts["st-routine0000001"]
+    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id}
+    r = await client.post("/studies/st-routine0000001/sign", data=form, cookies=_session("Rex Resident", role="resident", identifier="res-7"))
+    body = await r.json()
+    assert r.status == 201 and body["status"] == "preliminary" and body["replaces_version"] is None
+    # still on the worklist: an attending's co-signature is due; the editor starts from the signed text
+    keys = [i["study_key"] for i in await (await client.get("/api/worklist", cookies=_session())).json()]
+    assert "st-routine0000001" in keys
+    page = await (await client.get("/studies/st-routine0000001", cookies=_session())).text()
+    assert "Co-sign as Dr Unit" in page
+    r = await client.post("/studies/st-routine0000001/sign", data=form | {"impression": "Cosigned."}, cookies=_session("Ann Attending", identifier="att-1"))
+    body = await r.json()
+    assert body["status"] == "final" and body["version"] == 2 and body["replaces_version"] == 1
+    keys = [i["study_key"] for i in await (await client.get("/api/worklist", cookies=_session())).json()]
+    assert "st-routine0000001" not in keys
+    # a resident may not change the released report; an attending's change is a correction when asked
+    r = await client.post("/studies/st-routine0000001/sign", data=form, cookies=_session("Rex Resident", role="resident", identifier="res-7"))
+    assert r.status == 422 and "only an attending" in (await r.json())["detail"]
+    r = await client.post("/studies/st-routine0000001/sign", data=form | {"change": "corrected"}, cookies=_session("Ann Attending", identifier="att-1"))
+    assert (await r.json())["status"] == "corrected"
+    statuses = [(e.version, e.status, e.replaces_version, e.signer_role.value) for _, e, _ in publisher.events]
+    assert statuses == [(1, "preliminary", None, "resident"), (2, "final", 1, "radiologist"), (3, "corrected", 2, "radiologist")]
+    # the pseudonym -> signer mapping was recorded; the events carry pseudonyms only
+    resident = await core.signers.lookup(publisher.events[0][1].signer_key)
+    assert resident.display_name == "Rex Resident" and resident.identifier == "res-7" and resident.role == "resident"
+    assert all("Attending" not in e.model_dump_json() and "res-7" not in e.model_dump_json() for _, e, _ in publisher.events)
