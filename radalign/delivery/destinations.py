@@ -107,6 +107,11 @@ class FhirDestination(_Model):
     patient_identifier_system: str = Field(
         default="urn:radalign:fhir:NamingSystem:patient-id", description="system of the patient identifier (the MRN's issuer)"
     )
+    ai_results: bool = Field(
+        default=True,
+        description="on a signed version, also send the model's own Observations (marked as the AI device's, outside "
+        "DiagnosticReport.result); the signed report's labels are the result either way",
+    )
     auth: Auth | None = None
     retry: RetryPolicy = RetryPolicy()
 

@@ -10,8 +10,8 @@ appears as a signer in a delivered record: without the mapping the delivery refu
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -95,3 +95,20 @@ class PostgresSigners:
             await cur.execute(_GET, (reviewer_key,))
             row = await cur.fetchone()
         return Signer(**row) if row else None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A signed version as the outputs need it, re-identified (never a pseudonym): who signed
+    (`signer`, and the residents whose preliminary work it co-signs), which version it is and
+    which it replaces, and the signed text's labels (the coded results)."""
+
+    version: int
+    signer: Signer
+    co_signers: tuple[Signer, ...] = ()
+    replaces_version: int | None = None
+    labels: Mapping[Any, Any] = field(default_factory=dict)  # Observation -> Certainty
+
+    def version_id(self, report_id: str, version: int | None = None) -> str:
+        """The signed version's identifier (ReportFinal.final_id)."""
+        return f"{report_id}-v{self.version if version is None else version}"
