@@ -79,6 +79,20 @@ def signed_number(report_version: str, report_status: str) -> int | None:
     return 1 if report_status in RELEASED_STATUSES else None
 
 
+def co_signer_keys(event: ReportFinal, history: Sequence[ReportFinal]) -> list[str]:
+    """The pseudonyms of the residents whose preliminary versions `event` releases or revises:
+    the unbroken run of preliminary versions it replaces (the signer excluded), newest first."""
+    earlier = {f.version: f for f in history}
+    keys: list[str] = []
+    version = event.replaces_version
+    while version is not None and version in earlier and earlier[version].status == "preliminary":
+        key = earlier[version].signer_key
+        if key != event.signer_key and key not in keys:
+            keys.append(key)
+        version = earlier[version].replaces_version
+    return keys
+
+
 def final_version(draft: ReportDrafted, signed: ReportFinal, signer: Signer, co_signers: Sequence[Signer] = ()) -> ReportVersion:
     """The signed report as a deliverable version: the draft's study, concepts and provenance
     with the signer's text, status and labels, and the signer re-identified (`signer`, looked up

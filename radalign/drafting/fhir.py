@@ -432,10 +432,11 @@ def validate(resource: dict[str, Any], version: FhirVersion = "R5") -> Any:
 
 def diagnostic_report(
     report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R5",
-    status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM,
+    status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, signature: Signature | None = None,
 ) -> Any:
     """The validated `fhir.resources` DiagnosticReport model (raises pydantic.ValidationError)."""
-    return validate(diagnostic_report_dict(report, identity, issued=issued, version=version, status=status, patient_system=patient_system), version)
+    resource = diagnostic_report_dict(report, identity, issued=issued, version=version, status=status, patient_system=patient_system, signature=signature)
+    return validate(resource, version)
 
 
 def diagnostic_report_json(

@@ -22,7 +22,7 @@ from radalign.delivery.core import DeliveryCore
 from radalign.delivery.destinations import load_config
 from radalign.delivery.records import PostgresDeliveryRecords
 from radalign.delivery.senders import build_sender
-from radalign.delivery.version import ReportVersion, final_version
+from radalign.delivery.version import ReportVersion, co_signer_keys, final_version
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
 from radalign.framework.auth import parse_tokens
@@ -100,13 +100,7 @@ class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
         co_signers: list[Signer] = []
         if event.replaces_version is not None:
             finals = await call_with_retry("postgres", lambda: review.finals(event.study.study_key), self.settings, stage=self.name, timeout_s=10)
-            earlier = {f.version: f for f, _ in finals}
-            version = event.replaces_version
-            while version in earlier and earlier[version].status == "preliminary":
-                key = earlier[version].signer_key
-                if key != event.signer_key and all(c.reviewer_key != key for c in co_signers):
-                    co_signers.append(await lookup(key))
-                version = earlier[version].replaces_version or 0
+            co_signers = [await lookup(key) for key in co_signer_keys(event, [f for f, _ in finals])]
         return signer, co_signers
 
     def routes(self) -> list:
