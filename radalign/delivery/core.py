@@ -99,6 +99,9 @@ class DeliveryCore:
 
     async def _one(self, sender: Sender, item: ReportVersion, identity: StudyIdentity) -> DestinationResult:
         report = item.report
+        if getattr(sender, "signed_only", False) and item.signature is None:
+            delivery_metrics.DELIVERIES.labels(destination=sender.name, kind=sender.kind, outcome="skipped").inc()
+            return DestinationResult(sender.name, "skipped", "this destination takes signed versions only")
         record = await self._db("postgres", lambda: self.records.get(report.report_id, sender.name))
         if (reason := skip_reason(record, item)) is not None:
             metrics.DUPLICATES.labels(stage=STAGE).inc()

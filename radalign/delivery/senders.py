@@ -1,4 +1,5 @@
-"""One sender per destination kind: DICOM C-STORE (pynetdicom), STOW-RS and FHIR (httpx).
+"""One sender per destination kind: DICOM C-STORE (pynetdicom), STOW-RS and FHIR (httpx), HL7 v2
+ORU^R01 over MLLP (python-hl7, `radalign.delivery.hl7`).
 
 A sender makes one attempt; the core wraps it in the destination's bounded retries. Failures
 are classified once, here: `PermanentError` (the destination refused the content: retrying
@@ -18,7 +19,7 @@ from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from radalign.delivery.destinations import DicomDestination, FhirDestination, StowDestination
+from radalign.delivery.destinations import DicomDestination, FhirDestination, Hl7Destination, StowDestination
 from radalign.delivery.oauth import TokenProvider
 from radalign.delivery.version import ReportVersion
 from radalign.drafting.fhir import transaction_bundle
@@ -215,7 +216,11 @@ class FhirSender(_HttpSender[FhirDestination]):
             raise TransientDeliveryError(f"{d.name}: unexpected transaction-response ({type(exc).__name__})") from None
 
 
-def build_sender(destination: DicomDestination | StowDestination | FhirDestination) -> Sender:
+def build_sender(destination: DicomDestination | StowDestination | FhirDestination | Hl7Destination) -> Sender:
+    if isinstance(destination, Hl7Destination):
+        from radalign.delivery.hl7 import Hl7Sender
+
+        return Hl7Sender(destination)
     if isinstance(destination, DicomDestination):
         return DicomStoreSender(destination)
     if isinstance(destination, StowDestination):
