@@ -44,3 +44,10 @@ CREATE TABLE IF NOT EXISTS reviewer_identities (
     role              text NOT NULL,
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
+
+-- Delivery records (060): the RIS feed (kind hl7) and the signed statuses.
+ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_kind_check;
+ALTER TABLE deliveries ADD CONSTRAINT deliveries_kind_check CHECK (kind IN ('dicom', 'stow', 'fhir', 'hl7'));
+ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_report_status_check;
+ALTER TABLE deliveries ADD CONSTRAINT deliveries_report_status_check
+    CHECK (report_status IN ('preliminary', 'final', 'amended', 'corrected'));
