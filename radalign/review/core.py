@@ -227,7 +227,7 @@ class ReviewCore:
             raise SignOffError(str(exc)) from exc
         labels: dict[Observation, Certainty] = await asyncio.to_thread(label_sections, findings.strip(), impression.strip())
         identifier = signer_identifier.strip() or signer_name.strip()
-        key = reviewer_key(f"{signer_identifier_system}|{identifier}" if signer_identifier.strip() else signer_name, self.settings.deid_secret)
+        key = self.signer_key(signer_name, signer_identifier, signer_identifier_system)
         final = build_final(
             draft, findings=findings, impression=impression, signer_key=key,
             signer_role=signer_role, version=transition.version, labels=labels, opened_at=opened_at,
@@ -253,6 +253,26 @@ class ReviewCore:
         if opened_at is not None:
             metrics.TIME_TO_SIGN.labels(priority=priority).observe(max(0.0, (final.signed_at - opened_at).total_seconds()))
         return final, published
+
+    def signer_key(self, name: str, identifier: str = "", system: str = LOCAL_IDENTIFIER_SYSTEM) -> str:
+        """The reviewer's pseudonym: HMAC of the identity provider's (issuer, subject), or of the
+        name for a dev login without an identifier."""
+        return reviewer_key(f"{system}|{identifier.strip()}" if identifier.strip() else name, self.settings.deid_secret)
+
+    async def audit(self, action: str, study_key: str | None, session: dict[str, Any] | None, via: str = "", **detail: Any) -> None:
+        """Record who did what to which study (review_audit); never fails the request it records."""
+        record = getattr(self.store, "audit", None)
+        if record is None:
+            return
+        who = role = None
+        if session:
+            who = self.signer_key(str(session.get("name", "")), str(session.get("identifier", "")),
+                                  str(session.get("identifier_system") or LOCAL_IDENTIFIER_SYSTEM))
+            role = str(session.get("role", ""))
+        try:
+            await record(action, study_key, who, role, via or str((session or {}).get("via", "bearer")), detail)
+        except Exception:  # noqa: BLE001 - an audit row lost is logged, the reviewer's work goes on
+            log.exception("review audit (%s) not recorded", action)
 
     async def _publish(self, final: ReportFinal) -> bool:
         ev_id = codec.event_id(STAGE, final.study.study_key, final.study.pipeline_version, final.version)

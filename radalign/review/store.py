@@ -61,6 +61,10 @@ WHERE NOT EXISTS (SELECT 1 FROM report_finals f WHERE f.study_key = r.study_key 
 """
 
 
+_AUDIT = "INSERT INTO review_audit (action, study_key, reviewer_key, role, via, detail) VALUES (%s, %s, %s, %s, %s, %s)"
+_AUDIT_OF = "SELECT at, action, reviewer_key, role, via, detail FROM review_audit WHERE study_key = %s ORDER BY at, id"
+
+
 class VersionConflict(RuntimeError):
     """Another sign-off of the same study took this version number first."""
 
@@ -167,6 +171,16 @@ class ReviewStore:
             SignedRow(ReportFinal.model_validate(r[0]), dict(r[1]), r[2], BlobRef.model_validate(r[3]) if r[3] else None)
             for r in rows
         ]
+
+    async def audit(self, action: str, study_key: str | None, reviewer_key: str | None, role: str | None, via: str,
+                    detail: dict[str, Any] | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(_AUDIT, (action, study_key, reviewer_key, role, via, Jsonb(detail or {})))
+
+    async def audit_trail(self, study_key: str) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(_AUDIT_OF, (study_key,))).fetchall()
+        return [{"at": r[0].isoformat(), "action": r[1], "reviewer_key": r[2], "role": r[3], "via": r[4], "detail": r[5]} for r in rows]
 
     async def cases(self, case_keys: list[str]) -> dict[str, dict[str, Any]]:
         """The retrieved cases' texts, by key (read-only use of the case store's table)."""

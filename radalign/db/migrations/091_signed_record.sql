@@ -51,3 +51,17 @@ ALTER TABLE deliveries ADD CONSTRAINT deliveries_kind_check CHECK (kind IN ('dic
 ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_report_status_check;
 ALTER TABLE deliveries ADD CONSTRAINT deliveries_report_status_check
     CHECK (report_status IN ('preliminary', 'final', 'amended', 'corrected'));
+
+-- Audit trail of the review service: who signed in, opened and signed each study, and when.
+-- reviewer_key is the pseudonym (as in events); reviewer_identities names the person.
+CREATE TABLE IF NOT EXISTS review_audit (
+    id           bigserial PRIMARY KEY,
+    at           timestamptz NOT NULL DEFAULT now(),
+    action       text NOT NULL CHECK (action IN ('login', 'logout', 'opened', 'signed', 'refused')),
+    study_key    text,
+    reviewer_key text,
+    role         text,
+    via          text,                      -- oidc, token (dev login) or bearer (API)
+    detail       jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS review_audit_study ON review_audit (study_key, at);
