@@ -184,6 +184,22 @@ class Settings(BaseSettings):
     metrics_dir: Path | None = Field(default=None, description="PROMETHEUS_MULTIPROC_DIR for multi-process workers")
     log_level: str = "INFO"
 
+    # Review sign-in (issue 24): OpenID Connect, authorization code + PKCE, against the provider's IdP.
+    # Empty issuer: the dev token login (name, role, token), refused outside dev.
+    review_oidc_issuer: str = Field(default="", description="the IdP's issuer URL (discovery at /.well-known/openid-configuration)")
+    review_oidc_client_id: str = "radalign-review"
+    review_oidc_client_secret: SecretStr = SecretStr("")
+    review_oidc_scope: str = "openid profile roles"
+    review_oidc_role_claim: str = Field(default="roles", description="the ID token claim listing the user's roles (or groups)")
+    review_oidc_attending_roles: str = Field(default="attending,radiologist", description="claim values that make an attending (final sign-off)")
+    review_oidc_resident_roles: str = Field(default="resident", description="claim values that make a resident (preliminary sign-off)")
+    review_public_url: str = Field(default="", description="the review service's external base URL (redirect URI); default http://127.0.0.1:PORT")
+    review_session_secret: SecretStr = Field(default=SecretStr(""), description="seals the session cookie; default derived from RADALIGN_DEID_SECRET")
+    review_session_idle_s: int = Field(default=1800, ge=60, description="a review session ends after this long without a request")
+    review_session_max_s: int = Field(default=12 * 3600, ge=300, description="and this long after sign-in in any case")
+    # Dev/CI identity provider (radalign.stack.idp: npm oidc-provider), started by the stack when node is installed.
+    idp_port: int = 18190
+
     @model_validator(mode="after")
     def _secure_outside_dev(self) -> Settings:
         """Outside dev, settings that silently disable a protection stop the process instead."""

@@ -352,7 +352,8 @@ class ReportDrafted(Contract):
 
 
 class ReviewRole(str, Enum):
-    """Who signed: a radiologist signs a final report; a resident's signature is preliminary."""
+    """Who signed: a radiologist (attending) signs a final report; a resident's signature is
+    preliminary until an attending co-signs it (radalign/review/lifecycle.py)."""
 
     RADIOLOGIST = "radiologist"
     RESIDENT = "resident"
@@ -361,10 +362,12 @@ class ReviewRole(str, Enum):
 class ReportFinal(Contract):
     """The report a radiologist signed; topic `radalign.report.final.v1`.
 
-    Carries what a delivery stage needs to re-deliver it as FHIR `final` / SR `VERIFIED` without
-    reading the draft: the signed text, the draft it replaces (`report_id`), its version (a
-    corrected sign-off is version 2, 3 ...), who signed (a pseudonym and a role, never a name)
-    and when. `ce_id` is deterministic per (study, pipeline version, version).
+    Carries what a delivery stage needs to re-deliver it without reading the draft: the signed
+    text, the draft it replaces (`report_id`), its version (1, 2, 3 ...; every signature is a new
+    version, nothing is overwritten), its status (a resident's signature is preliminary, an
+    attending's final, a change after final amended or corrected) and the version it replaces,
+    who signed (a pseudonym and a role, never a name) and when. `ce_id` is deterministic per
+    (study, pipeline version, version).
     """
 
     event_type: ClassVar[str] = "org.radalign.report.final.v1"
@@ -374,7 +377,10 @@ class ReportFinal(Contract):
     report_id: str = Field(description="the drafted report this final version replaces (ReportDrafted.report_id)")
     final_id: str = Field(description="deterministic: report_id + version")
     version: int = Field(ge=1, description="1 for the first sign-off; a later amendment of the same study is 2, 3 ...")
-    status: Literal["final", "amended"] = Field(description="FHIR DiagnosticReport.status to deliver; SR VerificationFlag is VERIFIED")
+    status: Literal["preliminary", "final", "amended", "corrected"] = Field(
+        description="FHIR DiagnosticReport.status to deliver: preliminary (a resident signed; an attending's co-signature is due), "
+        "final (an attending signed), amended / corrected (changed after a final version); HL7 OBR-25 P / F / C"
+    )
     findings: str = Field(min_length=1, max_length=20000)
     impression: str = Field(min_length=1, max_length=20000)
     signer_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of the signing user (HMAC of the login), never a name")
@@ -389,6 +395,15 @@ class ReportFinal(Contract):
     drafter: str = Field(description="backend that wrote the draft")
     model_version: str
     timings: list[StageTiming] = Field(default_factory=list)
+    replaces_version: int | None = Field(
+        default=None, ge=1, description="the signed version this one replaces (final_id `{report_id}-v{n}`); null for the first sign-off"
+    )
+
+    @model_validator(mode="after")
+    def _replaces_an_earlier_version(self) -> ReportFinal:
+        if self.replaces_version is not None and self.replaces_version >= self.version:
+            raise ValueError("replaces_version must be an earlier version")
+        return self
 
 
 class DeadLetter(Contract):

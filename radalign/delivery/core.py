@@ -2,7 +2,7 @@
 
 For each destination: look at its delivery record; skip a version it already delivered (a
 redelivered event, counted in radalign_duplicates_skipped_total) and a stale preliminary draft
-after the final report went out; otherwise send it with the destination's bounded retries and
+after a signed version went out (and an older signed version after a newer one); otherwise send it with the destination's bounded retries and
 backoff (radalign.framework.retry) and record the outcome. Destinations are independent: one
 that is down does not hold up the others. If any destination failed, `deliver` raises after
 recording everything, so the stage dead-letters the event (naming the destinations and the
@@ -23,7 +23,7 @@ from radalign.config import Settings
 from radalign.delivery import metrics as delivery_metrics
 from radalign.delivery.records import DeliveryRecord, DeliveryRecords
 from radalign.delivery.senders import Sender
-from radalign.delivery.version import ReportVersion
+from radalign.delivery.version import ReportVersion, signed_number
 from radalign.drafting.identity import Reidentifier, StudyIdentity
 from radalign.framework import metrics
 from radalign.framework.retry import DependencyUnavailable, PermanentError, call_with_retry
@@ -61,8 +61,13 @@ def skip_reason(record: DeliveryRecord | None, item: ReportVersion) -> str | Non
         return None
     if record.report_version == item.version and record.status == "delivered":
         return "this version was delivered already"
-    if record.report_status == "final" and record.status == "delivered" and item.status == "preliminary":
-        return "the final report was delivered; a draft never replaces it"
+    if record.status != "delivered":
+        return None
+    delivered = signed_number(record.report_version, record.report_status)
+    if delivered is not None and item.signed_version is None:
+        return "a signed version was delivered; the AI's draft never replaces it"
+    if delivered is not None and item.signed_version is not None and item.signed_version < delivered:
+        return f"signed version {delivered} was delivered; an earlier version never replaces it"
     return None
 
 
@@ -94,6 +99,9 @@ class DeliveryCore:
 
     async def _one(self, sender: Sender, item: ReportVersion, identity: StudyIdentity) -> DestinationResult:
         report = item.report
+        if getattr(sender, "signed_only", False) and item.signature is None:
+            delivery_metrics.DELIVERIES.labels(destination=sender.name, kind=sender.kind, outcome="skipped").inc()
+            return DestinationResult(sender.name, "skipped", "this destination takes signed versions only")
         record = await self._db("postgres", lambda: self.records.get(report.report_id, sender.name))
         if (reason := skip_reason(record, item)) is not None:
             metrics.DUPLICATES.labels(stage=STAGE).inc()

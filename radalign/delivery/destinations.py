@@ -5,6 +5,8 @@ A YAML or JSON document, given as a file path or inline:
     destinations:
       - {name: pacs, kind: dicom, ae_title: ORTHANC, host: pacs.example, port: 4242}
       - {name: dicomweb, kind: stow, url: https://pacs.example/dicom-web, auth: {type: bearer, token_env: PACS_TOKEN}}
+      - {name: ris, kind: hl7, host: ris.example, port: 2575, receiving_application: RIS, receiving_facility: HOSP,
+         retry: {attempts: 5, timeout_s: 10}}
       - name: ehr
         kind: fhir
         base_url: https://fhir.example/r5
@@ -107,11 +109,31 @@ class FhirDestination(_Model):
     patient_identifier_system: str = Field(
         default="urn:radalign:fhir:NamingSystem:patient-id", description="system of the patient identifier (the MRN's issuer)"
     )
+    ai_results: bool = Field(
+        default=True,
+        description="on a signed version, also send the model's own Observations (marked as the AI device's, outside "
+        "DiagnosticReport.result); the signed report's labels are the result either way",
+    )
     auth: Auth | None = None
     retry: RetryPolicy = RetryPolicy()
 
 
-Destination = Annotated[DicomDestination | StowDestination | FhirDestination, Field(discriminator="kind")]
+class Hl7Destination(_Model):
+    """A RIS taking HL7 v2.5.1 ORU^R01 over MLLP (radalign/delivery/hl7.py); signed versions only."""
+
+    name: str = Field(pattern=_NAME)
+    kind: Literal["hl7"]
+    host: str
+    port: int = Field(ge=1, le=65535)
+    sending_application: str = Field(default="RADALIGN", max_length=180)
+    sending_facility: str = Field(default="", max_length=180)
+    receiving_application: str = Field(default="RIS", max_length=180)
+    receiving_facility: str = Field(default="", max_length=180)
+    processing_id: Literal["P", "T", "D"] = Field(default="P", description="MSH-11: production, training, debugging")
+    retry: RetryPolicy = RetryPolicy(timeout_s=10.0)
+
+
+Destination = Annotated[DicomDestination | StowDestination | FhirDestination | Hl7Destination, Field(discriminator="kind")]
 
 
 class DeliveryConfig(_Model):

@@ -1,4 +1,5 @@
-"""One sender per destination kind: DICOM C-STORE (pynetdicom), STOW-RS and FHIR (httpx).
+"""One sender per destination kind: DICOM C-STORE (pynetdicom), STOW-RS and FHIR (httpx), HL7 v2
+ORU^R01 over MLLP (python-hl7, `radalign.delivery.hl7`).
 
 A sender makes one attempt; the core wraps it in the destination's bounded retries. Failures
 are classified once, here: `PermanentError` (the destination refused the content: retrying
@@ -18,7 +19,7 @@ from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
-from radalign.delivery.destinations import DicomDestination, FhirDestination, StowDestination
+from radalign.delivery.destinations import DicomDestination, FhirDestination, Hl7Destination, StowDestination
 from radalign.delivery.oauth import TokenProvider
 from radalign.delivery.version import ReportVersion
 from radalign.drafting.fhir import transaction_bundle
@@ -44,11 +45,18 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
+def sr_kwargs(item: ReportVersion) -> dict[str, Any]:
+    """The SR of a version: its status, the re-identified signers, its predecessor."""
+    sig = item.signature
+    return {
+        "status": item.status, "verifier": item.verifier_pn, "verified_at": item.verified_at, "document_version": item.version,
+        "signer": sig.signer if sig else None, "co_signers": sig.co_signers if sig else (),
+        "signed_version": sig.version if sig else None, "replaces_version": sig.replaces_version if sig else None,
+    }
+
+
 def sr_for(item: ReportVersion, identity: StudyIdentity) -> Dataset:
-    return basic_text_sr(
-        item.report, identity, created=item.issued, status=item.status, verifier=item.verifier,
-        verified_at=item.verified_at, document_version=item.version,
-    )
+    return basic_text_sr(item.report, identity, created=item.issued, **sr_kwargs(item))
 
 
 def _check_http(response: httpx.Response, what: str) -> None:
@@ -137,10 +145,7 @@ class StowSender(_HttpSender[StowDestination]):
 
     async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
         d = self.destination
-        data = basic_text_sr_bytes(
-            item.report, identity, created=item.issued, status=item.status, verifier=item.verifier,
-            verified_at=item.verified_at, document_version=item.version,
-        )
+        data = basic_text_sr_bytes(item.report, identity, created=item.issued, **sr_kwargs(item))
         boundary = f"radalign-{secrets.token_hex(12)}"
         body = b"".join([f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode(), data, f"\r\n--{boundary}--\r\n".encode()])
         headers = {
@@ -190,7 +195,8 @@ class FhirSender(_HttpSender[FhirDestination]):
         d = self.destination
         bundle = await asyncio.to_thread(
             transaction_bundle, item.report, identity, issued=item.issued, version=d.version, status=item.status,
-            patient_system=d.patient_identifier_system, verifier=item.verifier, document_version=item.version,
+            patient_system=d.patient_identifier_system, verifier=item.verifier_pn, document_version=item.version,
+            signature=item.signature, ai_results=d.ai_results,
         )
         fhir_version = "5.0" if d.version == "R5" else "4.0"
         headers = {
@@ -210,7 +216,11 @@ class FhirSender(_HttpSender[FhirDestination]):
             raise TransientDeliveryError(f"{d.name}: unexpected transaction-response ({type(exc).__name__})") from None
 
 
-def build_sender(destination: DicomDestination | StowDestination | FhirDestination) -> Sender:
+def build_sender(destination: DicomDestination | StowDestination | FhirDestination | Hl7Destination) -> Sender:
+    if isinstance(destination, Hl7Destination):
+        from radalign.delivery.hl7 import Hl7Sender
+
+        return Hl7Sender(destination)
     if isinstance(destination, DicomDestination):
         return DicomStoreSender(destination)
     if isinstance(destination, StowDestination):

@@ -217,7 +217,7 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
     from radalign.demo import delivery as delivery_demo
     from radalign.stack import manager, orthanc
 
-    settings, fhir = delivery_demo.prepare(settings or get_settings())
+    settings, fhir, ris = delivery_demo.prepare(settings or get_settings())
     orthanc_study = None
     started = time.perf_counter()
     console.rule("RadAlign Stream demo")
@@ -248,7 +248,13 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
         page = write_reports_page(list(result.reports.values()), settings.state_dir / "demo" / "reports.html")
         console.print(f"per-concept scores and timings as a page: {page.resolve()}")
         rows = delivery_demo.wait_for_deliveries(settings, len(result.reports))
-        console.print(delivery_demo.summary(settings, rows, fhir, orthanc_study))
+        ris_statuses = None
+        if ris is not None and result.reports:
+            first = sorted(result.reports)[0]
+            signed = delivery_demo.sign_one(settings, first)
+            console.print(f"  signed {first} through the review service: {' then '.join(signed) or 'not signed (see the review log)'}")
+            ris_statuses = delivery_demo.wait_for_ris(ris, len(signed))
+        console.print(delivery_demo.summary(settings, rows, fhir, orthanc_study, ris_statuses))
         console.print(
             f"[bold]{len(result.reports)}/{expected} reports[/bold], {len(result.dead_letters)} dead letters, "
             f"demo wall time {result.wall_s:.1f} s"
@@ -260,3 +266,5 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
             manager.down(settings)
         if fhir is not None:
             fhir.stop()
+        if ris is not None:
+            ris.stop()

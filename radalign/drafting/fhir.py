@@ -33,13 +33,17 @@ from __future__ import annotations
 import base64
 import html
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from radalign.drafting.assessment import assessment_line
 from radalign.drafting.identity import StudyIdentity
 from schemas.events import Certainty, ConceptScore, Observation, ReportDrafted
+
+if TYPE_CHECKING:
+    from radalign.review.signers import Signature, Signer
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -78,7 +82,17 @@ STATE_VALUES: dict[Certainty, tuple[str, str]] = {
     Certainty.UNCERTAIN: ("42425007", "Equivocal"),
 }
 FhirVersion = Literal["R5", "R4", "R4B"]
-ReportStatus = Literal["preliminary", "final"]
+ReportStatus = Literal["preliminary", "final", "amended", "corrected"]
+#: Statuses of a version an attending signed (released).
+RELEASED_STATUSES = ("final", "amended", "corrected")
+RESIDENT_NOTE = "Preliminary report signed by a resident; an attending radiologist's co-signature is pending."
+#: Signed versions of a report: `{report_id}-v{n}` (ReportFinal.final_id).
+REPORT_VERSION_SYSTEM = "urn:radalign:fhir:NamingSystem:report-version"
+#: DiagnosticReport extensions: which signed version this is, and the version it replaces (R4
+#: and R5 DiagnosticReport have no element for a replaced report; the Provenance of each signed
+#: version also names the one it revises, as an entity with role "revision").
+VERSION_EXTENSION = "urn:radalign:fhir:StructureDefinition:report-version"
+REPLACES_EXTENSION = "urn:radalign:fhir:StructureDefinition:replaces-report-version"
 
 
 def report_text(report: ReportDrafted) -> str:
@@ -161,6 +175,13 @@ def finding_code(observation: Observation) -> dict[str, Any]:
     return {"coding": coding, "text": observation.value}
 
 
+def signed_conclusion_codes(labels: Mapping[Observation, Certainty]) -> list[dict[str, Any]]:
+    """The findings the signed text states as present (No Finding when it states nothing else)."""
+    present = [o for o in Observation if labels.get(o) == Certainty.PRESENT]
+    findings: list[Observation] = [o for o in present if o != Observation.NO_FINDING] or [o for o in present if o == Observation.NO_FINDING]
+    return [finding_code(o) for o in findings]
+
+
 def conclusion_codes(report: ReportDrafted) -> list[dict[str, Any]]:
     """The findings the model called present (No Finding when it called nothing else present)."""
     present = [c.observation for c in _assessed(report) if c.state == Certainty.PRESENT]
@@ -168,11 +189,26 @@ def conclusion_codes(report: ReportDrafted) -> list[dict[str, Any]]:
     return [finding_code(o) for o in findings]
 
 
-def _narrative(report: ReportDrafted, status: ReportStatus) -> dict[str, str]:
+def _status_note(status: ReportStatus, signed: bool) -> str:
+    if status in RELEASED_STATUSES:
+        return ""
+    return RESIDENT_NOTE if signed else DRAFT_NOTE
+
+
+def practitioner_ref(signer: Signer) -> dict[str, Any]:
+    """A logical reference to the signer as the identity provider names them (never a pseudonym)."""
+    return {"type": "Practitioner", "identifier": {"system": signer.identifier_system, "value": signer.identifier}, "display": signer.display_name}
+
+
+def _narrative(report: ReportDrafted, status: ReportStatus, signature: Signature | None = None) -> dict[str, str]:
     def para(text: str) -> str:
         return html.escape(text).replace("\n", "<br/>")
 
-    note = "" if status == "final" else f"<p><i>{html.escape(DRAFT_NOTE)}</i></p>"
+    note_text = _status_note(status, signature is not None)
+    note = f"<p><i>{html.escape(note_text)}</i></p>" if note_text else ""
+    if signature is not None:
+        names = ", ".join(html.escape(p.display_name) for p in (signature.signer, *signature.co_signers))
+        note += f"<p>Signed ({html.escape(status)}, version {signature.version}) by {names}.</p>"
     div = (
         '<div xmlns="http://www.w3.org/1999/xhtml">'
         f"<h3>Chest radiograph report ({status})</h3>"
@@ -213,8 +249,10 @@ def device_dict(report: ReportDrafted, *, version: FhirVersion = "R5") -> dict[s
 
 def observation_dict(
     report: ReportDrafted, concept: ConceptScore, identity: StudyIdentity | None, *, status: ReportStatus = "preliminary",
-    issued: datetime, patient_system: str = DEFAULT_PATIENT_SYSTEM, device_ref: str | None = None,
+    issued: datetime, patient_system: str = DEFAULT_PATIENT_SYSTEM, device_ref: str | None = None, note: str = "",
 ) -> dict[str, Any]:
+    """The model's own result for one finding: marked as the AI's (AIAST security label, the
+    Device as `device`, the model's probability)."""
     code, display = STATE_VALUES[concept.state]
     resource: dict[str, Any] = {
         "resourceType": "Observation",
@@ -237,21 +275,56 @@ def observation_dict(
         resource["subject"] = subject
     if device_ref:
         resource["device"] = {"reference": device_ref}
+    if note:
+        resource["note"] = [{"text": note}]
+    return resource
+
+
+def signed_observation_dict(
+    report: ReportDrafted, observation: Observation, state: Certainty, identity: StudyIdentity | None, signature: Signature, *,
+    status: ReportStatus, issued: datetime, patient_system: str = DEFAULT_PATIENT_SYSTEM, derived_from: str | None = None,
+    ai_state: Certainty | None = None,
+) -> dict[str, Any]:
+    """One coded result of the signed report (its labels, ReportFinal.labels): the signer's,
+    not the AI's (no AIAST label, no device; performer = the signer). `derived_from`: the AI's
+    Observation of the same finding, which the signer saw; a disagreement is stated in a note."""
+    code, display = STATE_VALUES[state]
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "identifier": [{"system": URI_SYSTEM, "value": _urn("signed-observation", report.report_id, observation.value)}],
+        "status": status,
+        "category": [IMAGING_CATEGORY],
+        "code": finding_code(observation),
+        "effectiveDateTime": study_effective(identity, report.study.received_at),
+        "issued": issued.isoformat(),
+        "performer": [practitioner_ref(signature.signer)],
+        "valueCodeableConcept": {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": display},
+    }
+    if identity is not None and (subject := _subject(identity, patient_system)):
+        resource["subject"] = subject
+    if derived_from:
+        resource["derivedFrom"] = [{"reference": derived_from}]
+    if ai_state is not None and ai_state != state:
+        resource["note"] = [{"text": f"The AI model's result was {STATE_VALUES[ai_state][1].lower()}; the signed report's result stands."}]
     return resource
 
 
 def diagnostic_report_dict(
     report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R5",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, results: list[str] | None = None,
+    signature: Signature | None = None,
 ) -> dict[str, Any]:
     """The DiagnosticReport as a JSON-ready dict (not yet validated; see `diagnostic_report`).
-    `results`: references to the report's Observations (in a Bundle, their fullUrls)."""
+    `results`: references to the report's Observations (in a Bundle, their fullUrls).
+    `signature`: a signed version, re-identified: its signer is the `performer` and (with the
+    residents whose work it co-signs) the `resultsInterpreter`; the conclusion codes are the
+    signed labels'; extensions name the signed version and the version it replaces."""
     issued = issued or datetime.now(UTC)
     resource: dict[str, Any] = {
         "resourceType": "DiagnosticReport",
         "id": report.report_id,
         "meta": {"security": [AIAST]},
-        "text": _narrative(report, status),
+        "text": _narrative(report, status, signature),
         "identifier": [{"system": URI_SYSTEM, "value": f"urn:uuid:{report.report_id}"}],
         "status": status,
         "category": [{"coding": CATEGORY}],
@@ -268,12 +341,21 @@ def diagnostic_report_dict(
             }
         ],
     }
-    if codes := conclusion_codes(report):
+    codes = conclusion_codes(report) if signature is None else signed_conclusion_codes(signature.labels)
+    if codes:
         resource["conclusionCode"] = codes
     if results:
         resource["result"] = [{"reference": r} for r in results]
-    if version == "R5" and status != "final":
-        resource["note"] = [{"text": DRAFT_NOTE}]
+    if version == "R5" and (note := _status_note(status, signature is not None)):
+        resource["note"] = [{"text": note}]
+    if signature is not None:
+        resource["performer"] = [practitioner_ref(signature.signer)]
+        resource["resultsInterpreter"] = [practitioner_ref(p) for p in (signature.signer, *signature.co_signers)]
+        extensions = [{"url": VERSION_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": signature.version_id(report.report_id)}}]
+        if signature.replaces_version is not None:
+            replaced = signature.version_id(report.report_id, signature.replaces_version)
+            extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": replaced}})
+        resource["extension"] = extensions
     if identity is not None:
         based_on: dict[str, Any] = {"type": "ServiceRequest"}
         if identity.service_request_id:
@@ -291,17 +373,24 @@ def diagnostic_report_dict(
 
 def provenance_dict(
     report: ReportDrafted, targets: list[str], device_ref: str, *, issued: datetime, status: ReportStatus,
-    verifier: str = "", effective: str | None = None,
+    verifier: str = "", effective: str | None = None, signature: Signature | None = None,
 ) -> dict[str, Any]:
-    """The report's origin: produced by the AI Device (and, for a final version, verified by the
-    named radiologist)."""
+    """The report's origin: drafted by the AI Device; for a signed version, authored by the
+    residents it co-signs and the signer (verifier once an attending signed), each as the
+    identity provider names them, and a revision of the version it replaces."""
     agents: list[dict[str, Any]] = [
         {
             "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author", "display": "Author"}]},
             "who": {"reference": device_ref, "display": "RadAlign Stream report drafting AI"},
         }
     ]
-    if status == "final" and verifier:
+    participant = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+    if signature is not None:
+        for person in signature.co_signers:
+            agents.append({"type": {"coding": [{"system": participant, "code": "author", "display": "Author"}]}, "who": practitioner_ref(person)})
+        code, display = ("verifier", "Verifier") if status in RELEASED_STATUSES else ("author", "Author")
+        agents.append({"type": {"coding": [{"system": participant, "code": code, "display": display}]}, "who": practitioner_ref(signature.signer)})
+    elif status in RELEASED_STATUSES and verifier:
         agents.append(
             {
                 "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "verifier", "display": "Verifier"}]},
@@ -313,9 +402,14 @@ def provenance_dict(
         "meta": {"security": [AIAST]},
         "target": [{"reference": t} for t in targets],
         "recorded": issued.isoformat(),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE" if status != "final" else "UPDATE"}]},
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                                 "code": "CREATE" if status == "preliminary" and signature is None else "UPDATE"}]},
         "agent": agents,
     }
+    if signature is not None and signature.replaces_version is not None:
+        replaced = signature.version_id(report.report_id, signature.replaces_version)
+        what = {"identifier": {"system": REPORT_VERSION_SYSTEM, "value": replaced}, "display": f"signed version {signature.replaces_version}"}
+        resource["entity"] = [{"role": "revision", "what": what}]
     if effective:
         resource["occurredDateTime"] = effective
     return resource
@@ -338,10 +432,11 @@ def validate(resource: dict[str, Any], version: FhirVersion = "R5") -> Any:
 
 def diagnostic_report(
     report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R5",
-    status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM,
+    status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, signature: Signature | None = None,
 ) -> Any:
     """The validated `fhir.resources` DiagnosticReport model (raises pydantic.ValidationError)."""
-    return validate(diagnostic_report_dict(report, identity, issued=issued, version=version, status=status, patient_system=patient_system), version)
+    resource = diagnostic_report_dict(report, identity, issued=issued, version=version, status=status, patient_system=patient_system, signature=signature)
+    return validate(resource, version)
 
 
 def diagnostic_report_json(
@@ -359,32 +454,79 @@ def conditional_url(resource_type: str, identifier: dict[str, str]) -> str:
 def transaction_bundle(
     report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime, version: FhirVersion = "R5",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, verifier: str = "",
-    document_version: str = "",
+    document_version: str = "", signature: Signature | None = None, ai_results: bool = True,
 ) -> dict[str, Any]:
-    """A transaction Bundle of conditional updates (PUT by identifier): Device, one Observation
-    per assessed finding, the DiagnosticReport and its Provenance. References inside use the
-    entries' urn:uuid fullUrls, which the server resolves to the resources it creates or updates.
-    Each resource is validated with fhir.resources before the Bundle is returned."""
+    """A transaction Bundle of conditional updates (PUT by identifier): Device, the coded
+    results, the DiagnosticReport and its Provenance. References inside use the entries'
+    urn:uuid fullUrls, which the server resolves to the resources it creates or updates. Each
+    resource is validated with fhir.resources before the Bundle is returned.
+
+    A draft's results are the model's own Observations. On a signed version (`signature`) the
+    signed text decides the coded results: `DiagnosticReport.result` holds one Observation per
+    label of the signed report (ReportFinal.labels), the signer's; the model's Observations,
+    when sent (`ai_results`), stay the device's and stay out of `result`. This follows the HL7
+    FHIR AI Transparency IG (http://hl7.org/fhir/uv/aitransparency/: AI-asserted data carry the
+    AIAST security label and name the Device, and Provenance tells the AI's authorship from the
+    human's verification) and IHE Radiology AI Results (AIR: the AI's results remain attributed
+    to the algorithm, distinct from the radiologist's report). The model's results are never
+    silently contradicted: the signed Observation of a finding is `derivedFrom` the model's, and
+    a note on each side states the disagreement."""
     device = device_dict(report, version=version)
     device_url = _urn("device-entry", _version_key(report))
     entries: list[tuple[str, dict[str, Any]]] = [(device_url, device)]
-    obs_urls = []
+    obs_urls: list[str] = []
+    ai_urls: dict[Observation, str] = {}
+    ai_states: dict[Observation, Certainty] = {}
+    labels: Mapping[Observation, Certainty] = signature.labels if signature is not None else {}
     for concept in _assessed(report):
-        obs = observation_dict(report, concept, identity, status=status, issued=issued, patient_system=patient_system, device_ref=device_url)
+        note = ""
+        if signature is not None:
+            signed_state = labels.get(concept.observation)
+            if signed_state is None:
+                note = "AI result; the signed report does not mention this finding."
+            elif signed_state != concept.state:
+                note = f"AI result not confirmed: the signed report states {STATE_VALUES[signed_state][1].lower()}."
+            else:
+                note = "AI result; the signed report agrees."
+            if not ai_results:
+                continue
+        # The model's result is the model's: never updated to the signed status.
+        obs = observation_dict(
+            report, concept, identity, status="preliminary" if signature is not None else status, issued=issued,
+            patient_system=patient_system, device_ref=device_url, note=note,
+        )
         url = _urn("observation-entry", report.report_id, concept.observation.value)
         entries.append((url, obs))
-        obs_urls.append(url)
-    dr = diagnostic_report_dict(report, identity, issued=issued, version=version, status=status, patient_system=patient_system, results=obs_urls)
+        ai_urls[concept.observation] = url
+        ai_states[concept.observation] = concept.state
+        if signature is None:
+            obs_urls.append(url)
+    if signature is not None:
+        for observation in Observation:
+            if (state := labels.get(observation)) is None:
+                continue
+            signed = signed_observation_dict(
+                report, observation, state, identity, signature, status=status, issued=issued, patient_system=patient_system,
+                derived_from=ai_urls.get(observation), ai_state=ai_states.get(observation),
+            )
+            url = _urn("signed-observation-entry", report.report_id, observation.value)
+            entries.append((url, signed))
+            obs_urls.append(url)
+    dr = diagnostic_report_dict(
+        report, identity, issued=issued, version=version, status=status, patient_system=patient_system, results=obs_urls,
+        signature=signature,
+    )
     dr.pop("id")  # the server's id; the report is found by its identifier
     dr_url = f"urn:uuid:{report.report_id}"
     entries.append((dr_url, dr))
     prov = provenance_dict(
         report, [dr_url, *obs_urls], device_url, issued=issued, status=status, verifier=verifier,
-        effective=dr["effectiveDateTime"],
+        effective=dr["effectiveDateTime"], signature=signature,
     )
     # Provenance has no identifier element: it gets a client-assigned id, one per delivered
-    # version of the report (a signed version adds its own), and is PUT by that id.
-    prov_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"radalign:provenance:{report.report_id}:{status}:{document_version}"))
+    # version of the report (each signed version adds its own), and is PUT by that id.
+    which = f"signed-v{signature.version}" if signature is not None else f"{status}:{document_version}"
+    prov_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"radalign:provenance:{report.report_id}:{which}"))
     prov["id"] = prov_id
     entries.append((f"urn:uuid:{prov_id}", prov))
     bundle_entries = []

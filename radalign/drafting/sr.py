@@ -24,9 +24,10 @@ and what it did not, `radalign.drafting.assessment`), so the SR's text ends with
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from io import BytesIO
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import highdicom as hd
 from highdicom.sr.sop import _SR
@@ -40,7 +41,14 @@ from radalign.drafting.assessment import assessment_line
 from radalign.drafting.identity import StudyIdentity
 from schemas.events import ReportDrafted
 
-ReportStatus = Literal["preliminary", "final"]
+if TYPE_CHECKING:
+    from radalign.review.signers import Signer
+
+ReportStatus = Literal["preliminary", "final", "amended", "corrected"]
+#: Statuses of a version an attending signed: FINAL and VERIFIED in the SR.
+VERIFIED_STATUSES = ("final", "amended", "corrected")
+#: Coding scheme of the signers' identifiers (a private scheme: PS3.16 8.2 "99" prefix).
+SIGNER_SCHEME = "99RADALIGN"
 
 BASIC_TEXT_SR = UID("1.2.840.10008.5.1.4.1.1.88.11")
 REPORT_TITLE = Code("18748-4", "LN", "Diagnostic Imaging Report")
@@ -91,7 +99,22 @@ def _device_observer(report: ReportDrafted) -> list:
     return list(hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device))
 
 
-def _content(report: ReportDrafted) -> Dataset:
+def _person_observers(people: Sequence[Signer]) -> list:
+    """TID 1002 person observer context (TID 1003) for each signer: who interpreted the study."""
+    items: list = []
+    for person in people:
+        attributes = hd.sr.PersonObserverIdentifyingAttributes(name=person.dicom_pn, login_name=person.identifier[:64] or None)
+        items.extend(hd.sr.ObserverContext(observer_type=codes.DCM.Person, observer_identifying_attributes=attributes))
+    return items
+
+
+def signed_instance_uid(report_id: str, signed_version: int) -> str:
+    """The SOP Instance UID of signed version n of a report (the target of a successor's
+    Predecessor Documents Sequence)."""
+    return _uid(report_id, f"instance:signed-v{signed_version}")
+
+
+def _content(report: ReportDrafted, people: Sequence[Signer] = ()) -> Dataset:
     findings = hd.sr.ContainerContentItem(name=FINDINGS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     findings.ContentSequence = [_text(FINDING, report.findings)]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     impressions = hd.sr.ContainerContentItem(name=IMPRESSIONS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
@@ -100,7 +123,7 @@ def _content(report: ReportDrafted) -> Dataset:
     assessment = hd.sr.ContainerContentItem(name=ASSESSMENT_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
     assessment.ContentSequence = [_text(ASSESSMENT, assessment_line(report))]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE, template_id="2000")
-    root.ContentSequence = [*_device_observer(report), findings, impressions, assessment]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
+    root.ContentSequence = [*_device_observer(report), *_person_observers(people), findings, impressions, assessment]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
     return root
 
 
@@ -162,34 +185,71 @@ def basic_text_sr(
     report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None, status: ReportStatus = "preliminary",
     verifier: str = "", verified_at: datetime | None = None, document_version: str = "",
     verifying_organization: str = "RadAlign Stream review",
+    signer: Signer | None = None,
+    co_signers: Sequence[Signer] = (),
+    signed_version: int | None = None,
+    replaces_version: int | None = None,
 ) -> Dataset:
-    """The SR of one version of the report. `status="final"` (a radiologist signed it) needs the
-    verifier's name (DICOM PN, "Family^Given")."""
-    final = status == "final"
-    if final and not verifier:
+    """The SR of one version of the report.
+
+    A version an attending signed (`status` final, amended or corrected) is FINAL, COMPLETE and
+    VERIFIED, with the signer (re-identified: `signer`, or `verifier` as DICOM PN) as Verifying
+    Observer (name, and the identity provider's identifier in the Verifying Observer
+    Identification Code Sequence). A resident's signed version is PRELIMINARY, COMPLETE and
+    UNVERIFIED. Every signer (the attending and the residents whose work it co-signs) is also a
+    person observer in the content (TID 1002/1003). A signed version `signed_version` has its own
+    SOP Instance UID; one that replaces an earlier version names it in the Predecessor Documents
+    Sequence."""
+    verified = status in VERIFIED_STATUSES
+    verifier = signer.dicom_pn if signer is not None else verifier
+    if verified and not verifier:
         raise ValueError("a final (verified) SR needs the verifying radiologist's name")
     evidence, real = _evidence(identity, report.report_id)
-    suffix = f":{status}:{document_version}" if (final or document_version) else ""
+    if signed_version is not None:
+        sop_instance_uid = signed_instance_uid(report.report_id, signed_version)
+    else:
+        suffix = f":{status}:{document_version}" if (verified or document_version) else ""
+        sop_instance_uid = _uid(report.report_id, f"instance{suffix}")
+    previous = None
+    if replaces_version is not None:
+        pre = Dataset()
+        pre.StudyInstanceUID = identity.study_instance_uid
+        pre.SeriesInstanceUID = _uid(report.report_id, "series")
+        pre.SOPClassUID = BASIC_TEXT_SR
+        pre.SOPInstanceUID = signed_instance_uid(report.report_id, replaces_version)
+        previous = [pre]
+    people = [p for p in (signer, *co_signers) if p is not None]
     sr = BasicTextSR(
         evidence=evidence,
-        content=_content(report),
+        content=_content(report, people),
         series_instance_uid=_uid(report.report_id, "series"),
         series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=_uid(report.report_id, f"instance{suffix}"),
+        sop_instance_uid=sop_instance_uid,
         instance_number=1,
         manufacturer="RadAlign Stream",
-        is_complete=final,  # PARTIAL: a draft the radiologist completes
-        is_final=final,  # PRELIMINARY until signed
-        is_verified=final,  # UNVERIFIED until signed
-        verifying_observer_name=verifier or None,
-        verifying_organization=verifying_organization if final else None,
+        is_complete=verified or signer is not None,  # PARTIAL: a draft the radiologist completes
+        is_final=verified,  # PRELIMINARY until an attending signs
+        is_verified=verified,  # UNVERIFIED until an attending signs
+        verifying_observer_name=verifier if verified else None,
+        verifying_organization=verifying_organization if verified else None,
         requested_procedures=requested_procedures(identity),
+        previous_versions=previous,
         record_evidence=real,
-        series_description="AI report (verified)" if final else "AI draft report (unverified)",
+        series_description=("AI report (verified)" if verified else "AI report (preliminary, signed by a resident)" if signer
+                            else "AI draft report (unverified)"),
         software_versions=__version__,
         specific_character_set="ISO_IR 192",  # UTF-8: names and LLM text may leave ASCII
     )
-    if final and verified_at is not None:
+    if verified and signer is not None:
+        code = Dataset()
+        if len(signer.identifier) <= 16:
+            code.CodeValue = signer.identifier
+        else:
+            code.LongCodeValue = signer.identifier[:1024]
+        code.CodingSchemeDesignator = SIGNER_SCHEME
+        code.CodeMeaning = signer.display_name[:64]
+        sr.VerifyingObserverSequence[0].VerifyingObserverIdentificationCodeSequence = [code]
+    if verified and verified_at is not None:
         sr.VerifyingObserverSequence[0].VerificationDateTime = verified_at.strftime("%Y%m%d%H%M%S")
     if not real:
         for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):

@@ -28,6 +28,8 @@ from radalign.framework.retry import call_with_retry
 from radalign.labeler import label_sections
 from radalign.review import metrics
 from radalign.review.agreement import AgreementTable, agreement_over_time, drafted_states
+from radalign.review.lifecycle import RELEASED, ChangeKind, LifecycleError, next_transition
+from radalign.review.signers import LOCAL_IDENTIFIER_SYSTEM, Signer
 from radalign.review.signoff import SignOffError, build_final, draft_findings_text, reviewer_key
 from radalign.review.store import ReviewStore, VersionConflict
 from radalign.review.worklist import WorklistItem, order_worklist
@@ -69,6 +71,16 @@ class StudyView:
     has_image: bool
     heatmap_model_version: str | None
     opened_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    impression_text: str = ""
+
+    @property
+    def released(self) -> bool:
+        """An attending signed a version: a further change amends or corrects it."""
+        return any(f.status in RELEASED for f, _ in self.finals)
+
+    @property
+    def awaiting_cosign(self) -> bool:
+        return bool(self.finals) and self.finals[-1][0].status == "preliminary"
 
 
 def concept_rows(report: ReportDrafted) -> list[ConceptRow]:
@@ -96,6 +108,7 @@ class ReviewCore:
         case_store: Any = None,
         reidentifier: Any = None,
         final_topic: Any = None,
+        signers: Any = None,
     ) -> None:
         from schemas.topics import REPORT_FINAL
 
@@ -107,6 +120,7 @@ class ReviewCore:
         self.case_store = case_store
         self.reidentifier = reidentifier  # radalign.drafting.identity.Reidentifier: identifiers to redact
         self.final_topic = final_topic or REPORT_FINAL
+        self.signers = signers  # radalign.review.signers: pseudonym -> the signer's name and identifier
         self._maps: OrderedDict[str, AttentionMaps] = OrderedDict()
         self._inputs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._model_lock = asyncio.Semaphore(1)  # one model run at a time: the CPUs are shared
@@ -124,12 +138,16 @@ class ReviewCore:
             return None
         ref = await self.store.model_input(study_key, draft.study.pipeline_version)
         cases = await self.store.cases(list(draft.case_keys))
+        finals = await self.store.finals(study_key)
+        latest = finals[-1][0] if finals and finals[-1][0].report_id == draft.report_id else None
+        # The editor starts from the latest signed text (a co-signature or an amendment edits it).
         return StudyView(
             draft=draft,
-            findings_text=draft_findings_text(draft),
+            findings_text=latest.findings if latest else draft_findings_text(draft),
+            impression_text=latest.impression if latest else draft.impression,
             concepts=concept_rows(draft),
             cases=[{"case_key": k, **cases[k]} for k in draft.case_keys if k in cases],
-            finals=await self.store.finals(study_key),
+            finals=finals,
             has_image=ref is not None,
             heatmap_model_version=self.attention.model_version if ref is not None else None,
         )
@@ -185,20 +203,42 @@ class ReviewCore:
         signer_role: ReviewRole,
         report_id: str,
         opened_at: datetime | None = None,
+        signer_identifier: str = "",
+        signer_identifier_system: str = LOCAL_IDENTIFIER_SYSTEM,
+        family_name: str = "",
+        given_name: str = "",
+        change: ChangeKind = "amended",
     ) -> tuple[ReportFinal, bool]:
-        """Store and publish the signed report. Returns (final, published now). Raises
-        SignOffError for unusable input or a draft that changed since the page was opened."""
+        """Store and publish the signed report as a new version (status from the lifecycle:
+        a resident's signature is preliminary, an attending's final, a later change amended or
+        corrected). Returns (final, published now). Raises SignOffError for unusable input, a
+        signer who may not sign now, or a draft that changed since the page was opened.
+
+        The signer's pseudonym is the HMAC of the identifier the identity provider gives (the
+        name when none); the pseudonym -> name/identifier mapping is recorded for the delivery."""
         draft = await self.store.latest_draft(study_key)
         if draft is None:
             raise LookupError("no drafted report for this study")
         if draft.report_id != report_id:
             raise SignOffError("the draft changed since this page was opened; reload it and review the new draft")
-        version = await self.store.next_version(study_key)
+        try:
+            transition = next_transition(await self.store.history(study_key), signer_role, change=change)
+        except LifecycleError as exc:
+            raise SignOffError(str(exc)) from exc
         labels: dict[Observation, Certainty] = await asyncio.to_thread(label_sections, findings.strip(), impression.strip())
+        identifier = signer_identifier.strip() or signer_name.strip()
+        key = self.signer_key(signer_name, signer_identifier, signer_identifier_system)
         final = build_final(
-            draft, findings=findings, impression=impression, signer_key=reviewer_key(signer_name, self.settings.deid_secret),
-            signer_role=signer_role, version=version, labels=labels, opened_at=opened_at,
+            draft, findings=findings, impression=impression, signer_key=key,
+            signer_role=signer_role, version=transition.version, labels=labels, opened_at=opened_at,
+            status=transition.status, replaces_version=transition.replaces_version,
         )
+        if self.signers is not None:
+            try:
+                signer = Signer(key, signer_name.strip(), identifier, signer_identifier_system, signer_role.value, family_name.strip(), given_name.strip())
+            except ValueError as exc:
+                raise SignOffError(str(exc)) from exc
+            await self.signers.record(signer)
         begin = time.perf_counter()
         try:
             await self.store.insert_final(final, signer_name=signer_name, opened_at=opened_at, draft_concepts=drafted_states(draft))
@@ -213,6 +253,26 @@ class ReviewCore:
         if opened_at is not None:
             metrics.TIME_TO_SIGN.labels(priority=priority).observe(max(0.0, (final.signed_at - opened_at).total_seconds()))
         return final, published
+
+    def signer_key(self, name: str, identifier: str = "", system: str = LOCAL_IDENTIFIER_SYSTEM) -> str:
+        """The reviewer's pseudonym: HMAC of the identity provider's (issuer, subject), or of the
+        name for a dev login without an identifier."""
+        return reviewer_key(f"{system}|{identifier.strip()}" if identifier.strip() else name, self.settings.deid_secret)
+
+    async def audit(self, action: str, study_key: str | None, session: dict[str, Any] | None, via: str = "", **detail: Any) -> None:
+        """Record who did what to which study (review_audit); never fails the request it records."""
+        record = getattr(self.store, "audit", None)
+        if record is None:
+            return
+        who = role = None
+        if session:
+            who = self.signer_key(str(session.get("name", "")), str(session.get("identifier", "")),
+                                  str(session.get("identifier_system") or LOCAL_IDENTIFIER_SYSTEM))
+            role = str(session.get("role", ""))
+        try:
+            await record(action, study_key, who, role, via or str((session or {}).get("via", "bearer")), detail)
+        except Exception:  # noqa: BLE001 - an audit row lost is logged, the reviewer's work goes on
+            log.exception("review audit (%s) not recorded", action)
 
     async def _publish(self, final: ReportFinal) -> bool:
         ev_id = codec.event_id(STAGE, final.study.study_key, final.study.pipeline_version, final.version)

@@ -72,8 +72,12 @@ def build_final(
     labels: Mapping[Observation, Certainty],
     signed_at: datetime | None = None,
     opened_at: datetime | None = None,
+    status: str | None = None,
+    replaces_version: int | None = None,
 ) -> ReportFinal:
-    """The signed report. Raises SignOffError for empty or oversized text."""
+    """The signed report. Raises SignOffError for empty or oversized text. `status` and
+    `replaces_version` come from the lifecycle (`radalign.review.lifecycle.next_transition`);
+    without them version 1 is final and a later one amends the one before."""
     findings, impression = findings.strip(), impression.strip()
     if not findings or not impression:
         raise SignOffError("both FINDINGS and IMPRESSION must hold text to sign")
@@ -91,7 +95,8 @@ def build_final(
         report_id=draft.report_id,
         final_id=f"{draft.report_id}-v{version}",
         version=version,
-        status="final" if version == 1 else "amended",
+        status=status or ("final" if version == 1 else "amended"),  # type: ignore[arg-type]  # one of the contract's statuses (the lifecycle's)
+        replaces_version=replaces_version if status else (version - 1 if version > 1 else None),
         findings=findings,
         impression=impression,
         signer_key=signer_key,

@@ -1,5 +1,6 @@
 """PostgreSQL access of the review service: model inputs (070 `review_images`), drafted reports
-(030 `reports`, read-only), signed versions (070 `report_finals`), case texts (020 `cases`, read-only)."""
+(030 `reports`, read-only), signed versions (070/091 `report_finals`: one immutable row per version, with
+its status and the version it replaces), case texts (020 `cases`, read-only)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ ON CONFLICT (study_key, pipeline_version) DO UPDATE SET
     view_position = EXCLUDED.view_position, received_at = EXCLUDED.received_at, recorded_at = now()
 WHERE review_images.model_input IS DISTINCT FROM EXCLUDED.model_input
 """
-# The latest pipeline version's draft of each study without a signed version, newest first.
+# The latest pipeline version's draft of each study not yet released (no final / amended /
+# corrected version: unsigned, or signed preliminary by a resident and waiting for an attending).
 _UNSIGNED = """
 SELECT DISTINCT ON (r.study_key) r.payload
 FROM reports r
-WHERE NOT EXISTS (SELECT 1 FROM report_finals f WHERE f.study_key = r.study_key)
+WHERE NOT EXISTS (SELECT 1 FROM report_finals f WHERE f.study_key = r.study_key AND f.status <> 'preliminary')
 ORDER BY r.study_key, r.updated_at DESC
 LIMIT %s
 """
@@ -33,10 +35,12 @@ _IMAGE = "SELECT model_input FROM review_images WHERE study_key = %s AND pipelin
 _ANY_IMAGE = "SELECT model_input FROM review_images WHERE study_key = %s ORDER BY recorded_at DESC LIMIT 1"
 _FINALS_OF = "SELECT payload, signer_name FROM report_finals WHERE study_key = %s ORDER BY version"
 _NEXT_VERSION = "SELECT coalesce(max(version), 0) + 1 FROM report_finals WHERE study_key = %s"
+_HISTORY = "SELECT version, status FROM report_finals WHERE study_key = %s ORDER BY version"
+_LATEST_FINAL = "SELECT payload FROM report_finals WHERE study_key = %s ORDER BY version DESC LIMIT 1"
 _INSERT_FINAL = """
 INSERT INTO report_finals (study_key, version, pipeline_version, report_id, final_id, signer_name, signer_key,
-    signer_role, signed_at, opened_at, edit_distance, edit_ratio, payload, draft_concepts)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    signer_role, signed_at, opened_at, edit_distance, edit_ratio, payload, draft_concepts, status, replaces_version)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 _MARK_PUBLISHED = "UPDATE report_finals SET published_at = now() WHERE final_id = %s AND published_at IS NULL"
 _UNPUBLISHED = "SELECT payload FROM report_finals WHERE published_at IS NULL ORDER BY signed_at LIMIT %s"
@@ -53,8 +57,12 @@ _CASES = "SELECT case_key, source, findings, impression FROM cases WHERE case_ke
 _QUEUE = """
 SELECT count(*), coalesce(extract(epoch FROM now() - min((r.payload->'study'->>'received_at')::timestamptz)), 0)
 FROM (SELECT DISTINCT ON (study_key) study_key, payload FROM reports ORDER BY study_key, updated_at DESC) r
-WHERE NOT EXISTS (SELECT 1 FROM report_finals f WHERE f.study_key = r.study_key)
+WHERE NOT EXISTS (SELECT 1 FROM report_finals f WHERE f.study_key = r.study_key AND f.status <> 'preliminary')
 """
+
+
+_AUDIT = "INSERT INTO review_audit (action, study_key, reviewer_key, role, via, detail) VALUES (%s, %s, %s, %s, %s, %s)"
+_AUDIT_OF = "SELECT at, action, reviewer_key, role, via, detail FROM review_audit WHERE study_key = %s ORDER BY at, id"
 
 
 class VersionConflict(RuntimeError):
@@ -104,6 +112,18 @@ class ReviewStore:
             rows = await (await conn.execute(_FINALS_OF, (study_key,))).fetchall()
         return [(ReportFinal.model_validate(r[0]), r[1]) for r in rows]
 
+    async def history(self, study_key: str) -> list[tuple[int, str]]:
+        """(version, status) of every signed version of the study, oldest first."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(_HISTORY, (study_key,))).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def latest_final(self, study_key: str) -> ReportFinal | None:
+        """The study's latest signed version (any status), or None."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(_LATEST_FINAL, (study_key,))).fetchone()
+        return ReportFinal.model_validate(row[0]) if row else None
+
     async def next_version(self, study_key: str) -> int:
         async with self.pool.connection() as conn:
             row = await (await conn.execute(_NEXT_VERSION, (study_key,))).fetchone()
@@ -120,7 +140,8 @@ class ReviewStore:
                     _INSERT_FINAL,
                     (study.study_key, final.version, study.pipeline_version, final.report_id, final.final_id, signer_name,
                      final.signer_key, final.signer_role.value, final.signed_at, opened_at, final.edit_distance,
-                     final.edit_ratio, Jsonb(final.model_dump(mode="json")), Jsonb(draft_concepts)),
+                     final.edit_ratio, Jsonb(final.model_dump(mode="json")), Jsonb(draft_concepts), final.status,
+                     final.replaces_version),
                 )
         except psycopg.errors.UniqueViolation as exc:
             raise VersionConflict(f"version {final.version} of this study was signed meanwhile") from exc
@@ -150,6 +171,16 @@ class ReviewStore:
             SignedRow(ReportFinal.model_validate(r[0]), dict(r[1]), r[2], BlobRef.model_validate(r[3]) if r[3] else None)
             for r in rows
         ]
+
+    async def audit(self, action: str, study_key: str | None, reviewer_key: str | None, role: str | None, via: str,
+                    detail: dict[str, Any] | None = None) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(_AUDIT, (action, study_key, reviewer_key, role, via, Jsonb(detail or {})))
+
+    async def audit_trail(self, study_key: str) -> list[dict[str, Any]]:
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(_AUDIT_OF, (study_key,))).fetchall()
+        return [{"at": r[0].isoformat(), "action": r[1], "reviewer_key": r[2], "role": r[3], "via": r[4], "detail": r[5]} for r in rows]
 
     async def cases(self, case_keys: list[str]) -> dict[str, dict[str, Any]]:
         """The retrieved cases' texts, by key (read-only use of the case store's table)."""

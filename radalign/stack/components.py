@@ -8,7 +8,7 @@ import ipaddress
 from radalign.config import Settings, csv_list
 from radalign.stack.broker import parse_bootstrap
 
-SERVICES: tuple[str, ...] = ("broker", "postgres", "triton", "orthanc")
+SERVICES: tuple[str, ...] = ("broker", "postgres", "triton", "orthanc", "idp")
 COMPONENTS: tuple[str, ...] = (*SERVICES, "workers")
 
 

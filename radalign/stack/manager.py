@@ -23,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from radalign.config import Settings
 from radalign.db import apply_migrations
-from radalign.stack import broker, orthanc, postgres, supervisor, triton, workers
+from radalign.stack import broker, idp, orthanc, postgres, supervisor, triton, workers
 from radalign.stack.components import COMPONENTS, SERVICES, external_components
 from radalign.stack.process import (
     StatePaths,
@@ -40,7 +40,7 @@ from radalign.stack.readiness import StackStartError, tcp_open
 log = logging.getLogger(__name__)
 
 #: Services started only where installed (else `up` skips them and says why).
-OPTIONAL: dict[str, Callable[[], bool]] = {"orthanc": orthanc.installed}
+OPTIONAL: dict[str, Callable[[], bool]] = {"orthanc": orthanc.installed, "idp": idp.installed}
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,8 @@ def address_of(settings: Settings, component: str) -> str:
         return f"grpc {settings.triton_grpc_url}, http 127.0.0.1:{settings.triton_http_port}"
     if component == "orthanc":
         return f"http {orthanc.http_url(settings)}, dicom {settings.orthanc_ae_title}@127.0.0.1:{settings.orthanc_dicom_port}"
+    if component == "idp":
+        return f"issuer {idp.issuer(settings)}"
     return ""
 
 
@@ -109,6 +111,8 @@ def _start_service(settings: Settings, paths: StatePaths, component: str, model_
         return triton.start_triton(settings, paths, model_repo)
     if component == "orthanc":
         return orthanc.start_orthanc(settings, paths)
+    if component == "idp":
+        return idp.start_idp(settings, paths)
     raise ValueError(f"unknown component {component!r}")
 
 
@@ -158,6 +162,9 @@ def up(
                     continue
                 if component in OPTIONAL and not OPTIONAL[component]():
                     results.append(ComponentStatus(component, None, "", True, "not installed: skipped"))
+                    continue
+                if component == "idp" and not idp.wanted(settings):
+                    results.append(ComponentStatus(component, None, "", True, "not configured: skipped"))
                     continue
                 if (proc := _running(paths, component)) is not None:
                     detail = _catch_up(settings, component)
@@ -250,6 +257,8 @@ def _probe(settings: Settings, component: str) -> bool:
         return triton.triton_healthy(settings)
     if component == "orthanc":
         return orthanc.orthanc_healthy(settings)
+    if component == "idp":
+        return idp.healthy(settings)
     return False
 
 

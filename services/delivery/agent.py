@@ -22,7 +22,7 @@ from radalign.delivery.core import DeliveryCore
 from radalign.delivery.destinations import load_config
 from radalign.delivery.records import PostgresDeliveryRecords
 from radalign.delivery.senders import build_sender
-from radalign.delivery.version import ReportVersion, final_version
+from radalign.delivery.version import ReportVersion, co_signer_keys, final_version
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
 from radalign.framework.auth import parse_tokens
@@ -30,6 +30,8 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.http import guard_routes, problem
 from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
+from radalign.review.signers import PostgresSigners, Signer
+from radalign.review.store import ReviewStore
 from schemas.events import ReportDrafted, ReportFinal
 
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
@@ -46,12 +48,16 @@ class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
         self.core: DeliveryCore | None = None
         self.records: PostgresDeliveryRecords | None = None
         self.reports: ReportStore | None = None
+        self.signers: PostgresSigners | None = None
+        self.review: ReviewStore | None = None
 
     async def setup(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = await open_pool(settings, name="delivery")
         self.records = PostgresDeliveryRecords(self.pool)
         self.reports = ReportStore(self.pool)
+        self.signers = PostgresSigners(self.pool)
+        self.review = ReviewStore(self.pool)
         senders = {d.name: build_sender(d) for d in self.config.destinations}
         self.core = DeliveryCore(senders, self.records, PostgresReidentifier(self.pool), settings)
 
@@ -70,12 +76,32 @@ class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
         if isinstance(event, ReportDrafted):
             await self.core.deliver(ReportVersion(event))
             return []
-        # A signed report: the draft it replaces, with the signed text, delivered as final.
+        # A signed version: the draft it replaces, with the signed text, status and labels, and
+        # its signers re-identified (the reviewer mapping, as the patient's) — never a pseudonym.
         stored = await call_with_retry("postgres", lambda: reports.get_stored(event.study.study_key), self.settings, stage=self.name, timeout_s=10)
         if stored is None or stored.report.report_id != event.report_id:
             raise PermanentError(f"no stored draft {event.report_id} for this signed report", "validation")
-        await self.core.deliver(final_version(stored.report, event))
+        signer, co_signers = await self._signers(event)
+        await self.core.deliver(final_version(stored.report, event, signer, co_signers))
         return []
+
+    async def _signers(self, event: ReportFinal) -> tuple[Signer, list[Signer]]:
+        """The signer and, for a co-signature, the residents whose preliminary versions it releases."""
+        assert self.signers is not None and self.review is not None
+        signers, review = self.signers, self.review
+
+        async def lookup(key: str) -> Signer:
+            found = await call_with_retry("postgres", lambda: signers.lookup(key), self.settings, stage=self.name, timeout_s=10)
+            if found is None:
+                raise PermanentError("no reviewer mapping for the signer: a pseudonym is never delivered as a signer", "validation")
+            return found
+
+        signer = await lookup(event.signer_key)
+        co_signers: list[Signer] = []
+        if event.replaces_version is not None:
+            finals = await call_with_retry("postgres", lambda: review.finals(event.study.study_key), self.settings, stage=self.name, timeout_s=10)
+            co_signers = [await lookup(key) for key in co_signer_keys(event, [f for f, _ in finals])]
+        return signer, co_signers
 
     def routes(self) -> list:
         stage = self

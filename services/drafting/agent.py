@@ -17,6 +17,8 @@ from radalign.framework.faust_app import run_worker
 from radalign.framework.http import guard_routes
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
+from radalign.review.signers import PostgresSigners
+from radalign.review.store import ReviewStore
 from schemas.events import CasesRetrieved
 from schemas.topics import REPORT_DRAFTED, REPORT_REVIEW
 from services.drafting.read_api import build_read_routes
@@ -30,12 +32,16 @@ class DraftingStage(Stage[CasesRetrieved]):
         self.settings_for_routes = settings or get_settings()
         self.store: ReportStore | None = None
         self.reidentifier: PostgresReidentifier | None = None
+        self.review: ReviewStore | None = None  # signed versions (the pull API serves the latest)
+        self.signers: PostgresSigners | None = None
 
     async def setup(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = await open_pool(settings, name="drafting")
         self.store = ReportStore(self.pool)
         self.reidentifier = PostgresReidentifier(self.pool)
+        self.review = ReviewStore(self.pool)
+        self.signers = PostgresSigners(self.pool)
         self.core = DraftingCore(settings, build_backend(settings))
 
     async def close(self) -> None:
@@ -56,10 +62,17 @@ class DraftingStage(Stage[CasesRetrieved]):
             async def lookup(self, study_key: str):
                 return await stage.reidentifier.lookup(study_key) if stage.reidentifier else None
 
+            async def finals(self, study_key: str):
+                # the review service's signed versions: the pull API serves the latest one
+                return await stage.review.finals(study_key) if stage.review else []
+
+            async def signer(self, reviewer_key: str):
+                return await stage.signers.lookup(reviewer_key) if stage.signers else None
+
         lazy = _Lazy()
         # The read API returns re-identified FHIR/SR: its own tokens, never the ingest ones (issue 12).
         tokens = parse_tokens(self.settings_for_routes.read_api_tokens)
-        return guard_routes(build_read_routes(lazy, lazy), tokens)  # type: ignore[arg-type]  # aiohttp types RouteTableDef items as AbstractRouteDef
+        return guard_routes(build_read_routes(lazy, lazy, signed=lazy), tokens)  # type: ignore[arg-type]  # aiohttp types RouteTableDef items as AbstractRouteDef
 
     async def handle(self, event: CasesRetrieved) -> list[Output]:
         report = await self.core.draft(event)  # LLM calls carry their own timeout/retry/fallback

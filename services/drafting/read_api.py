@@ -1,13 +1,22 @@
 """Read API of drafted reports (aiohttp), mounted by the drafting stage's web server.
 
-    GET /v1/studies/{study_key}/report[?format=json|fhir|sr]
+    GET /v1/studies/{study_key}/report[?format=json|fhir|sr][&version=N]
+
+The latest version of the report: once a radiologist signed, the latest signed version (a
+resident's preliminary one, the attending's final, an amendment ...), never the superseded AI
+draft; before that, the AI draft. `?version=N` reads an earlier signed version (every version is
+kept). Every answer names what it is: `X-Report-Status` (preliminary, final, amended,
+corrected; `draft` for the AI's unsigned draft) and `X-Report-Version` (the signed version
+number, 0 for the draft).
 
 `{study_key}` is the study's pseudonym (`st-` + 16 hex, as in every event), never the
 StudyInstanceUID: a caller learns it from the gateway's ingest answer or the drafted topic.
 The format comes from `?format=` or else from the `Accept` header:
 
-- `json` / application/json: the ReportDrafted event (pseudonymous);
-- `fhir` / application/fhir+json: a FHIR DiagnosticReport, re-identified here;
+- `json` / application/json: the ReportDrafted event, or the ReportFinal event of a signed
+  version (pseudonymous; `status` and `version` in the body);
+- `fhir` / application/fhir+json: a FHIR DiagnosticReport, re-identified here (the patient and,
+  for a signed version, the signers as `performer` / `resultsInterpreter`);
 - `sr` / application/dicom: a DICOM Basic Text SR (Part 10), re-identified here.
 
 Errors are RFC 7807 problem documents (application/problem+json): 404 when the study has no
@@ -21,14 +30,26 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable
+from typing import Protocol
 
 from aiohttp import web
 
-from radalign.drafting.fhir import FhirVersion, diagnostic_report_json
+from radalign.delivery.senders import sr_kwargs
+from radalign.delivery.version import ReportVersion, co_signer_keys, final_version
+from radalign.drafting.fhir import FhirVersion, diagnostic_report, diagnostic_report_json
 from radalign.drafting.identity import Reidentifier
 from radalign.drafting.sr import basic_text_sr_bytes
 from radalign.drafting.store import ReportStore, StoredReport
 from radalign.framework.http import problem
+from radalign.review.signers import Signer
+from schemas.events import ReportFinal
+
+
+class SignedVersions(Protocol):
+    """The review service's signed versions (ReviewStore.finals) and reviewer mapping (PostgresSigners.lookup)."""
+
+    async def finals(self, study_key: str) -> list[tuple[ReportFinal, str]]: ...
+    async def signer(self, reviewer_key: str) -> Signer | None: ...
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +91,7 @@ def negotiate(accept: str | None, query_format: str | None) -> str | None:
 
 def build_read_routes(
     store: ReportStore, reidentifier: Reidentifier, *, fhir_version: FhirVersion = "R5",
-    render_timeout_s: float = 10.0,
+    render_timeout_s: float = 10.0, signed: SignedVersions | None = None,
 ) -> web.RouteTableDef:
     routes = web.RouteTableDef()
 
@@ -84,21 +105,65 @@ def build_read_routes(
         fmt = negotiate(request.headers.get("Accept"), request.query.get("format"))
         if fmt is None:
             return problem(406, "Not Acceptable", f"formats offered: {', '.join(f'{k} ({v})' for k, v in MEDIA_TYPES.items())}")
-        stored: StoredReport | None = await store.get_stored(study_key) if _STUDY_KEY.match(study_key) else None
+        if not _STUDY_KEY.match(study_key):
+            return problem(404, "Not Found", "no drafted report for this study key")
+        wanted = request.query.get("version")
+        if wanted is not None and not wanted.isdigit():
+            return problem(400, "Bad Request", "version is a signed version number (1, 2, 3 ...)")
+        finals = [f for f, _ in await signed.finals(study_key)] if signed is not None else []
+        final: ReportFinal | None = None
+        if wanted is not None:
+            final = next((f for f in finals if f.version == int(wanted)), None)
+            if final is None:
+                return problem(404, "Not Found", f"no signed version {wanted} of this study")
+        elif finals:
+            final = max(finals, key=lambda f: f.version)
+        stored: StoredReport | None
+        if final is not None:
+            stored = await store.get_stored(study_key, final.study.pipeline_version)
+            if stored is None or stored.report.report_id != final.report_id:
+                stored = await store.get_stored(study_key)
+        else:
+            stored = await store.get_stored(study_key)
         if stored is None:
             return problem(404, "Not Found", "no drafted report for this study key")
         report = stored.report
-        headers = {"Cache-Control": "no-store", "Vary": "Accept", "ETag": f'"{report.report_id}-{int(stored.updated_at.timestamp())}"'}
+        status = final.status if final is not None else "draft"
+        headers = {
+            "Cache-Control": "no-store", "Vary": "Accept", "X-Report-Status": status, "X-Report-Version": str(final.version if final else 0),
+            "ETag": f'"{final.final_id}"' if final is not None else f'"{report.report_id}-{int(stored.updated_at.timestamp())}"',
+        }
         if fmt == "json":
-            return web.Response(text=report.model_dump_json(), content_type="application/json", headers=headers)
+            body_json = final.model_dump_json() if final is not None else report.model_dump_json()
+            return web.Response(text=body_json, content_type="application/json", headers=headers)
         identity = await reidentifier.lookup(study_key)
         if identity is None:
             return problem(404, "Not Found", "the study's identity mapping is gone; only format=json is available")
+        item: ReportVersion = ReportVersion(report)
+        if final is not None:
+            assert signed is not None
+            signer = await signed.signer(final.signer_key)
+            co_signers = [await signed.signer(k) for k in co_signer_keys(final, finals)]
+            if signer is None or any(c is None for c in co_signers):
+                # never a pseudonym as the signer of a re-identified record
+                return problem(404, "Not Found", "the signer's identity mapping is gone; only format=json is available")
+            item = final_version(report, final, signer, [c for c in co_signers if c is not None])
+        version_item = item
         if fmt == "fhir":
-            body = await render(lambda: diagnostic_report_json(report, identity, issued=stored.updated_at, version=fhir_version))
+            if version_item.signature is None:
+                body = await render(lambda: diagnostic_report_json(report, identity, issued=stored.updated_at, version=fhir_version))
+            else:
+                body = await render(lambda: diagnostic_report(
+                    version_item.report, identity, issued=version_item.issued, version=fhir_version, status=version_item.status,
+                    signature=version_item.signature,
+                ).model_dump_json(exclude_none=True))
             return web.Response(text=str(body), content_type="application/fhir+json", headers=headers)
-        data = await render(lambda: basic_text_sr_bytes(report, identity, created=stored.updated_at))
-        headers["Content-Disposition"] = f'attachment; filename="{report.report_id}.dcm"'
+        if version_item.signature is None:
+            data = await render(lambda: basic_text_sr_bytes(report, identity, created=stored.updated_at))
+        else:
+            data = await render(lambda: basic_text_sr_bytes(version_item.report, identity, created=version_item.issued, **sr_kwargs(version_item)))
+        name = final.final_id if final is not None else report.report_id
+        headers["Content-Disposition"] = f'attachment; filename="{name}.dcm"'
         return web.Response(body=data, content_type="application/dicom", headers=headers)
 
     return routes

@@ -98,6 +98,8 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
     from radalign.drafting.identity import PostgresReidentifier
     from radalign.framework.producer import KafkaEventPublisher
     from radalign.kb.store import CaseStore
+    from radalign.review.oidc import OidcClient, oidc_settings
+    from radalign.review.signers import PostgresSigners
     from radalign.review.store import ReviewStore
 
     stop = stop or asyncio.Event()
@@ -107,11 +109,15 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
         async with KafkaEventPublisher(settings, stage=STAGE) as publisher:
             case_store = CaseStore(pool, search_timeout_ms=settings.db_statement_timeout_ms) if learn else None
             core = ReviewCore(settings, ReviewStore(pool), open_blob_store(settings.blob_root, settings.s3_endpoint_url), publisher,
-                              case_store=case_store, reidentifier=PostgresReidentifier(pool))
-            app = build_review_app(core, settings)
+                              case_store=case_store, reidentifier=PostgresReidentifier(pool), signers=PostgresSigners(pool))
+            port = settings.web_port(STAGE)
+            oidc_config = oidc_settings(settings, port)
+            oidc = OidcClient(oidc_config) if oidc_config is not None else None
+            app = build_review_app(core, settings, oidc=oidc)
+            if oidc is not None:
+                app.on_cleanup.append(lambda _app: oidc.close())
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            port = settings.web_port(STAGE)
             await web.TCPSite(runner, settings.web_host, port).start()
             log.info("review serving on http://%s:%d", settings.web_host, port)
             tasks = [asyncio.create_task(consume_preprocessed(settings, core, stop)), asyncio.create_task(housekeeping(core, stop))]

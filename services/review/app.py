@@ -4,23 +4,27 @@ Pages: `/` worklist, `/studies/{key}` study (film, heatmaps, concept bars, edito
 cases), `/agreement`; images `/studies/{key}/image.png`, `/studies/{key}/heatmaps/{i}.png`;
 `POST /studies/{key}/sign`; `GET /api/worklist` (JSON). `/login` opens a session.
 
-Auth: the read API's bearer tokens (`RADALIGN_READ_TOKENS`, in dev the ingest tokens when unset; checked by the shared
-`bearer_authorized`). A browser cannot send a bearer header on navigation, so `/login` takes the
-token once and keeps it in an HttpOnly, SameSite=Strict cookie with the reviewer's name and role;
-every request is checked against the tokens again. Signing needs that session (the signer).
-Errors are RFC 7807 problem documents for API callers, a short page for browsers.
+Sign-in (issue 24): OpenID Connect against the provider's IdP when `RADALIGN_REVIEW_OIDC_ISSUER` is
+set (`/login` redirects there, authorization code + PKCE; `/auth/callback` validates the ID token
+and takes the reviewer's name, identifier and role from its claims); without it, in dev only, a
+form login (name, staff identifier, role and the read API token, checked once). Either way the
+session lives in a sealed (encrypted, authenticated) HttpOnly, SameSite=Strict cookie holding no
+token, with an idle and an absolute timeout (`radalign.review.session`); every state-changing
+route (sign, logout) checks the session's CSRF token and the Origin. API callers may read with
+the read API's bearer tokens (`RADALIGN_READ_TOKENS`). Who signed in, opened and signed each study
+is recorded (`review_audit`; `GET /api/studies/{key}/audit`). Errors are RFC 7807 problem
+documents for API callers, a short page for browsers.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
+import html
 import logging
 import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import jinja2
@@ -31,6 +35,9 @@ from radalign.framework import metrics as stage_metrics
 from radalign.framework.auth import bearer_authorized, parse_tokens
 from radalign.framework.http import problem
 from radalign.review.core import ReviewCore
+from radalign.review.oidc import LoginState, OidcClient, OidcError, identity_from_claims, role_from_claims
+from radalign.review.session import SessionCodec, csrf_matches, new_csrf
+from radalign.review.signers import LOCAL_IDENTIFIER_SYSTEM
 from radalign.review.signoff import SECTION_TITLES, SignOffError
 from radalign.review.worklist import format_waiting
 from schemas.events import OBSERVATIONS, ReviewRole
@@ -40,9 +47,12 @@ log = logging.getLogger(__name__)
 CORE_KEY = web.AppKey("review_core", ReviewCore)
 SESSION_KEY: web.RequestKey[dict | None] = web.RequestKey("review_session", dict)
 SESSION_COOKIE = "radalign_review"
+LOGIN_COOKIE = "radalign_review_login"
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@'-]{0,79}$")
-PUBLIC_PATHS = ("/login", "/health/live", "/health/ready", "/metrics", "/static/")
+PUBLIC_PATHS = ("/login", "/auth/callback", "/health/live", "/health/ready", "/metrics", "/static/")
+#: Re-seal the session cookie (sliding idle timeout) at most this often.
+REFRESH_S = 60
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
@@ -58,15 +68,17 @@ def _render(template: str, status: int = 200, **context: object) -> web.Response
     return web.Response(text=html, content_type="text/html", status=status, headers={"Cache-Control": "no-store"})
 
 
-def _session(request: web.Request) -> dict | None:
-    raw = request.cookies.get(SESSION_COOKIE)
-    if not raw:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(raw.encode()))
-    except (binascii.Error, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("name"), str) else None
+def session_codec(settings: Settings, purpose: str = "radalign-review-session") -> SessionCodec:
+    secret = settings.review_session_secret.get_secret_value() or settings.deid_secret
+    if purpose == "radalign-review-session":
+        return SessionCodec(secret, idle_s=settings.review_session_idle_s, max_s=settings.review_session_max_s, purpose=purpose)
+    return SessionCodec(secret, idle_s=600, max_s=600, purpose=purpose)  # a sign-in in progress
+
+
+def _set_session(response: web.StreamResponse, codec: SessionCodec, session: dict[str, Any], request: web.Request, settings: Settings) -> None:
+    # `iat` stays the sign-in time (the absolute timeout); `seen` becomes now (the idle timeout)
+    response.set_cookie(SESSION_COOKIE, codec.seal(session), httponly=True, samesite="Strict", path="/",
+                        max_age=settings.review_session_max_s, secure=request.secure)
 
 
 def _wants_html(request: web.Request) -> bool:
@@ -79,62 +91,145 @@ def _error(request: web.Request, status: int, title: str, detail: str) -> web.Re
     return problem(status, title, detail)
 
 
-def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
+def _signed_in_page(target: str) -> web.Response:
+    """After the IdP's redirect: a same-site navigation onwards, so the Strict cookie is sent."""
+    url = html.escape(target, quote=True)
+    body = (f'<!doctype html><meta http-equiv="refresh" content="0;url={url}"><title>Signed in</title>'
+            f'<p>Signed in. <a href="{url}">Continue</a>.</p>')
+    return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+def _safe_next(target: str) -> str:
+    return target if target.startswith("/") and not target.startswith("//") else "/"
+
+
+def build_review_app(core: ReviewCore, settings: Settings, *, oidc: OidcClient | None = None) -> web.Application:
     tokens = parse_tokens(settings.read_api_tokens)
+    codec = session_codec(settings)
+    login_codec = session_codec(settings, purpose="radalign-review-login")
 
     @web.middleware
     async def auth(request: web.Request, handler):
+        session = codec.open(request.cookies.get(SESSION_COOKIE))
+        request[SESSION_KEY] = session
         if request.path.startswith(PUBLIC_PATHS):
             return await handler(request)
-        session = _session(request)
         header = request.headers.get("Authorization")
-        if not tokens:
-            allowed = True  # auth off (dev only), as for the read API
+        if session is not None:
+            allowed = True
         elif header:
-            allowed = bearer_authorized(header, tokens)
+            allowed = bearer_authorized(header, tokens)  # API callers read with the read API's tokens
         else:
-            allowed = session is not None and bearer_authorized(f"Bearer {session.get('token', '')}", tokens)
-        if allowed:
-            request[SESSION_KEY] = session
-            return await handler(request)
-        if _wants_html(request) and request.method == "GET":
-            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
-        return problem(401, "Unauthorized", "a valid bearer token (or a review session from /login) is required")
+            allowed = not tokens and oidc is None  # auth off (dev only), as for the read API
+        if not allowed:
+            if _wants_html(request) and request.method == "GET":
+                raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
+            return problem(401, "Unauthorized", "a review session (sign in at /login) or a valid bearer token is required")
+        response = await handler(request)
+        if session is not None and time.time() - float(session.get("seen", 0)) > REFRESH_S and not response.prepared:
+            _set_session(response, codec, session, request, settings)
+        return response
 
     app = web.Application(middlewares=[auth], client_max_size=1024 * 1024)
     app[CORE_KEY] = core
     routes = web.RouteTableDef()
 
+    def _login_form(status: int = 200, *, target: str = "/", error: str | None = None) -> web.Response:
+        return _render("login.html.j2", status=status, next=target, needs_token=bool(tokens), error=error, roles=[r.value for r in ReviewRole])
+
     @routes.get("/login")
     async def login_form(request: web.Request) -> web.Response:
-        return _render("login.html.j2", next=request.query.get("next", "/"), needs_token=bool(tokens), error=None,
-                       roles=[r.value for r in ReviewRole])
+        target = _safe_next(request.query.get("next", "/"))
+        if oidc is not None:
+            try:
+                url, state = await oidc.authorization_url()
+            except (OidcError, OSError, ValueError) as exc:
+                log.warning("the identity provider is unreachable: %s", exc)
+                return _error(request, 503, "Sign-in unavailable", "the identity provider does not answer; try again shortly")
+            response = web.HTTPSeeOther(url)
+            sealed = login_codec.seal({"state": state.state, "nonce": state.nonce, "verifier": state.verifier, "next": target})
+            # Lax: the IdP's redirect back is a cross-site navigation; the cookie only serves the callback
+            response.set_cookie(LOGIN_COOKIE, sealed, httponly=True, samesite="Lax", path="/auth/callback", max_age=600, secure=request.secure)
+            raise response
+        if settings.env != "dev":
+            return _error(request, 503, "Sign-in not configured", "set RADALIGN_REVIEW_OIDC_ISSUER: outside dev, reviewers sign in with the IdP")
+        return _login_form(target=target)
 
     @routes.post("/login")
     async def login(request: web.Request) -> web.Response:
+        """The dev form login (no IdP): the token is checked once and never kept."""
+        if oidc is not None or settings.env != "dev":
+            return _error(request, 404, "Not Found", "sign in with the identity provider at GET /login")
         form = await request.post()
         name, role, token = str(form.get("name", "")).strip(), str(form.get("role", "")), str(form.get("token", "")).strip()
-        target = str(form.get("next", "/"))
-        target = target if target.startswith("/") and not target.startswith("//") else "/"
+        identifier = str(form.get("identifier", "")).strip()
+        target = _safe_next(str(form.get("next", "/")))
         error = None
         if not _NAME.match(name):
             error = "Enter your name (letters, digits, spaces, . _ @ ' -; up to 80 characters)."
+        elif identifier and not _NAME.match(identifier):
+            error = "The staff identifier may hold letters, digits, spaces, . _ @ ' - (up to 80 characters)."
         elif role not in {r.value for r in ReviewRole}:
             error = "Choose a role."
         elif not bearer_authorized(f"Bearer {token}", tokens):
             error = "That access token is not valid."
         if error:
-            return _render("login.html.j2", status=401 if "token" in error else 400, next=target, needs_token=bool(tokens),
-                           error=error, roles=[r.value for r in ReviewRole])
-        value = base64.urlsafe_b64encode(json.dumps({"name": name, "role": role, "token": token}).encode()).decode()
+            return _login_form(401 if "token" in error else 400, target=target, error=error)
+        session = {"name": name, "identifier": identifier, "identifier_system": LOCAL_IDENTIFIER_SYSTEM, "family_name": "",
+                   "given_name": "", "role": role, "csrf": new_csrf(), "via": "token"}
+        await core.audit("login", None, session)
         response = web.HTTPSeeOther(target)
-        response.set_cookie(SESSION_COOKIE, value, httponly=True, samesite="Strict", path="/", max_age=12 * 3600,
-                            secure=request.secure)
+        _set_session(response, codec, session, request, settings)
         raise response
+
+    @routes.get("/auth/callback")
+    async def callback(request: web.Request) -> web.Response:
+        if oidc is None:
+            return _error(request, 404, "Not Found", "OpenID Connect sign-in is not configured")
+        pending = login_codec.open(request.cookies.get(LOGIN_COOKIE))
+        if pending is None:
+            return _error(request, 400, "Sign-in expired", "the sign-in took too long or started in another browser; start again at /login")
+        if request.query.get("error"):
+            return _error(request, 401, "Sign-in refused", f"the identity provider answered {request.query['error']}")
+        try:
+            claims = await oidc.finish(code=request.query.get("code", ""), state=request.query.get("state", ""),
+                                       login=LoginState(pending["state"], pending["nonce"], pending["verifier"]))
+        except (OidcError, OSError, ValueError) as exc:
+            log.warning("sign-in failed: %s", exc)
+            return _error(request, 401, "Sign-in failed", str(exc) if isinstance(exc, OidcError) else "the identity provider did not answer")
+        role = role_from_claims(claims, oidc.settings)
+        who = identity_from_claims(claims, oidc.settings.issuer)
+        if role is None:
+            await core.audit("refused", None, {**who, "role": ""}, via="oidc", reason="no reviewer role")
+            return _error(request, 403, "Forbidden", "your account has no reviewer role (attending or resident) at the identity provider")
+        session = {**who, "role": role.value, "csrf": new_csrf(), "via": "oidc"}
+        await core.audit("login", None, session)
+        response = _signed_in_page(str(pending.get("next", "/")))
+        _set_session(response, codec, session, request, settings)
+        response.del_cookie(LOGIN_COOKIE, path="/auth/callback")
+        return response
+
+    def _csrf_refusal(request: web.Request, session: dict | None, form: Any) -> web.Response | None:
+        origin = request.headers.get("Origin")
+        if origin and origin != f"{request.scheme}://{request.host}":
+            return _error(request, 403, "Forbidden", "cross-site request refused")
+        if not csrf_matches(session, str(form.get("csrf", ""))):
+            return _error(request, 403, "Forbidden", "the form's CSRF token is missing or stale; reload the page")
+        return None
 
     @routes.post("/logout")
     async def logout(request: web.Request) -> web.Response:
-        response = web.HTTPSeeOther("/login")
+        session = request.get(SESSION_KEY)
+        if session is not None and (refused := _csrf_refusal(request, session, await request.post())) is not None:
+            return refused
+        await core.audit("logout", None, session)
+        target = "/login"
+        if oidc is not None and session is not None:
+            try:
+                target = await oidc.logout_url() or target
+            except (OidcError, OSError, ValueError):
+                target = "/login"
+        response = web.HTTPSeeOther(target)
         response.del_cookie(SESSION_COOKIE, path="/")
         raise response
 
@@ -163,9 +258,11 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
 
     @routes.get("/studies/{study_key}")
     async def study(request: web.Request) -> web.Response:
-        view = await core.study(_study_key(request))
+        key = _study_key(request)
+        view = await core.study(key)
         if view is None:
             return _error(request, 404, "Not Found", "no drafted report for this study key")
+        await core.audit("opened", key, request.get(SESSION_KEY))
         return _render(
             "study.html.j2", v=view, d=view.draft, session=request.get(SESSION_KEY), section_titles=SECTION_TITLES,
             signed=request.query.get("signed"), pending=request.query.get("pending"), error=None,
@@ -194,10 +291,9 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
         session = request.get(SESSION_KEY)
         if not session:
             return _error(request, 401, "Unauthorized", "signing needs a review session (log in at /login)")
-        origin = request.headers.get("Origin")
-        if origin and origin != f"{request.scheme}://{request.host}":
-            return _error(request, 403, "Forbidden", "cross-site sign-off refused")
         form = await request.post()
+        if (refused := _csrf_refusal(request, session, form)) is not None:
+            return refused
         opened_at = None
         try:
             opened_at = datetime.fromisoformat(str(form.get("opened_at", ""))) if form.get("opened_at") else None
@@ -208,17 +304,31 @@ def build_review_app(core: ReviewCore, settings: Settings) -> web.Application:
                 key, findings=str(form.get("findings", "")), impression=str(form.get("impression", "")),
                 signer_name=session["name"], signer_role=ReviewRole(session.get("role", "radiologist")),
                 report_id=str(form.get("report_id", "")), opened_at=opened_at,
+                signer_identifier=str(session.get("identifier", "")),
+                signer_identifier_system=str(session.get("identifier_system") or LOCAL_IDENTIFIER_SYSTEM),
+                family_name=str(session.get("family_name", "")), given_name=str(session.get("given_name", "")),
+                change="corrected" if form.get("change") == "corrected" else "amended",
             )
         except LookupError as exc:
             return _error(request, 404, "Not Found", str(exc))
         except SignOffError as exc:
+            await core.audit("refused", key, session, reason=str(exc)[:300])
             return _error(request, 409 if "changed" in str(exc) or "meanwhile" in str(exc) else 422, "Cannot sign", str(exc))
+        await core.audit("signed", key, session, version=final.version, status=final.status, final_id=final.final_id)
         if not _wants_html(request):
             return web.json_response(
-                {"final_id": final.final_id, "version": final.version, "published": published, "edit_distance": final.edit_distance},
+                {"final_id": final.final_id, "version": final.version, "status": final.status, "replaces_version": final.replaces_version,
+                 "published": published, "edit_distance": final.edit_distance},
                 status=201,
             )
         raise web.HTTPSeeOther(f"/studies/{key}?signed={final.version}" + ("" if published else "&pending=1"))
+
+    @routes.get("/api/studies/{study_key}/audit")
+    async def audit_trail(request: web.Request) -> web.Response:
+        key = _study_key(request)
+        trail = getattr(core.store, "audit_trail", None)
+        rows = await trail(key) if trail is not None else []
+        return web.json_response({"study_key": key, "audit": rows}, headers={"Cache-Control": "no-store"})
 
     @routes.get("/agreement")
     async def agreement(request: web.Request) -> web.Response:

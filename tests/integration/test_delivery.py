@@ -134,6 +134,16 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
         "findings": "Heart size is normal. No pleural effusion.", "impression": "No acute cardiopulmonary abnormality.",
     })
 
+    # the review service records who the signer's pseudonym is (issue 24): the delivery names them
+    import psycopg
+
+    with psycopg.connect(settings.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO reviewer_identities (reviewer_key, display_name, family_name, given_name, identifier, identifier_system, role) "
+            "VALUES (%s, 'Ann Rad', 'Rad', 'Ann', 'att-1', 'urn:radalign:reviewer', 'radiologist') ON CONFLICT DO NOTHING",
+            (signed.signer_key,),
+        )
+
     async def publish() -> None:
         async with KafkaEventPublisher(settings, stage="review") as publisher:
             await publisher.publish(REPORT_FINAL, signed, ev_id=f"it-final-{signed.final_id}")
@@ -151,6 +161,7 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
 
     ((final_sr, raw),) = _until("the VERIFIED SR in Orthanc's study", verified, 120)
     assert final_sr.StudyInstanceUID == study_uid and final_sr.CompletionFlag == "COMPLETE"
+    assert str(final_sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Rad^Ann"  # re-identified, never the pseudonym
     assert "No acute cardiopulmonary abnormality" in read_sr_text(raw)["impression"]
     (dr_final,) = _until("the DiagnosticReport updated to final", lambda: [r for r in report() if r["status"] == "final"], 60)
     assert dr_final["id"] == dr["id"] and "No acute cardiopulmonary abnormality" in dr_final.get("conclusion", "")

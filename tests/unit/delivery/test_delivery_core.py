@@ -209,13 +209,16 @@ def test_sr_delivered_reads_back_with_highdicom():
 
 def test_a_signed_report_is_the_draft_with_the_signed_text_delivered_as_final():
     from radalign.delivery.version import final_version
+    from radalign.review.signers import Signer
     from schemas.events import ReportDrafted, ReportFinal
     from schemas.examples import EXAMPLES
 
     draft = ReportDrafted.model_validate(EXAMPLES["report_drafted"][0])
     signed = ReportFinal.model_validate(EXAMPLES["report_final"][0])
-    version = final_version(draft, signed)
-    assert version.status == "final" and version.verifier == signed.signer_key and version.issued == signed.signed_at
+    signer = Signer(signed.signer_key, "Ann Rad", "att-1")
+    version = final_version(draft, signed, signer)
+    assert version.status == "final" and version.verifier_pn == "Rad^Ann" and version.issued == signed.signed_at
+    assert signed.signer_key not in version.verifier_pn and version.signature.labels == signed.labels
     assert (version.report.findings, version.report.impression) == (signed.findings, signed.impression)
     assert version.report.report_id == draft.report_id and version.report.concepts == draft.concepts
-    assert version.version != final_version(draft, signed.model_copy(update={"impression": "Amended."})).version
+    assert version.version != final_version(draft, signed.model_copy(update={"impression": "Amended."}), signer).version

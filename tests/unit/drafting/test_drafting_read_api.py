@@ -116,3 +116,67 @@ async def test_drafting_service_serves_the_read_api_behind_bearer_tokens():
         assert denied.status == 401 and denied.content_type == "application/problem+json"
         allowed = await client.get(f"/v1/studies/{KEY}/report", headers={"Authorization": "Bearer tok-1"})
         assert allowed.status == 200 and (await allowed.json())["report_id"] == report.report_id
+
+
+async def test_the_pull_api_serves_the_latest_signed_version_with_its_status():
+    """After sign-off the read API serves the latest signed version (never the superseded
+    draft), names its status and version, re-identifies the signers, and keeps earlier versions."""
+    from radalign.review.signers import Signer
+    from radalign.review.signoff import build_final
+    from schemas.events import ReviewRole
+
+    core = DraftingCore(Settings(), None)
+    report = await core.draft(make_event({Observation.CARDIOMEGALY: Certainty.PRESENT}, [], study_key=KEY))
+    resident = Signer("rd-aaaaaaaaaaaaaaaa", "Rex Resident", "res-7", role="resident")
+    attending = Signer("rd-bbbbbbbbbbbbbbbb", "Ann Attending", "att-1")
+    v1 = build_final(report, findings="Heart enlarged.", impression="Cardiomegaly.", signer_key=resident.reviewer_key,
+                     signer_role=ReviewRole.RESIDENT, version=1, labels={Observation.CARDIOMEGALY: Certainty.PRESENT}, status="preliminary")
+    v2 = build_final(report, findings="Heart enlarged.", impression="Cardiomegaly, confirmed.", signer_key=attending.reviewer_key,
+                     signer_role=ReviewRole.RADIOLOGIST, version=2, labels={Observation.CARDIOMEGALY: Certainty.PRESENT}, status="final",
+                     replaces_version=1)
+
+    class Signed:
+        def __init__(self) -> None:
+            self.versions: list = []
+
+        async def finals(self, study_key):
+            return [(f, "x") for f in self.versions if f.study.study_key == study_key]
+
+        async def signer(self, key):
+            return {s.reviewer_key: s for s in (resident, attending)}.get(key)
+
+    signed = Signed()
+    identity = StudyIdentity(study_key=KEY, study_instance_uid="1.2.3.4", patient_id="MRN-1", patient_name="Doe^Jane")
+    app = web.Application()
+    app.add_routes(build_read_routes(MemoryStore([report]), StaticReidentifier({KEY: identity}), signed=signed))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        r = await client.get(f"/v1/studies/{KEY}/report")
+        assert r.headers["X-Report-Status"] == "draft" and r.headers["X-Report-Version"] == "0"
+        signed.versions = [v1]
+        r = await client.get(f"/v1/studies/{KEY}/report")
+        assert r.headers["X-Report-Status"] == "preliminary" and (await r.json())["final_id"] == v1.final_id
+        signed.versions = [v1, v2]
+        r = await client.get(f"/v1/studies/{KEY}/report?format=fhir")
+        dr = await r.json()
+        assert r.headers["X-Report-Status"] == "final" and r.headers["X-Report-Version"] == "2"
+        assert dr["status"] == "final" and dr["conclusion"] == "Cardiomegaly, confirmed."
+        assert [p["display"] for p in dr["resultsInterpreter"]] == ["Ann Attending", "Rex Resident"]
+        assert "rd-" not in json.dumps(dr)
+        r = await client.get(f"/v1/studies/{KEY}/report?format=sr")
+        ds = dcmread(BytesIO(await r.read()))
+        assert ds.VerificationFlag == "VERIFIED" and str(ds.VerifyingObserverSequence[0].VerifyingObserverName) == "Attending^Ann"
+        r = await client.get(f"/v1/studies/{KEY}/report?version=1&format=fhir")
+        assert (await r.json())["status"] == "preliminary" and r.headers["X-Report-Version"] == "1"
+        assert (await client.get(f"/v1/studies/{KEY}/report?version=9")).status == 404
+        # without the signer mapping, no re-identified record (never a pseudonym as the signer)
+        resident_missing = Signed()
+        resident_missing.versions = [v1]
+        resident_missing.signer = lambda key: _none()  # type: ignore[method-assign]
+        app2 = web.Application()
+        app2.add_routes(build_read_routes(MemoryStore([report]), StaticReidentifier({KEY: identity}), signed=resident_missing))
+    async with TestClient(TestServer(app2, host="127.0.0.1")) as client2:
+        assert (await client2.get(f"/v1/studies/{KEY}/report?format=fhir")).status == 404
+
+
+async def _none():
+    return None

@@ -19,7 +19,7 @@ from radalign.ingest.images import encode_npy
 from radalign.review.core import ReviewCore
 from radalign.review.store import VersionConflict
 from schemas.events import BlobRef, ReportDrafted, ReportFinal
-from services.review.app import SESSION_COOKIE, build_review_app
+from services.review.app import SESSION_COOKIE, build_review_app, session_codec
 
 TOKEN = "tok-review"
 
@@ -31,9 +31,10 @@ class MemoryStore:
         self.drafts = {d.study.study_key: d for d in drafts}
         self.image = image
         self.signed: dict[tuple[str, int], tuple[ReportFinal, str, bool]] = {}
+        self.audits: list[tuple] = []
 
     async def unsigned_drafts(self, limit: int = 500) -> list[ReportDrafted]:
-        signed = {k for k, _ in self.signed}
+        signed = {k for (k, _), (f, _, _) in self.signed.items() if f.status != "preliminary"}
         return [d for k, d in self.drafts.items() if k not in signed]
 
     async def latest_draft(self, study_key: str) -> ReportDrafted | None:
@@ -47,6 +48,9 @@ class MemoryStore:
 
     async def finals(self, study_key: str) -> list:
         return [(f, who) for (k, _), (f, who, _) in sorted(self.signed.items()) if k == study_key]
+
+    async def history(self, study_key: str) -> list[tuple[int, str]]:
+        return [(v, f.status) for (k, v), (f, _, _) in sorted(self.signed.items()) if k == study_key]
 
     async def next_version(self, study_key: str) -> int:
         return 1 + sum(1 for k, _ in self.signed if k == study_key)
@@ -64,6 +68,12 @@ class MemoryStore:
 
     async def unpublished(self, limit: int = 100) -> list[ReportFinal]:
         return [f for f, _, published in self.signed.values() if not published]
+
+    async def audit(self, action, study_key, reviewer_key, role, via, detail) -> None:
+        self.audits.append((action, study_key, reviewer_key, role, via, detail))
+
+    async def audit_trail(self, study_key: str) -> list[dict]:
+        return [{"action": a, "reviewer_key": k, "role": r, "via": v, "detail": d} for a, s, k, r, v, d in self.audits if s == study_key]
 
     async def queue(self) -> tuple[int, float]:
         return len(await self.unsigned_drafts()), 0.0
@@ -96,8 +106,13 @@ async def env(tmp_path: Path):
         await client.close()
 
 
-def _session(name: str = "Dr Unit", token: str = TOKEN) -> dict[str, str]:
-    return {SESSION_COOKIE: base64.urlsafe_b64encode(json.dumps({"name": name, "role": "radiologist", "token": token}).encode()).decode()}
+CSRF = "csrf-unit"
+
+
+def _session(name: str = "Dr Unit", role: str = "radiologist", identifier: str = "", secret: str = "unit-secret") -> dict[str, str]:
+    """A session cookie as the review app seals it (the env fixture's deid_secret derives the key)."""
+    data = {"name": name, "role": role, "identifier": identifier, "identifier_system": "urn:radalign:reviewer", "csrf": CSRF, "via": "token"}
+    return {SESSION_COOKIE: session_codec(Settings(deid_secret=secret)).seal(data)}
 
 
 async def test_pages_need_the_read_token(env):
@@ -110,7 +125,9 @@ async def test_pages_need_the_read_token(env):
     assert r.status == 401
     r = await client.get("/api/worklist", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status == 200 and [i["study_key"] for i in await r.json()] == ["st-stat000000001", "st-routine0000001"]
-    r = await client.get("/api/worklist", cookies=_session(token="stolen"))
+    r = await client.get("/api/worklist", cookies=_session(secret="another-key"))  # forged: sealed with another key
+    assert r.status == 401
+    r = await client.get("/api/worklist", cookies={SESSION_COOKIE: "eyJuYW1lIjoiRHIgVW5pdCJ9"})  # the old unsealed JSON cookie
     assert r.status == 401
 
 
@@ -141,7 +158,7 @@ async def test_worklist_and_study_pages_render(env):
 async def test_sign_publishes_the_final_report_and_the_outbox_retries_a_failed_publish(env):
     client, store, publisher, core = env
     draft = store.drafts["st-routine0000001"]
-    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id,
+    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id, "csrf": CSRF,
             "opened_at": datetime(2026, 11, 30, 12, 1, tzinfo=UTC).isoformat()}
     assert (await client.post("/studies/st-routine0000001/sign", data=form, headers={"Authorization": f"Bearer {TOKEN}"})).status == 401
     r = await client.post("/studies/st-routine0000001/sign", data=form, cookies=_session())
@@ -161,5 +178,92 @@ async def test_sign_publishes_the_final_report_and_the_outbox_retries_a_failed_p
     assert await core.flush_outbox() == 1
     amended = publisher.events[-1][1]
     assert amended.version == 2 and amended.status == "amended" and publisher.events[-1][2] != ev_id
-    r = await client.post("/studies/st-stat000000001/sign", data={"findings": " ", "impression": "x", "report_id": "x"}, cookies=_session())
+    r = await client.post("/studies/st-stat000000001/sign", data={"findings": " ", "impression": "x", "report_id": "x", "csrf": CSRF}, cookies=_session())
     assert r.status in (409, 422)
+
+
+async def test_resident_preliminary_waits_for_the_attendings_cosignature_then_amendments(env):
+    from radalign.review.signers import StaticSigners
+
+    client, store, publisher, core = env
+    core.signers = StaticSigners()
+    draft = store.drafts["st-routine0000001"]
+    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id, "csrf": CSRF}
+    r = await client.post("/studies/st-routine0000001/sign", data=form, cookies=_session("Rex Resident", role="resident", identifier="res-7"))
+    body = await r.json()
+    assert r.status == 201 and body["status"] == "preliminary" and body["replaces_version"] is None
+    # still on the worklist: an attending's co-signature is due; the editor starts from the signed text
+    keys = [i["study_key"] for i in await (await client.get("/api/worklist", cookies=_session())).json()]
+    assert "st-routine0000001" in keys
+    page = await (await client.get("/studies/st-routine0000001", cookies=_session())).text()
+    assert "Co-sign as Dr Unit" in page
+    r = await client.post("/studies/st-routine0000001/sign", data=form | {"impression": "Cosigned."}, cookies=_session("Ann Attending", identifier="att-1"))
+    body = await r.json()
+    assert body["status"] == "final" and body["version"] == 2 and body["replaces_version"] == 1
+    keys = [i["study_key"] for i in await (await client.get("/api/worklist", cookies=_session())).json()]
+    assert "st-routine0000001" not in keys
+    # a resident may not change the released report; an attending's change is a correction when asked
+    r = await client.post("/studies/st-routine0000001/sign", data=form, cookies=_session("Rex Resident", role="resident", identifier="res-7"))
+    assert r.status == 422 and "only an attending" in (await r.json())["detail"]
+    r = await client.post("/studies/st-routine0000001/sign", data=form | {"change": "corrected"}, cookies=_session("Ann Attending", identifier="att-1"))
+    assert (await r.json())["status"] == "corrected"
+    statuses = [(e.version, e.status, e.replaces_version, e.signer_role.value) for _, e, _ in publisher.events]
+    assert statuses == [(1, "preliminary", None, "resident"), (2, "final", 1, "radiologist"), (3, "corrected", 2, "radiologist")]
+    # the pseudonym -> signer mapping was recorded; the events carry pseudonyms only
+    resident = await core.signers.lookup(publisher.events[0][1].signer_key)
+    assert resident.display_name == "Rex Resident" and resident.identifier == "res-7" and resident.role == "resident"
+    assert all("Attending" not in e.model_dump_json() and "res-7" not in e.model_dump_json() for _, e, _ in publisher.events)
+
+
+async def test_the_session_cookie_is_sealed_holds_no_token_expires_and_guards_every_post(env):
+    import time
+
+    client, store, publisher, core = env
+    r = await client.post("/login", data={"name": "Dr Unit", "identifier": "du-1", "role": "radiologist", "token": TOKEN},
+                          allow_redirects=False)
+    cookie = r.cookies[SESSION_COOKIE].value
+    session = session_codec(Settings(deid_secret="unit-secret")).open(cookie)
+    assert session["name"] == "Dr Unit" and session["csrf"] and TOKEN not in cookie and TOKEN not in json.dumps(session)
+    with pytest.raises(ValueError):
+        base64.urlsafe_b64decode(cookie.encode()).decode("utf-8")  # not readable without the key
+    draft = store.drafts["st-routine0000001"]
+    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id}
+    jar = {SESSION_COOKIE: cookie}
+    # every state-changing route needs the session's CSRF token (and a same-site Origin)
+    assert (await client.post("/studies/st-routine0000001/sign", data=form, cookies=jar)).status == 403
+    assert (await client.post("/studies/st-routine0000001/sign", data=form | {"csrf": "guess"}, cookies=jar)).status == 403
+    cross = await client.post("/studies/st-routine0000001/sign", data=form | {"csrf": session["csrf"]}, cookies=jar,
+                              headers={"Origin": "https://evil.example"})
+    assert cross.status == 403 and publisher.events == []
+    assert (await client.post("/logout", cookies=jar, allow_redirects=False)).status == 403
+    r = await client.post("/studies/st-routine0000001/sign", data=form | {"csrf": session["csrf"]}, cookies=jar)
+    assert r.status == 201
+    # idle and absolute timeouts
+    codec = session_codec(Settings(deid_secret="unit-secret"))
+    idle = codec.seal({"name": "Dr Unit", "role": "radiologist", "csrf": CSRF, "iat": time.time() - 3600}, now=time.time() - 3600)
+    assert (await client.get("/api/worklist", cookies={SESSION_COOKIE: idle})).status == 401
+    stale = codec.seal({"name": "Dr Unit", "role": "radiologist", "csrf": CSRF, "iat": time.time() - 13 * 3600})
+    assert (await client.get("/api/worklist", cookies={SESSION_COOKIE: stale})).status == 401
+    out = await client.post("/logout", data={"csrf": session["csrf"]}, cookies=jar, allow_redirects=False)
+    assert out.status == 303 and out.cookies[SESSION_COOKIE].value == ""
+
+
+async def test_the_audit_trail_records_who_opened_and_who_signed(env):
+    client, store, publisher, core = env
+    await client.get("/studies/st-routine0000001", cookies=_session("Rex Resident", role="resident", identifier="res-7"))
+    draft = store.drafts["st-routine0000001"]
+    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id, "csrf": CSRF}
+    await client.post("/studies/st-routine0000001/sign", data=form, cookies=_session("Rex Resident", role="resident", identifier="res-7"))
+    trail = (await (await client.get("/api/studies/st-routine0000001/audit", cookies=_session())).json())["audit"]
+    assert [(a["action"], a["role"]) for a in trail] == [("opened", "resident"), ("signed", "resident")]
+    assert trail[1]["reviewer_key"] == publisher.events[0][1].signer_key and trail[1]["detail"]["status"] == "preliminary"
+
+
+async def test_outside_dev_the_form_login_is_off_without_an_identity_provider(tmp_path):
+    settings = Settings(env="production", state_dir=tmp_path, gateway_tokens="ingest-" + "x" * 8, read_tokens="read-" + "y" * 8,
+                        dicom_allowed_aes="PACS", deid_secret="z" * 40)
+    core = ReviewCore(settings, MemoryStore([], None), None, Publisher())  # type: ignore[arg-type]
+    async with TestClient(TestServer(build_review_app(core, settings))) as client:
+        assert (await client.get("/login")).status == 503
+        r = await client.post("/login", data={"name": "Mallory", "role": "radiologist", "token": "read-" + "y" * 8})
+        assert r.status == 404
