@@ -65,8 +65,8 @@ def sign_one(settings: Settings, study_key: str, timeout_s: float = 60.0) -> lis
             if client.post("/login", data=login).status_code != 303:  # 303: logged in, sent on to `next`
                 return statuses
             while True:  # the review service reads the draft from the reports store
-                page = client.get("/api/worklist", headers={"Authorization": f"Bearer {token}"} if token else {})
-                item = next((i for i in page.json() if i["study_key"] == study_key), None) if page.status_code == 200 else None
+                worklist = client.get("/api/worklist", headers={"Authorization": f"Bearer {token}"} if token else {})
+                item = next((i for i in worklist.json() if i["study_key"] == study_key), None) if worklist.status_code == 200 else None
                 if item is not None or time.monotonic() > deadline:
                     break
                 time.sleep(1.0)
