@@ -692,6 +692,26 @@ def dashboard_queries() -> list[tuple[str, list[tuple[str, str]], str, str]]:
             "Time to deliver one report version to one destination, retries included.",
         ),
         (
+            "Site models: abstention rate per site",
+            [(f'sum by (site) (rate(radalign_site_films_total{{{ns}, ood="true"}}[{rate}]))'
+              f" / clamp_min(sum by (site) (rate(radalign_site_films_total{{{ns}}}[{rate}])), 1e-9)", "{{site}}")],  # fmt: skip
+            "percentunit",
+            "Share of each site's films its model abstains on (unlike the site's archive); fitted for about 1 %. Drift shows here first.",
+        ),
+        (
+            "Site models: median calibrated score per observation",
+            [(f"histogram_quantile(0.5, sum by (site, observation, le) (rate(radalign_site_score_bucket{{{ns}}}[{rate}])))", "{{site}} {{observation}}")],
+            "percentunit",
+            "Median calibrated probability per site and assessed observation, to compare with the site model's validation films.",
+        ),
+        (
+            "Site models: shadow candidate agreement",
+            [(f'sum by (site, observation) (rate(radalign_site_shadow_calls_total{{{ns}, agree="true"}}[{rate}]))'
+              f" / clamp_min(sum by (site, observation) (rate(radalign_site_shadow_calls_total{{{ns}}}[{rate}])), 1e-9)", "{{site}} {{observation}}")],  # fmt: skip
+            "percentunit",
+            "How often the shadow candidate calls an observation on the same side of 0.5 as the live model.",
+        ),
+        (
             "Triton queue time per request",
             [
                 (
