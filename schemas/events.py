@@ -124,6 +124,11 @@ class Instance(BaseModel):
         description="the DICOM header says this image is not a chest radiograph (Modality, BodyPartExamined; "
         "radalign.ingest.dicom.header_not_chest_radiograph); false when the header does not say (PNG/JPEG included)",
     )
+    child: bool = Field(
+        default=False,
+        description="the DICOM header gives the patient an age under 18 at the study (PatientAge, or StudyDate - PatientBirthDate; "
+        "radalign.ingest.dicom.header_age_years); false when it does not say. The age itself never leaves the gateway",
+    )
 
 
 class StudyReceived(Contract):
@@ -157,6 +162,7 @@ class StudyPreprocessed(Contract):
     not_chest_radiograph: bool = Field(
         default=False, description="no instance's DICOM header allows a chest radiograph: the concept stage abstains without running the model"
     )
+    child: bool = Field(default=False, description="the chosen instance's header says the patient is under 18 (Instance.child)")
     model_input: BlobRef = Field(description="float32 .npy, shape (1, H, W), values in [0, 1]")
     input_shape: list[int] = Field(min_length=3, max_length=3)
     original_rows: int = Field(ge=1)

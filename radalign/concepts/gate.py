@@ -141,12 +141,15 @@ class ServedGate:
     #: The claim policy (radalign.concepts.policy): where set, its thresholds replace the operating
     #: points and a state it does not allow makes the observation not assessed for that film.
     policy: ClaimPolicy | None = None
+    #: False when the model's validation films held no child (a site model trained on adults):
+    #: a film whose header says the patient is a child then gets no claim.
+    validated_on_children: bool = True
 
     def to_dict(self) -> dict:
         return {"name": self.name, "assessed": self.assessed, "ood_threshold": self.ood_threshold,
                 "operating_points": {k: v.to_dict() for k, v in self.operating_points.items()},
                 "recalibration": {k: list(v) for k, v in self.recalibration.items()}, "model_version": self.model_version,
-                "policy": None if self.policy is None else self.policy.to_dict()}  # fmt: skip
+                "policy": None if self.policy is None else self.policy.to_dict(), "validated_on_children": self.validated_on_children}  # fmt: skip
 
     @classmethod
     def from_dict(cls, raw: Mapping) -> ServedGate:
@@ -156,6 +159,7 @@ class ServedGate:
             recalibration={k: (float(v[0]), float(v[1])) for k, v in raw.get("recalibration", {}).items()},
             model_version=raw.get("model_version"),
             policy=ClaimPolicy.from_dict(raw["policy"]) if raw.get("policy") else None,
+            validated_on_children=bool(raw.get("validated_on_children", True)),
         )  # fmt: skip
 
     def triton_parameters(self) -> dict[str, str]:

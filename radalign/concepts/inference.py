@@ -84,7 +84,7 @@ def build_concepts_event(
         not_assessed = [o for o in OBSERVATIONS if o not in {c.observation for c in concepts}]
         ood = None
     else:
-        concepts, not_assessed, ood = gated_scores(probabilities, gate, lateral_only=event.lateral_only, ood_score=ood_score)
+        concepts, not_assessed, ood = gated_scores(probabilities, gate, lateral_only=event.lateral_only, ood_score=ood_score, child=event.child)
     return ConceptsInferred(
         study=event.study,
         view_position=event.view_position,
@@ -125,9 +125,11 @@ def not_chest_radiograph_event(event: StudyPreprocessed, model_name: str = MODEL
 
 
 def gated_scores(
-    probabilities: np.ndarray, gate: ServedGate, *, lateral_only: bool = False, ood_score: float | None = None
+    probabilities: np.ndarray, gate: ServedGate, *, lateral_only: bool = False, ood_score: float | None = None, child: bool = False
 ) -> tuple[list[ConceptScore], list[Observation], OutOfDistribution | None]:
-    """(scores of the assessed observations, the not-assessed ones, the abstention if any)."""
+    """(scores of the assessed observations, the not-assessed ones, the abstention if any). A
+    child's film (by its DICOM header) at a model validated on adults only is unlike its training
+    data whatever its features say: reason far_from_training_data, no score."""
     probs = np.asarray(probabilities, dtype=np.float64).reshape(-1)
     if probs.shape != (len(OBSERVATIONS),) or not np.isfinite(probs).all():
         raise ValueError(f"expected {len(OBSERVATIONS)} finite probabilities, got shape {probs.shape}")
@@ -136,6 +138,8 @@ def gated_scores(
     ood = None
     if lateral_only:
         ood = OutOfDistribution(reason="lateral_only")
+    elif child and not gate.validated_on_children:
+        ood = OutOfDistribution(reason="far_from_training_data")
     elif ood_score is not None and gate.ood_threshold is not None and ood_score > gate.ood_threshold:
         ood = OutOfDistribution(reason="far_from_training_data", score=float(ood_score), threshold=gate.ood_threshold)
     if ood is not None:

@@ -108,6 +108,9 @@ class DicomFacts:
     #: `header_not_chest_radiograph` of this object (decided here: de-identification drops a
     #: BodyPartExamined outside its closed set, so later stages could not tell).
     not_chest_radiograph: bool = False
+    #: `header_age_years` of this object (PatientAge, or StudyDate - PatientBirthDate); decided
+    #: here because de-identification removes both.
+    age_years: float | None = None
 
 
 def read_dicom(data: bytes, *, stop_before_pixels: bool = False, full_check: bool = True) -> Dataset:
@@ -174,6 +177,30 @@ def header_not_chest_radiograph(modality: object, body_part: object) -> bool:
     if not part:
         return False
     return part not in CHEST_BODY_PARTS and not any(word in part for word in CHEST_BODY_PART_WORDS)
+
+
+#: Under this age a film is a child's: a population a model fitted on adults is not validated on.
+ADULT_AGE_YEARS = 18.0
+_AGE_UNITS_PER_YEAR = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}
+
+
+def header_age_years(ds: Dataset) -> float | None:
+    """The patient's age at the study in years, from Patient's Age (0010,1010: "045Y", "018M",
+    "003W", "012D") or else Study Date minus Patient's Birth Date; None when the header does not say
+    or says something unreadable (an age is a hint for the abstention, never a reason to refuse)."""
+    from datetime import date
+
+    raw = str(ds.get("PatientAge", "") or "").strip().upper()
+    if len(raw) == 4 and raw[:3].isdigit() and raw[3] in _AGE_UNITS_PER_YEAR:
+        return int(raw[:3]) / _AGE_UNITS_PER_YEAR[raw[3]]
+    birth, study = str(ds.get("PatientBirthDate", "") or ""), str(ds.get("StudyDate", "") or "")
+    try:
+        born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+        seen = date(int(study[:4]), int(study[4:6]), int(study[6:8]))
+    except ValueError:
+        return None
+    years = (seen - born).days / 365.25
+    return years if 0 <= years < 130 else None
 
 
 def requested_priority_is_stat(ds: Dataset) -> bool:
@@ -300,6 +327,7 @@ def check_dicom(ds: Dataset, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomFa
         columns=columns,
         transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
         not_chest_radiograph=header_not_chest_radiograph(modality, ds.get("BodyPartExamined")),
+        age_years=header_age_years(ds),
     )
 
 

@@ -33,7 +33,7 @@ from radalign.identity import IssuerPolicy, Pseudonymizer
 from radalign.ingest import metrics
 from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
 from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
-from radalign.ingest.dicom import check_dicom, ignored_kind, read_dicom, sop_class_of
+from radalign.ingest.dicom import ADULT_AGE_YEARS, check_dicom, ignored_kind, read_dicom, sop_class_of
 from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, strip_raster_metadata
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
@@ -157,6 +157,7 @@ class GatewayCore:
             instance = Instance(
                 instance_key=instance_key, source_format="dicom", view_position=facts.view_position,
                 blob=blob, rows=facts.rows, columns=facts.columns, not_chest_radiograph=facts.not_chest_radiograph,
+                child=facts.age_years is not None and facts.age_years < ADULT_AGE_YEARS,
             )
             site = self.issuers.site(source, calling_ae=calling_ae)
             item = ReceivedInstance(study_key, patient_key, instance, _modality(facts.modality), source, stat or facts.stat, site)

@@ -166,6 +166,7 @@ def preprocess(event: StudyReceived, blobs: BlobStore, size: int = 224, max_pixe
         view_fallback=choice.fallback,
         lateral_only=choice.lateral_only,
         not_chest_radiograph=choice.not_chest_radiograph,
+        child=choice.instance.child,
         model_input=ref,
         input_shape=list(model_input.shape),
         original_rows=int(image.shape[0]),

@@ -126,7 +126,9 @@ def train_site(
     digest = hashlib.sha256(json.dumps({"w": fitted.head.weight.numpy().round(6).tolist(), "policy": policy.to_dict(), "ood": ood_threshold},
                                        sort_keys=True).encode()).hexdigest()[:12]  # fmt: skip
     version = f"{site}-{digest}"
-    gate = ServedGate(assessed=assessed, operating_points=points, ood_threshold=ood_threshold, name=site, model_version=version, policy=policy)
+    children = int((data.strata["age_band"][va] == "child").sum())  # children among the validation films
+    gate = ServedGate(assessed=assessed, operating_points=points, ood_threshold=ood_threshold, name=site, model_version=version, policy=policy,
+                      validated_on_children=children >= criteria.min_positives)  # fmt: skip
     card = site_card(site, version, data, pooled, features, fitted, gate, decisions, generic, trainset_csv, val_ood, generic_seen)
     card["encoder"] = site_encoder
     with Path(trainset_csv).open(newline="", encoding="utf-8") as fh:

@@ -99,3 +99,19 @@ def test_served_gate_with_a_policy_claims_only_allowed_states():
         if claimed:
             assert concepts[0].state is Certainty.PRESENT and concepts[0].present_threshold == 0.7
     assert ServedGate.from_dict(gate.to_dict()).policy.to_dict() == policy.to_dict()
+
+
+def test_a_childs_film_gets_no_claim_from_a_model_validated_on_adults_only():
+    from radalign.concepts.calibration import OperatingPoint
+    from radalign.concepts.gate import ServedGate
+    from radalign.concepts.inference import gated_scores
+
+    point = OperatingPoint(absent=0.2, present=0.7, target_sensitivity=0.0, target_specificity=0.0)
+    adults = ServedGate(assessed=["Pneumonia"], operating_points={"Pneumonia": point}, ood_threshold=None, validated_on_children=False)
+    probs = np.full(len(OBSERVATIONS), 0.9)
+    concepts, not_assessed, ood = gated_scores(probs, adults, child=True)
+    assert concepts == [] and len(not_assessed) == 14 and ood is not None and ood.reason == "far_from_training_data"
+    assert gated_scores(probs, adults, child=False)[2] is None  # an adult's film is scored
+    both = ServedGate.from_dict({**adults.to_dict(), "validated_on_children": True})
+    assert gated_scores(probs, both, child=True)[2] is None
+    assert ServedGate.from_dict(adults.to_dict()).validated_on_children is False

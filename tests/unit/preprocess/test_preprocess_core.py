@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,19 @@ async def test_a_chest_film_beside_a_knee_film_is_the_one_chosen(settings, publi
     result = preprocess(event, blobs)
     assert result.instance_key == event.instances[1].instance_key and result.view_position == "AP"
     assert not result.not_chest_radiograph and result.site is None
+
+
+async def test_a_childs_film_is_flagged_from_its_header_and_the_age_never_travels(settings, publisher, blobs, pseudonyms) -> None:
+    import pydicom
+
+    child, adult = synthetic_radiograph(view="PA"), synthetic_radiograph(view="PA")
+    child.PatientAge, adult.PatientAge = "007Y", "045Y"
+    core = GatewayCore(settings, publisher, blobs, pseudonyms)
+    flags = []
+    for ds in (child, adult):
+        await core.ingest_dicom(dicom_bytes(ds), "dicom-cstore")
+        [event] = await core.flush(force=True)
+        result = preprocess(event, blobs)
+        flags.append((event.instances[0].child, result.child))
+        assert "PatientAge" not in pydicom.dcmread(io.BytesIO(blobs.get(event.instances[0].blob)))  # de-identified: the flag is the only trace
+    assert flags == [(True, True), (False, False)]
