@@ -190,6 +190,12 @@ class ConceptScore(BaseModel):
     absent_threshold: float | None = Field(
         default=None, ge=0, le=1, description="calibrated probability below which the state is absent"
     )
+    claim_precision: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Wilson 95 % lower bound of how often this state was right on the serving model's validation patients "
+        "(precision of a stated or hedged finding, negative predictive value of an absent one); null without a claim policy",
+    )
+    claim_films: int | None = Field(default=None, ge=0, description="validation films that bound rests on")
 
 
 class OutOfDistribution(BaseModel):

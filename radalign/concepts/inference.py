@@ -15,7 +15,7 @@ from radalign.concepts.calibration import logit, sigmoid
 from radalign.concepts.gate import ServedGate, SiteHeadInfo, load_profile, profile_path
 from radalign.concepts.scoring import state_for, to_concept_scores
 from radalign.concepts.vocabulary import OBSERVATIONS, Thresholds
-from schemas.events import ConceptScore, ConceptsInferred, Observation, OutOfDistribution, StageTiming, StudyPreprocessed
+from schemas.events import Certainty, ConceptScore, ConceptsInferred, Observation, OutOfDistribution, StageTiming, StudyPreprocessed
 
 STAGE = "concepts"
 
@@ -156,7 +156,9 @@ def gated_scores(
             rule = gate.policy.observations.get(obs.value)
             if rule is None or (state := rule.state(p)) not in rule.allowed:
                 continue  # no measured right to this claim on this film: not assessed
-            concepts.append(ConceptScore(observation=obs, probability=p, state=state, present_threshold=rule.present, absent_threshold=rule.absent))
+            figure = {Certainty.PRESENT: rule.present_precision, Certainty.UNCERTAIN: rule.hedge_precision, Certainty.ABSENT: rule.npv}[state]
+            concepts.append(ConceptScore(observation=obs, probability=p, state=state, present_threshold=rule.present, absent_threshold=rule.absent,
+                                         claim_precision=figure.lower_bound, claim_films=figure.films))  # fmt: skip
             continue
         point = gate.operating_points[obs.value]
         state = state_for(p, Thresholds(present=point.present, absent=point.absent))

@@ -55,6 +55,8 @@ class ConceptRow:
     probability: float | None
     present_threshold: float | None
     absent_threshold: float | None
+    claim_precision: float | None = None  # lower bound of how often this claim was right on validation patients
+    claim_films: int | None = None
 
     @property
     def index(self) -> int:
@@ -92,7 +94,7 @@ def concept_rows(report: ReportDrafted) -> list[ConceptRow]:
         if c is None:
             rows.append(ConceptRow(obs, "not_assessed", None, None, None))
         else:
-            rows.append(ConceptRow(obs, c.state.value, c.probability, c.present_threshold, c.absent_threshold))
+            rows.append(ConceptRow(obs, c.state.value, c.probability, c.present_threshold, c.absent_threshold, c.claim_precision, c.claim_films))
     return rows
 
 

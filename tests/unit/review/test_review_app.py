@@ -149,6 +149,7 @@ async def test_worklist_and_study_pages_render(env):
     html = await (await client.get("/studies/st-routine0000001", cookies=_session())).text()
     assert 'id="film"' in html and "Cardiomegaly" in html and "not assessed" in html and 'name="report_id"' in html
     assert "Heart size normal." in html  # the retrieved case's report
+    assert "at least 84% of 32 films" in html  # the claim's measured precision, beside the claim
     r = await client.get("/studies/st-routine0000001/image.png", cookies=_session())
     assert r.status == 200 and r.content_type == "image/png"
     assert (await client.get("/studies/st-unknown00000001", cookies=_session())).status == 404
