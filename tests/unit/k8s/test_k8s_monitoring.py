@@ -14,12 +14,13 @@ from k8s_support import K8S, load_docs
 from prometheus_client.metrics import MetricWrapperBase
 
 from radalign import deploy
+from radalign.concepts import metrics_site
 from radalign.delivery import metrics as delivery_metrics
 from radalign.drafting import metrics as drafting_metrics
 from radalign.framework import metrics
 from radalign.ingest import metrics as gateway_metrics
 
-METRIC_MODULES = (metrics, gateway_metrics, drafting_metrics, delivery_metrics)
+METRIC_MODULES = (metrics, gateway_metrics, drafting_metrics, delivery_metrics, metrics_site)
 
 #: Metrics of other exporters the rules use: Strimzi's Kafka Exporter, kube-state-metrics, Triton.
 EXTERNAL_METRICS = {

@@ -117,3 +117,33 @@ def test_shipped_site_models_seed_an_empty_registry_once(tmp_path):
     assert live and live_head(registry.root, "nih-cxr800") == registry.head_path("nih-cxr800", live)
     registry.rollback("nih-cxr800", by="ops")
     assert registry.seed_shipped() == [] and registry.state("nih-cxr800").live is None  # a provider's choice stays
+
+
+def test_retrain_is_due_on_enough_signed_reports_or_an_old_model():
+    from datetime import UTC, datetime, timedelta
+
+    from radalign.sites.shadow import retrain_due
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    month = timedelta(days=30)
+    assert retrain_due(199, now - month, min_signed=200, max_age=3 * month, now=now) is None
+    assert "200 signed" in str(retrain_due(200, now - month, min_signed=200, max_age=3 * month, now=now))
+    assert "trained 91 days ago" in str(retrain_due(0, now - timedelta(days=91), min_signed=200, max_age=timedelta(days=90), now=now))
+    assert retrain_due(0, None, min_signed=200, max_age=timedelta(days=90), now=now) is None
+
+
+def test_shadow_comparison_counts_agreement_and_auc_against_signed_labels():
+    from radalign.sites.shadow import comparison
+
+    def row(live_p: float, cand_p: float, signed: str | None, cand_ood: bool = False) -> dict:
+        return {"live_probabilities": {"Pneumonia": live_p}, "candidate_probabilities": {"Pneumonia": cand_p},
+                "live_states": {}, "candidate_states": {} if cand_ood else {"Pneumonia": "present" if cand_p >= 0.5 else "absent"},
+                "live_ood": False, "candidate_ood": cand_ood, "signed_labels": {"Pneumonia": signed} if signed else None}  # fmt: skip
+
+    rows = [row(0.5, 0.9, "present"), row(0.5, 0.8, "present"), row(0.5, 0.2, "absent"), row(0.5, 0.1, "absent"), row(0.5, 0.7, None, cand_ood=True)]
+    figures = comparison(rows)
+    assert figures["studies"] == 5 and figures["signed"] == 4
+    assert figures["candidate_ood_rate"] == 0.2 and figures["live_nothing_claimed_rate"] == 1.0
+    pneumonia = figures["observations"]["Pneumonia"]
+    assert pneumonia["candidate_auc_vs_signed"] == 1.0 and pneumonia["live_auc_vs_signed"] == 0.5  # a constant live score: chance
+    assert (pneumonia["signed_positives"], pneumonia["signed_negatives"]) == (2, 2) and pneumonia["agreement"] == 0.0
