@@ -36,14 +36,15 @@ def eval_reports(
 
     if manifest:
         from radalign.config import get_settings
-        from radalign.drafting.evaluate_films import evaluate_manifest, format_report, write_json
+        from radalign.drafting.evaluate_films import evaluate_manifest, format_report
+        from radalign.figures import write_figures
 
         settings = get_settings()
         result = evaluate_manifest(manifest, split="all" if split == "heldout" else split, site=site, sites_dir=settings.sites_dir,
                                    secret=settings.deid_secret)  # fmt: skip
         typer.echo(format_report(result))
         if json_out:
-            typer.echo(f"JSON: {write_json(result, json_out)}")
+            typer.echo(f"JSON: {write_figures(result, json_out)}")
         return
 
     if split not in ("heldout", "dev"):

@@ -343,14 +343,15 @@ def eval_concepts_cmd(
     baseline, confounding check, calibration, operating points, OOD rate and the LOSO table."""
     if site:
         from radalign.config import get_settings
-        from radalign.sites.evaluate import evaluate_site, format_site_report, write_json
+        from radalign.figures import write_figures
+        from radalign.sites.evaluate import evaluate_site, format_site_report
 
         settings = get_settings()
         figures = evaluate_site(manifest, site, sites_dir=settings.sites_dir, split=split, secret=settings.deid_secret, cache_dir=cache_dir,
                                 checkpoint=checkpoint, n_boot=n_boot)  # fmt: skip
         typer.echo(format_site_report(figures))
         if json_out:
-            typer.echo(f"JSON: {write_json(figures, json_out)}")
+            typer.echo(f"JSON: {write_figures(figures, json_out)}")
         return
     report = evaluate(checkpoint, manifest, split=split, cache_dir=cache_dir, n_boot=n_boot, roc_png=roc_png, reliability_png=reliability_png)
     typer.echo(f"{report.split} split: {report.images} images, {report.patients} patients, model {report.model_version}")

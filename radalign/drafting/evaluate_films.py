@@ -24,7 +24,6 @@ with its Wilson interval; ROUGE-L where the manifest has text.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -232,9 +231,3 @@ def format_report(result: Mapping[str, Any]) -> str:
         lines.append(f"  draft states {obs}: {p['correct']}/{p['claims']} right (precision {p['precision']:.3f}, lower bound {p['lower_bound']:.3f})")
     return "\n".join(lines)
 
-
-def write_json(result: Mapping[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    return path

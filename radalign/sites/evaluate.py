@@ -11,7 +11,6 @@ deployment's secret and the site's issuer).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from radalign.concepts.gate import ServedGate
 from radalign.concepts.metrics import bootstrap_aucs
 from radalign.concepts.ood import pool
 from radalign.concepts.policy import evaluate_policy
-from radalign.concepts.vocabulary import OBSERVATIONS
 from radalign.sites.head import load_head, predict
 from radalign.sites.registry import live_head
 from radalign.sites.train import split_of
@@ -86,11 +84,4 @@ def format_site_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_json(report: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
-    return path
-
-
-__all__ = ["OBSERVATIONS", "evaluate_site", "format_site_report", "write_json"]
+__all__ = ["evaluate_site", "format_site_report"]
