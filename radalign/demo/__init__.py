@@ -215,9 +215,11 @@ async def ensure_iu_cases(settings: Settings, limit: int | None = None) -> int:
 
 def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Settings | None = None) -> int:
     from radalign.demo import delivery as delivery_demo
+    from radalign.demo import sites as sites_demo
     from radalign.stack import manager, orthanc
 
     settings, fhir, ris = delivery_demo.prepare(settings or get_settings())
+    settings = sites_demo.prepare(settings)
     orthanc_study = None
     started = time.perf_counter()
     console.rule("RadAlign Stream demo")
@@ -255,6 +257,7 @@ def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Set
             console.print(f"  signed {first} through the review service: {' then '.join(signed) or 'not signed (see the review log)'}")
             ris_statuses = delivery_demo.wait_for_ris(ris, len(signed))
         console.print(delivery_demo.summary(settings, rows, fhir, orthanc_study, ris_statuses))
+        console.print(sites_demo.shadow_summary(settings))
         console.print(
             f"[bold]{len(result.reports)}/{expected} reports[/bold], {len(result.dead_letters)} dead letters, "
             f"demo wall time {result.wall_s:.1f} s"

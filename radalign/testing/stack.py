@@ -160,3 +160,20 @@ def running_workers(settings: Settings) -> Iterator[Settings]:
     finally:
         for stage in STAGES:
             stop(worker_name(stage), settings)
+
+
+def write_audit_profile(settings: Settings, site: str, observations: tuple[str, ...] = ("Edema", "Pleural Effusion")) -> list[str]:
+    """A site audit profile (`radalign audit`'s format, no claim policy) for `site` that assesses
+    `observations` at the shipped checkpoint's validation operating points: tests that need a
+    model which claims something use it, since the shipped generic model, under its claim policy,
+    claims nothing. Written to `settings.concepts_site_profiles_dir`; returns the assessed list."""
+    from radalign.concepts.calibration import OperatingPoint
+    from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+    from radalign.concepts.gate import ServedGate, profile_path, save_profile
+
+    ckpt = load_checkpoint(DEFAULT_CHECKPOINT)
+    points = {o: OperatingPoint(**ckpt.meta["operating_points"][o]) for o in observations}
+    gate = ServedGate(assessed=list(observations), operating_points=points, ood_threshold=ckpt.gate.ood_threshold if ckpt.gate else None, name=site)
+    assert settings.concepts_site_profiles_dir is not None, "the settings name no site-profile folder"
+    save_profile(gate, profile_path(settings.concepts_site_profiles_dir, site))
+    return list(observations)

@@ -29,7 +29,7 @@ import pytest
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.samples import chest_jpeg_files
-from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
+from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, write_audit_profile
 from schemas.events import Certainty, Observation, ReportFinal
 from schemas.topics import REPORT_FINAL
 
@@ -92,11 +92,19 @@ def review_stack(embedded_triton: Settings) -> Iterator[Settings]:
     """Every worker up (the review service among them, with the test token), the IU reports in the case store."""
     from radalign.demo import ensure_iu_cases
 
-    settings = embedded_triton.model_copy(update={"gateway_tokens": TOKEN})
+    # HTTP uploads come from a site whose audit profile assesses edema and effusion: the shipped
+    # generic model claims nothing, and the page's heatmaps and cases need a model that does.
+    settings = embedded_triton.model_copy(update={
+        "gateway_tokens": TOKEN, "patient_issuers": f"http={REVIEW_SITE}", "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles",
+    })  # fmt: skip
+    write_audit_profile(settings, REVIEW_SITE)
     asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
     # Every worker of the stage graph, the review service among them.
     with running_workers(settings):
         yield settings
+
+
+REVIEW_SITE = "IT-REVIEW-SITE"
 
 
 def _post(settings: Settings, path: Path, study_id: str, patient_id: str, priority: str) -> str:
