@@ -168,6 +168,11 @@ class IssuerPolicy:
         configured = self._configured(source, calling_ae)
         return canonical_issuer(configured if configured is not None else declared, self.default)
 
+    def issuer_of_site(self, site: str) -> str:
+        """The configured issuer whose site name is `site` (a site's archive must be pseudonymised
+        in the same namespace as its live studies); `site` itself when none is configured."""
+        return next((issuer for issuer in self.by_source.values() if site_name(issuer) == site), site)
+
     def site(self, source: str, *, calling_ae: str | None = None) -> str | None:
         """The sending site: the issuer configured for this source as a site name; None when the
         configuration names none (a declared issuer never does: module doc)."""

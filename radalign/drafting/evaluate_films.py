@@ -156,7 +156,7 @@ def claim_figures(texts: Sequence[tuple[str, str]], references: Sequence[Mapping
 
 def evaluate_manifest(
     manifest: str | Path, *, split: str = "all", site: str | None = None, sites_dir: Path, cache_dir: Path = Path(".radalign/cache/concepts"),
-    secret: str = "", checkpoint: Path | None = None, n_boot: int = 1000, labeler: ReportLabeler | None = None,
+    secret: str = "", issuer: str | None = None, checkpoint: Path | None = None, n_boot: int = 1000, labeler: ReportLabeler | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     from radalign.drafting.macros import load_normal_macros
 
@@ -169,7 +169,7 @@ def evaluate_manifest(
         from radalign.sites.train import split_of
 
         pseudonyms = Pseudonymizer(secret)
-        records = [r for r in records if split_of(pseudonyms.patient_key(r.patient_id, site)) == split]
+        records = [r for r in records if split_of(pseudonyms.patient_key(r.patient_id, issuer or site)) == split]
     if not records:
         raise ValueError(f"{manifest}: no labelled films in split {split!r}")
     labeler = labeler or default_labeler()

@@ -32,24 +32,25 @@ def archive(
     manifest: Annotated[Path | None, typer.Option(help="CSV: image, patient_id, study_id, report (or findings/impression), view, age, optional label columns")] = None,
     dicom: Annotated[Path | None, typer.Option(help="a folder of DICOM objects (with --reports)")] = None,
     reports: Annotated[Path | None, typer.Option(help="CSV: accession or study_uid, report (for --dicom)")] = None,
-    issuer: Annotated[str | None, typer.Option(help="the patient-id issuer of the archive (default: the site name); live intake must use the same")] = None,
+    issuer: Annotated[str | None, typer.Option(help="the patient-id issuer of the archive (default: the issuer configured for the site in RADALIGN_PATIENT_ISSUERS)")] = None,
     signed: Annotated[bool, typer.Option(help="add the site's reports signed in review (the signed labels, the film the model read)")] = False,
 ) -> None:
     """Add the archive's new studies to the site's training set (de-identified, labelled, versioned)."""
-    from radalign.identity import Pseudonymizer
+    from radalign.identity import IssuerPolicy, Pseudonymizer
     from radalign.sites.trainset import TrainingSet, build_from_dicom, build_from_manifest
 
     settings = _settings()
     trainset = TrainingSet(settings.sites_dir, site)
     pseudonyms = Pseudonymizer(settings.deid_secret)
+    issuer = issuer or IssuerPolicy.from_settings(settings).issuer_of_site(site)  # the live studies' namespace
     if signed:
         import asyncio
 
         path, added = asyncio.run(add_signed(settings, trainset))
     elif manifest is not None:
-        path, added = build_from_manifest(manifest, trainset, pseudonyms, issuer or site)
+        path, added = build_from_manifest(manifest, trainset, pseudonyms, issuer)
     elif dicom is not None and reports is not None:
-        path, added = build_from_dicom(dicom, reports, trainset, pseudonyms, issuer or site)
+        path, added = build_from_dicom(dicom, reports, trainset, pseudonyms, issuer)
     else:
         raise typer.BadParameter("give --manifest, or --dicom with --reports")
     typer.echo(f"{site}: {added} new studies; training set {path}")

@@ -147,3 +147,19 @@ def test_shadow_comparison_counts_agreement_and_auc_against_signed_labels():
     pneumonia = figures["observations"]["Pneumonia"]
     assert pneumonia["candidate_auc_vs_signed"] == 1.0 and pneumonia["live_auc_vs_signed"] == 0.5  # a constant live score: chance
     assert (pneumonia["signed_positives"], pneumonia["signed_negatives"]) == (2, 2) and pneumonia["agreement"] == 0.0
+
+
+def test_an_archive_is_pseudonymised_in_its_live_studies_namespace(tmp_path):
+    """The archive's patient keys are the ones live intake mints for the same site (issuer "hosp a"
+    -> site HOSP-A): one patient, one key, whichever way the film arrived."""
+    from radalign.identity import IssuerPolicy
+
+    policy = IssuerPolicy(by_source={"dicom-cstore:PACS_A": "hosp a", "http": "OTHER"})
+    assert policy.site("dicom-cstore", calling_ae="PACS_A") == "HOSP-A"
+    issuer = policy.issuer_of_site("HOSP-A")
+    pseudonyms = Pseudonymizer(SECRET)
+    live = pseudonyms.patient_key("MRN-0001", policy.issuer("dicom-cstore", calling_ae="PACS_A"))
+    manifest = _archive(tmp_path, [("MRN-0001", "ACC-1", "IMPRESSION: Normal.")])
+    path, _ = build_from_manifest(manifest, TrainingSet(tmp_path / "sites", "HOSP-A"), pseudonyms, issuer, progress=False)
+    assert next(csv.DictReader(path.open()))["patient_id"] == live
+    assert policy.issuer_of_site("UNCONFIGURED") == "UNCONFIGURED"
