@@ -119,7 +119,8 @@ class SiteRegistry:
     def rollback(self, site: str, by: str) -> SiteState:
         """Back to the version the last promotion replaced (none: the generic model serves)."""
         state = self.state(site)
-        promotions = [e for e in state.events if e["action"] in ("promote", "rollback") and e.get("version") == state.live]
+        # the promotion that made the live version live (a rollback never rolls forward again)
+        promotions = [e for e in state.events if e["action"] == "promote" and e.get("version") == state.live]
         if state.live is None or not promotions:
             raise PromotionRefused(f"site {site!r} has no promoted model to roll back")
         previous = promotions[-1].get("replaced")
