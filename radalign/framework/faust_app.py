@@ -19,6 +19,7 @@ from faust.web import Request, Response, View
 
 from radalign.config import Settings, csv_list
 from radalign.framework import metrics
+from radalign.framework.logredact import install_log_redaction
 from radalign.framework.retry import retry_until_done
 from radalign.framework.stage import Record, Stage, StageRunner
 from schemas.topics import TopicSpec
@@ -147,6 +148,7 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
 def run_worker(stage: Stage[Any], settings: Settings) -> None:
     """Run one stage until SIGTERM (what `radalign worker <stage>` does)."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     app = create_app(stage, settings)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), redirect_stdouts=False)
     worker.execute_from_commandline()

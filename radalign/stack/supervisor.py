@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from radalign.config import Settings, get_settings
+from radalign.framework.logredact import install_log_redaction
 from radalign.stack.process import StatePaths, live_process, read_pid_file
 
 log = logging.getLogger("radalign.supervisor")
@@ -270,6 +271,7 @@ def check_once(settings: Settings, state: SupervisorState, now: float | None = N
 
 def run(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)  # a line per marker read otherwise
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))

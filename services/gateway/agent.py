@@ -11,6 +11,7 @@ import logging
 import signal
 
 from radalign.config import Settings
+from radalign.framework.logredact import install_log_redaction
 from services.gateway.runner import run_gateway
 
 
@@ -24,4 +25,5 @@ async def _serve(settings: Settings) -> None:
 
 def main(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
     asyncio.run(_serve(settings))

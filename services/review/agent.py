@@ -18,6 +18,7 @@ from aiohttp import web
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.framework import metrics as stage_metrics
+from radalign.framework.logredact import install_log_redaction
 from radalign.framework.retry import call_with_retry
 from radalign.review.core import STAGE, ReviewCore
 from schemas.events import DeadLetter, StudyPreprocessed
@@ -141,6 +142,7 @@ def main(settings: Settings) -> None:
     import signal
 
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -405,3 +405,34 @@ def test_site_model_in_shadow_is_recorded_then_promoted_and_rolled_back(pipeline
         registry.rollback(SITE, by="test")
     time.sleep(2)
     assert send_and_read().site_head is None
+
+
+def test_no_identifier_reaches_any_workers_log(pipeline: Settings) -> None:
+    """Studies carrying identifying names, ids and UIDs go through every stage (C-STORE and HTTP);
+    then every log file of the stack is scanned for them: none may appear anywhere (our code,
+    pydicom's and highdicom's warnings, Faust, Triton)."""
+    from radalign.identity import Pseudonymizer
+    from radalign.ingest.samples import chest_cr_path
+
+    path = chest_cr_path("RG1_UNCI.dcm")
+    if path is None:
+        pytest.skip("pydicom-data is not installed")
+    (ds,) = as_new_study([path])
+    ds.PatientName, ds.PatientID, ds.AccessionNumber = "Zzyzx^Identifiable", "MRN-LOGSCAN-9917", "ACC-LOGSCAN-9917"
+    secrets = ["Zzyzx", "Identifiable", "MRN-LOGSCAN-9917", "ACC-LOGSCAN-9917", str(ds.StudyInstanceUID), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)]
+    dicom_key = Pseudonymizer(pipeline.deid_secret).study_key(ds.StudyInstanceUID)
+    assert send_cstore(pipeline.dicom_port, ds, calling_ae=SITE_AE, called_ae=pipeline.dicom_ae_title) == 0x0000
+    r = httpx.post(
+        f"http://127.0.0.1:{pipeline.gateway_port}/v1/studies",
+        data={"study_id": "LOGSCAN-HTTP-9918", "patient_id": "MRN-LOGSCAN-9918", "view_position": "PA"},
+        files={"file": ("film.jpg", chest_jpeg_files()[2].read_bytes(), "image/jpeg")}, timeout=30,
+    )  # fmt: skip
+    assert r.status_code == 202, r.text
+    secrets += ["LOGSCAN-HTTP-9918", "MRN-LOGSCAN-9918"]
+    http_key = r.json()["study_key"]
+    asyncio.run(read_until(pipeline, [REPORT_DRAFTED.name], lambda s: {dicom_key, http_key} <= set(reports_by_key(s))))
+    time.sleep(3)  # delivery and review log after the draft
+    logs = sorted((pipeline.state_dir / "logs").glob("*.log"))
+    assert logs, "the stack's workers write their logs under the state folder"
+    found = {f"{log.name}: {secret}" for log in logs for secret in secrets if secret in log.read_text(errors="replace")}
+    assert not found, f"identifiers in the logs: {sorted(found)}"
