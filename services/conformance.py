@@ -110,9 +110,13 @@ ROUTES: dict[tuple[str, str], Doc] = {
         "security": "review",
     },
     ("review", "POST /studies/{study_key}/sign"): {
-        "summary": "Sign the study's report (form post from the study page; session and CSRF token)",
+        "summary": "Sign the study's report (form fields from the study page; a review session and its CSRF token)",
         "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}},
-        "responses": {"303": {"description": "signed: back to the worklist"}, "401": PROBLEM, "403": PROBLEM, "409": PROBLEM},
+        "responses": {
+            "201": {"description": "signed (a JSON caller): final_id, version, status, replaces_version, published, edit_distance", "content": JSON_ANY},
+            "303": {"description": "signed (a browser): back to the study page"},
+            "401": PROBLEM, "403": PROBLEM, "404": PROBLEM, "409": PROBLEM, "422": PROBLEM,
+        },
         "security": "session",
     },
     ("review", "GET /"): {"summary": "The worklist page", "html": True, "security": "review"},
