@@ -62,6 +62,8 @@ _mount("radalign.concepts.train", "train_app", "train", "Train the concept-align
 _mount("radalign.evaluation", "eval_app", "eval", "Evaluate the concept model (eval concepts) and the drafts (eval reports).")
 _mount("radalign.sites.cli", "sites_app", "sites", "Site models: archive, train, shadow, promote, rollback.")
 _mount("radalign.concepts.audit", "audit_app", "audit", "Audit the served concept model on a site's labelled films and write its site profile.")
+_mount("radalign.delivery.check", "delivery_app", "delivery", "Delivery destinations (PACS, DICOMweb, FHIR, HL7): check them.")
+_mount("services.conformance", "conformance_app", "conformance", "Conformance documents (OpenAPI, AsyncAPI, DICOM, FHIR) under docs/: render or check them.")
 _mount("radalign.review.cli", "review_app", "review", "The radiologist's side: review web app, sign-off, training manifest of corrections.")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import typer
 import yaml
 
+from radalign import __version__
 from radalign.config import Settings
 from radalign.pipeline import ALL_TOPICS, CONSUMER_STAGES, STAGES, stage_spec
 from schemas.events import Priority
@@ -65,8 +66,21 @@ def workload_name(stage: str) -> str:
     return f"{APP}-{stage}"
 
 
+#: Kubernetes recommended labels (https://kubernetes.io/docs/concepts/overview/working-with-objects/common-labels/):
+#: `instance` names this installation, `managed-by` the tool that applies the manifests.
+INSTANCE = "radalign"
+MANAGED_BY = "kustomize"
+
+
 def labels(component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": component, "app.kubernetes.io/part-of": PART_OF}
+    return {
+        "app.kubernetes.io/name": APP,
+        "app.kubernetes.io/instance": INSTANCE,
+        "app.kubernetes.io/version": __version__,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
 
 
 def selector(component: str) -> dict[str, str]:
@@ -245,6 +259,11 @@ def autoscaler_manifests() -> list[Manifest]:
 #: Namespace of the Prometheus that scrapes /metrics; pods labelled this way may call the report API.
 MONITORING_NAMESPACE = "monitoring"
 REPORT_READER_LABEL = "radalign.io/report-reader"
+#: Namespace of the ingress controller (ingress-nginx's default) that fronts the HTTP services
+#: exposed by the production Ingress; overlays for another controller patch the NetworkPolicy.
+INGRESS_NAMESPACE = "ingress-nginx"
+#: Stages an Ingress exposes (k8s/overlays/production/ingress.yaml): the review web app and the gateway's HTTP API.
+EXPOSED_STAGES = ("review", "gateway")
 
 
 def network_policy(stage: str) -> Manifest:
@@ -263,6 +282,9 @@ def network_policy(stage: str) -> Manifest:
     if spec.serves_reports:
         reader = {"namespaceSelector": {}, "podSelector": {"matchLabels": {REPORT_READER_LABEL: "true"}}}
         ingress.append({"from": [reader], "ports": [http]})
+    if stage in EXPOSED_STAGES and spec.consumes:  # the gateway already admits any client on its ports
+        controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": INGRESS_NAMESPACE}}}
+        ingress.append({"from": [controller], "ports": [http]})
     dns = {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
     kafka = {"to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": KAFKA_CLUSTER}}}],
@@ -288,6 +310,54 @@ def network_policy(stage: str) -> Manifest:
 
 def network_policy_manifests() -> list[Manifest]:
     return [network_policy(stage) for stage in STAGES]
+
+
+# --- Ingress (production): the review web app and the gateway's HTTP API behind ingress-nginx ----
+
+#: Host names and the TLS Secret (cert-manager fills it through the issuer annotation); set yours in
+#: the production overlay (a patch on the Ingress) or edit these and `radalign k8s render`.
+INGRESS_HOSTS = {"review": "review.radalign.example.com", "gateway": "api.radalign.example.com"}
+INGRESS_CLASS = "nginx"
+CERT_ISSUER = "letsencrypt"
+#: The review app accepts at most 1 MiB bodies (services/review/app.py); the gateway's HTTP API
+#: takes whole studies (Settings.gateway_max_bytes): nginx's 1 MiB default would refuse them.
+REVIEW_MAX_BODY = "1m"
+
+
+def _body_size(stage: str) -> str:
+    if stage == "gateway":
+        return f"{Settings.model_fields['gateway_max_bytes'].default // (1024 * 1024)}m"
+    return REVIEW_MAX_BODY
+
+
+def ingress_manifest(stage: str) -> Manifest:
+    """An Ingress for one exposed stage: TLS (cert-manager), the host, nginx's body size limit;
+    forwarded to the stage's Service on its HTTP port (NetworkPolicy admits INGRESS_NAMESPACE)."""
+    host = INGRESS_HOSTS[stage]
+    annotations = {
+        "cert-manager.io/cluster-issuer": CERT_ISSUER,
+        "nginx.ingress.kubernetes.io/proxy-body-size": _body_size(stage),
+        "nginx.ingress.kubernetes.io/ssl-redirect": "true",
+        "nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
+    }
+    if stage == "gateway":  # a study upload can take longer than nginx's 60 s default
+        annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] = "300"
+        annotations["nginx.ingress.kubernetes.io/proxy-request-buffering"] = "off"
+    backend = {"service": {"name": workload_name(stage), "port": {"name": "http"}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": workload_name(stage), "labels": labels(stage), "annotations": annotations},
+        "spec": {
+            "ingressClassName": INGRESS_CLASS,
+            "tls": [{"hosts": [host], "secretName": f"{workload_name(stage)}-tls"}],
+            "rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}],
+        },
+    }
+
+
+def ingress_manifests() -> list[Manifest]:
+    return [ingress_manifest(stage) for stage in EXPOSED_STAGES]
 
 
 # --- KEDA (optional component): scale consumers on consumer-group lag ---------------------------
@@ -813,6 +883,7 @@ GENERATED: dict[str, Callable[[], str]] = {
     "k8s/overlays/production/kafka-user.yaml": lambda: to_yaml([kafka_user_manifest()]),
     # A JSON patch (a list, not a Kubernetes object): JSON, so that it is not taken for a manifest.
     "k8s/overlays/production/kafka-tls-patch.json": lambda: json.dumps(kafka_tls_patch(), indent=2) + "\n",
+    "k8s/overlays/production/ingress.yaml": lambda: to_yaml(ingress_manifests()),
     "k8s/overlays/dev/kafka-topics.yaml": lambda: to_yaml(kafka_topic_manifests(replicas=1)),
     "k8s/monitoring/grafana-dashboard.yaml": lambda: to_yaml([grafana_dashboard_configmap()]),
 }

@@ -33,7 +33,7 @@ from radalign.review.signers import LOCAL_IDENTIFIER_SYSTEM, Signer
 from radalign.review.signoff import SignOffError, build_final, draft_findings_text, reviewer_key
 from radalign.review.store import ReviewStore, VersionConflict
 from radalign.review.worklist import WorklistItem, order_worklist
-from schemas.events import BlobRef, Certainty, ConceptScore, Observation, ReportDrafted, ReportFinal, ReviewRole
+from schemas.events import BlobRef, Certainty, ConceptScore, Observation, Priority, ReportDrafted, ReportFinal, ReviewRole
 
 log = logging.getLogger(__name__)
 
@@ -371,3 +371,8 @@ class ReviewCore:
         depth, age = await self.store.queue()
         metrics.QUEUE_DEPTH.set(depth)
         metrics.QUEUE_AGE.set(age)
+        by_priority = getattr(self.store, "queue_age_by_priority", None)  # stores without it (test doubles) skip the gauge
+        if by_priority is not None:
+            ages = await by_priority()
+            for priority in Priority:  # a priority with nothing waiting reads 0, not its last value
+                metrics.QUEUE_AGE_BY_PRIORITY.labels(priority=priority.value).set(ages.get(priority.value, 0.0))

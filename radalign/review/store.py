@@ -60,6 +60,13 @@ FROM (SELECT DISTINCT ON (study_key) study_key, payload FROM reports ORDER BY st
 WHERE NOT EXISTS (SELECT 1 FROM report_finals f WHERE f.study_key = r.study_key AND f.status <> 'preliminary')
 """
 
+_QUEUE_BY_PRIORITY = """
+SELECT r.payload->'study'->>'priority', extract(epoch FROM now() - min((r.payload->'study'->>'received_at')::timestamptz))
+FROM (SELECT DISTINCT ON (study_key) study_key, payload FROM reports ORDER BY study_key, updated_at DESC) r
+WHERE NOT EXISTS (SELECT 1 FROM report_finals f WHERE f.study_key = r.study_key AND f.status <> 'preliminary')
+GROUP BY 1
+"""
+
 
 _AUDIT = "INSERT INTO review_audit (action, study_key, reviewer_key, role, via, detail) VALUES (%s, %s, %s, %s, %s, %s)"
 _AUDIT_OF = "SELECT at, action, reviewer_key, role, via, detail FROM review_audit WHERE study_key = %s ORDER BY at, id"
@@ -195,3 +202,9 @@ class ReviewStore:
         async with self.pool.connection() as conn:
             row = await (await conn.execute(_QUEUE)).fetchone()
         return (int(row[0]), float(row[1])) if row else (0, 0.0)
+
+    async def queue_age_by_priority(self) -> dict[str, float]:
+        """Seconds the oldest unsigned drafted study of each priority has waited since arrival (absent: none waiting)."""
+        async with self.pool.connection() as conn:
+            rows = await (await conn.execute(_QUEUE_BY_PRIORITY)).fetchall()
+        return {str(r[0]): float(r[1] or 0.0) for r in rows if r[0]}

@@ -92,3 +92,35 @@ def test_typer_sub_app_checks_and_renders(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "k8s/overlays/production/kafka-topics.yaml" in result.output.splitlines()
     assert runner.invoke(deploy.deploy_app, ["check"]).exit_code == 0
+
+
+def test_ingresses_and_the_review_network_policy_offline():
+    """Without kubectl: the generated Ingresses point at the exposed stages' HTTP ports, and each
+    exposed stage's NetworkPolicy lets the ingress controller's namespace reach that port."""
+    for ingress in deploy.ingress_manifests():
+        stage = ingress["metadata"]["name"].removeprefix("radalign-")
+        assert stage in deploy.EXPOSED_STAGES
+        (rule,) = ingress["spec"]["rules"]
+        assert ingress["spec"]["tls"] == [{"hosts": [rule["host"]], "secretName": f"radalign-{stage}-tls"}]
+        assert rule["http"]["paths"][0]["backend"]["service"] == {"name": f"radalign-{stage}", "port": {"name": "http"}}
+        assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"].endswith("m")
+        policy = deploy.network_policy(stage)["spec"]["ingress"]
+        port = {"protocol": "TCP", "port": stage_spec(stage).web_port}
+        open_to_all = any("from" not in r and port in r["ports"] for r in policy)
+        from_controller = any(
+            port in r["ports"] and {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": deploy.INGRESS_NAMESPACE}}} in r.get("from", [])
+            for r in policy
+        )
+        assert open_to_all or from_controller, stage
+    # the other stages stay closed to the controller
+    assert not any("ingress-nginx" in str(deploy.network_policy(s)) for s in ("preprocess", "concepts", "retrieval", "drafting", "delivery"))
+
+
+def test_generated_workloads_carry_the_recommended_labels():
+    for m in deploy.stage_manifests() + deploy.network_policy_manifests() + deploy.ingress_manifests():
+        labels = m["metadata"]["labels"]
+        assert labels["app.kubernetes.io/version"] and labels["app.kubernetes.io/instance"] == "radalign"
+        assert labels["app.kubernetes.io/managed-by"] == "kustomize"
+    for d in deploy.stage_manifests():
+        if d["kind"] == "Deployment":  # selectors stay without the version: they are immutable
+            assert "app.kubernetes.io/version" not in d["spec"]["selector"]["matchLabels"]

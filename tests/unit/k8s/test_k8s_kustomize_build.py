@@ -15,7 +15,7 @@ import yaml
 from k8s_support import CRD_KINDS, K8S, K8S_VERSION
 
 from radalign.deploy import workload_name
-from radalign.pipeline import CONSUMER_STAGES, STAGES
+from radalign.pipeline import CONSUMER_STAGES, STAGES, stage_spec
 
 
 def _kubectl() -> str | None:
@@ -132,3 +132,36 @@ def test_keda_component_replaces_the_hpas(tmp_path):
     kinds = {d["kind"] for d in docs}
     assert "HorizontalPodAutoscaler" not in kinds
     assert {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"} == {workload_name(s) for s in CONSUMER_STAGES}
+
+
+def test_production_render_exposes_the_review_app_through_an_ingress(rendered):
+    """TLS, host, nginx body size; the backend is the review Service's HTTP port; the NetworkPolicy
+    admits the ingress controller's namespace on that port (the render is validated above)."""
+    docs = rendered["production"]
+    ingress = _find(docs, "Ingress", workload_name("review"))
+    spec = ingress["spec"]
+    (rule,) = spec["rules"]
+    assert spec["ingressClassName"] == "nginx" and spec["tls"][0]["hosts"] == [rule["host"]] and spec["tls"][0]["secretName"]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    service = _find(docs, "Service", backend["name"])
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    policy = _find(docs, "NetworkPolicy", workload_name("review"))["spec"]
+    port = stage_spec("review").web_port
+    assert any(
+        any(f.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "ingress-nginx" for f in r.get("from", []))
+        and {"protocol": "TCP", "port": port} in r["ports"]
+        for r in policy["ingress"]
+    )
+    gateway = _find(docs, "Ingress", workload_name("gateway"))
+    assert gateway["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "64m"
+    assert "Ingress" not in {d["kind"] for d in rendered["dev"]}
+
+
+@pytest.mark.parametrize("overlay", ["dev", "production"])
+def test_workloads_carry_the_recommended_labels(rendered, overlay):
+    for d in rendered[overlay]:
+        if d["kind"] in {"Deployment", "Service", "Ingress", "NetworkPolicy"} and d["metadata"]["name"] in {workload_name(s) for s in STAGES}:
+            labels = d["metadata"]["labels"]
+            for key in ("app.kubernetes.io/version", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+                assert labels.get(key), f"{d['kind']}/{d['metadata']['name']} has no {key}"

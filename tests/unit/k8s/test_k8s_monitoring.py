@@ -19,8 +19,9 @@ from radalign.delivery import metrics as delivery_metrics
 from radalign.drafting import metrics as drafting_metrics
 from radalign.framework import metrics
 from radalign.ingest import metrics as gateway_metrics
+from radalign.review import metrics as review_metrics
 
-METRIC_MODULES = (metrics, gateway_metrics, drafting_metrics, delivery_metrics, metrics_site)
+METRIC_MODULES = (metrics, gateway_metrics, drafting_metrics, delivery_metrics, metrics_site, review_metrics)
 
 #: Metrics of other exporters the rules use: Strimzi's Kafka Exporter, kube-state-metrics, Triton.
 EXTERNAL_METRICS = {
@@ -109,6 +110,8 @@ def test_alerts_cover_what_operators_need():
         "gateway refusals": "radalign_gateway_instances_refused_total",
         "a target down": "up{",
         "delivery failures": "radalign_deliveries_total",
+        "STAT review queue age": 'radalign_review_queue_oldest_by_priority_seconds{priority="stat"}',
+        "routine review queue age": 'radalign_review_queue_oldest_by_priority_seconds{priority="routine"}',
     }
     for what, metric in need.items():
         assert any(metric in a["expr"] for a in alerts.values()), f"no alert on {what}"
@@ -215,6 +218,63 @@ def test_promtool_alert_unit_tests(tmp_path):
     for alert in tests["tests"][0]["alert_rule_test"]:
         for expected in alert["exp_alerts"]:
             expected["exp_annotations"] = annotations[alert["alertname"]] | {"summary": summaries[alert["alertname"]]}
+    path = tmp_path / "tests.yaml"
+    path.write_text(yaml.safe_dump(tests, sort_keys=False))
+    out = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_review_queue_age_gauge_is_labelled_by_priority_only():
+    (family,) = review_metrics.QUEUE_AGE_BY_PRIORITY.describe()
+    assert family.type == "gauge" and review_metrics.QUEUE_AGE_BY_PRIORITY._labelnames == ("priority",)
+
+
+@needs_promtool
+@pytest.mark.parametrize("module", METRIC_MODULES, ids=lambda m: m.__name__)
+def test_promtool_accepts_our_metric_names(module):
+    """`promtool check metrics` (its lint: units, `_total` on counters...) on each module's exposition."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    for obj in vars(module).values():
+        if isinstance(obj, MetricWrapperBase):
+            registry.register(obj)
+    text = generate_latest(registry)
+    out = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True, timeout=60)
+    assert out.returncode == 0, (out.stdout + out.stderr).decode()
+
+
+@needs_promtool
+def test_promtool_review_queue_alerts(tmp_path):
+    """STAT fires after 15 min waiting, routine stays quiet until 4 h."""
+    rules = _rules_file(tmp_path)
+    annotations = {r["alert"]: r["annotations"] for r in _rules() if "alert" in r}
+    tests = {
+        "rule_files": [rules],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'radalign_review_queue_oldest_by_priority_seconds{namespace="radalign", priority="stat"}', "values": "0+60x60"},
+                    {"series": 'radalign_review_queue_oldest_by_priority_seconds{namespace="radalign", priority="routine"}', "values": "0+60x60"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "RadAlignReviewStatQueueStale", "exp_alerts": []},
+                    {
+                        "eval_time": "30m",
+                        "alertname": "RadAlignReviewStatQueueStale",
+                        "exp_alerts": [{
+                            "exp_labels": {"severity": "critical", "namespace": "radalign"},
+                            "exp_annotations": annotations["RadAlignReviewStatQueueStale"]
+                            | {"summary": "A STAT study has waited 30m 0s for sign-off"},
+                        }],
+                    },
+                    {"eval_time": "60m", "alertname": "RadAlignReviewRoutineQueueStale", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
     path = tmp_path / "tests.yaml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     out = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
