@@ -196,7 +196,8 @@ class FhirSender(_HttpSender[FhirDestination]):
         bundle = await asyncio.to_thread(
             transaction_bundle, item.report, identity, issued=item.issued, version=d.version, status=item.status,
             patient_system=d.patient_identifier_system, verifier=item.verifier_pn, document_version=item.version,
-            signature=item.signature, ai_results=d.ai_results,
+            signature=item.signature, ai_results=d.ai_results, patient=d.patient, order=d.order,
+            order_identifier_system=d.order_identifier_system,
         )
         fhir_version = "5.0" if d.version == "R5" else "4.0"
         headers = {

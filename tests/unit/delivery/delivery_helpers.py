@@ -66,3 +66,10 @@ class StoreSCP:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+def seed_patient(server, identity: StudyIdentity | None = None) -> str:  # noqa: ANN001 - LoopbackFhirServer
+    """The EHR already holds the patient (the FHIR bundle references it conditionally)."""
+    from radalign.drafting.fhir import patient_dict
+
+    return server.seed(patient_dict(identity or make_identity()))

@@ -7,7 +7,7 @@ import dataclasses
 from datetime import UTC, datetime
 
 import pytest
-from delivery_helpers import KEY, StoreSCP, make_identity, make_report
+from delivery_helpers import KEY, StoreSCP, make_identity, make_report, seed_patient
 
 from radalign.config import Settings
 from radalign.delivery.core import DeliveryCore, DeliveryFailed
@@ -38,6 +38,7 @@ def scp():
 def fhir():
     server = LoopbackFhirServer("R5")
     server.start()
+    seed_patient(server)
     yield server
     server.stop()
 
@@ -140,6 +141,7 @@ async def test_content_refused_by_the_destination_is_a_permanent_failure(fhir):
     # an R4 server refuses the R5 resources (fhir.resources validation: R5-only elements)
     r4_server = LoopbackFhirServer("R4")
     r4_server.start()
+    seed_patient(r4_server)
     try:
         core = _core([_ehr(r4_server, version="R5")])
         with pytest.raises(PermanentError) as refused:
@@ -168,6 +170,7 @@ async def test_a_dicom_refusal_is_permanent():
 async def test_oauth_client_credentials(monkeypatch):
     server = LoopbackFhirServer("R5", client_id="radalign", client_secret="right")
     server.start()
+    seed_patient(server)
     try:
         auth = ClientCredentialsAuth(type="oauth2-client-credentials", token_url=server.token_url, client_id="radalign", client_secret_env="EHR_SECRET")
         monkeypatch.setenv("EHR_SECRET", "wrong")

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from delivery_helpers import KEY, StoreSCP, make_identity, make_report
+from delivery_helpers import KEY, StoreSCP, make_identity, make_report, seed_patient
 
 from radalign.config import Settings
 from radalign.delivery.core import DeliveryCore
@@ -44,6 +44,7 @@ def peers():
     scp, fhir = StoreSCP(), LoopbackFhirServer("R5")
     scp.port = scp.start()
     fhir.start()
+    seed_patient(fhir)
     yield scp, fhir
     scp.stop()
     fhir.stop()

@@ -19,6 +19,7 @@ from radalign.drafting.core import DraftingCore
 from radalign.drafting.fhir import (
     AIAST,
     DEFAULT_PATIENT_SYSTEM,
+    US_CORE_DR_NOTE,
     diagnostic_report,
     diagnostic_report_dict,
     report_text,
@@ -118,6 +119,8 @@ def test_fhir_diagnostic_report_validates_and_carries_the_draft(report, version)
     assert {c["code"] for c in data["conclusionCode"][0]["coding"]} == {"Cardiomegaly", "8186001"}
     studies = data["study" if version == "R5" else "imagingStudy"]
     assert studies[0]["identifier"]["value"] == "urn:oid:1.2.826.0.1.3680043.8.498.1"
+    # US Core is an R4 IG: the DiagnosticReport Note profile on R4 only
+    assert data["meta"].get("profile") == ([US_CORE_DR_NOTE] if version == "R4" else None)
 
 
 def test_fhir_without_identity_has_no_subject(report):
@@ -129,7 +132,7 @@ def test_fhir_library_refuses_an_invalid_report(report):
     # the structure is checked (required elements, element names, types); value sets are not
     from fhir.resources.diagnosticreport import DiagnosticReport
 
-    valid = diagnostic_report_dict(report, IDENTITY, issued=ISSUED)
+    valid = diagnostic_report_dict(report, IDENTITY, issued=ISSUED, version="R5")
     without_code = {k: v for k, v in valid.items() if k != "code"}
     for broken in (without_code, valid | {"imagingStudy": valid["study"]}, valid | {"issued": "yesterday"}):
         with pytest.raises(ValidationError):
