@@ -42,12 +42,13 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
     from radalign.stack import stop
     from radalign.stack.manager import up
 
-    fhir = LoopbackFhirServer("R5")
+    fhir = LoopbackFhirServer("R4")
     fhir.start()
     destinations = [
         {"name": "pacs", "kind": "dicom", "ae_title": embedded_triton.orthanc_ae_title, "host": "127.0.0.1", "port": embedded_triton.orthanc_dicom_port},
         {"name": "dicomweb", "kind": "stow", "url": orthanc.dicomweb_url(embedded_triton)},
-        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "version": "R5", "patient_identifier_system": "urn:oid:1.2.3.4.5"},
+        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "patient_identifier_system": "urn:oid:1.2.3.4.5",
+         "patient": "create", "order": "identifier"},
     ]
     settings = embedded_triton.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})})
     asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
@@ -104,7 +105,11 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     (dr,) = _until("the FHIR DiagnosticReport", report, 60)
     assert dr["status"] == "preliminary" and dr["subject"]["identifier"]["system"] == "urn:oid:1.2.3.4.5"
     assert dr["effectiveDateTime"].startswith("2026-11-27T08:15:00")
-    assert dr["study"][0]["identifier"]["value"] == f"urn:oid:{study_uid}"
+    assert dr["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{study_uid}"  # R4, the default
+    assert dr["meta"]["profile"] == ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"]
+    # the subject resolves to the Patient the transaction created: DiagnosticReport?patient= finds it
+    (patient,) = fhir.all("Patient")
+    assert dr["subject"]["reference"] == f"Patient/{patient['id']}" and fhir.search("DiagnosticReport", {"patient": patient["id"]}) == [dr]
     assert fhir.all("Provenance") and fhir.all("Device") and not fhir.rejected
 
     # the delivery records, through the delivery stage's API
