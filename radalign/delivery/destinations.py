@@ -80,7 +80,8 @@ def _secret(env: str) -> str:
 
 
 class DicomDestination(_Model):
-    """A PACS reached by DICOM C-STORE (the Basic Text SR)."""
+    """A PACS reached by DICOM C-STORE (the Basic Text SR and, beside it, the AI's results as a
+    TID 1500 Comprehensive 3D SR)."""
 
     name: str = Field(pattern=_NAME)
     kind: Literal["dicom"]
@@ -88,6 +89,10 @@ class DicomDestination(_Model):
     host: str
     port: int = Field(ge=1, le=65535)
     calling_ae_title: str = Field(default="RADALIGN", min_length=1, max_length=16)
+    ai_results_sr: bool = Field(
+        default=True,
+        description="also store the model's results as a TID 1500 Comprehensive 3D SR (none when the model claimed nothing)",
+    )
     retry: RetryPolicy = RetryPolicy()
 
 

@@ -22,6 +22,13 @@ class InstanceIdentity:
     sop_instance_uid: str
     series_instance_uid: str
     sop_class_uid: str
+    #: Image attributes, where known: the TID 1500 SR's Image Library entry (TID 1602/1603)
+    #: needs them; the pseudonym tables hold only UIDs, so they are empty from the gateway.
+    modality: str = ""
+    rows: int = 0
+    columns: int = 0
+    patient_orientation: tuple[str, ...] = ()
+    imager_pixel_spacing: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
