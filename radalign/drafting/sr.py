@@ -445,7 +445,7 @@ def read_ai_results(data: bytes) -> dict[str, str]:
     `srread` (which re-validates the content tree), plus "algorithm" (name and version)."""
     sr = hd.sr.srread(BytesIO(data))
     out: dict[str, str] = {}
-    for group in sr.content.get_image_measurement_groups():
+    for group in sr.content.get_image_measurement_groups():  # type: ignore[attr-defined]  # srread of a TID 1500 SR: content is a MeasurementReport
         for evaluation in group.get_qualitative_evaluations():
             out[evaluation.name.meaning] = evaluation.value.meaning
         items = group[0].ContentSequence

@@ -206,7 +206,7 @@ class LoopbackFhirServer:
             if full_url:
                 resolved[full_url] = f"{rtype}/{rid}"
         in_bundle = {f"{rtype}/{rid}" for rtype, rid, _, _ in targets}
-        staged = []
+        staged: list[tuple[str, str, bool, int | None, dict[str, Any]]] = []  # version None: reused as it is
         for entry, (rtype, rid, created, write) in zip(bundle.get("entry", []), targets, strict=True):
             if not write:
                 staged.append((rtype, rid, created, None, self.resources[rtype][rid]))
@@ -226,13 +226,12 @@ class LoopbackFhirServer:
             staged.append((rtype, rid, created, version, resource))
         # All or nothing, like a transaction: stored only once every entry is valid.
         response_entries = []
-        for rtype, rid, created, version, resource in staged:
-            if version is None:
-                version = int(resource["meta"]["versionId"])
-            else:
+        for rtype, rid, created, new_version, resource in staged:
+            if new_version is not None:
                 self.resources.setdefault(rtype, {})[rid] = resource
+            stored_version = new_version if new_version is not None else int(resource["meta"]["versionId"])
             response_entries.append(
-                {"response": {"status": "201 Created" if created else "200 OK", "location": f"{rtype}/{rid}/_history/{version}"}}
+                {"response": {"status": "201 Created" if created else "200 OK", "location": f"{rtype}/{rid}/_history/{stored_version}"}}
             )
         self.transactions += 1
         answer = {"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
