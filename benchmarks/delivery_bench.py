@@ -115,7 +115,7 @@ def main() -> int:
         return 2
     state = short_state_dir("radalign-delivery-bench-")
     settings = stack_settings(state)
-    fhir = LoopbackFhirServer("R5")
+    fhir = LoopbackFhirServer("R4")
     fhir.start()
     fast = RetryPolicy(attempts=2, base_delay_s=0.05, timeout_s=30)
     rows = []
@@ -130,7 +130,7 @@ def main() -> int:
         stow = StowSender(StowDestination(name="dicomweb", kind="stow", url=orthanc.dicomweb_url(settings), retry=fast))
         rows.append(("STOW-RS (core)", *asyncio.run(through_core("dicomweb", stow, sets[1], settings))))
         print("[4/5] FHIR transaction through the delivery core ...", flush=True)
-        ehr = FhirSender(FhirDestination(name="ehr", kind="fhir", base_url=fhir.base_url, retry=fast))
+        ehr = FhirSender(FhirDestination(name="ehr", kind="fhir", base_url=fhir.base_url, patient="create", order="identifier", retry=fast))
         rows.append(("FHIR transaction (core, server validates)", *asyncio.run(through_core("ehr", ehr, sets[2], settings))))
         print("[5/5] baselines ...", flush=True)
         plain = plain_cstore(settings, reports(args.reports))

@@ -9,8 +9,10 @@ A YAML or JSON document, given as a file path or inline:
          retry: {attempts: 5, timeout_s: 10}}
       - name: ehr
         kind: fhir
-        base_url: https://fhir.example/r5
-        version: R5
+        base_url: https://fhir.example/r4
+        version: R4          # the default; R5 on request
+        patient: conditional # Patient?identifier=...; "create": conditional create of the Patient
+        order: conditional   # ServiceRequest?identifier=<placer order number>; "identifier": no reference
         patient_identifier_system: urn:oid:1.2.3.4
         auth: {type: oauth2-client-credentials, token_url: https://auth.example/token,
                client_id: radalign, client_secret_env: EHR_CLIENT_SECRET, scope: system/*.write}
@@ -78,7 +80,8 @@ def _secret(env: str) -> str:
 
 
 class DicomDestination(_Model):
-    """A PACS reached by DICOM C-STORE (the Basic Text SR)."""
+    """A PACS reached by DICOM C-STORE (the Basic Text SR and, beside it, the AI's results as a
+    TID 1500 Comprehensive 3D SR)."""
 
     name: str = Field(pattern=_NAME)
     kind: Literal["dicom"]
@@ -86,6 +89,10 @@ class DicomDestination(_Model):
     host: str
     port: int = Field(ge=1, le=65535)
     calling_ae_title: str = Field(default="RADALIGN", min_length=1, max_length=16)
+    ai_results_sr: bool = Field(
+        default=True,
+        description="also store the model's results as a TID 1500 Comprehensive 3D SR (none when the model claimed nothing)",
+    )
     retry: RetryPolicy = RetryPolicy()
 
 
@@ -105,7 +112,18 @@ class FhirDestination(_Model):
     name: str = Field(pattern=_NAME)
     kind: Literal["fhir"]
     base_url: HttpUrl
-    version: Literal["R5", "R4"] = "R5"
+    version: Literal["R4", "R5"] = Field(default="R4", description="FHIR R4 (US Core DiagnosticReport Note profile) or R5")
+    patient: Literal["conditional", "create"] = Field(
+        default="conditional",
+        description="conditional: the subject is `Patient?identifier=system|value` (the server must hold that Patient); "
+        "create: a Patient entry with a conditional create (ifNoneExist), where the server lets this client create patients",
+    )
+    order: Literal["conditional", "identifier"] = Field(
+        default="conditional",
+        description="conditional: basedOn is `ServiceRequest?identifier=` of the placer (else filler) order number, which the "
+        "server must hold; identifier: the order by identifier only (a server without the orders)",
+    )
+    order_identifier_system: str = Field(default="", description="system of the placer order number (empty: any system)")
     patient_identifier_system: str = Field(
         default="urn:radalign:fhir:NamingSystem:patient-id", description="system of the patient identifier (the MRN's issuer)"
     )

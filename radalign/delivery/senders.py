@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -24,8 +25,10 @@ from radalign.delivery.oauth import TokenProvider
 from radalign.delivery.version import ReportVersion
 from radalign.drafting.fhir import transaction_bundle
 from radalign.drafting.identity import StudyIdentity
-from radalign.drafting.sr import BASIC_TEXT_SR, basic_text_sr, basic_text_sr_bytes
+from radalign.drafting.sr import ai_results_sr, basic_text_sr, basic_text_sr_bytes
 from radalign.framework.retry import PermanentError
+
+log = logging.getLogger(__name__)
 
 #: HTTP answers worth retrying; any other 4xx is a refusal of the content.
 _TRANSIENT_HTTP = {408, 425, 429}
@@ -81,7 +84,9 @@ def _outcome_codes(response: httpx.Response) -> str:
 
 
 class DicomStoreSender:
-    """C-STORE SCU of the Basic Text SR (blocking pynetdicom in a thread, with its own timeouts)."""
+    """C-STORE SCU of the Basic Text SR and, beside it on the same association, the TID 1500 SR
+    of the model's results (`ai_results_sr`; blocking pynetdicom in a thread, with its own
+    timeouts). Returns the text SR's SOP Instance UID."""
 
     kind = "dicom"
 
@@ -89,10 +94,11 @@ class DicomStoreSender:
         self.destination = destination
         self.name = destination.name
 
-    def _store(self, ds: Dataset) -> str:
+    def _store(self, ds: Dataset, *more: Dataset) -> str:
         d = self.destination
         ae = AE(ae_title=d.calling_ae_title)
-        ae.add_requested_context(BASIC_TEXT_SR, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        for sop_class in dict.fromkeys(str(x.SOPClassUID) for x in (ds, *more)):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = d.retry.timeout_s
         ae.connection_timeout = min(10.0, d.retry.timeout_s)
         assoc = ae.associate(d.host, d.port, ae_title=d.ae_title)
@@ -101,21 +107,33 @@ class DicomStoreSender:
         if not assoc.is_established:
             raise TransientDeliveryError(f"{d.name}: no association with {d.ae_title} at {d.host}:{d.port}")
         try:
-            status = assoc.send_c_store(ds)
+            for each in (ds, *more):
+                if not any(c.abstract_syntax == each.SOPClassUID for c in assoc.accepted_contexts):
+                    if each is ds:
+                        raise PermanentError(f"{d.name}: {d.ae_title} does not accept SOP class {each.SOPClassUID}", "refused")
+                    # the AI results SR is beside the report: a PACS without Comprehensive 3D SR still gets the report
+                    log.warning("%s: %s does not accept SOP class %s; the AI results SR is not stored there", d.name, d.ae_title, each.SOPClassUID)
+                    continue
+                self._check(assoc.send_c_store(each))
         finally:
             assoc.release()
+        return str(ds.SOPInstanceUID)
+
+    def _check(self, status: Dataset) -> None:
+        d = self.destination
         if not status or "Status" not in status:
             raise TransientDeliveryError(f"{d.name}: no C-STORE response (connection lost or timed out)")
         code = int(status.Status)
         if code == 0x0000 or code in (0xB000, 0xB006, 0xB007):  # success, or stored with coercion/warnings
-            return str(ds.SOPInstanceUID)
+            return
         if 0xA700 <= code <= 0xA7FF:  # out of resources: the PACS may recover
             raise TransientDeliveryError(f"{d.name}: C-STORE status 0x{code:04X} (out of resources)")
         raise PermanentError(f"{d.name}: C-STORE refused with status 0x{code:04X}", "refused")
 
     async def send(self, item: ReportVersion, identity: StudyIdentity) -> str:
         ds = sr_for(item, identity)
-        return await asyncio.to_thread(self._store, ds)
+        results = ai_results_sr(item.report, identity, created=item.issued) if self.destination.ai_results_sr else None
+        return await asyncio.to_thread(self._store, ds, *([results] if results is not None else []))
 
     async def close(self) -> None:
         return None
@@ -196,7 +214,8 @@ class FhirSender(_HttpSender[FhirDestination]):
         bundle = await asyncio.to_thread(
             transaction_bundle, item.report, identity, issued=item.issued, version=d.version, status=item.status,
             patient_system=d.patient_identifier_system, verifier=item.verifier_pn, document_version=item.version,
-            signature=item.signature, ai_results=d.ai_results,
+            signature=item.signature, ai_results=d.ai_results, patient=d.patient, order=d.order,
+            order_identifier_system=d.order_identifier_system,
         )
         fhir_version = "5.0" if d.version == "R5" else "4.0"
         headers = {

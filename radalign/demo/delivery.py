@@ -32,12 +32,12 @@ def prepare(settings: Settings) -> tuple[Settings, LoopbackFhirServer | None, Ml
     MLLP listener standing in for the RIS."""
     if settings.delivery_destinations.strip():
         return settings, None, None
-    fhir = LoopbackFhirServer("R5")
+    fhir = LoopbackFhirServer("R4")
     fhir.start()
     ris = MllpListener()
     ris.start()
     destinations: list[dict] = [
-        {"name": "fhir", "kind": "fhir", "base_url": fhir.base_url, "version": "R5"},
+        {"name": "fhir", "kind": "fhir", "base_url": fhir.base_url, "version": "R4", "patient": "create", "order": "identifier"},
         {"name": "ris", "kind": "hl7", "host": "127.0.0.1", "port": ris.port, "receiving_application": "RIS", "receiving_facility": "DEMO"},
     ]
     if orthanc.installed():

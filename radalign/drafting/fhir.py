@@ -1,5 +1,5 @@
-"""The report as FHIR resources (R5 by default, R4 on request), built and validated by
-`fhir.resources` (pydantic models of the official FHIR definitions).
+"""The report as FHIR resources (R4 by default, R5 on request per destination), built and
+validated by `fhir.resources` (pydantic models of the official FHIR definitions).
 
 Coding: LOINC 18748-4 "Diagnostic imaging study" is the report-document code that US Core and
 IHE use for imaging reports of any modality; the chest-specific LOINC codes (36643-5 "XR Chest
@@ -8,7 +8,15 @@ views, which the draft does not know, so they are left to the order (ServiceRequ
 category carries LOINC LP29684-5 and HL7 v2-0074 RAD ("Radiology").
 
 What a consumer gets (`transaction_bundle`, what the delivery stage sends):
-- DiagnosticReport: subject by identifier (with a system), narrative `text` and `presentedForm`
+- DiagnosticReport: subject = the Patient, as a conditional reference
+  (`Patient?identifier=system|value`, which the server resolves to the one Patient it holds with
+  that identifier) or, where the destination allows creating patients, the urn:uuid of a Patient
+  entry written with a conditional create (`ifNoneExist`); the identifier and the name stay on the
+  reference too. `basedOn` = the order as a conditional reference
+  (`ServiceRequest?identifier=...` from the placer, else the filler order number), or a literal
+  `ServiceRequest/<id>` only where the routing facts name a FHIR id; the accession number as the
+  reference's identifier. On R4, `meta.profile` = US Core DiagnosticReport Profile for Report and
+  Note exchange (`US_CORE_DR_NOTE`) when there is a subject; narrative `text` and `presentedForm`
   (findings, impression, then the AI assessment line: what the model assessed and what it did
   not, `radalign.drafting.assessment`), `conclusion` and
   `conclusionCode` (the findings the model called present), `effectiveDateTime` = the study's
@@ -17,9 +25,13 @@ What a consumer gets (`transaction_bundle`, what the delivery stage sends):
   unambiguous), value present / absent / equivocal, the model's probability as a component;
 - Device: the AI (concept model, drafter, prompt and pipeline versions);
 - Provenance: the report and its observations, produced by that Device.
-Every resource is written with a conditional update (PUT by identifier; the Provenance, which has
+Every resource but the Patient is written with a conditional update (PUT by identifier; the Provenance, which has
 no identifier element, by a client-assigned id), so a redelivery updates
 the same resources instead of duplicating them; a final (signed) version updates them in place.
+
+A literal reference that does not resolve makes a FHIR server (HAPI) refuse the whole transaction,
+and so does a conditional reference that matches no resource or several: the loopback server of
+the tests (`radalign.testing.fhir_server`) enforces the same.
 
 R4: fhir.resources ships R4B models, which are wire-compatible with R4 for these five resources;
 `version="R4"` validates with them (R4B is accepted as an alias).
@@ -93,6 +105,16 @@ REPORT_VERSION_SYSTEM = "urn:radalign:fhir:NamingSystem:report-version"
 #: version also names the one it revises, as an entity with role "revision").
 VERSION_EXTENSION = "urn:radalign:fhir:StructureDefinition:report-version"
 REPLACES_EXTENSION = "urn:radalign:fhir:StructureDefinition:replaces-report-version"
+#: US Core DiagnosticReport Profile for Report and Note exchange (R4 only: US Core is an R4 IG).
+US_CORE_DR_NOTE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"
+PLACER_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "PLAC", "display": "Placer Identifier"}]}
+FILLER_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "FILL", "display": "Filler Identifier"}]}
+#: How the bundle names the patient: "conditional" (`Patient?identifier=...`: the patient must
+#: exist on the server, the usual EHR) or "create" (a Patient entry, conditional create).
+PatientMode = Literal["conditional", "create"]
+#: How the bundle names the order: "conditional" (`ServiceRequest?identifier=...`: the order must
+#: exist on the server) or "identifier" (a logical reference by identifier only, never resolved).
+OrderMode = Literal["conditional", "identifier"]
 
 
 def report_text(report: ReportDrafted) -> str:
@@ -223,7 +245,7 @@ def _version_key(report: ReportDrafted) -> str:
     return f"{report.model_name}|{report.model_version}|{report.drafter}|{report.prompt_version}|{report.study.pipeline_version}"
 
 
-def device_dict(report: ReportDrafted, *, version: FhirVersion = "R5") -> dict[str, Any]:
+def device_dict(report: ReportDrafted, *, version: FhirVersion = "R4") -> dict[str, Any]:
     """The AI that wrote the report: one Device per combination of model, drafter and prompt."""
     versions = [
         ("concept model", f"{report.model_name} {report.model_version}"),
@@ -310,7 +332,7 @@ def signed_observation_dict(
 
 
 def diagnostic_report_dict(
-    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R5",
+    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R4",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, results: list[str] | None = None,
     signature: Signature | None = None,
 ) -> dict[str, Any]:
@@ -362,12 +384,48 @@ def diagnostic_report_dict(
             based_on["reference"] = f"ServiceRequest/{identity.service_request_id}"
         if identity.accession_number:
             based_on["identifier"] = {"type": ACCESSION_TYPE, "value": identity.accession_number}
+        elif order := order_identifier(identity):
+            based_on["identifier"] = order
         if len(based_on) > 1:
             resource["basedOn"] = [based_on]
         if subject := _subject(identity, patient_system):
             resource["subject"] = subject
         study = {"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{identity.study_instance_uid}"}}
         resource["study" if version == "R5" else "imagingStudy"] = [study]
+    if version != "R5" and "subject" in resource:
+        resource["meta"]["profile"] = [US_CORE_DR_NOTE]
+    return resource
+
+
+def order_identifier(identity: StudyIdentity, system: str = "") -> dict[str, Any] | None:
+    """The order's identifier: the placer order number, else the filler's (None: neither known)."""
+    for value, kind in ((identity.placer_order_number, PLACER_TYPE), (identity.filler_order_number, FILLER_TYPE)):
+        if value:
+            identifier: dict[str, Any] = {"type": kind, "value": value}
+            if system:
+                identifier["system"] = system
+            return identifier
+    return None
+
+
+def patient_dict(identity: StudyIdentity, patient_system: str = DEFAULT_PATIENT_SYSTEM) -> dict[str, Any]:
+    """The Patient a destination that allows it gets created (conditional create by identifier)."""
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"type": MRN_TYPE, "system": patient_identifier_system(identity, patient_system), "value": identity.patient_id}],
+    }
+    if identity.patient_name:
+        family, _, rest = identity.patient_name.partition("^")
+        name: dict[str, Any] = {"text": _person_display(identity.patient_name)}
+        if family:
+            name["family"] = family
+        if given := [g for g in rest.split("^")[:2] if g]:
+            name["given"] = given
+        resource["name"] = [name]
+    if identity.birth_date is not None:
+        resource["birthDate"] = identity.birth_date.isoformat()
+    if identity.sex:
+        resource["gender"] = {"M": "male", "F": "female", "O": "other"}[identity.sex]
     return resource
 
 
@@ -425,13 +483,13 @@ def _models(version: FhirVersion) -> Any:
     return package
 
 
-def validate(resource: dict[str, Any], version: FhirVersion = "R5") -> Any:
+def validate(resource: dict[str, Any], version: FhirVersion = "R4") -> Any:
     """The `fhir.resources` model of any resource dict (raises pydantic.ValidationError)."""
     return _models(version).get_fhir_model_class(resource["resourceType"]).model_validate(resource)
 
 
 def diagnostic_report(
-    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R5",
+    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R4",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, signature: Signature | None = None,
 ) -> Any:
     """The validated `fhir.resources` DiagnosticReport model (raises pydantic.ValidationError)."""
@@ -440,7 +498,7 @@ def diagnostic_report(
 
 
 def diagnostic_report_json(
-    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R5",
+    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R4",
     status: ReportStatus = "preliminary",
 ) -> str:
     return diagnostic_report(report, identity, issued=issued, version=version, status=status).model_dump_json(exclude_none=True)
@@ -448,13 +506,17 @@ def diagnostic_report_json(
 
 def conditional_url(resource_type: str, identifier: dict[str, str]) -> str:
     """`Type?identifier=system|value`: the conditional update that makes a PUT idempotent."""
-    return f"{resource_type}?identifier={quote(identifier['system'], safe=':/')}|{quote(identifier['value'], safe=':/')}"
+    value = quote(identifier["value"], safe=":/")
+    if not identifier.get("system"):
+        return f"{resource_type}?identifier={value}"
+    return f"{resource_type}?identifier={quote(identifier['system'], safe=':/')}|{value}"
 
 
 def transaction_bundle(
-    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime, version: FhirVersion = "R5",
+    report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime, version: FhirVersion = "R4",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, verifier: str = "",
     document_version: str = "", signature: Signature | None = None, ai_results: bool = True,
+    patient: PatientMode = "conditional", order: OrderMode = "conditional", order_identifier_system: str = "",
 ) -> dict[str, Any]:
     """A transaction Bundle of conditional updates (PUT by identifier): Device, the coded
     results, the DiagnosticReport and its Provenance. References inside use the entries'
@@ -470,10 +532,29 @@ def transaction_bundle(
     human's verification) and IHE Radiology AI Results (AIR: the AI's results remain attributed
     to the algorithm, distinct from the radiologist's report). The model's results are never
     silently contradicted: the signed Observation of a finding is `derivedFrom` the model's, and
-    a note on each side states the disagreement."""
+    a note on each side states the disagreement.
+
+    The subject: `patient="conditional"` references `Patient?identifier=system|value` (the server
+    must hold exactly one such Patient, else it refuses the transaction); `patient="create"` adds a
+    Patient entry (POST with `ifNoneExist`, so an existing one is reused) and references it. The
+    order: `order="conditional"` references `ServiceRequest?identifier=[system|]number` (placer
+    order number, else filler; `order_identifier_system` = the placer's system where known);
+    `order="identifier"` names it by identifier only. A `ServiceRequest/<id>` literal is written
+    only when the routing facts carry a FHIR id (`StudyIdentity.service_request_id`)."""
     device = device_dict(report, version=version)
     device_url = _urn("device-entry", _version_key(report))
     entries: list[tuple[str, dict[str, Any]]] = [(device_url, device)]
+    subject_ref: str | None = None
+    patient_entry: tuple[str, dict[str, Any], str] | None = None  # (fullUrl, Patient, ifNoneExist)
+    if identity is not None and identity.patient_id:
+        patient_resource = patient_dict(identity, patient_system)
+        identifier = patient_resource["identifier"][0]
+        if patient == "create":
+            subject_ref = _urn("patient-entry", identifier["system"], identifier["value"])
+            if_none_exist = conditional_url("Patient", identifier).split("?", 1)[1]
+            patient_entry = (subject_ref, patient_resource, if_none_exist)
+        else:
+            subject_ref = conditional_url("Patient", identifier)
     obs_urls: list[str] = []
     ai_urls: dict[Observation, str] = {}
     ai_states: dict[Observation, Certainty] = {}
@@ -517,6 +598,12 @@ def transaction_bundle(
         signature=signature,
     )
     dr.pop("id")  # the server's id; the report is found by its identifier
+    if identity is not None:
+        order_ref = _order_reference(identity, order, order_identifier_system)
+        if order_ref is not None:
+            dr["basedOn"] = [order_ref]
+        elif "basedOn" in dr and "identifier" not in dr["basedOn"][0]:
+            dr.pop("basedOn")
     dr_url = f"urn:uuid:{report.report_id}"
     entries.append((dr_url, dr))
     prov = provenance_dict(
@@ -529,7 +616,15 @@ def transaction_bundle(
     prov_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"radalign:provenance:{report.report_id}:{which}"))
     prov["id"] = prov_id
     entries.append((f"urn:uuid:{prov_id}", prov))
+    if subject_ref is not None:
+        for _, resource in entries:
+            if "subject" in resource:
+                resource["subject"]["reference"] = subject_ref
     bundle_entries = []
+    if patient_entry is not None:
+        full_url, resource, if_none_exist = patient_entry
+        validate(resource, version)
+        bundle_entries.append({"fullUrl": full_url, "resource": resource, "request": {"method": "POST", "url": "Patient", "ifNoneExist": if_none_exist}})
     for full_url, resource in entries:
         validate(resource, version)
         if resource["resourceType"] == "Provenance":
@@ -540,3 +635,18 @@ def transaction_bundle(
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": bundle_entries}
     validate(bundle, version)
     return bundle
+
+
+def _order_reference(identity: StudyIdentity, mode: OrderMode, system: str) -> dict[str, Any] | None:
+    """basedOn in a transaction: never a literal reference the server may not hold."""
+    ref: dict[str, Any] = {"type": "ServiceRequest"}
+    order = order_identifier(identity, system)
+    if identity.service_request_id:
+        ref["reference"] = f"ServiceRequest/{identity.service_request_id}"
+    elif order is not None and mode == "conditional":
+        ref["reference"] = conditional_url("ServiceRequest", order)
+    if identity.accession_number:
+        ref["identifier"] = {"type": ACCESSION_TYPE, "value": identity.accession_number}
+    elif order is not None:
+        ref["identifier"] = order
+    return ref if len(ref) > 1 else None

@@ -7,6 +7,7 @@ call this; events, logs, metrics and prompts keep the pseudonyms. The mapping is
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,6 +22,13 @@ class InstanceIdentity:
     sop_instance_uid: str
     series_instance_uid: str
     sop_class_uid: str
+    #: Image attributes, where known: the TID 1500 SR's Image Library entry (TID 1602/1603)
+    #: needs them; the pseudonym tables hold only UIDs, so they are empty from the gateway.
+    modality: str = ""
+    rows: int = 0
+    columns: int = 0
+    patient_orientation: tuple[str, ...] = ()
+    imager_pixel_spacing: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,9 @@ class StudyIdentity:
     sex: str = ""  # DICOM: M, F, O or empty
     accession_number: str = ""
     study_id: str = ""
-    #: The order this report answers (FHIR ServiceRequest id or the placer order number).
+    #: The order's FHIR ServiceRequest id, only where the routing facts name one (`ServiceRequest`
+    #: or `service_request_id`); never the placer order number, which is an identifier, not an id
+    #: (the FHIR output references the order by `ServiceRequest?identifier=` from the order numbers).
     service_request_id: str = ""
     #: DICOM StudyDate (YYYYMMDD), StudyTime (HHMMSS[.f]) and TimezoneOffsetFromUTC (+HHMM) of
     #: the original study: the report's effective time.
@@ -64,11 +74,17 @@ class StaticReidentifier:
         return self._identities.get(study_key)
 
 
+#: FHIR id syntax.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
 def _service_request(routing: Mapping[str, Any]) -> str:
-    for key in ("ServiceRequest", "service_request_id", "PlacerOrderNumberImagingServiceRequest"):
+    """A FHIR ServiceRequest id the routing facts name explicitly (valid id syntax), else ""."""
+    for key in ("ServiceRequest", "service_request_id"):
         value = routing.get(key)
         if isinstance(value, str) and value.strip():
-            return value.strip().removeprefix("ServiceRequest/")
+            rid = value.strip().removeprefix("ServiceRequest/")
+            return rid if _FHIR_ID.fullmatch(rid) else ""
     return ""
 
 

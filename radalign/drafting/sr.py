@@ -19,6 +19,27 @@ same version gives the same SOP Instance UID and a new version gets a new one.
 The content tree: the device observer context, then the Findings and Impressions sections, then
 a "Current Procedure Descriptions" section with the AI assessment line (what the model assessed
 and what it did not, `radalign.drafting.assessment`), so the SR's text ends with it.
+
+Beside the text, the AI's own results as a Comprehensive 3D SR in TID 1500 "Measurement Report"
+(`ai_results_sr`), built only with highdicom's public API (`hd.sr.Comprehensive3DSR`,
+`hd.sr.MeasurementReport`): the device observer context; an Image Library (TID 1600) of the
+images the model read, where their image attributes are known (`InstanceIdentity.rows`, ...:
+highdicom's TID 1602/1603 descriptors need modality, rows, columns and, for CR/DX, the patient
+orientation and imager pixel spacing; the pseudonym tables hold only UIDs, so without them the
+images are named by the measurement group's source images and the evidence sequence instead);
+one measurement group (TID 1501) whose algorithm is identified by TID 4019
+(`hd.sr.AlgorithmIdentification`: the concept model's name and version) and which holds one
+Qualitative Evaluation per finding the model assessed (ReportDrafted.concepts less
+not_assessed): the finding's code (SNOMED CT where the mapping is unambiguous, else the CheXpert
+observation in the private scheme 99CHEXPERT) = SNOMED CT Present / Absent / Equivocal. A report
+where the model claimed nothing (out of distribution, or every finding not assessed) gets no
+TID 1500 SR at all (`ai_results_sr` returns None): an empty measurement report would read as
+"the AI looked and found nothing". The AI's results are the algorithm's: the SR is COMPLETE,
+PRELIMINARY and UNVERIFIED for every version of the report, with one SOP Instance UID per report
+(a redelivery stores the same instance again), in its own series.
+
+There is no public highdicom class for Basic Text SR (0.28 exposes Enhanced, Comprehensive and
+Comprehensive 3D SR), so the text SR keeps the private base class noted above.
 """
 
 from __future__ import annotations
@@ -39,7 +60,7 @@ from pydicom.uid import UID
 from radalign import __version__
 from radalign.drafting.assessment import assessment_line
 from radalign.drafting.identity import StudyIdentity
-from schemas.events import ReportDrafted
+from schemas.events import Certainty, ConceptScore, Observation, ReportDrafted
 
 if TYPE_CHECKING:
     from radalign.review.signers import Signer
@@ -283,4 +304,153 @@ def read_sr_text(data: bytes) -> dict[str, str]:
                 out["impression"] = item.value
             elif item.name == ASSESSMENT:
                 out["assessment"] = item.value
+    return out
+
+
+COMPREHENSIVE_3D_SR = UID("1.2.840.10008.5.1.4.1.1.88.34")
+AI_SR_SERIES_NUMBER = 9002
+#: Private coding scheme (PS3.16 8.2 "99" prefix) of the CheXpert observations without an
+#: unambiguous SNOMED CT concept.
+CHEXPERT_SCHEME = "99CHEXPERT"
+#: SNOMED CT where one concept clearly matches CheXpert's observation (as in the FHIR output).
+SNOMED_FINDINGS: dict[Observation, tuple[str, str]] = {
+    Observation.CARDIOMEGALY: ("8186001", "Cardiomegaly"),
+    Observation.EDEMA: ("19242006", "Pulmonary edema"),
+    Observation.CONSOLIDATION: ("95436008", "Lung consolidation"),
+    Observation.PNEUMONIA: ("233604007", "Pneumonia"),
+    Observation.ATELECTASIS: ("46621007", "Atelectasis"),
+    Observation.PNEUMOTHORAX: ("36118008", "Pneumothorax"),
+    Observation.PLEURAL_EFFUSION: ("60046008", "Pleural effusion"),
+    Observation.FRACTURE: ("125605004", "Fracture of bone"),
+}
+STATE_CODES: dict[Certainty, Code] = {
+    Certainty.PRESENT: Code("52101004", "SCT", "Present"),
+    Certainty.ABSENT: Code("2667000", "SCT", "Absent"),
+    Certainty.UNCERTAIN: Code("42425007", "SCT", "Equivocal"),
+}
+#: Procedure reported (TID 1500): SNOMED CT 399208008 "Plain X-ray of chest".
+CHEST_XRAY = Code("399208008", "SCT", "Plain X-ray of chest")
+AI_FINDINGS_TRACKING = "RadAlign Stream AI findings"
+_PROJECTION = ("CR", "DX")
+
+
+def finding_concept(observation: Observation) -> hd.sr.CodedConcept:
+    if observation in SNOMED_FINDINGS:
+        code, meaning = SNOMED_FINDINGS[observation]
+        return hd.sr.CodedConcept(code, "SCT", meaning)
+    return hd.sr.CodedConcept(observation.value, CHEXPERT_SCHEME, observation.value)
+
+
+def claimed_concepts(report: ReportDrafted) -> list[ConceptScore]:
+    """The findings the model assessed (its claims): the TID 1500 SR's evaluations."""
+    skipped = set(report.not_assessed)
+    return [c for c in report.concepts if c.observation not in skipped]
+
+
+def _library_images(identity: StudyIdentity) -> list[Dataset]:
+    """The instances whose image attributes are known, as highdicom's Image Library wants them."""
+    images = []
+    for instance in identity.instances:
+        projection = instance.modality in _PROJECTION
+        if not (instance.modality and instance.rows and instance.columns):
+            continue
+        if projection and not (len(instance.patient_orientation) == 2 and len(instance.imager_pixel_spacing) == 2):
+            continue
+        ds = Dataset()
+        ds.SOPClassUID = instance.sop_class_uid
+        ds.SOPInstanceUID = instance.sop_instance_uid
+        ds.Modality = instance.modality
+        ds.Rows, ds.Columns = instance.rows, instance.columns
+        if projection:
+            ds.PatientOrientation = list(instance.patient_orientation)
+            ds.ImagerPixelSpacing = [float(v) for v in instance.imager_pixel_spacing]
+        images.append(ds)
+    return images
+
+
+def ai_results_sr(report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None) -> Dataset | None:
+    """The model's results as a TID 1500 Comprehensive 3D SR (None when it claimed nothing)."""
+    concepts = claimed_concepts(report)
+    if not concepts:
+        return None
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=device_uid(report),
+        name="RadAlign Stream report drafting AI",
+        manufacturer_name="RadAlign Stream",
+        model_name=f"{report.model_name} {report.model_version}"[:64],
+    )
+    context = hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
+    )
+    evaluations = [hd.sr.QualitativeEvaluation(name=finding_concept(c.observation), value=STATE_CODES[c.state]) for c in concepts]
+    sources = [
+        hd.sr.SourceImageForMeasurementGroup(referenced_sop_class_uid=i.sop_class_uid, referenced_sop_instance_uid=i.sop_instance_uid)
+        for i in identity.instances
+        if i.sop_class_uid and i.sop_instance_uid
+    ]
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=_uid(report.report_id, "ai-findings-tracking"), identifier=AI_FINDINGS_TRACKING),
+        algorithm_id=hd.sr.AlgorithmIdentification(name=report.model_name[:64], version=report.model_version[:64] or "unknown", manufacturer="RadAlign Stream"),
+        qualitative_evaluations=evaluations,
+        source_images=sources or None,
+    )
+    content = hd.sr.MeasurementReport(
+        observation_context=context,
+        procedure_reported=CHEST_XRAY,
+        imaging_measurements=[group],
+        referenced_images=_library_images(identity) or None,
+    )
+    evidence, real = _evidence(identity, report.report_id)
+    for ds in evidence if not real else ():
+        ds.SOPClassUID = COMPREHENSIVE_3D_SR
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=evidence,
+        content=content[0],
+        series_instance_uid=_uid(report.report_id, "ai-results-series"),
+        series_number=AI_SR_SERIES_NUMBER,
+        sop_instance_uid=_uid(report.report_id, "ai-results-instance"),
+        instance_number=1,
+        manufacturer="RadAlign Stream",
+        is_complete=True,
+        is_final=False,  # the algorithm's results: never a radiologist's final word
+        is_verified=False,
+        requested_procedures=requested_procedures(identity),
+        record_evidence=real,
+        series_description="AI results (TID 1500, unverified)",
+        software_versions=__version__,
+        specific_character_set="ISO_IR 192",
+    )
+    if not real:
+        for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
+            if keyword in sr:
+                delattr(sr, keyword)
+    when = created or datetime.now(UTC)
+    sr.ContentDate = when.strftime("%Y%m%d")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
+    sr.ContentTime = when.strftime("%H%M%S")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
+    return sr
+
+
+def ai_results_sr_bytes(report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None) -> bytes | None:
+    """The TID 1500 SR as a DICOM Part 10 file (None when the model claimed nothing)."""
+    sr = ai_results_sr(report, identity, created=created)
+    if sr is None:
+        return None
+    buffer = BytesIO()
+    sr.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def read_ai_results(data: bytes) -> dict[str, str]:
+    """{finding meaning: value meaning} of a TID 1500 SR written above, read with highdicom's
+    `srread` (which re-validates the content tree), plus "algorithm" (name and version)."""
+    sr = hd.sr.srread(BytesIO(data))
+    out: dict[str, str] = {}
+    for group in sr.content.get_image_measurement_groups():  # type: ignore[attr-defined]  # srread of a TID 1500 SR: content is a MeasurementReport
+        for evaluation in group.get_qualitative_evaluations():
+            out[evaluation.name.meaning] = evaluation.value.meaning
+        items = group[0].ContentSequence
+        name = [i.value for i in items.find(codes.DCM.AlgorithmName)]
+        version = [i.value for i in items.find(codes.DCM.AlgorithmVersion)]
+        if name:
+            out["algorithm"] = " ".join([*name[:1], *version[:1]])
     return out

@@ -1,13 +1,20 @@
 """A loopback FHIR server for tests and the demo, because no FHIR server installs from the
 package registries this project can reach (HAPI FHIR and the like ship as JARs or containers).
 
-It does what the delivery stage relies on, the way a FHIR server does it, and is strict:
+It does what the delivery stage relies on, the way a FHIR server does it, and is as strict as
+HAPI FHIR on a transaction, so a test fails where HAPI would refuse:
 - `POST {base}` a transaction Bundle: the Bundle and every resource are validated with
-  fhir.resources (R5 or R4B models), an invalid one is refused with 400 and an OperationOutcome;
-  conditional updates (`PUT Type?identifier=system|value`: no match creates, one match updates,
-  several are 412) and updates by id; urn:uuid references between entries are resolved to the
-  stored resources; answers a transaction-response Bundle with each entry's location;
-- `GET {base}/Type?identifier=system|value` (searchset) and `GET {base}/Type/id`;
+  fhir.resources (R4B models for R4, the default; R5), an invalid one is refused with 400 and an
+  OperationOutcome; conditional updates (`PUT Type?identifier=system|value`: no match creates,
+  one match updates, several are 412), updates by id, creates (`POST Type`, with `ifNoneExist`:
+  an existing match is reused, several are 412); id syntax (`[A-Za-z0-9-.]{1,64}`) and urn:uuid
+  fullUrls are checked; references: a urn:uuid must be an entry's fullUrl, a literal `Type/id`
+  must resolve (written by the transaction or stored: else 404), a conditional reference
+  (`Type?identifier=...`) must match exactly one stored resource (none: 400, several: 412);
+  answers a transaction-response Bundle with each entry's location; all or nothing;
+- `GET {base}/Type?identifier=[system|]value`, `?patient=`/`?subject=`, `?_id=` (searchset; an
+  unknown parameter is 400) and `GET {base}/Type/id`; `seed()` stores what the EHR already holds
+  (a Patient, a ServiceRequest);
 - `POST /token` the OAuth 2.0 client credentials grant, when a client id and secret are set,
   and then every FHIR request needs its bearer token.
 Resources live in memory. Not a production server: it is the test double of one, kept honest by
@@ -19,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import secrets
 import threading
 import uuid
@@ -38,7 +46,7 @@ def _outcome(status: int, code: str, text: str) -> web.Response:
 
 
 class LoopbackFhirServer:
-    def __init__(self, version: FhirVersion = "R5", *, client_id: str = "", client_secret: str = "") -> None:
+    def __init__(self, version: FhirVersion = "R4", *, client_id: str = "", client_secret: str = "") -> None:
         self.version = version
         self.client_id = client_id
         self.client_secret = client_secret
@@ -60,6 +68,35 @@ class LoopbackFhirServer:
 
     def all(self, resource_type: str) -> list[dict[str, Any]]:
         return list(self.resources.get(resource_type, {}).values())
+
+    def seed(self, resource: dict[str, Any]) -> str:
+        """Store a resource as if another client had (a Patient or ServiceRequest the EHR holds);
+        returns its id."""
+        validate(resource, self.version)
+        rid = resource.get("id") or uuid.uuid4().hex
+        stored = {**resource, "id": rid, "meta": {**resource.get("meta", {}), "versionId": "1", "lastUpdated": datetime.now(UTC).isoformat()}}
+        self.resources.setdefault(resource["resourceType"], {})[rid] = stored
+        return rid
+
+    def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """The search parameters this server knows: `identifier` ([system|]value), `_id`, and
+        `patient` / `subject` (`Patient/id` or `id`); any other parameter is refused (ValueError),
+        as a strict server refuses what it cannot search on."""
+        hits = self.all(resource_type)
+        for name, value in params.items():
+            if name == "identifier":
+                system, sep, code = value.partition("|")
+                if not sep:
+                    system, code = "", value
+                hits = [r for r in hits if any((not sep or i.get("system") == system) and i.get("value") == code for i in r.get("identifier", []))]
+            elif name == "_id":
+                hits = [r for r in hits if r.get("id") == value]
+            elif name in ("patient", "subject"):
+                target = value if "/" in value else f"Patient/{value}"
+                hits = [r for r in hits if r.get("subject", {}).get("reference") == target]
+            else:
+                raise ValueError(f"unknown search parameter {name!r}")
+        return hits
 
     # -- HTTP ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -90,8 +127,10 @@ class LoopbackFhirServer:
         if not self._authorized(request):
             return _outcome(401, "login", "bearer token required")
         resource_type = request.match_info["type"]
-        system, _, value = request.query.get("identifier", "").partition("|")
-        hits = self.find(resource_type, system, value) if value else self.all(resource_type)
+        try:
+            hits = self.search(resource_type, dict(request.query))
+        except ValueError as exc:
+            return _outcome(400, "invalid", str(exc))
         bundle = {"resourceType": "Bundle", "type": "searchset", "total": len(hits), "entry": [{"resource": r} for r in hits]}
         return web.json_response(bundle, content_type="application/fhir+json")
 
@@ -119,34 +158,63 @@ class LoopbackFhirServer:
             return self._reject(400, "structure", f"invalid Bundle: {exc}")
         if bundle.get("type") != "transaction":
             return self._reject(400, "invalid", "only transaction Bundles are accepted")
-        targets: list[tuple[str, str, bool]] = []  # (type, id, created)
+        targets: list[tuple[str, str, bool, bool]] = []  # (type, id, created, write)
         resolved: dict[str, str] = {}
         for entry in bundle.get("entry", []):
             resource, req = entry.get("resource", {}), entry.get("request", {})
             rtype = resource.get("resourceType", "")
             url = unquote(req.get("url", ""))
-            if req.get("method") != "PUT" or not url.startswith(rtype):
-                return self._reject(400, "not-supported", f"entry {url!r}: only PUT by identifier or id")
-            if url.startswith(f"{rtype}?identifier="):
-                system, _, value = url.split("=", 1)[1].partition("|")
-                hits = self.find(rtype, system, value)
+            full_url = entry.get("fullUrl", "")
+            if full_url.startswith("urn:uuid:") and not _UUID.fullmatch(full_url.removeprefix("urn:uuid:")):
+                return self._reject(400, "invalid", f"fullUrl {full_url!r} is not a valid urn:uuid")
+            if "id" in resource and not _ID.fullmatch(str(resource["id"])):
+                return self._reject(400, "invalid", f"{rtype}: id {resource['id']!r} is not a valid FHIR id")
+            method = req.get("method")
+            if method == "POST" and url == rtype:
+                write = True
+                if if_none_exist := req.get("ifNoneExist"):
+                    try:
+                        hits = self.search(rtype, _query(unquote(if_none_exist)))
+                    except ValueError as exc:
+                        return self._reject(400, "invalid", f"ifNoneExist {if_none_exist!r}: {exc}")
+                    if len(hits) > 1:
+                        return self._reject(412, "multiple-matches", f"ifNoneExist {if_none_exist!r} matches {len(hits)} resources")
+                    if hits:  # conditional create: the existing resource, unchanged
+                        rid, created, write = hits[0]["id"], False, False
+                    else:
+                        rid, created = uuid.uuid4().hex, True
+                else:
+                    rid, created = uuid.uuid4().hex, True
+            elif method == "PUT" and url.startswith(f"{rtype}?"):
+                try:
+                    hits = self.search(rtype, _query(url.split("?", 1)[1]))
+                except ValueError as exc:
+                    return self._reject(400, "invalid", f"entry url {url!r}: {exc}")
                 if len(hits) > 1:
                     return self._reject(412, "multiple-matches", f"{url} matches {len(hits)} resources")
-                rid, created = (hits[0]["id"], False) if hits else (uuid.uuid4().hex, True)
-            elif url.startswith(f"{rtype}/"):
+                rid, created, write = (hits[0]["id"], False, True) if hits else (uuid.uuid4().hex, True, True)
+            elif method == "PUT" and url.startswith(f"{rtype}/"):
                 rid = url.split("/", 1)[1]
-                created = rid not in self.resources.get(rtype, {})
+                if not _ID.fullmatch(rid):
+                    return self._reject(400, "invalid", f"entry url {url!r}: not a valid FHIR id")
+                if "id" in resource and resource["id"] != rid:
+                    return self._reject(400, "invalid", f"entry url {url!r}: the resource's id is {resource['id']!r}")
+                created, write = rid not in self.resources.get(rtype, {}), True
             else:
-                return self._reject(400, "invalid", f"entry url {url!r}")
-            targets.append((rtype, rid, created))
-            if entry.get("fullUrl"):
-                resolved[entry["fullUrl"]] = f"{rtype}/{rid}"
-        staged = []
-        for entry, (rtype, rid, created) in zip(bundle.get("entry", []), targets, strict=True):
-            resource = _resolve(json.loads(json.dumps(entry["resource"])), resolved)
-            unresolved = _dangling(resource)
-            if unresolved:
-                return self._reject(400, "not-found", f"{rtype} references unknown {unresolved}")
+                return self._reject(400, "not-supported", f"entry {method} {url!r}: only PUT (by id or condition) and POST")
+            targets.append((rtype, rid, created, write))
+            if full_url:
+                resolved[full_url] = f"{rtype}/{rid}"
+        in_bundle = {f"{rtype}/{rid}" for rtype, rid, _, _ in targets}
+        staged: list[tuple[str, str, bool, int | None, dict[str, Any]]] = []  # version None: reused as it is
+        for entry, (rtype, rid, created, write) in zip(bundle.get("entry", []), targets, strict=True):
+            if not write:
+                staged.append((rtype, rid, created, None, self.resources[rtype][rid]))
+                continue
+            try:
+                resource = self._resolve(json.loads(json.dumps(entry["resource"])), resolved, in_bundle)
+            except _Unresolvable as exc:
+                return self._reject(exc.status, exc.code, f"{rtype}: {exc}")
             old = self.resources.get(rtype, {}).get(rid)
             version = int(old["meta"]["versionId"]) + 1 if old else 1
             resource["id"] = rid
@@ -158,14 +226,62 @@ class LoopbackFhirServer:
             staged.append((rtype, rid, created, version, resource))
         # All or nothing, like a transaction: stored only once every entry is valid.
         response_entries = []
-        for rtype, rid, created, version, resource in staged:
-            self.resources.setdefault(rtype, {})[rid] = resource
+        for rtype, rid, created, new_version, resource in staged:
+            if new_version is not None:
+                self.resources.setdefault(rtype, {})[rid] = resource
+            stored_version = new_version if new_version is not None else int(resource["meta"]["versionId"])
             response_entries.append(
-                {"response": {"status": "201 Created" if created else "200 OK", "location": f"{rtype}/{rid}/_history/{version}"}}
+                {"response": {"status": "201 Created" if created else "200 OK", "location": f"{rtype}/{rid}/_history/{stored_version}"}}
             )
         self.transactions += 1
         answer = {"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
         return web.json_response(answer, content_type="application/fhir+json")
+
+    def _resolve(self, node: Any, resolved: dict[str, str], in_bundle: set[str]) -> Any:
+        """References resolved the way HAPI does in a transaction: a urn:uuid must be an entry's
+        fullUrl; a conditional reference (`Type?identifier=...`) must match exactly one stored
+        resource (none: 400, several: 412); a literal `Type/id` must be stored or written by this
+        transaction. Contained (`#id`) and other servers' absolute references are left alone."""
+        if isinstance(node, list):
+            return [self._resolve(v, resolved, in_bundle) for v in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                out[key] = self._resolve_reference(value, resolved, in_bundle)
+            else:
+                out[key] = self._resolve(value, resolved, in_bundle)
+        return out
+
+    def _resolve_reference(self, ref: str, resolved: dict[str, str], in_bundle: set[str]) -> str:
+        if ref in resolved:
+            return resolved[ref]
+        if ref.startswith("urn:"):
+            raise _Unresolvable(400, "not-found", f"reference {ref!r} names no entry of the transaction")
+        if ref.startswith("#"):
+            return ref
+        local = ref
+        if ref.startswith(("http://", "https://")):
+            if not (self.base_url and ref.startswith(self.base_url + "/")):
+                return ref  # another server's resource
+            local = ref[len(self.base_url) + 1:]
+        rtype, sep, rest = local.partition("?")
+        if sep:
+            try:
+                hits = self.search(rtype, _query(rest))
+            except ValueError as exc:
+                raise _Unresolvable(400, "invalid", f"conditional reference {ref!r}: {exc}") from None
+            if len(hits) != 1:
+                status = 412 if hits else 400
+                raise _Unresolvable(status, "multiple-matches" if hits else "not-found", f"conditional reference {ref!r} matches {len(hits)} resources")
+            return f"{rtype}/{hits[0]['id']}"
+        parts = local.split("/")
+        if len(parts) not in (2, 4) or not _ID.fullmatch(parts[1]) or (len(parts) == 4 and parts[2] != "_history"):
+            raise _Unresolvable(400, "invalid", f"reference {ref!r} is not Type/id")
+        if f"{parts[0]}/{parts[1]}" not in in_bundle and parts[1] not in self.resources.get(parts[0], {}):
+            raise _Unresolvable(404, "not-found", f"reference {ref!r} does not resolve")
+        return local
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -201,24 +317,22 @@ class LoopbackFhirServer:
             self._thread.join(10)
 
 
-def _resolve(node: Any, resolved: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        return {k: (resolved.get(v, v) if k == "reference" and isinstance(v, str) else _resolve(v, resolved)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(v, resolved) for v in node]
-    return node
+class _Unresolvable(Exception):
+    def __init__(self, status: int, code: str, text: str) -> None:
+        super().__init__(text)
+        self.status, self.code = status, code
 
 
-def _dangling(node: Any) -> str | None:
-    """A urn:uuid reference that no entry of the transaction defined."""
-    if isinstance(node, dict):
-        for k, v in node.items():
-            if k == "reference" and isinstance(v, str) and v.startswith("urn:uuid:"):
-                return v
-            if (found := _dangling(v)) is not None:
-                return found
-    elif isinstance(node, list):
-        for v in node:
-            if (found := _dangling(v)) is not None:
-                return found
-    return None
+#: FHIR id and urn:uuid syntax.
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _query(query: str) -> dict[str, str]:
+    params = {}
+    for part in query.split("&"):
+        name, sep, value = part.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"malformed search {query!r}")
+        params[unquote(name)] = unquote(value)
+    return params

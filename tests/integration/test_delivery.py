@@ -1,8 +1,9 @@
 """Delivery end to end, against real peers: Orthanc (Debian's package) sends a study to the
 gateway by C-STORE, as a PACS routing rule would; the pipeline drafts the report; the delivery
-stage sends the SR back to Orthanc by C-STORE and STOW-RS and the FHIR resources to the loopback
-FHIR server (no FHIR server installs from the registries here; it validates every resource with
-fhir.resources). Skipped with the reason where Orthanc or the sample CR is not installed."""
+stage sends the SR back to Orthanc by C-STORE and STOW-RS (and, by C-STORE, the model's results
+as a TID 1500 Comprehensive 3D SR beside it) and the FHIR resources (R4) to the loopback FHIR
+server (no FHIR server installs from the registries here; it validates every resource with
+fhir.resources and refuses references that do not resolve, as HAPI does). Skipped with the reason where Orthanc or the sample CR is not installed."""
 
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ import pytest
 
 from radalign.config import Settings
 from radalign.demo.delivery import route_from_orthanc, route_study_from_orthanc
-from radalign.drafting.sr import read_sr_text
+from radalign.drafting.sr import COMPREHENSIVE_3D_SR, read_ai_results, read_sr_text
 from radalign.ingest.deid import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
 from radalign.samples import as_new_study
 from radalign.stack import orthanc
 from radalign.testing.fhir_server import LoopbackFhirServer
 from radalign.testing.ingest import dicom_bytes
-from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
+from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, write_audit_profile
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+DELIVERY_SITE = "IT-DELIVERY-SITE"
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +44,22 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
     from radalign.stack import stop
     from radalign.stack.manager import up
 
-    fhir = LoopbackFhirServer("R5")
+    fhir = LoopbackFhirServer("R4")
     fhir.start()
     destinations = [
         {"name": "pacs", "kind": "dicom", "ae_title": embedded_triton.orthanc_ae_title, "host": "127.0.0.1", "port": embedded_triton.orthanc_dicom_port},
         {"name": "dicomweb", "kind": "stow", "url": orthanc.dicomweb_url(embedded_triton)},
-        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "version": "R5", "patient_identifier_system": "urn:oid:1.2.3.4.5"},
+        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "patient_identifier_system": "urn:oid:1.2.3.4.5",
+         "patient": "create", "order": "identifier"},
     ]
-    settings = embedded_triton.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})})
+    # Orthanc's routed studies belong to an audited site, so the model claims something (the
+    # shipped generic model, under its claim policy, claims nothing) and a TID 1500 SR goes out.
+    settings = embedded_triton.model_copy(update={
+        "delivery_destinations": json.dumps({"destinations": destinations}),
+        "patient_issuers": f"dicom-cstore:{embedded_triton.orthanc_ae_title}={DELIVERY_SITE}",
+        "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles_delivery",
+    })
+    write_audit_profile(settings, DELIVERY_SITE)
     asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
     up(settings, ["orthanc"])
     try:
@@ -83,7 +93,10 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
         series = httpx.get(f"{base}/studies/{orthanc_study}/series", timeout=10).json()
         return [s for s in series if s["MainDicomTags"].get("Modality") == "SR"]
 
-    (series,) = _until("the SR in Orthanc's study", sr_series)
+    def text_sr_series() -> list[dict]:
+        return [s for s in sr_series() if s["MainDicomTags"].get("SeriesNumber") == "9001"]
+
+    (series,) = _until("the SR in Orthanc's study", text_sr_series)
     (instance,) = series["Instances"]
     data = httpx.get(f"{base}/instances/{instance}/file", timeout=10).content
     sr = pydicom.dcmread(BytesIO(data))
@@ -93,9 +106,28 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     assert sr.VerificationFlag == "UNVERIFIED" and sr.ReferencedRequestSequence[0].AccessionNumber == "ACC-ORTH-1"
     text = read_sr_text(data)
     assert text["findings"] and text["impression"]
-    # STOW-RS delivered the same instance (Orthanc's DICOMweb plugin finds it by QIDO)
+    # Beside it, the model's results as a TID 1500 SR, where the model claimed something (a study
+    # the model calls out of distribution has no claims, and no TID 1500 SR)
+    key = Pseudonymizer(settings.deid_secret).study_key(study_uid)
+    drafted = httpx.get(f"http://127.0.0.1:{settings.web_port('drafting')}/v1/studies/{key}/report", timeout=10).json()
+    claimed = {c["observation"] for c in drafted["concepts"]} - set(drafted["not_assessed"])
+
+    def ai_sr_series() -> list[dict]:
+        return [s for s in sr_series() if s["MainDicomTags"].get("SeriesNumber") == "9002"]
+
+    if claimed:
+        (ai_series,) = _until("the TID 1500 SR in Orthanc's study", ai_sr_series, 60)
+        ai_data = httpx.get(f"{base}/instances/{ai_series['Instances'][0]}/file", timeout=10).content
+        ai_sr = pydicom.dcmread(BytesIO(ai_data))
+        assert ai_sr.SOPClassUID == COMPREHENSIVE_3D_SR and ai_sr.StudyInstanceUID == study_uid and ai_sr.PatientID == "IT-ORTH-1"
+        results = read_ai_results(ai_data)
+        assert results.pop("algorithm") and len(results) == len(claimed)
+    else:
+        time.sleep(3)
+        assert ai_sr_series() == []
+    # STOW-RS delivered the same text SR instance (Orthanc's DICOMweb plugin finds it by QIDO)
     qido = httpx.get(f"{base}/dicom-web/studies/{study_uid}/series", params={"Modality": "SR"}, timeout=10)
-    assert qido.status_code == 200 and len(qido.json()) == 1
+    assert qido.status_code == 200 and len(qido.json()) == (2 if claimed else 1)
 
     # FHIR: the DiagnosticReport for this patient, with its observations, device and provenance
     def report() -> list[dict]:
@@ -104,11 +136,15 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     (dr,) = _until("the FHIR DiagnosticReport", report, 60)
     assert dr["status"] == "preliminary" and dr["subject"]["identifier"]["system"] == "urn:oid:1.2.3.4.5"
     assert dr["effectiveDateTime"].startswith("2026-11-27T08:15:00")
-    assert dr["study"][0]["identifier"]["value"] == f"urn:oid:{study_uid}"
+    assert dr["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{study_uid}"  # R4, the default
+    assert dr["meta"]["profile"] == ["http://hl7.org/fhir/us/core/StructureDefinition/us-core-diagnosticreport-note"]
+    # the subject resolves to the Patient the transaction created: DiagnosticReport?patient= finds it
+    (patient,) = fhir.all("Patient")
+    assert dr["subject"]["reference"] == f"Patient/{patient['id']}"
+    assert [r["id"] for r in fhir.search("DiagnosticReport", {"patient": patient["id"]})] == [dr["id"]]
     assert fhir.all("Provenance") and fhir.all("Device") and not fhir.rejected
 
     # the delivery records, through the delivery stage's API
-    key = Pseudonymizer(settings.deid_secret).study_key(study_uid)
     url = f"http://127.0.0.1:{settings.web_port('delivery')}/v1/studies/{key}/deliveries"
 
     def delivered() -> dict[str, dict]:

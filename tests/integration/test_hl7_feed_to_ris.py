@@ -69,7 +69,7 @@ async def _stage(settings: Settings, ris: MllpListener, fhir: LoopbackFhirServer
     destinations = [
         {"name": "ris", "kind": "hl7", "host": "127.0.0.1", "port": ris.port, "receiving_facility": "HOSP",
          "retry": {"attempts": 2, "base_delay_s": 0.01, "max_delay_s": 0.05, "timeout_s": 5}},
-        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "version": "R4"},
+        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "version": "R4", "patient": "create", "order": "identifier"},
     ]
     stage = DeliveryStage(settings.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})}))
     await stage.setup(settings)

@@ -106,7 +106,8 @@ async def test_reidentifier_and_read_api_on_the_gateway_tables(pool):
     reidentifier = PostgresReidentifier(pool)
     identity = await reidentifier.lookup(KEY)
     assert identity is not None and identity.patient_id == "MRN-7" and identity.accession_number == "ACC-7"
-    assert identity.service_request_id == "ORD-7" and identity.study_id == "S7"
+    # the placer order number is an identifier, not a FHIR id: no literal ServiceRequest/ORD-7
+    assert identity.placer_order_number == "ORD-7" and identity.service_request_id == "" and identity.study_id == "S7"
     assert identity.instances[0].sop_instance_uid == "1.2.826.0.1.3680043.8.498.12"
     assert await reidentifier.lookup("st-ffffffffffffffff") is None
 
@@ -117,7 +118,7 @@ async def test_reidentifier_and_read_api_on_the_gateway_tables(pool):
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         fhir = await client.get(f"/v1/studies/{KEY}/report", headers={"Accept": "application/fhir+json"})
         body = json.loads(await fhir.text())
-        assert body["basedOn"][0]["reference"] == "ServiceRequest/ORD-7"
+        assert "reference" not in body["basedOn"][0] and body["basedOn"][0]["identifier"]["value"] == "ACC-7"
         sr = await client.get(f"/v1/studies/{KEY}/report?format=sr")
         ds = dcmread(BytesIO(await sr.read()))
         assert ds.PatientName == "Doe^John" and ds.StudyID == "S7"

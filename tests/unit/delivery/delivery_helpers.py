@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from pydicom import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import BasicTextSRStorage
+from pynetdicom.sop_class import BasicTextSRStorage, Comprehensive3DSRStorage
 
 from radalign.drafting.identity import InstanceIdentity, StudyIdentity
 from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, ReportDrafted, StageTiming, StudyRef
@@ -46,11 +46,13 @@ def make_identity(key: str = KEY) -> StudyIdentity:
 class StoreSCP:
     """A real C-STORE SCP on a free port that keeps what it receives."""
 
-    def __init__(self, ae_title: str = "PACS", status: int = 0x0000) -> None:
+    def __init__(self, ae_title: str = "PACS", status: int = 0x0000, *, ai_results: bool = True) -> None:
         self.received: list[Dataset] = []
         self.status = status
         self.ae = AE(ae_title=ae_title)
         self.ae.add_supported_context(BasicTextSRStorage)
+        if ai_results:  # else a PACS that takes no Comprehensive 3D SR
+            self.ae.add_supported_context(Comprehensive3DSRStorage)
         self._lock = threading.Lock()
 
     def _on_store(self, event) -> int:  # noqa: ANN001 - pynetdicom event
@@ -60,9 +62,26 @@ class StoreSCP:
             self.received.append(ds)
         return self.status
 
+    @property
+    def text_srs(self) -> list[Dataset]:
+        """The Basic Text SRs received (the report)."""
+        return [ds for ds in self.received if ds.SOPClassUID == BasicTextSRStorage]
+
+    @property
+    def ai_srs(self) -> list[Dataset]:
+        """The TID 1500 Comprehensive 3D SRs received (the AI's results)."""
+        return [ds for ds in self.received if ds.SOPClassUID == Comprehensive3DSRStorage]
+
     def start(self) -> int:
         self.server = self.ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
         return self.server.server_address[1]
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+def seed_patient(server, identity: StudyIdentity | None = None) -> str:  # noqa: ANN001 - LoopbackFhirServer
+    """The EHR already holds the patient (the FHIR bundle references it conditionally)."""
+    from radalign.drafting.fhir import patient_dict
+
+    return server.seed(patient_dict(identity or make_identity()))

@@ -7,7 +7,7 @@ import dataclasses
 from datetime import UTC, datetime
 
 import pytest
-from delivery_helpers import KEY, StoreSCP, make_identity, make_report
+from delivery_helpers import KEY, StoreSCP, make_identity, make_report, seed_patient
 
 from radalign.config import Settings
 from radalign.delivery.core import DeliveryCore, DeliveryFailed
@@ -38,6 +38,7 @@ def scp():
 def fhir():
     server = LoopbackFhirServer("R5")
     server.start()
+    seed_patient(server)
     yield server
     server.stop()
 
@@ -66,9 +67,13 @@ async def test_delivers_the_sr_and_the_fhir_resources_once_per_version(scp, fhir
     results = await core.deliver(item)
     assert {r.destination: r.outcome for r in results} == {"pacs": "delivered", "ehr": "delivered"}
     # the PACS got the SR of this study, with the draft's text
-    (sr,) = scp.received
+    (sr,) = scp.text_srs
     assert sr.StudyInstanceUID == make_identity().study_instance_uid and sr.VerificationFlag == "UNVERIFIED"
     assert sr.AccessionNumber == "ACC-77" and sr.StudyDate == "20261127"
+    # beside it, the model's results as a TID 1500 SR in the same study
+    (ai,) = scp.ai_srs
+    assert ai.StudyInstanceUID == sr.StudyInstanceUID and ai.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    assert ai.SeriesInstanceUID != sr.SeriesInstanceUID
     # the FHIR server validated and stored the report, its observations, device and provenance
     (dr,) = fhir.all("DiagnosticReport")
     assert dr["status"] == "preliminary" and dr["subject"]["identifier"]["system"] == "urn:oid:1.2.3.4.5"
@@ -83,7 +88,7 @@ async def test_delivers_the_sr_and_the_fhir_resources_once_per_version(scp, fhir
     before = _duplicates()
     again = await core.deliver(item)
     assert {r.outcome for r in again} == {"skipped"} and _duplicates() == before + 2
-    assert len(scp.received) == 1 and fhir.transactions == 1
+    assert len(scp.text_srs) == 1 and fhir.transactions == 1
 
     # a changed draft is a new version: sent again, the FHIR resources updated in place
     changed = ReportVersion(make_report(impression="Cardiomegaly. No acute disease."))
@@ -91,7 +96,7 @@ async def test_delivers_the_sr_and_the_fhir_resources_once_per_version(scp, fhir
     assert len(fhir.all("DiagnosticReport")) == 1 and len(fhir.all("Observation")) == 2 and len(fhir.all("Device")) == 1
     assert fhir.all("DiagnosticReport")[0]["conclusion"] == "Cardiomegaly. No acute disease."
     assert fhir.all("DiagnosticReport")[0]["meta"]["versionId"] == "2"
-    assert len(scp.received) == 2 and scp.received[1].SOPInstanceUID != scp.received[0].SOPInstanceUID
+    assert len(scp.text_srs) == 2 and scp.text_srs[1].SOPInstanceUID != scp.text_srs[0].SOPInstanceUID
 
 
 async def test_the_final_report_is_just_another_version(scp, fhir):
@@ -103,7 +108,7 @@ async def test_the_final_report_is_just_another_version(scp, fhir):
     (dr,) = fhir.all("DiagnosticReport")
     assert dr["status"] == "final" and {o["status"] for o in fhir.all("Observation")} == {"final"}
     assert len(fhir.all("Provenance")) == 2  # one per delivered version
-    assert scp.received[-1].VerificationFlag == "VERIFIED" and scp.received[-1].CompletionFlag == "COMPLETE"
+    assert scp.text_srs[-1].VerificationFlag == "VERIFIED" and scp.text_srs[-1].CompletionFlag == "COMPLETE"
     # a late redelivery of the draft never replaces the signed report
     assert {r.outcome for r in await core.deliver(draft)} == {"skipped"}
     assert fhir.all("DiagnosticReport")[0]["status"] == "final"
@@ -130,7 +135,7 @@ async def test_a_destination_that_is_down_is_retried_recorded_and_resent_later(f
         core.senders["pacs"] = _pacs(port)
         results = {r.destination: r.outcome for r in await core.deliver(item)}
         assert results == {"pacs": "delivered", "ehr": "skipped"}
-        assert len(scp.received) == 1 and fhir.transactions == 1
+        assert len(scp.text_srs) == 1 and fhir.transactions == 1
         assert records.rows[(item.report.report_id, "pacs")].attempts == FAST.attempts + 1
     finally:
         scp.stop()
@@ -140,6 +145,7 @@ async def test_content_refused_by_the_destination_is_a_permanent_failure(fhir):
     # an R4 server refuses the R5 resources (fhir.resources validation: R5-only elements)
     r4_server = LoopbackFhirServer("R4")
     r4_server.start()
+    seed_patient(r4_server)
     try:
         core = _core([_ehr(r4_server, version="R5")])
         with pytest.raises(PermanentError) as refused:
@@ -160,7 +166,7 @@ async def test_a_dicom_refusal_is_permanent():
     try:
         with pytest.raises(PermanentError, match="0xA900"):
             await _core([_pacs(port)]).deliver(ReportVersion(make_report()))
-        assert len(scp.received) == 1  # one attempt: a refusal is not retried
+        assert len(scp.text_srs) == 1  # one attempt: a refusal is not retried
     finally:
         scp.stop()
 
@@ -168,6 +174,7 @@ async def test_a_dicom_refusal_is_permanent():
 async def test_oauth_client_credentials(monkeypatch):
     server = LoopbackFhirServer("R5", client_id="radalign", client_secret="right")
     server.start()
+    seed_patient(server)
     try:
         auth = ClientCredentialsAuth(type="oauth2-client-credentials", token_url=server.token_url, client_id="radalign", client_secret_env="EHR_SECRET")
         monkeypatch.setenv("EHR_SECRET", "wrong")
@@ -222,3 +229,20 @@ def test_a_signed_report_is_the_draft_with_the_signed_text_delivered_as_final():
     assert (version.report.findings, version.report.impression) == (signed.findings, signed.impression)
     assert version.report.report_id == draft.report_id and version.report.concepts == draft.concepts
     assert version.version != final_version(draft, signed.model_copy(update={"impression": "Amended."}), signer).version
+
+
+async def test_the_ai_results_sr_is_optional_and_never_blocks_the_report(fhir):
+    text_only = StoreSCP(ai_results=False)  # a PACS that takes no Comprehensive 3D SR
+    port = text_only.start()
+    try:
+        results = await _core([_pacs(port)]).deliver(ReportVersion(make_report()))
+        assert [r.outcome for r in results] == ["delivered"] and len(text_only.text_srs) == 1 and text_only.ai_srs == []
+    finally:
+        text_only.stop()
+    scp = StoreSCP()
+    port = scp.start()
+    try:
+        await _core([_pacs(port, ai_results_sr=False)]).deliver(ReportVersion(make_report()))
+        assert len(scp.text_srs) == 1 and scp.ai_srs == []
+    finally:
+        scp.stop()

@@ -8,7 +8,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from delivery_helpers import KEY, StoreSCP, make_identity, make_report
+from delivery_helpers import KEY, StoreSCP, make_identity, make_report, seed_patient
 
 from radalign.config import Settings
 from radalign.delivery.core import DeliveryCore
@@ -44,6 +44,7 @@ def peers():
     scp, fhir = StoreSCP(), LoopbackFhirServer("R5")
     scp.port = scp.start()
     fhir.start()
+    seed_patient(fhir)
     yield scp, fhir
     scp.stop()
     fhir.stop()
@@ -73,7 +74,7 @@ async def test_resident_preliminary_then_cosigned_final_then_amended(peers):
     (dr,) = fhir.all("DiagnosticReport")
     assert dr["status"] == "preliminary" and _who(dr["performer"]) == [("res-7", "Rex Resident")]
     assert _who(dr["resultsInterpreter"]) == [("res-7", "Rex Resident")] and dr["performer"][0]["identifier"]["system"] == IDP
-    sr1 = scp.received[-1]
+    sr1 = scp.text_srs[-1]
     assert (sr1.VerificationFlag, sr1.PreliminaryFlag, sr1.CompletionFlag) == ("UNVERIFIED", "PRELIMINARY", "COMPLETE")
     assert sr1.SOPInstanceUID == signed_instance_uid(make_report().report_id, 1)
 
@@ -85,7 +86,7 @@ async def test_resident_preliminary_then_cosigned_final_then_amended(peers):
     assert _who(dr["resultsInterpreter"]) == [("att-1", "Ann Attending"), ("res-7", "Rex Resident")]
     replaces = {e["url"]: e["valueIdentifier"]["value"] for e in dr["extension"]}
     assert replaces[REPLACES_EXTENSION] == f"{make_report().report_id}-v1"
-    sr2 = scp.received[-1]
+    sr2 = scp.text_srs[-1]
     assert (sr2.VerificationFlag, sr2.PreliminaryFlag) == ("VERIFIED", "FINAL")
     verifier = sr2.VerifyingObserverSequence[0]
     assert str(verifier.VerifyingObserverName) == "Attending^Ann"
@@ -103,7 +104,7 @@ async def test_resident_preliminary_then_cosigned_final_then_amended(peers):
     provenances = {p["id"]: p for p in fhir.all("Provenance")}
     revisions = [p["entity"][0]["what"]["identifier"] for p in provenances.values() if p.get("entity")]
     assert {"system": REPORT_VERSION_SYSTEM, "value": f"{make_report().report_id}-v2"} in revisions
-    sr3 = scp.received[-1]
+    sr3 = scp.text_srs[-1]
     assert sr3.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sr2.SOPInstanceUID
     assert len({sr1.SOPInstanceUID, sr2.SOPInstanceUID, sr3.SOPInstanceUID}) == 3  # every version kept
 
@@ -113,7 +114,7 @@ async def test_resident_preliminary_then_cosigned_final_then_amended(peers):
     assert fhir.all("DiagnosticReport")[0]["status"] == "amended"
 
     # no pseudonym ever appears in a delivered record
-    everything = json.dumps(fhir.resources) + "".join(str(ds) for ds in scp.received)
+    everything = json.dumps(fhir.resources) + "".join(str(ds) for ds in scp.received)  # both SRs
     assert "rd-aaaa" not in everything and "rd-bbbb" not in everything
 
 

@@ -19,6 +19,7 @@ from radalign.drafting.core import DraftingCore
 from radalign.drafting.fhir import (
     AIAST,
     DEFAULT_PATIENT_SYSTEM,
+    US_CORE_DR_NOTE,
     diagnostic_report,
     diagnostic_report_dict,
     report_text,
@@ -27,7 +28,17 @@ from radalign.drafting.fhir import (
     validate,
 )
 from radalign.drafting.identity import InstanceIdentity, StudyIdentity
-from radalign.drafting.sr import BASIC_TEXT_SR, basic_text_sr, basic_text_sr_bytes, read_sr_text
+from radalign.drafting.sr import (
+    BASIC_TEXT_SR,
+    COMPREHENSIVE_3D_SR,
+    ai_results_sr,
+    ai_results_sr_bytes,
+    basic_text_sr,
+    basic_text_sr_bytes,
+    finding_concept,
+    read_ai_results,
+    read_sr_text,
+)
 from schemas.events import CasesRetrieved, Certainty, Observation
 
 LABELS = {Observation.CARDIOMEGALY: Certainty.PRESENT, Observation.PLEURAL_EFFUSION: Certainty.ABSENT}
@@ -118,6 +129,8 @@ def test_fhir_diagnostic_report_validates_and_carries_the_draft(report, version)
     assert {c["code"] for c in data["conclusionCode"][0]["coding"]} == {"Cardiomegaly", "8186001"}
     studies = data["study" if version == "R5" else "imagingStudy"]
     assert studies[0]["identifier"]["value"] == "urn:oid:1.2.826.0.1.3680043.8.498.1"
+    # US Core is an R4 IG: the DiagnosticReport Note profile on R4 only
+    assert data["meta"].get("profile") == ([US_CORE_DR_NOTE] if version == "R4" else None)
 
 
 def test_fhir_without_identity_has_no_subject(report):
@@ -129,7 +142,7 @@ def test_fhir_library_refuses_an_invalid_report(report):
     # the structure is checked (required elements, element names, types); value sets are not
     from fhir.resources.diagnosticreport import DiagnosticReport
 
-    valid = diagnostic_report_dict(report, IDENTITY, issued=ISSUED)
+    valid = diagnostic_report_dict(report, IDENTITY, issued=ISSUED, version="R5")
     without_code = {k: v for k, v in valid.items() if k != "code"}
     for broken in (without_code, valid | {"imagingStudy": valid["study"]}, valid | {"issued": "yesterday"}):
         with pytest.raises(ValidationError):
@@ -247,3 +260,49 @@ def test_fhir_transaction_bundle_is_conditional_and_provenanced(report, version)
     final = transaction_bundle(report, IDENTITY, issued=ISSUED, version=version, status="final", verifier="Rad^Ann", document_version="v2")
     final_dr = next(e for e in final["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
     assert final_dr["request"]["url"] == dr_entry["request"]["url"] and final_dr["resource"]["status"] == "final"
+
+
+# -- the AI's results as a TID 1500 Comprehensive 3D SR ------------------------------------------
+
+CR_IMAGE = dataclasses.replace(
+    IDENTITY.instances[0], modality="CR", rows=2048, columns=2500, patient_orientation=("L", "F"), imager_pixel_spacing=(0.139, 0.139)
+)
+
+
+@pytest.mark.parametrize("with_library", [False, True])
+def test_ai_results_sr_reads_back_with_highdicom(report, with_library):
+    identity = dataclasses.replace(IDENTITY, instances=(CR_IMAGE,)) if with_library else IDENTITY
+    data = ai_results_sr_bytes(report, identity, created=ISSUED)
+    assert data is not None
+    sr = hd.sr.srread(BytesIO(data))
+    assert isinstance(sr, hd.sr.Comprehensive3DSR) and sr.SOPClassUID == COMPREHENSIVE_3D_SR
+    assert sr.PatientID == "MRN-0042" and sr.StudyInstanceUID == IDENTITY.study_instance_uid and sr.VerificationFlag == "UNVERIFIED"
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    # only what the model claimed: the assessed findings, with their state
+    assessed = {c.observation for c in report.concepts} - set(report.not_assessed)
+    read = read_ai_results(data)
+    assert read.pop("algorithm") == f"{report.model_name} {report.model_version}"  # TID 4019
+    assert read == {finding_concept(o).meaning: {"present": "Present", "absent": "Absent", "uncertain": "Equivocal"}[LABELS[o].value] for o in assessed}
+    (group,) = sr.content.get_image_measurement_groups()
+    assert [e.name for e in group.get_qualitative_evaluations()] == [finding_concept(o) for o in Observation if o in assessed]
+    assert group.source_images[0].referenced_sop_instance_uid == IDENTITY.instances[0].sop_instance_uid
+    library = [i for i in sr.ContentSequence if i.ConceptNameCodeSequence[0].CodeValue == "111028"]  # DCM Image Library
+    assert len(library) == (1 if with_library else 0)
+    # the same report gives the same instance (a redelivery stores it again, no duplicate)
+    assert dcmread(BytesIO(ai_results_sr_bytes(report, identity, created=ISSUED))).SOPInstanceUID == sr.SOPInstanceUID
+
+
+def test_no_ai_results_sr_when_the_model_claimed_nothing(ood_report):
+    assert ood_report.concepts == [] and ai_results_sr(ood_report, IDENTITY) is None and ai_results_sr_bytes(ood_report, IDENTITY) is None
+
+
+@pytest.mark.parametrize("with_library", [False, True])
+def test_ai_results_sr_passes_dciodvfy(report, tmp_path, with_library):
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy not installed (apt-get install dicom3tools; scripts/bootstrap.sh does)")
+    identity = dataclasses.replace(IDENTITY, instances=(CR_IMAGE,)) if with_library else IDENTITY
+    path = tmp_path / "ai.dcm"
+    path.write_bytes(ai_results_sr_bytes(report, identity, created=ISSUED) or b"")
+    out = _dicom_validator_report(path)
+    assert "Comprehensive3DSR" in out, out
+    assert "Error" not in out and "Warning" not in out, out
