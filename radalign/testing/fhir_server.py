@@ -7,7 +7,9 @@ It does what the delivery stage relies on, the way a FHIR server does it, and is
   conditional updates (`PUT Type?identifier=system|value`: no match creates, one match updates,
   several are 412) and updates by id; urn:uuid references between entries are resolved to the
   stored resources; answers a transaction-response Bundle with each entry's location;
-- `GET {base}/Type?identifier=system|value` (searchset) and `GET {base}/Type/id`;
+- `GET {base}/Type?identifier=system|value` (searchset) and `GET {base}/Type/id`; every version
+  of a resource is kept: `GET {base}/Type/id/_history` (a history Bundle, newest first) and
+  `GET {base}/Type/id/_history/vid` (vread), as a versioned FHIR server keeps them;
 - `POST /token` the OAuth 2.0 client credentials grant, when a client id and secret are set,
   and then every FHIR request needs its bearer token.
 Resources live in memory. Not a production server: it is the test double of one, kept honest by
@@ -44,6 +46,8 @@ class LoopbackFhirServer:
         self.client_secret = client_secret
         self.tokens: set[str] = set()
         self.resources: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Every stored version of every resource, oldest first (type -> id -> versions).
+        self.history: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.transactions = 0
         self.rejected: list[str] = []
         self._thread: threading.Thread | None = None
@@ -61,6 +65,10 @@ class LoopbackFhirServer:
     def all(self, resource_type: str) -> list[dict[str, Any]]:
         return list(self.resources.get(resource_type, {}).values())
 
+    def versions(self, resource_type: str, resource_id: str) -> list[dict[str, Any]]:
+        """Every stored version of one resource, oldest first (versionId 1, 2, ...)."""
+        return list(self.history.get(resource_type, {}).get(resource_id, []))
+
     # -- HTTP ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -68,6 +76,8 @@ class LoopbackFhirServer:
         app.router.add_post("/fhir", self._transaction)
         app.router.add_get("/fhir/{type}", self._search)
         app.router.add_get("/fhir/{type}/{id}", self._read)
+        app.router.add_get("/fhir/{type}/{id}/_history", self._history)
+        app.router.add_get("/fhir/{type}/{id}/_history/{vid}", self._vread)
         return app
 
     def _authorized(self, request: web.Request) -> bool:
@@ -102,6 +112,31 @@ class LoopbackFhirServer:
         if resource is None:
             return _outcome(404, "not-found", "no such resource")
         return web.json_response(resource, content_type="application/fhir+json")
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """The instance's history interaction: a `history` Bundle, newest version first."""
+        if not self._authorized(request):
+            return _outcome(401, "login", "bearer token required")
+        rtype, rid = request.match_info["type"], request.match_info["id"]
+        versions = self.versions(rtype, rid)
+        if not versions:
+            return _outcome(404, "not-found", "no such resource")
+        entries = [
+            {"fullUrl": f"{self.base_url}/{rtype}/{rid}/_history/{v['meta']['versionId']}", "resource": v,
+             "request": {"method": "PUT", "url": f"{rtype}/{rid}"}, "response": {"status": "201 Created" if i == 0 else "200 OK"}}
+            for i, v in enumerate(versions)
+        ]
+        bundle = {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries[::-1]}
+        return web.json_response(bundle, content_type="application/fhir+json")
+
+    async def _vread(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _outcome(401, "login", "bearer token required")
+        rtype, rid, vid = request.match_info["type"], request.match_info["id"], request.match_info["vid"]
+        found = [v for v in self.versions(rtype, rid) if v["meta"]["versionId"] == vid]
+        if not found:
+            return _outcome(404, "not-found", "no such resource version")
+        return web.json_response(found[0], content_type="application/fhir+json")
 
     def _reject(self, status: int, code: str, text: str) -> web.Response:
         self.rejected.append(text[:500])
@@ -160,6 +195,7 @@ class LoopbackFhirServer:
         response_entries = []
         for rtype, rid, created, version, resource in staged:
             self.resources.setdefault(rtype, {})[rid] = resource
+            self.history.setdefault(rtype, {}).setdefault(rid, []).append(json.loads(json.dumps(resource)))
             response_entries.append(
                 {"response": {"status": "201 Created" if created else "200 OK", "location": f"{rtype}/{rid}/_history/{version}"}}
             )
