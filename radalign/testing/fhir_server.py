@@ -14,7 +14,8 @@ HAPI FHIR on a transaction, so a test fails where HAPI would refuse:
   answers a transaction-response Bundle with each entry's location; all or nothing;
 - `GET {base}/Type?identifier=[system|]value`, `?patient=`/`?subject=`, `?_id=` (searchset; an
   unknown parameter is 400) and `GET {base}/Type/id`; `seed()` stores what the EHR already holds
-  (a Patient, a ServiceRequest);
+  (a Patient, a ServiceRequest); every version of a resource is kept: `GET {base}/Type/id/_history`
+  (a history Bundle, newest first) and `GET {base}/Type/id/_history/vid` (vread);
 - `POST /token` the OAuth 2.0 client credentials grant, when a client id and secret are set,
   and then every FHIR request needs its bearer token.
 Resources live in memory. Not a production server: it is the test double of one, kept honest by
@@ -52,6 +53,8 @@ class LoopbackFhirServer:
         self.client_secret = client_secret
         self.tokens: set[str] = set()
         self.resources: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Every stored version of every resource, oldest first (type -> id -> versions).
+        self.history: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.transactions = 0
         self.rejected: list[str] = []
         self._thread: threading.Thread | None = None
@@ -76,6 +79,7 @@ class LoopbackFhirServer:
         rid = resource.get("id") or uuid.uuid4().hex
         stored = {**resource, "id": rid, "meta": {**resource.get("meta", {}), "versionId": "1", "lastUpdated": datetime.now(UTC).isoformat()}}
         self.resources.setdefault(resource["resourceType"], {})[rid] = stored
+        self.history.setdefault(resource["resourceType"], {}).setdefault(rid, []).append(json.loads(json.dumps(stored)))
         return rid
 
     def search(self, resource_type: str, params: dict[str, str]) -> list[dict[str, Any]]:
@@ -98,6 +102,10 @@ class LoopbackFhirServer:
                 raise ValueError(f"unknown search parameter {name!r}")
         return hits
 
+    def versions(self, resource_type: str, resource_id: str) -> list[dict[str, Any]]:
+        """Every stored version of one resource, oldest first (versionId 1, 2, ...)."""
+        return list(self.history.get(resource_type, {}).get(resource_id, []))
+
     # -- HTTP ----------------------------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
@@ -105,6 +113,8 @@ class LoopbackFhirServer:
         app.router.add_post("/fhir", self._transaction)
         app.router.add_get("/fhir/{type}", self._search)
         app.router.add_get("/fhir/{type}/{id}", self._read)
+        app.router.add_get("/fhir/{type}/{id}/_history", self._history)
+        app.router.add_get("/fhir/{type}/{id}/_history/{vid}", self._vread)
         return app
 
     def _authorized(self, request: web.Request) -> bool:
@@ -141,6 +151,31 @@ class LoopbackFhirServer:
         if resource is None:
             return _outcome(404, "not-found", "no such resource")
         return web.json_response(resource, content_type="application/fhir+json")
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """The instance's history interaction: a `history` Bundle, newest version first."""
+        if not self._authorized(request):
+            return _outcome(401, "login", "bearer token required")
+        rtype, rid = request.match_info["type"], request.match_info["id"]
+        versions = self.versions(rtype, rid)
+        if not versions:
+            return _outcome(404, "not-found", "no such resource")
+        entries = [
+            {"fullUrl": f"{self.base_url}/{rtype}/{rid}/_history/{v['meta']['versionId']}", "resource": v,
+             "request": {"method": "PUT", "url": f"{rtype}/{rid}"}, "response": {"status": "201 Created" if i == 0 else "200 OK"}}
+            for i, v in enumerate(versions)
+        ]
+        bundle = {"resourceType": "Bundle", "type": "history", "total": len(entries), "entry": entries[::-1]}
+        return web.json_response(bundle, content_type="application/fhir+json")
+
+    async def _vread(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _outcome(401, "login", "bearer token required")
+        rtype, rid, vid = request.match_info["type"], request.match_info["id"], request.match_info["vid"]
+        found = [v for v in self.versions(rtype, rid) if v["meta"]["versionId"] == vid]
+        if not found:
+            return _outcome(404, "not-found", "no such resource version")
+        return web.json_response(found[0], content_type="application/fhir+json")
 
     def _reject(self, status: int, code: str, text: str) -> web.Response:
         self.rejected.append(text[:500])
@@ -229,6 +264,7 @@ class LoopbackFhirServer:
         for rtype, rid, created, new_version, resource in staged:
             if new_version is not None:
                 self.resources.setdefault(rtype, {})[rid] = resource
+                self.history.setdefault(rtype, {}).setdefault(rid, []).append(json.loads(json.dumps(resource)))
             stored_version = new_version if new_version is not None else int(resource["meta"]["versionId"])
             response_entries.append(
                 {"response": {"status": "201 Created" if created else "200 OK", "location": f"{rtype}/{rid}/_history/{stored_version}"}}

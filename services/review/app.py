@@ -294,6 +294,11 @@ def build_review_app(core: ReviewCore, settings: Settings, *, oidc: OidcClient |
         form = await request.post()
         if (refused := _csrf_refusal(request, session, form)) is not None:
             return refused
+        try:  # never a default: a session without a reviewer role signs nothing
+            role = ReviewRole(str(session.get("role", "")))
+        except ValueError:
+            await core.audit("refused", key, session, reason="no reviewer role")
+            return _error(request, 403, "Forbidden", "your session has no reviewer role (attending or resident)")
         opened_at = None
         try:
             opened_at = datetime.fromisoformat(str(form.get("opened_at", ""))) if form.get("opened_at") else None
@@ -302,7 +307,7 @@ def build_review_app(core: ReviewCore, settings: Settings, *, oidc: OidcClient |
         try:
             final, published = await core.sign(
                 key, findings=str(form.get("findings", "")), impression=str(form.get("impression", "")),
-                signer_name=session["name"], signer_role=ReviewRole(session.get("role", "radiologist")),
+                signer_name=session["name"], signer_role=role,
                 report_id=str(form.get("report_id", "")), opened_at=opened_at,
                 signer_identifier=str(session.get("identifier", "")),
                 signer_identifier_system=str(session.get("identifier_system") or LOCAL_IDENTIFIER_SYSTEM),

@@ -8,6 +8,13 @@ final report is then found on `radalign.report.final.v1` and in the store, the s
 case store, and the next similar study is grounded in it. Prints the time from the click on
 "Sign" to the final event read back from the broker.
 
+The signed report as a legal record (issue 24): with delivery to Orthanc (where installed), the
+loopback FHIR server and an MLLP listener standing in for the RIS, a resident signs a study in the
+browser (preliminary), an attending co-signs it (final) and amends it (amended); every version
+reaches each destination exactly once, with the named signer and the coded results of the
+signed text; an edited or forged session cookie, a request without the CSRF token and a resident
+changing the released report are refused.
+
 Screenshots: set RADALIGN_UPDATE_SCREENSHOTS=1 to write docs/review_worklist.png and
 docs/review_study.png (otherwise they go to the test's temp folder).
 """
@@ -15,20 +22,29 @@ docs/review_study.png (otherwise they go to the test's temp folder).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
+import pydicom
 import pytest
 
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.samples import chest_jpeg_files
+from radalign.testing.fhir_server import LoopbackFhirServer
+from radalign.testing.mllp import MllpListener
 from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, write_audit_profile
 from schemas.events import Certainty, Observation, ReportFinal
 from schemas.topics import REPORT_FINAL
@@ -87,15 +103,56 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class Peers:
+    """Where the delivery stage sends every report version: the loopback FHIR server, an MLLP
+    listener standing in for the RIS and, where installed, Orthanc."""
+
+    fhir: LoopbackFhirServer
+    ris: MllpListener
+    orthanc: bool
+
+    def destinations(self, settings: Settings) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = [
+            {"name": "ehr", "kind": "fhir", "base_url": self.fhir.base_url, "version": "R4", "patient": "create", "order": "identifier"},
+            {"name": "ris", "kind": "hl7", "host": "127.0.0.1", "port": self.ris.port, "receiving_application": "RIS", "receiving_facility": "TEST"},
+        ]
+        if self.orthanc:
+            found.insert(0, {"name": "pacs", "kind": "dicom", "ae_title": settings.orthanc_ae_title, "host": "127.0.0.1", "port": settings.orthanc_dicom_port})
+        return found
+
+
 @pytest.fixture(scope="module")
-def review_stack(embedded_triton: Settings) -> Iterator[Settings]:
-    """Every worker up (the review service among them, with the test token), the IU reports in the case store."""
+def peers(embedded_triton: Settings) -> Iterator[Peers]:
+    from radalign.stack import orthanc, stop
+    from radalign.stack.manager import up
+
+    fhir, ris = LoopbackFhirServer("R4"), MllpListener()
+    fhir.start()
+    ris.start()
+    pacs = orthanc.installed()
+    try:
+        if pacs:
+            up(embedded_triton, ["orthanc"])
+        yield Peers(fhir, ris, pacs)
+    finally:
+        if pacs:
+            stop("orthanc", embedded_triton)
+        ris.stop()
+        fhir.stop()
+
+
+@pytest.fixture(scope="module")
+def review_stack(embedded_triton: Settings, peers: Peers) -> Iterator[Settings]:
+    """Every worker up (the review service among them, with the test token), the IU reports in the
+    case store, the delivery stage sending to the peers."""
     from radalign.demo import ensure_iu_cases
 
     # HTTP uploads come from a site whose audit profile assesses edema and effusion: the shipped
     # generic model claims nothing, and the page's heatmaps and cases need a model that does.
     settings = embedded_triton.model_copy(update={
         "gateway_tokens": TOKEN, "patient_issuers": f"http={REVIEW_SITE}", "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles",
+        "delivery_destinations": json.dumps({"destinations": peers.destinations(embedded_triton)}),
     })  # fmt: skip
     write_audit_profile(settings, REVIEW_SITE)
     asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
@@ -383,3 +440,263 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     records = [r for r in read_manifest(tmp_path / "corrections.csv") if r.patient_id == final.study.patient_key]
     assert len(records) == 1 and records[0].image.is_file()
     assert records[0].labels[list(Observation).index(Observation.PLEURAL_EFFUSION)] == 1.0
+
+
+# -- the signed report as a legal record (issue 24) ----------------------------------------------
+
+#: Who signs (typed into the dev login form) and what each version says (typed into the editor).
+RESIDENT = ("Rex Resident", "res-101")
+ATTENDING = ("Ann Attending", "att-202")
+SIGNED_TEXT = {
+    1: ("The heart is enlarged. No pleural effusion. No pneumothorax.", "Cardiomegaly."),
+    2: ("The heart is enlarged. Small left pleural effusion. No pneumothorax.", "Cardiomegaly. Small left pleural effusion."),
+    3: ("The heart is enlarged. Small left pleural effusion. Mild pulmonary edema. No pneumothorax.",
+        "Cardiomegaly. Small left pleural effusion. Mild pulmonary edema."),
+}
+#: What each version's text states, finding by finding (read by a person, not by the labeler).
+STATED = {
+    1: {"Cardiomegaly": "Present", "Pleural Effusion": "Absent", "Pneumothorax": "Absent"},
+    2: {"Cardiomegaly": "Present", "Pleural Effusion": "Present", "Pneumothorax": "Absent"},
+    3: {"Cardiomegaly": "Present", "Pleural Effusion": "Present", "Edema": "Present", "Pneumothorax": "Absent"},
+}
+PSEUDONYM = re.compile(r"rd-[0-9a-f]{16}")
+VERSION_EXT = "urn:radalign:fhir:StructureDefinition:report-version"
+REPLACES_EXT = "urn:radalign:fhir:StructureDefinition:replaces-report-version"
+
+
+def _until(what: str, check: Callable[[], Any], timeout_s: float = 120.0, *, detail: Callable[[], object] | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
+
+
+def _deliveries(settings: Settings, study_key: str) -> dict[str, tuple[str, str]]:
+    """destination -> (status, report_version) of the study's delivery records (waiting only)."""
+    with psycopg.connect(settings.dsn) as conn:
+        rows = conn.execute("SELECT destination, status, report_version FROM deliveries WHERE study_key = %s", (study_key,)).fetchall()
+    return {d: (s, v) for d, s, v in rows}
+
+
+def _wait_delivered(settings: Settings, study_key: str, destinations: set[str], version: int | None) -> float:
+    """Until every destination holds `version` (None: the AI's draft) as delivered; returns the seconds waited."""
+    begin = time.monotonic()
+
+    def done() -> bool:
+        rows = _deliveries(settings, study_key)
+        return all(d in rows and rows[d][0] == "delivered" and (rows[d][1].startswith(f"v{version}-") if version else not rows[d][1].startswith("v"))
+                   for d in destinations)
+
+    _until(f"version {version or 'draft'} delivered to {sorted(destinations)}", done, detail=lambda: _deliveries(settings, study_key))
+    return time.monotonic() - begin
+
+
+def _log_in(driver, base: str, name: str, identifier: str, role: str, next_path: str) -> None:
+    """The dev login form, as a person fills it in."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    driver.get(f"{base}/login?next={next_path}")
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.ID, "name")))
+    driver.find_element(By.ID, "name").send_keys(name)
+    driver.find_element(By.ID, "identifier").send_keys(identifier)
+    Select(driver.find_element(By.ID, "role")).select_by_value(role)
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    WebDriverWait(driver, 120).until(ec.presence_of_element_located((By.ID, "findings")))
+
+
+def _log_out(driver) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from services.review.app import SESSION_COOKIE
+
+    driver.find_element(By.CSS_SELECTOR, "form.who button[type=submit]").click()
+    WebDriverWait(driver, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, "form.login")))
+    assert driver.get_cookie(SESSION_COOKIE) is None
+
+
+def _sign_in_editor(driver, version: int) -> str:
+    """Replace the editor's text with version `version`'s and sign; returns the sign button's label."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    findings, impression = SIGNED_TEXT[version]
+    for field, text in (("findings", findings), ("impression", impression)):
+        box = driver.find_element(By.ID, field)
+        box.clear()
+        box.send_keys(text)
+        assert box.get_attribute("value") == text
+    button = driver.find_element(By.ID, "sign-button")
+    label = button.text
+    button.click()
+    WebDriverWait(driver, 60).until(ec.presence_of_element_located((By.ID, "signed-banner")))
+    assert f"Signed as version {version}." in driver.find_element(By.ID, "signed-banner").text
+    return label
+
+
+def _cookie(value: str, *, as_json: bool = False) -> dict[str, str]:
+    """Request headers carrying `value` as the review session cookie (and asking for JSON answers)."""
+    from services.review.app import SESSION_COOKIE
+
+    return {"Cookie": f"{SESSION_COOKIE}={value}", **({"Accept": "application/json"} if as_json else {})}
+
+
+def _signers(refs: list[dict]) -> list[tuple[str, str]]:
+    return [(r["identifier"]["value"], r["display"]) for r in refs]
+
+
+def _sr_people(ds) -> list[str]:
+    return [str(i.PersonName) for i in ds.ContentSequence if i.ValueType == "PNAME"]
+
+
+def _sr_predecessor(ds) -> str | None:
+    if "PredecessorDocumentsSequence" not in ds:
+        return None
+    return str(ds.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+
+
+def test_resident_signs_attending_cosigns_and_amends_each_version_delivered_once(review_stack: Settings, peers: Peers, browser) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from radalign.drafting.sr import read_sr_text
+    from radalign.review.session import SessionCodec
+    from services.review.app import SESSION_COOKIE
+
+    settings, driver = review_stack, browser
+    base = f"http://127.0.0.1:{settings.web_port('review')}"
+    study_uid, patient_id = f"2.25.{uuid.uuid4().int}", f"IT-PAT-{uuid.uuid4().hex[:8].upper()}"
+    key = _post(settings, chest_jpeg_files()[5], study_uid, patient_id, "routine")
+    _wait_worklist(base, {key})
+    destinations = {d["name"] for d in peers.destinations(settings)}
+    # The AI's draft goes to the PACS and the EHR first (the RIS takes signed versions only).
+    _wait_delivered(settings, key, destinations - {"ris"}, None)
+    study_path = f"/studies/{key}"
+
+    # 1. The resident signs: preliminary, and the study stays on the worklist for the co-signature.
+    _log_in(driver, base, *RESIDENT, "resident", study_path)
+    report_id = driver.find_element(By.NAME, "report_id").get_attribute("value")
+    assert _sign_in_editor(driver, 1) == "Sign as Rex Resident (resident)"
+    assert driver.find_element(By.ID, "final-v1").text.startswith("v1 (preliminary) signed by Rex Resident (resident)")
+    assert key in {i["study_key"] for i in _wait_worklist(base, {key})}
+    took = {1: _wait_delivered(settings, key, destinations, 1)}
+    _log_out(driver)
+
+    # 2. The attending co-signs, from the resident's text, adding the effusion: final.
+    _log_in(driver, base, *ATTENDING, "radiologist", study_path)
+    assert driver.find_element(By.ID, "findings").get_attribute("value") == SIGNED_TEXT[1][0]
+    assert _sign_in_editor(driver, 2) == "Co-sign as Ann Attending (radiologist)"
+    assert driver.find_element(By.ID, "final-v2").text.startswith("v2 (final) signed by Ann Attending (radiologist)")
+    took[2] = _wait_delivered(settings, key, destinations, 2)
+    worklist = httpx.get(f"{base}/api/worklist", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
+    assert key not in {i["study_key"] for i in worklist}
+
+    # 3. The attending amends the released report (the form's default change): amended.
+    assert Select(driver.find_element(By.ID, "change")).first_selected_option.get_attribute("value") == "amended"
+    assert driver.find_element(By.ID, "findings").get_attribute("value") == SIGNED_TEXT[2][0]
+    assert _sign_in_editor(driver, 3) == "Sign as Ann Attending (radiologist)"
+    assert driver.find_element(By.ID, "final-v3").text.startswith("v3 (amended) signed by Ann Attending (radiologist)")
+    took[3] = _wait_delivered(settings, key, destinations, 3)
+    print(f"\nsigned version -> delivered to {sorted(destinations)}: " + ", ".join(f"v{v} {s:.1f} s" for v, s in took.items()))
+
+    # Refusals, with the attending's own session at hand: nothing of these is signed or delivered.
+    cookie = driver.get_cookie(SESSION_COOKIE)["value"]
+    page = httpx.get(f"{base}{study_path}", headers={"Accept": "text/html", **_cookie(cookie)}, timeout=60).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    form = {"findings": "Edited outside the editor.", "impression": "Forged.", "report_id": report_id, "csrf": csrf}
+    segments = cookie.split(".")
+    middle = len(segments[3]) // 2
+    segments[3] = segments[3][:middle] + ("A" if segments[3][middle] != "A" else "B") + segments[3][middle + 1:]
+    edited = ".".join(segments)  # one character of the sealed cookie's ciphertext changed
+    assert httpx.get(f"{base}/api/worklist", headers=_cookie(edited), timeout=10).status_code == 401
+    assert httpx.post(f"{base}{study_path}/sign", data=form, headers=_cookie(edited, as_json=True), timeout=30).status_code == 401
+    forged = SessionCodec("not-the-review-key").seal({"name": ATTENDING[0], "identifier": ATTENDING[1], "role": "radiologist", "csrf": csrf})
+    assert httpx.post(f"{base}{study_path}/sign", data=form, headers=_cookie(forged, as_json=True), timeout=30).status_code == 401
+    no_csrf = httpx.post(f"{base}{study_path}/sign", data={k: v for k, v in form.items() if k != "csrf"}, headers=_cookie(cookie, as_json=True), timeout=30)
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json()["detail"]
+    with httpx.Client(base_url=base, timeout=60) as resident:  # the resident may not change the released report
+        login = {"name": RESIDENT[0], "identifier": RESIDENT[1], "role": "resident", "token": TOKEN, "next": "/"}
+        assert resident.post("/login", data=login).status_code == 303
+        own = re.search(r'name="csrf" value="([^"]+)"', resident.get(study_path, headers={"Accept": "text/html"}).text).group(1)
+        refused = resident.post(f"{study_path}/sign", data=form | {"csrf": own}, headers={"Accept": "application/json"})
+        assert refused.status_code == 422 and "only an attending" in refused.json()["detail"]
+    trail = httpx.get(f"{base}/api/studies/{key}/audit", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()["audit"]
+    assert [(a["role"], a["detail"].get("status")) for a in trail if a["action"] == "signed"] == [
+        ("resident", "preliminary"), ("radiologist", "final"), ("radiologist", "amended")]
+    assert [a["role"] for a in trail if a["action"] == "refused"] == ["resident"]
+
+    time.sleep(5)  # anything sent twice, or sent for a refused request, would have arrived by now
+
+    # The RIS: three ORU^R01 for this patient, P, F, C in order, each naming its signer.
+    messages = [m for m in peers.ris.messages() if str(m.segment("PID")(3)).split("^")[0] == patient_id]
+    assert [str(m.segment("MSH")(9)) for m in messages] == ["ORU^R01^ORU_R01"] * 3
+    assert [str(m.segment("OBR")(25)) for m in messages] == ["P", "F", "C"]
+    assert [str(m.segment("OBR")(32)).split("&")[:3] for m in messages] == [
+        ["res-101", "Resident", "Rex"], ["att-202", "Attending", "Ann"], ["att-202", "Attending", "Ann"]]
+    assert str(messages[1].segment("OBR")(33)).split("&")[:3] == ["res-101", "Resident", "Rex"]  # the co-signed resident
+    assert len({str(m.segment("MSH")(10)) for m in messages}) == 3
+    for version, message in enumerate(messages, start=1):
+        findings = [str(o(5)) for o in message.segments("OBX") if str(o(3)).startswith("59776-5")]
+        impression = [str(o(5)) for o in message.segments("OBX") if str(o(3)).startswith("19005-8")]
+        assert (findings, impression) == ([SIGNED_TEXT[version][0]], [SIGNED_TEXT[version][1]])
+        assert {str(o(11)) for o in message.segments("OBX")} == {"PFC"[version - 1]}
+    assert not PSEUDONYM.search("".join(str(m) for m in messages))
+
+    # The EHR: one DiagnosticReport whose history holds the draft and each signed version once.
+    fhir = peers.fhir
+    (dr,) = [r for r in fhir.all("DiagnosticReport") if r.get("subject", {}).get("identifier", {}).get("value") == patient_id]
+    history = httpx.get(f"{fhir.base_url}/DiagnosticReport/{dr['id']}/_history", timeout=10).json()
+    draft, *signed = [e["resource"] for e in reversed(history["entry"])]
+    assert [draft["status"], *(v["status"] for v in signed)] == ["preliminary", "preliminary", "final", "amended"]
+    assert "performer" not in draft and "extension" not in draft
+    interpreters = {1: [("res-101", "Rex Resident")], 2: [("att-202", "Ann Attending"), ("res-101", "Rex Resident")], 3: [("att-202", "Ann Attending")]}
+    for version, dr_version in enumerate(signed, start=1):
+        signer = interpreters[version][0]
+        extensions = {e["url"]: e["valueIdentifier"]["value"] for e in dr_version["extension"]}
+        assert extensions == {VERSION_EXT: f"{report_id}-v{version}", **({REPLACES_EXT: f"{report_id}-v{version - 1}"} if version > 1 else {})}
+        assert _signers(dr_version["performer"]) == [signer] and _signers(dr_version["resultsInterpreter"]) == interpreters[version]
+        assert dr_version["conclusion"] == SIGNED_TEXT[version][1]
+        assert sorted(c["text"] for c in dr_version["conclusionCode"]) == sorted(f for f, v in STATED[version].items() if v == "Present")
+        # the coded results of this version: the Observations it references, as stored with it
+        coded = {}
+        for ref in dr_version["result"]:
+            obs_id = ref["reference"].split("/")[1]
+            (obs,) = [o for o in fhir.versions("Observation", obs_id) if o["issued"] == dr_version["issued"]]
+            assert obs["status"] == dr_version["status"] and _signers(obs["performer"]) == [signer]
+            coded[obs["code"]["text"]] = obs["valueCodeableConcept"]["text"]
+        assert coded == STATED[version], f"version {version}: the coded results differ from the signed text"
+    assert not PSEUDONYM.search(json.dumps(history)) and not fhir.rejected
+
+    # The PACS: one SR per version in the study (the draft's and one per signed version), linked.
+    if not peers.orthanc:
+        import warnings
+
+        warnings.warn("Orthanc is not installed (apt-get install orthanc): the PACS part of the signed-record test was skipped", stacklevel=1)
+        return
+    from radalign.stack import orthanc
+
+    pacs = orthanc.http_url(settings)
+    (orthanc_study,) = httpx.post(f"{pacs}/tools/find", json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}}, timeout=10).json()
+    series = [s for s in httpx.get(f"{pacs}/studies/{orthanc_study}/series", timeout=10).json() if s["MainDicomTags"].get("Modality") == "SR"]
+    raws = [httpx.get(f"{pacs}/instances/{i}/file", timeout=10).content for s in series for i in s["Instances"]]
+    srs = {read_sr_text(raw)["findings"]: pydicom.dcmread(BytesIO(raw)) for raw in raws}
+    assert len(raws) == 4 and len({ds.SOPInstanceUID for ds in srs.values()}) == 4, sorted(srs)
+    sr1, sr2, sr3 = (srs.pop(SIGNED_TEXT[v][0]) for v in (1, 2, 3))
+    (sr_draft,) = srs.values()
+    assert (sr_draft.VerificationFlag, sr_draft.CompletionFlag, _sr_predecessor(sr_draft), _sr_people(sr_draft)) == ("UNVERIFIED", "PARTIAL", None, [])
+    assert (sr1.VerificationFlag, sr1.PreliminaryFlag, sr1.CompletionFlag) == ("UNVERIFIED", "PRELIMINARY", "COMPLETE")
+    assert _sr_predecessor(sr1) is None and _sr_people(sr1) == ["Resident^Rex"]
+    for sr, earlier, people in ((sr2, sr1, ["Attending^Ann", "Resident^Rex"]), (sr3, sr2, ["Attending^Ann"])):
+        assert (sr.VerificationFlag, sr.PreliminaryFlag, sr.CompletionFlag) == ("VERIFIED", "FINAL", "COMPLETE")
+        verifier = sr.VerifyingObserverSequence[0]
+        assert str(verifier.VerifyingObserverName) == "Attending^Ann" and verifier.VerifyingObserverIdentificationCodeSequence[0].CodeValue == "att-202"
+        assert _sr_predecessor(sr) == earlier.SOPInstanceUID and _sr_people(sr) == people
+    for sr in (sr_draft, sr1, sr2, sr3):
+        assert sr.StudyInstanceUID == study_uid and sr.PatientID == patient_id

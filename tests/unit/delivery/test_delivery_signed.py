@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from delivery_helpers import KEY, StoreSCP, make_identity, make_report, seed_patient
 
@@ -112,6 +113,12 @@ async def test_resident_preliminary_then_cosigned_final_then_amended(peers):
     assert {r.outcome for r in await core.deliver(v2)} == {"skipped"}
     assert {r.outcome for r in await core.deliver(ReportVersion(make_report()))} == {"skipped"}
     assert fhir.all("DiagnosticReport")[0]["status"] == "amended"
+    # the server keeps every version it stored, each once: the draft, then P, F, C (the skipped redeliveries added none)
+    async with httpx.AsyncClient(timeout=10) as http:
+        history = (await http.get(f"{fhir.base_url}/DiagnosticReport/{dr['id']}/_history")).json()
+        second = (await http.get(f"{fhir.base_url}/DiagnosticReport/{dr['id']}/_history/2")).json()
+    assert history["type"] == "history" and [e["resource"]["status"] for e in history["entry"]] == ["amended", "final", "preliminary", "preliminary"]
+    assert second["meta"]["versionId"] == "2" and _who(second["performer"]) == [("res-7", "Rex Resident")]
 
     # no pseudonym ever appears in a delivered record
     everything = json.dumps(fhir.resources) + "".join(str(ds) for ds in scp.received)  # both SRs

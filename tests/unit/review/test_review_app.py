@@ -268,3 +268,45 @@ async def test_outside_dev_the_form_login_is_off_without_an_identity_provider(tm
         assert (await client.get("/login")).status == 503
         r = await client.post("/login", data={"name": "Mallory", "role": "radiologist", "token": "read-" + "y" * 8})
         assert r.status == 404
+
+
+def _edited(cookie: str, part: int) -> str:
+    """The sealed cookie with one character of its `part`-th JWE segment changed (3: ciphertext, 4: tag)."""
+    segments = cookie.split(".")
+    text = segments[part]
+    i = len(text) // 2
+    segments[part] = text[:i] + ("A" if text[i] != "A" else "B") + text[i + 1:]
+    return ".".join(segments)
+
+
+async def test_an_edited_or_forged_cookie_a_missing_csrf_token_and_a_role_that_may_not_sign_are_refused(env):
+    """The legal record's guards, each on its own: nothing is signed by any refused request."""
+    client, store, publisher, core = env
+    draft = store.drafts["st-routine0000001"]
+    form = {"findings": draft.findings, "impression": draft.impression, "report_id": draft.report_id, "csrf": CSRF}
+    sign = "/studies/st-routine0000001/sign"
+    attending = _session("Ann Attending", identifier="att-1")[SESSION_COOKIE]
+    assert (await client.get("/api/worklist", cookies={SESSION_COOKIE: attending})).status == 200
+    # an edited cookie (one character of the ciphertext or of the authentication tag) is no session
+    for part in (3, 4):
+        edited = {SESSION_COOKIE: _edited(attending, part)}
+        assert (await client.get("/api/worklist", cookies=edited)).status == 401
+        assert (await client.post(sign, data=form, cookies=edited)).status == 401
+    # a forged one: a well-formed session claiming an attending, sealed with another key
+    forged = _session("Mallory", identifier="att-1", secret="not-the-review-key")
+    assert (await client.post(sign, data=form, cookies=forged)).status == 401
+    # a valid session without the form's CSRF token
+    r = await client.post(sign, data={k: v for k, v in form.items() if k != "csrf"}, cookies={SESSION_COOKIE: attending})
+    assert r.status == 403 and "CSRF" in (await r.json())["detail"]
+    # roles: the form login knows only reviewer roles; a session without one (sealed with the key
+    # but holding another role, or none) signs nothing, and never defaults to an attending
+    r = await client.post("/login", data={"name": "Carl Clerk", "role": "clerk", "token": TOKEN}, allow_redirects=False)
+    assert r.status == 400 and SESSION_COOKIE not in r.cookies
+    for role in ("clerk", ""):
+        r = await client.post(sign, data=form, cookies=_session("Carl Clerk", role=role, identifier="clerk-1"))
+        assert r.status == 403 and "no reviewer role" in (await r.json())["detail"]
+    assert publisher.events == [] and store.signed == {}
+    assert [(a[0], a[3], a[5].get("reason")) for a in store.audits] == [("refused", "clerk", "no reviewer role"), ("refused", "", "no reviewer role")]
+    # the same attending's session, intact and with the token, signs
+    r = await client.post(sign, data=form, cookies={SESSION_COOKIE: attending})
+    assert r.status == 201 and (await r.json())["status"] == "final"
