@@ -686,6 +686,11 @@ def test_resident_signs_attending_cosigns_and_amends_each_version_delivered_once
     (orthanc_study,) = httpx.post(f"{pacs}/tools/find", json={"Level": "Study", "Query": {"StudyInstanceUID": study_uid}}, timeout=10).json()
     series = [s for s in httpx.get(f"{pacs}/studies/{orthanc_study}/series", timeout=10).json() if s["MainDicomTags"].get("Modality") == "SR"]
     raws = [httpx.get(f"{pacs}/instances/{i}/file", timeout=10).content for s in series for i in s["Instances"]]
+    # the report's text SRs; the AI results SR (TID 1500, Comprehensive 3D SR) sits beside the draft's
+    comprehensive_3d = "1.2.840.10008.5.1.4.1.1.88.34"
+    texts = [raw for raw in raws if pydicom.dcmread(BytesIO(raw), stop_before_pixels=True).SOPClassUID != comprehensive_3d]
+    assert len(raws) - len(texts) <= 1, "at most one AI results SR, the draft's"
+    raws = texts
     srs = {read_sr_text(raw)["findings"]: pydicom.dcmread(BytesIO(raw)) for raw in raws}
     assert len(raws) == 4 and len({ds.SOPInstanceUID for ds in srs.values()}) == 4, sorted(srs)
     sr1, sr2, sr3 = (srs.pop(SIGNED_TEXT[v][0]) for v in (1, 2, 3))

@@ -18,7 +18,7 @@ from radalign.delivery.check import check_all, delivery_app
 from radalign.delivery.destinations import load_config
 
 #: answers of the fake HTTP server, by path
-CAPABILITY = {"resourceType": "CapabilityStatement", "fhirVersion": "5.0.0", "status": "active", "kind": "instance"}
+CAPABILITY = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1", "status": "active", "kind": "instance"}  # R4: the default
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -40,8 +40,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/secured/metadata"):
             ok = self.headers.get("Authorization") == "Bearer tok-1"
             self._send(200 if ok else 401, CAPABILITY if ok else None)
-        elif self.path.startswith("/r4/metadata"):
-            self._send(200, CAPABILITY | {"fhirVersion": "4.0.1"})
+        elif self.path.startswith("/r5/metadata"):
+            self._send(200, CAPABILITY | {"fhirVersion": "5.0.0"})
         elif self.path.startswith("/dicomweb/studies"):
             self._send(200, {})
         else:
@@ -115,7 +115,7 @@ async def test_every_destination_reachable(http_server, echo_scp, mllp_listener,
     assert all(r.ok for r in results), [r.line() for r in results]
     by_name = {r.name: r for r in results}
     assert "C-ECHO" in by_name["pacs"].detail
-    assert "OAuth token fetched" in by_name["ehr-oauth"].detail and "FHIR 5.0.0" in by_name["ehr-oauth"].detail
+    assert "OAuth token fetched" in by_name["ehr-oauth"].detail and "FHIR 4.0.1" in by_name["ehr-oauth"].detail
 
 
 async def test_failures_name_their_cause(http_server, echo_scp, monkeypatch):
@@ -124,7 +124,7 @@ async def test_failures_name_their_cause(http_server, echo_scp, monkeypatch):
     doc = json.dumps({"destinations": [
         {"name": "wrong-ae", "kind": "dicom", "ae_title": "NOTPACS", "host": "127.0.0.1", "port": echo_scp},
         {"name": "no-pacs", "kind": "dicom", "ae_title": "PACS", "host": "127.0.0.1", "port": closed},
-        {"name": "r4-server", "kind": "fhir", "base_url": f"{http_server}/r4"},
+        {"name": "r5-server", "kind": "fhir", "base_url": f"{http_server}/r5"},  # the destination expects R4 (the default)
         {"name": "no-fhir", "kind": "fhir", "base_url": f"{http_server}/nothing"},
         {"name": "bad-client", "kind": "fhir", "base_url": f"{http_server}/secured",
          "auth": {"type": "oauth2-client-credentials", "token_url": f"{http_server}/wrong-token", "client_id": "x",
@@ -138,7 +138,7 @@ async def test_failures_name_their_cause(http_server, echo_scp, monkeypatch):
     assert not any(r.ok for r in results.values()), [r.line() for r in results.values()]
     assert "rejected" in results["wrong-ae"].detail and "NOTPACS" in results["wrong-ae"].detail
     assert "no association" in results["no-pacs"].detail
-    assert "4.0.1" in results["r4-server"].detail and "R5" in results["r4-server"].detail
+    assert "5.0.0" in results["r5-server"].detail and "R4" in results["r5-server"].detail
     assert "HTTP 404" in results["no-fhir"].detail
     assert "token" in results["bad-client"].detail and "401" in results["bad-client"].detail
     assert "CHECK_TEST_UNSET_SECRET" in results["no-secret"].detail
