@@ -130,13 +130,29 @@ def _birth_date(value: str) -> date | None:
         return None
 
 
+def dicom_study_uid(original: str) -> str:
+    """The study's UID in DICOM outputs: the original when it is a valid UID (a DICOM study), else
+    one derived from it deterministically under the 2.25 root (an HTTP upload's free-text study id
+    is no UID: written as one, PACS refuse it and pydicom warns with the id in the message)."""
+    import hashlib
+    import re
+
+    from pydicom.uid import RE_VALID_UID  # a pattern test: building a pydicom UID from the id would warn with it
+
+    value = (original or "").strip()
+    if len(value) <= 64 and re.match(RE_VALID_UID, value):
+        return value
+    # 2.25 + a 128-bit integer (PS3.5 B.2), from a hash: the same id always gives the same UID
+    return "2.25." + str(int(hashlib.sha256(f"radalign-study|{value}".encode()).hexdigest()[:32], 16))
+
+
 def identity_from_row(row: Mapping[str, Any], routing: Mapping[str, Any], instances: Sequence[Mapping[str, Any]]) -> StudyIdentity:
     """The identity from a `study_pseudonyms` row, its `routing` facts and its instances."""
     requests = routing.get("RequestAttributes") or [{}]
     first_request = requests[0] if isinstance(requests, list) and requests and isinstance(requests[0], dict) else {}
     return StudyIdentity(
         study_key=row["study_key"],
-        study_instance_uid=row["study_instance_uid"],
+        study_instance_uid=dicom_study_uid(row["study_instance_uid"]),
         patient_id=row["patient_id"],
         patient_name=row["patient_name"],
         issuer_of_patient_id=_text(routing, "IssuerOfPatientID"),

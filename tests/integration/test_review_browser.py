@@ -705,3 +705,14 @@ def test_resident_signs_attending_cosigns_and_amends_each_version_delivered_once
         assert _sr_predecessor(sr) == earlier.SOPInstanceUID and _sr_people(sr) == people
     for sr in (sr_draft, sr1, sr2, sr3):
         assert sr.StudyInstanceUID == study_uid and sr.PatientID == patient_id
+
+
+def test_the_senders_ids_reach_no_log_after_review_and_delivery(review_stack: Settings) -> None:
+    """After the studies above were drafted, signed and delivered to the PACS, the FHIR server and
+    the RIS, no worker's log holds the ids their sender typed (free-text study ids were once
+    written as the SR's StudyInstanceUID and echoed by pydicom's warnings)."""
+    secrets = ["IT-REVIEW-R", "IT-REVIEW-S", "IT-PAT-R", "IT-PAT-S"]
+    logs = sorted((review_stack.state_dir / "logs").glob("*.log"))
+    assert logs, "the workers write their logs under the state folder"
+    found = sorted({f"{log.name}: {s}" for log in logs for s in secrets if s in log.read_text(errors="replace")})
+    assert not found, f"sender ids in the logs: {found}"

@@ -306,3 +306,15 @@ def test_ai_results_sr_passes_dciodvfy(report, tmp_path, with_library):
     out = _dicom_validator_report(path)
     assert "Comprehensive3DSR" in out, out
     assert "Error" not in out and "Warning" not in out, out
+
+
+def test_a_free_text_study_id_becomes_a_valid_derived_study_uid():
+    from pydicom.uid import UID
+
+    from radalign.drafting.identity import dicom_study_uid
+
+    real = "1.2.826.0.1.3680043.8.498.1"
+    assert dicom_study_uid(real) == real  # a DICOM study keeps its UID
+    derived = dicom_study_uid("DEMO-20261207-STUDY-007")
+    assert UID(derived).is_valid and derived.startswith("2.25.") and "DEMO" not in derived
+    assert derived == dicom_study_uid("DEMO-20261207-STUDY-007") != dicom_study_uid("DEMO-20261207-STUDY-008")  # stable, distinct
