@@ -17,10 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import typer
 import yaml
 
-from radalign import __version__
+from radalign import __version__, generated
 from radalign.config import Settings
 from radalign.pipeline import ALL_TOPICS, CONSUMER_STAGES, STAGES, stage_spec
 from schemas.events import Priority
@@ -895,44 +894,17 @@ def render_all() -> dict[str, str]:
 
 def stale_files(root: Path | None = None) -> list[str]:
     """Generated files (under `root`, default the repository) missing or differing from what the code renders now."""
-    root = root or REPO_ROOT
-    stale = []
-    for rel, text in render_all().items():
-        path = root / rel
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            stale.append(rel)
-    return stale
+    return generated.stale(render_all(), root or REPO_ROOT)
 
 
 def write_all(root: Path | None = None) -> list[Path]:
-    root = root or REPO_ROOT
-    written = []
-    for rel, text in render_all().items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
+    return generated.write(render_all(), root or REPO_ROOT)
 
 
 #: `radalign k8s render|check` when the lead mounts it: `app.add_typer(deploy_app, name="k8s")`.
-deploy_app = typer.Typer(no_args_is_help=True, help="Kubernetes manifests generated from the stage and topic catalogue.")
-
-
-@deploy_app.command("render")
-def render_command() -> None:
-    """Rewrite the generated manifests under k8s/."""
-    for path in write_all():
-        typer.echo(path.relative_to(REPO_ROOT).as_posix())
-
-
-@deploy_app.command("check")
-def check_command() -> None:
-    """Exit 1 when a generated manifest differs from what the code gives."""
-    stale = stale_files()
-    for rel in stale:
-        typer.echo(f"stale: {rel} (run `radalign k8s render`)", err=True)
-    raise typer.Exit(1 if stale else 0)
+deploy_app = generated.generated_files_app(
+    "Kubernetes manifests generated from the stage and topic catalogue.", render_all, lambda: REPO_ROOT, "radalign k8s render"
+)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m radalign.deploy render|check`

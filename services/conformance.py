@@ -23,9 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from radalign import __version__
+from radalign import __version__, generated
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS_DIR = "docs/conformance"
@@ -449,39 +447,17 @@ def render_all() -> dict[str, str]:
 
 
 def stale_files(root: Path | None = None, rendered: dict[str, str] | None = None) -> list[str]:
-    root = root or REPO_ROOT
-    rendered = rendered if rendered is not None else render_all()
-    return [rel for rel, text in rendered.items() if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
+    return generated.stale(rendered if rendered is not None else render_all(), root or REPO_ROOT)
 
 
 def write_all(root: Path | None = None) -> list[Path]:
-    root = root or REPO_ROOT
-    written = []
-    for rel, text in render_all().items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
+    return generated.write(render_all(), root or REPO_ROOT)
 
 
-conformance_app = typer.Typer(no_args_is_help=True, help="Conformance documents (OpenAPI, AsyncAPI, DICOM, FHIR) under docs/conformance.")
+conformance_app = generated.generated_files_app(
+    "Conformance documents (OpenAPI, AsyncAPI, DICOM, FHIR) under docs/conformance.", render_all, lambda: REPO_ROOT, "radalign conformance render"
+)
 
-
-@conformance_app.command("render")
-def render_command() -> None:
-    """Rewrite the conformance documents under docs/conformance/."""
-    for path in write_all():
-        typer.echo(path.relative_to(REPO_ROOT).as_posix())
-
-
-@conformance_app.command("check")
-def check_command() -> None:
-    """Exit 1 when a committed conformance document differs from what the code gives."""
-    stale = stale_files()
-    for rel in stale:
-        typer.echo(f"stale: {rel} (run `radalign conformance render`)", err=True)
-    raise typer.Exit(1 if stale else 0)
 
 if __name__ == "__main__":  # pragma: no cover - `python -m services.conformance render|check`
     conformance_app()

@@ -34,6 +34,20 @@ _FALLBACK_CRITERIA: dict[Observation, tuple[str, ...]] = {
     Observation.SUPPORT_DEVICES: ("lines, tubes, pacemaker or other hardware",),
 }
 
+#: SNOMED CT where one concept clearly matches CheXpert's observation (FHIR Observations, the TID
+#: 1500 SR); the others (Lung Opacity, Lung Lesion, Enlarged Cardiomediastinum, Pleural Other,
+#: Support Devices, No Finding) carry the CheXpert code alone rather than a guessed SNOMED concept.
+SNOMED_FINDINGS: dict[Observation, tuple[str, str]] = {
+    Observation.CARDIOMEGALY: ("8186001", "Cardiomegaly"),
+    Observation.EDEMA: ("19242006", "Pulmonary edema"),
+    Observation.CONSOLIDATION: ("95436008", "Lung consolidation"),
+    Observation.PNEUMONIA: ("233604007", "Pneumonia"),
+    Observation.ATELECTASIS: ("46621007", "Atelectasis"),
+    Observation.PNEUMOTHORAX: ("36118008", "Pneumothorax"),
+    Observation.PLEURAL_EFFUSION: ("60046008", "Pleural effusion"),
+    Observation.FRACTURE: ("125605004", "Fracture of bone"),
+}
+
 #: Plain names for prompts and impressions.
 NAMES: dict[Observation, str] = {o: o.value.lower() for o in Observation}
 

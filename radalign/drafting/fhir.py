@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from radalign.drafting.assessment import assessment_line
+from radalign.drafting.concepts import SNOMED_FINDINGS
 from radalign.drafting.identity import StudyIdentity
 from schemas.events import Certainty, ConceptScore, Observation, ReportDrafted
 
@@ -75,19 +76,6 @@ MRN_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203
 AIAST = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "AIAST", "display": "Artificial Intelligence asserted"}
 IMAGING_CATEGORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "imaging", "display": "Imaging"}]}
 DRAFT_NOTE = "Preliminary draft written by RadAlign Stream (AI); not verified by a radiologist."
-# SNOMED CT only where one concept clearly matches CheXpert's observation; the others (Lung
-# Opacity, Lung Lesion, Enlarged Cardiomediastinum, Pleural Other, Support Devices, No Finding)
-# carry the CheXpert code alone rather than a guessed SNOMED concept.
-SNOMED_FINDINGS: dict[Observation, tuple[str, str]] = {
-    Observation.CARDIOMEGALY: ("8186001", "Cardiomegaly"),
-    Observation.EDEMA: ("19242006", "Pulmonary edema"),
-    Observation.CONSOLIDATION: ("95436008", "Lung consolidation"),
-    Observation.PNEUMONIA: ("233604007", "Pneumonia"),
-    Observation.ATELECTASIS: ("46621007", "Atelectasis"),
-    Observation.PNEUMOTHORAX: ("36118008", "Pneumothorax"),
-    Observation.PLEURAL_EFFUSION: ("60046008", "Pleural effusion"),
-    Observation.FRACTURE: ("125605004", "Fracture of bone"),
-}
 STATE_VALUES: dict[Certainty, tuple[str, str]] = {
     Certainty.PRESENT: ("52101004", "Present"),
     Certainty.ABSENT: ("2667000", "Absent"),

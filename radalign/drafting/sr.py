@@ -59,6 +59,7 @@ from pydicom.uid import UID
 
 from radalign import __version__
 from radalign.drafting.assessment import assessment_line
+from radalign.drafting.concepts import SNOMED_FINDINGS
 from radalign.drafting.identity import StudyIdentity
 from schemas.events import Certainty, ConceptScore, Observation, ReportDrafted
 
@@ -312,17 +313,6 @@ AI_SR_SERIES_NUMBER = 9002
 #: Private coding scheme (PS3.16 8.2 "99" prefix) of the CheXpert observations without an
 #: unambiguous SNOMED CT concept.
 CHEXPERT_SCHEME = "99CHEXPERT"
-#: SNOMED CT where one concept clearly matches CheXpert's observation (as in the FHIR output).
-SNOMED_FINDINGS: dict[Observation, tuple[str, str]] = {
-    Observation.CARDIOMEGALY: ("8186001", "Cardiomegaly"),
-    Observation.EDEMA: ("19242006", "Pulmonary edema"),
-    Observation.CONSOLIDATION: ("95436008", "Lung consolidation"),
-    Observation.PNEUMONIA: ("233604007", "Pneumonia"),
-    Observation.ATELECTASIS: ("46621007", "Atelectasis"),
-    Observation.PNEUMOTHORAX: ("36118008", "Pneumothorax"),
-    Observation.PLEURAL_EFFUSION: ("60046008", "Pleural effusion"),
-    Observation.FRACTURE: ("125605004", "Fracture of bone"),
-}
 STATE_CODES: dict[Certainty, Code] = {
     Certainty.PRESENT: Code("52101004", "SCT", "Present"),
     Certainty.ABSENT: Code("2667000", "SCT", "Absent"),
