@@ -536,8 +536,9 @@ def _sign_in_editor(driver, version: int) -> str:
     button = driver.find_element(By.ID, "sign-button")
     label = button.text
     button.click()
-    WebDriverWait(driver, 60).until(ec.presence_of_element_located((By.ID, "signed-banner")))
-    assert f"Signed as version {version}." in driver.find_element(By.ID, "signed-banner").text
+    # the page before the click may still show the previous version's banner: wait for this one's text
+    # (the wait ignores a missing element while the answer page loads, and re-finds a stale one)
+    WebDriverWait(driver, 60).until(ec.text_to_be_present_in_element((By.ID, "signed-banner"), f"Signed as version {version}."))
     return label
 
 
