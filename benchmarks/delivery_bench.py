@@ -39,9 +39,9 @@ from radalign.delivery.version import ReportVersion  # noqa: E402
 from radalign.drafting.fhir import transaction_bundle  # noqa: E402
 from radalign.drafting.identity import StaticReidentifier, StudyIdentity  # noqa: E402
 from radalign.drafting.sr import BASIC_TEXT_SR  # noqa: E402
+from radalign.loopback.fhir_server import LoopbackFhirServer  # noqa: E402
 from radalign.stack import orthanc  # noqa: E402
 from radalign.stack.manager import down, up  # noqa: E402
-from radalign.testing.fhir_server import LoopbackFhirServer  # noqa: E402
 from radalign.testing.stack import short_state_dir, stack_settings  # noqa: E402
 from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, ReportDrafted, StudyRef  # noqa: E402
 

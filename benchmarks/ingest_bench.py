@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from radalign.blobstore import LocalBlobStore  # noqa: E402
 from radalign.config import Settings  # noqa: E402
 from radalign.ingest.pseudonyms import InMemoryPseudonymStore  # noqa: E402
-from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths  # noqa: E402
+from radalign.samples import chest_cr_path, chest_jpeg_paths  # noqa: E402
 from schemas.topics import STUDY_RECEIVED  # noqa: E402
 
 CXR = REPO.parent / "shared" / "data" / "cxr-public" / "images"

@@ -114,7 +114,7 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=1000, help="IU reports loaded into the case store")
     args = parser.parse_args()
 
-    from radalign.demo import ensure_iu_cases
+    from radalign.kb.ingest import ensure_iu_cases
     from radalign.pipeline import STAGES
     from radalign.stack import down, stop, up
     from radalign.stack.workers import worker_name

@@ -182,7 +182,7 @@ def outbox_requeue_unreported(
 @schemas_app.command("export")
 def schemas_export() -> None:
     """Regenerate schemas/json/*.v1.json from the contract models."""
-    from schemas.export import export
+    from radalign.schemas_export import export
 
     for path in export():
         typer.echo(path)

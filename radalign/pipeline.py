@@ -7,7 +7,8 @@ stage's input contract (`Stage.input`), the embedded stack's workers and ports, 
 topics, and the generated Kubernetes manifests (`radalign.deploy`).
 
 Adding a stage is one folder (`services/<name>/agent.py` with a `main(settings)`) plus one entry
-here. Data flows one way: each stage's input is an output of a stage declared before it.
+here. Data flows one way: each stage's input is an output of a stage declared before it, and
+`check_graph` enforces it at import; the stage runner refuses an output a stage did not declare.
 """
 
 from __future__ import annotations
@@ -93,9 +94,48 @@ GRAPH: tuple[StageSpec, ...] = (
               egress=("postgres", "pacs", "fhir"), serves_reports=True, extra_inputs=(REPORT_FINAL,)),
 )
 
+class GraphError(ValueError):
+    """The stage graph contradicts itself (a wrong wire fails at import, not in production)."""
+
+
+def check_graph(graph: tuple[StageSpec, ...]) -> None:
+    """Raise `GraphError` unless every stage's inputs are written by a stage declared before
+    it, stage names and ports are unique, and no two stages write the same topic."""
+    written: dict[str, str] = {}  # topic -> the stage that writes it
+    names: set[str] = set()
+    ports: set[int] = set()
+    for spec in graph:
+        if spec.name in names or spec.web_port in ports:
+            raise GraphError(f"stage {spec.name}: its name or port {spec.web_port} is declared twice")
+        names.add(spec.name)
+        ports.add(spec.web_port)
+        for topic in spec.inputs:
+            if topic.name not in written:
+                later = next((s.name for s in graph if topic in s.outputs), None)
+                where = f"written only by {later}, declared later" if later else "written by no stage"
+                raise GraphError(f"stage {spec.name} reads {topic.name}, {where}: data must flow one way")
+        for topic in spec.outputs:
+            if topic.name in written:
+                raise GraphError(f"stage {spec.name} writes {topic.name}, which {written[topic.name]} writes already")
+            written[topic.name] = spec.name
+
+
+check_graph(GRAPH)
+
 STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH)
 CONSUMER_STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH if s.consumes)
 _BY_NAME: dict[str, StageSpec] = {s.name: s for s in GRAPH}
+
+
+def upstream_of(topic: TopicSpec, graph: tuple[StageSpec, ...] = GRAPH) -> tuple[str, ...]:
+    """The consuming stages, in graph order, that a record passes through before `topic` is
+    written (the soak test's path from the gateway to the drafted report)."""
+    wanted, found = {topic.name}, []
+    for spec in reversed(graph):
+        if wanted & {t.name for t in spec.outputs} and spec.consumes:
+            found.append(spec.name)
+            wanted |= {t.name for t in spec.inputs}
+    return tuple(reversed(found))
 
 
 def stage_spec(name: str) -> StageSpec:

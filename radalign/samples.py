@@ -2,18 +2,22 @@
 
 - pydicom-data: a real adult PA chest CR (MONOCHROME1, 1955x1841), uncompressed and JPEG 2000;
 - pneumonia-model-package: 16 real pediatric chest X-ray JPEGs (8 normal, 8 pneumonia).
-Only the files are read; neither package is imported for its code.
+Only the files are read; neither package is imported for its code (importing
+pneumonia-model-package would pull TensorFlow). The one home of the samples: tests, benchmarks
+and the demo all read them from here.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pydicom import Dataset
 
+CHEST_CR_FILES = ("RG1_UNCI.dcm", "RG1_J2KI.dcm")
 #: the UIDs that make an object a new study
 _STUDY_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 
@@ -29,7 +33,7 @@ def chest_cr_files() -> list[Path]:
     """The chest CR from pydicom-data: [uncompressed, JPEG 2000] (one study, same UIDs)."""
     from pydicom.data import get_testdata_file
 
-    files = [get_testdata_file(name) for name in ("RG1_UNCI.dcm", "RG1_J2KI.dcm")]
+    files = [get_testdata_file(name) for name in CHEST_CR_FILES]
     if not all(files):
         raise FileNotFoundError("RG1_UNCI.dcm / RG1_J2KI.dcm not found: install pydicom-data")
     return [Path(str(f)) for f in files]
@@ -68,3 +72,29 @@ def shared_data_dir() -> Path | None:
     """`../shared/data` beside the checkout, where real test data lives on the team's machines."""
     candidate = Path(__file__).resolve().parents[2] / "shared" / "data"
     return candidate if candidate.is_dir() else None
+
+
+def chest_cr_path(name: str = "RG1_UNCI.dcm") -> Path | None:
+    """Path of a pydicom-data chest CR, or None when pydicom-data is not installed."""
+    from pydicom.data import get_testdata_file
+
+    try:
+        found = get_testdata_file(name, download=False)
+    except (ValueError, OSError):
+        return None
+    return Path(found) if found else None
+
+
+def chest_jpeg_paths() -> list[Path]:
+    """The chest JPEGs of pneumonia-model-package, sorted; empty when it is not installed."""
+    try:
+        return chest_jpeg_files()
+    except FileNotFoundError:
+        return []
+
+
+def dicom_bytes(ds: Dataset) -> bytes:
+    """A dataset as a DICOM Part 10 file (what STOW-RS and the blob store carry)."""
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -446,3 +447,10 @@ ALL_CONTRACTS: tuple[type[Contract], ...] = (
     DeadLetter,
 )
 
+#: Where the contracts' JSON Schema documents are published (`radalign schemas export` writes them).
+JSON_DIR = Path(__file__).parent / "json"
+
+
+def schema_file(contract: type[Contract]) -> Path:
+    """The JSON Schema file of a contract (its name is also the CloudEvents `dataschema`)."""
+    return JSON_DIR / f"{contract.schema_name}.v{CONTRACT_VERSION}.json"

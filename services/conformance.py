@@ -220,7 +220,7 @@ def _session_cookie() -> str:
 
 def asyncapi() -> Doc:
     from radalign.pipeline import ALL_TOPICS, GRAPH
-    from schemas.export import schema_file
+    from schemas.events import schema_file
     from schemas.topics import TopicSpec
 
     producers: dict[str, list[str]] = {}

@@ -27,8 +27,7 @@ from radalign.config import Settings, csv_list, get_settings
 from radalign.framework import codec
 from radalign.pipeline import STAGES
 from radalign.report_page import write_reports_page
-from radalign.samples import as_new_study, chest_cr_files, chest_jpeg_files
-from radalign.testing.ingest import dicom_bytes
+from radalign.samples import as_new_study, chest_cr_files, chest_jpeg_files, dicom_bytes
 from schemas.events import DeadLetter, ReportDrafted
 from schemas.topics import REPORT_DRAFTED, dead_letter_topic
 
@@ -198,24 +197,10 @@ def timing_table(result: DemoResult) -> Table:
     return table
 
 
-async def ensure_iu_cases(settings: Settings, limit: int | None = None) -> int:
-    """Load the IU reports into the case store unless it already holds cases; returns the count."""
-    from radalign.kb.ingest import IU_SOURCE, IngestReport, default_label_fn, ingest_drafts, iu_drafts
-    from radalign.kb.store import CaseStore
-
-    async with await CaseStore.open(settings) as store:
-        total = (await store.stats()).total
-        if total == 0:
-            report = IngestReport(IU_SOURCE)
-            drafts = iu_drafts(settings.deid_secret, default_label_fn(), limit=limit, report=report)
-            await ingest_drafts(store, drafts, with_images=False, progress=True, report=report)
-            total = (await store.stats()).total
-    return total
-
-
 def run_demo(keep_running: bool = False, timeout_s: float = 300.0, settings: Settings | None = None) -> int:
     from radalign.demo import delivery as delivery_demo
     from radalign.demo import sites as sites_demo
+    from radalign.kb.ingest import ensure_iu_cases
     from radalign.stack import manager, orthanc
 
     settings, fhir, ris = delivery_demo.prepare(settings or get_settings())

@@ -22,9 +22,9 @@ from rich.table import Table
 
 from radalign.config import Settings
 from radalign.delivery.destinations import load_config
+from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.loopback.mllp import MllpListener
 from radalign.stack import orthanc
-from radalign.testing.fhir_server import LoopbackFhirServer
-from radalign.testing.mllp import MllpListener
 
 
 def prepare(settings: Settings) -> tuple[Settings, LoopbackFhirServer | None, MllpListener | None]:

@@ -31,7 +31,7 @@ the same resources instead of duplicating them; a final (signed) version updates
 
 A literal reference that does not resolve makes a FHIR server (HAPI) refuse the whole transaction,
 and so does a conditional reference that matches no resource or several: the loopback server of
-the tests (`radalign.testing.fhir_server`) enforces the same.
+the tests (`radalign.loopback.fhir_server`) enforces the same.
 
 R4: fhir.resources ships R4B models, which are wire-compatible with R4 for these five resources;
 `version="R4"` validates with them (R4B is accepted as an alias).

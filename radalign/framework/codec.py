@@ -13,8 +13,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from schemas.events import Contract
-from schemas.export import schema_file
+from schemas.events import Contract, schema_file
 
 C = TypeVar("C", bound=Contract)
 

@@ -3,8 +3,9 @@
 What it adds to `StageRunner`: consuming the routine and STAT topics as separate agents (a STAT
 study never waits behind a routine backlog), at-least-once delivery (an input offset is committed
 only after its outputs were acknowledged by the broker: `send_and_wait` before the event is
-acked), and the HTTP endpoints Kubernetes and Prometheus need: /metrics, /health/live,
-/health/ready.
+acked), the stage's background tasks, and one web server: the probes and metrics every service
+serves (`radalign.framework.http.probe_routes`), the stage's own routes, and its auth middleware.
+Every stage runs here, the review service included.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
-from faust.web import Request, Response, View
+from faust.exceptions import ConsumerNotStarted
 
 from radalign.config import Settings, csv_list
-from radalign.framework import metrics
+from radalign.framework.http import Probes, probe_routes
 from radalign.framework.logredact import install_log_redaction
 from radalign.framework.retry import retry_until_done
-from radalign.framework.stage import Record, Stage, StageRunner
+from radalign.framework.stage import BackgroundTask, Record, Stage, StageRunner
 from schemas.topics import TopicSpec
 
 log = logging.getLogger("radalign.faust")
@@ -66,6 +68,8 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
         web_metrics_enabled=False,
         stream_wait_empty=False,
         producer_acks=-1,
+        # the stage's auth (bearer tokens, or the review app's session) in front of every route
+        web_application_options={"middlewares": stage.middlewares(settings)},
     )
     runner = StageRunner(stage, settings)
     state: dict = {"last_tick": time.monotonic(), "ready": False, "setup_error": None}
@@ -114,28 +118,28 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
     async def _tick() -> None:
         state["last_tick"] = time.monotonic()
 
-    @app.page("/metrics")
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            return self.bytes(metrics.render(), content_type=metrics.CONTENT_TYPE.split(";")[0])
+    async def live() -> tuple[bool, dict[str, object]]:
+        stalled = time.monotonic() - state["last_tick"]
+        return stalled < LOOP_STALL_S, {"status": "ok" if stalled < LOOP_STALL_S else "stalled", "loop_lag_s": round(stalled, 3)}
 
-    @app.page("/health/live")
-    class LiveView(View):
-        async def get(self, request: Request) -> Response:
-            stalled = time.monotonic() - state["last_tick"]
-            ok = stalled < LOOP_STALL_S
-            return self.json({"status": "ok" if ok else "stalled", "loop_lag_s": round(stalled, 3)}, status=200 if ok else 503)
+    async def ready() -> tuple[bool, dict[str, object]]:
+        try:
+            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+        except ConsumerNotStarted:  # before the worker joined its group: not ready, not an error
+            assigned = []
+        deps_ok, detail = (await stage.ready()) if state["ready"] else (False, f"starting: {state['setup_error'] or 'setup'}")
+        ok = bool(assigned) and deps_ok
+        return ok, {"status": "ready" if ok else "not ready", "partitions": assigned, "dependencies": detail}
 
-    @app.page("/health/ready")
-    class ReadyView(View):
-        async def get(self, request: Request) -> Response:
-            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment()) if app.consumer else []
-            deps_ok, detail = (await stage.ready()) if state["ready"] else (False, f"starting: {state['setup_error'] or 'setup'}")
-            ok = bool(assigned) and deps_ok
-            body = {"status": "ready" if ok else "not ready", "partitions": assigned, "dependencies": detail}
-            return self.json(body, status=200 if ok else 503)
+    async def before_scrape() -> None:
+        if state["ready"]:
+            await stage.before_scrape()
 
-    for route in stage.routes():
+    for task in stage.background_tasks():
+        app.task(_repeat(task, setup_done))
+
+    # The stage's routes first: a route of its own at "/" (the review worklist) wins over Faust's index.
+    for route in [*stage.routes(), *probe_routes(Probes(live, ready, before_scrape))]:
         app.web.web_app.router.add_route(route.method, route.path, route.handler)  # type: ignore[attr-defined]  # faust types app.web as the abstract Web; the aiohttp driver has web_app
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's signal stubs want a `signal` keyword it passes in **kwargs
@@ -143,6 +147,23 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
         await stage.close()
 
     return app
+
+
+def _repeat(task: BackgroundTask, setup_done: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """An app task running `task` every `task.every_s` seconds after setup; a failure is logged
+    and retried next round (the worker's shutdown cancels it)."""
+
+    async def loop() -> None:
+        await setup_done.wait()
+        while True:
+            try:
+                await task.run()
+            except Exception:  # noqa: BLE001 - a background job is retried next round, never fatal
+                log.exception("background task %s failed; retrying in %.0f s", task.name, task.every_s)
+            await asyncio.sleep(task.every_s)
+
+    loop.__name__ = loop.__qualname__ = f"background-{task.name}"  # faust names tasks by function
+    return loop
 
 
 def run_worker(stage: Stage[Any], settings: Settings) -> None:

@@ -14,12 +14,15 @@ import base64
 import logging
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from radalign.config import Settings
 from radalign.framework import codec, metrics
+from radalign.framework.auth import parse_tokens
+from radalign.framework.http import auth_middleware
 from radalign.framework.producer import record_key, topic_for
 from radalign.framework.retry import DependencyUnavailable, PermanentError
 from radalign.pipeline import stage_spec
@@ -53,6 +56,17 @@ class OutgoingRecord:
     key: bytes | None
     value: bytes
     headers: codec.Headers
+
+
+@dataclass(frozen=True)
+class BackgroundTask:
+    """Work a stage repeats beside its consumer (the review service's outbox and queue gauges):
+    the runner calls `run` every `every_s` seconds once setup is done, logging a failure and trying
+    again next round, until the worker stops."""
+
+    name: str
+    run: Callable[[], Awaitable[object]]
+    every_s: float = 5.0
 
 
 #: The input contract a stage handles.
@@ -94,8 +108,21 @@ class Stage(ABC, Generic[InT]):
         return True, "ok"
 
     def routes(self) -> list[Any]:
-        """Extra aiohttp routes served beside /metrics and /health (e.g. drafting's read API)."""
+        """Extra aiohttp routes served beside /metrics and /health (drafting's read API, the
+        review app's pages)."""
         return []
+
+    def middlewares(self, settings: Settings) -> list[Any]:
+        """aiohttp middlewares in front of every route: by default the read API's bearer tokens
+        (the probes and metrics stay open). The review app adds its sign-in session."""
+        return [auth_middleware(parse_tokens(settings.read_api_tokens))]
+
+    def background_tasks(self) -> list[BackgroundTask]:
+        """Periodic work the runner runs beside the consumer (none by default)."""
+        return []
+
+    async def before_scrape(self) -> None:
+        """Refresh gauges computed on demand, just before /metrics renders."""
 
     @abstractmethod
     async def handle(self, event: InT) -> list[Output]:
@@ -127,6 +154,8 @@ class StageRunner:
             except Exception as exc:  # a bug or unforeseen input: park it, keep the partition flowing
                 log.exception("stage %s failed on a record", self.stage.name)
                 return [self._dead_letter(record, f"{type(exc).__name__}: {exc}", "processing")]
+            if (undeclared := self._undeclared(outputs)) is not None:
+                return [self._dead_letter(record, undeclared, "processing")]
             elapsed = time.perf_counter() - started
             timing = StageTiming(stage=self.stage.name, started_at=started_at, duration_ms=round(elapsed * 1000, 3))
             parent = codec.header(record.headers, "traceparent")
@@ -141,6 +170,17 @@ class StageRunner:
             return outgoing
         finally:
             metrics.IN_FLIGHT.labels(stage=self.stage.name).dec()
+
+    def _undeclared(self, outputs: list[Output]) -> str | None:
+        """Why the outputs break the graph, or None: a stage writes only the topics its
+        `radalign.pipeline.GRAPH` entry declares (a wrong wire is refused, never published)."""
+        declared = {spec.name for spec in stage_spec(self.stage.name).outputs}
+        wrong = sorted({out.spec.name for out in outputs} - declared)
+        if not wrong:
+            return None
+        log.error("stage %s wrote undeclared topics %s", self.stage.name, wrong)
+        return (f"stage {self.stage.name} wrote {', '.join(wrong)}, which its radalign.pipeline.GRAPH entry does not declare "
+                f"(declared outputs: {', '.join(sorted(declared)) or 'none'})")
 
     def _encode(self, out: Output, source: Contract, timing: StageTiming, parent: str | None) -> OutgoingRecord:
         event = out.event

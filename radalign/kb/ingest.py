@@ -30,6 +30,7 @@ from radalign.kb.case import CaseDraft, CaseRecord
 from schemas.events import Certainty, Observation
 
 if TYPE_CHECKING:
+    from radalign.config import Settings
     from radalign.kb.store import CaseStore
 
 log = logging.getLogger(__name__)
@@ -287,3 +288,18 @@ def _image_vectors(batch: Sequence[CaseDraft], image_embedder, report: IngestRep
     if vectors is None:
         return {}
     return {d.case_key: vectors[i] for i, d in enumerate(with_image)}
+
+
+async def ensure_iu_cases(settings: Settings, limit: int | None = None) -> int:
+    """Load the IU reports into the case store unless it already holds cases; returns the count
+    (the demo, the soak test, the benchmarks and the integration tests seed the store this way)."""
+    from radalign.kb.store import CaseStore
+
+    async with await CaseStore.open(settings) as store:
+        total = (await store.stats()).total
+        if total == 0:
+            report = IngestReport(IU_SOURCE)
+            drafts = iu_drafts(settings.deid_secret, default_label_fn(), limit=limit, report=report)
+            await ingest_drafts(store, drafts, with_images=False, progress=True, report=report)
+            total = (await store.stats()).total
+    return total

@@ -38,10 +38,13 @@ import httpx
 import numpy as np
 
 from radalign.config import Settings
+from radalign.pipeline import upstream_of
+from schemas.topics import REPORT_DRAFTED
 
 FAULTS = ("concepts_kill9", "triton_down", "postgres_down", "broker_kill9", "gateway_kill9_quiet", "random_kills")
 SHORT_FAULTS = ("gateway_kill9_quiet", "postgres_down", "concepts_kill9")
-CONSUMERS = ("preprocess", "concepts", "retrieval", "drafting")
+#: The stages a study passes through on its way to a drafted report (what the soak measures).
+CONSUMERS = upstream_of(REPORT_DRAFTED)
 
 
 @dataclass
@@ -280,7 +283,7 @@ def run_fault(settings: Settings, fault: str, studies: int, *, outage_s: float, 
 
 
 def start_stack(settings: Settings, cases: int, log: Callable[[str], None] = print) -> None:
-    from radalign.demo import ensure_iu_cases
+    from radalign.kb.ingest import ensure_iu_cases
     from radalign.stack.manager import up
 
     begin = time.monotonic()

@@ -6,7 +6,6 @@ The recorder stands in for Kafka in unit tests only; integration tests use the r
 from __future__ import annotations
 
 import copy
-import io
 import os
 
 import numpy as np
@@ -15,6 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLossless, generate_uid
 
 from radalign.ingest.refusal import RefusalReason
+from radalign.samples import dicom_bytes  # noqa: F401 - re-exported for the tests and the bomb corpus
 from schemas.events import Contract
 from schemas.topics import TopicSpec
 
@@ -56,12 +56,6 @@ def send_cstore(port: int, ds: Dataset, *, calling_ae: str, called_ae: str = "RA
         return int(assoc.send_c_store(ds).Status)
     finally:
         assoc.release()
-
-
-def dicom_bytes(ds: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def with_changes(ds: Dataset, **changes: object) -> Dataset:

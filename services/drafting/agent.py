@@ -12,9 +12,7 @@ from radalign.db import open_pool, pool_ready
 from radalign.drafting.core import DraftingCore, build_backend
 from radalign.drafting.identity import PostgresReidentifier
 from radalign.drafting.store import ReportStore
-from radalign.framework.auth import parse_tokens
 from radalign.framework.faust_app import run_worker
-from radalign.framework.http import guard_routes
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
 from radalign.review.signers import PostgresSigners
@@ -70,9 +68,9 @@ class DraftingStage(Stage[CasesRetrieved]):
                 return await stage.signers.lookup(reviewer_key) if stage.signers else None
 
         lazy = _Lazy()
-        # The read API returns re-identified FHIR/SR: its own tokens, never the ingest ones (issue 12).
-        tokens = parse_tokens(self.settings_for_routes.read_api_tokens)
-        return guard_routes(build_read_routes(lazy, lazy, signed=lazy), tokens)  # type: ignore[arg-type]  # aiohttp types RouteTableDef items as AbstractRouteDef
+        # The read API returns re-identified FHIR/SR: behind the read API's own tokens, never the
+        # ingest ones (issue 12), which the runner's auth middleware checks (Stage.middlewares).
+        return list(build_read_routes(lazy, lazy, signed=lazy))
 
     async def handle(self, event: CasesRetrieved) -> list[Output]:
         report = await self.core.draft(event)  # LLM calls carry their own timeout/retry/fallback

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -34,8 +35,8 @@ from pydicom.sequence import Sequence
 
 from radalign.blobstore import BlobStore
 from radalign.config import Settings
-from radalign.framework.auth import bearer_authorized, parse_tokens
-from radalign.framework.http import problem
+from radalign.framework.auth import parse_tokens
+from radalign.framework.http import Probes, auth_middleware, probe_routes, problem
 from radalign.framework.producer import EventPublisher
 from radalign.ingest.gateway import GatewayCore, parse_priority
 from radalign.ingest.outbox import Outbox
@@ -46,9 +47,7 @@ log = logging.getLogger(__name__)
 
 CORE_KEY = web.AppKey("gateway_core", GatewayCore)
 _ASSEMBLER_TASK = web.AppKey("assembler_task", asyncio.Task)
-_READY_CHECKS = web.AppKey("ready_checks", dict)
 DICOM_JSON = "application/dicom+json"
-_OPEN_PATHS = ("/health/live", "/health/ready", "/metrics")
 _FORM_FIELDS = {"study_id", "patient_id", "patient_key", "issuer", "view_position", "priority"}
 _MAX_FIELD_BYTES = 1024
 
@@ -77,16 +76,6 @@ async def _problem_middleware(request: web.Request, handler: Callable[[web.Reque
         if exc.status < 400:
             raise
         return problem(exc.status, exc.reason, exc.text or exc.reason, f"http_{exc.status}")
-
-
-def _auth_middleware(tokens: frozenset[str]):
-    @web.middleware
-    async def middleware(request: web.Request, handler):
-        if request.path not in _OPEN_PATHS and not bearer_authorized(request.headers.get("Authorization"), tokens):
-            raise Refusal(RefusalReason.UNAUTHORIZED, "a valid bearer token is required")
-        return await handler(request)
-
-    return middleware
 
 
 def _check_length(request: web.Request, limit: int) -> None:
@@ -205,48 +194,44 @@ async def post_study_image(request: web.Request) -> web.Response:
     return web.json_response(body, status=202)
 
 
-async def health_live(request: web.Request) -> web.Response:
-    """503 when the study assembler no longer runs: the gateway must not take work it cannot
-    publish, and an orchestrator restarts it (on start it publishes what the outbox holds)."""
-    assembler = request.app[CORE_KEY].assembler
-    if not assembler.alive:
-        return web.json_response({"status": "assembler not running"}, status=503)
-    return web.json_response({"status": "live"})
+def gateway_probes(core: GatewayCore, checks: dict[str, Callable[[], Awaitable[bool]]]) -> Probes:
+    """Live while the study assembler runs (the gateway must not take work it cannot publish; an
+    orchestrator restarts it, and on start it publishes what the outbox holds); ready while the
+    assembler runs and every dependency check answers."""
+    assembler = core.assembler
+
+    async def live() -> tuple[bool, dict[str, object]]:
+        return (True, {"status": "live"}) if assembler.alive else (False, {"status": "assembler not running"})
+
+    async def ready() -> tuple[bool, dict[str, object]]:
+        failing = [name for name, check in checks.items() if not await _answers(check)]
+        if not assembler.alive:
+            failing.append("assembler")
+        return (False, {"status": "not-ready", "failing": failing}) if failing else (True, {"status": "ready"})
+
+    async def before_scrape() -> None:
+        from radalign.ingest import metrics as gateway_metrics
+
+        since = assembler.failing_since
+        gateway_metrics.ASSEMBLER_FAILING_S.set(time.monotonic() - since if since is not None else 0.0)
+        try:  # the backlog an outage leaves behind; a scrape must not hang on a database that is down
+            gateway_metrics.OUTBOX_PENDING.set(await asyncio.wait_for(assembler.pending_studies(), timeout=1.0))
+        except Exception:  # noqa: BLE001, S110 - the gauge keeps its last value; readiness reports the database
+            pass
+
+    return Probes(live, ready, before_scrape)
 
 
-async def health_ready(request: web.Request) -> web.Response:
-    assembler = request.app[CORE_KEY].assembler
-    checks = request.app[_READY_CHECKS]
-    ok = assembler.alive
-    failing = []
-    for name, check in checks.items():
-        try:
-            if not await asyncio.wait_for(check(), timeout=2.0):
-                failing.append(name)
-        except Exception:  # noqa: BLE001 - readiness must answer, not raise
-            failing.append(name)
-    if not ok:
-        failing.append("assembler")
-    if failing:
-        return web.json_response({"status": "not-ready", "failing": failing}, status=503)
-    return web.json_response({"status": "ready"})
+async def _answers(check: Callable[[], Awaitable[bool]]) -> bool:
+    try:
+        return bool(await asyncio.wait_for(check(), timeout=2.0))
+    except Exception:  # noqa: BLE001 - readiness must answer, not raise
+        return False
 
 
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    import time
-
-    from radalign.framework.metrics import CONTENT_TYPE, render
-    from radalign.ingest import metrics as gateway_metrics
-
-    assembler = request.app[CORE_KEY].assembler
-    since = assembler.failing_since
-    gateway_metrics.ASSEMBLER_FAILING_S.set(time.monotonic() - since if since is not None else 0.0)
-    try:  # the backlog an outage leaves behind; a scrape must not hang on a database that is down
-        gateway_metrics.OUTBOX_PENDING.set(await asyncio.wait_for(assembler.pending_studies(), timeout=1.0))
-    except Exception:  # noqa: BLE001, S110 - the gauge keeps its last value; readiness reports the database
-        pass
-
-    return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE})
+def _refuse_unauthorized(request: web.Request) -> web.StreamResponse:
+    # a refusal like any other: counted and answered by the problem middleware
+    raise Refusal(RefusalReason.UNAUTHORIZED, "a valid bearer token is required")
 
 
 async def _supervise_assembler(core: GatewayCore, stop: asyncio.Event) -> None:
@@ -288,17 +273,14 @@ def build_gateway_app(
     tokens = parse_tokens(settings.gateway_tokens)
     # client_max_size bounds any body aiohttp reads on its own (json(), post()); our handlers stream parts.
     app = web.Application(
-        middlewares=[_problem_middleware, _auth_middleware(tokens)],
+        middlewares=[_problem_middleware, auth_middleware(tokens, refused=_refuse_unauthorized)],
         client_max_size=settings.gateway_max_bytes,
     )
-    app[CORE_KEY] = GatewayCore(settings, publisher, blobs, pseudonyms, outbox)
-    app[_READY_CHECKS] = dict(ready_checks or {})
+    app[CORE_KEY] = core = GatewayCore(settings, publisher, blobs, pseudonyms, outbox)
     app.cleanup_ctx.append(_assembler_ctx)
     app.router.add_post("/dicomweb/studies", stow_rs)
     app.router.add_post("/v1/studies", post_study_image)
-    app.router.add_get("/health/live", health_live)
-    app.router.add_get("/health/ready", health_ready)
-    app.router.add_get("/metrics", metrics_endpoint)
+    app.add_routes(probe_routes(gateway_probes(core, dict(ready_checks or {}))))
     return app
 
 

@@ -1,154 +1,118 @@
-"""`run_review`: the review process (web app + preprocessed-topic consumer + outbox) on real dependencies.
+"""Review stage adapter: the radiologist's review web app, run like every stage by the Faust runner.
 
-The consumer records which model input each study was read from (`review_images`), committing
-offsets only after the row is written (at-least-once; the upsert is idempotent). A record that
-does not match its contract goes to `radalign.dlq.review.v1` with the reason.
+It consumes the preprocessed topic to record which model input each study was read from
+(`review_images`; the upsert is idempotent, the offset is committed after it: at-least-once), and a
+record that does not match its contract, or cannot be written after retries, is dead-lettered by
+the shared runner to `radalign.dlq.review.v1`. Its web server serves the review app's pages and
+API (`services.review.app`) beside the probes and metrics every stage serves; its background tasks
+flush the signed-report outbox, feed the case store (the learning loop) and refresh the queue
+gauges. Signed reports are published to `radalign.report.final.v1` by the sign route.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import logging
-from datetime import UTC, datetime
+from typing import Any, cast
 
 from aiohttp import web
 
-from radalign.config import Settings
-from radalign.framework import codec
-from radalign.framework import metrics as stage_metrics
-from radalign.framework.logredact import install_log_redaction
+from radalign.config import Settings, get_settings
+from radalign.framework.faust_app import run_worker
+from radalign.framework.producer import KafkaEventPublisher
 from radalign.framework.retry import call_with_retry
+from radalign.framework.stage import BackgroundTask, Output, Stage
 from radalign.review.core import STAGE, ReviewCore
-from schemas.events import DeadLetter, StudyPreprocessed
-from schemas.topics import STUDY_PREPROCESSED, dead_letter_topic
-from services.review.app import build_review_app
+from radalign.review.oidc import OidcClient, oidc_settings
+from schemas.events import StudyPreprocessed
+from services.review.app import refresh_gauges_quietly, review_middlewares, review_routes
 
-log = logging.getLogger(__name__)
-
-CONSUMER_GROUP = "radalign-review"
+#: How often the housekeeping jobs run (outbox, case store, gauges, agreement).
 HOUSEKEEPING_S = 5.0
 
 
-async def consume_preprocessed(settings: Settings, core: ReviewCore, stop: asyncio.Event) -> None:
-    from aiokafka import AIOKafkaConsumer
+class _StartedCore:
+    """The core exists only after setup; the routes are built before it. A request that comes in
+    between is answered 503 (the worker is starting), like a probe that is not ready yet."""
 
-    consumer = AIOKafkaConsumer(
-        *STUDY_PREPROCESSED.names,
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=CONSUMER_GROUP,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.kafka_session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka_heartbeat_ms,
-    )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=500, max_records=50)
-            for messages in batches.values():
-                for msg in messages:
-                    await _record(settings, core, msg)
-            if batches:
-                await consumer.commit()
-    finally:
-        await consumer.stop()
+    def __init__(self, stage: ReviewStage) -> None:
+        self._stage = stage
+
+    def __getattr__(self, name: str) -> Any:
+        if self._stage.core is None:
+            raise web.HTTPServiceUnavailable(text="the review service is starting")
+        return getattr(self._stage.core, name)
 
 
-async def _record(settings: Settings, core: ReviewCore, msg) -> None:
-    try:
-        event = codec.decode(StudyPreprocessed, msg.value)
-    except codec.ContractViolation as exc:
-        await _dead_letter(core, msg, str(exc), "validation")
-        return
-    try:
-        await call_with_retry("postgres", lambda: core.store.record_image(event), settings, stage=STAGE, timeout_s=10)
-    except Exception as exc:  # noqa: BLE001 - retries exhausted: park it, keep the partition flowing
-        await _dead_letter(core, msg, f"{type(exc).__name__}: {exc}"[:500], "dependency", attempts=settings.retry_attempts)
+class ReviewStage(Stage[StudyPreprocessed]):
+    name = STAGE
 
+    def __init__(self, settings: Settings | None = None, *, learn: bool = True) -> None:
+        self.settings = settings or get_settings()
+        self.learn = learn  # feed signed reports into the case store (off in some tests)
+        self.core: ReviewCore | None = None
+        config = oidc_settings(self.settings, self.settings.web_port(STAGE))
+        self.oidc = OidcClient(config) if config is not None else None
+        self._pool: Any = None
+        self._publisher: KafkaEventPublisher | None = None
 
-async def _dead_letter(core: ReviewCore, msg, reason: str, error_type: str, attempts: int = 1) -> None:
-    log.warning("review dead-lettered a preprocessed record (%s): %s", error_type, reason[:200])
-    stage_metrics.DEAD_LETTERS.labels(stage=STAGE, error_type=error_type).inc()
-    letter = DeadLetter(
-        stage=STAGE, reason=reason[:4000], error_type=error_type, source_topic=msg.topic,  # type: ignore[arg-type]  # error_type is one of the Literal values
-        source_partition=msg.partition, source_offset=msg.offset, key=msg.key.decode("utf-8", "replace") if msg.key else None,
-        attempts=attempts, failed_at=datetime.now(UTC), payload_b64=base64.b64encode((msg.value or b"")[:1_000_000]).decode(),
-    )
-    await core.publisher.publish(dead_letter_topic(STAGE), letter, ev_id=f"dl-{STAGE}-{msg.topic}-{msg.partition}-{msg.offset}")
+    async def setup(self, settings: Settings) -> None:
+        from radalign.blobstore import open_blob_store
+        from radalign.db import apply_migrations, open_pool
+        from radalign.drafting.identity import PostgresReidentifier
+        from radalign.kb.store import CaseStore
+        from radalign.review.signers import PostgresSigners
+        from radalign.review.store import ReviewStore
 
+        await asyncio.to_thread(apply_migrations, settings.dsn)
+        self._pool = pool = await open_pool(settings, min_size=1, max_size=6, name="review")
+        self._publisher = KafkaEventPublisher(settings, stage=STAGE)
+        await self._publisher.start()
+        case_store = CaseStore(pool, search_timeout_ms=settings.db_statement_timeout_ms) if self.learn else None
+        self.core = ReviewCore(settings, ReviewStore(pool), open_blob_store(settings.blob_root, settings.s3_endpoint_url), self._publisher,
+                               case_store=case_store, reidentifier=PostgresReidentifier(pool), signers=PostgresSigners(pool))
 
-async def housekeeping(core: ReviewCore, stop: asyncio.Event) -> None:
-    """Outbox flush, learning-loop ingest and queue gauges, every few seconds."""
-    while not stop.is_set():
-        jobs = (("outbox", core.flush_outbox), ("case store", core.ingest_pending), ("gauges", core.refresh_gauges), ("agreement", core.agreement))
-        for name, job in jobs:
-            try:
-                await job()
-            except Exception:
-                log.exception("review housekeeping (%s) failed; retrying in %.0f s", name, HOUSEKEEPING_S)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_S)
+    async def close(self) -> None:
+        if self.oidc is not None:
+            await self.oidc.close()
+        if self._publisher is not None:
+            await self._publisher.stop()
+        if self._pool is not None:
+            await self._pool.close()
 
+    async def ready(self) -> tuple[bool, str]:
+        try:
+            await self._core().refresh_gauges()  # reads the database
+        except Exception as exc:  # noqa: BLE001 - readiness must answer, not raise
+            return False, f"database: {type(exc).__name__}"
+        return True, "database ready"
 
-async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, learn: bool = True) -> None:
-    """Serve until `stop` is set (or cancelled)."""
-    from radalign.blobstore import open_blob_store
-    from radalign.db import apply_migrations, open_pool
-    from radalign.drafting.identity import PostgresReidentifier
-    from radalign.framework.producer import KafkaEventPublisher
-    from radalign.kb.store import CaseStore
-    from radalign.review.oidc import OidcClient, oidc_settings
-    from radalign.review.signers import PostgresSigners
-    from radalign.review.store import ReviewStore
+    def _core(self) -> ReviewCore:
+        return cast(ReviewCore, _StartedCore(self))  # forwards to the core once setup made it
 
-    stop = stop or asyncio.Event()
-    await asyncio.to_thread(apply_migrations, settings.dsn)
-    pool = await open_pool(settings, min_size=1, max_size=6, name="review")
-    try:
-        async with KafkaEventPublisher(settings, stage=STAGE) as publisher:
-            case_store = CaseStore(pool, search_timeout_ms=settings.db_statement_timeout_ms) if learn else None
-            core = ReviewCore(settings, ReviewStore(pool), open_blob_store(settings.blob_root, settings.s3_endpoint_url), publisher,
-                              case_store=case_store, reidentifier=PostgresReidentifier(pool), signers=PostgresSigners(pool))
-            port = settings.web_port(STAGE)
-            oidc_config = oidc_settings(settings, port)
-            oidc = OidcClient(oidc_config) if oidc_config is not None else None
-            app = build_review_app(core, settings, oidc=oidc)
-            if oidc is not None:
-                app.on_cleanup.append(lambda _app: oidc.close())
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, settings.web_host, port).start()
-            log.info("review serving on http://%s:%d", settings.web_host, port)
-            tasks = [asyncio.create_task(consume_preprocessed(settings, core, stop)), asyncio.create_task(housekeeping(core, stop))]
-            try:
-                done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task in tasks and task.exception():
-                        raise task.exception()  # type: ignore[misc]  # the task finished with an exception (checked on the line above)
-            finally:
-                stop.set()
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await runner.cleanup()
-    finally:
-        await pool.close()
+    def routes(self) -> list[Any]:
+        return list(review_routes(self._core(), self.settings, oidc=self.oidc))
+
+    def middlewares(self, settings: Settings) -> list[Any]:
+        return review_middlewares(settings, oidc=self.oidc)
+
+    def background_tasks(self) -> list[BackgroundTask]:
+        core = self._core()  # each job looks the core up when it runs (after setup)
+        return [
+            BackgroundTask("outbox", lambda: core.flush_outbox(), HOUSEKEEPING_S),
+            BackgroundTask("case store", lambda: core.ingest_pending(), HOUSEKEEPING_S),
+            BackgroundTask("gauges", lambda: core.refresh_gauges(), HOUSEKEEPING_S),
+            BackgroundTask("agreement", lambda: core.agreement(), HOUSEKEEPING_S),
+        ]
+
+    async def before_scrape(self) -> None:
+        await refresh_gauges_quietly(self._core())
+
+    async def handle(self, event: StudyPreprocessed) -> list[Output]:
+        core = self._core()
+        await call_with_retry("postgres", lambda: core.store.record_image(event), self.settings, stage=self.name, timeout_s=10)
+        return []  # signed reports are published by the sign route, not per consumed record
 
 
 def main(settings: Settings) -> None:
     """`radalign worker review`: run until SIGTERM / Ctrl+C."""
-    import signal
-
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_redaction()
-
-    async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_review(settings, stop)
-
-    asyncio.run(_main())
+    run_worker(ReviewStage(settings), settings)

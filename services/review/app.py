@@ -31,9 +31,8 @@ import jinja2
 from aiohttp import web
 
 from radalign.config import Settings
-from radalign.framework import metrics as stage_metrics
 from radalign.framework.auth import bearer_authorized, parse_tokens
-from radalign.framework.http import problem
+from radalign.framework.http import OPEN_PATHS, Probes, auth_middleware, probe_routes, problem
 from radalign.review.core import ReviewCore
 from radalign.review.oidc import LoginState, OidcClient, OidcError, identity_from_claims, role_from_claims
 from radalign.review.session import SessionCodec, csrf_matches, new_csrf
@@ -44,13 +43,12 @@ from schemas.events import OBSERVATIONS, ReviewRole
 
 log = logging.getLogger(__name__)
 
-CORE_KEY = web.AppKey("review_core", ReviewCore)
 SESSION_KEY: web.RequestKey[dict | None] = web.RequestKey("review_session", dict)
 SESSION_COOKIE = "radalign_review"
 LOGIN_COOKIE = "radalign_review_login"
 _STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@'-]{0,79}$")
-PUBLIC_PATHS = ("/login", "/auth/callback", "/health/live", "/health/ready", "/metrics", "/static/")
+PUBLIC_PATHS = ("/login", "/auth/callback", "/static/", *OPEN_PATHS)
 #: Re-seal the session cookie (sliding idle timeout) at most this often.
 REFRESH_S = 60
 
@@ -103,35 +101,74 @@ def _safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") else "/"
 
 
+def review_middlewares(settings: Settings, *, oidc: OidcClient | None = None) -> list[Any]:
+    """The session cookie, then the shared auth check (`radalign.framework.http.auth_middleware`):
+    a review session, or the read API's bearer tokens for API callers; a browser without either is
+    sent to /login. Anonymous access only in dev with no tokens and no IdP, as for the read API."""
+    tokens = parse_tokens(settings.read_api_tokens)
+    codec = session_codec(settings)
+
+    @web.middleware
+    async def session(request: web.Request, handler: Any) -> web.StreamResponse:
+        current = codec.open(request.cookies.get(SESSION_COOKIE))
+        request[SESSION_KEY] = current
+        response = await handler(request)
+        # a sliding idle timeout: re-seal the cookie now and then, never on a streamed answer
+        # (not on sign-in and the open paths: the callback sets a new session of its own)
+        if (current is not None and not request.path.startswith(PUBLIC_PATHS)
+                and time.time() - float(current.get("seen", 0)) > REFRESH_S and not response.prepared):
+            _set_session(response, codec, current, request, settings)
+        return response
+
+    def refused(request: web.Request) -> web.StreamResponse:
+        if _wants_html(request) and request.method == "GET":
+            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
+        return problem(401, "Unauthorized", "a review session (sign in at /login) or a valid bearer token is required")
+
+    auth = auth_middleware(tokens, open_paths=PUBLIC_PATHS, has_session=lambda request: request.get(SESSION_KEY) is not None,
+                           anonymous=not tokens and oidc is None, refused=refused)
+    return [session, auth]
+
+
 def build_review_app(core: ReviewCore, settings: Settings, *, oidc: OidcClient | None = None) -> web.Application:
+    """The review app on its own (tests, the conformance documents): its routes and middlewares,
+    and the probes every service serves. The worker serves the same through the stage runner."""
+    app = web.Application(middlewares=review_middlewares(settings, oidc=oidc), client_max_size=1024 * 1024)
+    app.add_routes(review_routes(core, settings, oidc=oidc))
+    app.add_routes(probe_routes(review_probes(core)))
+    return app
+
+
+def review_probes(core: ReviewCore) -> Probes:
+    """Live while the process answers; ready while the database does (the queue gauges read it)."""
+    started = time.monotonic()
+
+    async def live() -> tuple[bool, dict[str, object]]:
+        return True, {"status": "ok", "uptime_s": round(time.monotonic() - started, 1)}
+
+    async def ready() -> tuple[bool, dict[str, object]]:
+        try:
+            await core.refresh_gauges()
+        except Exception as exc:  # noqa: BLE001 - readiness must answer, not raise
+            return False, {"status": "not ready", "dependencies": f"database: {type(exc).__name__}"}
+        return True, {"status": "ready"}
+
+    return Probes(live, ready, before_scrape=lambda: refresh_gauges_quietly(core))
+
+
+async def refresh_gauges_quietly(core: ReviewCore) -> None:
+    """Before a scrape: the queue gauges, if the database answers (the other metrics are still worth serving)."""
+    try:
+        await core.refresh_gauges()
+    except Exception:  # noqa: BLE001 - a scrape must not fail on the database
+        log.warning("queue gauges not refreshed")
+
+
+def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | None = None) -> web.RouteTableDef:
+    """The pages, images, sign-in and API routes (the auth check sits in `review_middlewares`)."""
     tokens = parse_tokens(settings.read_api_tokens)
     codec = session_codec(settings)
     login_codec = session_codec(settings, purpose="radalign-review-login")
-
-    @web.middleware
-    async def auth(request: web.Request, handler):
-        session = codec.open(request.cookies.get(SESSION_COOKIE))
-        request[SESSION_KEY] = session
-        if request.path.startswith(PUBLIC_PATHS):
-            return await handler(request)
-        header = request.headers.get("Authorization")
-        if session is not None:
-            allowed = True
-        elif header:
-            allowed = bearer_authorized(header, tokens)  # API callers read with the read API's tokens
-        else:
-            allowed = not tokens and oidc is None  # auth off (dev only), as for the read API
-        if not allowed:
-            if _wants_html(request) and request.method == "GET":
-                raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs)}")
-            return problem(401, "Unauthorized", "a review session (sign in at /login) or a valid bearer token is required")
-        response = await handler(request)
-        if session is not None and time.time() - float(session.get("seen", 0)) > REFRESH_S and not response.prepared:
-            _set_session(response, codec, session, request, settings)
-        return response
-
-    app = web.Application(middlewares=[auth], client_max_size=1024 * 1024)
-    app[CORE_KEY] = core
     routes = web.RouteTableDef()
 
     def _login_form(status: int = 200, *, target: str = "/", error: str | None = None) -> web.Response:
@@ -348,27 +385,5 @@ def build_review_app(core: ReviewCore, settings: Settings, *, oidc: OidcClient |
     async def js(request: web.Request) -> web.FileResponse:
         return web.FileResponse(Path(__file__).with_name("templates") / "review.js", headers={"Cache-Control": "max-age=3600"})
 
-    started = time.monotonic()
+    return routes
 
-    @routes.get("/health/live")
-    async def live(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "uptime_s": round(time.monotonic() - started, 1)})
-
-    @routes.get("/health/ready")
-    async def ready(request: web.Request) -> web.Response:
-        try:
-            await core.refresh_gauges()
-        except Exception as exc:  # noqa: BLE001 - readiness must answer, not raise
-            return web.json_response({"status": "not ready", "dependencies": f"database: {type(exc).__name__}"}, status=503)
-        return web.json_response({"status": "ready"})
-
-    @routes.get("/metrics")
-    async def metrics_view(request: web.Request) -> web.Response:
-        try:
-            await core.refresh_gauges()
-        except Exception:  # noqa: BLE001 - the other metrics are still worth serving
-            log.warning("queue gauges not refreshed")
-        return web.Response(body=stage_metrics.render(), headers={"Content-Type": stage_metrics.CONTENT_TYPE})
-
-    app.add_routes(routes)
-    return app

@@ -21,10 +21,9 @@ from radalign.config import Settings
 from radalign.demo.delivery import route_from_orthanc, route_study_from_orthanc
 from radalign.drafting.sr import COMPREHENSIVE_3D_SR, read_ai_results, read_sr_text
 from radalign.ingest.deid import Pseudonymizer
-from radalign.ingest.samples import chest_cr_path
-from radalign.samples import as_new_study
+from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.samples import as_new_study, chest_cr_path
 from radalign.stack import orthanc
-from radalign.testing.fhir_server import LoopbackFhirServer
 from radalign.testing.ingest import dicom_bytes
 from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, write_audit_profile
 
@@ -40,7 +39,7 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
         pytest.skip("Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
     if chest_cr_path() is None:
         pytest.skip("the sample chest CR (pydicom-data) is not installed")
-    from radalign.demo import ensure_iu_cases
+    from radalign.kb.ingest import ensure_iu_cases
     from radalign.stack import stop
     from radalign.stack.manager import up
 

@@ -23,8 +23,8 @@ from radalign.config import Settings
 from radalign.framework import codec
 from radalign.ingest.images import decode_npy
 from radalign.ingest.refusal import DICOM_STATUS, RefusalReason
-from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
 from radalign.preprocess.core import preprocess
+from radalign.samples import chest_cr_path, chest_jpeg_paths
 from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, with_changes
 from schemas.events import StudyReceived
 from schemas.topics import STUDY_RECEIVED

@@ -15,11 +15,11 @@ import pytest
 from radalign.config import Settings
 from radalign.delivery.hl7 import message_control_id
 from radalign.framework.retry import PermanentError
+from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.loopback.mllp import MllpListener
 from radalign.review.core import ReviewCore
 from radalign.review.signers import PostgresSigners
 from radalign.review.store import ReviewStore
-from radalign.testing.fhir_server import LoopbackFhirServer
-from radalign.testing.mllp import MllpListener
 from radalign.testing.stack import emptied_pool, fresh_database
 from schemas.events import ReportFinal, ReviewRole
 from services.delivery.agent import DeliveryStage

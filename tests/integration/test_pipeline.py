@@ -53,7 +53,7 @@ def write_site_profile(settings: Settings) -> list[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(embedded_triton: Settings) -> Iterator[Settings]:
-    from radalign.demo import ensure_iu_cases
+    from radalign.kb.ingest import ensure_iu_cases
 
     settings = embedded_triton.model_copy(update={
         "patient_issuers": f"dicom-cstore:{SITE_AE}={SITE}",
@@ -156,7 +156,7 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
     (the header decides, not the pixels), get no assessment (`not_chest_radiograph`), no model
     call (empty embedding), and a draft that says so and needs review."""
 
-    from radalign.ingest.samples import chest_cr_path
+    from radalign.samples import chest_cr_path
     from schemas.events import ConceptsInferred
 
     path, extremity_path = chest_cr_path("RG1_UNCI.dcm"), chest_cr_path("RG3_UNCI.dcm")  # pydicom-data's chest and extremity CRs
@@ -359,7 +359,7 @@ def test_site_model_in_shadow_is_recorded_then_promoted_and_rolled_back(pipeline
 
     from radalign.db import connect
     from radalign.identity import Pseudonymizer
-    from radalign.ingest.samples import chest_cr_path
+    from radalign.samples import chest_cr_path
     from radalign.sites.registry import SHIPPED_DIR, SiteRegistry
     from radalign.sites.shadow import comparison
     from schemas.events import ConceptsInferred
@@ -412,7 +412,7 @@ def test_no_identifier_reaches_any_workers_log(pipeline: Settings) -> None:
     then every log file of the stack is scanned for them: none may appear anywhere (our code,
     pydicom's and highdicom's warnings, Faust, Triton)."""
     from radalign.identity import Pseudonymizer
-    from radalign.ingest.samples import chest_cr_path
+    from radalign.samples import chest_cr_path
 
     path = chest_cr_path("RG1_UNCI.dcm")
     if path is None:

@@ -42,9 +42,9 @@ import pytest
 
 from radalign.config import Settings
 from radalign.framework import codec
+from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.loopback.mllp import MllpListener
 from radalign.samples import chest_jpeg_files
-from radalign.testing.fhir_server import LoopbackFhirServer
-from radalign.testing.mllp import MllpListener
 from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, write_audit_profile
 from schemas.events import Certainty, Observation, ReportFinal
 from schemas.topics import REPORT_FINAL
@@ -146,7 +146,7 @@ def peers(embedded_triton: Settings) -> Iterator[Peers]:
 def review_stack(embedded_triton: Settings, peers: Peers) -> Iterator[Settings]:
     """Every worker up (the review service among them, with the test token), the IU reports in the
     case store, the delivery stage sending to the peers."""
-    from radalign.demo import ensure_iu_cases
+    from radalign.kb.ingest import ensure_iu_cases
 
     # HTTP uploads come from a site whose audit profile assesses edema and effusion: the shipped
     # generic model claims nothing, and the page's heatmaps and cases need a model that does.

@@ -25,8 +25,7 @@ from aiokafka import AIOKafkaConsumer
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.identity import Pseudonymizer
-from radalign.ingest.samples import chest_cr_path
-from radalign.samples import as_new_study, chest_jpeg_files
+from radalign.samples import as_new_study, chest_cr_path, chest_jpeg_files
 from radalign.testing.ingest import dicom_bytes, send_cstore
 from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
 from schemas.events import CasesRetrieved, Certainty, ConceptsInferred
@@ -42,7 +41,7 @@ TIMEOUT_S = 240.0
 
 @pytest.fixture(scope="module")
 def stack(embedded_triton: Settings) -> Iterator[Settings]:
-    from radalign.demo import ensure_iu_cases
+    from radalign.kb.ingest import ensure_iu_cases
 
     if chest_cr_path("RG1_UNCI.dcm") is None or not chest_jpeg_files():
         pytest.skip("pydicom-data and pneumonia-model-package are needed")

@@ -1,10 +1,13 @@
 """The README's route table ("Who may call what") is checked row by row against the real apps:
-the gateway's aiohttp app, every stage's Faust web app (with the drafting read API), and the
-DICOM SCP's association policy. A route added without a row, or a row that does not hold, fails."""
+the gateway's aiohttp app, the Faust web app of every stage the graph declares (the drafting read
+API and the review app included), and the DICOM SCP's association policy. A route added without a
+row, or a row that does not hold, fails."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import inspect
 import re
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from pynetdicom.sop_class import Verification
 
 from radalign.config import InsecureSettings, Settings
 from radalign.framework.faust_app import create_app
+from radalign.framework.stage import Stage
+from radalign.pipeline import GRAPH
 from services.gateway.dicom_scp import DicomScp
 from services.gateway.http_app import build_gateway_app
 
@@ -34,15 +39,20 @@ def route_table() -> list[tuple[str, str, str]]:
     return rows
 
 
-def _stages(settings: Settings) -> dict:
-    from services.concepts.agent import ConceptsStage
-    from services.delivery.agent import DeliveryStage
-    from services.drafting.agent import DraftingStage
-    from services.preprocess.agent import PreprocessStage
-    from services.retrieval.agent import RetrievalStage
+def _stages(settings: Settings) -> dict[str, Stage]:
+    """One instance of every consuming stage in the graph, found in its adapter module."""
+    stages: dict[str, Stage] = {}
+    for spec in GRAPH:
+        if not spec.consumes:
+            continue  # the gateway is the source, checked as its own app
+        module = importlib.import_module(spec.adapter)
+        [cls] = [c for c in vars(module).values() if inspect.isclass(c) and issubclass(c, Stage) and getattr(c, "name", None) == spec.name]
+        stages[spec.name] = cls(settings) if inspect.signature(cls).parameters else cls()
+    return stages
 
-    return {"preprocess": PreprocessStage(), "concepts": ConceptsStage(settings), "retrieval": RetrievalStage(),
-            "drafting": DraftingStage(settings), "delivery": DeliveryStage(settings)}
+
+def test_every_consuming_stage_of_the_graph_is_checked(secured: Settings) -> None:
+    assert set(_stages(secured)) == {s.name for s in GRAPH if s.consumes} and "review" in _stages(secured)
 
 
 @pytest.fixture
@@ -52,18 +62,22 @@ def secured(settings: Settings) -> Settings:
 
 async def _status(client: TestClient, method: str, path: str, token: str | None) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with client.request(method, path.replace("{study_key}", "st-0123456789abcdef"), headers=headers, data=b"") as resp:
+    async with client.request(method, path.replace("{study_key}", "st-0123456789abcdef").replace("{index}", "0"), headers=headers, data=b"") as resp:
         return resp.status
 
 
 async def _check_http(client: TestClient, method: str, path: str, who: str) -> None:
     anonymous = await _status(client, method, path, None)
-    if who == "anyone":
-        assert anonymous not in (401, 403, 404), (path, anonymous)
+    if who.startswith("anyone"):
+        refused = (401, 403) if "404 without" in who else (401, 403, 404)
+        assert anonymous not in refused, (path, anonymous)
+    elif who == "review session":  # no bearer token signs: only a signed-in reviewer
+        for token in (None, *TOKENS.values()):
+            assert await _status(client, method, path, token) == 401, (path, token)
     elif who == "nobody (off)":
         assert anonymous == 404 and await _status(client, method, path, INGEST) == 404, path
     else:
-        token = TOKENS[who]
+        token = TOKENS[who.removesuffix(" or review session")]
         others = [t for t in TOKENS.values() if t != token]
         assert anonymous == 401, (path, "anonymous", anonymous)
         for other in others:

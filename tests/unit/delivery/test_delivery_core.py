@@ -19,7 +19,7 @@ from radalign.drafting.identity import StaticReidentifier
 from radalign.drafting.sr import read_sr_text
 from radalign.framework import metrics
 from radalign.framework.retry import PermanentError
-from radalign.testing.fhir_server import LoopbackFhirServer
+from radalign.loopback.fhir_server import LoopbackFhirServer
 from radalign.testing.stack import free_port
 
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05, timeout_s=30)  # generous: a loaded CI machine

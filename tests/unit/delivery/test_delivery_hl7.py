@@ -16,9 +16,9 @@ from radalign.delivery.records import MemoryDeliveryRecords
 from radalign.delivery.version import ReportVersion, final_version
 from radalign.drafting.identity import StaticReidentifier
 from radalign.framework.retry import PermanentError
+from radalign.loopback.mllp import MllpListener
 from radalign.review.signers import Signer
 from radalign.review.signoff import build_final
-from radalign.testing.mllp import MllpListener
 from schemas.events import Certainty, Observation, ReviewRole
 
 IDP = "https://idp.example/realms/radiology"

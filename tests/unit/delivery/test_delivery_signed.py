@@ -20,9 +20,9 @@ from radalign.delivery.version import ReportVersion, final_version
 from radalign.drafting.fhir import REPLACES_EXTENSION, REPORT_VERSION_SYSTEM, transaction_bundle
 from radalign.drafting.identity import StaticReidentifier
 from radalign.drafting.sr import signed_instance_uid
+from radalign.loopback.fhir_server import LoopbackFhirServer
 from radalign.review.signers import Signer
 from radalign.review.signoff import build_final
-from radalign.testing.fhir_server import LoopbackFhirServer
 from schemas.events import Certainty, Observation, ReportFinal, ReviewRole
 
 FAST = RetryPolicy(attempts=2, base_delay_s=0.01, max_delay_s=0.05, timeout_s=30)

@@ -105,10 +105,11 @@ async def test_drafting_service_serves_the_read_api_behind_bearer_tokens():
 
     core = DraftingCore(Settings(), None)
     report = await core.draft(make_event({Observation.CARDIOMEGALY: Certainty.PRESENT}, [], study_key=KEY))
-    stage = DraftingStage(Settings(gateway_tokens="tok-1"))
+    settings = Settings(gateway_tokens="tok-1")
+    stage = DraftingStage(settings)
     stage.store = MemoryStore([report])  # what setup() would open against PostgreSQL
     stage.reidentifier = StaticReidentifier({})
-    app = web.Application()
+    app = web.Application(middlewares=stage.middlewares(settings))  # as the stage runner builds it
     for route in stage.routes():
         app.router.add_route(route.method, route.path, route.handler)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:

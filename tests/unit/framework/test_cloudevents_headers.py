@@ -11,8 +11,7 @@ from cloudevents.core.formats.json import JSONFormat
 
 from radalign.config import get_settings
 from radalign.framework import codec
-from schemas.events import DeadLetter
-from schemas.export import schema_file
+from schemas.events import DeadLetter, schema_file
 
 
 def _letter() -> DeadLetter:

@@ -170,3 +170,21 @@ async def test_a_stage_with_two_inputs_decodes_each_record_by_its_topic():
     # A record of the wrong contract on a topic is a dead letter, not a crash.
     [letter] = await runner.process(Record("radalign.report.final.v1", 0, 2, b"k", json.dumps(EXAMPLES["report_drafted"][0]).encode(), []))
     assert letter.topic == "radalign.dlq.delivery.v1"
+
+
+class MiswiredStage(EchoStage):
+    """Writes a topic the graph does not give preprocess: the runner must not publish it."""
+
+    async def handle(self, event):
+        from schemas.topics import CONCEPTS_INFERRED
+
+        [out] = await super().handle(event)
+        return [out, Output(CONCEPTS_INFERRED, out.event)]
+
+
+async def test_an_output_the_graph_does_not_declare_is_refused():
+    [letter] = await StageRunner(MiswiredStage(), Settings()).process(_record(_payload()))
+    assert letter.topic == "radalign.dlq.preprocess.v1", "an undeclared output must not be published"
+    parked = codec.decode(DeadLetter, letter.value)
+    assert parked.error_type == "processing"
+    assert "radalign.study.concepts.v1" in parked.reason and "does not declare" in parked.reason

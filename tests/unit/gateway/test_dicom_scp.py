@@ -11,7 +11,7 @@ from pynetdicom.sop_class import ComputedRadiographyImageStorage, CTImageStorage
 
 from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.refusal import DICOM_STATUS, RefusalReason
-from radalign.ingest.samples import chest_cr_path
+from radalign.samples import chest_cr_path
 from radalign.testing.ingest import synthetic_radiograph, with_changes
 from services.gateway.dicom_scp import DicomScp
 

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY, generate_latest
 
 from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.refusal import Refusal, RefusalReason
-from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
+from radalign.samples import chest_cr_path, chest_jpeg_paths
 from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, synthetic_radiograph
 from schemas.events import Priority, StudyReceived
 

@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from radalign.ingest.refusal import DICOM_STATUS, RefusalReason
-from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
+from radalign.samples import chest_cr_path, chest_jpeg_paths
 from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, synthetic_radiograph
 from services.gateway.http_app import build_gateway_app
 

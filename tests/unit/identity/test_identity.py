@@ -26,8 +26,8 @@ from radalign.identity import (
     site_name,
 )
 from radalign.ingest.gateway import GatewayCore
-from radalign.ingest.samples import chest_jpeg_paths
 from radalign.kb.ingest import IU_ISSUER, csv_drafts
+from radalign.samples import chest_jpeg_paths
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph, with_changes
 from schemas.events import _KEY_PATTERN
 from services.gateway.dicom_scp import DicomScp

@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 
 from radalign.ingest.deid import Pseudonymizer, deidentify, encode_dicom, view_hint
 from radalign.ingest.dicom import check_dicom, read_dicom
-from radalign.ingest.samples import chest_cr_path
+from radalign.samples import chest_cr_path
 from radalign.testing.ingest import synthetic_radiograph
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")

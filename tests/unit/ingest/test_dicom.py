@@ -6,7 +6,7 @@ import pytest
 
 from radalign.ingest.dicom import check_dicom, decode_dicom_pixels, header_not_chest_radiograph, read_dicom
 from radalign.ingest.refusal import DICOM_STATUS, HTTP_STATUS, Refusal, RefusalReason
-from radalign.ingest.samples import chest_cr_path
+from radalign.samples import chest_cr_path
 from radalign.testing.ingest import bad_dicom_corpus, dicom_bytes, synthetic_radiograph, with_changes
 
 

@@ -8,8 +8,8 @@ import pytest
 
 from radalign.ingest.gateway import GatewayCore
 from radalign.ingest.images import decode_npy
-from radalign.ingest.samples import chest_cr_path, chest_jpeg_paths
 from radalign.preprocess.core import PreprocessError, preprocess
+from radalign.samples import chest_cr_path, chest_jpeg_paths
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph
 from schemas.events import BlobRef, StudyReceived
 

@@ -9,16 +9,16 @@ import pytest
 
 from radalign.framework import codec
 from radalign.pipeline import ALL_TOPICS, GRAPH, stage_spec
-from schemas.events import ALL_CONTRACTS, Priority, StudyReceived
+from radalign.schemas_export import render
+from schemas.events import ALL_CONTRACTS, Priority, StudyReceived, schema_file
 from schemas.examples import EXAMPLES
-from schemas.export import render, schema_file
 from schemas.topics import STUDY_RECEIVED, dead_letter_topic
 
 
 @pytest.mark.parametrize("contract", ALL_CONTRACTS, ids=lambda c: c.schema_name)
 def test_schema_file_is_current(contract):
     assert schema_file(contract).read_text(encoding="utf-8") == render(contract), (
-        f"{schema_file(contract).name} is stale: run `python -m schemas.export`"
+        f"{schema_file(contract).name} is stale: run `radalign schemas export`"
     )
 
 

@@ -1,14 +1,17 @@
-"""Generate `schemas/json/*.v1.json` from the payload models (`python -m schemas.export`)."""
+"""Generate `schemas/json/*.v1.json` from the payload models (`radalign schemas export`).
+
+It lives in `radalign`, not `schemas`: each document names the topics that carry its contract,
+which the stage graph (`radalign.pipeline`) declares, and the contracts import nothing of the project.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from schemas.events import ALL_CONTRACTS, CONTRACT_VERSION, Contract
+from radalign.pipeline import ALL_TOPICS
+from schemas.events import ALL_CONTRACTS, CONTRACT_VERSION, JSON_DIR, Contract, schema_file
 from schemas.examples import EXAMPLES
-
-JSON_DIR = Path(__file__).parent / "json"
 
 #: Kafka record headers every event carries (CloudEvents binary mode + W3C trace context).
 RECORD_HEADERS = {
@@ -23,15 +26,9 @@ RECORD_HEADERS = {
 }
 
 
-def schema_file(contract: type[Contract]) -> Path:
-    return JSON_DIR / f"{contract.schema_name}.v{CONTRACT_VERSION}.json"
-
-
 def render(contract: type[Contract]) -> str:
     """The JSON Schema document for one contract, as it is written to disk."""
     schema = contract.model_json_schema(mode="validation")
-    from radalign.pipeline import ALL_TOPICS  # the graph lives above the contracts
-
     topics = sorted(n for t in ALL_TOPICS if t.contract is contract for n in t.names)
     document = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -55,8 +52,3 @@ def export() -> list[Path]:
         path.write_text(render(contract), encoding="utf-8")
         written.append(path)
     return written
-
-
-if __name__ == "__main__":
-    for p in export():
-        print(p)
