@@ -86,8 +86,8 @@ class CountingPublisher:
     def __init__(self, inner) -> None:
         self.inner, self.events = inner, []
 
-    async def publish(self, spec, event) -> None:
-        await self.inner.publish(spec, event)
+    async def publish(self, spec, event, *, traceparent=None, ev_id=None) -> None:
+        await self.inner.publish(spec, event, traceparent=traceparent, ev_id=ev_id)
         self.events.append(event)
 
 

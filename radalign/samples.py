@@ -98,3 +98,26 @@ def dicom_bytes(ds: Dataset) -> bytes:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def send_c_store(host: str, port: int, datasets: list[Dataset], *, calling_ae: str, called_ae: str, timeout_s: float = 30.0) -> list[int]:
+    """C-STORE `datasets` on one association from `calling_ae` to the SCP `called_ae` at
+    host:port, as a modality or PACS sends (the demo, the benchmarks and the tests send studies to
+    the gateway this way). Returns each object's status; raises ConnectionError without an
+    association or without a response."""
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling_ae)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    for context in dict.fromkeys((str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)) for ds in datasets):
+        ae.add_requested_context(*context)
+    assoc = ae.associate(host, port, ae_title=called_ae)
+    if not assoc.is_established:
+        raise ConnectionError(f"no association with {called_ae} at {host}:{port}")
+    try:
+        statuses = [assoc.send_c_store(ds) for ds in datasets]
+    finally:
+        assoc.release()
+    if not all(status and "Status" in status for status in statuses):
+        raise ConnectionError(f"no C-STORE response from {called_ae} (connection lost or timed out)")
+    return [int(status.Status) for status in statuses]

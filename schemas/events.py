@@ -14,6 +14,7 @@ Rules every payload follows:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
@@ -24,9 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 CONTRACT_VERSION = "1"
 
-_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$"
+#: A pseudonymous key (study, patient, instance): the one pattern, for the contracts and for every
+#: route that takes a study key in its path (`KEY_RE.match`).
+KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$"
+KEY_RE = re.compile(KEY_PATTERN)
 _SHA256_PATTERN = r"^[0-9a-f]{64}$"
-_SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: A sending site's name (also a file name under the site profiles folder: it cannot leave it).
+SITE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+SITE_RE = re.compile(SITE_PATTERN)
 
 
 class Observation(str, Enum):
@@ -94,8 +100,8 @@ class StudyRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    study_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of StudyInstanceUID; the record key")
-    patient_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of the patient")
+    study_key: str = Field(pattern=KEY_PATTERN, description="pseudonym of StudyInstanceUID; the record key")
+    patient_key: str = Field(pattern=KEY_PATTERN, description="pseudonym of the patient")
     priority: Priority = Priority.ROUTINE
     received_at: datetime = Field(description="when the gateway published the study (UTC)")
     pipeline_version: str = Field(description="outputs are idempotent per (study_key, pipeline_version)")
@@ -114,7 +120,7 @@ class Instance(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    instance_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of SOPInstanceUID")
+    instance_key: str = Field(pattern=KEY_PATTERN, description="pseudonym of SOPInstanceUID")
     source_format: Literal["dicom", "png", "jpeg"]
     view_position: str | None = Field(default=None, description="DICOM ViewPosition (PA, AP, LL ...) or null")
     blob: BlobRef
@@ -144,7 +150,7 @@ class StudyReceived(Contract):
     instances: list[Instance] = Field(min_length=1, max_length=64)
     study_version: int = Field(default=1, ge=1, description="bumped when late instances re-open a study")
     site: str | None = Field(
-        default=None, pattern=_SITE_PATTERN,
+        default=None, pattern=SITE_PATTERN,
         description="the sending site: the patient issuer configured for the intake source (radalign/identity.py); null when none is configured",
     )
 
@@ -156,7 +162,7 @@ class StudyPreprocessed(Contract):
     schema_name: ClassVar[str] = "study_preprocessed"
 
     study: StudyRef
-    instance_key: str = Field(pattern=_KEY_PATTERN)
+    instance_key: str = Field(pattern=KEY_PATTERN)
     view_position: str | None
     view_fallback: str | None = Field(default=None, description="why this image was chosen when ViewPosition did not decide")
     lateral_only: bool = False
@@ -171,7 +177,7 @@ class StudyPreprocessed(Contract):
     preprocess_version: str
     timings: list[StageTiming] = Field(default_factory=list)
     site: str | None = Field(
-        default=None, pattern=_SITE_PATTERN,
+        default=None, pattern=SITE_PATTERN,
         description="the sending site, when known (StudyReceived.site); selects the concept stage's site audit profile (null: the deployment's default)",
     )
 
@@ -226,9 +232,9 @@ class ConceptsInferred(Contract):
     )
     ood: OutOfDistribution | None = Field(default=None, description="set when the model abstained on the whole image")
     site_profile: str | None = Field(default=None, description="site audit profile applied (null: the shipped gate)")
-    site: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the sending site (StudyPreprocessed.site)")
+    site: str | None = Field(default=None, pattern=SITE_PATTERN, description="the sending site (StudyPreprocessed.site)")
     site_head: str | None = Field(
-        default=None, pattern=_SITE_PATTERN, description="the site whose promoted site model scored the film (null: the generic model)"
+        default=None, pattern=SITE_PATTERN, description="the site whose promoted site model scored the film (null: the generic model)"
     )
     site_head_version: str | None = Field(default=None, max_length=128, description="that site model's version (radalign sites list)")
     image_embedding: list[float] = Field(
@@ -272,8 +278,8 @@ class CasesRetrieved(Contract):
     ood: OutOfDistribution | None = None
     model_name: str
     model_version: str
-    site: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the sending site (its normal report macro applies)")
-    site_head: str | None = Field(default=None, pattern=_SITE_PATTERN, description="ConceptsInferred.site_head")
+    site: str | None = Field(default=None, pattern=SITE_PATTERN, description="the sending site (its normal report macro applies)")
+    site_head: str | None = Field(default=None, pattern=SITE_PATTERN, description="ConceptsInferred.site_head")
     site_head_version: str | None = Field(default=None, max_length=128)
     cases: list[RetrievedCase] = Field(max_length=50)
     retrieval_version: str
@@ -353,8 +359,8 @@ class ReportDrafted(Contract):
     view_position: str | None
     model_name: str
     model_version: str
-    site: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the sending site (StudyPreprocessed.site)")
-    site_head: str | None = Field(default=None, pattern=_SITE_PATTERN, description="the site whose site model scored the film (null: generic)")
+    site: str | None = Field(default=None, pattern=SITE_PATTERN, description="the sending site (StudyPreprocessed.site)")
+    site_head: str | None = Field(default=None, pattern=SITE_PATTERN, description="the site whose site model scored the film (null: generic)")
     site_head_version: str | None = Field(default=None, max_length=128, description="that site model's version")
     drafter: str = Field(description="backend that wrote the text: deterministic, openai:<model>, llama-cpp:<model>")
     prompt_version: str
@@ -396,7 +402,7 @@ class ReportFinal(Contract):
     )
     findings: str = Field(min_length=1, max_length=20000)
     impression: str = Field(min_length=1, max_length=20000)
-    signer_key: str = Field(pattern=_KEY_PATTERN, description="pseudonym of the signing user (HMAC of the login), never a name")
+    signer_key: str = Field(pattern=KEY_PATTERN, description="pseudonym of the signing user (HMAC of the login), never a name")
     signer_role: ReviewRole
     signed_at: datetime = Field(description="when the signer signed (UTC)")
     accepted_unchanged: bool = Field(description="the draft was signed as drafted")

@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 from radalign.concepts.calibration import OperatingPoint
 from radalign.concepts.policy import ClaimPolicy
 from radalign.concepts.vocabulary import OBSERVATIONS
-from schemas.events import Observation
+from schemas.events import SITE_RE, Observation
 
 #: The group finding of the confounding check: in nih-cxr800 every other finding is a pneumonia film.
 CONFOUNDER = Observation.PNEUMONIA
@@ -194,8 +194,6 @@ def load_profile(path: str | Path) -> ServedGate:
 
 def profile_path(profiles_dir: str | Path, site: str) -> Path:
     """`<dir>/<site>.json`; the site name is restricted so it can never leave the folder."""
-    import re
-
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", site):
+    if not SITE_RE.match(site):
         raise ValueError(f"invalid site name {site!r}: letters, digits, '.', '_', '-' only")
     return Path(profiles_dir) / f"{site}.json"

@@ -27,7 +27,7 @@ from radalign.config import Settings, csv_list, get_settings
 from radalign.framework import codec
 from radalign.pipeline import STAGES
 from radalign.report_page import write_reports_page
-from radalign.samples import as_new_study, chest_cr_files, chest_jpeg_files, dicom_bytes
+from radalign.samples import as_new_study, chest_cr_files, chest_jpeg_files, dicom_bytes, send_c_store
 from schemas.events import DeadLetter, ReportDrafted
 from schemas.topics import REPORT_DRAFTED, dead_letter_topic
 
@@ -47,21 +47,12 @@ class DemoResult:
 
 def send_dicom(settings: Settings, datasets: list[Dataset]) -> int:
     """C-STORE the objects to the gateway's SCP, as a modality or PACS would."""
-    from pynetdicom import AE
-
-    ae = AE(ae_title="DEMO-SCU")
-    for ds in datasets:
-        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    assoc = ae.associate("127.0.0.1", settings.dicom_port, ae_title=settings.dicom_ae_title)
-    if not assoc.is_established:
-        raise RuntimeError(f"the gateway's DICOM SCP refused the association on port {settings.dicom_port}")
     try:
-        for ds in datasets:
-            status = assoc.send_c_store(ds)
-            if not status or status.Status != 0x0000:
-                raise RuntimeError(f"C-STORE failed with status {getattr(status, 'Status', None)!r}")
-    finally:
-        assoc.release()
+        statuses = send_c_store("127.0.0.1", settings.dicom_port, datasets, calling_ae="DEMO-SCU", called_ae=settings.dicom_ae_title)
+    except ConnectionError as exc:
+        raise RuntimeError(f"the gateway's DICOM SCP on port {settings.dicom_port}: {exc}") from exc
+    if any(status != 0x0000 for status in statuses):
+        raise RuntimeError(f"C-STORE failed with statuses {[hex(s) for s in statuses]}")
     return 1  # one study: both files share a StudyInstanceUID
 
 

@@ -13,7 +13,11 @@ from schemas.topics import TopicSpec
 
 
 class EventPublisher(Protocol):
-    async def publish(self, spec: TopicSpec, event: Contract) -> None: ...
+    """What publishes events (the one protocol: the gateway, the review service and their fakes).
+    `traceparent` continues a trace; `ev_id` fixes the CloudEvents id (a dead letter's, a signed
+    version's) instead of deriving it."""
+
+    async def publish(self, spec: TopicSpec, event: Contract, *, traceparent: str | None = None, ev_id: str | None = None) -> None: ...
 
 
 def topic_for(spec: TopicSpec, event: Contract) -> str:

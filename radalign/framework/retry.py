@@ -3,12 +3,15 @@
 `call_with_retry` bounds the attempts (a record's processing: then it is dead-lettered);
 `retry_until_done` never gives up (a worker's start-up, waiting for a dependency to come up).
 Both back off the same way, from the settings' `retry_base_delay_s` / `retry_max_delay_s`.
+`Backoff` is the delay of a supervised loop that never ends (the study assembler, its restarts,
+the stack supervisor): doubled after each failure, back to the start after a success.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_never, wait_random_exponential
@@ -30,6 +33,19 @@ class PermanentError(Exception):
 
 class DependencyUnavailable(Exception):
     """An outside dependency (Triton, PostgreSQL, LLM, blob store) failed after every retry."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Doubling delays between `start_s` and `max_s` for a supervised loop (no jitter: one loop
+    per process, nothing to spread out)."""
+
+    start_s: float
+    max_s: float
+
+    def after_failure(self, delay_s: float) -> float:
+        """The next delay after a failure, when the last one was `delay_s`."""
+        return min(self.max_s, max(self.start_s, delay_s * 2))
 
 
 def backoff(settings: Settings, max_delay_s: float | None = None) -> wait_random_exponential:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Literal, cast
 
+from radalign.framework.retry import Backoff
 from radalign.ingest import metrics
 from radalign.ingest.outbox import MAX_INSTANCES, DueStudy, InMemoryOutbox, Outbox, OutboxItem
 from schemas.events import Priority, StudyReceived, StudyRef
@@ -37,8 +38,8 @@ ReceivedInstance = OutboxItem
 __all__ = ["MAX_INSTANCES", "ReceivedInstance", "Source", "StudyAssembler"]
 
 #: Backoff of the assembler loop after a failed tick (database down): doubling up to the cap.
-BACKOFF_START_S = 0.5
-BACKOFF_MAX_S = 15.0
+#: Between failed ticks (database or broker down).
+TICK_BACKOFF = Backoff(start_s=0.5, max_s=15.0)
 #: Outbox retention: how often the loop prunes, and how much one pass deletes at most (a larger
 #: backlog continues at the next tick, so publishing never waits long behind it).
 PRUNE_EVERY_S = 3600.0
@@ -179,7 +180,7 @@ class StudyAssembler:
                     self.failing_since = time.monotonic()
                     log.error("study assembler tick failed (%s); retrying with backoff", error)
                 self.last_error = error
-                delay = min(BACKOFF_MAX_S, max(BACKOFF_START_S, delay * 2))
+                delay = TICK_BACKOFF.after_failure(delay)
                 continue
             if self.failing_since is not None:
                 log.warning("study assembler recovered after %.1f s", time.monotonic() - self.failing_since)

@@ -24,6 +24,7 @@ import numpy as np
 from radalign.concepts.heatmaps import AttentionMaps, ConceptAttention, image_png, overlay_png
 from radalign.config import Settings
 from radalign.framework import codec
+from radalign.framework.producer import EventPublisher
 from radalign.framework.retry import call_with_retry
 from radalign.labeler import label_sections
 from radalign.review import metrics
@@ -38,10 +39,6 @@ from schemas.events import BlobRef, Certainty, ConceptScore, Observation, Priori
 log = logging.getLogger(__name__)
 
 STAGE = "review"
-
-
-class Publisher(Protocol):
-    async def publish(self, spec: Any, event: Any, *, traceparent: str | None = None, ev_id: str | None = None) -> None: ...
 
 
 class BlobReader(Protocol):
@@ -104,7 +101,7 @@ class ReviewCore:
         settings: Settings,
         store: ReviewStore,
         blobs: BlobReader,
-        publisher: Publisher,
+        publisher: EventPublisher,
         *,
         attention: ConceptAttention | None = None,
         case_store: Any = None,

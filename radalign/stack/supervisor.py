@@ -35,6 +35,7 @@ from pathlib import Path
 
 from radalign.config import Settings, get_settings
 from radalign.framework.logredact import install_log_redaction
+from radalign.framework.retry import Backoff
 from radalign.stack.process import StatePaths, live_process, read_pid_file
 
 log = logging.getLogger("radalign.supervisor")
@@ -42,8 +43,8 @@ log = logging.getLogger("radalign.supervisor")
 NAME = "supervisor"
 MARKER_TOPIC = "radalign.stack.marker.v1"
 CHECK_S = 2.0
-BACKOFF_START_S = 1.0
-BACKOFF_MAX_S = 60.0
+#: Between restarts of one component that keeps dying.
+RESTART_BACKOFF = Backoff(start_s=1.0, max_s=60.0)
 STABLE_S = 300.0
 
 
@@ -52,7 +53,7 @@ class ComponentRecord:
     restarts: int = 0
     last_restart: float | None = None
     last_error: str = ""
-    backoff_s: float = BACKOFF_START_S
+    backoff_s: float = RESTART_BACKOFF.start_s
     next_attempt: float = 0.0
 
 
@@ -238,7 +239,7 @@ def check_once(settings: Settings, state: SupervisorState, now: float | None = N
             record = state.components.setdefault(name, ComponentRecord())
             if live_process(read_pid_file(paths.pid_file(name))) is not None:
                 if record.last_restart is not None and now - record.last_restart > STABLE_S:
-                    record.backoff_s = BACKOFF_START_S
+                    record.backoff_s = RESTART_BACKOFF.start_s
                 continue
             if now < record.next_attempt:
                 continue
@@ -252,7 +253,7 @@ def check_once(settings: Settings, state: SupervisorState, now: float | None = N
                 record.last_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.error("restarting %s failed: %s", name, record.last_error)
             record.next_attempt = now + record.backoff_s
-            record.backoff_s = min(BACKOFF_MAX_S, record.backoff_s * 2)
+            record.backoff_s = RESTART_BACKOFF.after_failure(record.backoff_s)
     if "broker" in _supervised(settings, paths) and broker_kept_its_data(settings) is False:
         state.broker_data_lost.append(now)
         log.error(

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLossless, generate_uid
 
 from radalign.ingest.refusal import RefusalReason
-from radalign.samples import dicom_bytes  # noqa: F401 - re-exported for the tests and the bomb corpus
+from radalign.samples import dicom_bytes, send_c_store  # noqa: F401 - dicom_bytes: re-exported for the tests and the bomb corpus
 from schemas.events import Contract
 from schemas.topics import TopicSpec
 
@@ -28,7 +28,7 @@ class RecordingPublisher:
         self.records: list[tuple[str, Contract]] = []
         self.fail_next = 0
 
-    async def publish(self, spec: TopicSpec, event: Contract) -> None:
+    async def publish(self, spec: TopicSpec, event: Contract, *, traceparent: str | None = None, ev_id: str | None = None) -> None:
         if self.fail_next:
             self.fail_next -= 1
             raise ConnectionError("broker unavailable (simulated)")
@@ -41,21 +41,9 @@ class RecordingPublisher:
 
 
 def send_cstore(port: int, ds: Dataset, *, calling_ae: str, called_ae: str = "RADALIGN", timeout_s: float = 30.0) -> int:
-    """One C-STORE of `ds` from `calling_ae` to a DICOM SCP on loopback (a real pynetdicom
-    association, as a modality or PACS sends); the status it answers."""
-    from pynetdicom import AE
-    from pynetdicom.sop_class import ComputedRadiographyImageStorage  # type: ignore[attr-defined]
-
-    ae = AE(ae_title=calling_ae)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
-    ae.add_requested_context(ComputedRadiographyImageStorage, str(ds.file_meta.TransferSyntaxUID))
-    assoc = ae.associate("127.0.0.1", port, ae_title=called_ae)
-    if not assoc.is_established:
-        raise ConnectionError(f"no association with the SCP on port {port} ({called_ae})")
-    try:
-        return int(assoc.send_c_store(ds).Status)
-    finally:
-        assoc.release()
+    """One C-STORE of `ds` to a DICOM SCP on loopback (`radalign.samples.send_c_store`); its status."""
+    [status] = send_c_store("127.0.0.1", port, [ds], calling_ae=calling_ae, called_ae=called_ae, timeout_s=timeout_s)
+    return status
 
 
 def with_changes(ds: Dataset, **changes: object) -> Dataset:

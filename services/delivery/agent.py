@@ -12,7 +12,6 @@ delivery` resends to the destinations still missing it). Serves the delivery rec
 from __future__ import annotations
 
 import json
-import re
 
 from aiohttp import web
 
@@ -31,9 +30,7 @@ from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
 from radalign.review.signers import PostgresSigners, Signer
 from radalign.review.store import ReviewStore
-from schemas.events import ReportDrafted, ReportFinal
-
-_STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
+from schemas.events import KEY_RE, ReportDrafted, ReportFinal
 
 
 class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
@@ -109,7 +106,7 @@ class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
         @routes.get("/v1/studies/{study_key}/deliveries")
         async def deliveries(request: web.Request) -> web.StreamResponse:
             study_key = request.match_info["study_key"]
-            if not _STUDY_KEY.match(study_key):
+            if not KEY_RE.match(study_key):
                 return problem(404, "Not Found", "no deliveries for this study key")
             if stage.records is None:
                 return problem(503, "Service Unavailable", "the delivery stage is starting")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -42,7 +41,7 @@ from radalign.drafting.sr import basic_text_sr_bytes
 from radalign.drafting.store import ReportStore, StoredReport
 from radalign.framework.http import problem
 from radalign.review.signers import Signer
-from schemas.events import ReportFinal
+from schemas.events import KEY_RE, ReportFinal
 
 
 class SignedVersions(Protocol):
@@ -55,7 +54,6 @@ log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {"json": "application/json", "fhir": "application/fhir+json", "sr": "application/dicom"}
 _BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()}
-_STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 
 
 def negotiate(accept: str | None, query_format: str | None) -> str | None:
@@ -105,7 +103,7 @@ def build_read_routes(
         fmt = negotiate(request.headers.get("Accept"), request.query.get("format"))
         if fmt is None:
             return problem(406, "Not Acceptable", f"formats offered: {', '.join(f'{k} ({v})' for k, v in MEDIA_TYPES.items())}")
-        if not _STUDY_KEY.match(study_key):
+        if not KEY_RE.match(study_key):
             return problem(404, "Not Found", "no drafted report for this study key")
         wanted = request.query.get("version")
         if wanted is not None and not wanted.isdigit():

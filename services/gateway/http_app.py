@@ -38,6 +38,7 @@ from radalign.config import Settings
 from radalign.framework.auth import parse_tokens
 from radalign.framework.http import Probes, auth_middleware, probe_routes, problem
 from radalign.framework.producer import EventPublisher
+from radalign.framework.retry import Backoff
 from radalign.ingest.gateway import GatewayCore, parse_priority
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.pseudonyms import PseudonymStore
@@ -48,6 +49,8 @@ log = logging.getLogger(__name__)
 CORE_KEY = web.AppKey("gateway_core", GatewayCore)
 _ASSEMBLER_TASK = web.AppKey("assembler_task", asyncio.Task)
 DICOM_JSON = "application/dicom+json"
+#: Between restarts of a crashed study assembler.
+ASSEMBLER_RESTARTS = Backoff(start_s=0.5, max_s=30.0)
 _FORM_FIELDS = {"study_id", "patient_id", "patient_key", "issuer", "view_position", "priority"}
 _MAX_FIELD_BYTES = 1024
 
@@ -236,7 +239,7 @@ def _refuse_unauthorized(request: web.Request) -> web.StreamResponse:
 
 async def _supervise_assembler(core: GatewayCore, stop: asyncio.Event) -> None:
     """Restart the assembler loop, with backoff, should it ever end before `stop` (a bug)."""
-    delay = 0.5
+    delay = ASSEMBLER_RESTARTS.start_s
     while True:
         try:
             await core.run_assembler(stop)
@@ -245,7 +248,7 @@ async def _supervise_assembler(core: GatewayCore, stop: asyncio.Event) -> None:
         if stop.is_set():
             return
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        delay = ASSEMBLER_RESTARTS.after_failure(delay)
 
 
 async def _assembler_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -39,14 +39,13 @@ from radalign.review.session import SessionCodec, csrf_matches, new_csrf
 from radalign.review.signers import LOCAL_IDENTIFIER_SYSTEM
 from radalign.review.signoff import SECTION_TITLES, SignOffError
 from radalign.review.worklist import format_waiting
-from schemas.events import OBSERVATIONS, ReviewRole
+from schemas.events import KEY_RE, OBSERVATIONS, ReviewRole
 
 log = logging.getLogger(__name__)
 
 SESSION_KEY: web.RequestKey[dict | None] = web.RequestKey("review_session", dict)
 SESSION_COOKIE = "radalign_review"
 LOGIN_COOKIE = "radalign_review_login"
-_STUDY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@'-]{0,79}$")
 PUBLIC_PATHS = ("/login", "/auth/callback", "/static/", *OPEN_PATHS)
 #: Re-seal the session cookie (sliding idle timeout) at most this often.
@@ -289,7 +288,7 @@ def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | No
 
     def _study_key(request: web.Request) -> str:
         key = request.match_info["study_key"]
-        if not _STUDY_KEY.match(key):
+        if not KEY_RE.match(key):
             raise web.HTTPNotFound()
         return key
 

@@ -21,3 +21,13 @@ async def test_retry_until_done_keeps_trying_and_reports_each_failure():
     assert result == "up"
     assert len(calls) == 5
     assert failures == ["down 1", "down 2", "down 3", "down 4"]
+
+
+def test_supervised_loops_back_off_by_doubling_within_bounds():
+    from radalign.framework.retry import Backoff
+
+    policy = Backoff(start_s=0.5, max_s=3.0)
+    delays = [0.1]
+    for _ in range(5):
+        delays.append(policy.after_failure(delays[-1]))
+    assert delays[1:] == [0.5, 1.0, 2.0, 3.0, 3.0]

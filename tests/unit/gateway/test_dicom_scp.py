@@ -158,3 +158,14 @@ async def test_sr_kos_and_presentation_states_are_accepted_with_success_and_drop
     assert {kind: counted(kind) - before[kind] for kind in others} == {kind: 1.0 for kind in others}
     [event] = await scp.core.flush(force=True)
     assert len(event.instances) == 1 and event.modality == "DX"
+
+
+async def test_the_shared_c_store_sender_stores_a_study_and_names_a_refused_association(scp) -> None:
+    """`radalign.samples.send_c_store`: what the demo and the tests send studies with."""
+    from radalign.samples import send_c_store
+
+    study = [synthetic_radiograph(), synthetic_radiograph()]
+    statuses = await asyncio.to_thread(send_c_store, "127.0.0.1", scp.port, study, calling_ae="MODALITY1", called_ae="RADALIGN")
+    assert statuses == [0x0000, 0x0000]
+    with pytest.raises(ConnectionError, match="no association"):
+        await asyncio.to_thread(send_c_store, "127.0.0.1", scp.port, study, calling_ae="STRANGER", called_ae="RADALIGN")

@@ -126,10 +126,11 @@ async def test_the_loop_survives_database_errors_and_publishes_afterwards() -> N
     sent: list[StudyReceived] = []
     outbox = _BrokenOutbox(failures=3)
     asm = _assembler(Clock(), sent, quiet=0.0, outbox=outbox)
+    from radalign.framework.retry import Backoff
     from radalign.ingest import assembly
 
-    assembly_backoff = assembly.BACKOFF_START_S
-    assembly.BACKOFF_START_S = 0.01
+    assembly_backoff = assembly.TICK_BACKOFF
+    assembly.TICK_BACKOFF = Backoff(start_s=0.01, max_s=assembly_backoff.max_s)
     try:
         await asm.add(_item("st-000000000000000e", 1))
         stop = asyncio.Event()
@@ -147,7 +148,7 @@ async def test_the_loop_survives_database_errors_and_publishes_afterwards() -> N
         stop.set()
         await task
     finally:
-        assembly.BACKOFF_START_S = assembly_backoff
+        assembly.TICK_BACKOFF = assembly_backoff
     assert [e.study.study_key for e in sent] == ["st-000000000000000e", "st-000000000000000f"]
     assert not asm.alive  # the loop ended: the liveness probe now fails
 

@@ -9,8 +9,7 @@ from radalign.ingest.deid import Pseudonymizer, deidentify, encode_dicom, view_h
 from radalign.ingest.dicom import check_dicom, read_dicom
 from radalign.samples import chest_cr_path
 from radalign.testing.ingest import synthetic_radiograph
-
-KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$")
+from schemas.events import KEY_RE
 
 
 def test_pseudonyms_are_stable_keyed_and_match_the_contract_pattern() -> None:
@@ -22,7 +21,7 @@ def test_pseudonyms_are_stable_keyed_and_match_the_contract_pattern() -> None:
     keys = [a.study_key("X"), a.patient_key("X", None), a.instance_key("X")]
     assert [k[:3] for k in keys] == ["st-", "pt-", "in-"]
     assert len({k[3:] for k in keys}) == 3
-    assert all(KEY.match(k) and re.fullmatch(r"[a-z]{2}-[0-9a-f]{16}", k) for k in keys)
+    assert all(KEY_RE.match(k) and re.fullmatch(r"[a-z]{2}-[0-9a-f]{16}", k) for k in keys)
     uid = a.uid("study", "1.2.3")
     assert uid.startswith("2.25.") and len(uid) <= 64 and uid == b.uid("study", "1.2.3")
     with pytest.raises(ValueError):
