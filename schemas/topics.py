@@ -64,9 +64,8 @@ CASES_RETRIEVED = TopicSpec("radalign.study.retrieved.v1", CasesRetrieved)
 # continuously, and `needs_review` / `priority` in the payload tell them what is urgent.
 REPORT_DRAFTED = TopicSpec("radalign.report.drafted.v1", ReportDrafted, has_stat_lane=False)
 REPORT_REVIEW = TopicSpec("radalign.report.review.v1", ReportDrafted, has_stat_lane=False)
-# Signed reports from the review service (services/review); a delivery stage re-delivers them as
-# FHIR `final` and SR `VERIFIED`. The review service is a web app, not a pipeline stage: it is
-# not in STAGES, and its dead letters (unreadable preprocessed records) have their own topic.
+# Signed reports from the review stage (services/review: its web app publishes them when a
+# radiologist signs); the delivery stage re-delivers them as FHIR `final` and SR `VERIFIED`.
 REPORT_FINAL = TopicSpec("radalign.report.final.v1", ReportFinal, has_stat_lane=False)
 
 

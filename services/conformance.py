@@ -183,7 +183,7 @@ def _path_params(path: str) -> list[str]:
 
 
 def openapi(service: str, routes: list[tuple[str, str]]) -> Doc:
-    from services.drafting.read_api import _STUDY_KEY
+    from schemas.events import KEY_PATTERN
 
     title, description = API_TITLES[service]
     paths: Doc = {}
@@ -191,7 +191,7 @@ def openapi(service: str, routes: list[tuple[str, str]]) -> Doc:
         op = _operation(service, method, path)
         for p in op.get("parameters", []):
             if p["name"] == "study_key":
-                p["schema"] = {"type": "string", "pattern": _STUDY_KEY.pattern, "description": "the study pseudonym"}
+                p["schema"] = {"type": "string", "pattern": KEY_PATTERN, "description": "the study pseudonym"}
         paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.1.0",
