@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from radalign.framework import metrics
 from radalign.framework.auth import bearer_authorized
@@ -75,7 +76,7 @@ def auth_middleware(
     has_session: Callable[[web.Request], bool] | None = None,
     anonymous: bool | None = None,
     refused: Callable[[web.Request], web.StreamResponse] = _unauthorized,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """The one auth check: a request passes on an open path (a prefix) or an unknown one, with a session
     (`has_session`, the review app's sealed cookie), or with one of `tokens` as a bearer token.
     Without a header it passes only when `anonymous` (default: no tokens configured, dev only);

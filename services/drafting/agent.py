@@ -70,7 +70,7 @@ class DraftingStage(Stage[CasesRetrieved]):
         lazy = _Lazy()
         # The read API returns re-identified FHIR/SR: behind the read API's own tokens, never the
         # ingest ones (issue 12), which the runner's auth middleware checks (Stage.middlewares).
-        return list(build_read_routes(lazy, lazy, signed=lazy))
+        return list(build_read_routes(lazy, lazy, signed=lazy))  # type: ignore[arg-type]  # _Lazy stands in for the store and the reidentifier
 
     async def handle(self, event: CasesRetrieved) -> list[Output]:
         report = await self.core.draft(event)  # LLM calls carry their own timeout/retry/fallback
