@@ -37,6 +37,7 @@ Doc = dict[str, Any]
 def http_routes() -> dict[str, list[tuple[str, str]]]:
     """(method, path) of every HTTP route of each service, read from the aiohttp routers (HEAD dropped)."""
     from radalign.config import Settings
+    from radalign.pipeline import CONSUMER_STAGES
     from services.delivery.agent import DeliveryStage
     from services.drafting.read_api import build_read_routes
     from services.gateway.http_app import build_gateway_app
@@ -50,8 +51,8 @@ def http_routes() -> dict[str, list[tuple[str, str]]]:
     out["delivery"] = [(r.method, r.path) for r in DeliveryStage(settings).routes() if r.method != "HEAD"]
     review = build_review_app(None, settings)  # type: ignore[arg-type]
     out["review"] = [(r.method, r.resource.canonical) for r in review.router.routes() if r.method != "HEAD" and r.resource is not None]
-    # every stage's worker also serves /health/live, /health/ready, /metrics (radalign.framework)
-    for service in ("drafting", "delivery"):
+    # every stage's worker also serves /health/live, /health/ready, /metrics (radalign.framework.http)
+    for service in [name for name in out if name in CONSUMER_STAGES]:
         out[service] += [("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/metrics")]
     return {k: sorted(set(v), key=lambda mr: (mr[1], mr[0])) for k, v in out.items()}
 
