@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 CONTRACT_VERSION = "1"
 
 #: A pseudonymous key (study, patient, instance): the one pattern, for the contracts and for every
-#: route that takes a study key in its path (`KEY_RE.match`).
+#: route that takes a study key in its path (`KEY_RE.fullmatch`).
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{7,127}$"
 KEY_RE = re.compile(KEY_PATTERN)
 _SHA256_PATTERN = r"^[0-9a-f]{64}$"

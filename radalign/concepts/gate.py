@@ -194,6 +194,6 @@ def load_profile(path: str | Path) -> ServedGate:
 
 def profile_path(profiles_dir: str | Path, site: str) -> Path:
     """`<dir>/<site>.json`; the site name is restricted so it can never leave the folder."""
-    if not SITE_RE.match(site):
+    if not SITE_RE.fullmatch(site):
         raise ValueError(f"invalid site name {site!r}: letters, digits, '.', '_', '-' only")
     return Path(profiles_dir) / f"{site}.json"

@@ -38,12 +38,11 @@ from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, s
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
-from schemas.events import Instance, Priority, StudyReceived
+from schemas.events import KEY_RE, Instance, Priority, StudyReceived
 from schemas.topics import STUDY_RECEIVED
 
 log = logging.getLogger(__name__)
 
-_KEY_PATTERN_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 _VIEW_VALUES = {"PA", "AP", "LL", "RL", "LATERAL", "LAT"}
 
 
@@ -211,7 +210,7 @@ class GatewayCore:
                 raise Refusal(RefusalReason.INVALID_METADATA, "give patient_id or patient_key, not both")
             if patient_key is not None:
                 patient_key = patient_key.strip()
-                if not (8 <= len(patient_key) <= 128 and set(patient_key) <= _KEY_PATTERN_CHARS and patient_key[0].isalnum()):
+                if not KEY_RE.fullmatch(patient_key):
                     raise Refusal(RefusalReason.INVALID_METADATA, "patient_key must match the pseudonym pattern")
             view = (view_position or "").strip().upper() or None
             if view is not None and view not in _VIEW_VALUES:

@@ -106,7 +106,7 @@ class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
         @routes.get("/v1/studies/{study_key}/deliveries")
         async def deliveries(request: web.Request) -> web.StreamResponse:
             study_key = request.match_info["study_key"]
-            if not KEY_RE.match(study_key):
+            if not KEY_RE.fullmatch(study_key):
                 return problem(404, "Not Found", "no deliveries for this study key")
             if stage.records is None:
                 return problem(503, "Service Unavailable", "the delivery stage is starting")

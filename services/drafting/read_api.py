@@ -103,7 +103,7 @@ def build_read_routes(
         fmt = negotiate(request.headers.get("Accept"), request.query.get("format"))
         if fmt is None:
             return problem(406, "Not Acceptable", f"formats offered: {', '.join(f'{k} ({v})' for k, v in MEDIA_TYPES.items())}")
-        if not KEY_RE.match(study_key):
+        if not KEY_RE.fullmatch(study_key):
             return problem(404, "Not Found", "no drafted report for this study key")
         wanted = request.query.get("version")
         if wanted is not None and not wanted.isdigit():

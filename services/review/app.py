@@ -288,7 +288,7 @@ def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | No
 
     def _study_key(request: web.Request) -> str:
         key = request.match_info["study_key"]
-        if not KEY_RE.match(key):
+        if not KEY_RE.fullmatch(key):
             raise web.HTTPNotFound()
         return key
 

@@ -29,7 +29,7 @@ from radalign.ingest.gateway import GatewayCore
 from radalign.kb.ingest import IU_ISSUER, csv_drafts
 from radalign.samples import chest_jpeg_paths
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph, with_changes
-from schemas.events import _KEY_PATTERN
+from schemas.events import KEY_PATTERN
 from services.gateway.dicom_scp import DicomScp
 from services.gateway.http_app import build_gateway_app
 
@@ -51,7 +51,7 @@ def stored_patient_key(tmp_path, patient_id: str, issuer: str | None, column_iss
 def test_keys_are_stable_namespaced_and_match_the_contract_pattern():
     p = Pseudonymizer(SECRET)
     key = p.patient_key("MRN-0042", "HOSP-A")
-    assert re.fullmatch(r"pt-[0-9a-f]{16}", key) and re.fullmatch(_KEY_PATTERN, key)
+    assert re.fullmatch(r"pt-[0-9a-f]{16}", key) and re.fullmatch(KEY_PATTERN, key)
     assert key == p.patient_key("  MRN-0042 ", " hosp-a ") == patient_key("MRN-0042", "Hosp-A", SECRET)
     assert key != p.patient_key("MRN-0042", "HOSP-B")  # two hospitals' MRN 42 are two patients
     assert key != p.patient_key("mrn-0042", "HOSP-A")  # ids stay case-sensitive
@@ -104,10 +104,10 @@ def test_site_is_the_issuer_configured_for_the_source_never_a_declared_one():
     assert bare.issuer("dicom-cstore", declared="HOSP-X") == "HOSP-X" and bare.site("dicom-cstore") is None
     import re
 
-    from schemas.events import _SITE_PATTERN
+    from schemas.events import SITE_PATTERN
 
     for name in ("HOSP-A", "ST.-MARY-S-WARD-2", "X", "h" * 64):
-        assert re.fullmatch(_SITE_PATTERN, name)
+        assert re.fullmatch(SITE_PATTERN, name)
 
 
 def test_loader_keys_follow_the_issuer_column_then_the_option(tmp_path):

@@ -21,7 +21,7 @@ def test_pseudonyms_are_stable_keyed_and_match_the_contract_pattern() -> None:
     keys = [a.study_key("X"), a.patient_key("X", None), a.instance_key("X")]
     assert [k[:3] for k in keys] == ["st-", "pt-", "in-"]
     assert len({k[3:] for k in keys}) == 3
-    assert all(KEY_RE.match(k) and re.fullmatch(r"[a-z]{2}-[0-9a-f]{16}", k) for k in keys)
+    assert all(KEY_RE.fullmatch(k) and re.fullmatch(r"[a-z]{2}-[0-9a-f]{16}", k) for k in keys)
     uid = a.uid("study", "1.2.3")
     assert uid.startswith("2.25.") and len(uid) <= 64 and uid == b.uid("study", "1.2.3")
     with pytest.raises(ValueError):
