@@ -127,17 +127,6 @@ CONSUMER_STAGES: tuple[str, ...] = tuple(s.name for s in GRAPH if s.consumes)
 _BY_NAME: dict[str, StageSpec] = {s.name: s for s in GRAPH}
 
 
-def upstream_of(topic: TopicSpec, graph: tuple[StageSpec, ...] = GRAPH) -> tuple[str, ...]:
-    """The consuming stages, in graph order, that a record passes through before `topic` is
-    written (the soak test's path from the gateway to the drafted report)."""
-    wanted, found = {topic.name}, []
-    for spec in reversed(graph):
-        if wanted & {t.name for t in spec.outputs} and spec.consumes:
-            found.append(spec.name)
-            wanted |= {t.name for t in spec.inputs}
-    return tuple(reversed(found))
-
-
 def stage_spec(name: str) -> StageSpec:
     try:
         return _BY_NAME[name]

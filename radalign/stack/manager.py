@@ -95,7 +95,7 @@ def _running(paths: StatePaths, name: str) -> psutil.Process | None:
     return live_process(read_pid_file(paths.pid_file(name)))
 
 
-def _start_service(settings: Settings, paths: StatePaths, component: str, model_repo: Path | None) -> psutil.Process:
+def start_service(settings: Settings, paths: StatePaths, component: str, model_repo: Path | None) -> psutil.Process:
     if component == "broker":
         return broker.start_broker(settings, paths)
     if component == "postgres":
@@ -172,7 +172,7 @@ def up(
                     continue
                 begin = time.monotonic()
                 started.append(component)  # before starting: a half-started process is stopped too
-                proc = _start_service(settings, paths, component, model_repo)
+                proc = start_service(settings, paths, component, model_repo)
                 if component == "broker":
                     supervisor.mark_broker(settings)
                 if component == "triton" and model_repo is not None:

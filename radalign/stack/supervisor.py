@@ -197,21 +197,19 @@ def _supervised(settings: Settings, paths: StatePaths) -> list[str]:
 
 
 def _restart(settings: Settings, paths: StatePaths, name: str) -> None:
-    from radalign.db import apply_migrations
-    from radalign.stack import broker, postgres, triton, workers
+    """Start `name` again the way `up` started it: every component `up` starts, Orthanc and the
+    identity provider included, and every worker."""
+    from radalign.stack import manager, workers
+    from radalign.stack.components import SERVICES
 
-    if name == "broker":
-        broker.start_broker(settings, paths)  # creates the topics; the marker check below sees the loss
-    elif name == "postgres":
-        postgres.start_postgres(settings, paths)
-        apply_migrations(settings.dsn)
-    elif name == "triton":
-        repo = (paths.run_dir / "triton-model-repo").read_text().strip() if (paths.run_dir / "triton-model-repo").exists() else ""
-        triton.start_triton(settings, paths, Path(repo) if repo else None)
-    elif name.startswith(workers.PREFIX):
+    if name.startswith(workers.PREFIX):
         workers.start_workers(settings, [name.removeprefix(workers.PREFIX)])
-    else:
+        return
+    if name not in SERVICES:
         raise ValueError(f"{name} is not a component the supervisor knows how to start")
+    repo_file = paths.run_dir / "triton-model-repo"
+    repo = repo_file.read_text().strip() if name == "triton" and repo_file.exists() else ""
+    manager.start_service(settings, paths, name, Path(repo) if repo else None)
 
 
 def _requeue_unreported(settings: Settings) -> int | None:

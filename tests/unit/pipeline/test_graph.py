@@ -10,8 +10,8 @@ import importlib
 import pytest
 
 from radalign.config import Settings
-from radalign.pipeline import ALL_TOPICS, GRAPH, STAGES, GraphError, check_graph, stage_spec, upstream_of
-from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED, REPORT_DRAFTED, STUDY_PREPROCESSED
+from radalign.pipeline import ALL_TOPICS, GRAPH, STAGES, GraphError, check_graph, stage_spec
+from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED, STUDY_PREPROCESSED
 
 
 @pytest.mark.parametrize("spec", GRAPH, ids=lambda s: s.name)
@@ -70,10 +70,6 @@ def test_the_checker_rejects_duplicate_names_ports_and_writers():
 
 def test_the_declared_graph_passes_the_checker():
     check_graph(GRAPH)
-
-
-def test_the_drafted_report_path_is_read_from_the_graph():
-    assert upstream_of(REPORT_DRAFTED) == ("preprocess", "concepts", "retrieval", "drafting")
 
 
 def test_every_output_and_dead_letter_topic_is_provisioned():
