@@ -24,7 +24,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from radalign.config import Settings
 from radalign.db import apply_migrations
 from radalign.stack import broker, idp, orthanc, postgres, supervisor, triton, workers
-from radalign.stack.components import COMPONENTS, SERVICES, external_components
+from radalign.stack.components import COMPONENTS, SERVICES, external_components, start_service
 from radalign.stack.process import (
     StatePaths,
     live_process,
@@ -93,27 +93,6 @@ def _stack_lock(paths: StatePaths) -> Iterator[None]:
 
 def _running(paths: StatePaths, name: str) -> psutil.Process | None:
     return live_process(read_pid_file(paths.pid_file(name)))
-
-
-def start_service(settings: Settings, paths: StatePaths, component: str, model_repo: Path | None) -> psutil.Process:
-    if component == "broker":
-        return broker.start_broker(settings, paths)
-    if component == "postgres":
-        proc = postgres.start_postgres(settings, paths)
-        try:
-            applied = apply_migrations(settings.dsn)
-        except Exception:
-            postgres.stop_postgres(settings, paths)
-            raise
-        log.info("migrations applied: %s", ", ".join(applied) or "none (up to date)")
-        return proc
-    if component == "triton":
-        return triton.start_triton(settings, paths, model_repo)
-    if component == "orthanc":
-        return orthanc.start_orthanc(settings, paths)
-    if component == "idp":
-        return idp.start_idp(settings, paths)
-    raise ValueError(f"unknown component {component!r}")
 
 
 def _catch_up(settings: Settings, component: str) -> str:

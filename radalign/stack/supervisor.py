@@ -199,8 +199,8 @@ def _supervised(settings: Settings, paths: StatePaths) -> list[str]:
 def _restart(settings: Settings, paths: StatePaths, name: str) -> None:
     """Start `name` again the way `up` started it: every component `up` starts, Orthanc and the
     identity provider included, and every worker."""
-    from radalign.stack import manager, workers
-    from radalign.stack.components import SERVICES
+    from radalign.stack import workers
+    from radalign.stack.components import SERVICES, start_service
 
     if name.startswith(workers.PREFIX):
         workers.start_workers(settings, [name.removeprefix(workers.PREFIX)])
@@ -209,7 +209,7 @@ def _restart(settings: Settings, paths: StatePaths, name: str) -> None:
         raise ValueError(f"{name} is not a component the supervisor knows how to start")
     repo_file = paths.run_dir / "triton-model-repo"
     repo = repo_file.read_text().strip() if name == "triton" and repo_file.exists() else ""
-    manager.start_service(settings, paths, name, Path(repo) if repo else None)
+    start_service(settings, paths, name, Path(repo) if repo else None)
 
 
 def _requeue_unreported(settings: Settings) -> int | None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from radalign.config import Settings
-from radalign.stack import manager, supervisor, workers
+from radalign.stack import components, supervisor, workers
 from radalign.stack.components import SERVICES
 from radalign.stack.process import StatePaths
 
@@ -15,7 +15,7 @@ from radalign.stack.process import StatePaths
 @pytest.mark.parametrize("name", SERVICES)
 def test_every_service_is_restarted_through_ups_own_start(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[tuple[str, Path | None]] = []
-    monkeypatch.setattr(manager, "start_service", lambda settings, paths, component, repo: started.append((component, repo)))
+    monkeypatch.setattr(components, "start_service", lambda settings, paths, component, repo: started.append((component, repo)))
     paths = StatePaths.of(tmp_path)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     (paths.run_dir / "triton-model-repo").write_text(str(tmp_path / "models"))
