@@ -186,11 +186,7 @@ def plot_roc(probabilities: np.ndarray, labels: np.ndarray, rows: list[AucRow], 
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save_figure(fig, out_png)
 
 
 def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, observations: Sequence[str], out_png: Path, title: str) -> Path:
@@ -209,6 +205,12 @@ def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, observations
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="calibrated probability (bin mean)", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=7)
+    return _save_figure(fig, out_png)
+
+
+def _save_figure(fig: Any, out_png: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
