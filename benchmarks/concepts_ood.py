@@ -46,7 +46,7 @@ def dicom_images() -> tuple[list[np.ndarray], list[np.ndarray]]:
         try:
             ds = pydicom.dcmread(path)
             pixels = decode_dicom_pixels(ds)
-        except Exception:  # noqa: BLE001, S112 - test files include deliberately broken or undecodable ones
+        except Exception:  # noqa: BLE001 - test files include deliberately broken or undecodable ones
             continue
         if pixels.ndim != 2 or min(pixels.shape) < 32:
             continue
@@ -78,7 +78,7 @@ def synthetic(seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:224, 0:224] / 223.0
     images = [rng.random((224, 224)), rng.normal(0.5, 0.15, (224, 224)), xx, yy, (xx + yy) / 2, np.full((224, 224), 0.5), np.zeros((224, 224)),
-              ((np.floor(xx * 8) + np.floor(yy * 8)) % 2), np.sin(xx * 40) * 0.5 + 0.5, np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 10)]  # fmt: skip
+              ((np.floor(xx * 8) + np.floor(yy * 8)) % 2), np.sin(xx * 40) * 0.5 + 0.5, np.exp(-((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 10)]
     return [np.clip(i, 0, 1).astype(np.float32)[None] for i in images]
 
 
@@ -108,7 +108,7 @@ def main() -> None:
         if len(scores):
             flagged = float((scores > threshold).mean())
             rows[name] = {"images": len(scores), "flagged": round(flagged, 3), "median_score": round(float(np.median(scores)), 2),
-                          "in_distribution": in_distribution}  # fmt: skip
+                          "in_distribution": in_distribution}
 
     if args.manifest.is_file():
         records = read_manifest(args.manifest)

@@ -28,22 +28,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pynetdicom import AE  # noqa: E402
+from pynetdicom import AE
 
-from radalign.config import Settings  # noqa: E402
-from radalign.delivery.core import DeliveryCore  # noqa: E402
-from radalign.delivery.destinations import DicomDestination, FhirDestination, RetryPolicy, StowDestination  # noqa: E402
-from radalign.delivery.records import MemoryDeliveryRecords  # noqa: E402
-from radalign.delivery.senders import DicomStoreSender, FhirSender, StowSender, sr_for  # noqa: E402
-from radalign.delivery.version import ReportVersion  # noqa: E402
-from radalign.drafting.fhir import transaction_bundle  # noqa: E402
-from radalign.drafting.identity import StaticReidentifier, StudyIdentity  # noqa: E402
-from radalign.drafting.sr import BASIC_TEXT_SR  # noqa: E402
-from radalign.loopback.fhir_server import LoopbackFhirServer  # noqa: E402
-from radalign.stack import orthanc  # noqa: E402
-from radalign.stack.manager import down, up  # noqa: E402
-from radalign.testing.stack import short_state_dir, stack_settings  # noqa: E402
-from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, ReportDrafted, StudyRef  # noqa: E402
+from radalign.config import Settings
+from radalign.delivery.core import DeliveryCore
+from radalign.delivery.destinations import DicomDestination, FhirDestination, RetryPolicy, StowDestination
+from radalign.delivery.records import MemoryDeliveryRecords
+from radalign.delivery.senders import DicomStoreSender, FhirSender, StowSender, sr_for
+from radalign.delivery.version import ReportVersion
+from radalign.drafting.fhir import transaction_bundle
+from radalign.drafting.identity import StaticReidentifier, StudyIdentity
+from radalign.drafting.sr import BASIC_TEXT_SR
+from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.stack import orthanc
+from radalign.stack.manager import down, up
+from radalign.testing.stack import short_state_dir, stack_settings
+from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, ReportDrafted, StudyRef
 
 
 def reports(n: int) -> list[tuple[ReportDrafted, StudyIdentity]]:
@@ -73,7 +73,7 @@ def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
-async def through_core(name: str, sender, items, settings: Settings) -> tuple[float, list[float], float]:  # noqa: ANN001
+async def through_core(name: str, sender, items, settings: Settings) -> tuple[float, list[float], float]:
     identities = {r.study.study_key: ident for r, ident in items}
     core = DeliveryCore({sender.name: sender}, MemoryDeliveryRecords(), StaticReidentifier(identities), settings)
     latencies = []
@@ -92,7 +92,7 @@ async def through_core(name: str, sender, items, settings: Settings) -> tuple[fl
     return len(items) / wall, latencies, skip_ms
 
 
-def plain_cstore(settings: Settings, items) -> float:  # noqa: ANN001
+def plain_cstore(settings: Settings, items) -> float:
     datasets = [sr_for(ReportVersion(r), ident) for r, ident in items]  # rendered before the clock starts
     ae = AE(ae_title="RADALIGN")
     ae.add_requested_context(BASIC_TEXT_SR)

@@ -80,7 +80,7 @@ async def bench_backend(name: str, backend: DraftBackend | None, events: list[Ca
     drafts = []
     raw_started = time.perf_counter()
     for event in events:
-        prompt = build_prompt(DraftContext.from_event(event, max_cases=settings.drafting_max_cases), form=form,  # type: ignore[arg-type]
+        prompt = build_prompt(DraftContext.from_event(event, max_cases=settings.drafting_max_cases), form=form,
                               max_tokens=settings.llm_max_tokens, labeler=labeler if form == "completion" else None)
         started = time.perf_counter()
         try:

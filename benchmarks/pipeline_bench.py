@@ -174,7 +174,7 @@ def main() -> int:
             alone[name] = asyncio.run(stage_alone(stages[name], settings, records))
             print(f"      {name:<10} {alone[name]:8.1f} studies/s over {len(records)} records", flush=True)
 
-        slowest = min(alone, key=alone.get)  # type: ignore[arg-type]
+        slowest = min(alone, key=alone.get)
         # On one machine every stage shares the same cores, so the bound is the sum of the stages'
         # costs per study, not the slowest stage alone (in production each stage has its own pods).
         shared_bound = 1.0 / sum(1.0 / r for r in alone.values())

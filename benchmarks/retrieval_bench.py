@@ -107,7 +107,7 @@ def split_queries(meta: dict[str, Any], manifest: Path, source: str = SITE) -> t
                      {o: int(v) for o, v in zip(OBSERVATIONS, records[i].labels.tolist(), strict=True) if not math.isnan(v)})
                for i in idx]
         for name, idx in indices.items()
-    }  # fmt: skip
+    }
     return queries, indices, records
 
 
@@ -169,7 +169,7 @@ def bootstrap(per_query: dict[str, np.ndarray], patients: list[str], pairs: list
             "mean": float(values.mean()), "ci": ci(draws[m]),
             "ratio_to_random": float(values.mean() / per_query["random"].mean()), "ratio_ci": ci(ratio),
             "diff_ci": ci(draws[m] - base), "minus": {},
-        }  # fmt: skip
+        }
     for a, b in pairs:
         out[a]["minus"][b] = {"mean": float(per_query[a].mean() - per_query[b].mean()), "ci": ci(draws[a] - draws[b])}
     return out
@@ -310,7 +310,7 @@ async def main_async(args) -> int:
     queries, indices, records = split_queries(ckpt.meta, manifest)
     fractions = ckpt.meta.get("split", {}).get("fractions")
     print(f"split: the checkpoint's own (split_by_source, fractions {fractions}, seed {ckpt.meta.get('split', {}).get('seed', 0)}) "
-          f"of {manifest}: nih-cxr800 val {len(queries['val'])}, test {len(queries['test'])} films")  # fmt: skip
+          f"of {manifest}: nih-cxr800 val {len(queries['val'])}, test {len(queries['test'])} films")
     t0 = time.perf_counter()
     predictions = {name: predict_full(args.checkpoint, records, args.cache_dir, indices=idx) for name, idx in indices.items()}
     print(f"concept model {version}: predicted {sum(len(i) for i in indices.values())} films in {time.perf_counter() - t0:.1f} s")
@@ -321,13 +321,13 @@ async def main_async(args) -> int:
     if profile_path:
         gates["site"] = load_site_profile(profile_path, version)
         print(f"site profile {profile_path}: assessed {', '.join(gates['site'].assessed) or 'none'} "
-              f"(shipped gate: {', '.join(ckpt.gate.assessed) if ckpt.gate else 'ungated'})")  # fmt: skip
+              f"(shipped gate: {', '.join(ckpt.gate.assessed) if ckpt.gate else 'ungated'})")
     supported = list(ckpt.meta.get("supported_observations") or [o.value for o in OBSERVATIONS])
     events = {name: {g: concept_events(queries[name], *predictions[name], gate, version, supported) for g, gate in gates.items()} for name in ("val", "test")}
     settings = Settings(database_url=args.dsn) if args.dsn else args.settings
     out: dict[str, Any] = {"model_version": version, "manifest": str(manifest), "split": ckpt.meta.get("split"),
                            "gates": {g: (gate.to_dict() if gate else None) for g, gate in gates.items()},
-                           "site_profile": str(profile_path) if profile_path else None}  # fmt: skip
+                           "site_profile": str(profile_path) if profile_path else None}
     async with await CaseStore.open(settings) as store:
         report = IngestReport(IU_SOURCE)
         drafts = iu_drafts(settings.deid_secret, default_label_fn(), report=report)
@@ -360,7 +360,7 @@ async def main_async(args) -> int:
     for g in names:
         row = test[f"profile [{g}]"]
         print(f"target, profile [{g}]: top-5 jaccard {row['ratio_to_random']:.2f}x random on test [95% CI {row['ratio_ci'][0]:.2f}, "
-              f"{row['ratio_ci'][1]:.2f}] (goal >= {TARGET}x): {verdict(row['ratio_to_random'], row['ratio_ci'])}")  # fmt: skip
+              f"{row['ratio_ci'][1]:.2f}] (goal >= {TARGET}x): {verdict(row['ratio_to_random'], row['ratio_ci'])}")
     normal = test["normal cases"]
     print(f"baseline, normal cases: {normal['ratio_to_random']:.2f}x random on test [95% CI {normal['ratio_ci'][0]:.2f}, {normal['ratio_ci'][1]:.2f}]")
     png = plot(out, names, args.out_dir / "retrieval_bench.png")

@@ -92,9 +92,11 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 60.0
     llm_concurrency: int = 2
     llm_max_tokens: int = 256
-    llm_backend: str = Field(default="auto", description="auto (openai if llm_url else deterministic), openai, llama-cpp, deterministic")
+    llm_backend: Literal["auto", "openai", "llama-cpp", "deterministic"] = Field(
+        default="auto", description="auto (openai if llm_url else deterministic), openai, llama-cpp, deterministic",
+    )
     llm_max_retries: int = 2
-    llm_prompt_form: str = Field(default="chat", description="chat (instruction models) or completion (few-shot, base models)")
+    llm_prompt_form: Literal["chat", "completion"] = Field(default="chat", description="chat (instruction models) or completion (few-shot, base models)")
     llm_structured_output: bool = True
     llm_model_path: str = Field(default="", description="GGUF for llama-cpp; empty: Gemma-3-270M from its package")
 
@@ -182,7 +184,7 @@ class Settings(BaseSettings):
     web_port_offset: int = 0
     web_host: str = Field(default="127.0.0.1", description="bind address of the stages' HTTP servers; 0.0.0.0 in a pod")
     metrics_dir: Path | None = Field(default=None, description="PROMETHEUS_MULTIPROC_DIR for multi-process workers")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # Review sign-in (issue 24): OpenID Connect, authorization code + PKCE, against the provider's IdP.
     # Empty issuer: the dev token login (name, role, token), refused outside dev.

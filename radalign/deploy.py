@@ -102,10 +102,9 @@ def _container_ports(stage: str) -> list[Manifest]:
     return ports
 
 
-def stage_deployment(stage: str) -> Manifest:
+def _stage_container(stage: str) -> Manifest:
     res = stage_spec(stage).resources
-    port = stage_spec(stage).web_port
-    container: Manifest = {
+    return {
         "name": stage,
         "image": WORKER_IMAGE,
         "imagePullPolicy": "IfNotPresent",
@@ -136,6 +135,39 @@ def stage_deployment(stage: str) -> Manifest:
         },
         "volumeMounts": [{"name": "state", "mountPath": STATE_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def _stage_pod_spec(stage: str) -> Manifest:
+    return {
+        "serviceAccountName": APP,
+        "automountServiceAccountToken": False,
+        # Long enough for Faust to finish in-flight records, commit and leave the group.
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_UID,
+            "runAsGroup": RUN_AS_UID,
+            "fsGroup": RUN_AS_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(stage)},
+            }
+        ],
+        "containers": [_stage_container(stage)],
+        "volumes": [
+            {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}},
+        ],
+    }
+
+
+def stage_deployment(stage: str) -> Manifest:
+    port = stage_spec(stage).web_port
     deployment: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -154,32 +186,7 @@ def stage_deployment(stage: str) -> Manifest:
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": {
-                    "serviceAccountName": APP,
-                    "automountServiceAccountToken": False,
-                    # Long enough for Faust to finish in-flight records, commit and leave the group.
-                    "terminationGracePeriodSeconds": 60,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": RUN_AS_UID,
-                        "runAsGroup": RUN_AS_UID,
-                        "fsGroup": RUN_AS_UID,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "topologySpreadConstraints": [
-                        {
-                            "maxSkew": 1,
-                            "topologyKey": "kubernetes.io/hostname",
-                            "whenUnsatisfiable": "ScheduleAnyway",
-                            "labelSelector": {"matchLabels": selector(stage)},
-                        }
-                    ],
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "state", "emptyDir": {"sizeLimit": "1Gi"}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}},
-                    ],
-                },
+                "spec": _stage_pod_spec(stage),
             },
         },
     }
@@ -657,141 +664,145 @@ def _panel(pid: int, title: str, targets: list[tuple[str, str]], unit: str, x: i
     }
 
 
+_NS = 'namespace=~"$namespace"'
+_RATE = "$__rate_interval"
+#: (title, [(PromQL, legend)], unit, description) of every panel, in order: a table, not logic.
+_DASHBOARD_PANELS: list[tuple[str, list[tuple[str, str]], str, str]] = [
+    (
+        "Throughput per stage",
+        [(f"sum by (stage, outcome) (rate(radalign_events_total{{{_NS}}}[{_RATE}]))", "{{stage}} {{outcome}}")],
+        "ops",
+        "Records handled per second by each stage, by outcome (ok / dead_letter).",
+    ),
+    (
+        "Stage latency p50 / p95",
+        [
+            (f"histogram_quantile(0.5, sum by (stage, le) (rate(radalign_stage_seconds_bucket{{{_NS}}}[{_RATE}])))", "p50 {{stage}}"),
+            (f"histogram_quantile(0.95, sum by (stage, le) (rate(radalign_stage_seconds_bucket{{{_NS}}}[{_RATE}])))", "p95 {{stage}}"),
+        ],
+        "s",
+        "Time each stage spends on one study.",
+    ),
+    (
+        "End-to-end latency by lane (gateway to drafted report)",
+        [
+            (
+                f'histogram_quantile(0.5, sum by (lane, le) (rate(radalign_end_to_end_seconds_bucket{{{_NS}, stage="drafting"}}[{_RATE}])))',
+                "p50 {{lane}}",
+            ),
+            (
+                f'histogram_quantile(0.95, sum by (lane, le) (rate(radalign_end_to_end_seconds_bucket{{{_NS}, stage="drafting"}}[{_RATE}])))',
+                "p95 {{lane}}",
+            ),
+        ],
+        "s",
+        "From gateway acceptance to the drafted report; SLO p95: STAT 30 s, routine 90 s.",
+    ),
+    (
+        "Dead letters by stage and error type",
+        [(f"sum by (stage, error_type) (rate(radalign_dead_letters_total{{{_NS}}}[{_RATE}]))", "{{stage}} {{error_type}}")],
+        "ops",
+        "Records sent to radalign.dlq.<stage>.v1; each needs a look (see k8s/README.md).",
+    ),
+    (
+        "Retries of outside calls",
+        [(f"sum by (stage, dependency) (rate(radalign_retries_total{{{_NS}}}[{_RATE}]))", "{{stage}} -> {{dependency}}")],
+        "ops",
+        "Retries of Triton, PostgreSQL, LLM and blob store calls: a rise precedes dead letters.",
+    ),
+    (
+        "In flight",
+        [(f"sum by (stage) (radalign_in_flight{{{_NS}}})", "{{stage}}")],
+        "short",
+        "Records being processed now, per stage.",
+    ),
+    (
+        "Consumer lag (Kafka exporter)",
+        [('sum by (consumergroup, topic) (kafka_consumergroup_lag{consumergroup=~"radalign-.*"})', "{{consumergroup}} {{topic}}")],
+        "short",
+        "Records waiting per consumer group and topic (from Strimzi's Kafka Exporter).",
+    ),
+    (
+        "Gateway: accepted and refused instances",
+        [
+            (f"sum by (source) (rate(radalign_gateway_instances_accepted_total{{{_NS}}}[{_RATE}]))", "accepted {{source}}"),
+            (f"sum by (source, reason) (rate(radalign_gateway_instances_refused_total{{{_NS}}}[{_RATE}]))", "refused {{source}} {{reason}}"),
+        ],
+        "ops",
+        "What the gateway took in (C-STORE, STOW-RS, HTTP) and what it refused at the door, by reason.",
+    ),
+    (
+        "Drafting: LLM fall-backs and guard verdicts",
+        [
+            (f"sum by (reason) (rate(radalign_drafting_fallbacks_total{{{_NS}}}[{_RATE}]))", "fallback {{reason}}"),
+            (f"sum by (verdict) (rate(radalign_drafting_guard_verdicts_total{{{_NS}}}[{_RATE}]))", "guard {{verdict}}"),
+        ],
+        "ops",
+        "Drafts the deterministic drafter wrote instead of the LLM, by reason; guard verdicts (passed, regenerated, fell_back = rejected).",
+    ),
+    (
+        "Drafting: LLM latency p50 / p95",
+        [
+            (f"histogram_quantile(0.5, sum by (backend, le) (rate(radalign_drafting_generation_seconds_bucket{{{_NS}}}[{_RATE}])))", "p50 {{backend}}"),
+            (f"histogram_quantile(0.95, sum by (backend, le) (rate(radalign_drafting_generation_seconds_bucket{{{_NS}}}[{_RATE}])))", "p95 {{backend}}"),
+        ],
+        "s",
+        "Time of one generation per backend (LLM or deterministic).",
+    ),
+    (
+        "Delivery: reports per destination and outcome",
+        [(f"sum by (destination, outcome) (rate(radalign_deliveries_total{{{_NS}}}[{_RATE}]))", "{{destination}} {{outcome}}")],
+        "ops",
+        "Report versions sent to each PACS / DICOMweb / FHIR destination: delivered, skipped (already there), failed, refused.",
+    ),
+    (
+        "Delivery: latency p95 per destination",
+        [
+            (
+                f"histogram_quantile(0.95, sum by (destination, le) (rate(radalign_delivery_seconds_bucket{{{_NS}}}[{_RATE}])))",
+                "p95 {{destination}}",
+            )
+        ],
+        "s",
+        "Time to deliver one report version to one destination, retries included.",
+    ),
+    (
+        "Site models: abstention rate per site",
+        [(f'sum by (site) (rate(radalign_site_films_total{{{_NS}, ood="true"}}[{_RATE}]))'
+          f" / clamp_min(sum by (site) (rate(radalign_site_films_total{{{_NS}}}[{_RATE}])), 1e-9)", "{{site}}")],
+        "percentunit",
+        "Share of each site's films its model abstains on (unlike the site's archive); fitted for about 1 %. Drift shows here first.",
+    ),
+    (
+        "Site models: median calibrated score per observation",
+        [(f"histogram_quantile(0.5, sum by (site, observation, le) (rate(radalign_site_score_bucket{{{_NS}}}[{_RATE}])))", "{{site}} {{observation}}")],
+        "percentunit",
+        "Median calibrated probability per site and assessed observation, to compare with the site model's validation films.",
+    ),
+    (
+        "Site models: shadow candidate agreement",
+        [(f'sum by (site, observation) (rate(radalign_site_shadow_calls_total{{{_NS}, agree="true"}}[{_RATE}]))'
+          f" / clamp_min(sum by (site, observation) (rate(radalign_site_shadow_calls_total{{{_NS}}}[{_RATE}])), 1e-9)", "{{site}} {{observation}}")],
+        "percentunit",
+        "How often the shadow candidate calls an observation on the same side of 0.5 as the live model.",
+    ),
+    (
+        "Triton queue time per request",
+        [
+            (
+                f"sum by (model) (rate(nv_inference_queue_duration_us[{_RATE}])) / 1000 / clamp_min(sum by (model) (rate(nv_inference_request_success[{_RATE}])), 1e-9)",
+                "{{model}}",
+            ),
+        ],
+        "ms",
+        "Mean time a request waits in Triton's queue before execution.",
+    ),
+]
+
+
 def dashboard_queries() -> list[tuple[str, list[tuple[str, str]], str, str]]:
     """(title, [(PromQL, legend)], unit, description) of every panel, in order."""
-    ns = 'namespace=~"$namespace"'
-    rate = "$__rate_interval"
-    return [
-        (
-            "Throughput per stage",
-            [(f"sum by (stage, outcome) (rate(radalign_events_total{{{ns}}}[{rate}]))", "{{stage}} {{outcome}}")],
-            "ops",
-            "Records handled per second by each stage, by outcome (ok / dead_letter).",
-        ),
-        (
-            "Stage latency p50 / p95",
-            [
-                (f"histogram_quantile(0.5, sum by (stage, le) (rate(radalign_stage_seconds_bucket{{{ns}}}[{rate}])))", "p50 {{stage}}"),
-                (f"histogram_quantile(0.95, sum by (stage, le) (rate(radalign_stage_seconds_bucket{{{ns}}}[{rate}])))", "p95 {{stage}}"),
-            ],
-            "s",
-            "Time each stage spends on one study.",
-        ),
-        (
-            "End-to-end latency by lane (gateway to drafted report)",
-            [
-                (
-                    f'histogram_quantile(0.5, sum by (lane, le) (rate(radalign_end_to_end_seconds_bucket{{{ns}, stage="drafting"}}[{rate}])))',
-                    "p50 {{lane}}",
-                ),
-                (
-                    f'histogram_quantile(0.95, sum by (lane, le) (rate(radalign_end_to_end_seconds_bucket{{{ns}, stage="drafting"}}[{rate}])))',
-                    "p95 {{lane}}",
-                ),
-            ],
-            "s",
-            "From gateway acceptance to the drafted report; SLO p95: STAT 30 s, routine 90 s.",
-        ),
-        (
-            "Dead letters by stage and error type",
-            [(f"sum by (stage, error_type) (rate(radalign_dead_letters_total{{{ns}}}[{rate}]))", "{{stage}} {{error_type}}")],
-            "ops",
-            "Records sent to radalign.dlq.<stage>.v1; each needs a look (see k8s/README.md).",
-        ),
-        (
-            "Retries of outside calls",
-            [(f"sum by (stage, dependency) (rate(radalign_retries_total{{{ns}}}[{rate}]))", "{{stage}} -> {{dependency}}")],
-            "ops",
-            "Retries of Triton, PostgreSQL, LLM and blob store calls: a rise precedes dead letters.",
-        ),
-        (
-            "In flight",
-            [(f"sum by (stage) (radalign_in_flight{{{ns}}})", "{{stage}}")],
-            "short",
-            "Records being processed now, per stage.",
-        ),
-        (
-            "Consumer lag (Kafka exporter)",
-            [('sum by (consumergroup, topic) (kafka_consumergroup_lag{consumergroup=~"radalign-.*"})', "{{consumergroup}} {{topic}}")],
-            "short",
-            "Records waiting per consumer group and topic (from Strimzi's Kafka Exporter).",
-        ),
-        (
-            "Gateway: accepted and refused instances",
-            [
-                (f"sum by (source) (rate(radalign_gateway_instances_accepted_total{{{ns}}}[{rate}]))", "accepted {{source}}"),
-                (f"sum by (source, reason) (rate(radalign_gateway_instances_refused_total{{{ns}}}[{rate}]))", "refused {{source}} {{reason}}"),
-            ],
-            "ops",
-            "What the gateway took in (C-STORE, STOW-RS, HTTP) and what it refused at the door, by reason.",
-        ),
-        (
-            "Drafting: LLM fall-backs and guard verdicts",
-            [
-                (f"sum by (reason) (rate(radalign_drafting_fallbacks_total{{{ns}}}[{rate}]))", "fallback {{reason}}"),
-                (f"sum by (verdict) (rate(radalign_drafting_guard_verdicts_total{{{ns}}}[{rate}]))", "guard {{verdict}}"),
-            ],
-            "ops",
-            "Drafts the deterministic drafter wrote instead of the LLM, by reason; guard verdicts (passed, regenerated, fell_back = rejected).",
-        ),
-        (
-            "Drafting: LLM latency p50 / p95",
-            [
-                (f"histogram_quantile(0.5, sum by (backend, le) (rate(radalign_drafting_generation_seconds_bucket{{{ns}}}[{rate}])))", "p50 {{backend}}"),
-                (f"histogram_quantile(0.95, sum by (backend, le) (rate(radalign_drafting_generation_seconds_bucket{{{ns}}}[{rate}])))", "p95 {{backend}}"),
-            ],
-            "s",
-            "Time of one generation per backend (LLM or deterministic).",
-        ),
-        (
-            "Delivery: reports per destination and outcome",
-            [(f"sum by (destination, outcome) (rate(radalign_deliveries_total{{{ns}}}[{rate}]))", "{{destination}} {{outcome}}")],
-            "ops",
-            "Report versions sent to each PACS / DICOMweb / FHIR destination: delivered, skipped (already there), failed, refused.",
-        ),
-        (
-            "Delivery: latency p95 per destination",
-            [
-                (
-                    f"histogram_quantile(0.95, sum by (destination, le) (rate(radalign_delivery_seconds_bucket{{{ns}}}[{rate}])))",
-                    "p95 {{destination}}",
-                )
-            ],
-            "s",
-            "Time to deliver one report version to one destination, retries included.",
-        ),
-        (
-            "Site models: abstention rate per site",
-            [(f'sum by (site) (rate(radalign_site_films_total{{{ns}, ood="true"}}[{rate}]))'
-              f" / clamp_min(sum by (site) (rate(radalign_site_films_total{{{ns}}}[{rate}])), 1e-9)", "{{site}}")],  # fmt: skip
-            "percentunit",
-            "Share of each site's films its model abstains on (unlike the site's archive); fitted for about 1 %. Drift shows here first.",
-        ),
-        (
-            "Site models: median calibrated score per observation",
-            [(f"histogram_quantile(0.5, sum by (site, observation, le) (rate(radalign_site_score_bucket{{{ns}}}[{rate}])))", "{{site}} {{observation}}")],
-            "percentunit",
-            "Median calibrated probability per site and assessed observation, to compare with the site model's validation films.",
-        ),
-        (
-            "Site models: shadow candidate agreement",
-            [(f'sum by (site, observation) (rate(radalign_site_shadow_calls_total{{{ns}, agree="true"}}[{rate}]))'
-              f" / clamp_min(sum by (site, observation) (rate(radalign_site_shadow_calls_total{{{ns}}}[{rate}])), 1e-9)", "{{site}} {{observation}}")],  # fmt: skip
-            "percentunit",
-            "How often the shadow candidate calls an observation on the same side of 0.5 as the live model.",
-        ),
-        (
-            "Triton queue time per request",
-            [
-                (
-                    f"sum by (model) (rate(nv_inference_queue_duration_us[{rate}])) / 1000 / clamp_min(sum by (model) (rate(nv_inference_request_success[{rate}])), 1e-9)",
-                    "{{model}}",
-                ),
-            ],
-            "ms",
-            "Mean time a request waits in Triton's queue before execution.",
-        ),
-    ]
+    return list(_DASHBOARD_PANELS)
 
 
 def grafana_dashboard() -> Manifest:

@@ -43,7 +43,7 @@ def eval_reports(
         settings = get_settings()
         issuer = IssuerPolicy.from_settings(settings).issuer_of_site(site) if site else None  # the site's archive namespace
         result = evaluate_manifest(manifest, split="all" if split == "heldout" else split, site=site, sites_dir=settings.sites_dir,
-                                   secret=settings.deid_secret, issuer=issuer)  # fmt: skip
+                                   secret=settings.deid_secret, issuer=issuer)
         typer.echo(format_report(result))
         if json_out:
             typer.echo(f"JSON: {write_figures(result, json_out)}")

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import torch
@@ -79,13 +79,13 @@ class EvalReport:
             model = "n/a" if c["model_auc_within_group"] is None else f"{c['model_auc_within_group']:.3f}"
             group = "n/a" if c["group_score_auc"] is None else f"{c['group_score_auc']:.3f}"
             lines.append(f"confounding, {obs} within the {CONFOUNDER.value} group ({c['positives']}+/{c['negatives']}-): model AUC {model}; "
-                         f"AUC of the {CONFOUNDER.value} score as predictor over all films {group}")  # fmt: skip
+                         f"AUC of the {CONFOUNDER.value} score as predictor over all films {group}")
         cells = [f"{obs}{'*' if c['assessed'] else ''} {c['ece']:.3f}" for obs, c in (self.calibration or {}).items() if c["ece"] is not None]
         if cells:
             lines.append("calibration, ECE (10 bins; * assessed): " + ", ".join(cells))
         for obs, o in (self.operating_points or {}).items():
             lines.append(f"operating point {obs}: absent < {o['absent']:.3f} <= uncertain < {o['present']:.3f} <= present; "
-                         f"sensitivity (not called absent) {o['sensitivity']}, specificity (not called present) {o['specificity']}")  # fmt: skip
+                         f"sensitivity (not called absent) {o['sensitivity']}, specificity (not called present) {o['specificity']}")
         if self.ood:
             lines.append(f"OOD: {self.ood['flagged']:.3f} of these films flagged (threshold {self.ood['threshold']})")
         for source, info in (self.loso or {}).items():
@@ -186,11 +186,7 @@ def plot_roc(probabilities: np.ndarray, labels: np.ndarray, rows: list[AucRow], 
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)
     ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save_figure(fig, out_png)
 
 
 def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, observations: Sequence[str], out_png: Path, title: str) -> Path:
@@ -209,6 +205,12 @@ def plot_reliability(probabilities: np.ndarray, labels: np.ndarray, observations
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="calibrated probability (bin mean)", ylabel="observed frequency", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=7)
+    return _save_figure(fig, out_png)
+
+
+def _save_figure(fig: Any, out_png: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=110)
@@ -247,19 +249,11 @@ def confounding_check(probabilities: np.ndarray, labels: np.ndarray) -> dict[str
             "model_auc_within_group": auc_or_none(probabilities[group, k], y),
             "group_score_auc": auc_or_none(probabilities[:, g], labels[:, k]),
             "model_auc_all": auc_or_none(probabilities[:, k], labels[:, k]),
-        }  # fmt: skip
+        }
     return out
 
 
-def evaluate(
-    checkpoint: str | Path, manifest: str | Path, *, split: str = "test", cache_dir: str | Path = Path(".radalign/cache/concepts"),
-    n_boot: int = 1000, roc_png: str | Path | None = None, reliability_png: str | Path | None = None,
-) -> EvalReport:  # fmt: skip
-    """Figures on `split` (test / val / train of the checkpoint's own per-source split, or `all`
-    rows of any manifest, e.g. an external one)."""
-    ckpt = load_checkpoint(checkpoint)
-    seed = int(ckpt.meta.get("split", {}).get("seed", 0))
-    records, parts = checkpoint_split(ckpt.meta, manifest)
+def _split_indices(split: str, records: list[Record], parts: dict[str, list[int]], manifest: str | Path) -> list[int]:
     if split == "all":
         idx = list(range(len(records)))
     elif split in parts:
@@ -268,15 +262,42 @@ def evaluate(
         raise ValueError(f"unknown split {split!r}: test, val, train or all")
     if not idx:
         raise ValueError(f"{manifest}: the {split} split is empty")
+    return idx
+
+
+def _eval_labels(subset: list[Record], mask_names: dict[str, list[str]] | None) -> np.ndarray:
+    """The films' labels, masked with the checkpoint's per-source masks where every film's source has one."""
+    if mask_names and all(r.source in mask_names for r in subset):
+        masks = {s: np.array([o.value in names for o in OBSERVATIONS]) for s, names in mask_names.items()}
+        return masked_labels(subset, masks)
+    return np.stack([r.labels for r in subset])
+
+
+def _operating_point_figures(point: Any, probs: np.ndarray, labels: np.ndarray, name: str) -> dict[str, Any]:
+    k = [o.value for o in OBSERVATIONS].index(name)
+    y, p = labels[:, k], probs[:, k]
+    pos, neg = p[y == 1], p[y == 0]
+    return {"absent": point.absent, "present": point.present,
+            "sensitivity": round(float((pos >= point.absent).mean()), 3) if len(pos) else None,
+            "specificity": round(float((neg < point.present).mean()), 3) if len(neg) else None,
+            "called_present": round(float((p >= point.present).mean()), 3), "called_absent": round(float((p < point.absent).mean()), 3)}
+
+
+def evaluate(
+    checkpoint: str | Path, manifest: str | Path, *, split: str = "test", cache_dir: str | Path = Path(".radalign/cache/concepts"),
+    n_boot: int = 1000, roc_png: str | Path | None = None, reliability_png: str | Path | None = None,
+) -> EvalReport:
+    """Figures on `split` (test / val / train of the checkpoint's own per-source split, or `all`
+    rows of any manifest, e.g. an external one)."""
+    ckpt = load_checkpoint(checkpoint)
+    seed = int(ckpt.meta.get("split", {}).get("seed", 0))
+    records, parts = checkpoint_split(ckpt.meta, manifest)
+    idx = _split_indices(split, records, parts, manifest)
     subset = [records[i] for i in idx]
     probs, embeddings, ood = predict_full(checkpoint, records, cache_dir, indices=idx)
     # the checkpoint's per-source masks: an observation a source does not label is unknown there
     mask_names = ckpt.meta.get("source_label_masks")
-    if mask_names and all(r.source in mask_names for r in subset):
-        masks = {s: np.array([o.value in names for o in OBSERVATIONS]) for s, names in mask_names.items()}
-        labels = masked_labels(subset, masks)
-    else:
-        labels = np.stack([r.labels for r in subset])
+    labels = _eval_labels(subset, mask_names)
     rows = bootstrap_aucs(probs, labels, n_boot=n_boot, seed=seed)
     gate = ckpt.gate
     assessed = gate.assessed if gate else None
@@ -293,22 +314,14 @@ def evaluate(
         baseline = source_prevalence_baseline(np.stack([records[i].labels for i in train_idx]), [records[i].source for i in train_idx], labels, sources)
     calibration = {o.value: {"ece": expected_calibration_error(probs[:, k], labels[:, k]), "reliability": reliability_curve(probs[:, k], labels[:, k]),
                              "assessed": assessed is not None and o.value in assessed}
-                   for k, o in enumerate(OBSERVATIONS) if rows[k].auc is not None}  # fmt: skip
-    points = {}
-    for name, point in (gate.operating_points.items() if gate else []):
-        k = [o.value for o in OBSERVATIONS].index(name)
-        y, p = labels[:, k], probs[:, k]
-        pos, neg = p[y == 1], p[y == 0]
-        points[name] = {"absent": point.absent, "present": point.present,
-                        "sensitivity": round(float((pos >= point.absent).mean()), 3) if len(pos) else None,
-                        "specificity": round(float((neg < point.present).mean()), 3) if len(neg) else None,
-                        "called_present": round(float((p >= point.present).mean()), 3), "called_absent": round(float((p < point.absent).mean()), 3)}  # fmt: skip
+                   for k, o in enumerate(OBSERVATIONS) if rows[k].auc is not None}
+    points = {name: _operating_point_figures(point, probs, labels, name) for name, point in (gate.operating_points.items() if gate else [])}
     ood_info: dict[str, float | None] | None = None
     if gate and gate.ood_threshold is not None:
         ood_info = {"threshold": gate.ood_threshold, "flagged": float((ood > gate.ood_threshold).mean()), "median_score": float(np.median(ood))}
     png = plot_roc(probs, labels, rows, Path(roc_png), f"Concept model, {split} split ({len(subset)} images)") if roc_png else None
     rel = plot_reliability(probs, labels, assessed or [r.observation.value for r in rows if r.auc is not None], Path(reliability_png),
-                           f"Reliability, {split} split ({len(subset)} images)") if reliability_png else None  # fmt: skip
+                           f"Reliability, {split} split ({len(subset)} images)") if reliability_png else None
     return EvalReport(
         split=split, images=len(subset), patients=len({r.patient_id for r in subset}), model_version=ckpt.version, rows=rows, roc_png=png,
         retrieval=report_retrieval(embeddings, subset), by_source=auc_by_source(probs, subset), **summarise(rows),
@@ -316,7 +329,7 @@ def evaluate(
         confounding=confounding_check(probs, labels), calibration=calibration, operating_points=points, ood=ood_info,
         loso={s: {k: v for k, v in info.items() if k != "checkpoint"} for s, info in (ckpt.meta.get("loso") or {}).items()} if split != "all" else None,
         reliability_png=rel,
-    )  # fmt: skip
+    )
 
 
 eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
@@ -350,7 +363,7 @@ def eval_concepts_cmd(
         from radalign.identity import IssuerPolicy
 
         figures = evaluate_site(manifest, site, sites_dir=settings.sites_dir, split=split, secret=settings.deid_secret, cache_dir=cache_dir,
-                                checkpoint=checkpoint, n_boot=n_boot, issuer=IssuerPolicy.from_settings(settings).issuer_of_site(site))  # fmt: skip
+                                checkpoint=checkpoint, n_boot=n_boot, issuer=IssuerPolicy.from_settings(settings).issuer_of_site(site))
         typer.echo(format_site_report(figures))
         if json_out:
             typer.echo(f"JSON: {write_figures(figures, json_out)}")
@@ -364,7 +377,7 @@ def eval_concepts_cmd(
         typer.echo(f"reliability plot: {report.reliability_png}")
     if json_out:
         data = asdict(report) | {"rows": [asdict(r) | {"observation": r.observation.value} for r in report.rows], "roc_png": str(report.roc_png),
-                                 "reliability_png": str(report.reliability_png)}  # fmt: skip
+                                 "reliability_png": str(report.reliability_png)}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(data, indent=2, default=str))
 

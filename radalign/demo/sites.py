@@ -48,7 +48,7 @@ def shadow_summary(settings: Settings) -> str:
 
     result = asyncio.run(figures())
     lines = [f"site {DEMO_SITE}: candidate {version} in shadow on {result['studies']} studies (never drafted): "
-             f"it abstained on {result.get('candidate_ood_rate', 0):.0%}, the live model claimed nothing on {result.get('live_nothing_claimed_rate', 0):.0%}"]  # fmt: skip
+             f"it abstained on {result.get('candidate_ood_rate', 0):.0%}, the live model claimed nothing on {result.get('live_nothing_claimed_rate', 0):.0%}"]
     for obs, row in result["observations"].items():
         if row["agreement"] is not None:
             lines.append(f"  {obs}: same claim {row['agreement']:.0%} of {row['claimed_by_either']} films either model claimed")

@@ -285,7 +285,7 @@ class LlamaCppBackend:
     ) -> None:
         try:
             import llama_cpp
-        except Exception as exc:  # noqa: BLE001 - a broken native build raises anything: the backend is unavailable
+        except Exception as exc:  # a broken native build raises anything: the backend is unavailable
             raise DraftBackendError("unavailable", f"llama-cpp-python is not importable: {exc}") from exc
         path = Path(model_path) if model_path else gemma_gguf_path()
         self.name = f"llama-cpp:{model_name}"

@@ -47,7 +47,7 @@ def parse_critical(value: str) -> frozenset[Observation]:
 
 def build_backend(settings: Settings) -> DraftBackend | None:
     """The configured LLM backend, or None for the deterministic drafter (CI default)."""
-    kind = settings.llm_backend
+    kind: str = settings.llm_backend
     if kind == "auto":
         kind = "openai" if settings.llm_url else DETERMINISTIC
     if kind == DETERMINISTIC:
@@ -80,8 +80,6 @@ class DraftingCore:
             self.review_present = parse_critical(getattr(self.settings, "drafting_review_present", "") or "")
         except ValueError as exc:
             raise ValueError(f"RADALIGN_DRAFTING_REVIEW_PRESENT: {exc}") from exc
-        if self.settings.llm_prompt_form not in ("chat", "completion"):
-            raise ValueError(f"RADALIGN_LLM_PROMPT_FORM must be chat or completion, not {self.settings.llm_prompt_form!r}")
         self.guard = DraftGuard(
             labeler, omit_threshold=self.settings.drafting_omit_threshold,
             prompt_version=self.settings.drafting_prompt_version, max_tokens=self.settings.llm_max_tokens,
@@ -111,7 +109,7 @@ class DraftingCore:
         context = DraftContext.from_event(event, max_cases=self.settings.drafting_max_cases)
         # a likely-normal film gets its site's normal report, never an LLM's rewrite of it
         backend = None if context.prediction.likely_normal else self.backend
-        guarded = await self.guard.run(context, backend, form=self.settings.llm_prompt_form)  # type: ignore[arg-type]  # the settings validator restricts llm_prompt_form to the Literal
+        guarded = await self.guard.run(context, backend, form=self.settings.llm_prompt_form)
         critical = self.critical_findings(context.prediction, guarded)
         # Review: critical findings, images the model abstained on (OOD), drafts the guard had to
         # replace, drafts that still disagree with the concepts, and by policy hedged findings and

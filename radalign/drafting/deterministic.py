@@ -200,7 +200,7 @@ def _findings_only(prediction: Prediction) -> Prediction:
     """The prediction's stated and hedged findings alone (no normal statements, no No Finding)."""
     keep: dict[Observation, Certainty] = {o: s for o, s in prediction.states.items() if o is not Observation.NO_FINDING and s is not Certainty.ABSENT}
     return Prediction(keep, {o: prediction.probabilities[o] for o in keep if o in prediction.probabilities},
-                      prediction.present_thresholds, prediction.absent_thresholds)  # fmt: skip
+                      prediction.present_thresholds, prediction.absent_thresholds)
 
 
 def _sentences(texts: Iterable[str]) -> Iterable[str]:

@@ -159,7 +159,7 @@ def nih_records(data_dir: Path) -> list[Any]:
         writer.writeheader()
         for row in rows:
             writer.writerow({"image": str((Path(data_dir) / row["image_file"]).resolve()), "patient_id": row["patient_id"],
-                             "source": "nih-cxr800", **{n: row[n] for n in names}})  # fmt: skip
+                             "source": "nih-cxr800", **{n: row[n] for n in names}})
     return read_manifest(out)
 
 
@@ -305,7 +305,7 @@ def clinical_scores(
     for o_index, o in enumerate(obs):
         p, r, f = _prf(tp[:, o_index].sum(), fp[:, o_index].sum(), fn[:, o_index].sum())
         out.per_observation[o.value] = {"precision": float(p), "recall": float(r), "f1": float(f),
-                                        "support": int((truth & known)[:, o_index].sum()), "known": int(known[:, o_index].sum())}  # fmt: skip
+                                        "support": int((truth & known)[:, o_index].sum()), "known": int(known[:, o_index].sum())}
     for name, members in OBSERVATION_SETS.items():
         cols = [obs.index(o) for o in members if known[:, obs.index(o)].any()]
         if not cols:
@@ -324,7 +324,7 @@ def clinical_scores(
         if with_support:
             scores = [_prf(tp[:, c].sum(), fp[:, c].sum(), fn[:, c].sum()) for c in with_support]
             out.macro[name] = {"precision": float(np.mean([s[0] for s in scores])), "recall": float(np.mean([s[1] for s in scores])),
-                               "f1": float(np.mean([s[2] for s in scores])), "observations": len(with_support)}  # fmt: skip
+                               "f1": float(np.mean([s[2] for s in scores])), "observations": len(with_support)}
     return out
 
 
@@ -474,7 +474,7 @@ def evaluate_studies(
                 diff = np.asarray(rouge_each[s.name]) - base
                 low, high = np.percentile(diff[boots].mean(1), [2.5, 97.5])
                 s.lexical.update({"ROUGE-L_minus_template": float(diff.mean()), "ROUGE-L_minus_template_low": float(low),
-                                  "ROUGE-L_minus_template_high": float(high)})  # fmt: skip
+                                  "ROUGE-L_minus_template_high": float(high)})
     notes = [] if not kb else [f"retrieval baseline: case store of {len(kb)} reports (other patients), top-1 by label agreement"]
     return Evaluation(set_name, mode, split, len(studies), systems, notes)
 
@@ -504,12 +504,12 @@ def format_table(ev: Evaluation) -> str:
                 ci = f"   [{s.lexical.get('ROUGE-L_low', float('nan')):.3f}, {s.lexical.get('ROUGE-L_high', float('nan')):.3f}]"
                 if "ROUGE-L_minus_template" in s.lexical:
                     ci += (f"   vs template {s.lexical['ROUGE-L_minus_template']:+.4f} "
-                           f"[{s.lexical['ROUGE-L_minus_template_low']:+.4f}, {s.lexical['ROUGE-L_minus_template_high']:+.4f}] (paired)")  # fmt: skip
+                           f"[{s.lexical['ROUGE-L_minus_template_low']:+.4f}, {s.lexical['ROUGE-L_minus_template_high']:+.4f}] (paired)")
                 lines.append(f"{s.name:<22}" + "".join(f"{s.lexical[k]:>9.3f}" if k in s.lexical else f"{'-':>9}" for k in keys) + ci)
     if any(s.grounding for s in ev.systems):
         keys = list(next(s.grounding for s in ev.systems if s.grounding))
         short = {"unsupported_positive": "unsup.pos", "not_assessed_claim": "not-assessed", "unsupported_laterality_location": "lat/loc",
-                 "unsupported_comparison_temporal": "compar/temp", "omitted_present": "omitted"}  # fmt: skip
+                 "unsupported_comparison_temporal": "compar/temp", "omitted_present": "omitted"}
         lines.append(f"{'share of reports with':<22}" + "".join(f"{short.get(k, k):>14}" for k in keys))
         for s in ev.systems:
             if s.grounding:
@@ -576,18 +576,18 @@ def run(
             records = records[:limit]
         if "labels-only" in modes or "oracle" in modes:
             evaluations.append(evaluate_studies(nih_studies_oracle(records), set_name="nih-cxr800", mode="labels-only", split="test",
-                                                kb=kb, labeler=labeler, drafter=drafter, progress=progress))  # fmt: skip
+                                                kb=kb, labeler=labeler, drafter=drafter, progress=progress))
         if "predicted" in modes:
             studies, version = nih_studies_predicted(records)
             ev = evaluate_studies(studies, set_name="nih-cxr800", mode="predicted", split="test", kb=kb, labeler=labeler, drafter=drafter,
-                                  model_states=True, progress=progress)  # fmt: skip
+                                  model_states=True, progress=progress)
             assessed = sorted({c.observation.value for s in studies for c in s.concepts})
             ood = sum(s.ood is not None for s in studies)
             ev.notes.append(f"concept model {version}; assessed: {', '.join(assessed) or 'none'}; OOD (abstained): {ood}/{len(studies)}")
             evaluations.append(ev)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"phrase_table": load_phrase_table().version, "borrow_normal_phrasing": borrow_normal_phrasing,
-               "evaluations": [e.to_json() for e in evaluations]}  # fmt: skip
+               "evaluations": [e.to_json() for e in evaluations]}
     (out_dir / "reports_eval.json").write_text(json.dumps(payload, indent=2))
     (out_dir / "reports_eval.txt").write_text("\n\n".join(format_table(e) for e in evaluations) + "\n")
     if evaluations:

@@ -146,18 +146,18 @@ def claim_figures(texts: Sequence[tuple[str, str]], references: Sequence[Mapping
             normal_films += 1
             normal_clean += not finding_claims
     precision = {o: {"claims": len(v), "correct": sum(v), "precision": sum(v) / len(v), "lower_bound": wilson_lower_bound(sum(v), len(v))}
-                 for o, v in sorted(stated.items())}  # fmt: skip
+                 for o, v in sorted(stated.items())}
     return {
         "claims": claims, "unsupported_claims": unsupported, "unsupported_claim_rate": unsupported / claims if claims else 0.0,
         "normal_films": normal_films, "normal_films_without_finding_claim": normal_clean / normal_films if normal_films else None,
         "stated_precision": precision,
-    }  # fmt: skip
+    }
 
 
 def evaluate_manifest(
     manifest: str | Path, *, split: str = "all", site: str | None = None, sites_dir: Path, cache_dir: Path = Path(".radalign/cache/concepts"),
     secret: str = "", issuer: str | None = None, checkpoint: Path | None = None, n_boot: int = 1000, labeler: ReportLabeler | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     from radalign.drafting.macros import load_normal_macros
 
     manifest = Path(manifest)
@@ -199,7 +199,7 @@ def evaluate_manifest(
         clinical = clinical_scores(predicted, references, n_boot=n_boot)
         micro = clinical.micro.get("14", {})
         entry: dict[str, Any] = {"name": name, "micro_f1": micro.get("f1"), "micro_f1_ci": [micro.get("f1_low"), micro.get("f1_high")],
-                                 "micro_precision": micro.get("precision"), "micro_recall": micro.get("recall")}  # fmt: skip
+                                 "micro_precision": micro.get("precision"), "micro_recall": micro.get("recall")}
         entry |= claim_figures(outputs[name], references, labeler)
         if with_text:
             hyp = [" ".join(outputs[name][i]) for i in with_text]
@@ -213,13 +213,13 @@ def evaluate_manifest(
         "manifest": str(manifest), "split": split, "site": site, "model": model, "films": len(records), "films_with_text": len(with_text),
         "abstained_ood": abstained, "nothing_claimed": nothing, "systems": systems,
         "top1_case_store": f"IU reports ({len(kb)}), by label agreement with the film's concepts",
-    }  # fmt: skip
+    }
 
 
 def format_report(result: Mapping[str, Any]) -> str:
     lines = [f"{result['films']} films ({result['split']}), model {result['model']}{', site ' + result['site'] if result['site'] else ''}; "
              f"abstained (OOD) {result['abstained_ood']}, nothing claimed {result['nothing_claimed']}",
-             f"{'system':<17}{'micro F1 [95% CI]':<24}{'unsupported claims':<22}{'normal films clean':<20}{'ROUGE-L':<8}"]  # fmt: skip
+             f"{'system':<17}{'micro F1 [95% CI]':<24}{'unsupported claims':<22}{'normal films clean':<20}{'ROUGE-L':<8}"]
     for s in result["systems"]:
         ci = s["micro_f1_ci"]
         f1 = f"{s['micro_f1']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if s["micro_f1"] is not None else "-"

@@ -359,30 +359,39 @@ def diagnostic_report_dict(
     if version == "R5" and (note := _status_note(status, signature is not None)):
         resource["note"] = [{"text": note}]
     if signature is not None:
-        resource["performer"] = [practitioner_ref(signature.signer)]
-        resource["resultsInterpreter"] = [practitioner_ref(p) for p in (signature.signer, *signature.co_signers)]
-        extensions = [{"url": VERSION_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": signature.version_id(report.report_id)}}]
-        if signature.replaces_version is not None:
-            replaced = signature.version_id(report.report_id, signature.replaces_version)
-            extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": replaced}})
-        resource["extension"] = extensions
+        _add_signer(resource, report, signature)
     if identity is not None:
-        based_on: dict[str, Any] = {"type": "ServiceRequest"}
-        if identity.service_request_id:
-            based_on["reference"] = f"ServiceRequest/{identity.service_request_id}"
-        if identity.accession_number:
-            based_on["identifier"] = {"type": ACCESSION_TYPE, "value": identity.accession_number}
-        elif order := order_identifier(identity):
-            based_on["identifier"] = order
-        if len(based_on) > 1:
-            resource["basedOn"] = [based_on]
-        if subject := _subject(identity, patient_system):
-            resource["subject"] = subject
-        study = {"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{identity.study_instance_uid}"}}
-        resource["study" if version == "R5" else "imagingStudy"] = [study]
+        _add_order_subject_and_study(resource, identity, version, patient_system)
     if version != "R5" and "subject" in resource:
         resource["meta"]["profile"] = [US_CORE_DR_NOTE]
     return resource
+
+
+def _add_signer(resource: dict[str, Any], report: ReportDrafted, signature: Signature) -> None:
+    """A signed version's performer, interpreters, and the versions it is and replaces."""
+    resource["performer"] = [practitioner_ref(signature.signer)]
+    resource["resultsInterpreter"] = [practitioner_ref(p) for p in (signature.signer, *signature.co_signers)]
+    extensions = [{"url": VERSION_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": signature.version_id(report.report_id)}}]
+    if signature.replaces_version is not None:
+        replaced = signature.version_id(report.report_id, signature.replaces_version)
+        extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": replaced}})
+    resource["extension"] = extensions
+
+
+def _add_order_subject_and_study(resource: dict[str, Any], identity: StudyIdentity, version: FhirVersion, patient_system: str) -> None:
+    based_on: dict[str, Any] = {"type": "ServiceRequest"}
+    if identity.service_request_id:
+        based_on["reference"] = f"ServiceRequest/{identity.service_request_id}"
+    if identity.accession_number:
+        based_on["identifier"] = {"type": ACCESSION_TYPE, "value": identity.accession_number}
+    elif order := order_identifier(identity):
+        based_on["identifier"] = order
+    if len(based_on) > 1:
+        resource["basedOn"] = [based_on]
+    if subject := _subject(identity, patient_system):
+        resource["subject"] = subject
+    study = {"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{identity.study_instance_uid}"}}
+    resource["study" if version == "R5" else "imagingStudy"] = [study]
 
 
 def order_identifier(identity: StudyIdentity, system: str = "") -> dict[str, Any] | None:
@@ -529,20 +538,78 @@ def transaction_bundle(
     order number, else filler; `order_identifier_system` = the placer's system where known);
     `order="identifier"` names it by identifier only. A `ServiceRequest/<id>` literal is written
     only when the routing facts carry a FHIR id (`StudyIdentity.service_request_id`)."""
-    device = device_dict(report, version=version)
     device_url = _urn("device-entry", _version_key(report))
-    entries: list[tuple[str, dict[str, Any]]] = [(device_url, device)]
-    subject_ref: str | None = None
-    patient_entry: tuple[str, dict[str, Any], str] | None = None  # (fullUrl, Patient, ifNoneExist)
-    if identity is not None and identity.patient_id:
-        patient_resource = patient_dict(identity, patient_system)
-        identifier = patient_resource["identifier"][0]
-        if patient == "create":
-            subject_ref = _urn("patient-entry", identifier["system"], identifier["value"])
-            if_none_exist = conditional_url("Patient", identifier).split("?", 1)[1]
-            patient_entry = (subject_ref, patient_resource, if_none_exist)
-        else:
-            subject_ref = conditional_url("Patient", identifier)
+    entries: list[tuple[str, dict[str, Any]]] = [(device_url, device_dict(report, version=version))]
+    subject_ref, patient_entry = _transaction_subject(identity, patient, patient_system)
+    results, obs_urls = _result_entries(
+        report, identity, signature, ai_results=ai_results, status=status, issued=issued, patient_system=patient_system, device_url=device_url,
+    )
+    entries += results
+    dr = diagnostic_report_dict(
+        report, identity, issued=issued, version=version, status=status, patient_system=patient_system, results=obs_urls,
+        signature=signature,
+    )
+    dr.pop("id")  # the server's id; the report is found by its identifier
+    if identity is not None:
+        _set_order_reference(dr, identity, order, order_identifier_system)
+    dr_url = f"urn:uuid:{report.report_id}"
+    entries.append((dr_url, dr))
+    prov = provenance_dict(
+        report, [dr_url, *obs_urls], device_url, issued=issued, status=status, verifier=verifier,
+        effective=dr["effectiveDateTime"], signature=signature,
+    )
+    entries.append(_with_provenance_id(prov, report, status, document_version, signature))
+    if subject_ref is not None:
+        for _, resource in entries:
+            if "subject" in resource:
+                resource["subject"]["reference"] = subject_ref
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": _bundle_entries(entries, patient_entry, version)}
+    validate(bundle, version)
+    return bundle
+
+
+def _with_provenance_id(
+    prov: dict[str, Any], report: ReportDrafted, status: ReportStatus, document_version: str, signature: Signature | None,
+) -> tuple[str, dict[str, Any]]:
+    """Provenance has no identifier element: it gets a client-assigned id, one per delivered
+    version of the report (each signed version adds its own), and is PUT by that id."""
+    which = f"signed-v{signature.version}" if signature is not None else f"{status}:{document_version}"
+    prov_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"radalign:provenance:{report.report_id}:{which}"))
+    prov["id"] = prov_id
+    return f"urn:uuid:{prov_id}", prov
+
+
+def _transaction_subject(
+    identity: StudyIdentity | None, patient: PatientMode, patient_system: str,
+) -> tuple[str | None, tuple[str, dict[str, Any], str] | None]:
+    """The subject reference, and (fullUrl, Patient, ifNoneExist) when the transaction creates the Patient."""
+    if identity is None or not identity.patient_id:
+        return None, None
+    patient_resource = patient_dict(identity, patient_system)
+    identifier = patient_resource["identifier"][0]
+    if patient != "create":
+        return conditional_url("Patient", identifier), None
+    subject_ref = _urn("patient-entry", identifier["system"], identifier["value"])
+    if_none_exist = conditional_url("Patient", identifier).split("?", 1)[1]
+    return subject_ref, (subject_ref, patient_resource, if_none_exist)
+
+
+def _ai_result_note(concept: ConceptScore, labels: Mapping[Observation, Certainty]) -> str:
+    """On a signed version, how the signed report stands to the model's result."""
+    signed_state = labels.get(concept.observation)
+    if signed_state is None:
+        return "AI result; the signed report does not mention this finding."
+    if signed_state != concept.state:
+        return f"AI result not confirmed: the signed report states {STATE_VALUES[signed_state][1].lower()}."
+    return "AI result; the signed report agrees."
+
+
+def _result_entries(
+    report: ReportDrafted, identity: StudyIdentity | None, signature: Signature | None, *, ai_results: bool, status: ReportStatus,
+    issued: datetime, patient_system: str, device_url: str,
+) -> tuple[list[tuple[str, dict[str, Any]]], list[str]]:
+    """The model's Observations (when sent) and the signer's, and the fullUrls of `DiagnosticReport.result`."""
+    entries: list[tuple[str, dict[str, Any]]] = []
     obs_urls: list[str] = []
     ai_urls: dict[Observation, str] = {}
     ai_states: dict[Observation, Certainty] = {}
@@ -550,13 +617,7 @@ def transaction_bundle(
     for concept in _assessed(report):
         note = ""
         if signature is not None:
-            signed_state = labels.get(concept.observation)
-            if signed_state is None:
-                note = "AI result; the signed report does not mention this finding."
-            elif signed_state != concept.state:
-                note = f"AI result not confirmed: the signed report states {STATE_VALUES[signed_state][1].lower()}."
-            else:
-                note = "AI result; the signed report agrees."
+            note = _ai_result_note(concept, labels)
             if not ai_results:
                 continue
         # The model's result is the model's: never updated to the signed status.
@@ -570,44 +631,25 @@ def transaction_bundle(
         ai_states[concept.observation] = concept.state
         if signature is None:
             obs_urls.append(url)
-    if signature is not None:
-        for observation in Observation:
-            if (state := labels.get(observation)) is None:
-                continue
-            signed = signed_observation_dict(
-                report, observation, state, identity, signature, status=status, issued=issued, patient_system=patient_system,
-                derived_from=ai_urls.get(observation), ai_state=ai_states.get(observation),
-            )
-            url = _urn("signed-observation-entry", report.report_id, observation.value)
-            entries.append((url, signed))
-            obs_urls.append(url)
-    dr = diagnostic_report_dict(
-        report, identity, issued=issued, version=version, status=status, patient_system=patient_system, results=obs_urls,
-        signature=signature,
-    )
-    dr.pop("id")  # the server's id; the report is found by its identifier
-    if identity is not None:
-        order_ref = _order_reference(identity, order, order_identifier_system)
-        if order_ref is not None:
-            dr["basedOn"] = [order_ref]
-        elif "basedOn" in dr and "identifier" not in dr["basedOn"][0]:
-            dr.pop("basedOn")
-    dr_url = f"urn:uuid:{report.report_id}"
-    entries.append((dr_url, dr))
-    prov = provenance_dict(
-        report, [dr_url, *obs_urls], device_url, issued=issued, status=status, verifier=verifier,
-        effective=dr["effectiveDateTime"], signature=signature,
-    )
-    # Provenance has no identifier element: it gets a client-assigned id, one per delivered
-    # version of the report (each signed version adds its own), and is PUT by that id.
-    which = f"signed-v{signature.version}" if signature is not None else f"{status}:{document_version}"
-    prov_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"radalign:provenance:{report.report_id}:{which}"))
-    prov["id"] = prov_id
-    entries.append((f"urn:uuid:{prov_id}", prov))
-    if subject_ref is not None:
-        for _, resource in entries:
-            if "subject" in resource:
-                resource["subject"]["reference"] = subject_ref
+    if signature is None:
+        return entries, obs_urls
+    for observation in Observation:
+        if (state := labels.get(observation)) is None:
+            continue
+        signed = signed_observation_dict(
+            report, observation, state, identity, signature, status=status, issued=issued, patient_system=patient_system,
+            derived_from=ai_urls.get(observation), ai_state=ai_states.get(observation),
+        )
+        url = _urn("signed-observation-entry", report.report_id, observation.value)
+        entries.append((url, signed))
+        obs_urls.append(url)
+    return entries, obs_urls
+
+
+def _bundle_entries(
+    entries: list[tuple[str, dict[str, Any]]], patient_entry: tuple[str, dict[str, Any], str] | None, version: FhirVersion,
+) -> list[dict[str, Any]]:
+    """Each resource validated, with its request: POST-if-none-exist for a new Patient, PUT for the rest."""
     bundle_entries = []
     if patient_entry is not None:
         full_url, resource, if_none_exist = patient_entry
@@ -620,9 +662,15 @@ def transaction_bundle(
         else:
             url = conditional_url(resource["resourceType"], resource["identifier"][0])
         bundle_entries.append({"fullUrl": full_url, "resource": resource, "request": {"method": "PUT", "url": url}})
-    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": bundle_entries}
-    validate(bundle, version)
-    return bundle
+    return bundle_entries
+
+
+def _set_order_reference(dr: dict[str, Any], identity: StudyIdentity, mode: OrderMode, system: str) -> None:
+    order_ref = _order_reference(identity, mode, system)
+    if order_ref is not None:
+        dr["basedOn"] = [order_ref]
+    elif "basedOn" in dr and "identifier" not in dr["basedOn"][0]:
+        dr.pop("basedOn")
 
 
 def _order_reference(identity: StudyIdentity, mode: OrderMode, system: str) -> dict[str, Any] | None:

@@ -51,7 +51,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Literal
 
 import highdicom as hd
-from highdicom.sr.sop import _SR
+from highdicom.sr.sop import _SR  # private: highdicom has no public Basic Text SR class (see the module docstring)
 from pydicom import Dataset, dcmread
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -232,14 +232,7 @@ def basic_text_sr(
     else:
         suffix = f":{status}:{document_version}" if (verified or document_version) else ""
         sop_instance_uid = _uid(report.report_id, f"instance{suffix}")
-    previous = None
-    if replaces_version is not None:
-        pre = Dataset()
-        pre.StudyInstanceUID = identity.study_instance_uid
-        pre.SeriesInstanceUID = _uid(report.report_id, "series")
-        pre.SOPClassUID = BASIC_TEXT_SR
-        pre.SOPInstanceUID = signed_instance_uid(report.report_id, replaces_version)
-        previous = [pre]
+    previous = _predecessor(report.report_id, identity, replaces_version) if replaces_version is not None else None
     people = [p for p in (signer, *co_signers) if p is not None]
     sr = BasicTextSR(
         evidence=evidence,
@@ -263,23 +256,43 @@ def basic_text_sr(
         specific_character_set="ISO_IR 192",  # UTF-8: names and LLM text may leave ASCII
     )
     if verified and signer is not None:
-        code = Dataset()
-        if len(signer.identifier) <= 16:
-            code.CodeValue = signer.identifier
-        else:
-            code.LongCodeValue = signer.identifier[:1024]
-        code.CodingSchemeDesignator = SIGNER_SCHEME
-        code.CodeMeaning = signer.display_name[:64]
-        sr.VerifyingObserverSequence[0].VerifyingObserverIdentificationCodeSequence = [code]
+        sr.VerifyingObserverSequence[0].VerifyingObserverIdentificationCodeSequence = [_signer_code(signer)]
     if verified and verified_at is not None:
         sr.VerifyingObserverSequence[0].VerificationDateTime = verified_at.strftime("%Y%m%d%H%M%S")
+    return _finish(sr, real, created)
+
+
+def _predecessor(report_id: str, identity: StudyIdentity, replaces_version: int) -> list[Dataset]:
+    """Predecessor Documents Sequence content: the signed version this one replaces."""
+    pre = Dataset()
+    pre.StudyInstanceUID = identity.study_instance_uid
+    pre.SeriesInstanceUID = _uid(report_id, "series")
+    pre.SOPClassUID = BASIC_TEXT_SR
+    pre.SOPInstanceUID = signed_instance_uid(report_id, replaces_version)
+    return [pre]
+
+
+def _signer_code(signer: Signer) -> Dataset:
+    """Verifying Observer Identification Code Sequence item: the signer's identifier."""
+    code = Dataset()
+    if len(signer.identifier) <= 16:
+        code.CodeValue = signer.identifier
+    else:
+        code.LongCodeValue = signer.identifier[:1024]
+    code.CodingSchemeDesignator = SIGNER_SCHEME
+    code.CodeMeaning = signer.display_name[:64]
+    return code
+
+
+def _finish(sr: Dataset, real: bool, created: datetime | None) -> Dataset:
+    """Drops the placeholder's evidence references (no real instances known) and sets the content date/time."""
     if not real:
         for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
             if keyword in sr:
                 delattr(sr, keyword)
     when = created or datetime.now(UTC)
-    sr.ContentDate = when.strftime("%Y%m%d")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
-    sr.ContentTime = when.strftime("%H%M%S")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
+    sr.ContentDate = when.strftime("%Y%m%d")
+    sr.ContentTime = when.strftime("%H%M%S")
     return sr
 
 
@@ -410,14 +423,7 @@ def ai_results_sr(report: ReportDrafted, identity: StudyIdentity, *, created: da
         software_versions=__version__,
         specific_character_set="ISO_IR 192",
     )
-    if not real:
-        for keyword in ("CurrentRequestedProcedureEvidenceSequence", "PertinentOtherEvidenceSequence"):
-            if keyword in sr:
-                delattr(sr, keyword)
-    when = created or datetime.now(UTC)
-    sr.ContentDate = when.strftime("%Y%m%d")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
-    sr.ContentTime = when.strftime("%H%M%S")  # type: ignore[assignment]  # highdicom types it DA/TM; pydicom accepts the DICOM string
-    return sr
+    return _finish(sr, real, created)
 
 
 def ai_results_sr_bytes(report: ReportDrafted, identity: StudyIdentity, *, created: datetime | None = None) -> bytes | None:

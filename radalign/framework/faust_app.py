@@ -158,7 +158,7 @@ def _repeat(task: BackgroundTask, setup_done: asyncio.Event) -> Callable[[], Awa
         while True:
             try:
                 await task.run()
-            except Exception:  # noqa: BLE001 - a background job is retried next round, never fatal
+            except Exception:
                 log.exception("background task %s failed; retrying in %.0f s", task.name, task.every_s)
             await asyncio.sleep(task.every_s)
 

@@ -201,20 +201,7 @@ class GatewayCore:
         try:
             self.check_accepting()
             self._check_size(len(data))
-            study_id = (study_id or "").strip()
-            if not study_id or len(study_id) > 128:
-                raise Refusal(RefusalReason.INVALID_METADATA, "study_id is required (1-128 characters)")
-            if issuer is not None and len(issuer.strip()) > 64:
-                raise Refusal(RefusalReason.INVALID_METADATA, "issuer is at most 64 characters (DICOM LO)")
-            if patient_key is not None and patient_id is not None:
-                raise Refusal(RefusalReason.INVALID_METADATA, "give patient_id or patient_key, not both")
-            if patient_key is not None:
-                patient_key = patient_key.strip()
-                if not KEY_RE.fullmatch(patient_key):
-                    raise Refusal(RefusalReason.INVALID_METADATA, "patient_key must match the pseudonym pattern")
-            view = (view_position or "").strip().upper() or None
-            if view is not None and view not in _VIEW_VALUES:
-                raise Refusal(RefusalReason.INVALID_METADATA, f"view_position must be one of {', '.join(sorted(_VIEW_VALUES))}")
+            study_id, patient_key, view = _checked_form(study_id, patient_id, patient_key, view_position, issuer)
             fmt = sniff_raster(data)
             if fmt is None:
                 raise Refusal(RefusalReason.UNSUPPORTED_MEDIA_TYPE, "the file is not a PNG or JPEG image")
@@ -225,12 +212,7 @@ class GatewayCore:
                 raise Refusal(RefusalReason.UNREADABLE, f"image container is malformed ({exc})") from None
             study_key = self.pseudonymizer.study_key(f"http|{study_id}")
             namespace = self.issuers.issuer(source, declared=issuer)
-            if patient_key:
-                patient = patient_key
-            elif patient_id and patient_id.strip():
-                patient = self.pseudonymizer.patient_key(patient_id, namespace)
-            else:
-                patient = self.pseudonymizer.unidentified_patient_key(f"http|{study_id}", namespace)
+            patient = patient_key or self._http_patient_key(study_id, patient_id, namespace)
             digest = hashlib.sha256(clean).hexdigest()
             instance_key = self.pseudonymizer.instance_key(f"http|{study_id}|{digest}")
             blob = await asyncio.to_thread(self.blobs.put, clean, f"image/{fmt}")
@@ -249,11 +231,37 @@ class GatewayCore:
         (metrics.INSTANCES_ACCEPTED if added else metrics.INSTANCES_DUPLICATE).labels(source).inc()
         return Accepted(study_key, patient, instance_key, not added)
 
+    def _http_patient_key(self, study_id: str, patient_id: str | None, namespace: str) -> str:
+        if patient_id and patient_id.strip():
+            return self.pseudonymizer.patient_key(patient_id, namespace)
+        return self.pseudonymizer.unidentified_patient_key(f"http|{study_id}", namespace)
+
     async def flush(self, *, force: bool = False) -> list[StudyReceived]:
         return await self.assembler.flush(force=force)
 
     async def run_assembler(self, stop: asyncio.Event) -> None:
         await self.assembler.run(stop)
+
+
+def _checked_form(
+    study_id: str, patient_id: str | None, patient_key: str | None, view_position: str | None, issuer: str | None,
+) -> tuple[str, str | None, str | None]:
+    """An HTTP upload's form metadata checked (else `Refusal`): (study_id, patient_key, view), stripped."""
+    study_id = (study_id or "").strip()
+    if not study_id or len(study_id) > 128:
+        raise Refusal(RefusalReason.INVALID_METADATA, "study_id is required (1-128 characters)")
+    if issuer is not None and len(issuer.strip()) > 64:
+        raise Refusal(RefusalReason.INVALID_METADATA, "issuer is at most 64 characters (DICOM LO)")
+    if patient_key is not None and patient_id is not None:
+        raise Refusal(RefusalReason.INVALID_METADATA, "give patient_id or patient_key, not both")
+    if patient_key is not None:
+        patient_key = patient_key.strip()
+        if not KEY_RE.fullmatch(patient_key):
+            raise Refusal(RefusalReason.INVALID_METADATA, "patient_key must match the pseudonym pattern")
+    view = (view_position or "").strip().upper() or None
+    if view is not None and view not in _VIEW_VALUES:
+        raise Refusal(RefusalReason.INVALID_METADATA, f"view_position must be one of {', '.join(sorted(_VIEW_VALUES))}")
+    return study_id, patient_key, view
 
 
 def parse_priority(value: str | None) -> bool:

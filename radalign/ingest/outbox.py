@@ -327,6 +327,6 @@ WHERE s.published_version > 0 AND NOT s.pending
 """
 
 
-def requeue_unreported(conn, window_s: float = 24 * 3600) -> int:  # noqa: ANN001 - a psycopg (sync) connection
+def requeue_unreported(conn, window_s: float = 24 * 3600) -> int:  # a psycopg (sync) connection
     """Make published-but-unreported studies of the last `window_s` pending again; returns how many."""
     return conn.execute(_REQUEUE_UNREPORTED, (float(window_s),)).rowcount

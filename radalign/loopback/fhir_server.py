@@ -193,63 +193,78 @@ class LoopbackFhirServer:
             return self._reject(400, "structure", f"invalid Bundle: {exc}")
         if bundle.get("type") != "transaction":
             return self._reject(400, "invalid", "only transaction Bundles are accepted")
-        targets: list[tuple[str, str, bool, bool]] = []  # (type, id, created, write)
+        try:
+            targets, resolved = self._targets(bundle.get("entry", []))
+            staged = self._staged(bundle.get("entry", []), targets, resolved)
+        except _Refused as exc:
+            return self._reject(exc.status, exc.code, str(exc))
+        response_entries = self._store(staged)
+        self.transactions += 1
+        answer = {"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
+        return web.json_response(answer, content_type="application/fhir+json")
+
+    def _targets(self, entries: list[dict[str, Any]]) -> tuple[list[tuple[str, str, bool, bool]], dict[str, str]]:
+        """Each entry's (type, id, created, write), and the `Type/id` each fullUrl resolves to."""
+        targets: list[tuple[str, str, bool, bool]] = []
         resolved: dict[str, str] = {}
-        for entry in bundle.get("entry", []):
+        for entry in entries:
             resource, req = entry.get("resource", {}), entry.get("request", {})
             rtype = resource.get("resourceType", "")
-            url = unquote(req.get("url", ""))
             full_url = entry.get("fullUrl", "")
             if full_url.startswith("urn:uuid:") and not _UUID.fullmatch(full_url.removeprefix("urn:uuid:")):
-                return self._reject(400, "invalid", f"fullUrl {full_url!r} is not a valid urn:uuid")
+                raise _Refused(400, "invalid", f"fullUrl {full_url!r} is not a valid urn:uuid")
             if "id" in resource and not _ID.fullmatch(str(resource["id"])):
-                return self._reject(400, "invalid", f"{rtype}: id {resource['id']!r} is not a valid FHIR id")
-            method = req.get("method")
-            if method == "POST" and url == rtype:
-                write = True
-                if if_none_exist := req.get("ifNoneExist"):
-                    try:
-                        hits = self.search(rtype, _query(unquote(if_none_exist)))
-                    except ValueError as exc:
-                        return self._reject(400, "invalid", f"ifNoneExist {if_none_exist!r}: {exc}")
-                    if len(hits) > 1:
-                        return self._reject(412, "multiple-matches", f"ifNoneExist {if_none_exist!r} matches {len(hits)} resources")
-                    if hits:  # conditional create: the existing resource, unchanged
-                        rid, created, write = hits[0]["id"], False, False
-                    else:
-                        rid, created = uuid.uuid4().hex, True
-                else:
-                    rid, created = uuid.uuid4().hex, True
-            elif method == "PUT" and url.startswith(f"{rtype}?"):
-                try:
-                    hits = self.search(rtype, _query(url.split("?", 1)[1]))
-                except ValueError as exc:
-                    return self._reject(400, "invalid", f"entry url {url!r}: {exc}")
-                if len(hits) > 1:
-                    return self._reject(412, "multiple-matches", f"{url} matches {len(hits)} resources")
-                rid, created, write = (hits[0]["id"], False, True) if hits else (uuid.uuid4().hex, True, True)
-            elif method == "PUT" and url.startswith(f"{rtype}/"):
-                rid = url.split("/", 1)[1]
-                if not _ID.fullmatch(rid):
-                    return self._reject(400, "invalid", f"entry url {url!r}: not a valid FHIR id")
-                if "id" in resource and resource["id"] != rid:
-                    return self._reject(400, "invalid", f"entry url {url!r}: the resource's id is {resource['id']!r}")
-                created, write = rid not in self.resources.get(rtype, {}), True
-            else:
-                return self._reject(400, "not-supported", f"entry {method} {url!r}: only PUT (by id or condition) and POST")
+                raise _Refused(400, "invalid", f"{rtype}: id {resource['id']!r} is not a valid FHIR id")
+            rid, created, write = self._target(rtype, resource, req.get("method"), unquote(req.get("url", "")), req.get("ifNoneExist"))
             targets.append((rtype, rid, created, write))
             if full_url:
                 resolved[full_url] = f"{rtype}/{rid}"
+        return targets, resolved
+
+    def _target(self, rtype: str, resource: dict[str, Any], method: str | None, url: str, if_none_exist: str | None) -> tuple[str, bool, bool]:
+        """(id, created, write) of one entry's request."""
+        if method == "POST" and url == rtype:
+            if not if_none_exist:
+                return uuid.uuid4().hex, True, True
+            found = self._one_match(rtype, unquote(if_none_exist), f"ifNoneExist {if_none_exist!r}", f"ifNoneExist {if_none_exist!r}")
+            # conditional create: the existing resource, unchanged
+            return (found, False, False) if found else (uuid.uuid4().hex, True, True)
+        if method == "PUT" and url.startswith(f"{rtype}?"):
+            found = self._one_match(rtype, url.split("?", 1)[1], f"entry url {url!r}", url)
+            return (found, False, True) if found else (uuid.uuid4().hex, True, True)
+        if method == "PUT" and url.startswith(f"{rtype}/"):
+            rid = url.split("/", 1)[1]
+            if not _ID.fullmatch(rid):
+                raise _Refused(400, "invalid", f"entry url {url!r}: not a valid FHIR id")
+            if "id" in resource and resource["id"] != rid:
+                raise _Refused(400, "invalid", f"entry url {url!r}: the resource's id is {resource['id']!r}")
+            return rid, rid not in self.resources.get(rtype, {}), True
+        raise _Refused(400, "not-supported", f"entry {method} {url!r}: only PUT (by id or condition) and POST")
+
+    def _one_match(self, rtype: str, query: str, what: str, matched: str) -> str | None:
+        """The id of the one stored resource the search matches (None: none), else refused (400 bad query, 412 several)."""
+        try:
+            hits = self.search(rtype, _query(query))
+        except ValueError as exc:
+            raise _Refused(400, "invalid", f"{what}: {exc}") from exc
+        if len(hits) > 1:
+            raise _Refused(412, "multiple-matches", f"{matched} matches {len(hits)} resources")
+        return hits[0]["id"] if hits else None
+
+    def _staged(
+        self, entries: list[dict[str, Any]], targets: list[tuple[str, str, bool, bool]], resolved: dict[str, str],
+    ) -> list[tuple[str, str, bool, int | None, dict[str, Any]]]:
+        """Each entry's resource as it would be stored, references resolved and validated (version None: reused as it is)."""
         in_bundle = {f"{rtype}/{rid}" for rtype, rid, _, _ in targets}
-        staged: list[tuple[str, str, bool, int | None, dict[str, Any]]] = []  # version None: reused as it is
-        for entry, (rtype, rid, created, write) in zip(bundle.get("entry", []), targets, strict=True):
+        staged: list[tuple[str, str, bool, int | None, dict[str, Any]]] = []
+        for entry, (rtype, rid, created, write) in zip(entries, targets, strict=True):
             if not write:
                 staged.append((rtype, rid, created, None, self.resources[rtype][rid]))
                 continue
             try:
                 resource = self._resolve(json.loads(json.dumps(entry["resource"])), resolved, in_bundle)
             except _Unresolvable as exc:
-                return self._reject(exc.status, exc.code, f"{rtype}: {exc}")
+                raise _Refused(exc.status, exc.code, f"{rtype}: {exc}") from exc
             old = self.resources.get(rtype, {}).get(rid)
             version = int(old["meta"]["versionId"]) + 1 if old else 1
             resource["id"] = rid
@@ -257,9 +272,12 @@ class LoopbackFhirServer:
             try:
                 validate(resource, self.version)
             except ValidationError as exc:
-                return self._reject(400, "structure", f"invalid {rtype}: {exc}")
+                raise _Refused(400, "structure", f"invalid {rtype}: {exc}") from exc
             staged.append((rtype, rid, created, version, resource))
-        # All or nothing, like a transaction: stored only once every entry is valid.
+        return staged
+
+    def _store(self, staged: list[tuple[str, str, bool, int | None, dict[str, Any]]]) -> list[dict[str, Any]]:
+        """All or nothing, like a transaction: called only once every entry is valid."""
         response_entries = []
         for rtype, rid, created, new_version, resource in staged:
             if new_version is not None:
@@ -269,9 +287,7 @@ class LoopbackFhirServer:
             response_entries.append(
                 {"response": {"status": "201 Created" if created else "200 OK", "location": f"{rtype}/{rid}/_history/{stored_version}"}}
             )
-        self.transactions += 1
-        answer = {"resourceType": "Bundle", "type": "transaction-response", "entry": response_entries}
-        return web.json_response(answer, content_type="application/fhir+json")
+        return response_entries
 
     def _resolve(self, node: Any, resolved: dict[str, str], in_bundle: set[str]) -> Any:
         """References resolved the way HAPI does in a transaction: a urn:uuid must be an entry's
@@ -353,10 +369,16 @@ class LoopbackFhirServer:
             self._thread.join(10)
 
 
-class _Unresolvable(Exception):
+class _Refused(Exception):
+    """A transaction refused: the HTTP status and OperationOutcome code to answer with."""
+
     def __init__(self, status: int, code: str, text: str) -> None:
         super().__init__(text)
         self.status, self.code = status, code
+
+
+class _Unresolvable(_Refused):
+    """A reference in an entry that the server cannot resolve."""
 
 
 #: FHIR id and urn:uuid syntax.

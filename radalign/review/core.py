@@ -270,7 +270,7 @@ class ReviewCore:
             role = str(session.get("role", ""))
         try:
             await record(action, study_key, who, role, via or str((session or {}).get("via", "bearer")), detail)
-        except Exception:  # noqa: BLE001 - an audit row lost is logged, the reviewer's work goes on
+        except Exception:  # an audit row lost is logged, the reviewer's work goes on
             log.exception("review audit (%s) not recorded", action)
 
     async def _publish(self, final: ReportFinal) -> bool:

@@ -77,7 +77,7 @@ async def add_signed(settings: Settings, trainset: TrainingSet) -> tuple[Path | 
         ref = BlobRef.model_validate(study["model_input"])
         png = model_input_png(decode_npy(blobs.get(ref)), trainset.folder / "images" / f"{study['study_key']}.png")
         items.append({"image": png, "patient_key": study["patient_key"], "study_key": study["study_key"], "view": study["view_position"],
-                      "labels": study["labels"]})  # fmt: skip
+                      "labels": study["labels"]})
     return trainset.add(signed_rows(items))
 
 
@@ -131,7 +131,7 @@ def retrain(
     trained_at = card.get("trained_at")
     signed_new = sum(r["origin"] == "signed" for r in trainset.rows()) - int(card.get("signed_rows", 0))
     reason = retrain_due(signed_new, datetime.fromisoformat(trained_at) if trained_at else None, min_signed=min_signed,
-                         max_age=timedelta(days=max_age_days), now=datetime.now(UTC))  # fmt: skip
+                         max_age=timedelta(days=max_age_days), now=datetime.now(UTC))
     typer.echo(f"{site}: {added} signed reports added; {reason or 'no new candidate due'}")
     if reason and path is not None:
         train(site, cache_dir=settings.state_dir / "cache" / "concepts", shadow=True, reference=reference, generic_manifest=None, by=by)

@@ -32,7 +32,7 @@ from radalign.sites.train import split_of
 def evaluate_site(
     manifest: str | Path, site: str, *, sites_dir: str | Path, split: str = "all", secret: str = "", issuer: str | None = None,
     cache_dir: str | Path = Path(".radalign/cache/concepts"), checkpoint: str | Path = DEFAULT_CHECKPOINT, n_boot: int = 1000,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     head_file = live_head(sites_dir, site)
     if head_file is None:
         raise FileNotFoundError(f"site {site!r} has no promoted site model in {sites_dir} and none ships: it is served by the generic model")
@@ -63,7 +63,7 @@ def evaluate_site(
             {"observation": r.observation.value, "assessed": r.observation.value in gate.assessed, "positives": r.positives,
              "negatives": r.negatives, "auc": r.auc, "ci": [r.ci_low, r.ci_high]}
             for r in rows
-        ],  # fmt: skip
+        ],
         # what the drafts would claim: the policy's bands on the films the site model did not flag
         "claims": evaluate_policy(gate.policy, probs[kept], labels[kept]) if gate.policy else {},
     }
@@ -72,12 +72,12 @@ def evaluate_site(
 def format_site_report(report: dict[str, Any]) -> str:
     lines = [f"site {report['site']}: model {report['model']}, split {report['split']}, {report['films']} films, "
              f"OOD-flagged {report['ood']['flagged']} ({report['ood']['flagged_share']:.3f}): no claim on those",
-             f"{'observation':<28}{'assessed':<10}{'+/-':>9}  AUC [95% CI]"]  # fmt: skip
+             f"{'observation':<28}{'assessed':<10}{'+/-':>9}  AUC [95% CI]"]
     for row in report["per_observation"]:
         if row["auc"] is None:
             continue
         lines.append(f"{row['observation']:<28}{'yes' if row['assessed'] else 'no':<10}{row['positives']:>4}/{row['negatives']:<4}  "
-                     f"{row['auc']:.3f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}]")  # fmt: skip
+                     f"{row['auc']:.3f} [{row['ci'][0]:.2f}, {row['ci'][1]:.2f}]")
     for obs, bands in report["claims"].items():
         parts = [f"{name} {b['correct']}/{b['films']}" for name, b in bands.items() if b]
         lines.append(f"claims {obs}: " + ", ".join(parts))

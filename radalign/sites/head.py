@@ -58,7 +58,7 @@ class SiteHead(nn.Module):
         super().__init__()
         for name, shape in (("mean", (channels,)), ("inv_std", (channels,)), ("weight", (num_concepts, channels)), ("bias", (num_concepts,)),
                             ("scale", (num_concepts,)), ("shift", (num_concepts,)), ("supported", (num_concepts,)),
-                            ("member_weight", (channels,)), ("member_bias", ()), ("distance_scale", ()), ("member_scale", ())):  # fmt: skip
+                            ("member_weight", (channels,)), ("member_bias", ()), ("distance_scale", ()), ("member_scale", ())):
             self.register_buffer(name, torch.zeros(shape))
         self.ood = ood
 

@@ -80,7 +80,7 @@ class SiteRegistry:
     def _record(self, state: SiteState, action: str, version: str | None, by: str, **extra: Any) -> None:
         summary = self.card(state.site, version).get("summary", {}) if version else {}
         state.events.append({"action": action, "version": version, "by": by, "at": datetime.now(UTC).isoformat(timespec="seconds"),
-                             "figures": summary, **extra})  # fmt: skip
+                             "figures": summary, **extra})
 
     def add_candidate(self, site: str, head: str | Path, by: str) -> str:
         """Copy a trained head (and its card files) in and run it in shadow; returns its version."""

@@ -53,7 +53,7 @@ class ShadowRow:
 
 
 def shadow_row(study_key: str, site: str, live_probs: np.ndarray, live_states: Mapping[str, Certainty], live_ood: bool,
-               live: SiteHeadInfo | None, candidate: SiteHeadInfo, candidate_probs: np.ndarray, candidate_ood_score: float) -> ShadowRow:  # fmt: skip
+               live: SiteHeadInfo | None, candidate: SiteHeadInfo, candidate_probs: np.ndarray, candidate_ood_score: float) -> ShadowRow:
     """The candidate's claims under its own gate and policy, beside what the live model claimed."""
     concepts, _, ood = gated_scores(candidate_probs, candidate.gate, ood_score=candidate_ood_score)
     names = [o.value for o in OBSERVATIONS]
@@ -62,7 +62,7 @@ def shadow_row(study_key: str, site: str, live_probs: np.ndarray, live_states: M
         {n: float(p) for n, p in zip(names, live_probs, strict=True)}, {k: v.value for k, v in live_states.items()},
         {n: float(p) for n, p in zip(names, candidate_probs, strict=True)}, {c.observation.value: c.state.value for c in concepts},
         live_ood, ood is not None,
-    )  # fmt: skip
+    )
 
 
 async def record(pool: Any, row: ShadowRow) -> None:
@@ -71,7 +71,7 @@ async def record(pool: Any, row: ShadowRow) -> None:
 
     async with pool.connection() as conn:
         await conn.execute(_UPSERT, (row.study_key, row.candidate, row.site, row.live, Jsonb(row.live_probabilities), Jsonb(row.live_states),
-                                     Jsonb(row.candidate_probabilities), Jsonb(row.candidate_states), row.live_ood, row.candidate_ood))  # fmt: skip
+                                     Jsonb(row.candidate_probabilities), Jsonb(row.candidate_states), row.live_ood, row.candidate_ood))
 
 
 _SHADOW_WITH_SIGNED = """
@@ -104,7 +104,7 @@ def comparison(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     for obs in (o.value for o in OBSERVATIONS):
         claimed = [r for r in rows if obs in r["live_states"] or obs in r["candidate_states"]]
         entry: dict[str, Any] = {"claimed_by_either": len(claimed),
-                                 "agreement": (sum(r["live_states"].get(obs) == r["candidate_states"].get(obs) for r in claimed) / len(claimed)) if claimed else None}  # fmt: skip
+                                 "agreement": (sum(r["live_states"].get(obs) == r["candidate_states"].get(obs) for r in claimed) / len(claimed)) if claimed else None}
         signed = [(r, _signed(r["signed_labels"]).get(obs)) for r in rows]
         signed = [(r, lab) for r, lab in signed if lab in ("present", "absent")]
         y = np.array([1.0 if lab == "present" else 0.0 for _, lab in signed])
@@ -146,7 +146,7 @@ async def signed_studies(pool: Any, site: str) -> list[dict[str, Any]]:
 
 
 def retrain_due(signed_since_training: int, live_trained_at: datetime | None, *, min_signed: int, max_age: timedelta,
-                now: datetime | None = None) -> str | None:  # fmt: skip
+                now: datetime | None = None) -> str | None:
     """Why the site's next candidate is due (None: not due)."""
     now = now or datetime.now(UTC)
     if signed_since_training >= min_signed:

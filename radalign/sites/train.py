@@ -92,7 +92,7 @@ def train_site(
     cache_dir: str | Path = Path(".radalign/cache/concepts"), criteria: GateCriteria | None = None,
     policy_criteria: PolicyCriteria | None = None, progress: bool = True, reference: Sequence[Record] = (),
     generic_seen: frozenset[str] = frozenset(),
-) -> SiteModel:  # fmt: skip
+) -> SiteModel:
     """Train, gate and measure a site head; writes `<out_dir>/<version>.pt` (+ `.json` card).
     `reference`: films from elsewhere (other collections, children) that the site's abstention
     learns to tell from the site's own (`radalign.sites.head.fit_abstention`)."""
@@ -124,26 +124,26 @@ def train_site(
 
     points = {o: OperatingPoint(absent=p.absent, present=p.present, target_sensitivity=0.0, target_specificity=0.0) for o, p in policy.observations.items()}
     digest = hashlib.sha256(json.dumps({"w": fitted.head.weight.numpy().round(6).tolist(), "policy": policy.to_dict(), "ood": ood_threshold},
-                                       sort_keys=True).encode()).hexdigest()[:12]  # fmt: skip
+                                       sort_keys=True).encode()).hexdigest()[:12]
     version = f"{site}-{digest}"
     children = int((data.strata["age_band"][va] == "child").sum())  # children among the validation films
     gate = ServedGate(assessed=assessed, operating_points=points, ood_threshold=ood_threshold, name=site, model_version=version, policy=policy,
-                      validated_on_children=children >= criteria.min_positives)  # fmt: skip
+                      validated_on_children=children >= criteria.min_positives)
     card = site_card(site, version, data, pooled, features, fitted, gate, decisions, generic, trainset_csv, val_ood, generic_seen)
     card["encoder"] = site_encoder
     with Path(trainset_csv).open(newline="", encoding="utf-8") as fh:
         card["signed_rows"] = sum(row.get("origin") == "signed" for row in csv.DictReader(fh))  # the retrain trigger counts from here
     card["ood"] |= detectors | {"reference_films": len(reference),
-                                "reference_held_out": reference_held_out(fitted.head, pooled[tr], pooled[va], reference, reference_pooled)}  # fmt: skip
+                                "reference_held_out": reference_held_out(fitted.head, pooled[tr], pooled[va], reference, reference_pooled)}
     path = save_head(fitted.head, Path(out_dir) / f"{version}.pt", {"site": site, "version": version, "encoder": site_encoder,
-                     "generic_model_version": generic.version, "gate": gate.to_dict(), "summary": card["summary"]})  # fmt: skip
+                     "generic_model_version": generic.version, "gate": gate.to_dict(), "summary": card["summary"]})
     Path(out_dir, f"{version}.json").write_text(json.dumps(card, indent=2))
     Path(out_dir, f"{version}.md").write_text(card_markdown(card))
     return SiteModel(site, version, path, card)
 
 
 def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, features: np.ndarray, fitted: Any, gate: ServedGate,
-              decisions: list, generic: Any, trainset_csv: str | Path, val_ood: np.ndarray, generic_seen: frozenset[str] = frozenset()) -> dict[str, Any]:  # fmt: skip
+              decisions: list, generic: Any, trainset_csv: str | Path, val_ood: np.ndarray, generic_seen: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The model card's figures: everything on test is measured here and used for nothing else.
     The comparison with the generic model is on the test films it never trained or selected on
     (`generic_seen`: resolved image paths of its train and validation rows, when known)."""
@@ -165,7 +165,7 @@ def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, featu
         normal, abnormal = y_nf == 1, y_nf == 0
         triage = {"rule_out_point": rule_out, "normal_films": int(normal.sum()), "abnormal_films": int(abnormal.sum()),
                   "normal_identified": float(likely_normal[normal].mean()) if normal.any() else None,
-                  "abnormal_called_likely_normal": float(likely_normal[abnormal].mean()) if abnormal.any() else None}  # fmt: skip
+                  "abnormal_called_likely_normal": float(likely_normal[abnormal].mean()) if abnormal.any() else None}
     per_obs = []
     for d in decisions:
         s, g = site_rows[d.observation], generic_rows[d.observation]
@@ -179,7 +179,7 @@ def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, featu
             "paired_site_test_ci": [paired_site_rows[d.observation].ci_low, paired_site_rows[d.observation].ci_high],
             "generic_assessed": bool(generic_gate and d.observation in generic_gate.assessed),
             "policy": gate.policy.observations[d.observation].to_dict() if gate.policy and d.observation in gate.policy.observations else None,
-        })  # fmt: skip
+        })
     return {
         "site": site, "version": version, "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "trainset": str(trainset_csv),
         "encoder": generic.encoder_name, "generic_model_version": generic.version, "l2_c": fitted.l2_c,
@@ -187,14 +187,14 @@ def site_card(site: str, version: str, data: SiteData, pooled: np.ndarray, featu
         "comparison_films": int(unseen.sum()),
         "patients": {s: len({data.records[i].patient_id for i in idx}) for s, idx in data.splits.items()},
         "ood": {"threshold": gate.ood_threshold, "val_flagged": float((val_ood > (gate.ood_threshold or np.inf)).mean()),
-                "test_flagged": float((site_ood > (gate.ood_threshold or np.inf)).mean())},  # fmt: skip
+                "test_flagged": float((site_ood > (gate.ood_threshold or np.inf)).mean())},
         "observations": per_obs,
         "policy_test": evaluate_policy(gate.policy, site_probs, labels[te]) if gate.policy else {},
         "triage_test": triage,
         "summary": {"assessed": gate.assessed, "passed_gate": bool(gate.assessed),
                     "test_auc": {o: site_rows[o].auc for o in gate.assessed},
                     "generic_test_auc": {o: generic_rows[o].auc for o in gate.assessed},
-                    "paired_site_test_auc": {o: paired_site_rows[o].auc for o in gate.assessed}},  # fmt: skip
+                    "paired_site_test_auc": {o: paired_site_rows[o].auc for o in gate.assessed}},
     }
 
 
@@ -253,7 +253,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "| observation | assessed | val +/- | val AUC | test +/- | site test AUC [CI] | site, comparison films | generic, comparison films "
         "| stated (val) | hedged (val) | 'no X' (val) | why not |",
         "|---|---|---|---:|---|---|---|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for row in card["observations"]:
         pol = row["policy"] or {}
         lines.append(
@@ -263,7 +263,7 @@ def card_markdown(card: dict[str, Any]) -> str:
             f"| {_fmt(row['generic_test_auc'], row['generic_test_ci'])}{' (assessed)' if row['generic_assessed'] else ''} "
             f"| {_band(pol.get('present_precision')) if pol.get('allow_present') else 'no'} | {_band(pol.get('hedge_precision')) if pol.get('allow_hedge') else 'no'} "
             f"| {_band(pol.get('npv')) if pol.get('allow_absent') else 'no'} | {'; '.join(row['reasons'])} |"
-        )  # fmt: skip
+        )
     lines += ["", "## Claim policy on the test patients", "", "| observation | stated: correct/films | hedged | 'no X' |", "|---|---|---|---|"]
     for obs, figs in card["policy_test"].items():
         lines.append(f"| {obs} | {_band(figs['present_precision'])} | {_band(figs['hedge_precision'])} | {_band(figs['npv'])} |")
@@ -271,7 +271,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         t = card["triage_test"]
         lines += ["", "## Triage (No Finding rule-out point, chosen on validation: >= 98 % of abnormal films not called likely-normal)", "",
                   f"rule-out point {t['rule_out_point']:.3f}; on test: {_fmt(t['normal_identified'])} of {t['normal_films']} normal films "
-                  f"identified as likely-normal, {_fmt(t['abnormal_called_likely_normal'])} of {t['abnormal_films']} abnormal films called likely-normal."]  # fmt: skip
+                  f"identified as likely-normal, {_fmt(t['abnormal_called_likely_normal'])} of {t['abnormal_films']} abnormal films called likely-normal."]
     return "\n".join(lines) + "\n"
 
 

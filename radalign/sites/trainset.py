@@ -98,7 +98,7 @@ def read_manifest_studies(path: str | Path) -> Iterator[ArchiveStudy]:
             yield ArchiveStudy(
                 image=image, patient_id=raw["patient_id"], study_id=raw.get("study_id") or raw.get("accession") or raw["image"],
                 report=report.strip() or None, labels=labels or None, view=raw.get("view"), age=float(age) if age.strip() else None,
-            )  # fmt: skip
+            )
 
 
 def _certainty(value: str) -> Certainty:
@@ -130,7 +130,7 @@ def read_dicom_studies(folder: str | Path, reports_csv: str | Path) -> Iterator[
         study = ArchiveStudy(
             image=path, patient_id=str(ds.get("PatientID", "")) or str(ds.StudyInstanceUID), study_id=str(ds.StudyInstanceUID),
             report=report, view=str(ds.get("ViewPosition", "") or "") or None, age=float(age[:3]) if age[:3].isdigit() else None,
-        )  # fmt: skip
+        )
         yield study, ds
 
 
@@ -236,7 +236,7 @@ def signed_rows(signed: Sequence[Mapping[str, object]]) -> list[dict[str, str]]:
         raw = item["labels"]
         labels = {Observation(k): Certainty(v) for k, v in (json.loads(raw) if isinstance(raw, str) else dict(raw)).items()}  # type: ignore[call-overload]  # jsonb from the review store
         row = {"image": str(item["image"]), "patient_id": str(item["patient_key"]), "study_key": str(item["study_key"]),
-               "view": str(item.get("view") or ""), "age_band": "", "origin": "signed"}  # fmt: skip
+               "view": str(item.get("view") or ""), "age_band": "", "origin": "signed"}
         row.update({o.value: _VALUE[labels[o]] if o in labels else "" for o in OBSERVATIONS})
         out.append(row)
     return out

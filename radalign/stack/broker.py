@@ -53,7 +53,7 @@ def broker_argv(binary: Path, host: str, port: int) -> list[str]:
         "--listener-url", url,
         "--advertised-listener-url", url,
         "--storage-engine", "memory://tansu/",
-    ]  # fmt: skip
+    ]
 
 
 def topic_partitions(specs: Iterable[TopicSpec] = ALL_TOPICS) -> dict[str, int]:

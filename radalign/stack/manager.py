@@ -134,42 +134,10 @@ def up(
     with _stack_lock(paths):
         try:
             for component in SERVICES:
-                if component not in wanted:
-                    continue
-                if component in external:
-                    results.append(ComponentStatus(component, None, address_of(settings, component), True, "external: not started"))
-                    continue
-                if component in OPTIONAL and not OPTIONAL[component]():
-                    results.append(ComponentStatus(component, None, "", True, "not installed: skipped"))
-                    continue
-                if component == "idp" and not idp.wanted(settings):
-                    results.append(ComponentStatus(component, None, "", True, "not configured: skipped"))
-                    continue
-                if (proc := _running(paths, component)) is not None:
-                    detail = _catch_up(settings, component)
-                    results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, detail))
-                    continue
-                begin = time.monotonic()
-                started.append(component)  # before starting: a half-started process is stopped too
-                proc = start_service(settings, paths, component, model_repo)
-                if component == "broker":
-                    supervisor.mark_broker(settings)
-                if component == "triton" and model_repo is not None:
-                    (paths.run_dir / "triton-model-repo").write_text(str(Path(model_repo).resolve()))
-                elapsed = time.monotonic() - begin
-                log.info("%s ready in %.2f s (pid %d)", component, elapsed, proc.pid)
-                results.append(ComponentStatus(component, proc.pid, address_of(settings, component), True, "started", elapsed))
+                if component in wanted:
+                    results.append(_up_service(settings, paths, component, external, started, model_repo))
             if "workers" in wanted:
-                begin = time.monotonic()
-                missing = [s for s in workers.STAGES if _running(paths, workers.worker_name(s)) is None]
-                started.extend(workers.worker_name(s) for s in missing)
-                procs = workers.start_workers(settings, missing)
-                log.info("workers %s started; waiting until each answers /health/ready", ", ".join(missing))
-                workers.wait_workers_ready(settings, dict(zip(missing, procs, strict=True)))
-                elapsed = time.monotonic() - begin
-                log.info("workers ready in %.2f s", elapsed)
-                for stage, proc in zip(missing, procs, strict=True):
-                    results.append(ComponentStatus(workers.worker_name(stage), proc.pid, workers.worker_address(settings, stage), True, "started", elapsed))
+                results += _up_workers(settings, paths, started)
             if supervise and _running(paths, supervisor.NAME) is None:
                 env = workers.settings_env(settings)
                 start_process(paths, supervisor.NAME, [sys.executable, "-c", "from radalign.stack.supervisor import main; main()"], env)
@@ -179,6 +147,48 @@ def up(
                 _stop_component(settings, paths, name)
             raise
     return results
+
+
+def _up_service(
+    settings: Settings, paths: StatePaths, component: str, external: Iterable[str], started: list[str], model_repo: Path | None,
+) -> ComponentStatus:
+    """One service (not the workers): left alone when external, not installed, not configured or
+    running, else started and waited on; `started` names it before it starts."""
+    if component in external:
+        return ComponentStatus(component, None, address_of(settings, component), True, "external: not started")
+    if component in OPTIONAL and not OPTIONAL[component]():
+        return ComponentStatus(component, None, "", True, "not installed: skipped")
+    if component == "idp" and not idp.wanted(settings):
+        return ComponentStatus(component, None, "", True, "not configured: skipped")
+    if (proc := _running(paths, component)) is not None:
+        detail = _catch_up(settings, component)
+        return ComponentStatus(component, proc.pid, address_of(settings, component), True, detail)
+    begin = time.monotonic()
+    started.append(component)  # before starting: a half-started process is stopped too
+    proc = start_service(settings, paths, component, model_repo)
+    if component == "broker":
+        supervisor.mark_broker(settings)
+    if component == "triton" and model_repo is not None:
+        (paths.run_dir / "triton-model-repo").write_text(str(Path(model_repo).resolve()))
+    elapsed = time.monotonic() - begin
+    log.info("%s ready in %.2f s (pid %d)", component, elapsed, proc.pid)
+    return ComponentStatus(component, proc.pid, address_of(settings, component), True, "started", elapsed)
+
+
+def _up_workers(settings: Settings, paths: StatePaths, started: list[str]) -> list[ComponentStatus]:
+    """The stage workers not running yet, started together and waited on until each is ready."""
+    begin = time.monotonic()
+    missing = [s for s in workers.STAGES if _running(paths, workers.worker_name(s)) is None]
+    started.extend(workers.worker_name(s) for s in missing)
+    procs = workers.start_workers(settings, missing)
+    log.info("workers %s started; waiting until each answers /health/ready", ", ".join(missing))
+    workers.wait_workers_ready(settings, dict(zip(missing, procs, strict=True)))
+    elapsed = time.monotonic() - begin
+    log.info("workers ready in %.2f s", elapsed)
+    return [
+        ComponentStatus(workers.worker_name(stage), proc.pid, workers.worker_address(settings, stage), True, "started", elapsed)
+        for stage, proc in zip(missing, procs, strict=True)
+    ]
 
 
 def _stop_component(settings: Settings, paths: StatePaths, name: str, timeout_s: float = 10.0) -> bool:

@@ -57,7 +57,7 @@ def initdb_argv(binaries: Path, data_dir: Path) -> list[str]:
         # means re-running it. The server itself keeps fsync on.
         "--no-sync",
         "-U", "postgres",
-    ]  # fmt: skip
+    ]
 
 
 def pg_ctl_start_argv(binaries: Path, data_dir: Path, log_file: Path, timeout_s: int) -> list[str]:
@@ -69,7 +69,7 @@ def pg_ctl_start_argv(binaries: Path, data_dir: Path, log_file: Path, timeout_s:
         # no TCP listener; the socket goes in the data folder
         "-o", f"-c listen_addresses='' -k {data_dir}",
         "start",
-    ]  # fmt: skip
+    ]
 
 
 def pg_ctl_stop_argv(binaries: Path, data_dir: Path, timeout_s: int) -> list[str]:

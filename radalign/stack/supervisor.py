@@ -280,7 +280,7 @@ def run(settings: Settings) -> None:
     while not stop["now"]:
         try:
             state = check_once(settings, state)
-        except Exception:  # noqa: BLE001 - the supervisor must outlive its own bugs
+        except Exception:  # the supervisor must outlive its own bugs
             log.exception("supervision round failed")
         for _ in range(int(CHECK_S / 0.1)):
             if stop["now"]:

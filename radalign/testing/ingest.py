@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, JPEGLossless, generate_uid
 
 from radalign.ingest.refusal import RefusalReason
-from radalign.samples import dicom_bytes, send_c_store  # noqa: F401 - dicom_bytes: re-exported for the tests and the bomb corpus
+from radalign.samples import dicom_bytes, send_c_store
 from schemas.events import Contract
 from schemas.topics import TopicSpec
 

@@ -31,7 +31,7 @@ def local_concept_triton(checkpoint: str | Path = DEFAULT_CHECKPOINT, model_repo
     settings = Settings(
         state_dir=state_dir, triton_http_port=_free_port(), triton_grpc_port=grpc, triton_grpc_url=f"127.0.0.1:{grpc}",
         triton_metrics_port=_free_port(), stack_external="",
-    )  # fmt: skip
+    )
     repo = prepare_model_repository(dst=model_repo or state_dir / "models", checkpoint=checkpoint, site_models_dir=seeded_registry(settings.sites_dir))
     try:
         up(settings, ["triton"], model_repo=repo)

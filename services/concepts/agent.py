@@ -111,10 +111,10 @@ class ConceptsStage(Stage[StudyPreprocessed]):
         out = build_concepts_event(
             event, served.probabilities, served.embedding, self.settings.triton_model, version, supported=self.client.supported, gate=gate,
             ood_score=served.ood_score, site_head=served.head,
-        )  # fmt: skip
+        )
         if site and served.shadow_head is not None and served.shadow_probabilities is not None and served.shadow_ood_score is not None:
             row = shadow_row(event.study.study_key, site, served.probabilities, {c.observation.value: c.state for c in out.concepts},
-                             out.ood is not None, served.head, served.shadow_head, served.shadow_probabilities, served.shadow_ood_score)  # fmt: skip
+                             out.ood is not None, served.head, served.shadow_head, served.shadow_probabilities, served.shadow_ood_score)
             await self.record_shadow(row)
         return [Output(CONCEPTS_INFERRED, out)]
 

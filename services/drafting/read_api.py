@@ -41,7 +41,7 @@ from radalign.drafting.sr import basic_text_sr_bytes
 from radalign.drafting.store import ReportStore, StoredReport
 from radalign.framework.http import problem
 from radalign.review.signers import Signer
-from schemas.events import KEY_RE, ReportFinal
+from schemas.events import KEY_RE, ReportDrafted, ReportFinal
 
 
 class SignedVersions(Protocol):
@@ -92,39 +92,47 @@ def build_read_routes(
     render_timeout_s: float = 10.0, signed: SignedVersions | None = None,
 ) -> web.RouteTableDef:
     routes = web.RouteTableDef()
+    handlers = _ReportReader(store, reidentifier, fhir_version=fhir_version, render_timeout_s=render_timeout_s, signed=signed)
+    routes.get("/v1/studies/{study_key}/report")(handlers.get_report)
+    return routes
 
-    async def render(fn: Callable[[], bytes | str]) -> bytes | str:
+
+class _Unavailable(Exception):
+    """What the read API cannot serve, as the problem document to answer with."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.response = problem(status, title, detail)
+
+
+class _ReportReader:
+    """GET /v1/studies/{study_key}/report over a report store, the re-identifier and the signed versions."""
+
+    def __init__(
+        self, store: ReportStore, reidentifier: Reidentifier, *, fhir_version: FhirVersion, render_timeout_s: float, signed: SignedVersions | None,
+    ) -> None:
+        self.store, self.reidentifier, self.signed = store, reidentifier, signed
+        self.fhir_version, self.render_timeout_s = fhir_version, render_timeout_s
+
+    async def render(self, fn: Callable[[], bytes | str]) -> bytes | str:
         # highdicom/fhir.resources validation is CPU work: off the event loop, with a deadline.
-        return await asyncio.wait_for(asyncio.to_thread(fn), timeout=render_timeout_s)
+        return await asyncio.wait_for(asyncio.to_thread(fn), timeout=self.render_timeout_s)
 
-    @routes.get("/v1/studies/{study_key}/report")
-    async def get_report(request: web.Request) -> web.StreamResponse:
+    async def get_report(self, request: web.Request) -> web.StreamResponse:
         study_key = request.match_info["study_key"]
         fmt = negotiate(request.headers.get("Accept"), request.query.get("format"))
         if fmt is None:
             return problem(406, "Not Acceptable", f"formats offered: {', '.join(f'{k} ({v})' for k, v in MEDIA_TYPES.items())}")
         if not KEY_RE.fullmatch(study_key):
             return problem(404, "Not Found", "no drafted report for this study key")
-        wanted = request.query.get("version")
-        if wanted is not None and not wanted.isdigit():
-            return problem(400, "Bad Request", "version is a signed version number (1, 2, 3 ...)")
-        finals = [f for f, _ in await signed.finals(study_key)] if signed is not None else []
-        final: ReportFinal | None = None
-        if wanted is not None:
-            final = next((f for f in finals if f.version == int(wanted)), None)
-            if final is None:
-                return problem(404, "Not Found", f"no signed version {wanted} of this study")
-        elif finals:
-            final = max(finals, key=lambda f: f.version)
-        stored: StoredReport | None
-        if final is not None:
-            stored = await store.get_stored(study_key, final.study.pipeline_version)
-            if stored is None or stored.report.report_id != final.report_id:
-                stored = await store.get_stored(study_key)
-        else:
-            stored = await store.get_stored(study_key)
-        if stored is None:
-            return problem(404, "Not Found", "no drafted report for this study key")
+        try:
+            return await self._answer(study_key, fmt, request.query.get("version"))
+        except _Unavailable as exc:
+            return exc.response
+
+    async def _answer(self, study_key: str, fmt: str, wanted: str | None) -> web.StreamResponse:
+        finals, final = await self._final(study_key, wanted)
+        stored = await self._stored(study_key, final)
         report = stored.report
         status = final.status if final is not None else "draft"
         headers = {
@@ -134,34 +142,58 @@ def build_read_routes(
         if fmt == "json":
             body_json = final.model_dump_json() if final is not None else report.model_dump_json()
             return web.Response(text=body_json, content_type="application/json", headers=headers)
-        identity = await reidentifier.lookup(study_key)
+        identity = await self.reidentifier.lookup(study_key)
         if identity is None:
-            return problem(404, "Not Found", "the study's identity mapping is gone; only format=json is available")
-        item: ReportVersion = ReportVersion(report)
-        if final is not None:
-            assert signed is not None
-            signer = await signed.signer(final.signer_key)
-            co_signers = [await signed.signer(k) for k in co_signer_keys(final, finals)]
-            if signer is None or any(c is None for c in co_signers):
-                # never a pseudonym as the signer of a re-identified record
-                return problem(404, "Not Found", "the signer's identity mapping is gone; only format=json is available")
-            item = final_version(report, final, signer, [c for c in co_signers if c is not None])
-        version_item = item
+            raise _Unavailable(404, "Not Found", "the study's identity mapping is gone; only format=json is available")
+        item = await self._version_item(report, final, finals)
         if fmt == "fhir":
-            if version_item.signature is None:
-                body = await render(lambda: diagnostic_report_json(report, identity, issued=stored.updated_at, version=fhir_version))
+            if item.signature is None:
+                body = await self.render(lambda: diagnostic_report_json(report, identity, issued=stored.updated_at, version=self.fhir_version))
             else:
-                body = await render(lambda: diagnostic_report(
-                    version_item.report, identity, issued=version_item.issued, version=fhir_version, status=version_item.status,
-                    signature=version_item.signature,
+                body = await self.render(lambda: diagnostic_report(
+                    item.report, identity, issued=item.issued, version=self.fhir_version, status=item.status, signature=item.signature,
                 ).model_dump_json(exclude_none=True))
             return web.Response(text=str(body), content_type="application/fhir+json", headers=headers)
-        if version_item.signature is None:
-            data = await render(lambda: basic_text_sr_bytes(report, identity, created=stored.updated_at))
+        if item.signature is None:
+            data = await self.render(lambda: basic_text_sr_bytes(report, identity, created=stored.updated_at))
         else:
-            data = await render(lambda: basic_text_sr_bytes(version_item.report, identity, created=version_item.issued, **sr_kwargs(version_item)))
+            data = await self.render(lambda: basic_text_sr_bytes(item.report, identity, created=item.issued, **sr_kwargs(item)))
         name = final.final_id if final is not None else report.report_id
         headers["Content-Disposition"] = f'attachment; filename="{name}.dcm"'
         return web.Response(body=data, content_type="application/dicom", headers=headers)
 
-    return routes
+    async def _final(self, study_key: str, wanted: str | None) -> tuple[list[ReportFinal], ReportFinal | None]:
+        """Every signed version, and the one asked for (`?version=N`), else the latest (None: never signed)."""
+        if wanted is not None and not wanted.isdigit():
+            raise _Unavailable(400, "Bad Request", "version is a signed version number (1, 2, 3 ...)")
+        finals = [f for f, _ in await self.signed.finals(study_key)] if self.signed is not None else []
+        if wanted is not None:
+            final = next((f for f in finals if f.version == int(wanted)), None)
+            if final is None:
+                raise _Unavailable(404, "Not Found", f"no signed version {wanted} of this study")
+            return finals, final
+        return finals, max(finals, key=lambda f: f.version) if finals else None
+
+    async def _stored(self, study_key: str, final: ReportFinal | None) -> StoredReport:
+        """The drafted report: the one the signed version was signed from where it is still stored."""
+        stored: StoredReport | None
+        if final is not None:
+            stored = await self.store.get_stored(study_key, final.study.pipeline_version)
+            if stored is None or stored.report.report_id != final.report_id:
+                stored = await self.store.get_stored(study_key)
+        else:
+            stored = await self.store.get_stored(study_key)
+        if stored is None:
+            raise _Unavailable(404, "Not Found", "no drafted report for this study key")
+        return stored
+
+    async def _version_item(self, report: ReportDrafted, final: ReportFinal | None, finals: list[ReportFinal]) -> ReportVersion:
+        if final is None:
+            return ReportVersion(report)
+        assert self.signed is not None
+        signer = await self.signed.signer(final.signer_key)
+        co_signers = [await self.signed.signer(k) for k in co_signer_keys(final, finals)]
+        if signer is None or any(c is None for c in co_signers):
+            # never a pseudonym as the signer of a re-identified record
+            raise _Unavailable(404, "Not Found", "the signer's identity mapping is gone; only format=json is available")
+        return final_version(report, final, signer, [c for c in co_signers if c is not None])

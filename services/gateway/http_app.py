@@ -219,7 +219,7 @@ def gateway_probes(core: GatewayCore, checks: dict[str, Callable[[], Awaitable[b
         gateway_metrics.ASSEMBLER_FAILING_S.set(time.monotonic() - since if since is not None else 0.0)
         try:  # the backlog an outage leaves behind; a scrape must not hang on a database that is down
             gateway_metrics.OUTBOX_PENDING.set(await asyncio.wait_for(assembler.pending_studies(), timeout=1.0))
-        except Exception:  # noqa: BLE001, S110 - the gauge keeps its last value; readiness reports the database
+        except Exception:  # noqa: BLE001 - the gauge keeps its last value; readiness reports the database
             pass
 
     return Probes(live, ready, before_scrape)
@@ -243,7 +243,7 @@ async def _supervise_assembler(core: GatewayCore, stop: asyncio.Event) -> None:
     while True:
         try:
             await core.run_assembler(stop)
-        except Exception:  # noqa: BLE001 - the assembler is supervised: any crash is logged and it restarts
+        except Exception:  # the assembler is supervised: any crash is logged and it restarts
             log.exception("study assembler crashed; restarting in %.1f s", delay)
         if stop.is_set():
             return

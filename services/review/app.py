@@ -163,66 +163,108 @@ async def refresh_gauges_quietly(core: ReviewCore) -> None:
         log.warning("queue gauges not refreshed")
 
 
-def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | None = None) -> web.RouteTableDef:
+def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | None = None) -> list[web.RouteDef]:
     """The pages, images, sign-in and API routes (the auth check sits in `review_middlewares`)."""
-    tokens = parse_tokens(settings.read_api_tokens)
-    codec = session_codec(settings)
-    login_codec = session_codec(settings, purpose="radalign-review-login")
-    routes = web.RouteTableDef()
+    return _ReviewHandlers(core, settings, oidc).routes()
 
-    def _login_form(status: int = 200, *, target: str = "/", error: str | None = None) -> web.Response:
-        return _render("login.html.j2", status=status, next=target, needs_token=bool(tokens), error=error, roles=[r.value for r in ReviewRole])
 
-    @routes.get("/login")
-    async def login_form(request: web.Request) -> web.Response:
+def _study_key(request: web.Request) -> str:
+    key = request.match_info["study_key"]
+    if not KEY_RE.fullmatch(key):
+        raise web.HTTPNotFound()
+    return key
+
+
+def _dev_login_error(name: str, identifier: str, role: str, token: str, tokens: Any) -> str | None:
+    """Why the dev form login is refused, or None."""
+    if not _NAME.match(name):
+        return "Enter your name (letters, digits, spaces, . _ @ ' -; up to 80 characters)."
+    if identifier and not _NAME.match(identifier):
+        return "The staff identifier may hold letters, digits, spaces, . _ @ ' - (up to 80 characters)."
+    if role not in {r.value for r in ReviewRole}:
+        return "Choose a role."
+    if not bearer_authorized(f"Bearer {token}", tokens):
+        return "That access token is not valid."
+    return None
+
+
+def _opened_at(form: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(form.get("opened_at", ""))) if form.get("opened_at") else None
+    except ValueError:
+        return None
+
+
+def _signed_json(final: Any, published: bool) -> web.Response:
+    return web.json_response(
+        {"final_id": final.final_id, "version": final.version, "status": final.status, "replaces_version": final.replaces_version,
+         "published": published, "edit_distance": final.edit_distance},
+        status=201,
+    )
+
+
+class _ReviewHandlers:
+    """The review app's middleware and route handlers, over one core, settings and (optional) IdP client."""
+
+    def __init__(self, core: ReviewCore, settings: Settings, oidc: OidcClient | None) -> None:
+        self.core, self.settings, self.oidc = core, settings, oidc
+        self.tokens = parse_tokens(settings.read_api_tokens)
+        self.codec = session_codec(settings)
+        self.login_codec = session_codec(settings, purpose="radalign-review-login")
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/login", self.login_form), web.post("/login", self.login), web.get("/auth/callback", self.callback),
+            web.post("/logout", self.logout), web.get("/", self.worklist), web.get("/api/worklist", self.worklist_json),
+            web.get("/studies/{study_key}", self.study), web.get("/studies/{study_key}/image.png", self.image),
+            web.get("/studies/{study_key}/heatmaps/{index:\\d+}.png", self.heatmap), web.post("/studies/{study_key}/sign", self.sign),
+            web.get("/api/studies/{study_key}/audit", self.audit_trail), web.get("/agreement", self.agreement),
+            web.get("/static/review.css", self.css), web.get("/static/review.js", self.js),
+        ]
+
+    def _login_form(self, status: int = 200, *, target: str = "/", error: str | None = None) -> web.Response:
+        return _render("login.html.j2", status=status, next=target, needs_token=bool(self.tokens), error=error, roles=[r.value for r in ReviewRole])
+
+    async def login_form(self, request: web.Request) -> web.Response:
         target = _safe_next(request.query.get("next", "/"))
-        if oidc is not None:
+        if self.oidc is not None:
             try:
-                url, state = await oidc.authorization_url()
+                url, state = await self.oidc.authorization_url()
             except (OidcError, OSError, ValueError) as exc:
                 log.warning("the identity provider is unreachable: %s", exc)
                 return _error(request, 503, "Sign-in unavailable", "the identity provider does not answer; try again shortly")
             response = web.HTTPSeeOther(url)
-            sealed = login_codec.seal({"state": state.state, "nonce": state.nonce, "verifier": state.verifier, "next": target})
+            sealed = self.login_codec.seal({"state": state.state, "nonce": state.nonce, "verifier": state.verifier, "next": target})
             # Lax: the IdP's redirect back is a cross-site navigation; the cookie only serves the callback
             response.set_cookie(LOGIN_COOKIE, sealed, httponly=True, samesite="Lax", path="/auth/callback", max_age=600, secure=request.secure)
             raise response
-        if settings.env != "dev":
+        if self.settings.env != "dev":
             return _error(request, 503, "Sign-in not configured", "set RADALIGN_REVIEW_OIDC_ISSUER: outside dev, reviewers sign in with the IdP")
-        return _login_form(target=target)
+        return self._login_form(target=target)
 
-    @routes.post("/login")
-    async def login(request: web.Request) -> web.Response:
+    async def login(self, request: web.Request) -> web.Response:
         """The dev form login (no IdP): the token is checked once and never kept."""
-        if oidc is not None or settings.env != "dev":
+        if self.oidc is not None or self.settings.env != "dev":
             return _error(request, 404, "Not Found", "sign in with the identity provider at GET /login")
         form = await request.post()
         name, role, token = str(form.get("name", "")).strip(), str(form.get("role", "")), str(form.get("token", "")).strip()
         identifier = str(form.get("identifier", "")).strip()
         target = _safe_next(str(form.get("next", "/")))
-        error = None
-        if not _NAME.match(name):
-            error = "Enter your name (letters, digits, spaces, . _ @ ' -; up to 80 characters)."
-        elif identifier and not _NAME.match(identifier):
-            error = "The staff identifier may hold letters, digits, spaces, . _ @ ' - (up to 80 characters)."
-        elif role not in {r.value for r in ReviewRole}:
-            error = "Choose a role."
-        elif not bearer_authorized(f"Bearer {token}", tokens):
-            error = "That access token is not valid."
+        error = _dev_login_error(name, identifier, role, token, self.tokens)
         if error:
-            return _login_form(401 if "token" in error else 400, target=target, error=error)
+            return self._login_form(401 if "token" in error else 400, target=target, error=error)
         session = {"name": name, "identifier": identifier, "identifier_system": LOCAL_IDENTIFIER_SYSTEM, "family_name": "",
                    "given_name": "", "role": role, "csrf": new_csrf(), "via": "token"}
-        await core.audit("login", None, session)
+        await self.core.audit("login", None, session)
         response = web.HTTPSeeOther(target)
-        _set_session(response, codec, session, request, settings)
+        _set_session(response, self.codec, session, request, self.settings)
         raise response
 
-    @routes.get("/auth/callback")
-    async def callback(request: web.Request) -> web.Response:
+    async def callback(self, request: web.Request) -> web.Response:
+        oidc = self.oidc
         if oidc is None:
             return _error(request, 404, "Not Found", "OpenID Connect sign-in is not configured")
-        pending = login_codec.open(request.cookies.get(LOGIN_COOKIE))
+        pending = self.login_codec.open(request.cookies.get(LOGIN_COOKIE))
         if pending is None:
             return _error(request, 400, "Sign-in expired", "the sign-in took too long or started in another browser; start again at /login")
         if request.query.get("error"):
@@ -236,15 +278,16 @@ def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | No
         role = role_from_claims(claims, oidc.settings)
         who = identity_from_claims(claims, oidc.settings.issuer)
         if role is None:
-            await core.audit("refused", None, {**who, "role": ""}, via="oidc", reason="no reviewer role")
+            await self.core.audit("refused", None, {**who, "role": ""}, via="oidc", reason="no reviewer role")
             return _error(request, 403, "Forbidden", "your account has no reviewer role (attending or resident) at the identity provider")
         session = {**who, "role": role.value, "csrf": new_csrf(), "via": "oidc"}
-        await core.audit("login", None, session)
+        await self.core.audit("login", None, session)
         response = _signed_in_page(str(pending.get("next", "/")))
-        _set_session(response, codec, session, request, settings)
+        _set_session(response, self.codec, session, request, self.settings)
         response.del_cookie(LOGIN_COOKIE, path="/auth/callback")
         return response
 
+    @staticmethod
     def _csrf_refusal(request: web.Request, session: dict | None, form: Any) -> web.Response | None:
         origin = request.headers.get("Origin")
         if origin and origin != f"{request.scheme}://{request.host}":
@@ -253,98 +296,80 @@ def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | No
             return _error(request, 403, "Forbidden", "the form's CSRF token is missing or stale; reload the page")
         return None
 
-    @routes.post("/logout")
-    async def logout(request: web.Request) -> web.Response:
+    async def logout(self, request: web.Request) -> web.Response:
         session = request.get(SESSION_KEY)
-        if session is not None and (refused := _csrf_refusal(request, session, await request.post())) is not None:
+        if session is not None and (refused := self._csrf_refusal(request, session, await request.post())) is not None:
             return refused
-        await core.audit("logout", None, session)
+        await self.core.audit("logout", None, session)
         target = "/login"
-        if oidc is not None and session is not None:
+        if self.oidc is not None and session is not None:
             try:
-                target = await oidc.logout_url() or target
+                target = await self.oidc.logout_url() or target
             except (OidcError, OSError, ValueError):
                 target = "/login"
         response = web.HTTPSeeOther(target)
         response.del_cookie(SESSION_COOKIE, path="/")
         raise response
 
-    @routes.get("/")
-    async def worklist(request: web.Request) -> web.Response:
-        items = await core.worklist()
+    async def worklist(self, request: web.Request) -> web.Response:
+        items = await self.core.worklist()
         now = datetime.now(UTC)
         return _render("worklist.html.j2", items=items, now=now, session=request.get(SESSION_KEY))
 
-    @routes.get("/api/worklist")
-    async def worklist_json(request: web.Request) -> web.Response:
+    async def worklist_json(self, request: web.Request) -> web.Response:
         now = datetime.now(UTC)
         body = [
             {"study_key": i.study_key, "report_id": i.report_id, "priority": i.priority.value, "needs_review": i.needs_review,
              "critical": [c.value for c in i.critical], "abnormal_probability": i.abnormal_probability,
              "received_at": i.received_at.isoformat(), "waiting_s": round(i.waiting_s(now), 1)}
-            for i in await core.worklist()
+            for i in await self.core.worklist()
         ]
         return web.json_response(body, headers={"Cache-Control": "no-store"})
 
-    def _study_key(request: web.Request) -> str:
-        key = request.match_info["study_key"]
-        if not KEY_RE.fullmatch(key):
-            raise web.HTTPNotFound()
-        return key
-
-    @routes.get("/studies/{study_key}")
-    async def study(request: web.Request) -> web.Response:
+    async def study(self, request: web.Request) -> web.Response:
         key = _study_key(request)
-        view = await core.study(key)
+        view = await self.core.study(key)
         if view is None:
             return _error(request, 404, "Not Found", "no drafted report for this study key")
-        await core.audit("opened", key, request.get(SESSION_KEY))
+        await self.core.audit("opened", key, request.get(SESSION_KEY))
         return _render(
             "study.html.j2", v=view, d=view.draft, session=request.get(SESSION_KEY), section_titles=SECTION_TITLES,
             signed=request.query.get("signed"), pending=request.query.get("pending"), error=None,
         )
 
-    @routes.get("/studies/{study_key}/image.png")
-    async def image(request: web.Request) -> web.Response:
-        data = await core.image(_study_key(request))
+    async def image(self, request: web.Request) -> web.Response:
+        data = await self.core.image(_study_key(request))
         if data is None:
             return _error(request, 404, "Not Found", "no image recorded for this study")
         return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
-    @routes.get("/studies/{study_key}/heatmaps/{index:\\d+}.png")
-    async def heatmap(request: web.Request) -> web.Response:
+    async def heatmap(self, request: web.Request) -> web.Response:
         index = int(request.match_info["index"])
         if index >= len(OBSERVATIONS):
             return _error(request, 404, "Not Found", "no such observation")
-        data = await core.heatmap(_study_key(request), OBSERVATIONS[index])
+        data = await self.core.heatmap(_study_key(request), OBSERVATIONS[index])
         if data is None:
             return _error(request, 404, "Not Found", "no image recorded for this study")
         return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "private, max-age=600"})
 
-    @routes.post("/studies/{study_key}/sign")
-    async def sign(request: web.Request) -> web.Response:
+    async def sign(self, request: web.Request) -> web.Response:
         key = _study_key(request)
         session = request.get(SESSION_KEY)
         if not session:
             return _error(request, 401, "Unauthorized", "signing needs a review session (log in at /login)")
         form = await request.post()
-        if (refused := _csrf_refusal(request, session, form)) is not None:
+        if (refused := self._csrf_refusal(request, session, form)) is not None:
             return refused
         try:  # never a default: a session without a reviewer role signs nothing
             role = ReviewRole(str(session.get("role", "")))
         except ValueError:
-            await core.audit("refused", key, session, reason="no reviewer role")
+            await self.core.audit("refused", key, session, reason="no reviewer role")
             return _error(request, 403, "Forbidden", "your session has no reviewer role (attending or resident)")
-        opened_at = None
         try:
-            opened_at = datetime.fromisoformat(str(form.get("opened_at", ""))) if form.get("opened_at") else None
-        except ValueError:
-            opened_at = None
-        try:
-            final, published = await core.sign(
+            final, published = await self.core.sign(
                 key, findings=str(form.get("findings", "")), impression=str(form.get("impression", "")),
                 signer_name=session["name"], signer_role=role,
-                report_id=str(form.get("report_id", "")), opened_at=opened_at,
+                report_id=str(form.get("report_id", "")), opened_at=_opened_at(form),
                 signer_identifier=str(session.get("identifier", "")),
                 signer_identifier_system=str(session.get("identifier_system") or LOCAL_IDENTIFIER_SYSTEM),
                 family_name=str(session.get("family_name", "")), given_name=str(session.get("given_name", "")),
@@ -353,36 +378,26 @@ def review_routes(core: ReviewCore, settings: Settings, *, oidc: OidcClient | No
         except LookupError as exc:
             return _error(request, 404, "Not Found", str(exc))
         except SignOffError as exc:
-            await core.audit("refused", key, session, reason=str(exc)[:300])
+            await self.core.audit("refused", key, session, reason=str(exc)[:300])
             return _error(request, 409 if "changed" in str(exc) or "meanwhile" in str(exc) else 422, "Cannot sign", str(exc))
-        await core.audit("signed", key, session, version=final.version, status=final.status, final_id=final.final_id)
+        await self.core.audit("signed", key, session, version=final.version, status=final.status, final_id=final.final_id)
         if not _wants_html(request):
-            return web.json_response(
-                {"final_id": final.final_id, "version": final.version, "status": final.status, "replaces_version": final.replaces_version,
-                 "published": published, "edit_distance": final.edit_distance},
-                status=201,
-            )
+            return _signed_json(final, published)
         raise web.HTTPSeeOther(f"/studies/{key}?signed={final.version}" + ("" if published else "&pending=1"))
 
-    @routes.get("/api/studies/{study_key}/audit")
-    async def audit_trail(request: web.Request) -> web.Response:
+    async def audit_trail(self, request: web.Request) -> web.Response:
         key = _study_key(request)
-        trail = getattr(core.store, "audit_trail", None)
+        trail = getattr(self.core.store, "audit_trail", None)
         rows = await trail(key) if trail is not None else []
         return web.json_response({"study_key": key, "audit": rows}, headers={"Cache-Control": "no-store"})
 
-    @routes.get("/agreement")
-    async def agreement(request: web.Request) -> web.Response:
-        overall, weeks = await core.agreement()
+    async def agreement(self, request: web.Request) -> web.Response:
+        overall, weeks = await self.core.agreement()
         return _render("agreement.html.j2", overall=overall, weeks=weeks, observations=OBSERVATIONS, session=request.get(SESSION_KEY))
 
-    @routes.get("/static/review.css")
-    async def css(request: web.Request) -> web.FileResponse:
+    async def css(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(Path(__file__).with_name("templates") / "review.css", headers={"Cache-Control": "max-age=3600"})
 
-    @routes.get("/static/review.js")
-    async def js(request: web.Request) -> web.FileResponse:
+    async def js(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(Path(__file__).with_name("templates") / "review.js", headers={"Cache-Control": "max-age=3600"})
-
-    return routes
 

@@ -27,7 +27,7 @@ from radalign.labeler import iu_archive_path, label_sections, load_iu_reports
 from schemas.events import GuardVerdict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "drafting"))
-from drafting_helpers import make_event  # noqa: E402 - after the helpers folder is on sys.path
+from drafting_helpers import make_event  # after the helpers folder is on sys.path
 
 pytestmark = [
     pytest.mark.integration,

@@ -304,7 +304,7 @@ def _get_when(settings: Settings, stage: str, path: str, ok: Callable[[httpx.Res
             log = StatePaths.of(settings.state_dir).log_file(worker_name(stage))
             tail = log.read_text(errors="replace")[-3000:] if log.is_file() else "(no log)"
             pytest.fail(f"stage {stage}: {url} not as expected after {timeout_s:.0f} s (last: {answer}); process alive: "
-                        f"{_worker_alive(settings, stage) is not None}; log tail:\n{tail}")  # fmt: skip
+                        f"{_worker_alive(settings, stage) is not None}; log tail:\n{tail}")
         time.sleep(0.5)
 
 
@@ -387,7 +387,7 @@ def test_site_model_in_shadow_is_recorded_then_promoted_and_rolled_back(pipeline
         rows = conn.execute(
             "SELECT live_probabilities, live_states, candidate_probabilities, candidate_states, live_ood, candidate_ood, NULL AS signed_labels "
             "FROM site_shadow_scores WHERE study_key = %s AND candidate_version = %s", (shadowed.study.study_key, version),
-        ).fetchall()  # fmt: skip
+        ).fetchall()
     assert len(rows) == 1
     names = ["live_probabilities", "live_states", "candidate_probabilities", "candidate_states", "live_ood", "candidate_ood", "signed_labels"]
     figures = comparison([dict(zip(names, r, strict=True)) for r in rows])
@@ -426,7 +426,7 @@ def test_no_identifier_reaches_any_workers_log(pipeline: Settings) -> None:
         f"http://127.0.0.1:{pipeline.gateway_port}/v1/studies",
         data={"study_id": "LOGSCAN-HTTP-9918", "patient_id": "MRN-LOGSCAN-9918", "view_position": "PA"},
         files={"file": ("film.jpg", chest_jpeg_files()[2].read_bytes(), "image/jpeg")}, timeout=30,
-    )  # fmt: skip
+    )
     assert r.status_code == 202, r.text
     secrets += ["LOGSCAN-HTTP-9918", "MRN-LOGSCAN-9918"]
     http_key = r.json()["study_key"]

@@ -25,7 +25,7 @@ from schemas.events import Certainty, Observation, StageTiming
 from services.drafting.read_api import build_read_routes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "drafting"))
-from drafting_helpers import make_event  # noqa: E402 - after the helpers folder is on sys.path
+from drafting_helpers import make_event  # after the helpers folder is on sys.path
 
 pytestmark = pytest.mark.integration
 

@@ -153,7 +153,7 @@ def review_stack(embedded_triton: Settings, peers: Peers) -> Iterator[Settings]:
     settings = embedded_triton.model_copy(update={
         "gateway_tokens": TOKEN, "patient_issuers": f"http={REVIEW_SITE}", "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles",
         "delivery_destinations": json.dumps({"destinations": peers.destinations(embedded_triton)}),
-    })  # fmt: skip
+    })
     write_audit_profile(settings, REVIEW_SITE)
     asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
     # Every worker of the stage graph, the review service among them.

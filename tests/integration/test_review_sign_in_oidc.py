@@ -25,8 +25,8 @@ from radalign.testing.stack import free_port
 from services.review.app import SESSION_COOKIE, build_review_app, session_codec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "review"))
-from review_helpers import drafted  # noqa: E402 - after the helpers folder is on sys.path
-from test_review_app import MemoryStore, Publisher  # noqa: E402
+from review_helpers import drafted  # after the helpers folder is on sys.path
+from test_review_app import MemoryStore, Publisher
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 KEY = "st-routine0000001"

@@ -143,9 +143,9 @@ def test_the_scp_allow_list_is_the_parsed_list(tmp_path) -> None:
 
     loop = asyncio.new_event_loop()
     try:
-        scp = DicomScp(Settings(state_dir=tmp_path, dicom_allowed_aes="PACS1,\n PACS2 ,"), core=None, loop=loop)  # type: ignore[arg-type]
+        scp = DicomScp(Settings(state_dir=tmp_path, dicom_allowed_aes="PACS1,\n PACS2 ,"), core=None, loop=loop)
         assert scp.ae.require_calling_aet == ["PACS1", "PACS2"]
-        scp = DicomScp(Settings(state_dir=tmp_path, dicom_allowed_aes=" ,\n"), core=None, loop=loop)  # type: ignore[arg-type]
+        scp = DicomScp(Settings(state_dir=tmp_path, dicom_allowed_aes=" ,\n"), core=None, loop=loop)
         assert scp.ae.require_calling_aet == []  # dev: no entry, no allow-list
     finally:
         loop.close()

@@ -56,10 +56,10 @@ def test_review_export_manifest_is_a_subcommand(tmp_path, monkeypatch) -> None:
         async def close(self) -> None:
             pass
 
-    async def open_pool(settings, name):  # noqa: ANN001, ARG001 - stands in for radalign.db.open_pool
+    async def open_pool(settings, name):  # stands in for radalign.db.open_pool
         return NoPool()
 
-    async def no_rows(self):  # noqa: ANN001, ARG001 - stands in for ReviewStore.signed_rows
+    async def no_rows(self):  # stands in for ReviewStore.signed_rows
         return []
 
     monkeypatch.setattr("radalign.db.open_pool", open_pool)

@@ -54,7 +54,7 @@ def gated_checkpoint(tmp_path: Path, tiny_head: ConceptAlignmentHead) -> Path:
     gate = ServedGate(
         assessed=["No Finding", "Pneumonia"], ood_threshold=3.5,
         operating_points={"No Finding": OperatingPoint(0.2, 0.7, 0.9, 0.9), "Pneumonia": OperatingPoint(0.3, 0.6, 0.9, 0.9)},
-    )  # fmt: skip
+    )
     ood = fit_feature_distance(np.random.default_rng(0).normal(size=(64, 16)), components=4)
     ckpt = Checkpoint(head=tiny_head, encoder_name=TINY_ENCODER, meta={"gate": gate.to_dict()}, calibrator=PlattCalibrator(14), ood=ood)
     return save_checkpoint(tmp_path / "gated.pt", ckpt)

@@ -86,7 +86,7 @@ def test_served_gate_with_a_policy_claims_only_allowed_states():
 
     figure = BandFigure(50, 45, 0.82)
     only_present = ObservationPolicy(absent=0.2, present=0.7, allow_present=True, allow_hedge=False, allow_absent=False,
-                                     present_precision=figure, hedge_precision=figure, npv=figure)  # fmt: skip
+                                     present_precision=figure, hedge_precision=figure, npv=figure)
     policy = ClaimPolicy({Observation.PNEUMONIA.value: only_present})
     point = OperatingPoint(absent=0.2, present=0.7, target_sensitivity=0.0, target_specificity=0.0)
     gate = ServedGate(assessed=[Observation.PNEUMONIA.value], operating_points={Observation.PNEUMONIA.value: point}, ood_threshold=None, policy=policy)

@@ -51,7 +51,7 @@ def test_missing_corrupt_or_wrong_inputs_are_permanent(tmp_path: Path) -> None:
 
 def test_an_unreachable_store_is_left_to_the_retry(tmp_path: Path) -> None:
     class Unreachable:
-        def get(self, ref):  # noqa: ANN001
+        def get(self, ref):
             raise ConnectionError("bucket did not answer")
 
     ref = LocalBlobStore(tmp_path).put(b"x", "application/x-npy")

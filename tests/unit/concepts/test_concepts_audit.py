@@ -46,7 +46,7 @@ def _images(tmp_path: Path, source: str, n: int, seed: int, brightness: float) -
 def test_multisource_training_gates_and_a_site_audit_writes_a_profile(tmp_path: Path) -> None:
     manifest = write_manifest(_images(tmp_path, "site-a", 60, 0, 0.1) + _images(tmp_path, "site-b", 60, 1, 0.3), tmp_path / "train.csv")
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "head.pt", cache_dir=tmp_path / "cache", encoder=TINY_ENCODER, d_model=32, epochs=6,
-                      patience=6, batch_size=16, progress=False, contrastive_weight=0.0, lr=3e-3)  # fmt: skip
+                      patience=6, batch_size=16, progress=False, contrastive_weight=0.0, lr=3e-3)
     ckpt = load_checkpoint(train(cfg).checkpoint)
     meta = ckpt.meta
     assert set(meta["loso"]) == {"site-a", "site-b"}  # one re-training without each source

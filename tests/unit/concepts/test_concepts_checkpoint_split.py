@@ -59,7 +59,7 @@ def _two_source_manifest(tmp_path: Path) -> Path:
         row = {"image": path.name, "patient_id": patient, "source": source, "view": "PA", "label": "", "report": ""}
         if source == NIH:
             row |= {Observation.NO_FINDING.value: str(int(normal)), Observation.PNEUMONIA.value: str(int(not normal)),
-                    Observation.PLEURAL_EFFUSION.value: str(int(i % 6 == 1))}  # fmt: skip
+                    Observation.PLEURAL_EFFUSION.value: str(int(i % 6 == 1))}
         else:
             row["label"] = "No Finding" if normal else "COVID-19"
         rows.append(row)
@@ -82,7 +82,7 @@ def test_benchmark_queries_are_the_trainers_nih_rows(tmp_path: Path, monkeypatch
     manifest = _two_source_manifest(tmp_path)
     # not the benchmark's old 70/15/15 nor seed 0: the benchmark must read the checkpoint's own
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "head.pt", cache_dir=tmp_path / "cache", encoder=TINY_ENCODER, d_model=32,
-                      epochs=2, batch_size=8, progress=False, fractions=(0.5, 0.25, 0.25), seed=3, loso=False)  # fmt: skip
+                      epochs=2, batch_size=8, progress=False, fractions=(0.5, 0.25, 0.25), seed=3, loso=False)
     result = train(cfg)
     trainer_split = seen[0]
     records = read_manifest(manifest)
@@ -148,7 +148,7 @@ def test_site_profile_of_another_model_version_is_refused(tmp_path: Path) -> Non
     from radalign.concepts.gate import ServedGate, save_profile
 
     gate = ServedGate(assessed=["Pneumonia"], operating_points={"Pneumonia": OperatingPoint(0.2, 0.7, 0.9, 0.9)}, ood_threshold=3.0,
-                      name="nih-cxr800", model_version="concepts.v1-aaaaaaaaaaaa")  # fmt: skip
+                      name="nih-cxr800", model_version="concepts.v1-aaaaaaaaaaaa")
     path = save_profile(gate, tmp_path / "nih-cxr800.json")
     bench = _bench()
     assert bench.load_site_profile(path, "concepts.v1-aaaaaaaaaaaa").assessed == ["Pneumonia"]

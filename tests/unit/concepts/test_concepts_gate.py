@@ -35,7 +35,7 @@ def _val(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return probs, labels
 
 
-def _by_name(decisions):  # type: ignore[no-untyped-def]
+def _by_name(decisions):
     return {d.observation: d for d in decisions}
 
 
@@ -68,11 +68,11 @@ def test_stricter_criteria_and_unsupported_observations() -> None:
     assert any("no training source" in r for r in d["No Finding"].reasons)
 
 
-def test_served_gate_round_trips_and_site_names_are_restricted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_served_gate_round_trips_and_site_names_are_restricted(tmp_path) -> None:
     from radalign.concepts.calibration import OperatingPoint
 
     gate = ServedGate(assessed=["No Finding"], operating_points={"No Finding": OperatingPoint(0.2, 0.8, 0.9, 0.9, 0.91, 0.93)},
-                      ood_threshold=2.5, name="site-a", recalibration={"No Finding": (0.9, 0.1)}, model_version="v1")  # fmt: skip
+                      ood_threshold=2.5, name="site-a", recalibration={"No Finding": (0.9, 0.1)}, model_version="v1")
     assert ServedGate.from_triton_parameters(gate.triton_parameters()) == gate
     assert ServedGate.from_triton_parameters({}) is None
     assert profile_path(tmp_path, "site-a.east_2") == tmp_path / "site-a.east_2.json"

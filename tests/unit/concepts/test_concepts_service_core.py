@@ -69,12 +69,12 @@ def test_model_input_is_validated() -> None:
 # ---- the validity gate, OOD abstention and site profiles ---------------------------------------
 
 
-def _gate(**kw):  # type: ignore[no-untyped-def]
+def _gate(**kw):
     from radalign.concepts.calibration import OperatingPoint
     from radalign.concepts.gate import ServedGate
 
     raw = {"assessed": ["No Finding", "Pleural Effusion"], "ood_threshold": 4.0,
-           "operating_points": {"No Finding": OperatingPoint(0.2, 0.7, 0.9, 0.9), "Pleural Effusion": OperatingPoint(0.1, 0.5, 0.9, 0.9)}}  # fmt: skip
+           "operating_points": {"No Finding": OperatingPoint(0.2, 0.7, 0.9, 0.9), "Pleural Effusion": OperatingPoint(0.1, 0.5, 0.9, 0.9)}}
     return ServedGate(**(raw | kw))
 
 
@@ -109,7 +109,7 @@ def test_a_lateral_only_study_is_never_scored() -> None:
     assert out.concepts == [] and out.ood is not None and out.ood.reason == "lateral_only"
 
 
-def test_a_site_profile_recalibrates_and_names_itself(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_site_profile_recalibrates_and_names_itself(tmp_path) -> None:
     from radalign.concepts.gate import save_profile
     from radalign.concepts.inference import select_gate
 
@@ -157,7 +157,7 @@ def test_a_study_not_chest_by_its_header_is_never_scored_and_needs_no_model() ->
             ConceptsInferred.model_validate({**payload, "ood": ood})
 
 
-async def test_the_stage_does_not_call_triton_for_a_study_not_chest_by_its_header(tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_the_stage_does_not_call_triton_for_a_study_not_chest_by_its_header(tmp_path) -> None:
     from radalign.concepts.client import TritonConceptClient
     from radalign.config import Settings
     from services.concepts.agent import ConceptsStage

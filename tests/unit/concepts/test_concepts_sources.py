@@ -21,7 +21,7 @@ def _manifest(tmp_path: Path) -> Path:
         rows.append({"image": f"a{i}.png", "patient_id": f"A:{i // 2}", "source": "tagged", "label": "No finding" if i % 4 == 0 else "COVID-19"})
     for i in range(60):  # a per-finding source with blanks (unknown) for what it does not label
         row = {"image": f"b{i}.png", "patient_id": f"B:{i}", "source": "per-finding", "No Finding": str(int(i % 2 == 0)),
-               "Pneumonia": str(int(i % 2 == 1)), "Pleural Effusion": str(int(i % 6 == 1)), "Fracture": ""}  # fmt: skip
+               "Pneumonia": str(int(i % 2 == 1)), "Pleural Effusion": str(int(i % 6 == 1)), "Fracture": ""}
         rows.append(row)
     for r in rows:
         Path(tmp_path / r["image"]).touch()

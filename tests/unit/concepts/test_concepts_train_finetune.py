@@ -50,7 +50,7 @@ def _manifest(tmp_path: Path, n: int = 24) -> Path:
 def test_finetune_stores_encoder_weights_and_evaluates_through_the_full_model(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path)
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "ft.pt", cache_dir=tmp_path / "cache", encoder=TINY_ENCODER, d_model=32,
-                      epochs=2, batch_size=8, finetune=True, progress=False, fractions=(0.5, 0.25, 0.25))  # fmt: skip
+                      epochs=2, batch_size=8, finetune=True, progress=False, fractions=(0.5, 0.25, 0.25))
     result = train(cfg)
     assert result.epochs_run == 2 and not (tmp_path / "ft.last.pt").exists()
     ckpt = load_checkpoint(result.checkpoint)
@@ -67,11 +67,11 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path, monkeypa
 
     manifest = _manifest(tmp_path)
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "h.pt", cache_dir=tmp_path / "cache", encoder=TINY_ENCODER, d_model=32, batch_size=8,
-                      progress=False, fractions=(0.5, 0.25, 0.25), patience=100, epochs=4)  # fmt: skip
+                      progress=False, fractions=(0.5, 0.25, 0.25), patience=100, epochs=4)
     real_mean_auc = train_module.mean_auc
     calls = {"n": 0}
 
-    def crash_on_third_validation(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def crash_on_third_validation(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt("simulated interruption in epoch 3")
@@ -95,11 +95,11 @@ def test_a_validation_split_that_cannot_be_scored_is_refused_with_the_reason(tmp
 
     manifest = _manifest(tmp_path)  # even rows normal, odd rows abnormal
 
-    def normal_only_validation(records, fractions, seed):  # type: ignore[no-untyped-def]
+    def normal_only_validation(records, fractions, seed):
         return {"train": list(range(0, 16)), "val": [16, 18, 20, 22], "test": [17, 19, 21, 23]}
 
     monkeypatch.setattr(train_module, "split_by_source", normal_only_validation)
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "x.pt", cache_dir=tmp_path / "cache", encoder=TINY_ENCODER, d_model=32,
-                      epochs=2, batch_size=8, finetune=True, progress=False, fractions=(0.5, 0.25, 0.25))  # fmt: skip
+                      epochs=2, batch_size=8, finetune=True, progress=False, fractions=(0.5, 0.25, 0.25))
     with pytest.raises(ValidationUnscorable, match="cannot be scored"):
         train(cfg)

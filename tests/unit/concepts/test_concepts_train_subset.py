@@ -46,7 +46,7 @@ def _subset_manifest(tmp_path: Path, positives: int = 100) -> Path:
 def test_training_on_a_subset_converges(tmp_path: Path) -> None:
     manifest = _subset_manifest(tmp_path)
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "head.pt", cache_dir=tmp_path / "cache", epochs=15, patience=15, progress=False,
-                      fractions=(0.6, 0.2, 0.2), seed=0, loso=False)  # fmt: skip
+                      fractions=(0.6, 0.2, 0.2), seed=0, loso=False)
     result = train(cfg)
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.8 * losses[0], f"loss did not fall: {losses}"

@@ -55,7 +55,7 @@ class StoreSCP:
             self.ae.add_supported_context(Comprehensive3DSRStorage)
         self._lock = threading.Lock()
 
-    def _on_store(self, event) -> int:  # noqa: ANN001 - pynetdicom event
+    def _on_store(self, event) -> int:  # pynetdicom event
         ds = event.dataset
         ds.file_meta = event.file_meta
         with self._lock:
@@ -80,7 +80,7 @@ class StoreSCP:
         self.server.shutdown()
 
 
-def seed_patient(server, identity: StudyIdentity | None = None) -> str:  # noqa: ANN001 - LoopbackFhirServer
+def seed_patient(server, identity: StudyIdentity | None = None) -> str:  # LoopbackFhirServer
     """The EHR already holds the patient (the FHIR bundle references it conditionally)."""
     from radalign.drafting.fhir import patient_dict
 

@@ -22,7 +22,7 @@ CAPABILITY = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1", "st
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # noqa: ANN002 - quiet
+    def log_message(self, *args) -> None:  # quiet
         pass
 
     def _send(self, code: int, body: dict | None = None) -> None:
@@ -33,7 +33,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:  # http.server's name
         self.server.seen.append(("GET", self.path, self.headers.get("Authorization")))  # type: ignore[attr-defined]
         if self.path.startswith("/fhir/metadata"):
             self._send(200, CAPABILITY)
@@ -47,7 +47,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         form = self.rfile.read(length).decode()
         self.server.seen.append(("POST", self.path, form))  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ from radalign.drafting.core import DraftingCore
 from schemas.events import Certainty, Observation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "drafting"))
-from drafting_helpers import make_event  # noqa: E402
+from drafting_helpers import make_event
 
 
 async def test_structured_draft_is_printed_section_by_section_with_its_footer():

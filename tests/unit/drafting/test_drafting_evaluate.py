@@ -53,7 +53,7 @@ def test_grounding_flags_name_what_the_concepts_do_not_support():
     labeler = default_labeler()
     flags = grounding_flags(("Right lower lobe opacity, new since the prior. The heart is enlarged.", "Pneumonia."), study, labeler)
     assert flags == {"unsupported_positive": False, "not_assessed_claim": True, "unsupported_laterality_location": True,
-                     "unsupported_comparison_temporal": True, "omitted_present": False}  # fmt: skip
+                     "unsupported_comparison_temporal": True, "omitted_present": False}
     flags = grounding_flags(normal_template(), study, labeler)
     assert flags["omitted_present"] and not flags["not_assessed_claim"]  # it says nothing positive, but omits pneumonia
 

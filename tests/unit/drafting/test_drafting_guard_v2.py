@@ -73,7 +73,7 @@ async def test_ood_study_is_never_sent_to_the_llm():
     event = CasesRetrieved.model_validate(
         {**event.model_dump(), "concepts": [], "not_assessed": [o.value for o in Observation],
          "ood": OutOfDistribution(reason="not_chest_radiograph").model_dump()}
-    )  # fmt: skip
+    )
     backend = ScriptedBackend([("The lungs are clear.", "Normal chest.")])
     report = await DraftingCore(Settings(), backend).draft(event)
     assert backend.prompts == [] and report.drafter == "deterministic"

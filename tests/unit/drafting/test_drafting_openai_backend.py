@@ -44,7 +44,7 @@ class ScriptedServer:
             await asyncio.sleep(float(value))  # type: ignore[arg-type]
             return web.json_response(chat_answer(GOOD_TEXT))
         if kind == "status":
-            return web.json_response({"error": {"message": "scripted"}}, status=int(value))  # type: ignore[arg-type]
+            return web.json_response({"error": {"message": "scripted"}}, status=int(value))
         if kind == "raw":
             return web.Response(text=str(value), content_type="application/json")
         return web.json_response(value)
@@ -180,7 +180,7 @@ async def test_concurrency_is_bounded(server):
         in_flight -= 1
         return web.json_response(chat_answer(GOOD_TEXT))
 
-    scripted.handle = handle  # type: ignore[method-assign]
+    scripted.handle = handle
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
     test_server = TestServer(app, host="127.0.0.1")

@@ -172,7 +172,7 @@ async def test_the_pull_api_serves_the_latest_signed_version_with_its_status():
         # without the signer mapping, no re-identified record (never a pseudonym as the signer)
         resident_missing = Signed()
         resident_missing.versions = [v1]
-        resident_missing.signer = lambda key: _none()  # type: ignore[method-assign]
+        resident_missing.signer = lambda key: _none()
         app2 = web.Application()
         app2.add_routes(build_read_routes(MemoryStore([report]), StaticReidentifier({KEY: identity}), signed=resident_missing))
     async with TestClient(TestServer(app2, host="127.0.0.1")) as client2:

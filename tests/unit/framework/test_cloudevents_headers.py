@@ -20,7 +20,7 @@ def _letter() -> DeadLetter:
     return DeadLetter(stage="drafting", reason="bad", error_type="validation", source_topic="t", attempts=1, failed_at=datetime.now(UTC), payload_b64="")
 
 
-def _event(headers: codec.Headers, value: bytes):  # noqa: ANN202
+def _event(headers: codec.Headers, value: bytes):
     return from_binary(KafkaMessage(headers=dict(headers), key=b"st-0123456789abcdef", value=value), JSONFormat())
 
 

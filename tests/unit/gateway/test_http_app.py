@@ -38,6 +38,14 @@ async def _wait_events(publisher, n: int, timeout: float = 5.0) -> None:
     raise AssertionError(f"expected {n} events, got {len(publisher.events)}")
 
 
+async def _publish_pending(client: TestClient) -> None:
+    """Publishes every study still pending now (no quiet period): afterwards the publisher holds all
+    the gateway will ever publish of what was sent, so "nothing more" can be asserted without waiting."""
+    from services.gateway.http_app import CORE_KEY
+
+    await client.app[CORE_KEY].flush(force=True)
+
+
 async def test_stow_rs_stores_a_real_cr_and_reports_bad_parts(client, publisher) -> None:
     path = chest_cr_path("RG1_UNCI.dcm")
     if path is None:
@@ -52,7 +60,7 @@ async def test_stow_rs_stores_a_real_cr_and_reports_bad_parts(client, publisher)
     reasons = sorted(item["00081197"]["Value"][0] for item in body["00081198"]["Value"])
     assert reasons == sorted([DICOM_STATUS[RefusalReason.UNSUPPORTED_MODALITY], DICOM_STATUS[RefusalReason.UNREADABLE]])
     await _wait_events(publisher, 1)
-    await asyncio.sleep(0.4)
+    await _publish_pending(client)
     assert len(publisher.events) == 1 and len(publisher.events[0].instances) == 1  # no partial/bad study
 
 
@@ -63,7 +71,7 @@ async def test_stow_rs_all_failed_is_409_and_nothing_published(client, publisher
     body = await resp.json()
     assert len(body["00081198"]["Value"]) == len(corpus)
     assert not body.get("00081199", {}).get("Value")
-    await asyncio.sleep(0.5)
+    await _publish_pending(client)
     assert publisher.events == []
 
 
@@ -211,5 +219,5 @@ async def test_stow_rs_reports_an_sr_stored_and_drops_it(client, publisher) -> N
     assert stored == {image.SOPInstanceUID: image.SOPClassUID, sr.SOPInstanceUID: sr.SOPClassUID}
     assert REGISTRY.get_sample_value("radalign_gateway_ignored_instances_total", labels) == before + 1
     await _wait_events(publisher, 1)
-    await asyncio.sleep(0.4)
+    await _publish_pending(client)
     assert len(publisher.events) == 1 and len(publisher.events[0].instances) == 1

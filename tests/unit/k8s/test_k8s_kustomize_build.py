@@ -93,18 +93,20 @@ def test_production_render_has_gpu_triton_two_consumers_and_no_secret(rendered):
     assert tls and tls[0]["authentication"]["type"] == "tls"
 
 
+def _build_with_component(tmp_path: Path, overlay: str, component: str) -> list[dict]:
+    """`kustomize build` of an overlay with one component added (kustomize takes relative roots only)."""
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S / "overlays" / overlay, tmp_path)],
+        "components": [os.path.relpath(K8S / "components" / component, tmp_path)],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return build(tmp_path)
+
+
 def test_cloudnative_pg_component_gives_every_workload_the_operator_secret(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(K8S / "overlays" / "production", tmp_path)],
-                "components": [os.path.relpath(K8S / "components" / "cloudnative-pg", tmp_path)],
-            }
-        )
-    )
-    docs = build(tmp_path)
+    docs = _build_with_component(tmp_path, "production", "cloudnative-pg")
     (cluster,) = [d for d in docs if d["kind"] == "Cluster"]
     assert cluster["apiVersion"] == "postgresql.cnpg.io/v1" and "vector" in cluster["spec"]["bootstrap"]["initdb"]["postInitApplicationSQL"][0]
     for stage in STAGES:
@@ -117,18 +119,7 @@ def test_cloudnative_pg_component_gives_every_workload_the_operator_secret(tmp_p
 
 
 def test_keda_component_replaces_the_hpas(tmp_path):
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                # kustomize takes relative roots only.
-                "resources": [os.path.relpath(K8S / "overlays" / "dev", tmp_path)],
-                "components": [os.path.relpath(K8S / "components" / "keda", tmp_path)],
-            }
-        )
-    )
-    docs = build(tmp_path)
+    docs = _build_with_component(tmp_path, "dev", "keda")
     kinds = {d["kind"] for d in docs}
     assert "HorizontalPodAutoscaler" not in kinds
     assert {d["spec"]["scaleTargetRef"]["name"] for d in docs if d["kind"] == "ScaledObject"} == {workload_name(s) for s in CONSUMER_STAGES}

@@ -174,54 +174,59 @@ def test_promtool_checks_the_rules(tmp_path):
     assert "SUCCESS" in out.stdout
 
 
-@needs_promtool
-def test_promtool_alert_unit_tests(tmp_path):
-    """The new alerts fire on the series they are meant for, and stay quiet otherwise."""
-    rules = _rules_file(tmp_path)
+def _alert_annotations() -> dict[str, dict[str, str]]:
+    """Each alert rule's own annotations: promtool compares them too."""
+    return {r["alert"]: r["annotations"] for r in _rules() if "alert" in r}
+
+
+def _promtool_test_rules(tmp_path, input_series: list[dict[str, str]], alert_rule_test: list[dict]) -> None:
+    """`promtool test rules` of our rules on these series (one-minute steps), expecting these alerts."""
     tests = {
-        "rule_files": [rules],
+        "rule_files": [_rules_file(tmp_path)],
         "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    # 1 fall-back per 2 drafts: 50 % > 20 %
-                    {"series": 'radalign_drafting_fallbacks_total{namespace="radalign", backend="openai", reason="timeout"}', "values": "0+30x60"},
-                    {"series": 'radalign_events_total{namespace="radalign", stage="drafting", lane="routine", outcome="ok"}', "values": "0+60x60"},
-                    {"series": 'up{job="radalign/radalign-stages", pod="radalign-drafting-0"}', "values": "1 1 0x40"},
-                    {"series": 'up{job="radalign/radalign-stages", pod="radalign-concepts-0"}', "values": "1x42"},
-                    {"series": 'radalign_gateway_instances_refused_total{namespace="radalign", source="dicom-cstore", reason="modality"}', "values": "0+1x60"},
-                    {"series": 'radalign_gateway_instances_accepted_total{namespace="radalign", source="dicom-cstore"}', "values": "0+100x60"},
-                ],
-                "alert_rule_test": [
-                    {
-                        "eval_time": "40m",
-                        "alertname": "RadAlignLLMFallbackRateHigh",
-                        "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": "radalign"}}],
-                    },
-                    {
-                        "eval_time": "20m",
-                        "alertname": "RadAlignTargetDown",
-                        "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "radalign/radalign-stages", "pod": "radalign-drafting-0"}}],
-                    },
-                    {"eval_time": "40m", "alertname": "RadAlignGatewayRefusalsHigh", "exp_alerts": []},  # 1 % refused: quiet
-                ],
-            }
-        ],
+        "tests": [{"interval": "1m", "input_series": input_series, "alert_rule_test": alert_rule_test}],
     }
-    # promtool compares annotations too: the rule's own, with the summary as rendered
-    annotations = {r["alert"]: r["annotations"] for r in _rules() if "alert" in r}
-    summaries = {
-        "RadAlignLLMFallbackRateHigh": "50% of drafts fell back to the deterministic drafter",
-        "RadAlignTargetDown": "radalign-drafting-0 does not answer Prometheus' scrape",
-    }
-    for alert in tests["tests"][0]["alert_rule_test"]:
-        for expected in alert["exp_alerts"]:
-            expected["exp_annotations"] = annotations[alert["alertname"]] | {"summary": summaries[alert["alertname"]]}
     path = tmp_path / "tests.yaml"
     path.write_text(yaml.safe_dump(tests, sort_keys=False))
     out = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@needs_promtool
+def test_promtool_alert_unit_tests(tmp_path):
+    """The new alerts fire on the series they are meant for, and stay quiet otherwise."""
+    input_series = [
+        # 1 fall-back per 2 drafts: 50 % > 20 %
+        {"series": 'radalign_drafting_fallbacks_total{namespace="radalign", backend="openai", reason="timeout"}', "values": "0+30x60"},
+        {"series": 'radalign_events_total{namespace="radalign", stage="drafting", lane="routine", outcome="ok"}', "values": "0+60x60"},
+        {"series": 'up{job="radalign/radalign-stages", pod="radalign-drafting-0"}', "values": "1 1 0x40"},
+        {"series": 'up{job="radalign/radalign-stages", pod="radalign-concepts-0"}', "values": "1x42"},
+        {"series": 'radalign_gateway_instances_refused_total{namespace="radalign", source="dicom-cstore", reason="modality"}', "values": "0+1x60"},
+        {"series": 'radalign_gateway_instances_accepted_total{namespace="radalign", source="dicom-cstore"}', "values": "0+100x60"},
+    ]
+    alert_rule_test = [
+        {
+            "eval_time": "40m",
+            "alertname": "RadAlignLLMFallbackRateHigh",
+            "exp_alerts": [{"exp_labels": {"severity": "warning", "namespace": "radalign"}}],
+        },
+        {
+            "eval_time": "20m",
+            "alertname": "RadAlignTargetDown",
+            "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "radalign/radalign-stages", "pod": "radalign-drafting-0"}}],
+        },
+        {"eval_time": "40m", "alertname": "RadAlignGatewayRefusalsHigh", "exp_alerts": []},  # 1 % refused: quiet
+    ]
+    # the summaries as rendered
+    annotations = _alert_annotations()
+    summaries = {
+        "RadAlignLLMFallbackRateHigh": "50% of drafts fell back to the deterministic drafter",
+        "RadAlignTargetDown": "radalign-drafting-0 does not answer Prometheus' scrape",
+    }
+    for alert in alert_rule_test:
+        for expected in alert["exp_alerts"]:
+            expected["exp_annotations"] = annotations[alert["alertname"]] | {"summary": summaries[alert["alertname"]]}
+    _promtool_test_rules(tmp_path, input_series, alert_rule_test)
 
 
 def test_review_queue_age_gauge_is_labelled_by_priority_only():
@@ -247,35 +252,21 @@ def test_promtool_accepts_our_metric_names(module):
 @needs_promtool
 def test_promtool_review_queue_alerts(tmp_path):
     """STAT fires after 15 min waiting, routine stays quiet until 4 h."""
-    rules = _rules_file(tmp_path)
-    annotations = {r["alert"]: r["annotations"] for r in _rules() if "alert" in r}
-    tests = {
-        "rule_files": [rules],
-        "evaluation_interval": "1m",
-        "tests": [
-            {
-                "interval": "1m",
-                "input_series": [
-                    {"series": 'radalign_review_queue_oldest_by_priority_seconds{namespace="radalign", priority="stat"}', "values": "0+60x60"},
-                    {"series": 'radalign_review_queue_oldest_by_priority_seconds{namespace="radalign", priority="routine"}', "values": "0+60x60"},
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "10m", "alertname": "RadAlignReviewStatQueueStale", "exp_alerts": []},
-                    {
-                        "eval_time": "30m",
-                        "alertname": "RadAlignReviewStatQueueStale",
-                        "exp_alerts": [{
-                            "exp_labels": {"severity": "critical", "namespace": "radalign"},
-                            "exp_annotations": annotations["RadAlignReviewStatQueueStale"]
-                            | {"summary": "A STAT study has waited 30m 0s for sign-off"},
-                        }],
-                    },
-                    {"eval_time": "60m", "alertname": "RadAlignReviewRoutineQueueStale", "exp_alerts": []},
-                ],
-            }
-        ],
-    }
-    path = tmp_path / "tests.yaml"
-    path.write_text(yaml.safe_dump(tests, sort_keys=False))
-    out = subprocess.run([PROMTOOL, "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stdout + out.stderr
+    annotations = _alert_annotations()
+    input_series = [
+        {"series": 'radalign_review_queue_oldest_by_priority_seconds{namespace="radalign", priority="stat"}', "values": "0+60x60"},
+        {"series": 'radalign_review_queue_oldest_by_priority_seconds{namespace="radalign", priority="routine"}', "values": "0+60x60"},
+    ]
+    alert_rule_test = [
+        {"eval_time": "10m", "alertname": "RadAlignReviewStatQueueStale", "exp_alerts": []},
+        {
+            "eval_time": "30m",
+            "alertname": "RadAlignReviewStatQueueStale",
+            "exp_alerts": [{
+                "exp_labels": {"severity": "critical", "namespace": "radalign"},
+                "exp_annotations": annotations["RadAlignReviewStatQueueStale"] | {"summary": "A STAT study has waited 30m 0s for sign-off"},
+            }],
+        },
+        {"eval_time": "60m", "alertname": "RadAlignReviewRoutineQueueStale", "exp_alerts": []},
+    ]
+    _promtool_test_rules(tmp_path, input_series, alert_rule_test)

@@ -51,7 +51,8 @@ async def test_the_runner_serves_the_review_app_behind_its_sign_in(tmp_path):
     stage, _, settings = _stage(tmp_path)
     app = create_app(stage, settings)
     app.web.init_server()
-    async with TestClient(TestServer(app.web.web_app)) as client:
+    web_app = app.web.web_app  # type: ignore[attr-defined]  # the aiohttp driver of faust's Web
+    async with TestClient(TestServer(web_app)) as client:
         assert (await client.get("/health/live")).status == 200
         assert (await client.get("/api/worklist")).status == 401, "no session, no token"
         page = await client.get("/", headers={"Accept": "text/html"}, allow_redirects=False)

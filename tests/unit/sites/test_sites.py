@@ -37,7 +37,7 @@ def _archive(tmp_path: Path, rows: list[tuple[str, str, str]]) -> Path:
 
 def test_archive_becomes_a_deidentified_labelled_versioned_set_and_reruns_add_only_what_is_new(tmp_path):
     rows = [("MRN-0001", "ACC-1", "FINDINGS: The lungs are clear. IMPRESSION: No acute abnormality."),
-            ("MRN-0002", "ACC-2", "INDICATION: rule out effusion. IMPRESSION: Right lower lobe pneumonia.")]  # fmt: skip
+            ("MRN-0002", "ACC-2", "INDICATION: rule out effusion. IMPRESSION: Right lower lobe pneumonia.")]
     manifest = _archive(tmp_path, rows)
     trainset = TrainingSet(tmp_path / "sites", "HOSP-A")
     pseudonyms = Pseudonymizer(SECRET)
@@ -138,7 +138,7 @@ def test_shadow_comparison_counts_agreement_and_auc_against_signed_labels():
     def row(live_p: float, cand_p: float, signed: str | None, cand_ood: bool = False) -> dict:
         return {"live_probabilities": {"Pneumonia": live_p}, "candidate_probabilities": {"Pneumonia": cand_p},
                 "live_states": {}, "candidate_states": {} if cand_ood else {"Pneumonia": "present" if cand_p >= 0.5 else "absent"},
-                "live_ood": False, "candidate_ood": cand_ood, "signed_labels": {"Pneumonia": signed} if signed else None}  # fmt: skip
+                "live_ood": False, "candidate_ood": cand_ood, "signed_labels": {"Pneumonia": signed} if signed else None}
 
     rows = [row(0.5, 0.9, "present"), row(0.5, 0.8, "present"), row(0.5, 0.2, "absent"), row(0.5, 0.1, "absent"), row(0.5, 0.7, None, cand_ood=True)]
     figures = comparison(rows)

@@ -119,7 +119,7 @@ class TritonPythonModel:
                     pb_utils.Tensor("probabilities", p), pb_utils.Tensor("embedding", emb[rows]), pb_utils.Tensor("ood_score", o),
                     pb_utils.Tensor("head", _strings(head, n)), pb_utils.Tensor("shadow_probabilities", sp),
                     pb_utils.Tensor("shadow_ood_score", so), pb_utils.Tensor("shadow_head", _strings(shead, n)),
-                ]))  # fmt: skip
+                ]))
                 offset += n
             return responses
         except Exception as exc:  # noqa: BLE001 - one failed batch answers every request with the error
