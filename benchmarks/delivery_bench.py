@@ -36,9 +36,9 @@ from radalign.delivery.destinations import DicomDestination, FhirDestination, Re
 from radalign.delivery.records import MemoryDeliveryRecords  # noqa: E402
 from radalign.delivery.senders import DicomStoreSender, FhirSender, StowSender, sr_for  # noqa: E402
 from radalign.delivery.version import ReportVersion  # noqa: E402
-from radalign.drafting.fhir import transaction_bundle  # noqa: E402
-from radalign.drafting.identity import StaticReidentifier, StudyIdentity  # noqa: E402
-from radalign.drafting.sr import BASIC_TEXT_SR  # noqa: E402
+from radalign.reports.fhir import transaction_bundle  # noqa: E402
+from radalign.reports.reidentification import StaticReidentifier, StudyIdentity  # noqa: E402
+from radalign.reports.sr import BASIC_TEXT_SR  # noqa: E402
 from radalign.stack import orthanc  # noqa: E402
 from radalign.stack.manager import down, up  # noqa: E402
 from radalign.testing.fhir_server import LoopbackFhirServer  # noqa: E402

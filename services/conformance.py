@@ -280,9 +280,9 @@ def dicom_conformance_statement() -> str:
     from pydicom import uid
 
     from radalign.config import Settings
-    from radalign.drafting.sr import BASIC_TEXT_SR
     from radalign.ingest import deid
     from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES, IGNORED_SOP_CLASSES
+    from radalign.reports.sr import BASIC_TEXT_SR
     from services.gateway import dicom_scp
 
     fields = Settings.model_fields
@@ -383,7 +383,7 @@ def dicom_conformance_statement() -> str:
 
 
 def fhir_capability_statement() -> Doc:
-    from radalign.drafting import fhir
+    from radalign.reports import fhir
 
     version = {"R5": "5.0.0", "R4": "4.0.1"}
     return {

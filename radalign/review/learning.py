@@ -24,7 +24,7 @@ REDACTED = "[redacted]"
 
 
 def known_identifiers(identity: Any) -> list[str]:
-    """The study's own identifiers (a `radalign.drafting.identity.StudyIdentity`) worth looking for
+    """The study's own identifiers (a `radalign.reports.reidentification.StudyIdentity`) worth looking for
     in free text: ids, accession, UIDs, and each part of the patient's name of 3+ letters."""
     if identity is None:
         return []

@@ -96,9 +96,9 @@ async def run_review(settings: Settings, stop: asyncio.Event | None = None, *, l
     """Serve until `stop` is set (or cancelled)."""
     from radalign.blobstore import open_blob_store
     from radalign.db import apply_migrations, open_pool
-    from radalign.drafting.identity import PostgresReidentifier
     from radalign.framework.producer import KafkaEventPublisher
     from radalign.kb.store import CaseStore
+    from radalign.reports.reidentification import PostgresReidentifier
     from radalign.review.oidc import OidcClient, oidc_settings
     from radalign.review.signers import PostgresSigners
     from radalign.review.store import ReviewStore

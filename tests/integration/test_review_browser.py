@@ -567,7 +567,7 @@ def test_resident_signs_attending_cosigns_and_amends_each_version_delivered_once
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from radalign.drafting.sr import read_sr_text
+    from radalign.reports.sr import read_sr_text
     from radalign.review.session import SessionCodec
     from services.review.app import SESSION_COOKIE
 
