@@ -1,4 +1,4 @@
-"""`radalign eval`: the concept model's figures (`eval concepts`, in `radalign.concepts.evaluate`)
+"""`radalign eval`: the concept model's figures (`eval concepts`, in `radalign.concepts_training.evaluate`)
 and the drafts' (`eval reports`, in `radalign.drafting.evaluate`), in one command group."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from radalign.concepts.evaluate import eval_app
+from radalign.concepts_training.evaluate import eval_app
 
 __all__ = ["eval_app"]
 

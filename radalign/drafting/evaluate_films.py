@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from radalign.concepts.data import Record, read_manifest
 from radalign.concepts.policy import wilson_lower_bound
+from radalign.concepts_training.data import Record, read_manifest
 from radalign.drafting.concepts import Prediction
 from radalign.drafting.context import DraftContext
 from radalign.drafting.deterministic import DeterministicDrafter
@@ -88,11 +88,11 @@ def score_films(
 ) -> tuple[list[tuple[tuple[ConceptScore, ...], OutOfDistribution | None]], str]:
     """(concepts, abstention) per film as the concept stage computes them, and the model's name."""
     from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from radalign.concepts.evaluate import predict_full
-    from radalign.concepts.features import cached_features
     from radalign.concepts.gate import ServedGate
     from radalign.concepts.inference import gated_scores
     from radalign.concepts.ood import pool
+    from radalign.concepts_training.evaluate import predict_full
+    from radalign.concepts_training.features import cached_features
     from radalign.sites.head import load_head, predict
     from radalign.sites.registry import live_head
 

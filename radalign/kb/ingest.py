@@ -201,10 +201,10 @@ def _shipped_concept_model() -> Any:
 
 def embed_images(paths: Sequence[str | Path]) -> np.ndarray:
     """(n, 384) L2-normalised image embeddings in the report text space: each PNG/JPEG read as the
-    preprocess stage writes a model input (`radalign.concepts.data.load_image`), embedded by the
+    preprocess stage writes a model input (`radalign.concepts_training.data.load_image`), embedded by the
     shipped concept model as the served one computes it (what the review service's learning loop
     stores for signed studies). A file Pillow cannot read raises IngestError naming it."""
-    from radalign.concepts.data import load_image
+    from radalign.concepts_training.data import load_image
 
     vectors = []
     for path in paths:

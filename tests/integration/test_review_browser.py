@@ -423,7 +423,7 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
 
     # The training manifest of corrections is readable by `radalign train`.
     from radalign.blobstore import open_blob_store
-    from radalign.concepts.data import read_manifest
+    from radalign.concepts_training.data import read_manifest
     from radalign.db import open_pool
     from radalign.review.manifest import write_manifest
     from radalign.review.store import ReviewStore

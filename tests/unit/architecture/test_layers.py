@@ -3,7 +3,9 @@
 - `schemas` (the contracts) imports nothing of the project;
 - runtime packages never import the dev stack (`radalign.stack`), the test harnesses
   (`radalign.testing`) or the service adapters (`services`);
-- training (`radalign.concepts.train`) pulls in no database or Kafka client.
+- training (`radalign.concepts_training.train`) pulls in no database or Kafka client;
+- concept serving (`radalign.concepts`) never imports concept training (`radalign.concepts_training`),
+  and neither the concept stage nor the Triton model reaches it.
 
 Imports inside functions count too: a lazy import that hides a circle is still a circle. Imports
 under `if TYPE_CHECKING:` do not: they never run.
@@ -21,6 +23,9 @@ PACKAGES = ("radalign", "schemas", "services")
 #: Code that may import the dev stack: the CLI entry point, the stack itself, the demo, the
 #: harnesses, and the adapters' runner.
 STACK_USERS = ("radalign.cli", "radalign.stack", "radalign.demo", "radalign.testing")
+#: The concept model's serving face and its training package beside it.
+CONCEPT_SERVING = "radalign.concepts"
+CONCEPT_TRAINING = "radalign.concepts_training"
 
 
 def _module_name(path: Path) -> str:
@@ -122,9 +127,64 @@ def test_runtime_never_imports_the_dev_stack_or_test_harnesses():
 
 def test_training_pulls_in_no_database_or_kafka_client():
     code = (
-        "import sys, radalign.concepts.train, radalign.concepts.data;"
+        "import sys, radalign.concepts_training.train, radalign.concepts_training.data;"
         "bad = sorted(m for m in ('psycopg', 'psycopg_pool', 'aiokafka', 'faust', 'pynetdicom') if m in sys.modules);"
         "print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _within(package: str, module: str) -> bool:
+    """`module` is `package` or one of its submodules ("radalign.concepts_training" is not within
+    "radalign.concepts")."""
+    return module == package or module.startswith(package + ".")
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), set()) - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_the_layer_helpers_tell_packages_apart_and_follow_imports():
+    assert _within("radalign.concepts", "radalign.concepts.gate") and not _within("radalign.concepts", "radalign.concepts_training.train")
+    assert _reachable({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}, "a") == {"b", "c"}
+
+
+def test_concept_serving_never_imports_concept_training():
+    graph = import_graph()
+    serving = [m for m in graph if _within(CONCEPT_SERVING, m)]
+    assert f"{CONCEPT_SERVING}.inference" in serving and any(_within(CONCEPT_TRAINING, m) for m in graph)
+    for mod in serving:
+        bad = {d for d in graph[mod] if _within(CONCEPT_TRAINING, d)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_the_concept_stage_reaches_no_concept_training():
+    graph = import_graph()
+    stage = [m for m in graph if _within("services.concepts", m)]
+    assert stage
+    for mod in stage:
+        bad = {d for d in _reachable(graph, mod) if _within(CONCEPT_TRAINING, d)}
+        assert not bad, f"{mod} reaches {sorted(bad)}"
+
+
+def test_the_triton_models_import_no_concept_training():
+    """Triton's python backend loads `1/model.py` on its own (outside the packages scanned above)."""
+    models = sorted(REPO.glob("triton_models/*/1/model.py"))
+    assert models
+    for path in models:
+        names: set[str] = set()
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        bad = {n for n in names if _within(CONCEPT_TRAINING, n)}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"

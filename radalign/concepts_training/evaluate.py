@@ -22,14 +22,14 @@ import numpy as np
 import torch
 import typer
 
-from radalign.concepts.calibration import expected_calibration_error, reliability_curve
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import Record, load_image
-from radalign.concepts.features import cached_features
 from radalign.concepts.gate import CONFOUNDER, GROUP_DEFINING, auc_or_none
-from radalign.concepts.metrics import AucRow, bootstrap_aucs, mean_auc, per_observation_auc, summarise
-from radalign.concepts.sources import checkpoint_split, masked_labels
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.calibration import expected_calibration_error, reliability_curve
+from radalign.concepts_training.data import Record, load_image
+from radalign.concepts_training.features import cached_features
+from radalign.concepts_training.metrics import AucRow, bootstrap_aucs, mean_auc, per_observation_auc, summarise
+from radalign.concepts_training.sources import checkpoint_split, masked_labels
 
 
 @dataclass
