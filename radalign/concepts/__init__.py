@@ -12,11 +12,11 @@ live beside it in `radalign.concepts_training`, which this package never imports
 
 from __future__ import annotations
 
-#: Side of the square model input the preprocess stage writes: float32 (1, 224, 224) in [0, 1].
-INPUT_SIZE = 224
 #: Width of the text space (all-MiniLM-L6-v2) the image embedding and anchors live in.
 EMBED_DIM = 384
 #: Triton model name.
 MODEL_NAME = "concept_model"
 
-__all__ = ["EMBED_DIM", "INPUT_SIZE", "MODEL_NAME"]
+#: The model input (its size, shape and encoding) is the contract `schemas.model_input`.
+
+__all__ = ["EMBED_DIM", "MODEL_NAME"]

@@ -35,6 +35,7 @@ from radalign.concepts_training.features import ImageDataset, cached_features
 from radalign.concepts_training.losses import UncertaintyPolicy, concept_loss, contrastive_loss
 from radalign.concepts_training.metrics import mean_auc, per_observation_auc
 from radalign.concepts_training.sources import balanced_weights, masked_labels, source_label_masks, split_by_source
+from schemas.model_input import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         encoder = build_encoder(cfg.encoder).to(device)
         inputs = None  # images are loaded per batch
         with torch.inference_mode():
-            probe = encoder(torch.zeros(1, 3, 224, 224, device=device))
+            probe = encoder(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE, device=device))
         in_channels, grid = probe.shape[1], (probe.shape[2], probe.shape[3])
     else:
         feats = cached_features(records, cfg.encoder, cfg.cache_dir, workers=cfg.workers, device=device, progress=cfg.progress)
