@@ -38,7 +38,7 @@ def eval_reports(
         from radalign.config import get_settings
         from radalign.drafting.evaluate_films import evaluate_manifest, format_report
         from radalign.figures import write_figures
-        from radalign.identity import IssuerPolicy
+        from radalign.pseudonymizer import IssuerPolicy
 
         settings = get_settings()
         issuer = IssuerPolicy.from_settings(settings).issuer_of_site(site) if site else None  # the site's archive namespace

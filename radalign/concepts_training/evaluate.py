@@ -347,7 +347,7 @@ def eval_concepts_cmd(
         from radalign.sites.evaluate import evaluate_site, format_site_report
 
         settings = get_settings()
-        from radalign.identity import IssuerPolicy
+        from radalign.pseudonymizer import IssuerPolicy
 
         figures = evaluate_site(manifest, site, sites_dir=settings.sites_dir, split=split, secret=settings.deid_secret, cache_dir=cache_dir,
                                 checkpoint=checkpoint, n_boot=n_boot, issuer=IssuerPolicy.from_settings(settings).issuer_of_site(site))  # fmt: skip

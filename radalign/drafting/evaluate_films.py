@@ -165,7 +165,7 @@ def evaluate_manifest(
     if split != "all":
         if not site:
             raise ValueError("a split other than all needs --site (the site model's own patient split)")
-        from radalign.identity import Pseudonymizer
+        from radalign.pseudonymizer import Pseudonymizer
         from radalign.sites.train import split_of
 
         pseudonyms = Pseudonymizer(secret)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from radalign.identity import case_key
 from radalign.kb.case import CaseDraft
+from radalign.pseudonymizer import case_key
 from schemas.events import ReportFinal
 
 SIGNED_SOURCE = "review-signed"

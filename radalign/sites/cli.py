@@ -36,7 +36,7 @@ def archive(
     signed: Annotated[bool, typer.Option(help="add the site's reports signed in review (the signed labels, the film the model read)")] = False,
 ) -> None:
     """Add the archive's new studies to the site's training set (de-identified, labelled, versioned)."""
-    from radalign.identity import IssuerPolicy, Pseudonymizer
+    from radalign.pseudonymizer import IssuerPolicy, Pseudonymizer
     from radalign.sites.trainset import TrainingSet, build_from_dicom, build_from_manifest
 
     settings = _settings()

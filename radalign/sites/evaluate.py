@@ -40,7 +40,7 @@ def evaluate_site(
     gate = ServedGate.from_dict(meta["gate"])
     records = read_manifest(manifest)
     if split != "all":
-        from radalign.identity import Pseudonymizer
+        from radalign.pseudonymizer import Pseudonymizer
 
         pseudonyms = Pseudonymizer(secret)
         records = [r for r in records if split_of(pseudonyms.patient_key(r.patient_id, issuer or site)) == split]

@@ -170,7 +170,7 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
             setattr(ds, keyword, value)
         return ds
 
-    from radalign.identity import Pseudonymizer
+    from radalign.pseudonymizer import Pseudonymizer
 
     keys = Pseudonymizer(pipeline.deid_secret)
     chest, knee, extremity = copy(BodyPartExamined="CHEST"), copy(BodyPartExamined="KNEE"), copy(extremity_path)
@@ -358,8 +358,8 @@ def test_site_model_in_shadow_is_recorded_then_promoted_and_rolled_back(pipeline
     import json
 
     from radalign.db import connect
-    from radalign.identity import Pseudonymizer
     from radalign.ingest.samples import chest_cr_path
+    from radalign.pseudonymizer import Pseudonymizer
     from radalign.sites.registry import SHIPPED_DIR, SiteRegistry
     from radalign.sites.shadow import comparison
     from schemas.events import ConceptsInferred
@@ -411,8 +411,8 @@ def test_no_identifier_reaches_any_workers_log(pipeline: Settings) -> None:
     """Studies carrying identifying names, ids and UIDs go through every stage (C-STORE and HTTP);
     then every log file of the stack is scanned for them: none may appear anywhere (our code,
     pydicom's and highdicom's warnings, Faust, Triton)."""
-    from radalign.identity import Pseudonymizer
     from radalign.ingest.samples import chest_cr_path
+    from radalign.pseudonymizer import Pseudonymizer
 
     path = chest_cr_path("RG1_UNCI.dcm")
     if path is None:

@@ -24,8 +24,8 @@ from aiokafka import AIOKafkaConsumer
 
 from radalign.config import Settings
 from radalign.framework import codec
-from radalign.identity import Pseudonymizer
 from radalign.ingest.samples import chest_cr_path
+from radalign.pseudonymizer import Pseudonymizer
 from radalign.samples import as_new_study, chest_jpeg_files
 from radalign.testing.ingest import dicom_bytes, send_cstore
 from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers

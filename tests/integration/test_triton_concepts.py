@@ -156,7 +156,7 @@ async def test_site_model_lifecycle_archive_train_shadow_promote_rollback(concep
     candidate trained from an archive runs in shadow; one that fails its gate is refused; rollback
     returns the site to the generic model and promotion brings the site model back."""
     from radalign.concepts_training.data import pediatric_images
-    from radalign.identity import Pseudonymizer
+    from radalign.pseudonymizer import Pseudonymizer
     from radalign.sites.head import load_head, predict
     from radalign.sites.registry import PromotionRefused, SiteRegistry
     from radalign.sites.train import train_site

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from radalign.identity import patient_key
 from radalign.kb.ingest import IngestError, IngestReport, csv_drafts, ingest_drafts
 from radalign.labeler.iu import iu_archive_path
+from radalign.pseudonymizer import patient_key
 from schemas.events import Certainty as C
 from schemas.events import Observation as O
 
