@@ -39,7 +39,7 @@ FROM build AS models
 # Needs the checkpoint radalign/concepts/checkpoints/concept_head.v2.pt in the build context.
 # Site heads are read at run time from the site-model registry volume (k8s: radalign-site-models,
 # mounted at /var/lib/radalign/sites; `radalign sites ...` and the retrain CronJob write it).
-RUN cd /src && python -c "from radalign.concepts.export import prepare_model_repository as prep; \
+RUN cd /src && python -c "from radalign.concepts_training.export import prepare_model_repository as prep; \
 s = '/var/lib/radalign/sites'; prep('triton_models', '/models/cpu', site_models_dir=s); prep('triton_models', '/models/gpu', gpu=True, site_models_dir=s)"
 
 # --- triton: NVIDIA's Triton with the model repositories -----------------------------------------

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import read_manifest
-from radalign.concepts.evaluate import predict_full
-from radalign.concepts.sources import split_by_source
+from radalign.concepts_training.data import read_manifest
+from radalign.concepts_training.evaluate import predict_full
+from radalign.concepts_training.sources import split_by_source
 from radalign.ingest.images import resize_and_pad
 
 

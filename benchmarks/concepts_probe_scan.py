@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from radalign.concepts.data import read_manifest
-from radalign.concepts.features import cached_features
-from radalign.concepts.sources import masked_labels, source_label_masks, split_by_source
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.data import read_manifest
+from radalign.concepts_training.features import cached_features
+from radalign.concepts_training.sources import masked_labels, source_label_masks, split_by_source
 
 NIH = "nih-cxr800"
 CXR = "cxr-public"

@@ -36,10 +36,10 @@ from radalign.delivery.destinations import DicomDestination, FhirDestination, Re
 from radalign.delivery.records import MemoryDeliveryRecords
 from radalign.delivery.senders import DicomStoreSender, FhirSender, StowSender, sr_for
 from radalign.delivery.version import ReportVersion
-from radalign.drafting.fhir import transaction_bundle
-from radalign.drafting.identity import StaticReidentifier, StudyIdentity
-from radalign.drafting.sr import BASIC_TEXT_SR
 from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.reports.fhir import transaction_bundle
+from radalign.reports.reidentification import StaticReidentifier, StudyIdentity
+from radalign.reports.sr import BASIC_TEXT_SR
 from radalign.stack import orthanc
 from radalign.stack.manager import down, up
 from radalign.testing.stack import short_state_dir, stack_settings

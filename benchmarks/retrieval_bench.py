@@ -5,7 +5,7 @@
 
 **Split: exactly the concept model's own.** Queries are the nih-cxr800 rows of the multi-source
 manifest (`radalign train concepts-sources`, rebuilt here with the same function unless --manifest
-is given), split with `radalign.concepts.sources.checkpoint_split`: the trainer's steps and
+is given), split with `radalign.concepts_training.sources.checkpoint_split`: the trainer's steps and
 `split_by_source` with the seed and fractions stored in the checkpoint (60/20/20 per source for the
 shipped one). *test* queries are the trainer's nih-cxr800 test rows (never used for fitting,
 early stopping, calibration, the gate or any decision here); *val* queries are its nih-cxr800
@@ -19,7 +19,7 @@ concepts stage's own event builder, once per gate setting:
 - `shipped`: the checkpoint's validity gate (assessed observations, operating points, OOD threshold);
 - `site`: a site profile, as the stage applies it to a site that ran `radalign audit`. With
   `--audit-split val` the benchmark audits nih-cxr800's *validation* rows only (their rows of the
-  manifest written to an audit manifest; `radalign.concepts.audit.audit`, the function behind
+  manifest written to an audit manifest; `radalign.concepts_training.audit.audit`, the function behind
   `radalign audit MANIFEST --site nih-cxr800`) and uses the profile it writes; `--site-profile PATH`
   uses an existing profile (it must be audited against the served model version, or the stage
   would ignore it). Test rows never reach an audit.
@@ -95,7 +95,7 @@ def split_queries(meta: dict[str, Any], manifest: Path, source: str = SITE) -> t
     """val / test queries: `source`'s rows of the checkpoint's own split (`checkpoint_split`), their
     indices into the records, and the records. Raises if the split does not reproduce the counts
     the checkpoint recorded at training time."""
-    from radalign.concepts.sources import checkpoint_split, split_mismatch
+    from radalign.concepts_training.sources import checkpoint_split, split_mismatch
 
     records, parts = checkpoint_split(meta, manifest)
     problems = split_mismatch(meta, records, parts)
@@ -224,8 +224,8 @@ async def run_split(store, settings, queries: list[Query], events: dict[str, lis
 def audit_validation_rows(manifest: Path, records: list, val_indices: list[int], checkpoint: Path, cache_dir: Path, out_dir: Path) -> Path:
     """Audit nih-cxr800's validation rows as a site would audit its own films (`radalign audit`);
     returns the site profile written. Test rows are never passed."""
-    from radalign.concepts.audit import audit
-    from radalign.concepts.sources import write_split_manifest
+    from radalign.concepts_training.audit import audit
+    from radalign.concepts_training.sources import write_split_manifest
 
     audit_manifest = write_split_manifest(manifest, [records[i] for i in val_indices], out_dir / f"{SITE}-val-audit.csv")
     print(f"auditing {len(val_indices)} validation films: radalign audit {audit_manifest} --site {SITE} --profiles-dir {out_dir / 'site_profiles'}")
@@ -298,8 +298,8 @@ def plot(out: dict, gates: list[str], path: Path) -> Path:
 
 async def main_async(args) -> int:
     from radalign.concepts.checkpoint import load_checkpoint
-    from radalign.concepts.evaluate import predict_full
-    from radalign.concepts.sources import write_multisource_manifest
+    from radalign.concepts_training.evaluate import predict_full
+    from radalign.concepts_training.sources import write_multisource_manifest
     from radalign.config import Settings
     from radalign.kb.ingest import IU_SOURCE, IngestReport, default_label_fn, ingest_drafts, iu_drafts
     from radalign.kb.store import CaseStore

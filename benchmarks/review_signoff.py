@@ -40,9 +40,9 @@ async def run(settings, studies: int) -> None:
 
     from radalign.blobstore import open_blob_store
     from radalign.db import open_pool
-    from radalign.drafting.store import ReportStore
     from radalign.framework import codec
     from radalign.framework.producer import KafkaEventPublisher
+    from radalign.reports.store import ReportStore
     from radalign.review.core import ReviewCore
     from radalign.review.store import ReviewStore
     from schemas.events import ReportDrafted, ReportFinal

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from radalign.concepts import INPUT_SIZE
-from radalign.concepts.export import export_torchscript
+from radalign.concepts_training.export import export_torchscript
 from radalign.sites.head import load_head
 from radalign.sites.registry import SHIPPED_DIR
+from schemas.model_input import INPUT_SIZE
 
 
 def films_per_second(fn: Callable[[], object], batches: int, batch_size: int) -> float:

@@ -20,7 +20,7 @@ import torch
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT
 from radalign.concepts.client import TritonConceptClient
-from radalign.concepts.data import load_image, pediatric_images
+from radalign.concepts_training.data import load_image, pediatric_images
 from radalign.testing.triton import local_concept_triton
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cxr-public" / "images"

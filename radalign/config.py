@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     patient_issuers: str = Field(
         default="",
         description="issuer per source, comma-separated <source>[:<calling AE>]=<issuer>, e.g. 'dicom-cstore:PACS_A=HOSP-A,http=HOSP-A' "
-        "(radalign/identity.py); wins over the object's IssuerOfPatientID",
+        "(radalign/pseudonymizer.py); wins over the object's IssuerOfPatientID",
     )
 
     # Observability. Stage HTTP ports are the graph's (radalign.pipeline) + web_port_offset (the gateway's is gateway_port),

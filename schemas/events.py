@@ -151,7 +151,7 @@ class StudyReceived(Contract):
     study_version: int = Field(default=1, ge=1, description="bumped when late instances re-open a study")
     site: str | None = Field(
         default=None, pattern=SITE_PATTERN,
-        description="the sending site: the patient issuer configured for the intake source (radalign/identity.py); null when none is configured",
+        description="the sending site: the patient issuer configured for the intake source (radalign/pseudonymizer.py); null when none is configured",
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.model_input import INPUT_SHAPE
+
 _STUDY = {
     "study_key": "st-5f0c2a9e41b7d3c8",
     "patient_key": "pt-91ab77c0e2f54d10",
@@ -47,7 +49,7 @@ EXAMPLES: dict[str, list[dict[str, Any]]] = {
             "view_fallback": None,
             "lateral_only": False,
             "model_input": {"uri": "file:///var/lib/radalign/blobs/9f/86/" + _SHA, "sha256": _SHA, "size": 200832, "media_type": "application/x-npy"},
-            "input_shape": [1, 224, 224],
+            "input_shape": list(INPUT_SHAPE),
             "original_rows": 1955,
             "original_columns": 1841,
             "preprocess_version": "pre-1",

@@ -362,7 +362,7 @@ def _dicom_scp_section() -> list[str]:
 def _dicom_scu_section() -> list[str]:
     from pydicom import uid
 
-    from radalign.drafting.sr import BASIC_TEXT_SR
+    from radalign.reports.sr import BASIC_TEXT_SR
 
     return [
         "## 3. Delivery SCU",
@@ -409,7 +409,7 @@ def _deid_section() -> list[str]:
 
 
 def fhir_capability_statement() -> Doc:
-    from radalign.drafting import fhir
+    from radalign.reports import fhir
 
     version = {"R5": "5.0.0", "R4": "4.0.1"}
     return {

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
+from radalign.concepts import EMBED_DIM, MODEL_NAME
 from radalign.concepts.gate import ServedGate, SiteHeadInfo
 from radalign.concepts.vocabulary import OBSERVATIONS
+from schemas.model_input import INPUT_SIZE
 
 OUTPUTS = ("probabilities", "embedding", "ood_score", "head", "shadow_probabilities", "shadow_ood_score", "shadow_head")
 

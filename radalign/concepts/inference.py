@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from radalign.concepts import EMBED_DIM, INPUT_SIZE, MODEL_NAME
+from radalign.concepts import EMBED_DIM, MODEL_NAME
 from radalign.concepts.calibration import logit, sigmoid
 from radalign.concepts.gate import ServedGate, SiteHeadInfo, load_profile, profile_path
 from radalign.concepts.scoring import state_for, to_concept_scores
 from radalign.concepts.vocabulary import OBSERVATIONS, Thresholds
 from schemas.events import Certainty, ConceptScore, ConceptsInferred, Observation, OutOfDistribution, StageTiming, StudyPreprocessed
+from schemas.model_input import INPUT_SIZE
 
 STAGE = "concepts"
 

@@ -24,9 +24,9 @@ from radalign.delivery import metrics as delivery_metrics
 from radalign.delivery.records import DeliveryRecord, DeliveryRecords
 from radalign.delivery.senders import Sender
 from radalign.delivery.version import ReportVersion, signed_number
-from radalign.drafting.identity import Reidentifier, StudyIdentity
 from radalign.framework import metrics
 from radalign.framework.retry import DependencyUnavailable, PermanentError, call_with_retry
+from radalign.reports.reidentification import Reidentifier, StudyIdentity
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from hl7.mllp import InvalidBlockError, open_hl7_connection
 
 from radalign.delivery.destinations import Hl7Destination
 from radalign.delivery.version import ReportVersion
-from radalign.drafting.assessment import assessment_line
-from radalign.drafting.identity import StudyIdentity
 from radalign.framework.retry import PermanentError
+from radalign.reports.assessment import assessment_line
+from radalign.reports.reidentification import StudyIdentity
 from radalign.review.lifecycle import HL7_RESULT_STATUS
 from radalign.review.signers import Signer
 

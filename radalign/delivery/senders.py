@@ -23,10 +23,10 @@ from pynetdicom import AE
 from radalign.delivery.destinations import DicomDestination, FhirDestination, Hl7Destination, StowDestination
 from radalign.delivery.oauth import TokenProvider
 from radalign.delivery.version import ReportVersion
-from radalign.drafting.fhir import transaction_bundle
-from radalign.drafting.identity import StudyIdentity
-from radalign.drafting.sr import ai_results_sr, basic_text_sr, basic_text_sr_bytes
 from radalign.framework.retry import PermanentError
+from radalign.reports.fhir import transaction_bundle
+from radalign.reports.reidentification import StudyIdentity
+from radalign.reports.sr import ai_results_sr, basic_text_sr, basic_text_sr_bytes
 
 log = logging.getLogger(__name__)
 

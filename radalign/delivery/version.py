@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from radalign.drafting.fhir import RELEASED_STATUSES, ReportStatus
-from radalign.drafting.store import content_hash
+from radalign.reports.fhir import RELEASED_STATUSES, ReportStatus
+from radalign.reports.store import content_hash
 from radalign.review.signers import Signature, Signer
 from schemas.events import ReportDrafted, ReportFinal
 

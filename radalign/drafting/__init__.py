@@ -1,5 +1,5 @@
-"""Report drafting: prompts, LLM backends, the deterministic drafter, the hallucination guard,
-and the report outputs (FHIR DiagnosticReport, DICOM Basic Text SR, reports store).
+"""Report drafting: prompts, LLM backends, the deterministic drafter and the hallucination guard.
+The report outputs (FHIR, DICOM SR, the reports store, re-identification) are `radalign.reports`.
 
 Public API:
 - `build_prompt(context, version=, form=, ...) -> DraftPrompt`, `DraftContext.from_event(event)`
@@ -8,9 +8,7 @@ Public API:
 - `DeterministicDrafter` writes the structured draft from the phrase table (`phrases.load_phrase_table`);
   `sanitise.sanitise(text)` keeps only what may travel from another patient's report
 - `evaluate.run(...)`: `radalign eval reports` (drafts vs references beside the baselines)
-- `ReportStore(pool)`, `StudyIdentity`, `Reidentifier`, `PostgresReidentifier`
-- `diagnostic_report(...)` (fhir), `basic_text_sr(...)` (sr)
-Imports below are light (no torch); FHIR/SR modules load on first use.
+Imports below are light (no torch).
 """
 
 from radalign.drafting.backends import (
@@ -24,9 +22,7 @@ from radalign.drafting.backends import (
 from radalign.drafting.context import DraftContext, DraftPrompt
 from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.guard import DraftGuard, GuardCheck, GuardedDraft, check_draft
-from radalign.drafting.identity import PostgresReidentifier, Reidentifier, StaticReidentifier, StudyIdentity
 from radalign.drafting.prompt import DEFAULT_PROMPT_VERSION, build_prompt
-from radalign.drafting.store import ReportStore
 
 __all__ = [
     "DEFAULT_PROMPT_VERSION",
@@ -41,11 +37,6 @@ __all__ = [
     "GuardedDraft",
     "LlamaCppBackend",
     "OpenAICompatibleBackend",
-    "PostgresReidentifier",
-    "Reidentifier",
-    "ReportStore",
-    "StaticReidentifier",
-    "StudyIdentity",
     "build_prompt",
     "check_draft",
     "llama_cpp_available",

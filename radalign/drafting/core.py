@@ -16,9 +16,10 @@ from radalign.drafting.backends import DraftBackend, LlamaCppBackend, OpenAIComp
 from radalign.drafting.concepts import Prediction
 from radalign.drafting.context import DraftContext
 from radalign.drafting.deterministic import NAME as DETERMINISTIC
+from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.guard import DraftGuard, GuardedDraft
-from radalign.drafting.labels import ReportLabeler
-from radalign.drafting.macros import load_normal_macros
+from radalign.drafting.labels import ReportLabeler, default_labeler
+from radalign.sites.macros import load_normal_macros
 from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,13 @@ def build_backend(settings: Settings) -> DraftBackend | None:
 
 
 class DraftingCore:
-    """Drafts reports under the guard. One per process: it holds the labeler and the backend."""
+    """Drafts reports under the guard. One per process: it holds the labeler, the backend and
+    the deterministic fallback drafter."""
 
-    def __init__(self, settings: Settings | None = None, backend: DraftBackend | None = None, *, labeler: ReportLabeler | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, backend: DraftBackend | None = None, *,
+        labeler: ReportLabeler | None = None, fallback: DeterministicDrafter | None = None,
+    ) -> None:
         self.settings = settings or get_settings()
         self.backend = backend
         self.critical = parse_critical(self.settings.drafting_critical)
@@ -80,15 +85,18 @@ class DraftingCore:
             self.review_present = parse_critical(getattr(self.settings, "drafting_review_present", "") or "")
         except ValueError as exc:
             raise ValueError(f"RADALIGN_DRAFTING_REVIEW_PRESENT: {exc}") from exc
+        # Drafting owns its labeler and its fallback drafter (the site's normal macros included);
+        # the guard is handed both and only guards.
+        self.labeler = labeler or default_labeler()
+        self.fallback = fallback or DeterministicDrafter(self.labeler, normal_macros=load_normal_macros(self.settings.sites_dir))
         self.guard = DraftGuard(
-            labeler, omit_threshold=self.settings.drafting_omit_threshold,
+            self.labeler, self.fallback, omit_threshold=self.settings.drafting_omit_threshold,
             prompt_version=self.settings.drafting_prompt_version, max_tokens=self.settings.llm_max_tokens,
         )
-        self.guard.fallback.normal_macros = load_normal_macros(self.settings.sites_dir)
 
     def critical_findings(self, prediction: Prediction, guarded: GuardedDraft) -> list[Observation]:
         """Critical observations predicted present or uncertain, or stated present in the draft."""
-        stated = self.guard.labeler.sections(guarded.draft.findings, guarded.draft.impression)
+        stated = self.labeler.sections(guarded.draft.findings, guarded.draft.impression)
         return [
             o for o in Observation
             if o in self.critical
@@ -123,7 +131,7 @@ class DraftingCore:
         deterministic = guarded.draft.drafter == DETERMINISTIC
         # The structured draft's sections; an LLM's prose is one block, kept with the structured
         # sections it rewrote so consumers always see the section-by-section reading.
-        structured = guarded.draft if guarded.draft.sections else self.guard.fallback.draft(context)
+        structured = guarded.draft if guarded.draft.sections else self.fallback.draft(context)
         return ReportDrafted(
             study=event.study,
             report_id=report_id_for(event.study.study_key, event.study.pipeline_version),
@@ -134,7 +142,7 @@ class DraftingCore:
             ood=event.ood,
             sections=[ReportSection(name=name, sentences=list(sentences)) for name, sentences in structured.sections],  # type: ignore[arg-type]  # section names come from the phrase table, validated against the Literal when loaded
             footer=structured.footer,
-            phrase_table_version=self.guard.fallback.table.version,
+            phrase_table_version=self.fallback.table.version,
             case_keys=[c.case_key for c in event.cases],
             view_position=event.view_position,
             model_name=event.model_name,

@@ -26,9 +26,10 @@ from radalign.drafting.backends import DraftText
 from radalign.drafting.concepts import Prediction
 from radalign.drafting.context import DraftContext, DraftPrompt
 from radalign.drafting.labels import ReportLabeler, default_labeler
-from radalign.drafting.phrases import Band, NormalMacro, PhraseTable, SectionName, load_phrase_table
+from radalign.drafting.phrases import Band, PhraseTable, SectionName, load_phrase_table
 from radalign.drafting.sanitise import check_sentence
 from radalign.drafting.text import normalise, split_sentences
+from radalign.sites.macros import NormalMacro
 from schemas.events import Certainty, Observation
 
 NAME = "deterministic"
@@ -73,7 +74,7 @@ class DeterministicDrafter:
         self._labeler = labeler
         self.table = phrase_table or load_phrase_table()
         self.borrow_normal_phrasing = borrow_normal_phrasing
-        #: Site -> the provider's normal report (`radalign.drafting.macros`); the phrase table's otherwise.
+        #: Site -> the provider's normal report (`radalign.sites.macros`); the phrase table's otherwise.
         self.normal_macros = dict(normal_macros or {})
 
     @property

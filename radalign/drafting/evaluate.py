@@ -7,7 +7,7 @@ Sets:
   *held-out* half is only measured. IU publishes one report per patient, so a study's own report
   is never retrievable (the halves are disjoint).
 - `nih-cxr800` (images with labels, no reports): the test split of the concept data code's
-  patient-level split (`radalign.concepts.data.patient_split`, seed 0, 70/15/15), the split the
+  patient-level split (`radalign.concepts_training.data.patient_split`, seed 0, 70/15/15), the split the
   concept model never trains or selects on.
 
 Modes (where the concepts come from):
@@ -144,7 +144,7 @@ def iu_sets(labeler: ReportLabeler) -> tuple[list[Study], list[KnowledgeCase], l
 
 def nih_records(data_dir: Path) -> list[Any]:
     """nih-cxr800 as concept-data records (image, patient, labels: 1 / 0 / NaN for blank)."""
-    from radalign.concepts.data import read_manifest
+    from radalign.concepts_training.data import read_manifest
 
     manifest = Path(data_dir) / "metadata.csv"
     if not manifest.is_file():
@@ -165,7 +165,7 @@ def nih_records(data_dir: Path) -> list[Any]:
 
 def nih_test_split(data_dir: Path) -> list[Any]:
     """The test split of nih-cxr800, by the concept data code's patient-level split (seed 0)."""
-    from radalign.concepts.data import patient_split
+    from radalign.concepts_training.data import patient_split
 
     records = nih_records(data_dir)
     return [records[i] for i in patient_split(records)["test"]]
@@ -194,9 +194,9 @@ def nih_studies_predicted(records: Sequence[Any], checkpoint: Path | None = None
     observations it learnt. Returns (studies, model version)."""
     import torch
 
-    from radalign.concepts import evaluate as concept_eval
     from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
     from radalign.concepts.scoring import to_concept_scores
+    from radalign.concepts_training import evaluate as concept_eval
 
     path = Path(checkpoint or DEFAULT_CHECKPOINT)
     ckpt = load_checkpoint(path)

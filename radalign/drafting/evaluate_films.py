@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from radalign.concepts.data import Record, read_manifest
 from radalign.concepts.policy import wilson_lower_bound
+from radalign.concepts_training.data import Record, read_manifest
 from radalign.drafting.concepts import Prediction
 from radalign.drafting.context import DraftContext
 from radalign.drafting.deterministic import DeterministicDrafter
@@ -88,11 +88,11 @@ def score_films(
 ) -> tuple[list[tuple[tuple[ConceptScore, ...], OutOfDistribution | None]], str]:
     """(concepts, abstention) per film as the concept stage computes them, and the model's name."""
     from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-    from radalign.concepts.evaluate import predict_full
-    from radalign.concepts.features import cached_features
     from radalign.concepts.gate import ServedGate
     from radalign.concepts.inference import gated_scores
     from radalign.concepts.ood import pool
+    from radalign.concepts_training.evaluate import predict_full
+    from radalign.concepts_training.features import cached_features
     from radalign.sites.head import load_head, predict
     from radalign.sites.registry import live_head
 
@@ -158,14 +158,14 @@ def evaluate_manifest(
     manifest: str | Path, *, split: str = "all", site: str | None = None, sites_dir: Path, cache_dir: Path = Path(".radalign/cache/concepts"),
     secret: str = "", issuer: str | None = None, checkpoint: Path | None = None, n_boot: int = 1000, labeler: ReportLabeler | None = None,
 ) -> dict[str, Any]:
-    from radalign.drafting.macros import load_normal_macros
+    from radalign.sites.macros import load_normal_macros
 
     manifest = Path(manifest)
     records = read_manifest(manifest)
     if split != "all":
         if not site:
             raise ValueError("a split other than all needs --site (the site model's own patient split)")
-        from radalign.identity import Pseudonymizer
+        from radalign.pseudonymizer import Pseudonymizer
         from radalign.sites.train import split_of
 
         pseudonyms = Pseudonymizer(secret)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import Literal
 
+from radalign.sites.macros import NormalMacro
 from schemas.events import Observation
 
 SectionName = Literal["support_devices", "heart_mediastinum", "lungs", "pleura", "bones_soft_tissues"]
@@ -44,14 +45,6 @@ class AbsentGroup:
 
 
 @dataclass(frozen=True)
-class NormalMacro:
-    """A provider's normal report: what a likely-normal film's draft says."""
-
-    findings: str
-    impression: str
-
-
-@dataclass(frozen=True)
 class PhraseTable:
     version: str
     present_threshold: float
@@ -62,7 +55,7 @@ class PhraseTable:
     impression: dict[str, str]
     ood_reasons: dict[str, str]
     footer: str
-    #: The default normal report (a site's own macro replaces it: `radalign.drafting.macros`).
+    #: The default normal report (a site's own macro replaces it: `radalign.sites.macros`).
     normal_macro: NormalMacro
 
     def in_section(self, section: SectionName) -> list[ObservationPhrases]:

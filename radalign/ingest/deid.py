@@ -14,7 +14,7 @@ retained sequences are rebuilt from their own allow-lists (a name nested in a co
 explanation does not survive). An object that declares BurnedInAnnotation=YES is refused (the
 pixels themselves may show the patient's name), unless `deid_refuse_burned_in` is turned off.
 
-Pseudonyms are HMAC-SHA256 under `settings.deid_secret` (`radalign.identity`, the one place
+Pseudonyms are HMAC-SHA256 under `settings.deid_secret` (`radalign.pseudonymizer`, the one place
 keys are derived), so the same study sent twice (or a late
 instance sent a day later) gets the same keys; without the secret they cannot be reversed or
 recomputed from a guessed identifier.
@@ -33,9 +33,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from radalign.identity import Pseudonymizer
 from radalign.ingest.dicom import VIEW_POSITIONS, normalise_view
 from radalign.ingest.refusal import Refusal, RefusalReason
+from radalign.pseudonymizer import Pseudonymizer
 
 __all__ = ["OriginalIdentifiers", "Pseudonymizer", "deidentify", "encode_dicom", "original_identifiers", "view_hint"]
 
@@ -234,7 +234,7 @@ def deidentify(
 ) -> tuple[Dataset, OriginalIdentifiers]:
     """A new, cleaned dataset (the input is not modified) and the identifiers it replaced.
 
-    `issuer`: the namespace of PatientID (`radalign.identity.IssuerPolicy`); None: the object's
+    `issuer`: the namespace of PatientID (`radalign.pseudonymizer.IssuerPolicy`); None: the object's
     IssuerOfPatientID, else the pseudonymizer's default issuer.
     Raises `Refusal` for BurnedInAnnotation=YES when `refuse_burned_in`.
     """

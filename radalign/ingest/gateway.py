@@ -29,7 +29,6 @@ from typing import Literal
 from radalign.blobstore import BlobStore
 from radalign.config import Settings
 from radalign.framework.producer import EventPublisher
-from radalign.identity import IssuerPolicy, Pseudonymizer
 from radalign.ingest import metrics
 from radalign.ingest.assembly import ReceivedInstance, Source, StudyAssembler
 from radalign.ingest.deid import OriginalIdentifiers, deidentify, encode_dicom
@@ -38,6 +37,7 @@ from radalign.ingest.images import open_raster, set_pixel_limit, sniff_raster, s
 from radalign.ingest.outbox import Outbox
 from radalign.ingest.pseudonyms import PseudonymRecord, PseudonymStore
 from radalign.ingest.refusal import Refusal, RefusalReason
+from radalign.pseudonymizer import IssuerPolicy, Pseudonymizer
 from schemas.events import KEY_RE, Instance, Priority, StudyReceived
 from schemas.topics import STUDY_RECEIVED
 
@@ -140,7 +140,7 @@ class GatewayCore:
     ) -> Accepted | Ignored:
         """Accept one DICOM Part 10 object, ignore one of a class the pipeline does not process
         (`Ignored`), or raise `Refusal` (each counted in the metrics).
-        `calling_ae` (C-STORE) selects a per-sender patient issuer and site (`radalign.identity`)."""
+        `calling_ae` (C-STORE) selects a per-sender patient issuer and site (`radalign.pseudonymizer`)."""
         try:
             self.check_accepting()
             self._check_size(len(data))
@@ -195,7 +195,7 @@ class GatewayCore:
 
         `study_id` and `patient_id` are the sender's identifiers (pseudonymised here and kept in
         PostgreSQL); a sender that already pseudonymises passes `patient_key` instead. `issuer`
-        names the namespace of `patient_id` like DICOM's IssuerOfPatientID (`radalign.identity`).
+        names the namespace of `patient_id` like DICOM's IssuerOfPatientID (`radalign.pseudonymizer`).
         """
         source: Source = "http"
         try:

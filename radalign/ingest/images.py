@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from radalign.ingest.refusal import Refusal, RefusalReason
+from schemas.model_input import INPUT_SIZE
 
 #: Formats accepted over HTTP, by what Pillow detects in the bytes (never by the file name).
 RASTER_FORMATS = {"PNG": "png", "JPEG": "jpeg"}
@@ -182,7 +183,7 @@ def strip_raster_metadata(data: bytes) -> bytes:
     raise ValueError("not a PNG or JPEG")
 
 
-def resize_and_pad(image: np.ndarray, size: int = 224) -> np.ndarray:
+def resize_and_pad(image: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
     """Keep the aspect ratio, fit the longer side to `size`, pad the rest with 0 (black), centred.
 
     Pillow's resampling filters widen with the reduction factor, so a 2000 px film shrinks with

@@ -1,5 +1,5 @@
 """Case store (RadAlign's retrieval knowledge base): historical reports with their CheXpert labels
-and embeddings in PostgreSQL + pgvector. Patient and case keys come from `radalign.identity`.
+and embeddings in PostgreSQL + pgvector. Patient and case keys come from `radalign.pseudonymizer`.
 
 Modules: `labels` (label maps <-> compact vectors), `case` (records,
 candidates), `store` (`CaseStore`: idempotent upsert, HNSW search), `ingest` (IU / CSV -> store),

@@ -97,7 +97,7 @@ def ingest_csv(
     images: Annotated[bool, typer.Option(help="embed each row's image_path (PNG/JPEG) with the shipped concept model")] = True,
 ) -> None:
     """A provider's reports. Case and patient ids are pseudonymised with RADALIGN_DEID_SECRET; a
-    patient's key is that of `radalign.identity` for (issuer, patient_id), the gateway's too."""
+    patient's key is that of `radalign.pseudonymizer` for (issuer, patient_id), the gateway's too."""
     from radalign.kb.ingest import IngestError, csv_drafts
 
     settings = _settings(dsn)

@@ -2,7 +2,7 @@
 
 Sources: the IU chest X-ray reports (read from the torchxrayvision wheel at run time, never
 copied) and a provider's CSV (`case_id, patient_id, findings, impression[, image_path, issuer]`).
-Patient keys come from the one identity function (`radalign.identity`), with the issuer the
+Patient keys come from the one pseudonymising function (`radalign.pseudonymizer`), with the issuer the
 provider names (`--issuer`, or an `issuer` column per row), so they equal the gateway's keys for
 the same patient and same-patient exclusion works.
 Every case is labelled by the project's rule-based CheXpert labeler, so stored labels and the
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from radalign.identity import Pseudonymizer
 from radalign.kb.case import CaseDraft, CaseRecord
+from radalign.pseudonymizer import Pseudonymizer
 from schemas.events import Certainty, Observation
 
 if TYPE_CHECKING:
@@ -202,10 +202,10 @@ def _shipped_concept_model() -> Any:
 
 def embed_images(paths: Sequence[str | Path]) -> np.ndarray:
     """(n, 384) L2-normalised image embeddings in the report text space: each PNG/JPEG read as the
-    preprocess stage writes a model input (`radalign.concepts.data.load_image`), embedded by the
+    preprocess stage writes a model input (`radalign.concepts_training.data.load_image`), embedded by the
     shipped concept model as the served one computes it (what the review service's learning loop
     stores for signed studies). A file Pillow cannot read raises IngestError naming it."""
-    from radalign.concepts.data import load_image
+    from radalign.concepts_training.data import load_image
 
     vectors = []
     for path in paths:

@@ -38,7 +38,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from pydantic import ValidationError
 
-from radalign.drafting.fhir import FhirVersion, validate
+from radalign.reports.fhir import FhirVersion, validate
 
 
 def _outcome(status: int, code: str, text: str) -> web.Response:

@@ -40,9 +40,10 @@ from radalign.ingest.dicom import (
 from radalign.ingest.images import encode_npy, open_raster, resize_and_pad, to_grayscale_array
 from radalign.ingest.refusal import Refusal
 from schemas.events import Instance, StageTiming, StudyPreprocessed, StudyReceived
+from schemas.model_input import INPUT_MEDIA_TYPE, INPUT_SIZE
 
 PREPROCESS_VERSION = "pp-1"
-NPY_MEDIA_TYPE = "application/x-npy"
+NPY_MEDIA_TYPE = INPUT_MEDIA_TYPE
 
 
 class PreprocessError(Exception):
@@ -127,7 +128,7 @@ def _timing(stage: str, started: float, wall: datetime) -> StageTiming:
     return StageTiming(stage=stage, started_at=wall, duration_ms=(time.perf_counter() - started) * 1000)
 
 
-def preprocess(event: StudyReceived, blobs: BlobStore, size: int = 224, max_pixels: int = DEFAULT_MAX_PIXELS) -> StudyPreprocessed:
+def preprocess(event: StudyReceived, blobs: BlobStore, size: int = INPUT_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS) -> StudyPreprocessed:
     """The model input of one study; raises `PreprocessError` (decode or validation)."""
     timings: list[StageTiming] = []
     wall, started = datetime.now(UTC), time.perf_counter()

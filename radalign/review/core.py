@@ -117,7 +117,7 @@ class ReviewCore:
         self.publisher = publisher
         self.attention = attention or ConceptAttention()
         self.case_store = case_store
-        self.reidentifier = reidentifier  # radalign.drafting.identity.Reidentifier: identifiers to redact
+        self.reidentifier = reidentifier  # radalign.reports.reidentification.Reidentifier: identifiers to redact
         self.final_topic = final_topic or REPORT_FINAL
         self.signers = signers  # radalign.review.signers: pseudonym -> the signer's name and identifier
         self._maps: OrderedDict[str, AttentionMaps] = OrderedDict()

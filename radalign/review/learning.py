@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from radalign.identity import case_key
 from radalign.kb.case import CaseDraft
+from radalign.pseudonymizer import case_key
 from schemas.events import ReportFinal
 
 SIGNED_SOURCE = "review-signed"
@@ -24,7 +24,7 @@ REDACTED = "[redacted]"
 
 
 def known_identifiers(identity: Any) -> list[str]:
-    """The study's own identifiers (a `radalign.drafting.identity.StudyIdentity`) worth looking for
+    """The study's own identifiers (a `radalign.reports.reidentification.StudyIdentity`) worth looking for
     in free text: ids, accession, UIDs, and each part of the patient's name of 3+ letters."""
     if identity is None:
         return []

@@ -1,7 +1,7 @@
 """Training manifest of what reviewers corrected: `radalign review export-manifest OUT.csv`.
 
 One row per signed study (by default only those whose signed labels differ from the drafted
-concepts), in the format `radalign train` reads (`radalign.concepts.data.read_manifest`): `image`
+concepts), in the format `radalign train` reads (`radalign.concepts_training.data.read_manifest`): `image`
 (a PNG of the exact model input, written beside the CSV), `patient_id` (the patient pseudonym, so
 the patient-level split keeps a patient's studies together), `report` (the signed text), one column
 per observation with the SIGNED report's label (1 present, 0 absent, -1 uncertain, blank not

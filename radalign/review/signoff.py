@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from radalign.identity import Pseudonymizer
+from radalign.pseudonymizer import Pseudonymizer
 from schemas.events import Certainty, Observation, ReportDrafted, ReportFinal, ReviewRole, StageTiming
 
 SECTION_TITLES: dict[str, str] = {

@@ -36,7 +36,7 @@ def archive(
     signed: Annotated[bool, typer.Option(help="add the site's reports signed in review (the signed labels, the film the model read)")] = False,
 ) -> None:
     """Add the archive's new studies to the site's training set (de-identified, labelled, versioned)."""
-    from radalign.identity import IssuerPolicy, Pseudonymizer
+    from radalign.pseudonymizer import IssuerPolicy, Pseudonymizer
     from radalign.sites.trainset import TrainingSet, build_from_dicom, build_from_manifest
 
     settings = _settings()
@@ -209,7 +209,6 @@ def list_sites() -> None:
 @sites_app.command("macro")
 def macro(site: Site, findings: Annotated[str, typer.Option()], impression: Annotated[str, typer.Option()]) -> None:
     """Set the site's normal report: the draft of a film its model calls likely-normal."""
-    from radalign.drafting.macros import save_normal_macro
-    from radalign.drafting.phrases import NormalMacro
+    from radalign.sites.macros import NormalMacro, save_normal_macro
 
     typer.echo(f"written: {save_normal_macro(_settings().sites_dir, site, NormalMacro(findings.strip(), impression.strip()))} (drafting reads it at start)")

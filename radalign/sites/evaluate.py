@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import read_manifest
 from radalign.concepts.encoders import site_features_name
-from radalign.concepts.features import cached_features
 from radalign.concepts.gate import ServedGate
-from radalign.concepts.metrics import bootstrap_aucs
 from radalign.concepts.ood import pool
 from radalign.concepts.policy import evaluate_policy
+from radalign.concepts_training.data import read_manifest
+from radalign.concepts_training.features import cached_features
+from radalign.concepts_training.metrics import bootstrap_aucs
 from radalign.sites.head import load_head, predict
 from radalign.sites.registry import live_head
 from radalign.sites.train import split_of
@@ -40,7 +40,7 @@ def evaluate_site(
     gate = ServedGate.from_dict(meta["gate"])
     records = read_manifest(manifest)
     if split != "all":
-        from radalign.identity import Pseudonymizer
+        from radalign.pseudonymizer import Pseudonymizer
 
         pseudonyms = Pseudonymizer(secret)
         records = [r for r in records if split_of(pseudonyms.patient_key(r.patient_id, issuer or site)) == split]

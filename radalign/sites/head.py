@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from radalign.concepts.calibration import fit_platt
 from radalign.concepts.ood import FeatureDistance
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.calibration import fit_platt
 
 META_FILE = "site_head.json"
 #: L2 strengths tried on the site's validation patients (sklearn's C: smaller = stronger).

@@ -28,15 +28,15 @@ from typing import Any
 import numpy as np
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import Record, read_manifest
 from radalign.concepts.encoders import site_features_name
-from radalign.concepts.features import cached_features
 from radalign.concepts.gate import GROUP_DEFINING, GateCriteria, ServedGate, decide_gate, strata_failures
-from radalign.concepts.metrics import bootstrap_aucs
 from radalign.concepts.ood import fit_feature_distance, pool
 from radalign.concepts.policy import PolicyCriteria, evaluate_policy, fit_claim_policy
-from radalign.concepts.validation import calibrated, head_logits
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.data import Record, read_manifest
+from radalign.concepts_training.features import cached_features
+from radalign.concepts_training.metrics import bootstrap_aucs
+from radalign.concepts_training.validation import calibrated, head_logits
 from radalign.sites.head import fit_abstention, fit_site_head, predict, save_head
 from schemas.events import Observation
 
@@ -281,7 +281,7 @@ __all__ = ["GROUP_DEFINING", "SiteModel", "load_site_data", "split_of", "train_s
 def default_reference() -> list[Record]:
     """Films from elsewhere that every installation has: the pediatric films of the
     pneumonia-model-package wheel (children: a population an adult site's model is not validated on)."""
-    from radalign.concepts.data import pediatric_images
+    from radalign.concepts_training.data import pediatric_images
 
     return [Record(path, f"peds-{i}", np.full(len(OBSERVATIONS), np.nan, dtype=np.float32), source="pediatric") for i, (path, _) in enumerate(pediatric_images())]
 
@@ -295,7 +295,7 @@ def reference_records(manifest: str | Path | None, site: str) -> list[Record]:
 def generic_seen_images(checkpoint: str | Path, manifest: str | Path) -> frozenset[str]:
     """Resolved image paths of the generic checkpoint's train and validation rows (its own split
     of the manifest it was trained on): the films its figures would flatter."""
-    from radalign.concepts.sources import checkpoint_split
+    from radalign.concepts_training.sources import checkpoint_split
 
     records, parts = checkpoint_split(load_checkpoint(checkpoint).meta, manifest)
     return frozenset(str(records[i].image.resolve()) for name in ("train", "val") for i in parts[name])

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from radalign.concepts.vocabulary import OBSERVATIONS
-from radalign.identity import Pseudonymizer, canonical_issuer
+from radalign.pseudonymizer import Pseudonymizer, canonical_issuer
 from schemas.events import Certainty, Observation
 
 log = logging.getLogger(__name__)

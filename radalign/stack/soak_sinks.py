@@ -96,7 +96,7 @@ def read_topic(settings: Settings, keys: set[str]) -> dict[str, list[Write]]:
 def _study_uids(sender_id: str) -> set[str]:
     """The UIDs a study's outputs may carry: the sender's id when it is a UID, else the one
     derived from it (`dicom_study_uid`)."""
-    from radalign.drafting.identity import dicom_study_uid
+    from radalign.reports.reidentification import dicom_study_uid
 
     return {sender_id, dicom_study_uid(sender_id)}
 

@@ -116,7 +116,7 @@ def start_triton(
     Without `model_repo`, the project's `triton_models/` is copied under the state folder with the
     concept model exported into it (TorchScript; re-exported only when the checkpoint changed)."""
     if model_repo is None:
-        from radalign.concepts.export import prepare_model_repository
+        from radalign.concepts_training.export import prepare_model_repository
 
         model_repo = prepare_model_repository(DEFAULT_MODEL_REPO, paths.data_dir(NAME) / "models", site_models_dir=seeded_registry(settings.sites_dir))
     model_repo = Path(model_repo).resolve()

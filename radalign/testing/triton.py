@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT
-from radalign.concepts.export import prepare_model_repository
+from radalign.concepts_training.export import prepare_model_repository
 from radalign.config import Settings
 from radalign.sites.registry import seeded_registry
 from radalign.testing.stack import free_port as _free_port

@@ -22,12 +22,12 @@ from radalign.delivery.destinations import load_config
 from radalign.delivery.records import PostgresDeliveryRecords
 from radalign.delivery.senders import build_sender
 from radalign.delivery.version import ReportVersion, co_signer_keys, final_version
-from radalign.drafting.identity import PostgresReidentifier
-from radalign.drafting.store import ReportStore
 from radalign.framework.faust_app import run_worker
 from radalign.framework.http import problem
 from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
+from radalign.reports.reidentification import PostgresReidentifier
+from radalign.reports.store import ReportStore
 from radalign.review.signers import PostgresSigners, Signer
 from radalign.review.store import ReviewStore
 from schemas.events import KEY_RE, ReportDrafted, ReportFinal

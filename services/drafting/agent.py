@@ -10,11 +10,11 @@ from __future__ import annotations
 from radalign.config import Settings, get_settings
 from radalign.db import open_pool, pool_ready
 from radalign.drafting.core import DraftingCore, build_backend
-from radalign.drafting.identity import PostgresReidentifier
-from radalign.drafting.store import ReportStore
 from radalign.framework.faust_app import run_worker
 from radalign.framework.retry import call_with_retry
 from radalign.framework.stage import Output, Stage
+from radalign.reports.reidentification import PostgresReidentifier
+from radalign.reports.store import ReportStore
 from radalign.review.signers import PostgresSigners
 from radalign.review.store import ReviewStore
 from schemas.events import CasesRetrieved

@@ -35,11 +35,11 @@ from aiohttp import web
 
 from radalign.delivery.senders import sr_kwargs
 from radalign.delivery.version import ReportVersion, co_signer_keys, final_version
-from radalign.drafting.fhir import FhirVersion, diagnostic_report, diagnostic_report_json
-from radalign.drafting.identity import Reidentifier
-from radalign.drafting.sr import basic_text_sr_bytes
-from radalign.drafting.store import ReportStore, StoredReport
 from radalign.framework.http import problem
+from radalign.reports.fhir import FhirVersion, diagnostic_report, diagnostic_report_json
+from radalign.reports.reidentification import Reidentifier
+from radalign.reports.sr import basic_text_sr_bytes
+from radalign.reports.store import ReportStore, StoredReport
 from radalign.review.signers import Signer
 from schemas.events import KEY_RE, ReportDrafted, ReportFinal
 

@@ -12,6 +12,7 @@ from radalign.framework.stage import Output, Stage
 from radalign.ingest.images import set_pixel_limit
 from radalign.preprocess.core import PreprocessError, preprocess
 from schemas.events import StudyReceived
+from schemas.model_input import INPUT_SIZE
 from schemas.topics import STUDY_PREPROCESSED
 
 
@@ -27,7 +28,7 @@ class PreprocessStage(Stage[StudyReceived]):
     async def handle(self, event: StudyReceived) -> list[Output]:
         try:
             # Decoding a large DICOM takes tens of ms: off the event loop so heartbeats keep flowing.
-            result = await asyncio.to_thread(preprocess, event, self.blobs, 224, self.max_pixels)
+            result = await asyncio.to_thread(preprocess, event, self.blobs, INPUT_SIZE, self.max_pixels)
         except PreprocessError as exc:
             raise PermanentError(exc.reason, exc.error_type) from exc
         return [Output(STUDY_PREPROCESSED, result)]

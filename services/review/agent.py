@@ -58,8 +58,8 @@ class ReviewStage(Stage[StudyPreprocessed]):
     async def setup(self, settings: Settings) -> None:
         from radalign.blobstore import open_blob_store
         from radalign.db import apply_migrations, open_pool
-        from radalign.drafting.identity import PostgresReidentifier
         from radalign.kb.store import CaseStore
+        from radalign.reports.reidentification import PostgresReidentifier
         from radalign.review.signers import PostgresSigners
         from radalign.review.store import ReviewStore
 

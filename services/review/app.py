@@ -40,6 +40,7 @@ from radalign.review.signers import LOCAL_IDENTIFIER_SYSTEM
 from radalign.review.signoff import SECTION_TITLES, SignOffError
 from radalign.review.worklist import format_waiting
 from schemas.events import KEY_RE, OBSERVATIONS, ReviewRole
+from schemas.model_input import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ _env = jinja2.Environment(
 )
 _env.filters["waiting"] = format_waiting
 _env.filters["pct"] = lambda p: "–" if p is None else f"{100 * p:.0f}%"
+_env.globals["model_input_size"] = INPUT_SIZE  # the film as the model saw it: the model-input contract
 
 
 def _render(template: str, status: int = 200, **context: object) -> web.Response:

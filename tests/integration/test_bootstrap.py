@@ -24,7 +24,7 @@ def _bootstrap(with_llm: str) -> subprocess.CompletedProcess[str]:
 
 
 def _installed_from() -> tuple[Path, Path]:
-    code = "import radalign.concepts.export as e, radalign; print(radalign.__file__); print(e.REPO_MODELS)"
+    code = "import radalign.concepts_training.export as e, radalign; print(radalign.__file__); print(e.REPO_MODELS)"
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=120, check=True).stdout.split()
     return Path(out[0]).resolve(), Path(out[1]).resolve()
 

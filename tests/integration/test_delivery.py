@@ -19,9 +19,9 @@ import pytest
 
 from radalign.config import Settings
 from radalign.demo.delivery import route_from_orthanc, route_study_from_orthanc
-from radalign.drafting.sr import COMPREHENSIVE_3D_SR, read_ai_results, read_sr_text
 from radalign.ingest.deid import Pseudonymizer
 from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.reports.sr import COMPREHENSIVE_3D_SR, read_ai_results, read_sr_text
 from radalign.samples import as_new_study, chest_cr_path
 from radalign.stack import orthanc
 from radalign.testing.ingest import dicom_bytes

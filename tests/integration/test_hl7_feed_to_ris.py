@@ -51,7 +51,7 @@ async def seeded(signed_settings: Settings) -> AsyncIterator:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "delivery"))
     from delivery_helpers import make_report
 
-    from radalign.drafting.store import ReportStore
+    from radalign.reports.store import ReportStore
 
     async with emptied_pool(signed_settings, "report_finals", "reviewer_identities", "reports", "deliveries", "study_pseudonyms") as pool:
         async with pool.connection() as conn:

@@ -170,7 +170,7 @@ def test_site_profile_and_header_check_from_cstore_to_report(pipeline: Settings)
             setattr(ds, keyword, value)
         return ds
 
-    from radalign.identity import Pseudonymizer
+    from radalign.pseudonymizer import Pseudonymizer
 
     keys = Pseudonymizer(pipeline.deid_secret)
     chest, knee, extremity = copy(BodyPartExamined="CHEST"), copy(BodyPartExamined="KNEE"), copy(extremity_path)
@@ -358,7 +358,7 @@ def test_site_model_in_shadow_is_recorded_then_promoted_and_rolled_back(pipeline
     import json
 
     from radalign.db import connect
-    from radalign.identity import Pseudonymizer
+    from radalign.pseudonymizer import Pseudonymizer
     from radalign.samples import chest_cr_path
     from radalign.sites.registry import SHIPPED_DIR, SiteRegistry
     from radalign.sites.shadow import comparison
@@ -411,7 +411,7 @@ def test_no_identifier_reaches_any_workers_log(pipeline: Settings) -> None:
     """Studies carrying identifying names, ids and UIDs go through every stage (C-STORE and HTTP);
     then every log file of the stack is scanned for them: none may appear anywhere (our code,
     pydicom's and highdicom's warnings, Faust, Triton)."""
-    from radalign.identity import Pseudonymizer
+    from radalign.pseudonymizer import Pseudonymizer
     from radalign.samples import chest_cr_path
 
     path = chest_cr_path("RG1_UNCI.dcm")

@@ -18,8 +18,8 @@ from pydicom import dcmread
 
 from radalign.config import Settings
 from radalign.drafting.core import DraftingCore
-from radalign.drafting.identity import PostgresReidentifier
-from radalign.drafting.store import ReportStore
+from radalign.reports.reidentification import PostgresReidentifier
+from radalign.reports.store import ReportStore
 from radalign.testing.stack import emptied_pool, fresh_database
 from schemas.events import Certainty, Observation, StageTiming
 from services.drafting.read_api import build_read_routes

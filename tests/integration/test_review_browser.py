@@ -423,7 +423,7 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
 
     # The training manifest of corrections is readable by `radalign train`.
     from radalign.blobstore import open_blob_store
-    from radalign.concepts.data import read_manifest
+    from radalign.concepts_training.data import read_manifest
     from radalign.db import open_pool
     from radalign.review.manifest import write_manifest
     from radalign.review.store import ReviewStore
@@ -567,7 +567,7 @@ def test_resident_signs_attending_cosigns_and_amends_each_version_delivered_once
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    from radalign.drafting.sr import read_sr_text
+    from radalign.reports.sr import read_sr_text
     from radalign.review.session import SessionCodec
     from services.review.app import SESSION_COOKIE
 

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 
 from radalign.config import Settings
 from radalign.framework import codec
-from radalign.identity import Pseudonymizer
+from radalign.pseudonymizer import Pseudonymizer
 from radalign.samples import as_new_study, chest_cr_path, chest_jpeg_files
 from radalign.testing.ingest import dicom_bytes, send_cstore
 from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers

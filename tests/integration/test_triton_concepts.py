@@ -13,7 +13,7 @@ import torch
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from radalign.concepts.client import TritonConceptClient
-from radalign.concepts.data import load_image, pediatric_images
+from radalign.concepts_training.data import load_image, pediatric_images
 from radalign.config import Settings
 
 pytestmark = pytest.mark.integration
@@ -155,8 +155,8 @@ async def test_site_model_lifecycle_archive_train_shadow_promote_rollback(concep
     """Against the real Triton, no restart: the shipped NIH site model serves its site only; a
     candidate trained from an archive runs in shadow; one that fails its gate is refused; rollback
     returns the site to the generic model and promotion brings the site model back."""
-    from radalign.concepts.data import pediatric_images
-    from radalign.identity import Pseudonymizer
+    from radalign.concepts_training.data import pediatric_images
+    from radalign.pseudonymizer import Pseudonymizer
     from radalign.sites.head import load_head, predict
     from radalign.sites.registry import PromotionRefused, SiteRegistry
     from radalign.sites.train import train_site
@@ -172,7 +172,7 @@ async def test_site_model_lifecycle_archive_train_shadow_promote_rollback(concep
     # the site head's answer is the head file applied to the encoder's pooled features
     head, meta = load_head(registry.head_path(site, live))
     from radalign.concepts.encoders import build_encoder
-    from radalign.concepts.features import normalise
+    from radalign.concepts_training.features import normalise
 
     assert meta["encoder"] == "efficientnet-lite0-ms"  # the served pass's multi-scale features, computed independently here
     with torch.inference_mode():

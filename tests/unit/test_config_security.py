@@ -153,7 +153,7 @@ def test_the_scp_allow_list_is_the_parsed_list(tmp_path) -> None:
 
 def test_other_list_settings_use_the_same_parser() -> None:
     from radalign.framework.faust_app import broker_urls
-    from radalign.identity import IssuerPolicy
+    from radalign.pseudonymizer import IssuerPolicy
     from radalign.stack.broker import parse_bootstrap
 
     assert broker_urls(" k1:9092 ,\nk2:9092\n,") == "kafka://k1:9092;kafka://k2:9092"

@@ -4,7 +4,9 @@
 - no two `radalign.*` packages import each other, directly or through others;
 - runtime packages never import the dev stack (`radalign.stack`), the test harnesses
   (`radalign.testing`) or the service adapters (`services`);
-- training (`radalign.concepts.train`) pulls in no database or Kafka client.
+- training (`radalign.concepts_training.train`) pulls in no database or Kafka client;
+- concept serving (`radalign.concepts`) never imports concept training (`radalign.concepts_training`),
+  and neither the concept stage nor the Triton model reaches it.
 
 Imports inside functions count too: a lazy import that hides a circle is still a circle. Imports
 under `if TYPE_CHECKING:` do not: they never run.
@@ -22,6 +24,9 @@ PACKAGES = ("radalign", "schemas", "services")
 #: Code that may import the dev stack: the CLI entry point, the stack itself, the demo, the
 #: harnesses, and the adapters' runner.
 STACK_USERS = ("radalign.cli", "radalign.stack", "radalign.demo", "radalign.testing")
+#: The concept model's serving face and its training package beside it.
+CONCEPT_SERVING = "radalign.concepts"
+CONCEPT_TRAINING = "radalign.concepts_training"
 
 
 def _module_name(path: Path) -> str:
@@ -106,23 +111,10 @@ def test_no_import_circles():
 
 
 def package_of(module: str) -> str:
-    """`radalign.drafting.fhir` -> `radalign.drafting`; a top-level module (`radalign.cli`) is its
+    """`radalign.reports.fhir` -> `radalign.drafting`; a top-level module (`radalign.cli`) is its
     own package, so the shared modules beside the packages take part in the check."""
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "radalign" and len(parts) > 1 else parts[0]
-
-
-#: Module imports that close a package cycle, allowed for now because a package move in progress
-#: (issue 21, another branch) answers them: evaluation modules that sit inside `concepts` and
-#: `drafting` but evaluate site models (`sites`), which itself builds on both. The concepts
-#: serving/training split moves training and evaluation out of the serving packages; when it
-#: lands, delete these lines and the test must still pass.
-ALLOWED_MODULE_EDGES: set[tuple[str, str]] = {
-    ("radalign.concepts.evaluate", "radalign.sites.evaluate"),
-    ("radalign.drafting.evaluate_films", "radalign.sites.head"),
-    ("radalign.drafting.evaluate_films", "radalign.sites.registry"),
-    ("radalign.drafting.evaluate_films", "radalign.sites.train"),
-}
 
 
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -133,7 +125,7 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
             continue
         edges = packages.setdefault(package_of(mod), set())
         for dep in deps:
-            if dep.startswith("radalign") and package_of(dep) != package_of(mod) and (mod, dep) not in ALLOWED_MODULE_EDGES:
+            if dep.startswith("radalign") and package_of(dep) != package_of(mod):
                 edges.add(package_of(dep))
     return {pkg: {d for d in deps if d in packages} for pkg, deps in packages.items()}
 
@@ -153,7 +145,7 @@ def test_no_package_cycles():
     steps = []
     for src, dst in zip(cycle, cycle[1:], strict=False):
         via = next(f"{m} -> {d}" for m in sorted(graph) if package_of(m) == src for d in sorted(graph[m])
-                   if package_of(d) == dst and (m, d) not in ALLOWED_MODULE_EDGES)
+                   if package_of(d) == dst)
         steps.append(f"{src} -> {dst} (via {via})")
     raise AssertionError("package cycle: " + " -> ".join(cycle) + "\n" + "\n".join(steps))
 
@@ -177,7 +169,7 @@ def test_runtime_never_imports_the_dev_stack_or_test_harnesses():
 
 def test_training_pulls_in_no_database_or_kafka_client():
     code = (
-        "import sys, radalign.concepts.train, radalign.concepts.data;"
+        "import sys, radalign.concepts_training.train, radalign.concepts_training.data;"
         "bad = sorted(m for m in ('psycopg', 'psycopg_pool', 'aiokafka', 'faust', 'pynetdicom') if m in sys.modules);"
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -192,3 +184,56 @@ def test_the_shipped_demo_and_stack_import_no_test_harness():
     for mod, deps in graph.items():
         if mod.startswith(("radalign.demo", "radalign.stack")):
             assert not {d for d in deps if d.startswith("radalign.testing")}, f"{mod} imports {sorted(deps)}"
+def _within(package: str, module: str) -> bool:
+    """`module` is `package` or one of its submodules ("radalign.concepts_training" is not within
+    "radalign.concepts")."""
+    return module == package or module.startswith(package + ".")
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module `start` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), set()) - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_the_layer_helpers_tell_packages_apart_and_follow_imports():
+    assert _within("radalign.concepts", "radalign.concepts.gate") and not _within("radalign.concepts", "radalign.concepts_training.train")
+    assert _reachable({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}, "a") == {"b", "c"}
+
+
+def test_concept_serving_never_imports_concept_training():
+    graph = import_graph()
+    serving = [m for m in graph if _within(CONCEPT_SERVING, m)]
+    assert f"{CONCEPT_SERVING}.inference" in serving and any(_within(CONCEPT_TRAINING, m) for m in graph)
+    for mod in serving:
+        bad = {d for d in graph[mod] if _within(CONCEPT_TRAINING, d)}
+        assert not bad, f"{mod} imports {sorted(bad)}"
+
+
+def test_the_concept_stage_reaches_no_concept_training():
+    graph = import_graph()
+    stage = [m for m in graph if _within("services.concepts", m)]
+    assert stage
+    for mod in stage:
+        bad = {d for d in _reachable(graph, mod) if _within(CONCEPT_TRAINING, d)}
+        assert not bad, f"{mod} reaches {sorted(bad)}"
+
+
+def test_the_triton_models_import_no_concept_training():
+    """Triton's python backend loads `1/model.py` on its own (outside the packages scanned above)."""
+    models = sorted(REPO.glob("triton_models/*/1/model.py"))
+    assert models
+    for path in models:
+        names: set[str] = set()
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        bad = {n for n in names if _within(CONCEPT_TRAINING, n)}
+        assert not bad, f"{path.relative_to(REPO)} imports {sorted(bad)}"

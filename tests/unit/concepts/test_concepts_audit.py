@@ -11,19 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from radalign.concepts.audit import audit
 from radalign.concepts.checkpoint import load_checkpoint
-from radalign.concepts.evaluate import evaluate
 from radalign.concepts.inference import select_gate
-from radalign.concepts.sources import write_manifest
-from radalign.concepts.train import TrainConfig, train
+from radalign.concepts_training.audit import audit
+from radalign.concepts_training.evaluate import evaluate
+from radalign.concepts_training.sources import write_manifest
+from radalign.concepts_training.train import TrainConfig, train
 
 TINY_ENCODER = "tiny-test-encoder"  # registered in conftest.py
 
 
 @pytest.fixture(autouse=True)
 def _random_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
-    import radalign.concepts.train as train_module
+    import radalign.concepts_training.train as train_module
 
     monkeypatch.setattr(train_module, "compute_anchors", lambda: torch.nn.functional.normalize(torch.randn(14, 3, 384), dim=-1))
 

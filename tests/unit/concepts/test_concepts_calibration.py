@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from radalign.concepts.calibration import choose_operating_point, expected_calibration_error, fit_platt, reliability_curve, sigmoid
+from radalign.concepts.calibration import sigmoid
+from radalign.concepts_training.calibration import choose_operating_point, expected_calibration_error, fit_platt, reliability_curve
 
 
 def _miscalibrated(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 from radalign.concepts.checkpoint import load_checkpoint
-from radalign.concepts.data import Record, read_manifest
-from radalign.concepts.sources import NIH, checkpoint_split, split_mismatch, write_manifest, write_split_manifest
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.data import Record, read_manifest
+from radalign.concepts_training.sources import NIH, checkpoint_split, split_mismatch, write_manifest, write_split_manifest
 from schemas.events import Observation
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -38,7 +38,7 @@ def _bench() -> ModuleType:
 @pytest.fixture(autouse=True)
 def _random_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Random text anchors keep the sentence encoder out of this unit test (the tiny encoder is registered in conftest.py)."""
-    import radalign.concepts.train as train_module
+    import radalign.concepts_training.train as train_module
 
     monkeypatch.setattr(train_module, "compute_anchors", lambda: torch.nn.functional.normalize(torch.randn(14, 3, 384), dim=-1))
 
@@ -67,8 +67,8 @@ def _two_source_manifest(tmp_path: Path) -> Path:
 
 
 def test_benchmark_queries_are_the_trainers_nih_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import radalign.concepts.train as train_module
-    from radalign.concepts.train import TrainConfig, train
+    import radalign.concepts_training.train as train_module
+    from radalign.concepts_training.train import TrainConfig, train
 
     seen: list[dict[str, list[int]]] = []
     original = train_module.split_by_source
@@ -131,7 +131,7 @@ def test_audit_manifest_holds_exactly_the_validation_rows(tmp_path: Path) -> Non
 @pytest.mark.shared_data
 @pytest.mark.skipif(not (SHARED / NIH / "metadata.csv").is_file(), reason=f"shared data absent ({SHARED}): the shipped split needs nih-cxr800")
 def test_shipped_checkpoint_split_is_reproduced_from_shared_data(tmp_path: Path) -> None:
-    from radalign.concepts.sources import write_multisource_manifest
+    from radalign.concepts_training.sources import write_multisource_manifest
 
     meta = load_checkpoint().meta
     manifest = write_multisource_manifest(SHARED, tmp_path / "multisource.csv")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radalign.concepts.data import Record, coarse_labels, load_image, patient_split, read_manifest
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.data import Record, coarse_labels, load_image, patient_split, read_manifest
 from schemas.events import Observation
 
 OPACITY = OBSERVATIONS.index(Observation.LUNG_OPACITY)

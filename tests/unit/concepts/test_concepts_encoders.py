@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from radalign.concepts.encoders import MULTISCALE_TAPS, HistogramEqualised, build_encoder, equalise_histogram
-from radalign.concepts.features import normalise
+from radalign.concepts_training.features import normalise
 
 
 def _film(seed: int = 0) -> torch.Tensor:

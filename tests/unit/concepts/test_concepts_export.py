@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from radalign.concepts.checkpoint import load_checkpoint
-from radalign.concepts.export import MODEL_FILE, export_torchscript, exported_version, prepare_model_repository
+from radalign.concepts_training.export import MODEL_FILE, export_torchscript, exported_version, prepare_model_repository
 
 
 def test_checkpoint_round_trip_keeps_weights_and_version(tiny_checkpoint: Path) -> None:

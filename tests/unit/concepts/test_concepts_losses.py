@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from radalign.concepts.losses import UncertaintyPolicy, concept_loss, contrastive_loss
+from radalign.concepts_training.losses import UncertaintyPolicy, concept_loss, contrastive_loss
 
 NAN = float("nan")
 

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radalign.concepts import evaluate as evaluate_module
-from radalign.concepts.data import Record, coarse_labels
-from radalign.concepts.metrics import bootstrap_aucs, mean_auc, per_observation_auc, summarise
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training import evaluate as evaluate_module
+from radalign.concepts_training.data import Record, coarse_labels
+from radalign.concepts_training.metrics import bootstrap_aucs, mean_auc, per_observation_auc, summarise
 from schemas.events import Observation
 
 OPACITY = OBSERVATIONS.index(Observation.LUNG_OPACITY)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from radalign.concepts.data import read_manifest
-from radalign.concepts.sources import MANIFEST_FIELDS, balanced_weights, masked_labels, source_label_masks, split_by_source, write_manifest
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.data import read_manifest
+from radalign.concepts_training.sources import MANIFEST_FIELDS, balanced_weights, masked_labels, source_label_masks, split_by_source, write_manifest
 from schemas.events import Observation
 
 K = {o: i for i, o in enumerate(OBSERVATIONS)}

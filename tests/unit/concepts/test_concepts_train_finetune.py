@@ -13,8 +13,8 @@ from PIL import Image
 
 from radalign.concepts.checkpoint import load_checkpoint
 from radalign.concepts.encoders import build_encoder
-from radalign.concepts.evaluate import evaluate
-from radalign.concepts.train import TrainConfig, train
+from radalign.concepts_training.evaluate import evaluate
+from radalign.concepts_training.train import TrainConfig, train
 
 TINY_ENCODER = "tiny-test-encoder"  # registered in conftest.py
 
@@ -22,7 +22,7 @@ TINY_ENCODER = "tiny-test-encoder"  # registered in conftest.py
 @pytest.fixture(autouse=True)
 def _random_anchors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Random text anchors: keeps the sentence encoder (seconds to load) out of these unit tests."""
-    import radalign.concepts.train as train_module
+    import radalign.concepts_training.train as train_module
 
     monkeypatch.setattr(train_module, "compute_anchors", lambda: torch.nn.functional.normalize(torch.randn(14, 3, 384), dim=-1))
 
@@ -63,7 +63,7 @@ def test_finetune_stores_encoder_weights_and_evaluates_through_the_full_model(tm
 
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import radalign.concepts.train as train_module
+    import radalign.concepts_training.train as train_module
 
     manifest = _manifest(tmp_path)
     cfg = TrainConfig(manifest=manifest, out=tmp_path / "h.pt", cache_dir=tmp_path / "cache", encoder=TINY_ENCODER, d_model=32, batch_size=8,
@@ -90,8 +90,8 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path, monkeypa
 
 
 def test_a_validation_split_that_cannot_be_scored_is_refused_with_the_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import radalign.concepts.train as train_module
-    from radalign.concepts.train import ValidationUnscorable
+    import radalign.concepts_training.train as train_module
+    from radalign.concepts_training.train import ValidationUnscorable
 
     manifest = _manifest(tmp_path)  # even rows normal, odd rows abnormal
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from radalign.concepts.data import read_manifest, write_cxr_public_manifest
-from radalign.concepts.evaluate import predict_records
-from radalign.concepts.metrics import per_observation_auc
-from radalign.concepts.sources import split_by_source
-from radalign.concepts.train import TrainConfig, train
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.data import read_manifest, write_cxr_public_manifest
+from radalign.concepts_training.evaluate import predict_records
+from radalign.concepts_training.metrics import per_observation_auc
+from radalign.concepts_training.sources import split_by_source
+from radalign.concepts_training.train import TrainConfig, train
 from schemas.events import Observation
 
 SHARED = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "cxr-public"

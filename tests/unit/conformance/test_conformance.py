@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from radalign.config import Settings
-from radalign.drafting.sr import BASIC_TEXT_SR
 from radalign.ingest.dicom import ACCEPTED_SOP_CLASSES, IGNORED_SOP_CLASSES
 from radalign.pipeline import ALL_TOPICS
+from radalign.reports.sr import BASIC_TEXT_SR
 from schemas.events import schema_file
 from services import conformance
 from services.gateway import dicom_scp

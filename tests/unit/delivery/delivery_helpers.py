@@ -10,7 +10,7 @@ from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import BasicTextSRStorage, Comprehensive3DSRStorage
 
-from radalign.drafting.identity import InstanceIdentity, StudyIdentity
+from radalign.reports.reidentification import InstanceIdentity, StudyIdentity
 from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, ReportDrafted, StageTiming, StudyRef
 
 KEY = "st-00112233445566aa"
@@ -82,6 +82,6 @@ class StoreSCP:
 
 def seed_patient(server, identity: StudyIdentity | None = None) -> str:  # LoopbackFhirServer
     """The EHR already holds the patient (the FHIR bundle references it conditionally)."""
-    from radalign.drafting.fhir import patient_dict
+    from radalign.reports.fhir import patient_dict
 
     return server.seed(patient_dict(identity or make_identity()))

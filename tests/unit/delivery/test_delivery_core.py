@@ -15,11 +15,11 @@ from radalign.delivery.destinations import ClientCredentialsAuth, DicomDestinati
 from radalign.delivery.records import MemoryDeliveryRecords
 from radalign.delivery.senders import DicomStoreSender, FhirSender
 from radalign.delivery.version import ReportVersion
-from radalign.drafting.identity import StaticReidentifier
-from radalign.drafting.sr import read_sr_text
 from radalign.framework import metrics
 from radalign.framework.retry import PermanentError
 from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.reports.reidentification import StaticReidentifier
+from radalign.reports.sr import read_sr_text
 from radalign.testing.stack import free_port
 
 FAST = RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.05, timeout_s=30)  # generous: a loaded CI machine
@@ -203,7 +203,7 @@ async def test_no_destinations_is_a_no_op():
 
 def test_sr_delivered_reads_back_with_highdicom():
     from radalign.delivery.senders import sr_for
-    from radalign.drafting.sr import basic_text_sr_bytes
+    from radalign.reports.sr import basic_text_sr_bytes
 
     item = ReportVersion(make_report())
     ds = sr_for(item, make_identity())

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from delivery_helpers import make_identity, make_report, seed_patient
 
-from radalign.drafting.fhir import US_CORE_DR_NOTE, order_identifier, patient_dict, transaction_bundle
-from radalign.drafting.identity import identity_from_row
 from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.reports.fhir import US_CORE_DR_NOTE, order_identifier, patient_dict, transaction_bundle
+from radalign.reports.reidentification import identity_from_row
 
 ISSUED = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)
 HEADERS = {"Content-Type": "application/fhir+json; fhirVersion=4.0"}

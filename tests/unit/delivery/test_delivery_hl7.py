@@ -14,9 +14,9 @@ from radalign.delivery.destinations import Hl7Destination, RetryPolicy, load_con
 from radalign.delivery.hl7 import Hl7Sender, Hl7TransientError, build_oru, check_ack, escape, message_control_id
 from radalign.delivery.records import MemoryDeliveryRecords
 from radalign.delivery.version import ReportVersion, final_version
-from radalign.drafting.identity import StaticReidentifier
 from radalign.framework.retry import PermanentError
 from radalign.loopback.mllp import MllpListener
+from radalign.reports.reidentification import StaticReidentifier
 from radalign.review.signers import Signer
 from radalign.review.signoff import build_final
 from schemas.events import Certainty, Observation, ReviewRole

@@ -6,8 +6,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from radalign.drafting.identity import identity_from_row
 from radalign.ingest.deid import original_identifiers
+from radalign.reports.reidentification import identity_from_row
 
 
 def _chest_header() -> Dataset:

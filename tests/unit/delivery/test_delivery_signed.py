@@ -17,10 +17,10 @@ from radalign.delivery.destinations import DicomDestination, FhirDestination, Re
 from radalign.delivery.records import MemoryDeliveryRecords
 from radalign.delivery.senders import DicomStoreSender, FhirSender
 from radalign.delivery.version import ReportVersion, final_version
-from radalign.drafting.fhir import REPLACES_EXTENSION, REPORT_VERSION_SYSTEM, transaction_bundle
-from radalign.drafting.identity import StaticReidentifier
-from radalign.drafting.sr import signed_instance_uid
 from radalign.loopback.fhir_server import LoopbackFhirServer
+from radalign.reports.fhir import REPLACES_EXTENSION, REPORT_VERSION_SYSTEM, transaction_bundle
+from radalign.reports.reidentification import StaticReidentifier
+from radalign.reports.sr import signed_instance_uid
 from radalign.review.signers import Signer
 from radalign.review.signoff import build_final
 from schemas.events import Certainty, Observation, ReportFinal, ReviewRole

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from radalign.drafting.assessment import assessed_observations, assessment_line, not_assessed_observations
+from radalign.reports.assessment import assessed_observations, assessment_line, not_assessed_observations
 from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, OutOfDistribution, ReportDrafted, StudyRef
 
 

@@ -75,3 +75,17 @@ async def test_stated_findings_of_low_precision_go_to_review_when_configured():
     assert not (await DraftingCore(_ReviewSettings()).draft(make_event(LABELS, CASES))).needs_review
     with pytest.raises(ValueError, match="RADALIGN_DRAFTING_REVIEW_PRESENT"):
         DraftingCore(_ReviewSettings(drafting_review_present="Cardiomegaly, Hangnail"))
+
+
+async def test_the_core_owns_its_fallback_drafter_and_labeler():
+    from radalign.drafting.deterministic import DeterministicDrafter
+    from radalign.drafting.labels import default_labeler
+
+    labeler = default_labeler()
+    fallback = DeterministicDrafter(labeler)
+    core = DraftingCore(Settings(), labeler=labeler, fallback=fallback)
+    assert core.labeler is labeler and core.fallback is fallback
+    # the guard is handed the core's own objects (it guards; it builds no drafter of its own)
+    assert core.guard.labeler is labeler and core.guard.fallback is fallback
+    report = await core.draft(make_event(LABELS, CASES))
+    assert report.drafter == "deterministic" and report.phrase_table_version == fallback.table.version

@@ -53,7 +53,7 @@ def test_a_finding_the_policy_allows_is_inserted_into_the_normal_report():
 
 
 def test_a_site_macro_replaces_the_default_normal_report():
-    from radalign.drafting.phrases import NormalMacro
+    from radalign.sites.macros import NormalMacro
 
     macro = NormalMacro("Heart and lungs normal. No effusion.", "Normal chest.")
     event = make_event(LIKELY_NORMAL, [])

@@ -16,7 +16,7 @@ from pydicom import dcmread
 
 from radalign.config import Settings
 from radalign.drafting.core import DraftingCore
-from radalign.drafting.fhir import (
+from radalign.reports.fhir import (
     AIAST,
     DEFAULT_PATIENT_SYSTEM,
     US_CORE_DR_NOTE,
@@ -27,8 +27,8 @@ from radalign.drafting.fhir import (
     transaction_bundle,
     validate,
 )
-from radalign.drafting.identity import InstanceIdentity, StudyIdentity
-from radalign.drafting.sr import (
+from radalign.reports.reidentification import InstanceIdentity, StudyIdentity
+from radalign.reports.sr import (
     BASIC_TEXT_SR,
     COMPREHENSIVE_3D_SR,
     ai_results_sr,
@@ -311,7 +311,7 @@ def test_ai_results_sr_passes_dciodvfy(report, tmp_path, with_library):
 def test_a_free_text_study_id_becomes_a_valid_derived_study_uid():
     from pydicom.uid import UID
 
-    from radalign.drafting.identity import dicom_study_uid
+    from radalign.reports.reidentification import dicom_study_uid
 
     real = "1.2.826.0.1.3680043.8.498.1"
     assert dicom_study_uid(real) == real  # a DICOM study keeps its UID

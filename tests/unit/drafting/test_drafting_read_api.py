@@ -12,8 +12,8 @@ from pydicom import dcmread
 
 from radalign.config import Settings
 from radalign.drafting.core import DraftingCore
-from radalign.drafting.identity import StaticReidentifier, StudyIdentity
-from radalign.drafting.store import StoredReport
+from radalign.reports.reidentification import StaticReidentifier, StudyIdentity
+from radalign.reports.store import StoredReport
 from schemas.events import Certainty, Observation
 from services.drafting.read_api import build_read_routes, negotiate
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from radalign.identity import patient_key
 from radalign.kb.ingest import IngestError, IngestReport, csv_drafts, ingest_drafts
 from radalign.labeler.iu import iu_archive_path
+from radalign.pseudonymizer import patient_key
 from schemas.events import Certainty as C
 from schemas.events import Observation as O
 
@@ -128,8 +128,8 @@ def _chest_like_png(path, seed: int) -> None:
 async def test_the_default_image_embedder_embeds_csv_images_with_the_shipped_concept_model(tmp_path):
     """`kb ingest csv` (images on by default): no embedder given, each row's PNG is embedded by the
     shipped concept model, exactly as the model embeds the preprocess stage's input of that file."""
-    from radalign.concepts.data import load_image
     from radalign.concepts.heatmaps import ConceptAttention
+    from radalign.concepts_training.data import load_image
 
     _chest_like_png(tmp_path / "a.png", 1)
     _chest_like_png(tmp_path / "b.png", 2)

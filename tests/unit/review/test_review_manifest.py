@@ -9,7 +9,7 @@ import numpy as np
 from review_helpers import drafted
 
 from radalign.blobstore import LocalBlobStore
-from radalign.concepts.data import read_manifest
+from radalign.concepts_training.data import read_manifest
 from radalign.ingest.images import encode_npy
 from radalign.review.agreement import drafted_states
 from radalign.review.manifest import write_manifest

@@ -80,7 +80,7 @@ def test_differences_and_agreement_per_observation():
 
 
 def test_the_case_store_copy_redacts_the_studys_own_identifiers():
-    from radalign.drafting.identity import StudyIdentity
+    from radalign.reports.reidentification import StudyIdentity
     from radalign.review.learning import REDACTED, known_identifiers, signed_case_draft
 
     identity = StudyIdentity(study_key="st-0000000000000001", study_instance_uid="1.2.3.4.5", patient_id="MRN-00123",

@@ -11,7 +11,7 @@ import torch
 
 from radalign.concepts.ood import fit_feature_distance
 from radalign.concepts.vocabulary import OBSERVATIONS
-from radalign.identity import Pseudonymizer
+from radalign.pseudonymizer import Pseudonymizer
 from radalign.sites.head import fit_site_head, load_head, predict, save_head
 from radalign.sites.registry import PromotionRefused, SiteRegistry, live_head
 from radalign.sites.train import split_of
@@ -152,7 +152,7 @@ def test_shadow_comparison_counts_agreement_and_auc_against_signed_labels():
 def test_an_archive_is_pseudonymised_in_its_live_studies_namespace(tmp_path):
     """The archive's patient keys are the ones live intake mints for the same site (issuer "hosp a"
     -> site HOSP-A): one patient, one key, whichever way the film arrived."""
-    from radalign.identity import IssuerPolicy
+    from radalign.pseudonymizer import IssuerPolicy
 
     policy = IssuerPolicy(by_source={"dicom-cstore:PACS_A": "hosp a", "http": "OTHER"})
     assert policy.site("dicom-cstore", calling_ae="PACS_A") == "HOSP-A"

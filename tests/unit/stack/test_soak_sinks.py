@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from radalign.drafting.identity import dicom_study_uid
+from radalign.reports.reidentification import dicom_study_uid
 from radalign.stack.soak_sinks import fhir_studies, fhir_writes, tally
 
 

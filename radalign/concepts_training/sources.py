@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from radalign.concepts.data import Record, _patient_of_study, coarse_labels, patient_split, pediatric_images, read_manifest
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.data import Record, _patient_of_study, coarse_labels, patient_split, pediatric_images, read_manifest
 
 MANIFEST_FIELDS = ["image", "patient_id", "source", "view", "label", "report", *[o.value for o in OBSERVATIONS]]
 CXR_PUBLIC, NIH, PEDIATRIC = "cxr-public", "nih-cxr800", "pediatric"
@@ -133,7 +133,7 @@ def split_by_source(records: Sequence[Record], fractions: tuple[float, float, fl
 
 def checkpoint_split(meta: Mapping[str, Any], manifest: str | Path) -> tuple[list[Record], dict[str, list[int]]]:
     """The records of `manifest` and their train / val / test indices exactly as the trainer split
-    them for the checkpoint with this metadata: the same steps as `radalign.concepts.train.train`
+    them for the checkpoint with this metadata: the same steps as `radalign.concepts_training.train.train`
     (`read_manifest` with its `labels_from_report`, its `limit` subset, its excluded sources, then
     `split_by_source` with its fractions and seed). Evaluation, audits and benchmarks use this so
     that their held-out rows are the ones training, early stopping, calibration and the gate never saw."""

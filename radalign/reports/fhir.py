@@ -18,7 +18,7 @@ What a consumer gets (`transaction_bundle`, what the delivery stage sends):
   reference's identifier. On R4, `meta.profile` = US Core DiagnosticReport Profile for Report and
   Note exchange (`US_CORE_DR_NOTE`) when there is a subject; narrative `text` and `presentedForm`
   (findings, impression, then the AI assessment line: what the model assessed and what it did
-  not, `radalign.drafting.assessment`), `conclusion` and
+  not, `radalign.reports.assessment`), `conclusion` and
   `conclusionCode` (the findings the model called present), `effectiveDateTime` = the study's
   date and time, `result` = one coded Observation per assessed finding, the AIAST security label;
 - Observation per assessed finding: the CheXpert observation (and SNOMED CT where the mapping is
@@ -50,9 +50,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
-from radalign.drafting.assessment import assessment_line
 from radalign.drafting.concepts import SNOMED_FINDINGS
-from radalign.drafting.identity import StudyIdentity
+from radalign.reports.assessment import assessment_line
+from radalign.reports.reidentification import StudyIdentity
 from schemas.events import Certainty, ConceptScore, Observation, ReportDrafted
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ OrderMode = Literal["conditional", "identifier"]
 
 def report_text(report: ReportDrafted) -> str:
     """The human-readable report (presentedForm), ending with the AI assessment line: what the
-    model assessed and what it did not (`radalign.drafting.assessment`)."""
+    model assessed and what it did not (`radalign.reports.assessment`)."""
     return f"FINDINGS:\n{report.findings}\n\nIMPRESSION:\n{report.impression}\n\n{assessment_line(report)}\n"
 
 

@@ -5,7 +5,7 @@ trained with the concept BCE (+ InfoNCE against report embeddings where a report
 source of the manifest together: labels masked per source (`sources.source_label_masks`),
 patient-level splits per source, sources drawn with tempered balancing, early stopping on the
 mean *within-source* validation AUC (a pooled AUC rewards recognising the source). Resumable from
-`<out>.last.pt`. Then, on validation data only (`radalign.concepts.validation`): Platt calibration,
+`<out>.last.pt`. Then, on validation data only (`radalign.concepts_training.validation`): Platt calibration,
 operating points, the OOD threshold, leave-one-source-out re-trainings and the validity gate, all
 stored in the checkpoint. `--finetune` trains the encoder too (meant for a GPU: mixed precision
 when CUDA is present; no leave-one-source-out re-trainings then).
@@ -27,14 +27,14 @@ import torch
 import typer
 
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, compute_anchors, jsonable, save_checkpoint
-from radalign.concepts.data import Record, manifest_fingerprint, read_manifest, write_cxr_public_manifest
 from radalign.concepts.encoders import DEFAULT_ENCODER, build_encoder
-from radalign.concepts.features import ImageDataset, cached_features
-from radalign.concepts.losses import UncertaintyPolicy, concept_loss, contrastive_loss
-from radalign.concepts.metrics import mean_auc, per_observation_auc
 from radalign.concepts.model import ConceptAlignmentHead, ConceptModel, HeadConfig
-from radalign.concepts.sources import balanced_weights, masked_labels, source_label_masks, split_by_source
 from radalign.concepts.vocabulary import OBSERVATIONS, load_vocabulary
+from radalign.concepts_training.data import Record, manifest_fingerprint, read_manifest, write_cxr_public_manifest
+from radalign.concepts_training.features import ImageDataset, cached_features
+from radalign.concepts_training.losses import UncertaintyPolicy, concept_loss, contrastive_loss
+from radalign.concepts_training.metrics import mean_auc, per_observation_auc
+from radalign.concepts_training.sources import balanced_weights, masked_labels, source_label_masks, split_by_source
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     seconds = time.perf_counter() - started
     encoder_state = run.state["best_encoder"] if cfg.finetune else None
     ckpt = Checkpoint(head=run.head, encoder_name=cfg.encoder, encoder_state=encoder_state, meta=_train_meta(run, seconds))
-    from radalign.concepts.validation import validate_and_gate
+    from radalign.concepts_training.validation import validate_and_gate
 
     if run.encoder is not None:
         run.encoder.eval().cpu()
@@ -412,7 +412,7 @@ class _TrainRun:
 
 
 def _encode_indices(encoder: torch.nn.Module, records: list[Record], idx: list[int]) -> torch.Tensor:
-    from radalign.concepts.features import encode_images
+    from radalign.concepts_training.features import encode_images
 
     return torch.from_numpy(encode_images(encoder, [records[i].image for i in idx], progress=False)).float()
 
@@ -482,7 +482,7 @@ def sources_manifest_cmd(
     only: Annotated[list[str] | None, typer.Option(help="keep only these sources (e.g. one site to audit)")] = None,
 ) -> None:
     """Write the multi-source manifest (cxr-public frontals, nih-cxr800, the pediatric JPEGs)."""
-    from radalign.concepts.sources import write_lateral_manifest, write_multisource_manifest
+    from radalign.concepts_training.sources import write_lateral_manifest, write_multisource_manifest
 
     typer.echo(str(write_multisource_manifest(shared_data, out, include_pediatric=include_pediatric, only=only)))
     if laterals_out:
@@ -506,11 +506,11 @@ def refit_claim_policy(checkpoint: Path, manifest: Path, out: Path, cache_dir: P
     validation split (rebuilt exactly as training split it); test-split figures of the policy
     are measured and recorded beside it, used for nothing. Writes the new checkpoint to `out`."""
     from radalign.concepts.checkpoint import load_checkpoint, save_checkpoint
-    from radalign.concepts.evaluate import predict_full
     from radalign.concepts.gate import ServedGate
     from radalign.concepts.policy import evaluate_policy
-    from radalign.concepts.sources import checkpoint_split, masked_labels, split_mismatch
-    from radalign.concepts.validation import with_claim_policy
+    from radalign.concepts_training.evaluate import predict_full
+    from radalign.concepts_training.sources import checkpoint_split, masked_labels, split_mismatch
+    from radalign.concepts_training.validation import with_claim_policy
 
     ckpt = load_checkpoint(checkpoint)
     records, parts = checkpoint_split(ckpt.meta, manifest)

@@ -22,13 +22,14 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from radalign.concepts.calibration import MIN_CLASS_FOR_FIT, choose_operating_point, expected_calibration_error, fit_platt, logit, sigmoid
+from radalign.concepts.calibration import logit, sigmoid
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import patient_split, read_manifest
-from radalign.concepts.evaluate import predict_full
 from radalign.concepts.gate import GateCriteria, ServedGate, auc_or_none, profile_path, save_profile
-from radalign.concepts.metrics import bootstrap_aucs
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.calibration import MIN_CLASS_FOR_FIT, choose_operating_point, expected_calibration_error, fit_platt
+from radalign.concepts_training.data import patient_split, read_manifest
+from radalign.concepts_training.evaluate import predict_full
+from radalign.concepts_training.metrics import bootstrap_aucs
 
 
 @dataclass

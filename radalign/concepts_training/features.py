@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from radalign.concepts.data import Record, load_image
 from radalign.concepts.encoders import build_encoder
 from radalign.concepts.model import IMAGENET_MEAN, IMAGENET_STD
+from radalign.concepts_training.data import Record, load_image
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def image_cache_key(path: Path, encoder_name: str) -> str:
     """Key of one image's features: encoder, image pipeline version, resolved path and mtime."""
     import hashlib
 
-    from radalign.concepts.data import IMAGE_PIPELINE_VERSION
+    from radalign.concepts_training.data import IMAGE_PIPELINE_VERSION
 
     path = Path(path)
     raw = f"{encoder_name}|{IMAGE_PIPELINE_VERSION}|{path.resolve()}|{path.stat().st_mtime_ns}"

@@ -18,7 +18,7 @@ same version gives the same SOP Instance UID and a new version gets a new one.
 
 The content tree: the device observer context, then the Findings and Impressions sections, then
 a "Current Procedure Descriptions" section with the AI assessment line (what the model assessed
-and what it did not, `radalign.drafting.assessment`), so the SR's text ends with it.
+and what it did not, `radalign.reports.assessment`), so the SR's text ends with it.
 
 Beside the text, the AI's own results as a Comprehensive 3D SR in TID 1500 "Measurement Report"
 (`ai_results_sr`), built only with highdicom's public API (`hd.sr.Comprehensive3DSR`,
@@ -58,9 +58,9 @@ from pydicom.sr.coding import Code
 from pydicom.uid import UID
 
 from radalign import __version__
-from radalign.drafting.assessment import assessment_line
 from radalign.drafting.concepts import SNOMED_FINDINGS
-from radalign.drafting.identity import StudyIdentity
+from radalign.reports.assessment import assessment_line
+from radalign.reports.reidentification import StudyIdentity
 from schemas.events import Certainty, ConceptScore, Observation, ReportDrafted
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""The one patient identity function, checked on what each intake path actually hashes.
+"""The one patient pseudonymising function, checked on what each intake path actually hashes.
 
 Same-patient exclusion only works when the gateway (C-STORE, STOW-RS, HTTP) and every case-store
 loader derive the same key for the same (issuer, patient id); these tests push real objects
@@ -16,7 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation
 
-from radalign.identity import (
+from radalign.ingest.gateway import GatewayCore
+from radalign.kb.ingest import IU_ISSUER, csv_drafts
+from radalign.pseudonymizer import (
     DEFAULT_ISSUER,
     IssuerPolicy,
     Pseudonymizer,
@@ -25,8 +27,6 @@ from radalign.identity import (
     patient_key,
     site_name,
 )
-from radalign.ingest.gateway import GatewayCore
-from radalign.kb.ingest import IU_ISSUER, csv_drafts
 from radalign.samples import chest_jpeg_paths
 from radalign.testing.ingest import dicom_bytes, synthetic_radiograph, with_changes
 from schemas.events import KEY_PATTERN

@@ -91,7 +91,7 @@ class Pseudonymizer:
         return hmac.new(self._key, f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
     def patient_key(self, patient_id: str, issuer: str | None) -> str:
-        """The patient key of `patient_id` in `issuer`'s namespace (the one identity function)."""
+        """The patient key of `patient_id` in `issuer`'s namespace (the one pseudonymising function)."""
         value = (patient_id or "").strip()
         if not value:
             raise ValueError("cannot pseudonymise an empty patient id (use unidentified_patient_key)")

@@ -1,17 +1,25 @@
 """Each site's normal report macro: `<sites_dir>/<site>/normal_macro.json`, {"findings": ...,
-"impression": ...}, the provider's own wording of a normal chest film. A likely-normal film's draft
-is its site's macro (the phrase table's default where the site has none)."""
+"impression": ...}, the provider's own wording of a normal chest film. A site artifact beside its
+site model (`radalign sites macro` writes it); drafting reads it: a likely-normal film's draft is
+its site's macro (the phrase table's default where the site has none)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-
-from radalign.drafting.phrases import NormalMacro
 
 log = logging.getLogger(__name__)
 MACRO_FILE = "normal_macro.json"
+
+
+@dataclass(frozen=True)
+class NormalMacro:
+    """A provider's normal report: what a likely-normal film's draft says."""
+
+    findings: str
+    impression: str
 
 
 def load_normal_macros(sites_dir: str | Path) -> dict[str, NormalMacro]:

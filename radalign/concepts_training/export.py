@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from radalign.concepts import INPUT_SIZE, MODEL_NAME
+from radalign.concepts import MODEL_NAME
 from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from radalign.concepts.vocabulary import OBSERVATIONS
+from schemas.model_input import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 

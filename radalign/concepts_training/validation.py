@@ -16,22 +16,23 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from radalign.concepts.calibration import PlattCalibrator, choose_operating_point, expected_calibration_error, fit_platt, sigmoid
+from radalign.concepts.calibration import PlattCalibrator, sigmoid
 from radalign.concepts.gate import GateCriteria, ServedGate, auc_or_none, decide_gate, strata_failures
-from radalign.concepts.metrics import bootstrap_aucs
 from radalign.concepts.ood import choose_threshold, fit_feature_distance, pool, score
 from radalign.concepts.policy import PolicyCriteria
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.calibration import choose_operating_point, expected_calibration_error, fit_platt
+from radalign.concepts_training.metrics import bootstrap_aucs
 
 if TYPE_CHECKING:
     from radalign.concepts.checkpoint import Checkpoint
-    from radalign.concepts.data import Record
-    from radalign.concepts.train import TrainConfig
+    from radalign.concepts_training.data import Record
+    from radalign.concepts_training.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
 FeatureFn = Callable[[list[int]], torch.Tensor]
-#: The trainer (`radalign.concepts.train.train`): TrainConfig -> a result with `.checkpoint`.
+#: The trainer (`radalign.concepts_training.train.train`): TrainConfig -> a result with `.checkpoint`.
 Retrain = Callable[["TrainConfig"], Any]
 #: A source needs this many films to be left out (and its figures to mean something).
 MIN_LOSO_ROWS = 50
@@ -104,7 +105,7 @@ def leave_one_source_out(
 
 
 def _fingerprint_without(records: Sequence[Record], source: str) -> str:
-    from radalign.concepts.data import manifest_fingerprint
+    from radalign.concepts_training.data import manifest_fingerprint
 
     return manifest_fingerprint([r for r in records if r.source != source])
 

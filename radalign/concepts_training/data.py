@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from radalign.concepts import INPUT_SIZE
 from radalign.concepts.vocabulary import OBSERVATIONS
 from schemas.events import Certainty, Observation
+from schemas.model_input import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 

@@ -12,24 +12,22 @@ in the checkpoint.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
-import typer
 
-from radalign.concepts.calibration import expected_calibration_error, reliability_curve
-from radalign.concepts.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from radalign.concepts.data import Record, load_image
-from radalign.concepts.features import cached_features
+from radalign.concepts.checkpoint import load_checkpoint
 from radalign.concepts.gate import CONFOUNDER, GROUP_DEFINING, auc_or_none
-from radalign.concepts.metrics import AucRow, bootstrap_aucs, mean_auc, per_observation_auc, summarise
-from radalign.concepts.sources import checkpoint_split, masked_labels
 from radalign.concepts.vocabulary import OBSERVATIONS
+from radalign.concepts_training.calibration import expected_calibration_error, reliability_curve
+from radalign.concepts_training.data import Record, load_image
+from radalign.concepts_training.features import cached_features
+from radalign.concepts_training.metrics import AucRow, bootstrap_aucs, mean_auc, per_observation_auc, summarise
+from radalign.concepts_training.sources import checkpoint_split, masked_labels
 
 
 @dataclass
@@ -332,54 +330,4 @@ def evaluate(
     )
 
 
-eval_app = typer.Typer(help="Evaluate models.", no_args_is_help=True)
-
-
-@eval_app.callback()
-def _eval_group() -> None:
-    """Evaluate models (a group, so that `radalign eval concepts` keeps its sub-command name)."""
-
-
-@eval_app.command("concepts")
-def eval_concepts_cmd(
-    manifest: Annotated[Path, typer.Argument(help="the manifest the checkpoint was trained on")],
-    checkpoint: Annotated[Path, typer.Option(help="checkpoint to evaluate")] = DEFAULT_CHECKPOINT,
-    split: Annotated[str, typer.Option(help="test / val / train of the checkpoint's split, or all (any manifest as an external test set)")] = "test",
-    cache_dir: Path = Path(".radalign/cache/concepts"),
-    n_boot: int = 1000,
-    roc_png: Annotated[Path | None, typer.Option(help="where to write the ROC curves")] = Path(".radalign/reports/concepts_roc.png"),
-    reliability_png: Annotated[Path | None, typer.Option(help="where to write the reliability plot")] = Path(".radalign/reports/concepts_reliability.png"),
-    json_out: Annotated[Path | None, typer.Option(help="also write the figures as JSON")] = None,
-    site: Annotated[str | None, typer.Option(help="evaluate the model that serves this site (its promoted site model); split: all, or the site's own")] = None,
-) -> None:
-    """Per-observation AUC with bootstrap 95% CIs (overall, within each source), the source-identity
-    baseline, confounding check, calibration, operating points, OOD rate and the LOSO table."""
-    if site:
-        from radalign.config import get_settings
-        from radalign.figures import write_figures
-        from radalign.sites.evaluate import evaluate_site, format_site_report
-
-        settings = get_settings()
-        from radalign.identity import IssuerPolicy
-
-        figures = evaluate_site(manifest, site, sites_dir=settings.sites_dir, split=split, secret=settings.deid_secret, cache_dir=cache_dir,
-                                checkpoint=checkpoint, n_boot=n_boot, issuer=IssuerPolicy.from_settings(settings).issuer_of_site(site))
-        typer.echo(format_site_report(figures))
-        if json_out:
-            typer.echo(f"JSON: {write_figures(figures, json_out)}")
-        return
-    report = evaluate(checkpoint, manifest, split=split, cache_dir=cache_dir, n_boot=n_boot, roc_png=roc_png, reliability_png=reliability_png)
-    typer.echo(f"{report.split} split: {report.images} images, {report.patients} patients, model {report.model_version}")
-    typer.echo(report.table())
-    if report.roc_png:
-        typer.echo(f"ROC curves: {report.roc_png}")
-    if report.reliability_png:
-        typer.echo(f"reliability plot: {report.reliability_png}")
-    if json_out:
-        data = asdict(report) | {"rows": [asdict(r) | {"observation": r.observation.value} for r in report.rows], "roc_png": str(report.roc_png),
-                                 "reliability_png": str(report.reliability_png)}
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(data, indent=2, default=str))
-
-
-__all__ = ["OBSERVATIONS", "EvalReport", "eval_app", "evaluate"]
+__all__ = ["OBSERVATIONS", "EvalReport", "evaluate"]
