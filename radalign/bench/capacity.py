@@ -1,0 +1,115 @@
+"""Capacity arithmetic for docs/capacity-plan.md: from a daily volume, a burst factor and each
+stage's measured (or estimated) per-replica rate, the replicas, partitions, KEDA lag thresholds and
+the cost per 1,000 studies. Pure; unit-tested (tests/unit/bench/test_capacity.py).
+
+    PYTHONPATH=. python -m radalign.bench.capacity        # prints the plan table (markdown)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SECONDS_PER_DAY = 86_400
+
+
+def per_second(studies_per_day: float) -> float:
+    return studies_per_day / SECONDS_PER_DAY
+
+
+def replicas(rate_per_s: float, per_replica_per_s: float, utilisation: float = 0.7) -> int:
+    """Replicas so that each runs at no more than `utilisation` of what one replica was measured
+    to sustain (headroom for noise, rebalances and retries); at least one."""
+    if per_replica_per_s <= 0 or not 0 < utilisation <= 1:
+        raise ValueError("per-replica rate must be positive and utilisation within (0, 1]")
+    return max(1, math.ceil(rate_per_s / (per_replica_per_s * utilisation)))
+
+
+def partitions(max_replicas: int, step: int = 4) -> int:
+    """Partitions of a stage's input topic: a consumer group uses at most one consumer per
+    partition, so at least the burst replica count, rounded up to a multiple of `step` (even
+    spreading when KEDA scales by halves)."""
+    if max_replicas < 1 or step < 1:
+        raise ValueError("max_replicas and step must be >= 1")
+    return step * math.ceil(max_replicas / step)
+
+
+def keda_lag_threshold(per_replica_per_s: float, drain_target_s: float) -> int:
+    """KEDA's Kafka scaler adds a replica per `lagThreshold` records of consumer lag: the lag one
+    replica clears within the drain target."""
+    return max(1, int(per_replica_per_s * drain_target_s))
+
+
+@dataclass(frozen=True)
+class StageCapacity:
+    """One stage: what one replica sustains and what it costs per hour."""
+
+    name: str
+    per_replica_per_s: float
+    #: Share of an instance one replica takes (vCPUs / the instance's vCPUs, or GPUs / GPUs).
+    instance_share: float
+    instance: str
+    usd_per_instance_hour: float
+    source: str = "measured"
+
+    @property
+    def usd_per_replica_hour(self) -> float:
+        return self.instance_share * self.usd_per_instance_hour
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: StageCapacity
+    sustained_replicas: int
+    burst_replicas: int
+    partitions: int
+    lag_threshold: int
+
+    @property
+    def usd_per_hour_sustained(self) -> float:
+        return self.sustained_replicas * self.stage.usd_per_replica_hour
+
+
+def plan(stages: Sequence[StageCapacity], studies_per_day: float, burst: float = 10.0,
+         utilisation: float = 0.7, drain_target_s: float = 30.0) -> list[StagePlan]:
+    sustained = per_second(studies_per_day)
+    out = []
+    for s in stages:
+        low = replicas(sustained, s.per_replica_per_s, utilisation)
+        high = replicas(sustained * burst, s.per_replica_per_s, utilisation)
+        out.append(StagePlan(s, low, high, partitions(high), keda_lag_threshold(s.per_replica_per_s, drain_target_s)))
+    return out
+
+
+def cost_per_1000(plans: Sequence[StagePlan], studies_per_day: float) -> float:
+    """USD per 1,000 studies at the sustained rate with the sustained replicas running all day."""
+    per_hour = sum(p.usd_per_hour_sustained for p in plans)
+    studies_per_hour = per_second(studies_per_day) * 3600
+    return per_hour / (studies_per_hour / 1000)
+
+
+# --- The plan in docs/capacity-plan.md -------------------------------------------------------
+# Prices: AWS us-east-1 on-demand Linux list prices as published (assumptions, checked against
+# the public price list as remembered on 2026-12-07; re-check before quoting): c7i.2xlarge
+# 8 vCPU $0.357/h; g6.xlarge (1x L4 24 GB) $0.805/h; g5.xlarge (1x A10G 24 GB) $1.006/h.
+C7I_2XL = ("c7i.2xlarge", 0.357, 8)
+G6_XL = ("g6.xlarge", 0.805)
+G5_XL = ("g5.xlarge", 1.006)
+
+
+def cpu_stage(name: str, per_replica_per_s: float, vcpus: float, source: str = "measured") -> StageCapacity:
+    instance, price, instance_vcpus = C7I_2XL
+    return StageCapacity(name, per_replica_per_s, vcpus / instance_vcpus, instance, price, source)
+
+
+def markdown_table(plans: Sequence[StagePlan], studies_per_day: float) -> str:
+    rows = ["| stage | per replica (studies/s) | source | sustained replicas | burst replicas (10x) | partitions | KEDA lagThreshold | instance | $/h sustained |",
+            "|---|---:|---|---:|---:|---:|---:|---|---:|"]
+    for p in plans:
+        s = p.stage
+        rows.append(f"| {s.name} | {s.per_replica_per_s:,.1f} | {s.source} | {p.sustained_replicas} | {p.burst_replicas} | "
+                    f"{p.partitions} | {p.lag_threshold} | {s.instance} x{s.instance_share:g} | {p.usd_per_hour_sustained:.2f} |")
+    rows.append(f"\nCost per 1,000 studies at {studies_per_day:,.0f} studies/day sustained: "
+                f"${cost_per_1000(plans, studies_per_day):.3f} (sustained replicas all day; bursts add while they last).")
+    return "\n".join(rows)
