@@ -430,7 +430,7 @@ def stat_phases(settings: Settings, deliveries: Deliveries, opts: Options) -> di
         deliveries.wait([p], 120, f"STAT idle {i + 1}/{opts.idle_stat}")
     done = deliveries.done([p.key for p in idle])
     idle_lat = [x["latency_s"] for x in latencies(idle, done)]
-    out["idle"] = stats.latency_summary(idle_lat) | {"samples": idle_lat}
+    out["idle"] = stats.latency_summary(idle_lat) | {"samples": idle_lat, "where_time_went_s": where_time_went(settings, idle, done)}
 
     print(f"[4/6] STAT under a backlog: {opts.backlog} routine studies, then {opts.backlog_stat} STAT every {opts.stat_interval_s} s ...", flush=True)
     load0 = machine_load()
@@ -451,7 +451,7 @@ def stat_phases(settings: Settings, deliveries: Deliveries, opts: Options) -> di
         "routine_studies": len(backlog), "routine_posted_in_s": backlog_posted - min(p.sent for p in backlog),
         "routine_still_queued_at_each_stat": depth,
         "routine_delivered_by_end": len(routine_done),
-        "stat": stats.latency_summary([x["latency_s"] for x in stat_lat]) | {"samples": stat_lat},
+        "stat": stats.latency_summary([x["latency_s"] for x in stat_lat]) | {"samples": stat_lat, "where_time_went_s": where_time_went(settings, stat, done)},
         "routine": stats.latency_summary([x["latency_s"] for x in backlog_lat]),
         "routine_series": stats.time_series(((x["done"], x["latency_s"]) for x in backlog_lat), min(p.sent for p in backlog), 5.0),
         "load": [load0, machine_load()],
@@ -461,7 +461,26 @@ def stat_phases(settings: Settings, deliveries: Deliveries, opts: Options) -> di
         print(f"      STAT idle p50 {out['idle']['p50']:.2f} s p99 {out['idle']['p99']:.2f} s; under the backlog "
               f"p50 {out['backlog']['stat']['p50']:.2f} s p99 {out['backlog']['stat']['p99']:.2f} s "
               f"(routine still queued: {depth[0]} -> {depth[-1]})", flush=True)
+        for label, waits in (("idle", out["idle"]["where_time_went_s"]), ("backlog", out["backlog"]["stat"]["where_time_went_s"])):
+            print(f"      STAT {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in waits.items()), flush=True)
     return out
+
+
+def where_time_went(settings: Settings, posted: Sequence[Posted], done: dict[str, float]) -> dict[str, float]:
+    """Mean seconds per stage, waiting and working, of these studies (from the drafted reports'
+    stage timings; `wait.preprocess` holds the gateway: upload, study-assembly quiet period, publish)."""
+    from radalign.framework import codec
+    from schemas.events import ReportDrafted
+    from schemas.topics import REPORT_DRAFTED
+
+    records = asyncio.run(read_topic(settings, REPORT_DRAFTED.names, {p.key for p in posted}, 60))
+    rows = []
+    for p in posted:
+        if p.key in records and p.key in done:
+            report = codec.decode(ReportDrafted, records[p.key].value)
+            timings = [(t.stage, t.started_at.timestamp(), t.duration_ms / 1000) for t in report.timings]
+            rows.append(stats.stage_waits(p.sent, timings, done[p.key]))
+    return stats.mean_by_key(rows)
 
 
 def fmt_lanes(lanes: dict[str, dict[str, float]]) -> str:

@@ -111,3 +111,31 @@ def stat_vs_idle(idle: Mapping[str, float], backlog: Mapping[str, float], target
     p50 = backlog["p50"] / idle["p50"]
     p99 = backlog["p99"] / idle["p99"]
     return {"p50_ratio": p50, "p99_ratio": p99, "target": target, "within_target": p50 <= target and p99 <= target}
+
+
+def stage_waits(received_at: float, timings: Sequence[tuple[str, float, float]], delivered_at: float) -> dict[str, float]:
+    """Where a study's end-to-end time went: for each stage (timings as (stage, start, seconds) in
+    pipeline order, sub-stage entries `stage.part` left out) the wait before it started
+    (`wait.<stage>`, queueing: Kafka lag, the gateway's quiet period for the first) and its own
+    time (`run.<stage>`); then `after.<last stage>`: from the last stage's end to delivery (the
+    delivery stage's wait and work, which no timing records)."""
+    out: dict[str, float] = {}
+    previous_end = received_at
+    for stage, start, seconds in timings:
+        if "." in stage:
+            continue
+        out[f"wait.{stage}"] = start - previous_end
+        out[f"run.{stage}"] = seconds
+        previous_end = start + seconds
+    if timings:
+        out[f"after.{[t for t in timings if '.' not in t[0]][-1][0]}"] = delivered_at - previous_end
+    return out
+
+
+def mean_by_key(rows: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """The mean of each key over the rows that have it (key order of first appearance)."""
+    sums: dict[str, list[float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            sums.setdefault(key, []).append(value)
+    return {key: sum(values) / len(values) for key, values in sums.items()}

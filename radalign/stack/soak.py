@@ -142,7 +142,7 @@ async def _topic_report_ids(settings: Settings, keys: set[str]) -> dict[str, lis
     from schemas.events import ReportDrafted
     from schemas.topics import REPORT_DRAFTED
 
-    consumer = AIOKafkaConsumer(REPORT_DRAFTED.name, **settings.kafka_client_kwargs(), group_id=None,
+    consumer = AIOKafkaConsumer(*REPORT_DRAFTED.names, **settings.kafka_client_kwargs(), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     found: dict[str, list[str]] = {}

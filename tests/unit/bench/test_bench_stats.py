@@ -62,3 +62,13 @@ def test_stat_vs_idle_target() -> None:
     ok = stat_vs_idle({"p50": 2.0, "p99": 4.0}, {"p50": 3.0, "p99": 8.0})
     assert ok["p50_ratio"] == 1.5 and ok["p99_ratio"] == 2.0 and ok["within_target"] is True
     assert stat_vs_idle({"p50": 2.0, "p99": 4.0}, {"p50": 5.0, "p99": 4.0})["within_target"] is False
+
+
+def test_stage_waits_split_queueing_from_work() -> None:
+    from radalign.bench.stats import mean_by_key, stage_waits
+
+    # received at 100; preprocess 100.5-100.7; its sub-part ignored; concepts 101.7-102.0; delivered 103
+    waits = stage_waits(100.0, [("preprocess", 100.5, 0.2), ("preprocess.decode", 100.5, 0.1), ("concepts", 101.7, 0.3)], 103.0)
+    assert waits == pytest.approx({"wait.preprocess": 0.5, "run.preprocess": 0.2, "wait.concepts": 1.0, "run.concepts": 0.3,
+                                   "after.concepts": 1.0})
+    assert mean_by_key([{"a": 1.0}, {"a": 3.0, "b": 2.0}]) == {"a": 2.0, "b": 2.0}
