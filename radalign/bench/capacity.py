@@ -113,3 +113,37 @@ def markdown_table(plans: Sequence[StagePlan], studies_per_day: float) -> str:
     rows.append(f"\nCost per 1,000 studies at {studies_per_day:,.0f} studies/day sustained: "
                 f"${cost_per_1000(plans, studies_per_day):.3f} (sustained replicas all day; bursts add while they last).")
     return "\n".join(rows)
+
+
+def production_stages(alone: dict[str, float], llm_drafts_per_gpu_s: float | None = None) -> list[StageCapacity]:
+    """The production shape from this machine's stage-alone rates (`radalign bench`, studies/s of
+    one worker on this 2-core machine, so one replica = 2 vCPU here): CPU stages on c7i.2xlarge
+    shares, the concept model on one GPU (estimated from the H200 measurement), and optionally an
+    LLM rewrite on g5.xlarge GPUs (estimated)."""
+    stages = [cpu_stage(name, alone[name], 2.0, "measured here (2 vCPU, shared)")
+              for name in ("gateway", "preprocess", "retrieval", "drafting", "delivery") if name in alone]
+    # Concept model on a GPU: 5,158 images/s on an H200 through a Triton Python backend (host <->
+    # device copies included, batch 32); an L4 estimated at a quarter of that. Decode stays in
+    # preprocess, on CPU.
+    name, price = G6_XL
+    stages.insert(2, StageCapacity("concepts (Triton, L4)", 5158 / 4, 1.0, name, price, "estimated from H200"))
+    if llm_drafts_per_gpu_s:
+        name, price = G5_XL
+        stages.append(StageCapacity("LLM rewrite (8B, vLLM)", llm_drafts_per_gpu_s, 1.0, name, price, "estimated"))
+    return stages
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bench", type=Path, default=Path("docs/bench/bench.json"), help="a `radalign bench` JSON")
+    parser.add_argument("--per-day", type=float, default=1_000_000)
+    parser.add_argument("--burst", type=float, default=10.0)
+    parser.add_argument("--llm-drafts-per-gpu-s", type=float, default=None)
+    args = parser.parse_args()
+    alone = json.loads(args.bench.read_text())["alone"]["studies_per_s"]
+    plans = plan(production_stages(alone, args.llm_drafts_per_gpu_s), args.per_day, args.burst)
+    print(markdown_table(plans, args.per_day))

@@ -176,8 +176,10 @@ def latencies(posted: Sequence[Posted], done: dict[str, float]) -> list[dict[str
 
 # --- stages alone and the sequential baseline --------------------------------------------------
 
-async def read_topic(settings: Settings, topics: Sequence[str], keys: set[str], timeout_s: float) -> dict[str, Any]:
-    """The first record per study key among `keys`, from the beginning of the topics."""
+async def read_topic(settings: Settings, topics: Sequence[str], keys: set[str], timeout_s: float,
+                     times: dict[str, float] | None = None) -> dict[str, Any]:
+    """The first record per study key among `keys`, from the beginning of the topics (and, into
+    `times`, its broker timestamp in epoch seconds)."""
     from aiokafka import AIOKafkaConsumer
 
     from radalign.framework.stage import Record
@@ -193,6 +195,8 @@ async def read_topic(settings: Settings, topics: Sequence[str], keys: set[str], 
                     key = (m.key or b"").decode()
                     if key in keys and key not in found:
                         found[key] = Record(tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or []))
+                        if times is not None:
+                            times[key] = m.timestamp / 1000
     finally:
         await consumer.stop()
     return found
@@ -336,7 +340,7 @@ def run(opts: Options) -> dict[str, Any]:
     from radalign.stack import down, orthanc, stop, up
     from radalign.stack.workers import worker_name
     from radalign.testing.stack import short_state_dir, stack_settings
-    from schemas.topics import STUDY_RECEIVED
+    from schemas.topics import REPORT_DRAFTED, STUDY_RECEIVED
 
     if not orthanc.installed() or orthanc.dicomweb_plugin() is None:
         raise SystemExit("Orthanc with its DICOMweb plugin is needed (apt-get install orthanc orthanc-dicomweb)")
@@ -373,6 +377,14 @@ def run(opts: Options) -> dict[str, Any]:
                               "latency_by_lane": stats.by_lane((x["lane"], x["latency_s"]) for x in lat),
                               "series": stats.time_series(((x["done"], x["latency_s"]) for x in lat), first, 2.0),
                               "samples": lat, "load": [load0, machine_load()]}
+        # The same run up to the drafted report (what benchmarks/pipeline_bench.py measured), for
+        # the comparison with the figures before delivery was in the benchmark.
+        drafted: dict[str, float] = {}
+        asyncio.run(read_topic(settings, REPORT_DRAFTED.names, {p.key for p in posted}, 120, drafted))
+        result["pipeline"]["to_drafted"] = {
+            "studies_per_s": stats.rate(len(drafted), first, max(drafted.values())) if drafted else math.nan,
+            "latency_by_lane": stats.by_lane((p.lane, drafted[p.key] - p.sent) for p in posted if p.key in drafted),
+        }
         print(f"      {pipeline_rate:.2f} studies/s; latency {fmt_lanes(result['pipeline']['latency_by_lane'])}", flush=True)
 
         # 2-3. STAT idle, then under a routine backlog
@@ -393,7 +405,10 @@ def run(opts: Options) -> dict[str, Any]:
             rates, cpu = asyncio.run(chain_alone(settings, records))
             alone |= rates
             r = stats.ratios(pipeline_rate, alone)
+            to_drafted = {k: v for k, v in alone.items() if k != "delivery"}
+            r_drafted = stats.ratios(result["pipeline"]["to_drafted"]["studies_per_s"], to_drafted)
             result["alone"] = {"studies_per_s": alone, "cpu_s_per_study_in_bench_process": cpu, "ratios": r.as_json(),
+                               "ratios_to_drafted": r_drafted.as_json(),
                                "load": [load0, machine_load()]}
             print(f"      {', '.join(f'{k} {v:.1f}' for k, v in alone.items())} studies/s", flush=True)
 
@@ -499,6 +514,10 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"bound when stages share the cores: {ra['shared_core_bound_studies_per_s']:.2f} studies/s")
         lines.append(f"pipeline / shared-core bound: {ra['pipeline_over_shared_bound']:.2f}")
         lines.append(f"pipeline / slowest stage ({ra['slowest_stage']}): {ra['pipeline_over_slowest_stage']:.2f}")
+        rd = result["alone"]["ratios_to_drafted"]
+        lines.append(f"up to the drafted report (delivery left out, as pipeline_bench measured): {rd['pipeline_studies_per_s']:.2f} studies/s, "
+                     f"bound {rd['shared_core_bound_studies_per_s']:.2f}, ratio {rd['pipeline_over_shared_bound']:.2f}; "
+                     f"latency {fmt_lanes(p['to_drafted']['latency_by_lane'])}")
     if "baseline" in result:
         b = result["baseline"]
         lines.append(f"sequential in-process baseline: {b['studies_per_s']:.2f} studies/s (pipeline / baseline {p['studies_per_s'] / b['studies_per_s']:.2f})")
