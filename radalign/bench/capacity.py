@@ -72,12 +72,14 @@ class StagePlan:
 
 
 def plan(stages: Sequence[StageCapacity], studies_per_day: float, burst: float = 10.0,
-         utilisation: float = 0.7, drain_target_s: float = 30.0) -> list[StagePlan]:
+         utilisation: float = 0.7, drain_target_s: float = 30.0, min_replicas: int = 1) -> list[StagePlan]:
+    """Per stage: replicas at the sustained rate (at least `min_replicas`, 2 for availability in
+    production), at the burst, the input topic's partitions and KEDA's lag threshold."""
     sustained = per_second(studies_per_day)
     out = []
     for s in stages:
-        low = replicas(sustained, s.per_replica_per_s, utilisation)
-        high = replicas(sustained * burst, s.per_replica_per_s, utilisation)
+        low = max(min_replicas, replicas(sustained, s.per_replica_per_s, utilisation))
+        high = max(low, replicas(sustained * burst, s.per_replica_per_s, utilisation))
         out.append(StagePlan(s, low, high, partitions(high), keda_lag_threshold(s.per_replica_per_s, drain_target_s)))
     return out
 
@@ -115,7 +117,7 @@ def markdown_table(plans: Sequence[StagePlan], studies_per_day: float) -> str:
     return "\n".join(rows)
 
 
-def production_stages(alone: dict[str, float], llm_drafts_per_gpu_s: float | None = None) -> list[StageCapacity]:
+def production_stages(alone: dict[str, float], llm_drafts_per_gpu_s: float | None = None, concepts_on_gpu: bool = True) -> list[StageCapacity]:
     """The production shape from this machine's stage-alone rates (`radalign bench`, studies/s of
     one worker on this 2-core machine, so one replica = 2 vCPU here): CPU stages on c7i.2xlarge
     shares, the concept model on one GPU (estimated from the H200 measurement), and optionally an
@@ -125,8 +127,11 @@ def production_stages(alone: dict[str, float], llm_drafts_per_gpu_s: float | Non
     # Concept model on a GPU: 5,158 images/s on an H200 through a Triton Python backend (host <->
     # device copies included, batch 32); an L4 estimated at a quarter of that. Decode stays in
     # preprocess, on CPU.
-    name, price = G6_XL
-    stages.insert(2, StageCapacity("concepts (Triton, L4)", 5158 / 4, 1.0, name, price, "estimated from H200"))
+    if concepts_on_gpu:
+        name, price = G6_XL
+        stages.insert(2, StageCapacity("concepts (Triton, L4)", 5158 / 4, 1.0, name, price, "estimated from H200"))
+    else:  # the concepts worker and CPU Triton as measured here (the worker alone, Triton beside it)
+        stages.insert(2, cpu_stage("concepts (Triton on CPU)", alone["concepts"], 2.0, "measured here (2 vCPU, shared)"))
     if llm_drafts_per_gpu_s:
         name, price = G5_XL
         stages.append(StageCapacity("LLM rewrite (8B, vLLM)", llm_drafts_per_gpu_s, 1.0, name, price, "estimated"))
@@ -143,7 +148,10 @@ if __name__ == "__main__":  # pragma: no cover
     parser.add_argument("--per-day", type=float, default=1_000_000)
     parser.add_argument("--burst", type=float, default=10.0)
     parser.add_argument("--llm-drafts-per-gpu-s", type=float, default=None)
+    parser.add_argument("--concepts-on-cpu", action="store_true")
+    parser.add_argument("--min-replicas", type=int, default=2)
     args = parser.parse_args()
     alone = json.loads(args.bench.read_text())["alone"]["studies_per_s"]
-    plans = plan(production_stages(alone, args.llm_drafts_per_gpu_s), args.per_day, args.burst)
+    stages = production_stages(alone, args.llm_drafts_per_gpu_s, concepts_on_gpu=not args.concepts_on_cpu)
+    plans = plan(stages, args.per_day, args.burst, min_replicas=args.min_replicas)
     print(markdown_table(plans, args.per_day))

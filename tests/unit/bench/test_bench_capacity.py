@@ -36,3 +36,9 @@ def test_plan_and_cost() -> None:
     assert (p.sustained_replicas, p.burst_replicas, p.partitions, p.lag_threshold) == (2, 20, 20, 300)
     # 2 replicas x $0.25/h = $0.50/h for 36,000 studies/h: $0.50 / 36 = $0.01389 per 1,000
     assert cost_per_1000([p], 864_000) == pytest.approx(0.5 / 36)
+
+
+def test_min_replicas_for_availability() -> None:
+    stage = StageCapacity("s", 1000.0, 0.25, "x", 1.0)
+    (p,) = plan([stage], 86_400, min_replicas=2)  # 1 study/s: one replica would do
+    assert (p.sustained_replicas, p.burst_replicas) == (2, 2)  # never fewer at the burst than sustained
