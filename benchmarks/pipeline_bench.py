@@ -10,6 +10,9 @@
 4. Prints studies/s per stage, the pipeline's, and the ratio pipeline / slowest stage.
 
     .venv/bin/python benchmarks/pipeline_bench.py --studies 200
+
+`radalign bench` (radalign/bench/) runs the same comparison to the delivered report (PACS and FHIR
+acknowledged), with a sequential baseline, latency per lane and STAT under a routine backlog.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ _mount("radalign.concepts_training.audit", "audit_app", "audit", "Audit the serv
 _mount("radalign.delivery.check", "delivery_app", "delivery", "Delivery destinations (PACS, DICOMweb, FHIR, HL7): check them.")
 _mount("services.conformance", "conformance_app", "conformance", "Conformance documents (OpenAPI, AsyncAPI, DICOM, FHIR) under docs/: render or check them.")
 _mount("radalign.review.cli", "review_app", "review", "The radiologist's side: review web app, sign-off, training manifest of corrections.")
+_mount("radalign.bench.cli", "bench_app", "bench", "One benchmark run: the pipeline to delivered report, each stage alone, STAT under a backlog.")
 
 
 @app.command()

@@ -60,9 +60,12 @@ STUDY_RECEIVED = TopicSpec("radalign.study.received.v1", StudyReceived)
 STUDY_PREPROCESSED = TopicSpec("radalign.study.preprocessed.v1", StudyPreprocessed)
 CONCEPTS_INFERRED = TopicSpec("radalign.study.concepts.v1", ConceptsInferred)
 CASES_RETRIEVED = TopicSpec("radalign.study.retrieved.v1", CasesRetrieved)
-# Downstream systems subscribe to these two; they carry no STAT twin because consumers read them
-# continuously, and `needs_review` / `priority` in the payload tell them what is urgent.
-REPORT_DRAFTED = TopicSpec("radalign.report.drafted.v1", ReportDrafted, has_stat_lane=False)
+# Downstream systems subscribe to these. The drafted report has a STAT twin because the delivery
+# stage consumes it and is the slowest stage on a loaded machine: on one topic a STAT draft waited
+# behind the whole routine backlog before reaching the PACS (`radalign bench`, issue 27);
+# subscribers read both (`REPORT_DRAFTED.names`). The review topic carries none: it is read
+# continuously, and `needs_review` / `priority` in the payload tell its readers what is urgent.
+REPORT_DRAFTED = TopicSpec("radalign.report.drafted.v1", ReportDrafted)
 REPORT_REVIEW = TopicSpec("radalign.report.review.v1", ReportDrafted, has_stat_lane=False)
 # Signed reports from the review stage (services/review: its web app publishes them when a
 # radiologist signs); the delivery stage re-delivers them as FHIR `final` and SR `VERIFIED`.

@@ -13,6 +13,9 @@ from radalign.concepts.gate import ServedGate, SiteHeadInfo
 from radalign.concepts.vocabulary import OBSERVATIONS
 from schemas.model_input import INPUT_SIZE
 
+#: Triton priority level of a STAT request (1 is the highest; 0 asks for the model's default, which
+#: config.pbtxt sets to the lower level 2 for routine studies).
+STAT_PRIORITY = 1
 OUTPUTS = ("probabilities", "embedding", "ood_score", "head", "shadow_probabilities", "shadow_ood_score", "shadow_head")
 
 
@@ -89,9 +92,11 @@ class TritonConceptClient:
         self.gate = ServedGate.from_triton_parameters({k: v.get("string_value", "") for k, v in params.items()})
         return True
 
-    async def infer(self, image: np.ndarray, site: str | None = None) -> ServedScores:
+    async def infer(self, image: np.ndarray, site: str | None = None, *, stat: bool = False) -> ServedScores:
         """One image (1, 224, 224) or (224, 224) float32 in [0, 1], from `site` -> the served scores
-        (the site's live head when it has one, else the generic model; its shadow candidate's too)."""
+        (the site's live head when it has one, else the generic model; its shadow candidate's too).
+        `stat` asks Triton's scheduler for the higher of the model's two priority levels
+        (`priority_levels: 2` in config.pbtxt): the request overtakes queued routine requests."""
         from tritonclient.grpc import InferInput, InferRequestedOutput
 
         array = np.asarray(image, dtype=np.float32)
@@ -105,7 +110,8 @@ class TritonConceptClient:
         site_input = InferInput("site", [1, 1], "BYTES")
         site_input.set_data_from_numpy(np.array([[(site or "").encode()]], dtype=np.object_))
         outputs = [InferRequestedOutput(name) for name in OUTPUTS]
-        result = await self._client.infer(self.model, [inp, site_input], outputs=outputs, client_timeout=self.timeout_s)
+        result = await self._client.infer(self.model, [inp, site_input], outputs=outputs, client_timeout=self.timeout_s,
+                                          priority=STAT_PRIORITY if stat else 0)
         probs = result.as_numpy("probabilities").reshape(-1)
         emb = result.as_numpy("embedding").reshape(-1)
         ood = result.as_numpy("ood_score").reshape(-1)

@@ -100,7 +100,7 @@ async def collect(settings: Settings, expected: int, timeout_s: float, start_off
             batches = await consumer.getmany(timeout_ms=1000)
             for tp, messages in batches.items():
                 for msg in messages:
-                    if tp.topic == REPORT_DRAFTED.name:
+                    if tp.topic in REPORT_DRAFTED.names:
                         report = codec.decode(ReportDrafted, msg.value)
                         if report.study.study_key not in result.reports:
                             result.reports[report.study.study_key] = report
@@ -117,7 +117,7 @@ async def collect(settings: Settings, expected: int, timeout_s: float, start_off
 async def end_offsets(settings: Settings) -> dict:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    topics = [REPORT_DRAFTED.name, *(dead_letter_topic(s).name for s in STAGES)]
+    topics = [*REPORT_DRAFTED.names, *(dead_letter_topic(s).name for s in STAGES)]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
     await consumer.start()
     try:

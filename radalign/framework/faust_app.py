@@ -1,7 +1,8 @@
 """The Faust adapter shared by every consuming stage: one app per stage, one agent per lane.
 
 What it adds to `StageRunner`: consuming the routine and STAT topics as separate agents (a STAT
-study never waits behind a routine backlog), at-least-once delivery (an input offset is committed
+study never waits behind a routine backlog), no new routine record started while a STAT one is in
+flight (`radalign.framework.lanes.StatFirst`), at-least-once delivery (an input offset is committed
 only after its outputs were acknowledged by the broker: `send_and_wait` before the event is
 acked), the stage's background tasks, and one web server: the probes and metrics every service
 serves (`radalign.framework.http.probe_routes`), the stage's own routes, and its auth middleware.
@@ -21,9 +22,11 @@ from faust.exceptions import ConsumerNotStarted
 
 from radalign.config import Settings, csv_list
 from radalign.framework.http import Probes, probe_routes
+from radalign.framework.lanes import StatFirst
 from radalign.framework.logredact import install_log_redaction
 from radalign.framework.retry import retry_until_done
 from radalign.framework.stage import BackgroundTask, Record, Stage, StageRunner
+from schemas.events import Priority
 from schemas.topics import TopicSpec
 
 log = logging.getLogger("radalign.faust")
@@ -74,6 +77,7 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
     runner = StageRunner(stage, settings)
     state: dict = {"last_tick": time.monotonic(), "ready": False, "setup_error": None}
     setup_done = asyncio.Event()
+    stat_first = StatFirst()  # no new routine record starts while a STAT one is in flight
 
     async def _run(stream: faust.StreamT) -> None:
         # Partitions can be assigned before the stage's clients are open: hold the first record
@@ -89,9 +93,17 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
                 value=msg.value,
                 headers=list(msg.headers or []),
             )
-            for out in await runner.process(record):
-                # Wait for the broker's ack before this event is acked (and its offset committed).
-                await app.producer.send_and_wait(out.topic, out.key, out.value, partition=None, timestamp=None, headers=out.headers)
+            if TopicSpec.lane_of(msg.topic) == Priority.STAT:
+                async with stat_first.stat():
+                    await _process(record)
+            else:
+                await stat_first.routine_turn()
+                await _process(record)
+
+    async def _process(record: Record) -> None:
+        for out in await runner.process(record):
+            # Wait for the broker's ack before this event is acked (and its offset committed).
+            await app.producer.send_and_wait(out.topic, out.key, out.value, partition=None, timestamp=None, headers=out.headers)
 
     for spec in stage.inputs:
         for topic_name in spec.names:

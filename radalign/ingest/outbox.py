@@ -134,7 +134,8 @@ class InMemoryOutbox:
     async def due(self, quiet_s: float, *, force: bool = False, claim_s: float = 30.0, limit: int = 100) -> list[DueStudy]:
         now = self._clock()
         found: list[DueStudy] = []
-        for key, s in sorted(self.studies.items(), key=lambda kv: kv[1].last_received):
+        # STAT first, then the longest waiting (as PostgresOutbox's claim orders them)
+        for key, s in sorted(self.studies.items(), key=lambda kv: (not kv[1].stat, kv[1].last_received)):
             if not s.pending or s.claimed_until > now or not (force or now - s.last_received >= quiet_s):
                 continue
             s.claimed_until = now + claim_s
@@ -197,7 +198,8 @@ WITH due AS (
     SELECT study_key FROM gateway_outbox_studies
     WHERE pending AND (claimed_until IS NULL OR claimed_until < now())
       AND (%(force)s OR last_received_at <= now() - make_interval(secs => %(quiet)s))
-    ORDER BY last_received_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
+    -- STAT first: behind a routine backlog in the outbox, a STAT study is published next (issue 27)
+    ORDER BY stat DESC, last_received_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 )
 UPDATE gateway_outbox_studies s SET claimed_until = now() + make_interval(secs => %(claim)s)
 FROM due WHERE s.study_key = due.study_key

@@ -29,7 +29,7 @@ from radalign.framework.retry import PermanentError, call_with_retry
 from radalign.framework.stage import Output, Stage
 from radalign.sites import shadow
 from radalign.sites.shadow import ShadowRow, shadow_row
-from schemas.events import StudyPreprocessed
+from schemas.events import Priority, StudyPreprocessed
 from schemas.topics import CONCEPTS_INFERRED
 
 
@@ -96,7 +96,7 @@ class ConceptsStage(Stage[StudyPreprocessed]):
         )
         site = event.site or self.settings.concepts_default_site or None
         served = await call_with_retry(
-            "triton", lambda: self.client.infer(image, site), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
+            "triton", lambda: self.client.infer(image, site, stat=event.study.priority == Priority.STAT), self.settings, stage=self.name, timeout_s=self.settings.triton_timeout_s
         )
         if self.client.supported is None:
             await self.client.ready()  # Triton restarted or came up after us: learn version and concepts

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[3]
 PACKAGES = ("radalign", "schemas", "services")
 #: Code that may import the dev stack: the CLI entry point, the stack itself, the demo, the
 #: harnesses, and the adapters' runner.
-STACK_USERS = ("radalign.cli", "radalign.stack", "radalign.demo", "radalign.testing")
+# radalign.bench drives a private dev stack and the stages' own code, as the demo does (dev-only).
+STACK_USERS = ("radalign.cli", "radalign.stack", "radalign.demo", "radalign.testing", "radalign.bench")
 #: The concept model's serving face and its training package beside it.
 CONCEPT_SERVING = "radalign.concepts"
 CONCEPT_TRAINING = "radalign.concepts_training"

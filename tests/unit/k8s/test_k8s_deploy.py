@@ -30,7 +30,8 @@ def test_every_catalogue_topic_has_a_kafka_topic_with_its_partitions():
     assert len(manifests) == len(expected)
     # STAT twins exist where the catalogue has a STAT lane, and dead-letter topics for every stage.
     assert "radalign.study.received.v1.stat" in by_name and "radalign.dlq.drafting.v1" in by_name
-    assert "radalign.report.drafted.v1.stat" not in by_name
+    assert "radalign.report.drafted.v1.stat" in by_name  # delivery's STAT lane (issue 27)
+    assert "radalign.report.review.v1.stat" not in by_name
 
 
 @pytest.mark.parametrize("overlay,replicas", [("production", 3), ("dev", 1)])
@@ -66,7 +67,7 @@ def test_keda_triggers_cover_both_lanes_with_a_lower_stat_threshold():
         topics = {t["metadata"]["topic"]: int(t["metadata"]["lagThreshold"]) for t in obj["spec"]["triggers"]}
         spec = stage_spec(stage).input
         assert set(topics) == {n for s in stage_spec(stage).inputs for n in s.names}  # every topic it consumes
-        if spec.has_stat_lane:  # the report topic (delivery's input) has none
+        if spec.has_stat_lane:  # every stage input has one, delivery's drafted reports included
             assert topics[f"{spec.name}.stat"] < topics[spec.name]
         assert obj["spec"]["maxReplicaCount"] == spec.partitions
 

@@ -50,7 +50,8 @@ def test_topic_partitions_cover_both_lanes_and_dead_letters() -> None:
     topics = broker.topic_partitions()
     assert topics["radalign.study.received.v1"] == 4
     assert topics["radalign.study.received.v1.stat"] == 4
-    assert "radalign.report.drafted.v1.stat" not in topics
+    assert topics["radalign.report.drafted.v1.stat"] == 4  # delivery's STAT lane
+    assert "radalign.report.review.v1.stat" not in topics
     assert topics["radalign.dlq.gateway.v1"] == 1
     assert len(topics) == sum(len(spec.names) for spec in ALL_TOPICS)
 
