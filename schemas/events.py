@@ -425,6 +425,9 @@ class DeadLetter(Contract):
     schema_name: ClassVar[str] = "dead_letter"
 
     stage: str
+    destination: str | None = Field(
+        default=None, max_length=40, description="delivery only: the destination that did not take the report (its configured name)"
+    )
     reason: str = Field(min_length=1, max_length=4000, description="human-readable; never holds identifiers")
     error_type: Literal["validation", "decode", "dependency", "processing", "refused"]
     source_topic: str
