@@ -122,6 +122,8 @@ class DeliveryCore:
             delivery_metrics.DELIVERIES.labels(destination=sender.name, kind=sender.kind, outcome="skipped").inc()
             return DestinationResult(sender.name, "skipped", reason)
         identity = identity or await self.identity_of(item)
+        if record is not None and record.status == "delivered" and record.remote_ref:
+            item = replace(item, predecessor_ref=record.remote_ref)  # a new version replaces what it holds
         previous = 0 if record is None or record.report_version != item.version else record.attempts
         pending = DeliveryRecord(
             report_id=report.report_id, destination=sender.name, study_key=report.study.study_key, kind=sender.kind,

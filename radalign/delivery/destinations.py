@@ -21,7 +21,9 @@ A YAML or JSON document, given as a file path or inline:
 
 Each destination is drained by its own lane (`radalign.delivery.lanes`): `queue` sets how many
 sends it has in flight, when its circuit breaker opens and for how long, and how long a report may
-wait for it before it is dead-lettered; `retry.timeout_s` bounds each send.
+wait for it before it is dead-lettered; `retry.timeout_s` bounds each send and `retry.base_delay_s`
+/ `max_delay_s` space a lane's tries (one send per try; `retry.attempts` bounds only
+`DeliveryCore.deliver`, the all-at-once path of tools and tests).
 
 Secrets are never in the document: it names the environment variables that hold them. A
 destination's `name` appears in metric labels and delivery records, so it is a short slug.

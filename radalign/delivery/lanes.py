@@ -63,6 +63,12 @@ class DestinationLane:
         self.breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown_s)
         # A claim is leased past the send's timeout: a worker that dies mid-send frees it again.
         self.lease_s = retry.timeout_s + 30.0
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll (another replica's rows
+        are found by the poll)."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Until cancelled: `concurrency` workers on this destination's rows."""
@@ -74,12 +80,19 @@ class DestinationLane:
         while True:
             try:
                 if not await self.step():
-                    await asyncio.sleep(self.poll_s)
+                    await self._idle()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the database or the broker is down: the rows stay queued; try again
                 log.exception("delivery lane %s: a step failed; retrying", self.name)
                 await asyncio.sleep(self.poll_s * 4)
+
+    async def _idle(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.poll_s)
+        except TimeoutError:
+            pass
+        self._wake.clear()
 
     async def step(self) -> bool:
         """One claim and send; False when there was nothing to do now."""

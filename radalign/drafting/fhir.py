@@ -319,6 +319,10 @@ def signed_observation_dict(
     return resource
 
 
+def _version_extension(url: str, version_id: str) -> dict[str, Any]:
+    return {"url": url, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": version_id}}
+
+
 def diagnostic_report_dict(
     report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R4",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, results: list[str] | None = None,
@@ -365,7 +369,13 @@ def diagnostic_report_dict(
         if signature.replaces_version is not None:
             replaced = signature.version_id(report.report_id, signature.replaces_version)
             extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": replaced}})
+        if signature.replaces_version is None and report.draft_id:  # the first sign-off replaces the draft
+            extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": report.draft_id}})
         resource["extension"] = extensions
+    elif report.draft_id:  # a draft version: its own id, and the draft it replaces (a re-opened study)
+        resource["extension"] = [_version_extension(VERSION_EXTENSION, report.draft_id)] + (
+            [_version_extension(REPLACES_EXTENSION, report.replaces_draft_id)] if report.replaces_draft_id else []
+        )
     if identity is not None:
         based_on: dict[str, Any] = {"type": "ServiceRequest"}
         if identity.service_request_id:

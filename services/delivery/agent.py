@@ -100,6 +100,8 @@ class DeliveryStage(Stage[ReportDrafted | ReportFinal]):
         if rows:
             queue = self.queue
             await call_with_retry("postgres", lambda: queue.enqueue(rows), self.settings, stage=self.name, timeout_s=10)
+            for lane in self.lanes:
+                lane.wake()
         return []
 
     async def _dead_letter(self, letter: DeadLetter) -> None:

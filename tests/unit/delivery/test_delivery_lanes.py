@@ -202,3 +202,27 @@ def test_queue_policy_is_configured_per_destination_with_defaults():
     assert ehr.queue == QueuePolicy() and ehr.retry.timeout_s == 30
     with pytest.raises(ValueError):
         load_config("destinations: [{name: x, kind: dicom, ae_title: A, host: h, port: 1, queue: {concurrency: 0}}]")
+
+
+async def test_the_stage_queues_each_version_per_destination_and_returns_without_sending():
+    """The offset may be committed once `handle` returned: the rows are durable, nothing was sent."""
+    from services.delivery.agent import DeliveryStage
+
+    destinations = (
+        '{"destinations": [{"name": "pacs", "kind": "dicom", "ae_title": "PACS", "host": "127.0.0.1", "port": 1},'
+        ' {"name": "ehr", "kind": "fhir", "base_url": "http://127.0.0.1:1/fhir"}]}'
+    )
+    settings = Settings(delivery_destinations=destinations)
+    stage = DeliveryStage(settings)
+    stage.settings, stage.queue, stage.lanes = settings, MemoryDeliveryQueue(), []
+    stage.core = object()  # never called: handle only queues
+    (routine,), (stat,) = _reports(1), _reports(1, stat={0})
+    stat = stat.model_copy(update={"report_id": "another-report"})
+    for event in (routine, stat, routine):  # the last one: a redelivery
+        assert await stage.handle(event) == []
+    rows = sorted(stage.queue.rows.values(), key=lambda r: (r.destination, r.priority))
+    assert [(r.destination, r.priority, r.source_topic) for r in rows] == [
+        ("ehr", 0, "radalign.report.drafted.v1"), ("ehr", 1, "radalign.report.drafted.v1"),
+        ("pacs", 0, "radalign.report.drafted.v1"), ("pacs", 1, "radalign.report.drafted.v1"),
+    ]
+    assert codec.decode(ReportDrafted, rows[1].payload) == routine
