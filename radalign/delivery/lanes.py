@@ -19,6 +19,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 from radalign.delivery import metrics as delivery_metrics
 from radalign.delivery.breaker import CircuitBreaker
@@ -39,11 +40,15 @@ Resolver = Callable[[QueuedDelivery], Awaitable[ReportVersion]]
 DeadLetterSink = Callable[[DeadLetter], Awaitable[None]]
 
 
+#: The dead letter's error type per reason class (the rest: a dependency that did not answer).
+_ERROR_TYPES: dict[str, Literal["refused", "validation"]] = {"refused": "refused", "invalid": "validation"}
+
+
 def dead_letter_for(row: QueuedDelivery, reason_class: ReasonClass, detail: str) -> DeadLetter:
     """The dead letter of one (report, destination): the original record, for replay."""
     return DeadLetter(
         stage=STAGE, destination=row.destination, reason=f"{row.destination}: {reason_class}: {detail}"[:4000] or reason_class,
-        error_type="refused" if reason_class in ("refused", "invalid") else "dependency",
+        error_type=_ERROR_TYPES.get(reason_class, "dependency"),
         source_topic=row.source_topic, key=row.study_key, attempts=max(1, row.attempts), failed_at=datetime.now(UTC),
         payload_b64=base64.b64encode(row.payload).decode(),
     )
@@ -113,10 +118,10 @@ class DestinationLane:
     async def process(self, row: QueuedDelivery) -> None:
         try:
             item = await self.resolve(row)
-        except PermanentError as exc:
+            result = await self.core.deliver_to(self.name, item, attempts=1)
+        except PermanentError as exc:  # e.g. no identity mapping: no destination could take it
             await self._dead(row, "invalid", exc.reason)
             return
-        result = await self.core.deliver_to(self.name, item, attempts=1)
         if result.outcome in ("delivered", "skipped", "refused"):
             if self.breaker.success():  # it was open: the destination is back, catch up
                 back = await self.queue.requeue_dead(self.name)
@@ -144,7 +149,7 @@ class DestinationLane:
         await self.dead_letters(dead_letter_for(row, reason_class, detail))
         await self.queue.dead(row, reason_class, detail)
         delivery_metrics.DEAD_LETTERED.labels(destination=self.name, reason=reason_class).inc()
-        metrics.DEAD_LETTERS.labels(stage=STAGE, error_type="refused" if reason_class in ("refused", "invalid") else "dependency").inc()
+        metrics.DEAD_LETTERS.labels(stage=STAGE, error_type=_ERROR_TYPES.get(reason_class, "dependency")).inc()
         log.warning("delivery lane %s dead-lettered a report version (%s)", self.name, reason_class)
 
     def _age_s(self, row: QueuedDelivery) -> float:

@@ -323,6 +323,20 @@ def _version_extension(url: str, version_id: str) -> dict[str, Any]:
     return {"url": url, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": version_id}}
 
 
+def version_extensions(report: ReportDrafted, signature: Signature | None) -> list[dict[str, Any]]:
+    """This version's own id and the id of the version it replaces: a signed version's
+    (`{report_id}-v{n}`, replacing the previous signed version, or for the first sign-off the draft
+    it was signed from), or a draft's (`draft_id`, replacing a re-opened study's earlier draft)."""
+    if signature is not None:
+        own = signature.version_id(report.report_id)
+        replaced = signature.version_id(report.report_id, signature.replaces_version) if signature.replaces_version else report.draft_id
+    elif report.draft_id:
+        own, replaced = report.draft_id, report.replaces_draft_id
+    else:
+        return []  # a draft from a producer before draft ids: the resource id is its identity
+    return [_version_extension(VERSION_EXTENSION, own)] + ([_version_extension(REPLACES_EXTENSION, replaced)] if replaced else [])
+
+
 def diagnostic_report_dict(
     report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R4",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, results: list[str] | None = None,
@@ -365,17 +379,8 @@ def diagnostic_report_dict(
     if signature is not None:
         resource["performer"] = [practitioner_ref(signature.signer)]
         resource["resultsInterpreter"] = [practitioner_ref(p) for p in (signature.signer, *signature.co_signers)]
-        extensions = [{"url": VERSION_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": signature.version_id(report.report_id)}}]
-        if signature.replaces_version is not None:
-            replaced = signature.version_id(report.report_id, signature.replaces_version)
-            extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": replaced}})
-        if signature.replaces_version is None and report.draft_id:  # the first sign-off replaces the draft
-            extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": report.draft_id}})
+    if extensions := version_extensions(report, signature):
         resource["extension"] = extensions
-    elif report.draft_id:  # a draft version: its own id, and the draft it replaces (a re-opened study)
-        resource["extension"] = [_version_extension(VERSION_EXTENSION, report.draft_id)] + (
-            [_version_extension(REPLACES_EXTENSION, report.replaces_draft_id)] if report.replaces_draft_id else []
-        )
     if identity is not None:
         based_on: dict[str, Any] = {"type": "ServiceRequest"}
         if identity.service_request_id:

@@ -226,3 +226,13 @@ async def test_the_stage_queues_each_version_per_destination_and_returns_without
         ("pacs", 0, "radalign.report.drafted.v1"), ("pacs", 1, "radalign.report.drafted.v1"),
     ]
     assert codec.decode(ReportDrafted, rows[1].payload) == routine
+
+
+async def test_a_version_that_can_never_be_routed_is_dead_lettered_as_invalid_not_retried():
+    ehr = FakeSender("ehr")
+    (report,) = _reports(1)
+    queue, lanes, letters = _setup([ehr], [])  # no identity mapping for the study
+    await queue.enqueue(queued_rows(report, ["ehr"]))
+    assert await lanes["ehr"].step()
+    assert [(x.destination, x.error_type) for x in letters] == [("ehr", "validation")] and "ehr: invalid" in letters[0].reason
+    assert not ehr.sent and await queue.claim("ehr", 30) is None and await queue.requeue_dead("ehr") == 0
