@@ -42,8 +42,8 @@ STRIMZI_API = "kafka.strimzi.io/v1"
 #: The TLS listener (mutual TLS: the KafkaUser's certificate) that production clients use.
 KAFKA_TLS_PORT = 9093
 KAFKA_TLS_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:{KAFKA_TLS_PORT}"
-#: The workers' Kafka principal; Strimzi's User Operator writes its certificate to a Secret of this name.
-KAFKA_USER = "radalign"
+#: KEDA's Kafka principal (reads consumer-group lag only); each stage has its own (`kafka_user_name`).
+KEDA_KAFKA_USER = "radalign-keda"
 #: Production default: at least two consumers per stage, so one lost pod leaves the group consuming.
 PRODUCTION_MIN_REPLICAS = 2
 #: Non-root user of the worker image (see Dockerfile).
@@ -438,8 +438,8 @@ def keda_trigger_authentication() -> Manifest:
         "spec": {
             "secretTargetRef": [
                 secret(f"{KAFKA_CLUSTER}-cluster-ca-cert", "ca.crt", "ca"),
-                secret(KAFKA_USER, "user.crt", "cert"),
-                secret(KAFKA_USER, "user.key", "key"),
+                secret(KEDA_KAFKA_USER, "user.crt", "cert"),
+                secret(KEDA_KAFKA_USER, "user.key", "key"),
             ]
         },
     }
@@ -541,28 +541,46 @@ def kafka_cluster_manifests(*, replicas: int = 3, cluster: str = KAFKA_CLUSTER) 
     return [pool, kafka]
 
 
-def kafka_user_manifest(cluster: str = KAFKA_CLUSTER) -> Manifest:
-    """The workers' principal (mutual TLS): read/write the radalign.* topics, its consumer groups."""
+def kafka_user_name(stage: str) -> str:
+    """A stage's Kafka principal; Strimzi's User Operator writes its certificate to a Secret of this name."""
+    return f"{APP}-{stage}"
 
-    def acl(kind: str, name: str, operations: list[str]) -> Manifest:
-        return {"resource": {"type": kind, "name": name, "patternType": "prefix"}, "operations": operations}
 
+def _acl(kind: str, name: str, operations: list[str]) -> Manifest:
+    # Literal names only: a prefix would let a stage reach topics added later.
+    return {"resource": {"type": kind, "name": name, "patternType": "literal"}, "operations": operations}
+
+
+def stage_acls(stage: str) -> list[Manifest]:
+    """Least privilege from the graph (radalign.pipeline.GRAPH): read its inputs (both lanes) in
+    its own consumer group, write its outputs (both lanes) and its dead-letter topic; nothing else
+    (topics are provisioned by KafkaTopic resources, so no Create either)."""
+    spec = stage_spec(stage)
+    reads = [name for topic in spec.inputs for name in topic.names]
+    writes = [name for topic in (*spec.outputs, spec.dead_letters) for name in topic.names]
+    acls = [_acl("topic", name, ["Read", "Describe"]) for name in reads]
+    if spec.consumes:
+        acls.append(_acl("group", consumer_group(stage), ["Read", "Describe"]))
+    return acls + [_acl("topic", name, ["Write", "Describe"]) for name in writes]
+
+
+def _kafka_user(name: str, acls: list[Manifest], cluster: str) -> Manifest:
     return {
         "apiVersion": STRIMZI_API,
         "kind": "KafkaUser",
-        "metadata": {"name": KAFKA_USER, "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": PART_OF}},
-        "spec": {
-            "authentication": {"type": "tls"},
-            "authorization": {
-                "type": "simple",
-                "acls": [
-                    # Topics are provisioned by KafkaTopic resources: no Create for the workers.
-                    acl("topic", "radalign.", ["Read", "Write", "Describe", "DescribeConfigs"]),
-                    acl("group", f"{APP}-", ["Read", "Describe"]),
-                ],
-            },
-        },
+        "metadata": {"name": name, "labels": {"strimzi.io/cluster": cluster, "app.kubernetes.io/part-of": PART_OF}},
+        "spec": {"authentication": {"type": "tls"}, "authorization": {"type": "simple", "acls": acls}},
     }
+
+
+def kafka_user_manifests(cluster: str = KAFKA_CLUSTER) -> list[Manifest]:
+    """One KafkaUser per stage (mutual TLS, ACLs from the graph), and KEDA's, which only reads lag."""
+    users = [_kafka_user(kafka_user_name(stage), stage_acls(stage), cluster) for stage in STAGES]
+    keda_acls = [
+        {"resource": {"type": "topic", "name": "radalign.", "patternType": "prefix"}, "operations": ["Describe"]},
+        {"resource": {"type": "group", "name": f"{APP}-", "patternType": "prefix"}, "operations": ["Describe"]},
+    ]
+    return [*users, _kafka_user(KEDA_KAFKA_USER, keda_acls, cluster)]
 
 
 #: Where the production pods find the KafkaUser's certificate and the cluster CA.
@@ -570,8 +588,9 @@ KAFKA_TLS_DIR = "/etc/radalign/kafka"
 
 
 def kafka_tls_patch() -> list[Manifest]:
-    """JSON patch (production, every stage Deployment): mount the KafkaUser certificate and the
-    cluster CA, and point the workers at the TLS listener (`Settings.kafka_client_kwargs` / `faust_broker_credentials`)."""
+    """JSON patch (production, every stage Deployment): mount the Kafka certificate volume and
+    point the workers at the TLS listener (`Settings.kafka_client_kwargs` / `faust_broker_credentials`);
+    the volume itself, each stage's own certificate, is in `kafka_tls_volumes`."""
     env = {
         "RADALIGN_KAFKA_BOOTSTRAP": KAFKA_TLS_BOOTSTRAP,
         "RADALIGN_KAFKA_SECURITY_PROTOCOL": "SSL",
@@ -579,20 +598,30 @@ def kafka_tls_patch() -> list[Manifest]:
         "RADALIGN_KAFKA_SSL_CERTFILE": f"{KAFKA_TLS_DIR}/user.crt",
         "RADALIGN_KAFKA_SSL_KEYFILE": f"{KAFKA_TLS_DIR}/user.key",
     }
-    volume = {
-        "name": "kafka-tls",
-        "projected": {
-            "sources": [
-                {"secret": {"name": f"{KAFKA_CLUSTER}-cluster-ca-cert", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                {"secret": {"name": KAFKA_USER, "items": [{"key": "user.crt", "path": "user.crt"}, {"key": "user.key", "path": "user.key"}]}},
-            ]
-        },
-    }
     container = "/spec/template/spec/containers/0"
     ops: list[Manifest] = [{"op": "add", "path": f"{container}/env/-", "value": {"name": k, "value": v}} for k, v in env.items()]
     ops.append({"op": "add", "path": f"{container}/volumeMounts/-", "value": {"name": "kafka-tls", "mountPath": KAFKA_TLS_DIR, "readOnly": True}})
-    ops.append({"op": "add", "path": "/spec/template/spec/volumes/-", "value": volume})
     return ops
+
+
+def kafka_tls_volumes() -> list[Manifest]:
+    """Strategic-merge patches (production): each stage's Deployment mounts its own KafkaUser's
+    certificate and the cluster CA, so a stage can do only what its ACLs allow."""
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": workload_name(stage)},
+            "spec": {"template": {"spec": {"volumes": [{
+                "name": "kafka-tls",
+                "projected": {"sources": [
+                    {"secret": {"name": f"{KAFKA_CLUSTER}-cluster-ca-cert", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"secret": {"name": kafka_user_name(stage), "items": [{"key": "user.crt", "path": "user.crt"}, {"key": "user.key", "path": "user.key"}]}},
+                ]},
+            }]}}},
+        }
+        for stage in STAGES
+    ]
 
 
 # --- CloudNativePG: the production PostgreSQL option (component) -------------------------------
@@ -890,7 +919,8 @@ GENERATED: dict[str, Callable[[], str]] = {
     "k8s/components/cloudnative-pg/kustomization.yaml": lambda: to_yaml([cnpg_kustomization()]),
     "k8s/overlays/production/kafka-topics.yaml": lambda: to_yaml(kafka_topic_manifests(replicas=3)),
     "k8s/overlays/production/kafka-cluster.yaml": lambda: to_yaml(kafka_cluster_manifests(replicas=3)),
-    "k8s/overlays/production/kafka-user.yaml": lambda: to_yaml([kafka_user_manifest()]),
+    "k8s/overlays/production/kafka-users.yaml": lambda: to_yaml(kafka_user_manifests()),
+    "k8s/overlays/production/kafka-tls-volumes.yaml": lambda: to_yaml(kafka_tls_volumes()),
     # A JSON patch (a list, not a Kubernetes object): JSON, so that it is not taken for a manifest.
     "k8s/overlays/production/kafka-tls-patch.json": lambda: json.dumps(kafka_tls_patch(), indent=2) + "\n",
     "k8s/overlays/production/ingress.yaml": lambda: to_yaml(ingress_manifests()),

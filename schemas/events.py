@@ -103,6 +103,9 @@ class StudyRef(BaseModel):
     study_key: str = Field(pattern=KEY_PATTERN, description="pseudonym of StudyInstanceUID; the record key")
     patient_key: str = Field(pattern=KEY_PATTERN, description="pseudonym of the patient")
     priority: Priority = Priority.ROUTINE
+    version: int = Field(
+        default=1, ge=1, description="the study's version: 1, then one more each time late instances re-open it (StudyReceived.study_version)"
+    )
     received_at: datetime = Field(description="when the gateway published the study (UTC)")
     pipeline_version: str = Field(description="outputs are idempotent per (study_key, pipeline_version)")
 
@@ -346,7 +349,16 @@ class ReportDrafted(Contract):
     schema_name: ClassVar[str] = "report_drafted"
 
     study: StudyRef
-    report_id: str = Field(description="deterministic: the same study and pipeline version give the same id")
+    report_id: str = Field(
+        description="the report (deterministic per study and pipeline version); every version of it, drafts and signed, shares it"
+    )
+    draft_id: str | None = Field(
+        default=None, max_length=200,
+        description="this draft version's own id, `{report_id}-d{draft_version}`: a redelivery carries the same, a re-opened study's "
+        "new draft another; de-duplicate by it (null only from producers before it existed: use report_id)",
+    )
+    draft_version: int = Field(default=1, ge=1, description="1, 2, 3 ... per study: the study version the draft was written from")
+    replaces_draft_id: str | None = Field(default=None, max_length=200, description="the draft this one replaces (null for the first)")
     findings: str = Field(min_length=1)
     impression: str = Field(min_length=1)
     concepts: list[ConceptScore]
@@ -417,6 +429,11 @@ class ReportFinal(Contract):
     replaces_version: int | None = Field(
         default=None, ge=1, description="the signed version this one replaces (final_id `{report_id}-v{n}`); null for the first sign-off"
     )
+    replaces_id: str | None = Field(
+        default=None, max_length=200,
+        description="the id of the version this one replaces: the signed version's final_id, or for the first sign-off the "
+        "draft_id it was signed from",
+    )
 
     @model_validator(mode="after")
     def _replaces_an_earlier_version(self) -> ReportFinal:
@@ -432,6 +449,9 @@ class DeadLetter(Contract):
     schema_name: ClassVar[str] = "dead_letter"
 
     stage: str
+    destination: str | None = Field(
+        default=None, max_length=40, description="delivery only: the destination that did not take the report (its configured name)"
+    )
     reason: str = Field(min_length=1, max_length=4000, description="human-readable; never holds identifiers")
     error_type: Literal["validation", "decode", "dependency", "processing", "refused"]
     source_topic: str

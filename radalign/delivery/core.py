@@ -4,9 +4,10 @@ For each destination: look at its delivery record; skip a version it already del
 redelivered event, counted in radalign_duplicates_skipped_total) and a stale preliminary draft
 after a signed version went out (and an older signed version after a newer one); otherwise send it with the destination's bounded retries and
 backoff (radalign.framework.retry) and record the outcome. Destinations are independent: one
-that is down does not hold up the others. If any destination failed, `deliver` raises after
-recording everything, so the stage dead-letters the event (naming the destinations and the
-reasons); a replay then sends only to the destinations that have not received this version.
+that is down does not hold up the others. `deliver` sends to every destination at once and raises if
+any failed (tools and tests); the stage instead queues a report per destination and each
+destination's lane (radalign.delivery.lanes) calls `deliver_to`, so a hung destination delays
+only itself. A replay of a dead letter sends only to the destinations still missing the version.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class DestinationResult:
     destination: str
     outcome: Outcome
     detail: str = ""
+    #: The exception class of a failure (TimeoutError, ConnectError ...): a lane's reason class.
+    error_class: str = ""
 
 
 class DeliveryFailed(DependencyUnavailable):
@@ -81,15 +84,21 @@ class DeliveryCore:
     async def _db(self, what: str, call):  # noqa: ANN001, ANN202 - a coroutine factory and its result
         return await call_with_retry(what, call, self.settings, stage=STAGE, timeout_s=10)
 
-    async def deliver(self, item: ReportVersion) -> list[DestinationResult]:
-        if not self.senders:
-            return []
+    async def identity_of(self, item: ReportVersion) -> StudyIdentity:
+        """The study's re-identification (patient, study UID): without it nothing can be routed."""
         key = item.report.study.study_key
         identity = await self._db("postgres", lambda: self.reidentifier.lookup(key))
         if identity is None:
-            # Without the mapping the report cannot be routed back (patient, study UID).
             raise PermanentError("no identity mapping for the study: the report cannot be routed to any destination")
-        results = await asyncio.gather(*(self._one(sender, item, identity) for sender in self.senders.values()))
+        return identity
+
+    async def deliver(self, item: ReportVersion) -> list[DestinationResult]:
+        """Every destination at once, each with its bounded retries (tests and tools; the stage
+        queues per destination instead: radalign.delivery.lanes)."""
+        if not self.senders:
+            return []
+        identity = await self.identity_of(item)
+        results = await asyncio.gather(*(self.deliver_to(name, item, identity) for name in self.senders))
         if any(r.outcome in ("failed", "refused") for r in results):
             failure = DeliveryFailed(list(results))
             if failure.permanent:
@@ -97,7 +106,12 @@ class DeliveryCore:
             raise failure
         return list(results)
 
-    async def _one(self, sender: Sender, item: ReportVersion, identity: StudyIdentity) -> DestinationResult:
+    async def deliver_to(
+        self, name: str, item: ReportVersion, identity: StudyIdentity | None = None, *, attempts: int | None = None
+    ) -> DestinationResult:
+        """One destination: skip what it has, else send (`attempts`: override the destination's
+        retry count; a lane makes one attempt per claim and backs off between claims) and record."""
+        sender = self.senders[name]
         report = item.report
         if getattr(sender, "signed_only", False) and item.signature is None:
             delivery_metrics.DELIVERIES.labels(destination=sender.name, kind=sender.kind, outcome="skipped").inc()
@@ -107,12 +121,20 @@ class DeliveryCore:
             metrics.DUPLICATES.labels(stage=STAGE).inc()
             delivery_metrics.DELIVERIES.labels(destination=sender.name, kind=sender.kind, outcome="skipped").inc()
             return DestinationResult(sender.name, "skipped", reason)
-        attempts = 0 if record is None or record.report_version != item.version else record.attempts
+        identity = identity or await self.identity_of(item)
+        if record is not None and record.status == "delivered" and record.remote_ref:
+            item = replace(item, predecessor_ref=record.remote_ref)  # a new version replaces what it holds
+        previous = 0 if record is None or record.report_version != item.version else record.attempts
         pending = DeliveryRecord(
             report_id=report.report_id, destination=sender.name, study_key=report.study.study_key, kind=sender.kind,
-            report_version=item.version, report_status=item.status, status="pending", attempts=attempts,
+            report_version=item.version, report_status=item.status, status="pending", attempts=previous,
         )
         await self._db("postgres", lambda: self.records.save(pending))
+        return await self._send(sender, item, identity, pending, attempts)
+
+    async def _send(
+        self, sender: Sender, item: ReportVersion, identity: StudyIdentity, pending: DeliveryRecord, attempts: int | None
+    ) -> DestinationResult:
         counter = {"n": 0}
 
         async def attempt() -> str:
@@ -127,18 +149,19 @@ class DeliveryCore:
         try:
             remote = await call_with_retry(
                 f"delivery:{sender.name}", attempt, settings, stage=STAGE,
-                timeout_s=policy.timeout_s if policy else 30.0, attempts=policy.attempts if policy else None,
+                timeout_s=policy.timeout_s if policy else 30.0, attempts=attempts or (policy.attempts if policy else None),
             )
         except (PermanentError, DependencyUnavailable) as exc:
             outcome: Outcome = "refused" if isinstance(exc, PermanentError) else "failed"
             detail = exc.reason if isinstance(exc, PermanentError) else str(exc)
-            log.warning("delivery of report %s to %s %s: %s", report.report_id, sender.name, outcome, detail[:300])
-            failed = replace(pending, status="failed", attempts=attempts + counter["n"], last_error=detail[:1000])
+            log.warning("delivery of report %s to %s %s: %s", pending.report_id, sender.name, outcome, detail[:300])
+            failed = replace(pending, status="failed", attempts=pending.attempts + counter["n"], last_error=detail[:1000])
             await self._db("postgres", lambda: self.records.save(failed))
             delivery_metrics.DELIVERIES.labels(destination=sender.name, kind=sender.kind, outcome=outcome).inc()
-            return DestinationResult(sender.name, outcome, detail)
+            cause = exc.__cause__ if isinstance(exc, DependencyUnavailable) else exc
+            return DestinationResult(sender.name, outcome, detail, type(cause).__name__ if cause else "")
         delivery_metrics.DELIVERY_SECONDS.labels(destination=sender.name, kind=sender.kind).observe(time.perf_counter() - begin)
-        done = replace(pending, status="delivered", attempts=attempts + counter["n"], remote_ref=remote, delivered_at=datetime.now(UTC))
+        done = replace(pending, status="delivered", attempts=pending.attempts + counter["n"], remote_ref=remote, delivered_at=datetime.now(UTC))
         await self._db("postgres", lambda: self.records.save(done))
         delivery_metrics.DELIVERIES.labels(destination=sender.name, kind=sender.kind, outcome="delivered").inc()
         return DestinationResult(sender.name, "delivered", remote)

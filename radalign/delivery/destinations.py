@@ -17,6 +17,13 @@ A YAML or JSON document, given as a file path or inline:
         auth: {type: oauth2-client-credentials, token_url: https://auth.example/token,
                client_id: radalign, client_secret_env: EHR_CLIENT_SECRET, scope: system/*.write}
         retry: {attempts: 6, base_delay_s: 1, max_delay_s: 60, timeout_s: 30}
+        queue: {concurrency: 4, breaker_failures: 5, breaker_cooldown_s: 30, dead_letter_after_s: 600}
+
+Each destination is drained by its own lane (`radalign.delivery.lanes`): `queue` sets how many
+sends it has in flight, when its circuit breaker opens and for how long, and how long a report may
+wait for it before it is dead-lettered; `retry.timeout_s` bounds each send and `retry.base_delay_s`
+/ `max_delay_s` space a lane's tries (one send per try; `retry.attempts` bounds only
+`DeliveryCore.deliver`, the all-at-once path of tools and tests).
 
 Secrets are never in the document: it names the environment variables that hold them. A
 destination's `name` appears in metric labels and delivery records, so it is a short slug.
@@ -46,6 +53,17 @@ class RetryPolicy(_Model):
     base_delay_s: float = Field(default=0.5, gt=0)
     max_delay_s: float = Field(default=30.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0, description="per attempt")
+
+
+class QueuePolicy(_Model):
+    """How a destination's lane drains its queue (radalign.delivery.lanes)."""
+
+    concurrency: int = Field(default=2, ge=1, le=32, description="sends in flight to this destination")
+    breaker_failures: int = Field(default=5, ge=1, le=100, description="consecutive failed sends that open the circuit")
+    breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600, description="open circuit: seconds before one probe is let through")
+    dead_letter_after_s: float = Field(
+        default=600.0, gt=0, description="a report still undelivered this long after it was queued is dead-lettered (the budget)"
+    )
 
 
 class BearerAuth(_Model):
@@ -94,6 +112,7 @@ class DicomDestination(_Model):
         description="also store the model's results as a TID 1500 Comprehensive 3D SR (none when the model claimed nothing)",
     )
     retry: RetryPolicy = RetryPolicy()
+    queue: QueuePolicy = QueuePolicy()
 
 
 class StowDestination(_Model):
@@ -104,6 +123,7 @@ class StowDestination(_Model):
     url: HttpUrl = Field(description="the DICOMweb base, e.g. http://orthanc:8042/dicom-web")
     auth: Auth | None = None
     retry: RetryPolicy = RetryPolicy()
+    queue: QueuePolicy = QueuePolicy()
 
 
 class FhirDestination(_Model):
@@ -134,6 +154,7 @@ class FhirDestination(_Model):
     )
     auth: Auth | None = None
     retry: RetryPolicy = RetryPolicy()
+    queue: QueuePolicy = QueuePolicy()
 
 
 class Hl7Destination(_Model):
@@ -149,6 +170,7 @@ class Hl7Destination(_Model):
     receiving_facility: str = Field(default="", max_length=180)
     processing_id: Literal["P", "T", "D"] = Field(default="P", description="MSH-11: production, training, debugging")
     retry: RetryPolicy = RetryPolicy(timeout_s=10.0)
+    queue: QueuePolicy = QueuePolicy()
 
 
 Destination = Annotated[DicomDestination | StowDestination | FhirDestination | Hl7Destination, Field(discriminator="kind")]

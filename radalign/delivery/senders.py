@@ -55,6 +55,7 @@ def sr_kwargs(item: ReportVersion) -> dict[str, Any]:
         "status": item.status, "verifier": item.verifier_pn, "verified_at": item.verified_at, "document_version": item.version,
         "signer": sig.signer if sig else None, "co_signers": sig.co_signers if sig else (),
         "signed_version": sig.version if sig else None, "replaces_version": sig.replaces_version if sig else None,
+        "predecessor_uid": item.predecessor_ref or None,
     }
 
 

@@ -32,6 +32,9 @@ class ReportVersion:
     verified_at: datetime | None = None
     #: A signed version (None: the AI's draft).
     signature: Signature | None = None
+    #: What this destination holds of the version this one replaces (its delivery record's remote
+    #: reference: the SR's SOP Instance UID for a PACS), so the new version names its predecessor.
+    predecessor_ref: str = ""
 
     def __post_init__(self) -> None:
         if self.status in RELEASED_STATUSES and not (self.verifier or self.signature):

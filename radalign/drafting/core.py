@@ -36,6 +36,12 @@ def report_id_for(study_key: str, pipeline_version: str) -> str:
     return str(uuid.uuid5(_REPORT_ID_NAMESPACE, f"{study_key}|{pipeline_version}"))
 
 
+def draft_id_for(report_id: str, draft_version: int) -> str:
+    """A draft version's own id (ReportDrafted.draft_id): a re-opened study's new draft gets
+    another, a redelivery the same; signed versions are `{report_id}-v{n}` (ReportFinal.final_id)."""
+    return f"{report_id}-d{draft_version}"
+
+
 def parse_critical(value: str) -> frozenset[Observation]:
     """"Pneumothorax, Pleural Effusion" -> observations; unknown names raise ValueError."""
     names = [n.strip() for n in value.split(",") if n.strip()]
@@ -134,7 +140,10 @@ class DraftingCore:
         structured = guarded.draft if guarded.draft.sections else self.fallback.draft(context)
         return ReportDrafted(
             study=event.study,
-            report_id=report_id_for(event.study.study_key, event.study.pipeline_version),
+            report_id=(report_id := report_id_for(event.study.study_key, event.study.pipeline_version)),
+            draft_id=draft_id_for(report_id, event.study.version),
+            draft_version=event.study.version,
+            replaces_draft_id=draft_id_for(report_id, event.study.version - 1) if event.study.version > 1 else None,
             findings=guarded.draft.findings,
             impression=guarded.draft.impression,
             concepts=list(event.concepts),

@@ -187,7 +187,9 @@ class StageRunner:
         if "timings" in type(event).model_fields:
             event = event.model_copy(update={"timings": self._timings(source, event, timing)})
         study = event.study  # type: ignore[attr-defined]  # every stage output carries its StudyRef; the Contract base (shared with DeadLetter) does not
-        ev_id = codec.event_id(self.stage.name, study.study_key, study.pipeline_version, getattr(source, "study_version", 1))
+        # per study version: a re-opened study's new outputs (its next draft) get new CloudEvents ids
+        version: int = getattr(source, "study_version", 0) or getattr(getattr(source, "study", None), "version", 1)
+        ev_id = codec.event_id(self.stage.name, study.study_key, study.pipeline_version, version)
         headers = codec.build_headers(event, stage=self.stage.name, ev_id=ev_id, traceparent=codec.child_traceparent(parent))
         return OutgoingRecord(topic_for(out.spec, event), record_key(event), codec.encode(event), headers)
 

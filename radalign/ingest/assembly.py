@@ -90,6 +90,7 @@ class StudyAssembler:
                 priority=Priority.STAT if due.stat else Priority.ROUTINE,
                 received_at=datetime.now(UTC),
                 pipeline_version=self._pipeline_version,
+                version=version,
             ),
             modality=modality,
             source=cast(Source, due.source),

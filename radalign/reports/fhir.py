@@ -319,6 +319,24 @@ def signed_observation_dict(
     return resource
 
 
+def _version_extension(url: str, version_id: str) -> dict[str, Any]:
+    return {"url": url, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": version_id}}
+
+
+def version_extensions(report: ReportDrafted, signature: Signature | None) -> list[dict[str, Any]]:
+    """This version's own id and the id of the version it replaces: a signed version's
+    (`{report_id}-v{n}`, replacing the previous signed version, or for the first sign-off the draft
+    it was signed from), or a draft's (`draft_id`, replacing a re-opened study's earlier draft)."""
+    if signature is not None:
+        own = signature.version_id(report.report_id)
+        replaced = signature.version_id(report.report_id, signature.replaces_version) if signature.replaces_version else report.draft_id
+    elif report.draft_id:
+        own, replaced = report.draft_id, report.replaces_draft_id
+    else:
+        return []  # a draft from a producer before draft ids: the resource id is its identity
+    return [_version_extension(VERSION_EXTENSION, own)] + ([_version_extension(REPLACES_EXTENSION, replaced)] if replaced else [])
+
+
 def diagnostic_report_dict(
     report: ReportDrafted, identity: StudyIdentity | None, *, issued: datetime | None = None, version: FhirVersion = "R4",
     status: ReportStatus = "preliminary", patient_system: str = DEFAULT_PATIENT_SYSTEM, results: list[str] | None = None,
@@ -359,7 +377,9 @@ def diagnostic_report_dict(
     if version == "R5" and (note := _status_note(status, signature is not None)):
         resource["note"] = [{"text": note}]
     if signature is not None:
-        _add_signer(resource, report, signature)
+        _add_signer(resource, signature)
+    if extensions := version_extensions(report, signature):
+        resource["extension"] = extensions
     if identity is not None:
         _add_order_subject_and_study(resource, identity, version, patient_system)
     if version != "R5" and "subject" in resource:
@@ -367,15 +387,10 @@ def diagnostic_report_dict(
     return resource
 
 
-def _add_signer(resource: dict[str, Any], report: ReportDrafted, signature: Signature) -> None:
-    """A signed version's performer, interpreters, and the versions it is and replaces."""
+def _add_signer(resource: dict[str, Any], signature: Signature) -> None:
+    """A signed version's performer and interpreters (the signer, then the co-signed residents)."""
     resource["performer"] = [practitioner_ref(signature.signer)]
     resource["resultsInterpreter"] = [practitioner_ref(p) for p in (signature.signer, *signature.co_signers)]
-    extensions = [{"url": VERSION_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": signature.version_id(report.report_id)}}]
-    if signature.replaces_version is not None:
-        replaced = signature.version_id(report.report_id, signature.replaces_version)
-        extensions.append({"url": REPLACES_EXTENSION, "valueIdentifier": {"system": REPORT_VERSION_SYSTEM, "value": replaced}})
-    resource["extension"] = extensions
 
 
 def _add_order_subject_and_study(resource: dict[str, Any], identity: StudyIdentity, version: FhirVersion, patient_system: str) -> None:

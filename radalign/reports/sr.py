@@ -44,6 +44,7 @@ Comprehensive 3D SR), so the text SR keeps the private base class noted above.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -87,6 +88,8 @@ IMPRESSION = Code("121073", "DCM", "Impression")
 ASSESSMENT_SECTION = codes.DCM.CurrentProcedureDescriptions
 ASSESSMENT = codes.DCM.ProcedureDescription
 SR_SERIES_NUMBER = 9001  # high, so the draft sorts after the acquired series in viewers
+#: A DICOM UID (PS3.5 9.1): a predecessor reference from a delivery record is used only if it is one.
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
 class BasicTextSR(_SR):
@@ -211,6 +214,7 @@ def basic_text_sr(
     co_signers: Sequence[Signer] = (),
     signed_version: int | None = None,
     replaces_version: int | None = None,
+    predecessor_uid: str | None = None,
 ) -> Dataset:
     """The SR of one version of the report.
 
@@ -221,7 +225,8 @@ def basic_text_sr(
     UNVERIFIED. Every signer (the attending and the residents whose work it co-signs) is also a
     person observer in the content (TID 1002/1003). A signed version `signed_version` has its own
     SOP Instance UID; one that replaces an earlier version names it in the Predecessor Documents
-    Sequence."""
+    Sequence: `replaces_version` (a signed version), else `predecessor_uid` (the SR this
+    destination holds of the version replaced, e.g. a re-opened study's earlier draft)."""
     verified = status in VERIFIED_STATUSES
     verifier = signer.dicom_pn if signer is not None else verifier
     if verified and not verifier:
@@ -232,7 +237,8 @@ def basic_text_sr(
     else:
         suffix = f":{status}:{document_version}" if (verified or document_version) else ""
         sop_instance_uid = _uid(report.report_id, f"instance{suffix}")
-    previous = _predecessor(report.report_id, identity, replaces_version) if replaces_version is not None else None
+    replaced = signed_instance_uid(report.report_id, replaces_version) if replaces_version is not None else predecessor_uid
+    previous = _predecessor(report.report_id, identity, replaced) if replaced and replaced != sop_instance_uid and _UID.match(replaced) else None
     people = [p for p in (signer, *co_signers) if p is not None]
     sr = BasicTextSR(
         evidence=evidence,
@@ -262,13 +268,13 @@ def basic_text_sr(
     return _finish(sr, real, created)
 
 
-def _predecessor(report_id: str, identity: StudyIdentity, replaces_version: int) -> list[Dataset]:
-    """Predecessor Documents Sequence content: the signed version this one replaces."""
+def _predecessor(report_id: str, identity: StudyIdentity, replaced_uid: str) -> list[Dataset]:
+    """Predecessor Documents Sequence content: the SR this version replaces."""
     pre = Dataset()
     pre.StudyInstanceUID = identity.study_instance_uid
     pre.SeriesInstanceUID = _uid(report_id, "series")
     pre.SOPClassUID = BASIC_TEXT_SR
-    pre.SOPInstanceUID = signed_instance_uid(report_id, replaces_version)
+    pre.SOPInstanceUID = replaced_uid
     return [pre]
 
 

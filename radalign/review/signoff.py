@@ -96,7 +96,8 @@ def build_final(
         final_id=f"{draft.report_id}-v{version}",
         version=version,
         status=status or ("final" if version == 1 else "amended"),  # type: ignore[arg-type]  # one of the contract's statuses (the lifecycle's)
-        replaces_version=replaces_version if status else (version - 1 if version > 1 else None),
+        replaces_version=(replaced := replaces_version if status else (version - 1 if version > 1 else None)),
+        replaces_id=f"{draft.report_id}-v{replaced}" if replaced is not None else draft.draft_id,
         findings=findings,
         impression=impression,
         signer_key=signer_key,

@@ -144,3 +144,14 @@ async def test_no_backend_is_counted_as_not_configured():
     result = await DraftGuard().run(context(), None)
     assert result.guard.verdict is GuardVerdict.PASSED and result.draft.drafter == "deterministic"
     assert fallbacks("none", "not_configured") == before + 1
+
+
+async def test_a_reopened_study_gets_its_own_draft_id_linked_to_the_draft_it_replaces():
+    """Issue 26: the same report_id for every version of the study, its own id per draft version."""
+    first = make_event(LABELS, CASES)
+    reopened = first.model_copy(update={"study": first.study.model_copy(update={"version": 2})})
+    core = DraftingCore(Settings(), None)
+    one, two = await core.draft(first), await core.draft(reopened)
+    assert one.report_id == two.report_id
+    assert (one.draft_version, one.replaces_draft_id) == (1, None) and one.draft_id == f"{one.report_id}-d1"
+    assert (two.draft_version, two.draft_id, two.replaces_draft_id) == (2, f"{two.report_id}-d2", one.draft_id)

@@ -59,6 +59,7 @@ async def test_late_instance_reopens_as_next_version_and_resends_are_ignored() -
     [v2] = await asm.flush()
     assert v2.study_version == 2 and len(v2.instances) == 2 and v2.study.priority is Priority.STAT
     assert [e.study_version for e in sent] == [1, 2]
+    assert [e.study.version for e in sent] == [1, 2]  # the version travels with the study to the draft (its draft_version)
 
 
 async def test_a_restarted_assembler_publishes_what_the_outbox_holds() -> None:

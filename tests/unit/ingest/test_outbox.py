@@ -86,6 +86,7 @@ async def test_a_late_instance_after_pruning_is_the_next_version_with_only_the_k
     clock.now = 20
     [v2] = await asm.flush()
     assert v2.study_version == 2 and len(v2.instances) == 3
+    assert v2.study.version == 2
     clock.now = 40 * DAY
     assert await outbox.prune(30 * DAY) == 1 and OLD not in outbox.studies
     assert await asm.add(_item(OLD, 4))  # a late instance after the retention

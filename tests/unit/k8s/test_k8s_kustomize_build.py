@@ -88,6 +88,10 @@ def test_production_render_has_gpu_triton_two_consumers_and_no_secret(rendered):
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["RADALIGN_KAFKA_SECURITY_PROTOCOL"] == "SSL" and env["RADALIGN_KAFKA_BOOTSTRAP"].endswith(":9093")
         assert any(m["name"] == "kafka-tls" for m in container["volumeMounts"])
+        pod = _find(docs, "Deployment", workload_name(stage))["spec"]["template"]["spec"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "kafka-tls"]
+        # its own KafkaUser's certificate (least privilege), beside the cluster CA
+        assert {s["secret"]["name"] for s in volume["projected"]["sources"]} == {"radalign-kafka-cluster-ca-cert", f"radalign-{stage}"}
     (kafka,) = [d for d in docs if d["kind"] == "Kafka"]
     tls = [lst for lst in kafka["spec"]["kafka"]["listeners"] if lst["tls"]]
     assert tls and tls[0]["authentication"]["type"] == "tls"

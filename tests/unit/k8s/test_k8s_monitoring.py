@@ -110,6 +110,8 @@ def test_alerts_cover_what_operators_need():
         "gateway refusals": "radalign_gateway_instances_refused_total",
         "a target down": "up{",
         "delivery failures": "radalign_deliveries_total",
+        "delivery dead letters per destination": "radalign_delivery_dead_letters_total",
+        "a destination's open circuit": "radalign_delivery_circuit_open",
         "STAT review queue age": 'radalign_review_queue_oldest_by_priority_seconds{priority="stat"}',
         "routine review queue age": 'radalign_review_queue_oldest_by_priority_seconds{priority="routine"}',
     }
@@ -203,6 +205,9 @@ def test_promtool_alert_unit_tests(tmp_path):
         {"series": 'up{job="radalign/radalign-stages", pod="radalign-concepts-0"}', "values": "1x42"},
         {"series": 'radalign_gateway_instances_refused_total{namespace="radalign", source="dicom-cstore", reason="modality"}', "values": "0+1x60"},
         {"series": 'radalign_gateway_instances_accepted_total{namespace="radalign", source="dicom-cstore"}', "values": "0+100x60"},
+        # the PACS dead-letters one report at minute 3; the FHIR server none
+        {"series": 'radalign_delivery_dead_letters_total{namespace="radalign", destination="pacs", reason="timeout"}', "values": "0 0 0 1x60"},
+        {"series": 'radalign_delivery_dead_letters_total{namespace="radalign", destination="ehr", reason="timeout"}', "values": "0x60"},
     ]
     alert_rule_test = [
         {
@@ -216,12 +221,18 @@ def test_promtool_alert_unit_tests(tmp_path):
             "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "radalign/radalign-stages", "pod": "radalign-drafting-0"}}],
         },
         {"eval_time": "40m", "alertname": "RadAlignGatewayRefusalsHigh", "exp_alerts": []},  # 1 % refused: quiet
+        {
+            "eval_time": "10m",
+            "alertname": "RadAlignDeliveryDeadLettered",
+            "exp_alerts": [{"exp_labels": {"severity": "critical", "namespace": "radalign", "destination": "pacs", "reason": "timeout"}}],
+        },
     ]
     # the summaries as rendered
     annotations = _alert_annotations()
     summaries = {
         "RadAlignLLMFallbackRateHigh": "50% of drafts fell back to the deterministic drafter",
         "RadAlignTargetDown": "radalign-drafting-0 does not answer Prometheus' scrape",
+        "RadAlignDeliveryDeadLettered": "1 reports dead-lettered for pacs (timeout) in 15 min",
     }
     for alert in alert_rule_test:
         for expected in alert["exp_alerts"]:
