@@ -151,6 +151,36 @@ def test_no_package_cycles():
     raise AssertionError("package cycle: " + " -> ".join(cycle) + "\n" + "\n".join(steps))
 
 
+#: The packages in the order data flows, gateway to delivery: a package imports only packages of
+#: its own or an earlier layer. Shared building blocks first; what drives the whole pipeline (the
+#: command line, the dev stack, the demo, test harnesses, benchmarks, evaluation) last.
+LAYERS: tuple[frozenset[str], ...] = tuple(frozenset(f"radalign.{name}" for name in layer.split()) for layer in (
+    "pipeline config db framework blobstore pseudonymizer text_encoder figures generated samples report_page labeler",
+    "ingest", "preprocess", "concepts", "concepts_training sites", "kb", "retrieval", "drafting", "reports", "review", "delivery",
+    "evaluation loopback schemas_export deploy cli demo stack testing bench",
+))
+
+
+def upward_imports(graph: dict[str, set[str]], layers: tuple[frozenset[str], ...]) -> list[tuple[str, str]]:
+    """Package imports that run against the data flow (a later layer imported by an earlier one)."""
+    layer_of = {p: i for i, layer in enumerate(layers) for p in layer}
+    return sorted((p, d) for p, deps in graph.items() for d in deps if p in layer_of and d in layer_of and layer_of[d] > layer_of[p])
+
+
+def test_the_layer_check_finds_an_import_up_the_layers():
+    layers = (frozenset({"radalign.a"}), frozenset({"radalign.b"}))
+    assert upward_imports({"radalign.a": {"radalign.b"}, "radalign.b": set()}, layers) == [("radalign.a", "radalign.b")]
+    assert upward_imports({"radalign.b": {"radalign.a"}, "radalign.a": set()}, layers) == []
+
+
+def test_packages_import_only_down_the_layers():
+    graph = package_graph(import_graph())
+    unplaced = set(graph) - {"radalign"} - set().union(*LAYERS)
+    assert not unplaced, f"place each new package in LAYERS: {sorted(unplaced)}"
+    upward = upward_imports(graph, LAYERS)
+    assert not upward, f"imports up the layers (against the data flow): {upward}"
+
+
 def test_contracts_import_nothing_of_the_project():
     graph = import_graph()
     for mod, deps in graph.items():
