@@ -28,22 +28,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
+# `radalign bench` supersedes this script; the record reader and the image pool are its own, so
+# both measure the same records the same way.
+from radalign.bench.run import images, read_topic
 from radalign.config import Settings
 from radalign.framework import codec
 from radalign.framework.stage import Record, Stage, StageRunner
-from radalign.samples import chest_jpeg_files, shared_data_dir
 from schemas.events import ReportDrafted
 from schemas.topics import CASES_RETRIEVED, CONCEPTS_INFERRED, REPORT_DRAFTED, STUDY_PREPROCESSED, STUDY_RECEIVED
-
-
-def images(n: int) -> list[Path]:
-    pool = list(chest_jpeg_files())
-    data = shared_data_dir()
-    if data is not None:  # more variety (sizes, views) where the team's data is present
-        pool += sorted((data / "cxr-public" / "images").glob("*.png"))[:200]
-    return [pool[i % len(pool)] for i in range(n)]
 
 
 def post_all(settings: Settings, files: list[Path], clients: int, tag: str) -> list[str]:
@@ -65,27 +58,6 @@ def post_all(settings: Settings, files: list[Path], clients: int, tag: str) -> l
 
     with ThreadPoolExecutor(clients) as pool:
         return list(pool.map(post, enumerate(files)))
-
-
-async def read_topic(settings: Settings, topic_names: tuple[str, ...], keys: set[str], timeout_s: float) -> dict[str, Record]:
-    """The first record per study key among `keys`, from the beginning of the topics."""
-    consumer = AIOKafkaConsumer(*topic_names, bootstrap_servers=settings.kafka_bootstrap, group_id=None, auto_offset_reset="earliest")
-    await consumer.start()
-    found: dict[str, Record] = {}
-    arrival: dict[str, float] = {}
-    try:
-        deadline = time.monotonic() + timeout_s
-        while len(found) < len(keys) and time.monotonic() < deadline:
-            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
-                for m in messages:
-                    key = (m.key or b"").decode()
-                    if key in keys and key not in found:
-                        found[key] = Record(tp.topic, tp.partition, m.offset, m.key, m.value, list(m.headers or []))
-                        arrival[key] = m.timestamp / 1000
-    finally:
-        await consumer.stop()
-    read_topic.arrival = arrival  # type: ignore[attr-defined]
-    return found
 
 
 async def stage_alone(stage: Stage, settings: Settings, records: list[Record]) -> float:
@@ -142,8 +114,8 @@ def main() -> int:
         begin = time.time()
         keys = post_all(settings, files, args.clients, "run")
         posted = time.time()
-        reports = asyncio.run(read_topic(settings, (REPORT_DRAFTED.name,), set(keys), 900))
-        arrival = read_topic.arrival  # type: ignore[attr-defined]
+        arrival: dict[str, float] = {}
+        reports = asyncio.run(read_topic(settings, (REPORT_DRAFTED.name,), set(keys), 900, times=arrival))
         if len(reports) < len(keys):
             print(f"only {len(reports)}/{len(keys)} reports arrived", file=sys.stderr)
             return 1

@@ -50,22 +50,23 @@ schemas_app = typer.Typer(no_args_is_help=True, help="Event contracts (JSON Sche
 app.add_typer(schemas_app, name="schemas")
 
 
-def _mount(module: str, attr: str, name: str, help_text: str) -> None:
-    _LazyGroup.lazy[name] = (module, attr, help_text)
-
-
-_mount("radalign.stack.cli", "stack_app", "stack", "The embedded stack: broker, PostgreSQL, Triton and the stage workers.")
-_mount("radalign.labeler.cli", "label_app", "label", "The CheXpert-style report labeler: radalign label FILE|text|iu.")
-_mount("radalign.deploy", "deploy_app", "k8s", "Generated Kubernetes manifests: render or check them.")
-_mount("radalign.kb.cli", "kb_app", "kb", "The case store (pgvector): ingest reports, statistics.")
-_mount("radalign.concepts_training.train", "train_app", "train", "Train the concept-aligned model.")
-_mount("radalign.evaluation", "eval_app", "eval", "Evaluate the concept model (eval concepts) and the drafts (eval reports).")
-_mount("radalign.sites.cli", "sites_app", "sites", "Site models: archive, train, shadow, promote, rollback.")
-_mount("radalign.concepts_training.audit", "audit_app", "audit", "Audit the served concept model on a site's labelled films and write its site profile.")
-_mount("radalign.delivery.check", "delivery_app", "delivery", "Delivery destinations (PACS, DICOMweb, FHIR, HL7): check them.")
-_mount("services.conformance", "conformance_app", "conformance", "Conformance documents (OpenAPI, AsyncAPI, DICOM, FHIR) under docs/: render or check them.")
-_mount("radalign.review.cli", "review_app", "review", "The radiologist's side: review web app, sign-off, training manifest of corrections.")
-_mount("radalign.bench.cli", "bench_app", "bench", "One benchmark run: the pipeline to delivered report, each stage alone, STAT under a backlog.")
+#: The lazily imported command groups (see `_LazyGroup`), one row each: name -> (module, Typer
+#: attribute, help).
+_LAZY_GROUPS: dict[str, tuple[str, str, str]] = {
+    "stack": ("radalign.stack.cli", "stack_app", "The embedded stack: broker, PostgreSQL, Triton and the stage workers."),
+    "label": ("radalign.labeler.cli", "label_app", "The CheXpert-style report labeler: radalign label FILE|text|iu."),
+    "k8s": ("radalign.deploy", "deploy_app", "Generated Kubernetes manifests: render or check them."),
+    "kb": ("radalign.kb.cli", "kb_app", "The case store (pgvector): ingest reports, statistics."),
+    "train": ("radalign.concepts_training.train", "train_app", "Train the concept-aligned model."),
+    "eval": ("radalign.evaluation", "eval_app", "Evaluate the concept model (eval concepts) and the drafts (eval reports)."),
+    "sites": ("radalign.sites.cli", "sites_app", "Site models: archive, train, shadow, promote, rollback."),
+    "audit": ("radalign.concepts_training.audit", "audit_app", "Audit the served concept model on a site's labelled films and write its site profile."),
+    "delivery": ("radalign.delivery.check", "delivery_app", "Delivery destinations (PACS, DICOMweb, FHIR, HL7): check them."),
+    "conformance": ("services.conformance", "conformance_app", "Conformance documents (OpenAPI, AsyncAPI, DICOM, FHIR) under docs/: render or check them."),
+    "review": ("radalign.review.cli", "review_app", "The radiologist's side: review web app, sign-off, training manifest of corrections."),
+    "bench": ("radalign.bench.cli", "bench_app", "One benchmark run: the pipeline to delivered report, each stage alone, STAT under a backlog."),
+}
+_LazyGroup.lazy.update(_LAZY_GROUPS)
 
 
 @app.command()

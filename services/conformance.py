@@ -476,10 +476,6 @@ def stale_files(root: Path | None = None, rendered: dict[str, str] | None = None
     return generated.stale(rendered if rendered is not None else render_all(), root or REPO_ROOT)
 
 
-def write_all(root: Path | None = None) -> list[Path]:
-    return generated.write(render_all(), root or REPO_ROOT)
-
-
 conformance_app = generated.generated_files_app(
     "Conformance documents (OpenAPI, AsyncAPI, DICOM, FHIR) under docs/conformance.", render_all, lambda: REPO_ROOT, "radalign conformance render"
 )

@@ -4,6 +4,7 @@ Triton's dynamic batcher group requests, so callers should keep several in fligh
 from __future__ import annotations
 
 import json
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,7 +61,7 @@ def channel_args() -> list[tuple[str, int]]:
     ]
 
 
-class TritonConceptClient:
+class TritonConceptClient(AbstractAsyncContextManager["TritonConceptClient", None]):  # its __aenter__ returns self
     def __init__(self, url: str, model: str = MODEL_NAME, timeout_s: float = 30.0) -> None:
         from tritonclient.grpc.aio import InferenceServerClient
 
@@ -126,9 +127,6 @@ class TritonConceptClient:
 
     async def close(self) -> None:
         await self._client.close()
-
-    async def __aenter__(self) -> TritonConceptClient:
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -103,7 +104,7 @@ class _Retryable(Exception):
         self.reason = reason
 
 
-class OpenAICompatibleBackend:
+class OpenAICompatibleBackend(AbstractAsyncContextManager["OpenAICompatibleBackend", None]):  # its __aenter__ returns self
     """An OpenAI-compatible HTTP endpoint, with per-call timeouts, bounded retries with jittered
     exponential backoff on timeouts / connection errors / 5xx, and a concurrency bound."""
 
@@ -142,9 +143,6 @@ class OpenAICompatibleBackend:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-    async def __aenter__(self) -> OpenAICompatibleBackend:
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

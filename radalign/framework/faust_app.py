@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -40,10 +41,36 @@ def broker_urls(bootstrap: str) -> str:
 
 
 def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
+    # The app id is the stage's consumer group (k8s/ names the groups after it: keep it here).
+    app = faust.App(f"radalign-{stage.name}", **_app_options(stage, settings))
+    runner = StageRunner(stage, settings)
+    lifecycle = _Lifecycle()
+    _add_agents(app, stage, _consumer(app, runner, lifecycle))
+    app.task(_setup_task(stage, settings, lifecycle))
+
+    @app.timer(interval=1.0)
+    async def _tick() -> None:
+        lifecycle.last_tick = time.monotonic()
+
+    for task in stage.background_tasks():
+        app.task(_repeat(task, lifecycle.setup_done))
+
+    # The stage's routes first: a route of its own at "/" (the review worklist) wins over Faust's index.
+    for route in [*stage.routes(), *probe_routes(_probes(app, stage, lifecycle))]:
+        app.web.web_app.router.add_route(route.method, route.path, route.handler)  # type: ignore[attr-defined]  # faust types app.web as the abstract Web; the aiohttp driver has web_app
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's signal stubs want a `signal` keyword it passes in **kwargs
+    async def _close(app: faust.App, **kwargs: object) -> None:
+        await stage.close()
+
+    return app
+
+
+def _app_options(stage: Stage[Any], settings: Settings) -> dict[str, Any]:
+    """The `faust.App` settings every stage shares (the app id aside)."""
     datadir = settings.state_dir.resolve() / "faust" / stage.name
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        f"radalign-{stage.name}",
+    return dict(
         broker=broker_urls(settings.kafka_bootstrap),
         broker_credentials=settings.faust_broker_credentials(),  # TLS / SASL from the settings
         key_serializer="raw",
@@ -74,15 +101,26 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
         # the stage's auth (bearer tokens, or the review app's session) in front of every route
         web_application_options={"middlewares": stage.middlewares(settings)},
     )
-    runner = StageRunner(stage, settings)
-    state: dict = {"last_tick": time.monotonic(), "ready": False, "setup_error": None}
-    setup_done = asyncio.Event()
-    stat_first = StatFirst()  # no new routine record starts while a STAT one is in flight
+
+
+@dataclass
+class _Lifecycle:
+    """What the agents, tasks and probes of one app share: setup progress and the loop's last tick."""
+
+    last_tick: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    setup_error: str | None = None
+    setup_done: asyncio.Event = field(default_factory=asyncio.Event)
+    stat_first: StatFirst = field(default_factory=StatFirst)  # no new routine record starts while a STAT one is in flight
+
+
+def _consumer(app: faust.App, runner: StageRunner, lifecycle: _Lifecycle) -> Callable[[faust.StreamT], Awaitable[None]]:
+    """The agent body every lane runs: records through the runner, STAT first."""
 
     async def _run(stream: faust.StreamT) -> None:
         # Partitions can be assigned before the stage's clients are open: hold the first record
         # (unacked, so nothing is lost) until setup has finished.
-        await setup_done.wait()
+        await lifecycle.setup_done.wait()
         async for event in stream.events():
             msg = event.message
             record = Record(
@@ -94,10 +132,10 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
                 headers=list(msg.headers or []),
             )
             if TopicSpec.lane_of(msg.topic) == Priority.STAT:
-                async with stat_first.stat():
+                async with lifecycle.stat_first.stat():
                     await _process(record)
             else:
-                await stat_first.routine_turn()
+                await lifecycle.stat_first.routine_turn()
                 await _process(record)
 
     async def _process(record: Record) -> None:
@@ -105,33 +143,43 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
             # Wait for the broker's ack before this event is acked (and its offset committed).
             await app.producer.send_and_wait(out.topic, out.key, out.value, partition=None, timestamp=None, headers=out.headers)
 
+    return _run
+
+
+def _add_agents(app: faust.App, stage: Stage[Any], run: Callable[[faust.StreamT], Awaitable[None]]) -> None:
+    """One agent per input topic (each lane of each input is its own topic)."""
     for spec in stage.inputs:
         for topic_name in spec.names:
             lane = TopicSpec.lane_of(topic_name).value
             # The primary input's agents keep the short name; an extra input's carry its topic.
             agent_name = f"{stage.name}-{lane}" if spec == stage.inputs[0] else f"{stage.name}-{spec.name}-{lane}"
             topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw", allow_empty=True)
-            app.agent(topic, name=agent_name, concurrency=stage.concurrency)(_run)
+            app.agent(topic, name=agent_name, concurrency=stage.concurrency)(run)
 
-    @app.task
+
+def _setup_task(stage: Stage[Any], settings: Settings, lifecycle: _Lifecycle) -> Callable[[], Awaitable[None]]:
+    """The app task opening the stage's clients; the agents and background tasks wait for it."""
+
     async def _setup() -> None:
         # A dependency that is down at start (database, Triton) is retried with backoff rather
         # than crashing the worker; readiness says why it is not ready meanwhile.
         def _failed(exc: BaseException) -> None:
-            state["setup_error"] = f"{type(exc).__name__}: {exc}"[:300]
-            log.warning("stage %s setup failed (%s); retrying", stage.name, state["setup_error"])
+            lifecycle.setup_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("stage %s setup failed (%s); retrying", stage.name, lifecycle.setup_error)
 
         await retry_until_done(f"{stage.name} setup", lambda: stage.setup(settings), settings, on_failure=_failed)
-        state["ready"], state["setup_error"] = True, None
-        setup_done.set()
+        lifecycle.ready, lifecycle.setup_error = True, None
+        lifecycle.setup_done.set()
         log.info("stage %s ready", stage.name)
 
-    @app.timer(interval=1.0)
-    async def _tick() -> None:
-        state["last_tick"] = time.monotonic()
+    return _setup
+
+
+def _probes(app: faust.App, stage: Stage[Any], lifecycle: _Lifecycle) -> Probes:
+    """Liveness (the loop ticks), readiness (partitions assigned and the stage's dependencies up)."""
 
     async def live() -> tuple[bool, dict[str, object]]:
-        stalled = time.monotonic() - state["last_tick"]
+        stalled = time.monotonic() - lifecycle.last_tick
         return stalled < LOOP_STALL_S, {"status": "ok" if stalled < LOOP_STALL_S else "stalled", "loop_lag_s": round(stalled, 3)}
 
     async def ready() -> tuple[bool, dict[str, object]]:
@@ -139,26 +187,15 @@ def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
             assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
         except ConsumerNotStarted:  # before the worker joined its group: not ready, not an error
             assigned = []
-        deps_ok, detail = (await stage.ready()) if state["ready"] else (False, f"starting: {state['setup_error'] or 'setup'}")
+        deps_ok, detail = (await stage.ready()) if lifecycle.ready else (False, f"starting: {lifecycle.setup_error or 'setup'}")
         ok = bool(assigned) and deps_ok
         return ok, {"status": "ready" if ok else "not ready", "partitions": assigned, "dependencies": detail}
 
     async def before_scrape() -> None:
-        if state["ready"]:
+        if lifecycle.ready:
             await stage.before_scrape()
 
-    for task in stage.background_tasks():
-        app.task(_repeat(task, setup_done))
-
-    # The stage's routes first: a route of its own at "/" (the review worklist) wins over Faust's index.
-    for route in [*stage.routes(), *probe_routes(Probes(live, ready, before_scrape))]:
-        app.web.web_app.router.add_route(route.method, route.path, route.handler)  # type: ignore[attr-defined]  # faust types app.web as the abstract Web; the aiohttp driver has web_app
-
-    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # faust's signal stubs want a `signal` keyword it passes in **kwargs
-    async def _close(app: faust.App, **kwargs: object) -> None:
-        await stage.close()
-
-    return app
+    return Probes(live, ready, before_scrape)
 
 
 def _repeat(task: BackgroundTask, setup_done: asyncio.Event) -> Callable[[], Awaitable[None]]:

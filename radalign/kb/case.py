@@ -37,8 +37,8 @@ def normalised_report(findings: str, impression: str) -> str:
 
 
 @dataclass(frozen=True)
-class CaseDraft:
-    """A report before embedding: everything the content hash covers."""
+class _CaseReport:
+    """The report a case carries from its draft to its stored row (`CaseRecord.from_draft`)."""
 
     case_key: str
     patient_key: str
@@ -46,6 +46,12 @@ class CaseDraft:
     findings: str
     impression: str
     labels: Labels
+
+
+@dataclass(frozen=True)
+class CaseDraft(_CaseReport):
+    """A report before embedding: everything the content hash covers."""
+
     study_key: str | None = None
     view: str | None = None
     image_ref: str | None = None  # a path or blob URI of the case's image, when it has one
@@ -74,15 +80,9 @@ class CaseDraft:
 
 
 @dataclass(frozen=True)
-class CaseRecord:
+class CaseRecord(_CaseReport):
     """One row of `cases`, ready to upsert."""
 
-    case_key: str
-    patient_key: str
-    source: str
-    findings: str
-    impression: str
-    labels: Labels
     text_embedding: np.ndarray
     content_hash: str
     study_key: str | None = None

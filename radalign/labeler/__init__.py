@@ -10,38 +10,10 @@ Public API:
 - `load_iu_reports() -> list[IUReport]` (the IU reports shipped in the torchxrayvision wheel)
 """
 
-from radalign.labeler.engine import (
-    CERTAINTY_PRECEDENCE,
-    HIERARCHY,
-    Mention,
-    ReportLabels,
-    UncertaintyPolicy,
-    aggregate_mentions,
-    aggregate_report,
-    assess_report,
-    find_mentions,
-    label_report,
-    label_sections,
-    report_sentences,
-    split_sentences,
-)
+# The package's API is the engine's (its `__all__`, kept in one place) plus the IU reports loader.
+from radalign.labeler import engine
+from radalign.labeler.engine import *  # noqa: F403  # exactly engine.__all__
 from radalign.labeler.iu import IUReport, iu_archive_path, load_iu_reports
 
-__all__ = [
-    "CERTAINTY_PRECEDENCE",
-    "HIERARCHY",
-    "IUReport",
-    "Mention",
-    "ReportLabels",
-    "UncertaintyPolicy",
-    "aggregate_mentions",
-    "aggregate_report",
-    "assess_report",
-    "find_mentions",
-    "iu_archive_path",
-    "label_report",
-    "label_sections",
-    "load_iu_reports",
-    "report_sentences",
-    "split_sentences",
-]
+__all__ = ["IUReport", "iu_archive_path", "load_iu_reports"]
+__all__ += engine.__all__

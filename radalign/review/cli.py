@@ -27,20 +27,11 @@ def export_manifest(
 
     from radalign.blobstore import open_blob_store
     from radalign.config import get_settings
-    from radalign.db import open_pool
     from radalign.review.manifest import write_manifest
-    from radalign.review.store import ReviewStore
+    from radalign.review.store import read_signed_rows
 
     settings = get_settings()
-
-    async def _rows():
-        pool = await open_pool(settings, name="review-export")
-        try:
-            return await ReviewStore(pool).signed_rows()
-        finally:
-            await pool.close()
-
-    rows = asyncio.run(_rows())
+    rows = asyncio.run(read_signed_rows(settings, "review-export"))
     blobs = open_blob_store(settings.blob_root, settings.s3_endpoint_url)
     summary = write_manifest(rows, out_csv, blobs.get, only_differences=not all_signed)
     typer.echo(

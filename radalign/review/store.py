@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from schemas.events import BlobRef, ReportDrafted, ReportFinal, StudyPreprocessed
+
+if TYPE_CHECKING:
+    from radalign.config import Settings
 
 _RECORD_IMAGE = """
 INSERT INTO review_images (study_key, pipeline_version, model_input, instance_key, view_position, received_at)
@@ -208,3 +211,14 @@ class ReviewStore:
         async with self.pool.connection() as conn:
             rows = await (await conn.execute(_QUEUE_BY_PRIORITY)).fetchall()
         return {str(r[0]): float(r[1] or 0.0) for r in rows if r[0]}
+
+
+async def read_signed_rows(settings: Settings, pool_name: str) -> list[SignedRow]:
+    """Every signed report, through a pool opened for this one read (the manifest export, its test)."""
+    from radalign.db import open_pool
+
+    pool = await open_pool(settings, name=pool_name)
+    try:
+        return await ReviewStore(pool).signed_rows()
+    finally:
+        await pool.close()

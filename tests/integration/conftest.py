@@ -3,7 +3,9 @@
     def test_something(embedded_stack: Settings): ...          # broker + PostgreSQL (migrated)
     def test_inference(embedded_triton: Settings): ...         # + Triton on triton_models/
 
-Both yield the same `Settings` (state folder, ports, DSN). To give a subprocess the same view,
+Both yield the same `Settings` (state folder, ports, DSN). A module whose tests count rows sets
+DATABASE (a name prefix) and EMPTIED_TABLES and takes `pool`: its own migrated database, and those
+tables emptied before each test. To give a subprocess the same view,
 pass `radalign.stack.workers.settings_env(settings)` as its environment. Set
 RADALIGN_TEST_MODEL_REPO to serve another model repository than `triton_models/`.
 """
@@ -14,13 +16,14 @@ import importlib.util
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from radalign.config import Settings
-from radalign.testing.stack import short_state_dir, stack_settings, write_add_one_model
+from radalign.testing.stack import emptied_pool, fresh_database, short_state_dir, stack_settings, write_add_one_model
 
 
 def _require(*modules: str) -> None:
@@ -45,6 +48,21 @@ def embedded_stack() -> Iterator[Settings]:
     finally:
         down(settings)
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def module_database(embedded_stack: Settings, request: pytest.FixtureRequest) -> Iterator[Settings]:
+    """A new migrated database for one test module (named after its DATABASE), dropped after it."""
+    with fresh_database(embedded_stack, request.module.DATABASE) as settings:
+        yield settings
+
+
+@pytest.fixture
+async def pool(module_database: Settings, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A pool on the module's database with its EMPTIED_TABLES emptied first: each test starts from
+    no rows (a module defining its own `pool` overrides this one)."""
+    async with emptied_pool(module_database, *request.module.EMPTIED_TABLES) as pool:
+        yield pool
 
 
 def _has_models(repo: Path) -> bool:

@@ -4,15 +4,11 @@ published, as the next version (from study_pseudonyms) with only the instances s
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 from prometheus_client import REGISTRY
 
-from radalign.config import Settings
 from radalign.ingest.assembly import ReceivedInstance, StudyAssembler
 from radalign.ingest.outbox import PostgresOutbox
-from radalign.testing.stack import emptied_pool, fresh_database
 from schemas.events import BlobRef, Instance, StudyReceived
 
 pytestmark = pytest.mark.integration
@@ -22,16 +18,9 @@ PATIENT = "pt-00000000000000c0"
 OLD, RECENT, PENDING = "st-00000000000000c1", "st-00000000000000c2", "st-00000000000000c3"
 
 
-@pytest.fixture(scope="module")
-def retention_settings(embedded_stack: Settings) -> Iterator[Settings]:
-    with fresh_database(embedded_stack, "outbox_retention_it") as settings:
-        yield settings
-
-
-@pytest.fixture
-async def pool(retention_settings: Settings) -> AsyncIterator:
-    async with emptied_pool(retention_settings, "gateway_outbox_studies", "study_pseudonyms") as pool:
-        yield pool
+# `pool` (tests/integration/conftest.py): this module's database, these tables emptied per test.
+DATABASE = "outbox_retention_it"
+EMPTIED_TABLES = ("gateway_outbox_studies", "study_pseudonyms")
 
 
 def _item(study: str, n: int) -> ReceivedInstance:

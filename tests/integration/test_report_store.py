@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
@@ -20,7 +19,6 @@ from radalign.config import Settings
 from radalign.drafting.core import DraftingCore
 from radalign.reports.reidentification import PostgresReidentifier
 from radalign.reports.store import ReportStore
-from radalign.testing.stack import emptied_pool, fresh_database
 from schemas.events import Certainty, Observation, StageTiming
 from services.drafting.read_api import build_read_routes
 
@@ -32,16 +30,9 @@ pytestmark = pytest.mark.integration
 KEY = "st-00112233445566ff"
 
 
-@pytest.fixture(scope="module")
-def reports_settings(embedded_stack: Settings) -> Iterator[Settings]:
-    with fresh_database(embedded_stack, "reports_it") as settings:
-        yield settings
-
-
-@pytest.fixture
-async def pool(reports_settings: Settings) -> AsyncIterator:
-    async with emptied_pool(reports_settings, "reports", "study_pseudonyms") as pool:
-        yield pool
+# `pool` (tests/integration/conftest.py): this module's database, these tables emptied per test.
+DATABASE = "reports_it"
+EMPTIED_TABLES = ("reports", "study_pseudonyms")
 
 
 async def _draft(labels, study_key=KEY, pipeline="radalign-test"):

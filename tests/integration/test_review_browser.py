@@ -424,18 +424,10 @@ def test_review_sign_off_in_a_real_browser(review_stack: Settings, browser, tmp_
     # The training manifest of corrections is readable by `radalign train`.
     from radalign.blobstore import open_blob_store
     from radalign.concepts_training.data import read_manifest
-    from radalign.db import open_pool
     from radalign.review.manifest import write_manifest
-    from radalign.review.store import ReviewStore
+    from radalign.review.store import read_signed_rows
 
-    async def rows():
-        pool = await open_pool(settings, name="review-test")
-        try:
-            return await ReviewStore(pool).signed_rows()
-        finally:
-            await pool.close()
-
-    summary = write_manifest(asyncio.run(rows()), tmp_path / "corrections.csv", open_blob_store(settings.blob_root).get)
+    summary = write_manifest(asyncio.run(read_signed_rows(settings, "review-test")), tmp_path / "corrections.csv", open_blob_store(settings.blob_root).get)
     assert summary.written >= 1
     records = [r for r in read_manifest(tmp_path / "corrections.csv") if r.patient_id == final.study.patient_key]
     assert len(records) == 1 and records[0].image.is_file()
