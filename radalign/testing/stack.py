@@ -3,10 +3,12 @@ free ports, a short state folder, and a tiny Triton model repository."""
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,43 @@ async def emptied_pool(settings: Settings, *tables: str) -> AsyncIterator[Any]:
         yield pool
     finally:
         await pool.close()
+
+
+def until(what: str, check: Callable[[], Any], timeout_s: float = 240.0, *, interval_s: float = 0.5,
+          detail: Callable[[], object] | None = None) -> Any:
+    """Poll `check` until it returns something truthy (returned); at the deadline fail naming
+    `what` (and `detail()`, what was seen instead)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
+
+
+@contextmanager
+def delivering_stack(settings: Settings, destinations: Callable[[str], list[dict[str, Any]]],
+                     **updates: object) -> Iterator[tuple[Settings, Any]]:
+    """Orthanc, a loopback FHIR server (R4) and every worker, delivering to `destinations(fhir
+    base URL)`; yields the settings and the FHIR server. Orthanc is resumed (a test may freeze
+    it) and stopped on exit."""
+    from radalign.loopback.fhir_server import LoopbackFhirServer
+    from radalign.stack import running, stop
+    from radalign.stack.manager import up
+
+    fhir = LoopbackFhirServer("R4")
+    fhir.start()
+    routes = json.dumps({"destinations": destinations(fhir.base_url)})
+    settings = settings.model_copy(update={"delivery_destinations": routes, **updates})
+    up(settings, ["orthanc"])
+    try:
+        with running_workers(settings):
+            yield settings, fhir
+    finally:
+        if (process := running("orthanc", settings)) is not None:
+            process.resume()
+        stop("orthanc", settings)
+        fhir.stop()
 
 
 @contextmanager

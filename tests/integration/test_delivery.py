@@ -8,7 +8,6 @@ fhir.resources and refuses references that do not resolve, as HAPI does). Skippe
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from io import BytesIO
@@ -25,7 +24,7 @@ from radalign.reports.sr import COMPREHENSIVE_3D_SR, read_ai_results, read_sr_te
 from radalign.samples import as_new_study, chest_cr_path
 from radalign.stack import orthanc
 from radalign.testing.ingest import dicom_bytes
-from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, write_audit_profile
+from radalign.testing.stack import IU_CASES_FOR_TESTS, delivering_stack, until, write_audit_profile
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 DELIVERY_SITE = "IT-DELIVERY-SITE"
@@ -40,42 +39,23 @@ def delivery_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, Loopba
     if chest_cr_path() is None:
         pytest.skip("the sample chest CR (pydicom-data) is not installed")
     from radalign.kb.ingest import ensure_iu_cases
-    from radalign.stack import stop
-    from radalign.stack.manager import up
 
-    fhir = LoopbackFhirServer("R4")
-    fhir.start()
-    destinations = [
-        {"name": "pacs", "kind": "dicom", "ae_title": embedded_triton.orthanc_ae_title, "host": "127.0.0.1", "port": embedded_triton.orthanc_dicom_port},
-        {"name": "dicomweb", "kind": "stow", "url": orthanc.dicomweb_url(embedded_triton)},
-        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "patient_identifier_system": "urn:oid:1.2.3.4.5",
-         "patient": "create", "order": "identifier"},
-    ]
+    def destinations(fhir_url: str) -> list[dict]:
+        return [
+            {"name": "pacs", "kind": "dicom", "ae_title": embedded_triton.orthanc_ae_title, "host": "127.0.0.1", "port": embedded_triton.orthanc_dicom_port},
+            {"name": "dicomweb", "kind": "stow", "url": orthanc.dicomweb_url(embedded_triton)},
+            {"name": "ehr", "kind": "fhir", "base_url": fhir_url, "patient_identifier_system": "urn:oid:1.2.3.4.5",
+             "patient": "create", "order": "identifier"},
+        ]
+
     # Orthanc's routed studies belong to an audited site, so the model claims something (the
     # shipped generic model, under its claim policy, claims nothing) and a TID 1500 SR goes out.
-    settings = embedded_triton.model_copy(update={
-        "delivery_destinations": json.dumps({"destinations": destinations}),
-        "patient_issuers": f"dicom-cstore:{embedded_triton.orthanc_ae_title}={DELIVERY_SITE}",
-        "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles_delivery",
-    })
-    write_audit_profile(settings, DELIVERY_SITE)
-    asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
-    up(settings, ["orthanc"])
-    try:
-        with running_workers(settings):
-            yield settings, fhir
-    finally:
-        stop("orthanc", settings)
-        fhir.stop()
-
-
-def _until(what: str, check, timeout_s: float = 240.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (found := check()):
-            return found
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
+    site = {"patient_issuers": f"dicom-cstore:{embedded_triton.orthanc_ae_title}={DELIVERY_SITE}",
+            "concepts_site_profiles_dir": embedded_triton.state_dir / "site_profiles_delivery"}
+    write_audit_profile(embedded_triton.model_copy(update=site), DELIVERY_SITE)
+    asyncio.run(ensure_iu_cases(embedded_triton, limit=IU_CASES_FOR_TESTS))
+    with delivering_stack(embedded_triton, destinations, **site) as both:
+        yield both
 
 
 def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhir(delivery_stack) -> None:
@@ -95,7 +75,7 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     def text_sr_series() -> list[dict]:
         return [s for s in sr_series() if s["MainDicomTags"].get("SeriesNumber") == "9001"]
 
-    (series,) = _until("the SR in Orthanc's study", text_sr_series)
+    (series,) = until("the SR in Orthanc's study", text_sr_series)
     (instance,) = series["Instances"]
     data = httpx.get(f"{base}/instances/{instance}/file", timeout=10).content
     sr = pydicom.dcmread(BytesIO(data))
@@ -115,7 +95,7 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
         return [s for s in sr_series() if s["MainDicomTags"].get("SeriesNumber") == "9002"]
 
     if claimed:
-        (ai_series,) = _until("the TID 1500 SR in Orthanc's study", ai_sr_series, 60)
+        (ai_series,) = until("the TID 1500 SR in Orthanc's study", ai_sr_series, 60)
         ai_data = httpx.get(f"{base}/instances/{ai_series['Instances'][0]}/file", timeout=10).content
         ai_sr = pydicom.dcmread(BytesIO(ai_data))
         assert ai_sr.SOPClassUID == COMPREHENSIVE_3D_SR and ai_sr.StudyInstanceUID == study_uid and ai_sr.PatientID == "IT-ORTH-1"
@@ -132,7 +112,7 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
     def report() -> list[dict]:
         return [r for r in fhir.all("DiagnosticReport") if r.get("subject", {}).get("identifier", {}).get("value") == "IT-ORTH-1"]
 
-    (dr,) = _until("the FHIR DiagnosticReport", report, 60)
+    (dr,) = until("the FHIR DiagnosticReport", report, 60)
     assert dr["status"] == "preliminary" and dr["subject"]["identifier"]["system"] == "urn:oid:1.2.3.4.5"
     assert dr["effectiveDateTime"].startswith("2026-11-27T08:15:00")
     assert dr["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{study_uid}"  # R4, the default
@@ -150,7 +130,7 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
         rows = {r["destination"]: r for r in httpx.get(url, timeout=10).json()["deliveries"]}
         return rows if len(rows) == 3 and all(r["status"] == "delivered" for r in rows.values()) else {}
 
-    rows = _until("three delivered records", delivered, 60)
+    rows = until("three delivered records", delivered, 60)
     assert rows["pacs"]["remote_ref"] == sr.SOPInstanceUID and rows["ehr"]["remote_ref"].startswith(f"DiagnosticReport/{dr['id']}")
     assert all(r["report_status"] == "preliminary" and r["attempts"] >= 1 for r in rows.values())
     assert "IT-ORTH-1" not in httpx.get(f"http://127.0.0.1:{settings.web_port('delivery')}/metrics", timeout=10).text
@@ -194,11 +174,11 @@ def test_study_routed_from_orthanc_comes_back_as_sr_in_the_same_study_and_as_fhi
                     found.append((ds_sr, raw))
         return found
 
-    ((final_sr, raw),) = _until("the VERIFIED SR in Orthanc's study", verified, 120)
+    ((final_sr, raw),) = until("the VERIFIED SR in Orthanc's study", verified, 120)
     assert final_sr.StudyInstanceUID == study_uid and final_sr.CompletionFlag == "COMPLETE"
     assert str(final_sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Rad^Ann"  # re-identified, never the pseudonym
     assert "No acute cardiopulmonary abnormality" in read_sr_text(raw)["impression"]
-    (dr_final,) = _until("the DiagnosticReport updated to final", lambda: [r for r in report() if r["status"] == "final"], 60)
+    (dr_final,) = until("the DiagnosticReport updated to final", lambda: [r for r in report() if r["status"] == "final"], 60)
     assert dr_final["id"] == dr["id"] and "No acute cardiopulmonary abnormality" in dr_final.get("conclusion", "")
 
     # The study now also holds our SRs. Routing the image again (a resend, or a second `make demo`

@@ -5,7 +5,6 @@ lane times out and opens its circuit; once Orthanc resumes (SIGCONT) the SR reac
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ from radalign.loopback.fhir_server import LoopbackFhirServer
 from radalign.samples import as_new_study, chest_cr_path
 from radalign.stack import orthanc, running
 from radalign.testing.ingest import dicom_bytes
-from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers
+from radalign.testing.stack import IU_CASES_FOR_TESTS, delivering_stack, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -29,39 +28,19 @@ def hung_stack(embedded_triton: Settings) -> Iterator[tuple[Settings, LoopbackFh
     if not orthanc.installed() or chest_cr_path() is None:
         pytest.skip("Orthanc or the sample chest CR is not installed")
     from radalign.kb.ingest import ensure_iu_cases
-    from radalign.stack import stop
-    from radalign.stack.manager import up
 
-    fhir = LoopbackFhirServer("R4")
-    fhir.start()
-    destinations = [
-        {"name": "pacs", "kind": "dicom", "ae_title": embedded_triton.orthanc_ae_title, "host": "127.0.0.1",
-         "port": embedded_triton.orthanc_dicom_port, "retry": {"timeout_s": 2, "base_delay_s": 0.5, "max_delay_s": 2},
-         "queue": {"breaker_failures": 2, "breaker_cooldown_s": 3, "dead_letter_after_s": 600}},
-        {"name": "ehr", "kind": "fhir", "base_url": fhir.base_url, "patient_identifier_system": "urn:oid:1.2.3.4.5",
-         "patient": "create", "order": "identifier"},
-    ]
-    settings = embedded_triton.model_copy(update={"delivery_destinations": json.dumps({"destinations": destinations})})
-    asyncio.run(ensure_iu_cases(settings, limit=IU_CASES_FOR_TESTS))
-    up(settings, ["orthanc"])
-    try:
-        with running_workers(settings):
-            yield settings, fhir
-    finally:
-        process = running("orthanc", settings)
-        if process is not None:
-            process.resume()
-        stop("orthanc", settings)
-        fhir.stop()
+    def destinations(fhir_url: str) -> list[dict]:
+        return [
+            {"name": "pacs", "kind": "dicom", "ae_title": embedded_triton.orthanc_ae_title, "host": "127.0.0.1",
+             "port": embedded_triton.orthanc_dicom_port, "retry": {"timeout_s": 2, "base_delay_s": 0.5, "max_delay_s": 2},
+             "queue": {"breaker_failures": 2, "breaker_cooldown_s": 3, "dead_letter_after_s": 600}},
+            {"name": "ehr", "kind": "fhir", "base_url": fhir_url, "patient_identifier_system": "urn:oid:1.2.3.4.5",
+             "patient": "create", "order": "identifier"},
+        ]
 
-
-def _until(what: str, check, timeout_s: float = 240.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if (found := check()):
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    asyncio.run(ensure_iu_cases(embedded_triton, limit=IU_CASES_FOR_TESTS))
+    with delivering_stack(embedded_triton, destinations) as both:
+        yield both
 
 
 def test_a_frozen_pacs_delays_only_itself_and_catches_up(hung_stack) -> None:
@@ -80,7 +59,7 @@ def test_a_frozen_pacs_delays_only_itself_and_catches_up(hung_stack) -> None:
         return {r["destination"]: r for r in httpx.get(deliveries, timeout=10).json()["deliveries"]}
 
     try:
-        _until("the FHIR report while the PACS is frozen", lambda: rows().get("ehr", {}).get("status") == "delivered")
+        until("the FHIR report while the PACS is frozen", lambda: rows().get("ehr", {}).get("status") == "delivered")
         fhir_s = time.monotonic() - frozen_at
         assert [r for r in fhir.all("DiagnosticReport") if r["subject"]["identifier"]["value"] == "IT-HUNG-1"]
 
@@ -88,7 +67,7 @@ def test_a_frozen_pacs_delays_only_itself_and_catches_up(hung_stack) -> None:
             text = httpx.get(f"http://127.0.0.1:{settings.web_port('delivery')}/metrics", timeout=10).text
             return 'radalign_delivery_circuit_open{destination="pacs"} 1.0' in text
 
-        _until("the PACS circuit to open", circuit_open, 120)
+        until("the PACS circuit to open", circuit_open, 120)
         assert rows()["pacs"]["status"] != "delivered"
     finally:
         pacs.resume()
@@ -99,6 +78,6 @@ def test_a_frozen_pacs_delays_only_itself_and_catches_up(hung_stack) -> None:
         series = httpx.get(f"{base}/studies/{orthanc_study}/series", timeout=10).json()
         return [s for s in series if s["MainDicomTags"].get("SeriesNumber") == "9001"]
 
-    _until("the SR in Orthanc after it resumed", text_sr, 180)
+    until("the SR in Orthanc after it resumed", text_sr, 180)
     assert rows()["pacs"]["status"] == "delivered"
     print(f"FHIR delivered {fhir_s:.1f} s after the PACS froze; the PACS caught up {time.monotonic() - resumed_at:.1f} s after it resumed")

@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -45,7 +45,7 @@ from radalign.framework import codec
 from radalign.loopback.fhir_server import LoopbackFhirServer
 from radalign.loopback.mllp import MllpListener
 from radalign.samples import chest_jpeg_files
-from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, write_audit_profile
+from radalign.testing.stack import IU_CASES_FOR_TESTS, running_workers, until, write_audit_profile
 from schemas.events import Certainty, Observation, ReportFinal
 from schemas.topics import REPORT_FINAL
 
@@ -456,15 +456,6 @@ VERSION_EXT = "urn:radalign:fhir:StructureDefinition:report-version"
 REPLACES_EXT = "urn:radalign:fhir:StructureDefinition:replaces-report-version"
 
 
-def _until(what: str, check: Callable[[], Any], timeout_s: float = 120.0, *, detail: Callable[[], object] | None = None) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}" + (f": {detail()}" if detail else ""))
-
-
 def _deliveries(settings: Settings, study_key: str) -> dict[str, tuple[str, str]]:
     """destination -> (status, report_version) of the study's delivery records (waiting only)."""
     with psycopg.connect(settings.dsn) as conn:
@@ -481,7 +472,7 @@ def _wait_delivered(settings: Settings, study_key: str, destinations: set[str], 
         return all(d in rows and rows[d][0] == "delivered" and (rows[d][1].startswith(f"v{version}-") if version else not rows[d][1].startswith("v"))
                    for d in destinations)
 
-    _until(f"version {version or 'draft'} delivered to {sorted(destinations)}", done, detail=lambda: _deliveries(settings, study_key))
+    until(f"version {version or 'draft'} delivered to {sorted(destinations)}", done, detail=lambda: _deliveries(settings, study_key))
     return time.monotonic() - begin
 
 

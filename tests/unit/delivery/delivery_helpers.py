@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 from pydicom import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import BasicTextSRStorage, Comprehensive3DSRStorage
 
+from radalign.loopback.fhir_server import LoopbackFhirServer
 from radalign.reports.reidentification import InstanceIdentity, StudyIdentity
 from schemas.events import Certainty, ConceptScore, Guard, GuardVerdict, Observation, ReportDrafted, StageTiming, StudyRef
 
@@ -85,3 +88,17 @@ def seed_patient(server, identity: StudyIdentity | None = None) -> str:  # Loopb
     from radalign.reports.fhir import patient_dict
 
     return server.seed(patient_dict(identity or make_identity()))
+
+
+@contextmanager
+def store_and_fhir(version: str) -> Iterator[tuple[StoreSCP, LoopbackFhirServer]]:
+    """A listening Storage SCP and a loopback FHIR server (`version`) holding the test patient."""
+    scp, fhir = StoreSCP(), LoopbackFhirServer(version)  # type: ignore[arg-type]  # "R4" or "R5"
+    scp.port = scp.start()
+    fhir.start()
+    seed_patient(fhir)
+    try:
+        yield scp, fhir
+    finally:
+        scp.stop()
+        fhir.stop()

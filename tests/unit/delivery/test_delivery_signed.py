@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from delivery_helpers import KEY, StoreSCP, make_identity, make_report, seed_patient
+from delivery_helpers import KEY, make_identity, make_report, store_and_fhir
 
 from radalign.config import Settings
 from radalign.delivery.core import DeliveryCore
@@ -17,7 +17,6 @@ from radalign.delivery.destinations import DicomDestination, FhirDestination, Re
 from radalign.delivery.records import MemoryDeliveryRecords
 from radalign.delivery.senders import DicomStoreSender, FhirSender
 from radalign.delivery.version import ReportVersion, final_version
-from radalign.loopback.fhir_server import LoopbackFhirServer
 from radalign.reports.fhir import REPLACES_EXTENSION, REPORT_VERSION_SYSTEM, transaction_bundle
 from radalign.reports.reidentification import StaticReidentifier
 from radalign.reports.sr import signed_instance_uid
@@ -42,13 +41,8 @@ def signed(version: int, status: str, signer: Signer, labels: dict, impression: 
 
 @pytest.fixture
 def peers():
-    scp, fhir = StoreSCP(), LoopbackFhirServer("R5")
-    scp.port = scp.start()
-    fhir.start()
-    seed_patient(fhir)
-    yield scp, fhir
-    scp.stop()
-    fhir.stop()
+    with store_and_fhir("R5") as both:
+        yield both
 
 
 def _core(scp, fhir, version="R5"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from delivery_helpers import KEY, StoreSCP, make_identity, make_report, seed_patient
+from delivery_helpers import KEY, StoreSCP, make_identity, make_report, store_and_fhir
 
 from radalign.config import Settings
 from radalign.delivery.core import DeliveryCore
@@ -39,13 +39,8 @@ def draft(version: int, findings: str) -> ReportDrafted:
 
 @pytest.fixture
 def peers():
-    scp, fhir = StoreSCP(), LoopbackFhirServer("R4")
-    scp.port = scp.start()
-    fhir.start()
-    seed_patient(fhir)
-    yield scp, fhir
-    scp.stop()
-    fhir.stop()
+    with store_and_fhir("R4") as both:
+        yield both
 
 
 def _core(scp: StoreSCP, fhir: LoopbackFhirServer) -> DeliveryCore:

@@ -9,17 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from radalign.stack.process import (
-    PidRecord,
-    StatePaths,
-    live_process,
-    processes_mentioning,
-    read_pid_file,
-    start_process,
-    stop_process,
-    tail,
-    write_pid_file,
-)
+from radalign.stack.process import PidRecord, StatePaths, live_process, processes_mentioning, read_pid_file, start_process, stop_process, tail, write_pid_file
 from radalign.stack.readiness import StackStartError, wait_until_ready
 
 
