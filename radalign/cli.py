@@ -170,14 +170,15 @@ def outbox_status() -> None:
 def outbox_requeue_unreported(
     window_h: Annotated[float, typer.Option(help="studies received within this many hours")] = 24.0,
 ) -> None:
-    """Publish again every study of the window that has no report yet (after a broker lost data)."""
+    """Publish again every study of the window that has no report yet, or (where delivery is
+    configured) whose report never reached the delivery stage (after a broker lost data)."""
     from radalign.config import get_settings
     from radalign.db import connect
     from radalign.ingest.outbox import requeue_unreported
 
     settings = get_settings()
     with connect(settings.dsn, settings=settings, autocommit=True) as conn:
-        count = requeue_unreported(conn, window_h * 3600)
+        count = requeue_unreported(conn, window_h * 3600, delivering=bool(settings.delivery_destinations.strip()))
     typer.echo(f"re-queued {count} published but unreported studies; the gateway publishes them on its next tick")
 
 

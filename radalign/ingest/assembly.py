@@ -107,7 +107,9 @@ class StudyAssembler:
         async with self._lock:
             sent: list[StudyReceived] = []
             for due in await self.outbox.due(self.quiet_s, force=force):
-                version = due.published_version + 1
+                # A study re-queued with nothing new (its events were lost with a broker) is
+                # republished as the same version; new instances make the next version.
+                version = due.published_version + 1 if due.pending_keys or not due.published_version else due.published_version
                 event = self._build(due, version)
                 try:
                     await self._publish(event)

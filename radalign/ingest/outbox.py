@@ -324,11 +324,18 @@ class PostgresOutbox:
 _REQUEUE_UNREPORTED = """
 UPDATE gateway_outbox_studies s SET pending = true, claimed_until = NULL
 WHERE s.published_version > 0 AND NOT s.pending
-  AND s.last_received_at > now() - make_interval(secs => %s)
-  AND NOT EXISTS (SELECT 1 FROM reports r WHERE r.study_key = s.study_key)
+  AND s.last_received_at > now() - make_interval(secs => %(window)s)
+  AND (NOT EXISTS (SELECT 1 FROM reports r WHERE r.study_key = s.study_key)
+       OR (%(delivering)s
+           AND NOT EXISTS (SELECT 1 FROM delivery_queue q WHERE q.study_key = s.study_key)
+           AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.study_key = s.study_key)))
 """
 
 
-def requeue_unreported(conn, window_s: float = 24 * 3600) -> int:  # a psycopg (sync) connection
-    """Make published-but-unreported studies of the last `window_s` pending again; returns how many."""
-    return conn.execute(_REQUEUE_UNREPORTED, (float(window_s),)).rowcount
+def requeue_unreported(conn, window_s: float = 24 * 3600, *, delivering: bool = False) -> int:  # a psycopg (sync) connection
+    """Make the published studies of the last `window_s` that a broker loss may have swallowed
+    pending again: those without a report and, where delivery is configured (`delivering`), those
+    whose drafted report never reached the delivery stage. The assembler republishes each as the
+    same version (nothing new arrived), so consumers see a redelivery, not a new version.
+    Returns how many."""
+    return conn.execute(_REQUEUE_UNREPORTED, {"window": float(window_s), "delivering": delivering}).rowcount

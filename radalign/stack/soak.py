@@ -48,7 +48,7 @@ import numpy as np
 
 from radalign.config import Settings
 from radalign.pipeline import CONSUMER_STAGES, STAGES
-from radalign.stack.soak_sinks import SinkTally, fhir_studies, fhir_writes, pacs_writes, read_topic, tally
+from radalign.stack.soak_sinks import SinkTally, fhir_studies, fhir_writes, pacs_studies, pacs_writes, read_topic, tally
 
 FAULTS = ("concepts_kill9", "triton_down", "postgres_down", "broker_kill9", "gateway_kill9_quiet", "random_kills",
           "pacs_sigstop", "orthanc_kill9")
@@ -229,6 +229,16 @@ class Batch:
             return self.reported()
         return len(fhir_studies(self.stack.fhir_reports(), dict(self.accepted)))
 
+    def everywhere(self) -> int:
+        """Studies that reached every sink the soak reads (what settling waits for)."""
+        done = self.last_sink_count()
+        if self.stack.pacs_url and done:
+            try:
+                done = min(done, len(pacs_studies(self.stack.pacs_url, dict(self.accepted))))
+            except httpx.HTTPError:  # the PACS may be the fault: not there yet
+                return 0
+        return done
+
 
 def _inside_the_stages(batch: Batch) -> bool:
     """Wait until studies are inside the stages: a third sent and the first one reported."""
@@ -269,7 +279,7 @@ def _random_kills(batch: Batch, result: FaultResult, log: Callable[[str], None],
                 result.kills[stage] += 1
                 log(f"kill -9 worker-{stage}")
             time.sleep(rng.uniform(2, 5))
-        if batch.sent() >= batch.total and batch.last_sink_count() >= batch.sent():
+        if batch.sent() >= batch.total and batch.everywhere() >= batch.sent():
             return
 
 
@@ -344,7 +354,7 @@ def _settle(batch: Batch, result: FaultResult, settle_s: float, log: Callable[[s
     settings, keys = batch.stack.settings, set(batch.accepted)
 
     def settled() -> bool:
-        done = batch.last_sink_count() >= len(keys)
+        done = batch.everywhere() >= len(keys)
         return done or len(set(_reports(settings, list(keys))) | asyncio.run(_dead_letter_keys(settings, keys))) >= len(keys)
 
     _wait(settled, settle_s / 2, 3.0)
@@ -353,7 +363,7 @@ def _settle(batch: Batch, result: FaultResult, settle_s: float, log: Callable[[s
     if dead:
         result.replayed = asyncio.run(_replay(settings, keys))
         log(f"replayed {result.replayed} dead letter(s) of type dependency")
-    _wait(lambda: batch.last_sink_count() >= len(keys), settle_s / 2, 2.0)
+    _wait(lambda: batch.everywhere() >= len(keys), settle_s / 2, 2.0)
 
 
 def run_fault(stack: SoakStack, fault: str, studies: int, *, outage_s: float, token: str | None,

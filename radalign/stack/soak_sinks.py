@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from radalign.config import Settings
+from radalign.reports.fhir import VERSION_EXTENSION
 
 #: One write of a document at a sink: (report version, document id).
 Write = tuple[str, str]
@@ -55,7 +56,7 @@ def tally(sink: str, expected: Iterable[str], writes: Mapping[str, list[Write]])
 def report_version(event: Any) -> str:
     """The version a report event stands for: its own version number where the contract has one,
     else the study version it was drafted from (1 for a first draft)."""
-    for name in ("version", "report_version", "study_version"):
+    for name in ("draft_version", "version", "report_version", "study_version"):
         value = getattr(event, name, None)
         if value is not None:
             return str(value)
@@ -101,9 +102,18 @@ def _study_uids(sender_id: str) -> set[str]:
     return {sender_id, dicom_study_uid(sender_id)}
 
 
+def pacs_studies(base_url: str, sender_ids: Mapping[str, str]) -> set[str]:
+    """The studies Orthanc holds anything of (one query: cheap enough to poll)."""
+    by_uid = {uid: key for key, sender_id in sender_ids.items() for uid in _study_uids(sender_id)}
+    found = httpx.post(f"{base_url}/tools/find", json={"Level": "Study", "Query": {}, "Expand": True}, timeout=30).json()
+    return {by_uid[uid] for s in found if (uid := s.get("MainDicomTags", {}).get("StudyInstanceUID")) in by_uid}
+
+
 def pacs_writes(base_url: str, sender_ids: Mapping[str, str]) -> dict[str, list[Write]]:
     """SR instances Orthanc holds per study (`sender_ids`: study key -> the sender's study id);
-    a document is one SOP Instance UID, its version the SOP class plus the SR's completion."""
+    a document is one SOP Instance UID; its version the SOP class, the SR's completion and
+    verification, and the document it replaces (Predecessor Documents Sequence), so that a new
+    version is not mistaken for a duplicate of the one before."""
     found: dict[str, list[Write]] = {}
     with httpx.Client(base_url=base_url, timeout=30) as client:
         for key, sender_id in sender_ids.items():
@@ -111,9 +121,14 @@ def pacs_writes(base_url: str, sender_ids: Mapping[str, str]) -> dict[str, list[
                 hits = client.post("/tools/find", json={"Level": "Instance", "Query": {"StudyInstanceUID": uid, "Modality": "SR"}}).json()
                 for instance in hits:
                     tags = client.get(f"/instances/{instance}/simplified-tags").json()
-                    version = f"{tags.get('SOPClassUID')}|{tags.get('CompletionFlag')}|{tags.get('VerificationFlag')}"
+                    replaces = [p.get("ReferencedSOPSequence", [{}]) for p in _items(tags.get("PredecessorDocumentsSequence"))]
+                    version = f"{tags.get('SOPClassUID')}|{tags.get('CompletionFlag')}|{tags.get('VerificationFlag')}|{replaces}"
                     found.setdefault(key, []).append((version, str(tags.get("SOPInstanceUID"))))
     return found
+
+
+def _items(value: Any) -> list[dict[str, Any]]:
+    return value if isinstance(value, list) else []
 
 
 def _fhir_study(report: dict[str, Any], by_uid: Mapping[str, str]) -> str | None:
@@ -131,14 +146,21 @@ def fhir_studies(reports: list[dict[str, Any]], sender_ids: Mapping[str, str]) -
     return {key for report in reports if (key := _fhir_study(report, by_uid)) is not None}
 
 
+def _fhir_version(resource: dict[str, Any]) -> str:
+    """The report version a stored DiagnosticReport is: its version extension (the draft's or
+    signed version's own id), else its status."""
+    ids = [e.get("valueIdentifier", {}).get("value") for e in resource.get("extension", []) if e.get("url") == VERSION_EXTENSION]
+    return str(ids[0]) if ids else str(resource.get("status"))
+
+
 def fhir_writes(reports: list[dict[str, Any]], history: Callable[[str], list[dict[str, Any]]],
                 sender_ids: Mapping[str, str]) -> dict[str, list[Write]]:
     """DiagnosticReports per study, matched on the imaging study's UID; every stored version of a
-    resource is one write (`history(resource_id)` lists them), its version the report status."""
+    resource is one write (`history(resource_id)` lists them), its version `_fhir_version`."""
     by_uid = _by_uid(sender_ids)
     found: dict[str, list[Write]] = {}
     for report in reports:
         key = _fhir_study(report, by_uid)
         if key is not None:
-            found.setdefault(key, []).extend((str(v.get("status")), str(report["id"])) for v in history(report["id"]))
+            found.setdefault(key, []).extend((_fhir_version(v), str(report["id"])) for v in history(report["id"]))
     return found

@@ -220,7 +220,7 @@ def _requeue_unreported(settings: Settings) -> int | None:
 
     try:
         with connect(settings.dsn, settings=settings, autocommit=True) as conn:
-            return requeue_unreported(conn)
+            return requeue_unreported(conn, delivering=bool(settings.delivery_destinations.strip()))
     except Exception as exc:  # noqa: BLE001 - the supervisor must survive a database outage; it says so and retries
         log.error("could not re-queue unreported studies (%s); run the supervisor round again once PostgreSQL is up", type(exc).__name__)
         return None

@@ -241,7 +241,19 @@ async def test_requeue_unreported_republishes_what_a_broker_lost(gateway_setting
                 "VALUES (%s, 'it', 'r-1', 'deterministic', false, '{}'::jsonb, 'h')", (f"st-{1:016x}",))
             assert requeue_unreported(conn) == 1
         [again] = await asm.flush()
-        assert again.study.study_key == f"st-{2:016x}" and again.study_version == 2 and len(again.instances) == 1
+        # the same version again (nothing new arrived): a redelivery consumers de-duplicate
+        assert again.study.study_key == f"st-{2:016x}" and again.study_version == 1 and len(again.instances) == 1
         assert await asm.flush() == []
+        with connect(settings.dsn, settings=settings, autocommit=True) as conn:
+            # study 2 is reported and delivered this time; study 1's report never reached delivery
+            conn.execute(
+                "INSERT INTO reports (study_key, pipeline_version, report_id, drafter, needs_review, payload, content_hash) "
+                "VALUES (%s, 'it', 'r-2', 'deterministic', false, '{}'::jsonb, 'h')", (f"st-{2:016x}",))
+            conn.execute(
+                "INSERT INTO deliveries (report_id, destination, study_key, kind, report_version, report_status, status) "
+                "VALUES ('r-2', 'pacs', %s, 'dicom', 'v', 'preliminary', 'delivered')", (f"st-{2:016x}",))
+            assert requeue_unreported(conn) == 0 and requeue_unreported(conn, delivering=True) == 1
+        [delivered_again] = await asm.flush()
+        assert delivered_again.study.study_key == f"st-{1:016x}" and delivered_again.study_version == 1
     finally:
         await pool.close()
