@@ -43,3 +43,17 @@ def test_two_fhir_resources_for_one_study_version_are_a_duplicate() -> None:
     reports = [_report("dr-1", uid), _report("dr-2", uid)]
     writes = fhir_writes(reports, lambda rid: [{"status": "preliminary"}], sender_ids)
     assert tally("fhir", sender_ids, writes).duplicated == 1
+
+
+def test_a_soak_row_fails_on_any_sink_loss_but_a_detected_broker_losing_its_topic_history() -> None:
+    from radalign.stack.soak import FaultResult
+    from radalign.stack.soak_sinks import SinkTally
+
+    clean = [SinkTally("topic", 40), SinkTally("pacs", 40), SinkTally("fhir", 40)]
+    assert not FaultResult("x", accepted=40, reported=40, sinks=clean).failed
+    pacs_lost = [SinkTally("topic", 40), SinkTally("pacs", 39, lost=1), SinkTally("fhir", 40)]
+    assert FaultResult("x", accepted=40, reported=40, sinks=pacs_lost).failed
+    topic_lost = [SinkTally("topic", 38, lost=2), SinkTally("pacs", 40), SinkTally("fhir", 40)]
+    assert not FaultResult("broker_kill9", accepted=40, reported=40, sinks=topic_lost, detected="yes").failed
+    assert FaultResult("broker_kill9", accepted=40, reported=40, sinks=topic_lost, detected="NO").failed
+    assert FaultResult("x", accepted=40, reported=40, sinks=[SinkTally("pacs", 40, duplicated=1)]).failed
