@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -475,6 +475,16 @@ ALL_CONTRACTS: tuple[type[Contract], ...] = (
 
 #: Where the contracts' JSON Schema documents are published (`radalign schemas export` writes them).
 JSON_DIR = Path(__file__).parent / "json"
+
+
+#: The fields that say which model, and which site model, scored a study: concept inference sets
+#: them, and every later event carries them on unchanged.
+MODEL_PROVENANCE: tuple[str, ...] = ("model_name", "model_version", "site", "site_head", "site_head_version")
+
+
+def model_provenance(event: ConceptsInferred | CasesRetrieved) -> dict[str, Any]:
+    """The scoring model's provenance fields of `event`, to pass on to the next event."""
+    return {name: getattr(event, name) for name in MODEL_PROVENANCE}
 
 
 def schema_file(contract: type[Contract]) -> Path:

@@ -97,11 +97,19 @@ def _secret(env: str) -> str:
     return value
 
 
-class DicomDestination(_Model):
+class _Destination(_Model):
+    """What every destination has: a name (its delivery records, metrics and lane), its retry
+    policy (per try) and its queue (concurrency, circuit breaker, dead-letter budget)."""
+
+    name: str = Field(pattern=_NAME)
+    retry: RetryPolicy = RetryPolicy()
+    queue: QueuePolicy = QueuePolicy()
+
+
+class DicomDestination(_Destination):
     """A PACS reached by DICOM C-STORE (the Basic Text SR and, beside it, the AI's results as a
     TID 1500 Comprehensive 3D SR)."""
 
-    name: str = Field(pattern=_NAME)
     kind: Literal["dicom"]
     ae_title: str = Field(min_length=1, max_length=16)
     host: str
@@ -111,25 +119,19 @@ class DicomDestination(_Model):
         default=True,
         description="also store the model's results as a TID 1500 Comprehensive 3D SR (none when the model claimed nothing)",
     )
-    retry: RetryPolicy = RetryPolicy()
-    queue: QueuePolicy = QueuePolicy()
 
 
-class StowDestination(_Model):
+class StowDestination(_Destination):
     """A DICOMweb server: STOW-RS of the SR to `{url}/studies`."""
 
-    name: str = Field(pattern=_NAME)
     kind: Literal["stow"]
     url: HttpUrl = Field(description="the DICOMweb base, e.g. http://orthanc:8042/dicom-web")
     auth: Auth | None = None
-    retry: RetryPolicy = RetryPolicy()
-    queue: QueuePolicy = QueuePolicy()
 
 
-class FhirDestination(_Model):
+class FhirDestination(_Destination):
     """A FHIR server: one transaction Bundle of conditional updates per report version."""
 
-    name: str = Field(pattern=_NAME)
     kind: Literal["fhir"]
     base_url: HttpUrl
     version: Literal["R4", "R5"] = Field(default="R4", description="FHIR R4 (US Core DiagnosticReport Note profile) or R5")
@@ -153,14 +155,11 @@ class FhirDestination(_Model):
         "DiagnosticReport.result); the signed report's labels are the result either way",
     )
     auth: Auth | None = None
-    retry: RetryPolicy = RetryPolicy()
-    queue: QueuePolicy = QueuePolicy()
 
 
-class Hl7Destination(_Model):
+class Hl7Destination(_Destination):
     """A RIS taking HL7 v2.5.1 ORU^R01 over MLLP (radalign/delivery/hl7.py); signed versions only."""
 
-    name: str = Field(pattern=_NAME)
     kind: Literal["hl7"]
     host: str
     port: int = Field(ge=1, le=65535)
@@ -170,7 +169,6 @@ class Hl7Destination(_Model):
     receiving_facility: str = Field(default="", max_length=180)
     processing_id: Literal["P", "T", "D"] = Field(default="P", description="MSH-11: production, training, debugging")
     retry: RetryPolicy = RetryPolicy(timeout_s=10.0)
-    queue: QueuePolicy = QueuePolicy()
 
 
 Destination = Annotated[DicomDestination | StowDestination | FhirDestination | Hl7Destination, Field(discriminator="kind")]

@@ -20,7 +20,7 @@ from radalign.drafting.deterministic import DeterministicDrafter
 from radalign.drafting.guard import DraftGuard, GuardedDraft
 from radalign.drafting.labels import ReportLabeler, default_labeler
 from radalign.sites.macros import load_normal_macros
-from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection
+from schemas.events import CasesRetrieved, Certainty, Observation, ReportDrafted, ReportSection, model_provenance
 
 log = logging.getLogger(__name__)
 
@@ -154,11 +154,7 @@ class DraftingCore:
             phrase_table_version=self.fallback.table.version,
             case_keys=[c.case_key for c in event.cases],
             view_position=event.view_position,
-            model_name=event.model_name,
-            model_version=event.model_version,
-            site=event.site,
-            site_head=event.site_head,
-            site_head_version=event.site_head_version,
+            **model_provenance(event),
             drafter=guarded.draft.drafter,
             prompt_version=DETERMINISTIC_VERSION if deterministic else self.settings.drafting_prompt_version,
             guard=guarded.guard,

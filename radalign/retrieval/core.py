@@ -44,6 +44,7 @@ from schemas.events import (
     ConceptsInferred,
     RetrievedCase,
     StageTiming,
+    model_provenance,
 )
 
 if TYPE_CHECKING:
@@ -172,11 +173,7 @@ def build_cases_retrieved(
         concepts=list(event.concepts),
         not_assessed=list(event.not_assessed),
         ood=event.ood,
-        model_name=event.model_name,
-        model_version=event.model_version,
-        site=event.site,
-        site_head=event.site_head,
-        site_head_version=event.site_head_version,
+        **model_provenance(event),
         cases=list(cases),
         retrieval_version=retrieval_version,
         timings=timings,
