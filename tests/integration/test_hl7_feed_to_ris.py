@@ -14,7 +14,6 @@ import pytest
 
 from radalign.config import Settings
 from radalign.delivery.hl7 import message_control_id
-from radalign.framework.retry import PermanentError
 from radalign.loopback.fhir_server import LoopbackFhirServer
 from radalign.loopback.mllp import MllpListener
 from radalign.review.core import ReviewCore
@@ -76,6 +75,14 @@ async def _stage(settings: Settings, ris: MllpListener, fhir: LoopbackFhirServer
     return stage
 
 
+async def _drain(stage: DeliveryStage) -> None:
+    """What the stage's lanes do beside the consumer (the runner runs them): send every queued
+    version, destination by destination, until nothing is left to do now."""
+    for lane in stage.lanes.values():
+        while await lane.step():
+            pass
+
+
 async def test_resident_attending_amendment_to_the_ris_and_the_ehr(signed_settings: Settings, seeded):
     pool, draft = seeded
     publisher = Publisher()
@@ -108,7 +115,9 @@ async def test_resident_attending_amendment_to_the_ris_and_the_ehr(signed_settin
         await stage.handle(draft)  # the AI draft: to the EHR as preliminary, not to the RIS
         for event in publisher.events:
             await stage.handle(event)
+        await _drain(stage)
         await stage.handle(publisher.events[1])  # a redelivered event changes nothing
+        await _drain(stage)
         messages = ris.messages()
         assert [str(m.segment("OBR")(25)) for m in messages] == ["P", "F", "C"]
         assert [str(m.segment("OBR")(32)).split("&")[:3] for m in messages] == [
@@ -139,16 +148,18 @@ async def test_a_ris_refusal_is_permanent_with_its_reason(signed_settings: Setti
     stage = await _stage(signed_settings, ris, fhir)
     try:
         (final,) = publisher.events
-        with pytest.raises(PermanentError, match="Unknown order"):
-            await stage.handle(final)
+        await stage.handle(final)
+        await _drain(stage)
         assert len(ris.messages()) == 1  # refused once, not retried
         rows = {r.destination: r for r in await stage.records.for_study(KEY)}  # type: ignore[union-attr]
         assert rows["ris"].status == "failed" and "AE: Unknown order" in rows["ris"].last_error
         assert rows["ehr"].status == "delivered"  # destinations are independent
+        assert await stage.lanes["ris"].step() is False  # dead-lettered as refused: never resent by itself
         # a replay after the RIS was fixed sends the same message (same control id)
         ris.ack_code = "AA"
         ris.reason = ""
         await stage.handle(final)
+        await _drain(stage)
         first, second = ris.messages()
         assert str(first.segment("MSH")(10)) == str(second.segment("MSH")(10))
     finally:

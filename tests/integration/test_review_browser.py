@@ -639,12 +639,14 @@ def test_resident_signs_attending_cosigns_and_amends_each_version_delivered_once
     history = httpx.get(f"{fhir.base_url}/DiagnosticReport/{dr['id']}/_history", timeout=10).json()
     draft, *signed = [e["resource"] for e in reversed(history["entry"])]
     assert [draft["status"], *(v["status"] for v in signed)] == ["preliminary", "preliminary", "final", "amended"]
-    assert "performer" not in draft and "extension" not in draft
+    assert "performer" not in draft  # the AI's draft: no signer; its version id is the draft's own
+    assert {e["url"]: e["valueIdentifier"]["value"] for e in draft["extension"]} == {VERSION_EXT: f"{report_id}-d1"}
     interpreters = {1: [("res-101", "Rex Resident")], 2: [("att-202", "Ann Attending"), ("res-101", "Rex Resident")], 3: [("att-202", "Ann Attending")]}
     for version, dr_version in enumerate(signed, start=1):
         signer = interpreters[version][0]
         extensions = {e["url"]: e["valueIdentifier"]["value"] for e in dr_version["extension"]}
-        assert extensions == {VERSION_EXT: f"{report_id}-v{version}", **({REPLACES_EXT: f"{report_id}-v{version - 1}"} if version > 1 else {})}
+        # each signed version replaces the one before it; the first, the draft it was signed from
+        assert extensions == {VERSION_EXT: f"{report_id}-v{version}", REPLACES_EXT: f"{report_id}-v{version - 1}" if version > 1 else f"{report_id}-d1"}
         assert _signers(dr_version["performer"]) == [signer] and _signers(dr_version["resultsInterpreter"]) == interpreters[version]
         assert dr_version["conclusion"] == SIGNED_TEXT[version][1]
         assert sorted(c["text"] for c in dr_version["conclusionCode"]) == sorted(f for f, v in STATED[version].items() if v == "Present")
@@ -681,7 +683,8 @@ def test_resident_signs_attending_cosigns_and_amends_each_version_delivered_once
     (sr_draft,) = srs.values()
     assert (sr_draft.VerificationFlag, sr_draft.CompletionFlag, _sr_predecessor(sr_draft), _sr_people(sr_draft)) == ("UNVERIFIED", "PARTIAL", None, [])
     assert (sr1.VerificationFlag, sr1.PreliminaryFlag, sr1.CompletionFlag) == ("UNVERIFIED", "PRELIMINARY", "COMPLETE")
-    assert _sr_predecessor(sr1) is None and _sr_people(sr1) == ["Resident^Rex"]
+    # the first signed version replaces the AI's draft SR the PACS holds; each later one the version before
+    assert _sr_predecessor(sr1) == sr_draft.SOPInstanceUID and _sr_people(sr1) == ["Resident^Rex"]
     for sr, earlier, people in ((sr2, sr1, ["Attending^Ann", "Resident^Rex"]), (sr3, sr2, ["Attending^Ann"])):
         assert (sr.VerificationFlag, sr.PreliminaryFlag, sr.CompletionFlag) == ("VERIFIED", "FINAL", "COMPLETE")
         verifier = sr.VerifyingObserverSequence[0]
