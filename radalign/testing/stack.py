@@ -35,8 +35,11 @@ def _port_free(port: int) -> bool:
 
 def free_web_port_offset() -> int:
     """An offset that moves every stage's HTTP port onto a free one."""
+    # Stage ports land in 20080-32106: above a dev stack's defaults (18080-18106) and below the
+    # kernel's ephemeral range (32768+), where any outgoing connection may hold a port by chance
+    # (a worker failed to bind 49316, taken by a client socket, in CI).
     for _ in range(50):
-        offset = random.randrange(20000, 40000)
+        offset = random.randrange(2000, 14000)
         if all(_port_free(s.web_port + offset) for s in GRAPH):
             return offset
     raise RuntimeError("no free range of stage web ports")
@@ -193,8 +196,8 @@ def running_workers(settings: Settings) -> Iterator[Settings]:
     from radalign.stack.manager import up
     from radalign.stack.workers import STAGES, worker_name
 
-    up(settings, ["workers"])
     try:
+        up(settings, ["workers"])  # inside: a worker that fails to start leaves none of the others running
         yield settings
     finally:
         for stage in STAGES:
