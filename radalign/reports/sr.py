@@ -1,13 +1,18 @@
 """The draft as a DICOM Basic Text SR (TID 2000 "Basic Diagnostic Imaging Report" layout),
-written with highdicom and readable by any PACS.
+written with pydicom and readable by any PACS.
 
-highdicom implements the Enhanced/Comprehensive SR SOP classes but not Basic Text SR; the small
-subclass below reuses its SR document machinery (content-item validation, patient/study
-attributes, evidence sequences) with the Basic Text SR SOP class, whose content (CONTAINER,
-TEXT, CODE and UIDREF items linked by CONTAINS / HAS OBS CONTEXT) is a subset of what highdicom
-checks. That base class is private (`highdicom.sr.sop._SR`), so pyproject pins highdicom to the
-release range this module is tested with (tests/unit/drafting/test_drafting_outputs.py builds,
-reads back with highdicom and validates with dciodvfy).
+highdicom implements the Enhanced/Comprehensive SR SOP classes but not Basic Text SR (0.28 has no
+public class for it). The text SR is built with pydicom directly (`Dataset`, `Sequence`). It was
+built with highdicom's private SR base class (`highdicom.sr.sop._SR`), which deep-copies and
+re-parses the content tree, collects evidence and checks IOD attributes: ~8 ms of CPU per SR on
+the delivery hot path (~12-13 ms per SR then, ~4.5-5 ms now, most of it pydicom's writer; the
+delivery-stage profile put it at ~15 ms per report). The dataset is the one that construction
+wrote, attribute for attribute: the highdicom construction is kept as the test oracle
+(tests/unit/reports/sr_oracle.py; test_basic_text_sr_oracle.py compares the two for every kind
+of version, and tests/unit/drafting/test_drafting_outputs.py reads the SR back with highdicom and
+validates it with dciodvfy). Only the library the file names differs: pydicom in the file meta
+(Implementation Class UID and Version Name) and in the Contributing Equipment item, where
+highdicom named itself.
 
 Patient and study attributes (StudyDate/StudyTime included) come from the re-identification
 mapping, here and only here; the order (ReferencedRequestSequence) when it is known. The AI is
@@ -38,8 +43,7 @@ TID 1500 SR at all (`ai_results_sr` returns None): an empty measurement report w
 PRELIMINARY and UNVERIFIED for every version of the report, with one SOP Instance UID per report
 (a redelivery stores the same instance again), in its own series.
 
-There is no public highdicom class for Basic Text SR (0.28 exposes Enhanced, Comprehensive and
-Comprehensive 3D SR), so the text SR keeps the private base class noted above.
+`read_sr_text` reads the text SR back with highdicom, which validates every content item.
 """
 
 from __future__ import annotations
@@ -52,11 +56,15 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Literal
 
 import highdicom as hd
-from highdicom.sr.sop import _SR  # private: highdicom has no public Basic Text SR class (see the module docstring)
+import pydicom
 from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
-from pydicom.uid import UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
+from pydicom.valuerep import DA, DT, TM
 
 from radalign import __version__
 from radalign.drafting.concepts import SNOMED_FINDINGS
@@ -92,45 +100,14 @@ SR_SERIES_NUMBER = 9001  # high, so the draft sorts after the acquired series in
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 
 
-class BasicTextSR(_SR):
-    """Basic Text SR document (SOP Class 1.2.840.10008.5.1.4.1.1.88.11)."""
-
-    def __init__(self, evidence: list[Dataset], content: Dataset, **kwargs: object) -> None:
-        super().__init__(evidence=evidence, content=content, sop_class_uid=BASIC_TEXT_SR, **kwargs)  # type: ignore[arg-type]  # highdicom private base class: its init is typed narrower than it accepts
-
-
 def _uid(report_id: str, part: str) -> str:
     # 2.25.<128-bit integer>: a UID derived from a UUID needs no registered root (PS3.5 B.2).
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, f'radalign:{report_id}:{part}').int}"
 
 
-def _text(name: Code, value: str) -> hd.sr.TextContentItem:
-    return hd.sr.TextContentItem(name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-
-
 def device_uid(report: ReportDrafted) -> str:
     """One observer UID per combination of concept model, drafter and prompt version."""
     return f"2.25.{uuid.uuid5(uuid.NAMESPACE_URL, f'radalign-device:{report.model_name}:{report.model_version}:{report.drafter}:{report.prompt_version}').int}"
-
-
-def _device_observer(report: ReportDrafted) -> list:
-    """TID 1002 observer context with TID 1004 device observer identifying attributes."""
-    device = hd.sr.DeviceObserverIdentifyingAttributes(
-        uid=device_uid(report),
-        name="RadAlign Stream report drafting AI",
-        manufacturer_name="RadAlign Stream",
-        model_name=f"{report.model_name} {report.model_version}; {report.drafter}; {report.prompt_version}"[:64],
-    )
-    return list(hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device))
-
-
-def _person_observers(people: Sequence[Signer]) -> list:
-    """TID 1002 person observer context (TID 1003) for each signer: who interpreted the study."""
-    items: list = []
-    for person in people:
-        attributes = hd.sr.PersonObserverIdentifyingAttributes(name=person.dicom_pn, login_name=person.identifier[:64] or None)
-        items.extend(hd.sr.ObserverContext(observer_type=codes.DCM.Person, observer_identifying_attributes=attributes))
-    return items
 
 
 def signed_instance_uid(report_id: str, signed_version: int) -> str:
@@ -139,41 +116,107 @@ def signed_instance_uid(report_id: str, signed_version: int) -> str:
     return _uid(report_id, f"instance:signed-v{signed_version}")
 
 
-def _content(report: ReportDrafted, people: Sequence[Signer] = ()) -> Dataset:
-    findings = hd.sr.ContainerContentItem(name=FINDINGS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    findings.ContentSequence = [_text(FINDING, report.findings)]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
-    impressions = hd.sr.ContainerContentItem(name=IMPRESSIONS_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    impressions.ContentSequence = [_text(IMPRESSION, report.impression)]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
-    # Last, so the SR's text, like the FHIR text, ends with what the model assessed and did not.
-    assessment = hd.sr.ContainerContentItem(name=ASSESSMENT_SECTION, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    assessment.ContentSequence = [_text(ASSESSMENT, assessment_line(report))]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
-    root = hd.sr.ContainerContentItem(name=REPORT_TITLE, template_id="2000")
-    root.ContentSequence = [*_device_observer(report), *_person_observers(people), findings, impressions, assessment]  # type: ignore[assignment]  # highdicom types the attribute from its own init; its __setattr__ wraps a list
-    return root
+# The Basic Text SR is written with pydicom directly: highdicom has no public Basic Text SR class,
+# and its private base class (`highdicom.sr.sop._SR`: deep copy and re-parse of the content tree,
+# evidence collection, IOD attribute checks) cost ~8 ms of CPU per SR on the delivery hot path
+# (module docstring). The dataset is the one that construction wrote: tests/unit/reports/sr_oracle.py
+# keeps it as the oracle, test_basic_text_sr_oracle.py compares the two for every kind of version.
+_OBS_CONTEXT = "HAS OBS CONTEXT"
+_CONTAINS = "CONTAINS"
+_OBSERVER_TYPE, _DEVICE, _PERSON = codes.DCM.ObserverType, codes.DCM.Device, codes.DCM.Person
+_DEVICE_UID, _DEVICE_NAME = codes.DCM.DeviceObserverUID, codes.DCM.DeviceObserverName
+_DEVICE_MANUFACTURER, _DEVICE_MODEL = codes.DCM.DeviceObserverManufacturer, codes.DCM.DeviceObserverModelName
+_PERSON_NAME, _PERSON_LOGIN = codes.DCM.PersonObserverName, codes.DCM.PersonObserverLoginName
+_PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment
+#: Part 10 file meta: written by pydicom, so its implementation class UID and version name.
+_IMPLEMENTATION_VERSION = f"PYDICOM {'.'.join(pydicom.__version_info__)}"
+
+
+def _code(code: Code) -> Dataset:
+    """Code Sequence item (the codes of this module: short values, no scheme version)."""
+    item = Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme_designator
+    item.CodeMeaning = code.meaning
+    return item
+
+
+def _item(relationship: str, value_type: str, name: Code) -> Dataset:
+    item = Dataset()
+    item.RelationshipType = relationship
+    item.ValueType = value_type
+    item.ConceptNameCodeSequence = [_code(name)]
+    return item
+
+
+def _text(name: Code, value: str, relationship: str = _CONTAINS) -> Dataset:
+    item = _item(relationship, "TEXT", name)
+    item.TextValue = value
+    return item
+
+
+def _observer_type(kind: Code) -> Dataset:
+    item = _item(_OBS_CONTEXT, "CODE", _OBSERVER_TYPE)
+    item.ConceptCodeSequence = [_code(kind)]
+    return item
+
+
+def _device_observer(report: ReportDrafted) -> list[Dataset]:
+    """TID 1002 observer context with TID 1004 device observer identifying attributes."""
+    uid = _item(_OBS_CONTEXT, "UIDREF", _DEVICE_UID)
+    uid.UID = device_uid(report)
+    model = f"{report.model_name} {report.model_version}; {report.drafter}; {report.prompt_version}"[:64]
+    return [
+        _observer_type(_DEVICE), uid,
+        _text(_DEVICE_NAME, "RadAlign Stream report drafting AI", _OBS_CONTEXT),
+        _text(_DEVICE_MANUFACTURER, "RadAlign Stream", _OBS_CONTEXT),
+        _text(_DEVICE_MODEL, model, _OBS_CONTEXT),
+    ]
+
+
+def _person_observers(people: Sequence[Signer]) -> list[Dataset]:
+    """TID 1002 person observer context (TID 1003) for each signer: who interpreted the study."""
+    items: list[Dataset] = []
+    for person in people:
+        name = _item(_OBS_CONTEXT, "PNAME", _PERSON_NAME)
+        name.PersonName = person.dicom_pn
+        items += [_observer_type(_PERSON), name]
+        if login := person.identifier[:64]:
+            items.append(_text(_PERSON_LOGIN, login, _OBS_CONTEXT))
+    return items
+
+
+def _section(name: Code, item_name: Code, value: str) -> Dataset:
+    section = _item(_CONTAINS, "CONTAINER", name)
+    section.ContinuityOfContent = "CONTINUOUS"
+    section.ContentSequence = [_text(item_name, value)]
+    return section
+
+
+def _set_content(sr: Dataset, report: ReportDrafted, people: Sequence[Signer]) -> None:
+    """The root CONTAINER (TID 2000): observers, Findings, Impressions, the assessment section."""
+    sr.ValueType = "CONTAINER"
+    sr.ConceptNameCodeSequence = [_code(REPORT_TITLE)]
+    sr.ContinuityOfContent = "CONTINUOUS"
+    template = Dataset()
+    template.MappingResource = "DCMR"
+    template.TemplateIdentifier = "2000"
+    sr.ContentTemplateSequence = [template]
+    sr.ContentSequence = [
+        *_device_observer(report), *_person_observers(people),
+        _section(FINDINGS_SECTION, FINDING, report.findings),
+        _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression),
+        # Last, so the SR's text, like the FHIR text, ends with what the model assessed and did not.
+        _section(ASSESSMENT_SECTION, ASSESSMENT, assessment_line(report)),
+    ]
 
 
 def _evidence(identity: StudyIdentity, report_id: str) -> tuple[list[Dataset], bool]:
-    """Datasets carrying the patient/study attributes (and the instances the draft read);
-    the flag says whether they name real instances."""
-    def header() -> Dataset:
-        ds = Dataset()
-        ds.StudyInstanceUID = identity.study_instance_uid
-        ds.PatientID = identity.patient_id
-        ds.PatientName = identity.patient_name
-        ds.PatientBirthDate = identity.birth_date.strftime("%Y%m%d") if identity.birth_date else ""
-        ds.PatientSex = identity.sex
-        if identity.issuer_of_patient_id:
-            ds.IssuerOfPatientID = identity.issuer_of_patient_id
-        ds.AccessionNumber = identity.accession_number
-        ds.StudyID = identity.study_id
-        ds.StudyDate = identity.study_date
-        ds.StudyTime = identity.study_time
-        ds.ReferringPhysicianName = identity.referring_physician_name
-        return ds
-
+    """Datasets carrying the patient/study attributes (and the instances the draft read) for
+    highdicom (`ai_results_sr`); the flag says whether they name real instances."""
     evidence = []
     for instance in identity.instances:
-        ds = header()
+        ds = _patient_study(identity)
         ds.SOPClassUID = instance.sop_class_uid
         ds.SOPInstanceUID = instance.sop_instance_uid
         ds.SeriesInstanceUID = instance.series_instance_uid
@@ -181,12 +224,58 @@ def _evidence(identity: StudyIdentity, report_id: str) -> tuple[list[Dataset], b
     if evidence:
         return evidence, True
     # highdicom takes patient/study attributes from an evidence dataset; without known instances
-    # a placeholder carries them and its evidence reference is removed again below.
-    ds = header()
+    # a placeholder carries them and its evidence reference is removed again (`_finish`).
+    ds = _patient_study(identity)
     ds.SOPClassUID = BASIC_TEXT_SR
     ds.SOPInstanceUID = _uid(report_id, "placeholder")
     ds.SeriesInstanceUID = _uid(report_id, "placeholder-series")
     return [ds], False
+
+
+def _patient_study(identity: StudyIdentity, ds: Dataset | None = None) -> Dataset:
+    """The Patient and General Study attributes (re-identified) set on `ds` (default: a new dataset)."""
+    ds = Dataset() if ds is None else ds
+    ds.StudyInstanceUID = identity.study_instance_uid
+    ds.PatientID = identity.patient_id
+    ds.PatientName = identity.patient_name
+    ds.PatientBirthDate = identity.birth_date.strftime("%Y%m%d") if identity.birth_date else ""
+    ds.PatientSex = identity.sex
+    if identity.issuer_of_patient_id:
+        ds.IssuerOfPatientID = identity.issuer_of_patient_id
+    ds.AccessionNumber = identity.accession_number
+    ds.StudyID = identity.study_id
+    ds.StudyDate = identity.study_date
+    ds.StudyTime = identity.study_time
+    ds.ReferringPhysicianName = identity.referring_physician_name
+    return ds
+
+
+def _instance_evidence(identity: StudyIdentity) -> list[Dataset]:
+    """Current Requested Procedure Evidence Sequence: the instances the draft read, by series
+    in order of appearance, each instance once."""
+    series: dict[str, list[Dataset]] = {}
+    seen: set[str] = set()
+    for instance in identity.instances:
+        if instance.sop_instance_uid in seen:
+            continue
+        seen.add(instance.sop_instance_uid)
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = instance.sop_class_uid
+        ref.ReferencedSOPInstanceUID = instance.sop_instance_uid
+        series.setdefault(instance.series_instance_uid, []).append(ref)
+    return [_study_reference(identity.study_instance_uid, series)]
+
+
+def _study_reference(study_uid: str, series: dict[str, list[Dataset]]) -> Dataset:
+    study = Dataset()
+    study.StudyInstanceUID = study_uid
+    study.ReferencedSeriesSequence = []
+    for series_uid, instances in series.items():
+        item = Dataset()
+        item.SeriesInstanceUID = series_uid
+        item.ReferencedSOPSequence = instances
+        study.ReferencedSeriesSequence.append(item)
+    return study
 
 
 def requested_procedures(identity: StudyIdentity) -> list[Dataset] | None:
@@ -204,6 +293,61 @@ def requested_procedures(identity: StudyIdentity) -> list[Dataset] | None:
     item.RequestedProcedureDescription = identity.requested_procedure_description
     item.RequestedProcedureCodeSequence = []
     return [item]
+
+
+def _file_meta(sop_instance_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = BASIC_TEXT_SR
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = _IMPLEMENTATION_VERSION
+    write_file_meta_info(DicomBytesIO(), meta, enforce_standard=True)  # sets FileMetaInformationGroupLength
+    return meta
+
+
+def _contributing_equipment(now: datetime) -> Dataset:
+    """Contributing Equipment Sequence item: the software library that wrote the instance."""
+    item = Dataset()
+    item.Manufacturer = "pydicom contributors"
+    item.PurposeOfReferenceCodeSequence = [_code(_PROCESSING_EQUIPMENT)]
+    item.ManufacturerModelName = "pydicom"
+    item.SoftwareVersions = pydicom.__version__
+    item.ContributionDateTime = DT(now)
+    item.ContributionDescription = "Software library used to create this instance"
+    return item
+
+
+def _document(identity: StudyIdentity, report_id: str, sop_instance_uid: str, now: datetime) -> Dataset:
+    """The SR's file meta, Patient, General Study, SR Document Series, General Equipment and SOP
+    Common attributes."""
+    sr = Dataset()
+    sr.preamble = b"\x00" * 128
+    sr.file_meta = _file_meta(sop_instance_uid)
+    sr.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names and LLM text may leave ASCII
+    _patient_study(identity, sr)
+    sr.SeriesInstanceUID = _uid(report_id, "series")
+    sr.SeriesNumber = SR_SERIES_NUMBER
+    sr.Modality = "SR"
+    sr.Manufacturer = "RadAlign Stream"
+    sr.SoftwareVersions = __version__
+    sr.SOPInstanceUID = sop_instance_uid
+    sr.SOPClassUID = BASIC_TEXT_SR
+    sr.InstanceNumber = 1
+    sr.InstanceCreationDate = DA(now.date())
+    sr.InstanceCreationTime = TM(now.time())
+    sr.ReferencedPerformedProcedureStepSequence = []
+    sr.PerformedProcedureCodeSequence = []
+    sr.ContributingEquipmentSequence = [_contributing_equipment(now)]
+    return sr
+
+
+def _sop_instance_uid(report_id: str, status: str, verified: bool, document_version: str, signed_version: int | None) -> str:
+    if signed_version is not None:
+        return signed_instance_uid(report_id, signed_version)
+    suffix = f":{status}:{document_version}" if (verified or document_version) else ""
+    return _uid(report_id, f"instance{suffix}")
 
 
 def basic_text_sr(
@@ -231,51 +375,44 @@ def basic_text_sr(
     verifier = signer.dicom_pn if signer is not None else verifier
     if verified and not verifier:
         raise ValueError("a final (verified) SR needs the verifying radiologist's name")
-    evidence, real = _evidence(identity, report.report_id)
-    if signed_version is not None:
-        sop_instance_uid = signed_instance_uid(report.report_id, signed_version)
-    else:
-        suffix = f":{status}:{document_version}" if (verified or document_version) else ""
-        sop_instance_uid = _uid(report.report_id, f"instance{suffix}")
+    sop_instance_uid = _sop_instance_uid(report.report_id, status, verified, document_version, signed_version)
     replaced = signed_instance_uid(report.report_id, replaces_version) if replaces_version is not None else predecessor_uid
-    previous = _predecessor(report.report_id, identity, replaced) if replaced and replaced != sop_instance_uid and _UID.match(replaced) else None
-    people = [p for p in (signer, *co_signers) if p is not None]
-    sr = BasicTextSR(
-        evidence=evidence,
-        content=_content(report, people),
-        series_instance_uid=_uid(report.report_id, "series"),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        manufacturer="RadAlign Stream",
-        is_complete=verified or signer is not None,  # PARTIAL: a draft the radiologist completes
-        is_final=verified,  # PRELIMINARY until an attending signs
-        is_verified=verified,  # UNVERIFIED until an attending signs
-        verifying_observer_name=verifier if verified else None,
-        verifying_organization=verifying_organization if verified else None,
-        requested_procedures=requested_procedures(identity),
-        previous_versions=previous,
-        record_evidence=real,
-        series_description=("AI report (verified)" if verified else "AI report (preliminary, signed by a resident)" if signer
-                            else "AI draft report (unverified)"),
-        software_versions=__version__,
-        specific_character_set="ISO_IR 192",  # UTF-8: names and LLM text may leave ASCII
-    )
-    if verified and signer is not None:
-        sr.VerifyingObserverSequence[0].VerifyingObserverIdentificationCodeSequence = [_signer_code(signer)]
-    if verified and verified_at is not None:
-        sr.VerifyingObserverSequence[0].VerificationDateTime = verified_at.strftime("%Y%m%d%H%M%S")
-    return _finish(sr, real, created)
+    now = datetime.now()  # local time, as highdicom wrote it: instance creation, contribution, default verification
+    sr = _document(identity, report.report_id, sop_instance_uid, now)
+    sr.SeriesDescription = ("AI report (verified)" if verified else "AI report (preliminary, signed by a resident)" if signer
+                            else "AI draft report (unverified)")
+    sr.CompletionFlag = "COMPLETE" if verified or signer is not None else "PARTIAL"  # PARTIAL: a draft the radiologist completes
+    sr.VerificationFlag = "VERIFIED" if verified else "UNVERIFIED"  # UNVERIFIED until an attending signs
+    sr.PreliminaryFlag = "FINAL" if verified else "PRELIMINARY"  # PRELIMINARY until an attending signs
+    if verified:
+        when = verified_at.strftime("%Y%m%d%H%M%S") if verified_at is not None else DT(now)
+        sr.VerifyingObserverSequence = [_verifying_observer(verifier, verifying_organization, signer, when)]
+    _set_content(sr, report, [p for p in (signer, *co_signers) if p is not None])
+    if identity.instances:  # else no evidence: nothing the draft read is known
+        sr.CurrentRequestedProcedureEvidenceSequence = _instance_evidence(identity)
+    if (request := requested_procedures(identity)) is not None:
+        sr.ReferencedRequestSequence = request
+    if replaced and replaced != sop_instance_uid and _UID.match(replaced):
+        sr.PredecessorDocumentsSequence = _predecessor(report.report_id, identity, replaced)
+    return _finish(sr, real=True, created=created)
+
+
+def _verifying_observer(name: str, organization: str, signer: Signer | None, when: str | DT) -> Dataset:
+    """Verifying Observer Sequence item: the attending, their identifier when known, when they signed."""
+    observer = Dataset()
+    observer.VerifyingObserverName = name
+    observer.VerifyingOrganization = organization
+    observer.VerificationDateTime = when
+    observer.VerifyingObserverIdentificationCodeSequence = [_signer_code(signer)] if signer is not None else []
+    return observer
 
 
 def _predecessor(report_id: str, identity: StudyIdentity, replaced_uid: str) -> list[Dataset]:
-    """Predecessor Documents Sequence content: the SR this version replaces."""
+    """Predecessor Documents Sequence: the SR this version replaces."""
     pre = Dataset()
-    pre.StudyInstanceUID = identity.study_instance_uid
-    pre.SeriesInstanceUID = _uid(report_id, "series")
-    pre.SOPClassUID = BASIC_TEXT_SR
-    pre.SOPInstanceUID = replaced_uid
-    return [pre]
+    pre.ReferencedSOPClassUID = BASIC_TEXT_SR
+    pre.ReferencedSOPInstanceUID = replaced_uid
+    return [_study_reference(identity.study_instance_uid, {_uid(report_id, "series"): [pre]})]
 
 
 def _signer_code(signer: Signer) -> Dataset:
