@@ -123,7 +123,7 @@ def production_stages(alone: dict[str, float], llm_drafts_per_gpu_s: float | Non
     shares, the concept model on one GPU (estimated from the H200 measurement), and optionally an
     LLM rewrite on g5.xlarge GPUs (estimated)."""
     stages = [cpu_stage(name, alone[name], 2.0, "measured here (2 vCPU, shared)")
-              for name in ("gateway", "preprocess", "retrieval", "drafting", "delivery") if name in alone]
+              for name in ("gateway", "preprocess", "retrieval", "drafting", "review", "delivery") if name in alone]
     # Concept model on a GPU: 5,158 images/s on an H200 through a Triton Python backend (host <->
     # device copies included, batch 32); an L4 estimated at a quarter of that. Decode stays in
     # preprocess, on CPU.

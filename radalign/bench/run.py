@@ -51,6 +51,26 @@ def machine_load() -> dict[str, Any]:
             "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()}
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the machine has been busy since boot, all cores and processes (Linux)."""
+    with open("/proc/stat") as f:
+        return stats.busy_cpu_s(f.readline(), os.sysconf("SC_CLK_TCK"))
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds each component of the stack has used so far, its processes summed (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            name = stats.component_of((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            if name is not None:
+                out[name] = out.get(name, 0.0) + stats.process_cpu_s((proc / "stat").read_text(), ticks)
+        except (OSError, IndexError, ValueError):  # the process ended meanwhile
+            continue
+    return out
+
+
 def progress(total: int, desc: str):
     """tqdm where installed, else a plain progress line."""
     try:
@@ -203,15 +223,22 @@ async def read_topic(settings: Settings, topics: Sequence[str], keys: set[str], 
 
 
 def build_stages(settings: Settings) -> dict[str, Any]:
-    """The consuming stages in graph order, as their workers build them."""
+    """Every consuming stage in graph order, as its worker builds it (`main(settings)` of the
+    stage's adapter module runs `run_worker(<Stage>(settings), settings)`)."""
     from services.concepts.agent import ConceptsStage
     from services.delivery.agent import DeliveryStage
     from services.drafting.agent import DraftingStage
     from services.preprocess.agent import PreprocessStage
     from services.retrieval.agent import RetrievalStage
+    from services.review.agent import ReviewStage
 
-    return {"preprocess": PreprocessStage(), "concepts": ConceptsStage(settings), "retrieval": RetrievalStage(),
-            "drafting": DraftingStage(settings), "delivery": DeliveryStage(settings)}
+    built = {"preprocess": PreprocessStage(), "concepts": ConceptsStage(settings), "retrieval": RetrievalStage(),
+             "drafting": DraftingStage(settings), "review": ReviewStage(settings), "delivery": DeliveryStage(settings)}
+    from radalign.pipeline import CONSUMER_STAGES
+
+    if set(built) != set(CONSUMER_STAGES):  # a stage added to the graph must be benchmarked too
+        raise RuntimeError(f"the bench builds {sorted(built)}, the graph has {sorted(CONSUMER_STAGES)}")
+    return {name: built[name] for name in CONSUMER_STAGES}
 
 
 def _as_record(out: Any, i: int) -> Any:
@@ -220,54 +247,84 @@ def _as_record(out: Any, i: int) -> Any:
     return Record(out.topic, 0, i, out.key, out.value, list(out.headers))
 
 
-async def _drain(queue: asyncio.Queue[Any], runner: Any, pbar: Any, name: str, nxt: list[Any]) -> None:
-    """One lane of a stage alone: process queued records, keep each output for the next stage."""
+async def _run_one(runner: Any, record: Any, produced: list[Any]) -> None:
+    """One record through a stage; every output kept for the stages after it."""
+    outs = await runner.process(record)
+    assert not any("dlq" in o.topic for o in outs), outs[0].value[:300]
+    produced.extend(_as_record(o, len(produced)) for o in outs)
+
+
+async def _drain(queue: asyncio.Queue[Any], runner: Any, pbar: Any, produced: list[Any]) -> None:
+    """One lane of a stage alone: process queued records."""
     while not queue.empty():
-        outs = await runner.process(queue.get_nowait())
+        await _run_one(runner, queue.get_nowait(), produced)
         pbar.update(1)
-        if name == "delivery":
-            assert not outs or "dlq" not in outs[0].topic, outs[0].value[:300]
-            continue
-        assert outs and "dlq" not in outs[0].topic, outs[0].value[:300] if outs else "no output"
-        nxt.append(_as_record(outs[0], len(nxt)))
 
 
-async def chain_alone(settings: Settings, records: list[Any]) -> tuple[dict[str, float], dict[str, float]]:
-    """Each stage alone over what the stage before it produced alone: studies/s per stage with the
-    worker's concurrency, and the CPU seconds per study this process spent in it."""
+async def _until_delivered(deliveries: Deliveries, keys: list[str], timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(await asyncio.to_thread(deliveries.done, keys)) < len(keys):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the delivery lanes did not deliver every study alone")
+        await asyncio.sleep(0.1)
+
+
+async def _one_stage_alone(settings: Settings, stage: Any, records: list[Any], deliveries: Deliveries,
+                           produced: list[Any]) -> tuple[float, float, float]:
+    """Seconds, this process's CPU seconds and the machine's CPU seconds for `records` through
+    one stage with the worker's concurrency (delivery: until every destination acknowledged)."""
     from radalign.framework.stage import StageRunner
+
+    await stage.setup(settings)
+    runner = StageRunner(stage, settings)
+    try:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        for r in records:
+            queue.put_nowait(r)
+        pbar = progress(len(records), f"{stage.name} alone")
+        busy0, cpu0, begin = machine_busy_s(), time.process_time(), time.perf_counter()
+        lanes = [asyncio.create_task(task.run()) for task in stage.background_tasks()] if stage.name == "delivery" else []
+        await asyncio.gather(*(_drain(queue, runner, pbar, produced) for _ in range(stage.concurrency)))
+        if lanes:
+            await _until_delivered(deliveries, [r.key.decode() for r in records])
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+        pbar.close()
+        return time.perf_counter() - begin, time.process_time() - cpu0, machine_busy_s() - busy0
+    finally:
+        await stage.close()
+
+
+async def chain_alone(settings: Settings, received: list[Any], deliveries: Deliveries) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Each consuming stage of the graph alone over what the stages before it produced alone:
+    studies/s per stage with the worker's concurrency, the CPU seconds per study this process
+    spent in it, and those the whole machine spent (Triton, PostgreSQL, Orthanc, the FHIR server
+    included). Delivery alone is its consumer queueing each version and its lanes sending it,
+    until every destination acknowledged every study (what it does in the pipeline)."""
     from radalign.pipeline import stage_spec
 
     rates: dict[str, float] = {}
     cpu: dict[str, float] = {}
+    machine_cpu: dict[str, float] = {}
+    produced: list[Any] = list(received)
     for name, stage in build_stages(settings).items():
-        await stage.setup(settings)
-        runner = StageRunner(stage, settings)
-        nxt: list[Any] = []
-        try:
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            for r in records:
-                queue.put_nowait(r)
-            pbar = progress(len(records), f"{name} alone")
-
-            cpu0, begin = time.process_time(), time.perf_counter()
-            await asyncio.gather(*(_drain(queue, runner, pbar, name, nxt) for _ in range(stage.concurrency)))
-            elapsed, used = time.perf_counter() - begin, time.process_time() - cpu0
-            pbar.close()
-            rates[name] = len(records) / elapsed
-            cpu[name] = used / len(records)
-        finally:
-            await stage.close()
         spec = stage_spec(name)
-        if spec.outputs:
-            wanted = set(spec.outputs[0].names)
-            records = [r for r in nxt if r.topic in wanted]
-    return rates, cpu
+        assert spec.input is not None
+        records = [r for r in produced if r.topic in spec.input.names]
+        elapsed, used, busy = await _one_stage_alone(settings, stage, records, deliveries, produced)
+        rates[name] = len(records) / elapsed
+        cpu[name] = used / len(records)
+        machine_cpu[name] = busy / len(records)
+    return rates, cpu, machine_cpu
 
 
 async def sequential(settings: Settings, records: list[Any]) -> float:
-    """Seconds for every study through every stage in this process, one after another."""
+    """Seconds for every study through every stage in this process, one after another (to the
+    acknowledgement of every destination)."""
     from radalign.framework.stage import StageRunner
+    from radalign.pipeline import stage_spec
+    from services.delivery.agent import DeliveryStage
 
     stages = build_stages(settings)
     runners = []
@@ -278,13 +335,16 @@ async def sequential(settings: Settings, records: list[Any]) -> float:
         pbar = progress(len(records), "sequential")
         begin = time.perf_counter()
         for record in records:
-            current = record
+            produced = [record]
             for runner in runners:
-                outs = await runner.process(current)
-                if runner.stage.name == "delivery":
-                    break
-                assert outs and "dlq" not in outs[0].topic, outs[0].value[:300] if outs else "no output"
-                current = _as_record(outs[0], 0)
+                wanted = stage_spec(runner.stage.name).input
+                assert wanted is not None
+                for current in [r for r in produced if r.topic in wanted.names]:
+                    await _run_one(runner, current, produced)
+                if isinstance(runner.stage, DeliveryStage):  # queued: its lanes send it, one after the other
+                    for lane in runner.stage.lanes.values():
+                        while await lane.step():
+                            pass
             pbar.update(1)
         pbar.close()
         return time.perf_counter() - begin
@@ -370,7 +430,7 @@ def run(opts: Options) -> dict[str, Any]:
         for name in CONSUMER_STAGES:
             stop(worker_name(name), settings)
         if "alone" not in opts.skip:
-            result["alone"] = alone_phase(settings, files, opts, result["pipeline"])
+            result["alone"] = alone_phase(settings, deliveries, files, opts, result["pipeline"])
         if "baseline" not in opts.skip:
             result["baseline"] = baseline_phase(settings, files, opts)
         result["load"]["end"] = machine_load()
@@ -389,15 +449,23 @@ def pipeline_phase(settings: Settings, deliveries: Deliveries, files: list[Any],
     from schemas.topics import REPORT_DRAFTED
 
     print(f"[2/6] pipeline: {len(files)} studies, gateway -> delivered ({opts.clients} HTTP clients, every {opts.stat_every}th STAT) ...", flush=True)
-    load0 = machine_load()
+    load0, busy0, by_component0 = machine_load(), machine_busy_s(), cpu_by_component()
     posted = post_studies(settings, files, opts.clients, "run", lambda i: "stat" if i % opts.stat_every == opts.stat_every - 1 else "routine")
     done = deliveries.wait(posted, 1800, "delivered")
+    busy, by_component = machine_busy_s() - busy0, cpu_by_component()
     if len(done) < len(posted):
         raise RuntimeError(f"only {len(done)}/{len(posted)} studies were delivered")
     lat = latencies(posted, done)
     first, last = min(p.sent for p in posted), max(done.values())
     pipeline_rate = stats.rate(len(posted), first, last)
     phase: dict[str, Any] = {"studies": len(posted), "studies_per_s": pipeline_rate, "elapsed_s": last - first,
+                             "steady_studies_per_s": stats.steady_rate(list(done.values())),
+                             # where the gap to the CPU bound goes: more CPU per study, or idle cores
+                             "machine_cpu_s_per_study": busy / len(posted),
+                             "cpu_s_per_study_by_component": dict(sorted(
+                                 ((k, (v - by_component0.get(k, 0.0)) / len(posted)) for k, v in by_component.items()),
+                                 key=lambda kv: -kv[1])),
+                             "cpu_utilisation": busy / ((time.time() - first) * (os.cpu_count() or 1)),
                              "latency_by_lane": stats.by_lane((x["lane"], x["latency_s"]) for x in lat),
                              "series": stats.time_series(((x["done"], x["latency_s"]) for x in lat), first, 2.0),
                              "samples": lat, "load": [load0, machine_load()]}
@@ -407,29 +475,43 @@ def pipeline_phase(settings: Settings, deliveries: Deliveries, files: list[Any],
     asyncio.run(read_topic(settings, REPORT_DRAFTED.names, {p.key for p in posted}, 120, drafted))
     phase["to_drafted"] = {
         "studies_per_s": stats.rate(len(drafted), first, max(drafted.values())) if drafted else math.nan,
+        "steady_studies_per_s": stats.steady_rate(list(drafted.values())),
         "latency_by_lane": stats.by_lane((p.lane, drafted[p.key] - p.sent) for p in posted if p.key in drafted),
     }
-    print(f"      {pipeline_rate:.2f} studies/s; latency {fmt_lanes(phase['latency_by_lane'])}", flush=True)
+    print(f"      {pipeline_rate:.2f} studies/s ({phase['steady_studies_per_s']:.2f} while full); latency {fmt_lanes(phase['latency_by_lane'])}", flush=True)
     return phase
 
 
-def alone_phase(settings: Settings, files: list[Any], opts: Options, pipeline: dict[str, Any]) -> dict[str, Any]:
+def alone_phase(settings: Settings, deliveries: Deliveries, files: list[Any], opts: Options, pipeline: dict[str, Any]) -> dict[str, Any]:
     """Each stage alone (workers stopped) over fresh studies, and the ratios to the pipeline."""
     from schemas.topics import STUDY_RECEIVED
 
     print(f"[5/6] each stage alone over {len(files)} fresh studies (workers stopped) ...", flush=True)
     load0 = machine_load()
-    t0 = time.time()
+    t0, busy0 = time.time(), machine_busy_s()
     fresh = post_studies(settings, files, opts.clients, "alone")
     alone = {"gateway": len(fresh) / (time.time() - t0)}
+    machine_cpu = {"gateway": (machine_busy_s() - busy0) / len(fresh)}
     received = asyncio.run(read_topic(settings, STUDY_RECEIVED.names, {p.key for p in fresh}, 120))
-    rates, cpu = asyncio.run(chain_alone(settings, [received[p.key] for p in fresh if p.key in received]))
+    rates, cpu, stage_cpu = asyncio.run(chain_alone(settings, [received[p.key] for p in fresh if p.key in received], deliveries))
     alone |= rates
+    machine_cpu |= stage_cpu
+    bound = stats.cpu_bound(machine_cpu, os.cpu_count() or 1)
     r = stats.ratios(pipeline["studies_per_s"], alone)
-    r_drafted = stats.ratios(pipeline["to_drafted"]["studies_per_s"], {k: v for k, v in alone.items() if k != "delivery"})
+    to_drafted = {k: v for k, v in alone.items() if k not in ("review", "delivery")}  # the stages the drafted report passed
+    r_drafted = stats.ratios(pipeline["to_drafted"]["studies_per_s"], to_drafted)
     print(f"      {', '.join(f'{k} {v:.1f}' for k, v in alone.items())} studies/s", flush=True)
-    return {"studies_per_s": alone, "cpu_s_per_study_in_bench_process": cpu, "ratios": r.as_json(),
-            "ratios_to_drafted": r_drafted.as_json(), "load": [load0, machine_load()]}
+    cpu_ratios = {"machine_cpu_s_per_study": machine_cpu, "cpu_bound_studies_per_s": bound,
+                  "pipeline_over_cpu_bound": pipeline["studies_per_s"] / bound,
+                  "steady_pipeline_over_cpu_bound": pipeline["steady_studies_per_s"] / bound,
+                  "pipeline_machine_cpu_s_per_study": pipeline["machine_cpu_s_per_study"],
+                  "stages_machine_cpu_s_per_study": sum(machine_cpu.values())}
+    return {"studies_per_s": alone, "cpu_s_per_study_in_bench_process": cpu, "ratios": r.as_json(), "cpu": cpu_ratios,
+            "ratios_to_drafted": r_drafted.as_json(),
+            # the same while the pipeline is full (fill and drain left out: stats.steady_rate)
+            "ratios_steady": stats.ratios(pipeline["steady_studies_per_s"], alone).as_json(),
+            "ratios_to_drafted_steady": stats.ratios(pipeline["to_drafted"]["steady_studies_per_s"], to_drafted).as_json(),
+            "load": [load0, machine_load()]}
 
 
 def baseline_phase(settings: Settings, files: list[Any], opts: Options) -> dict[str, Any]:
@@ -527,9 +609,21 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"bound when stages share the cores: {ra['shared_core_bound_studies_per_s']:.2f} studies/s")
         lines.append(f"pipeline / shared-core bound: {ra['pipeline_over_shared_bound']:.2f}")
         lines.append(f"pipeline / slowest stage ({ra['slowest_stage']}): {ra['pipeline_over_slowest_stage']:.2f}")
-        rd = result["alone"]["ratios_to_drafted"]
+        lines.append("machine CPU ms per study in the pipeline, by component: " + ", ".join(
+            f"{k} {1000 * v:.1f}" for k, v in p["cpu_s_per_study_by_component"].items() if v >= 0.0005))
+        c = result["alone"]["cpu"]
+        lines.append("machine CPU ms per study alone: " + ", ".join(f"{k} {1000 * v:.1f}" for k, v in c["machine_cpu_s_per_study"].items())
+                     + f"; sum {1000 * c['stages_machine_cpu_s_per_study']:.1f}, in the pipeline {1000 * c['pipeline_machine_cpu_s_per_study']:.1f} "
+                     f"(cores {100 * p['cpu_utilisation']:.0f} % busy)")
+        lines.append(f"CPU bound (cores / summed CPU per study): {c['cpu_bound_studies_per_s']:.2f} studies/s; "
+                     f"pipeline / CPU bound {c['pipeline_over_cpu_bound']:.2f} ({c['steady_pipeline_over_cpu_bound']:.2f} while full)")
+        rs = result["alone"]["ratios_steady"]
+        lines.append(f"while full (10th-90th percentile of completions): {rs['pipeline_studies_per_s']:.2f} studies/s, "
+                     f"/ bound {rs['pipeline_over_shared_bound']:.2f}, / slowest {rs['pipeline_over_slowest_stage']:.2f}")
+        rd, rds = result["alone"]["ratios_to_drafted"], result["alone"]["ratios_to_drafted_steady"]
         lines.append(f"up to the drafted report (delivery left out, as pipeline_bench measured): {rd['pipeline_studies_per_s']:.2f} studies/s, "
-                     f"bound {rd['shared_core_bound_studies_per_s']:.2f}, ratio {rd['pipeline_over_shared_bound']:.2f}; "
+                     f"bound {rd['shared_core_bound_studies_per_s']:.2f}, ratio {rd['pipeline_over_shared_bound']:.2f} "
+                     f"({rds['pipeline_studies_per_s']:.2f} / {rds['pipeline_over_shared_bound']:.2f} while full); "
                      f"latency {fmt_lanes(p['to_drafted']['latency_by_lane'])}")
     if "baseline" in result:
         b = result["baseline"]

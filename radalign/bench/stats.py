@@ -50,6 +50,55 @@ def shared_core_bound(alone: Mapping[str, float]) -> float:
     return 1.0 / sum(1.0 / r for r in alone.values())
 
 
+def busy_cpu_s(proc_stat_cpu_line: str, ticks_per_s: int) -> float:
+    """CPU seconds the whole machine spent busy, all cores, from /proc/stat's first (`cpu`) line:
+    user + nice + system + irq + softirq + steal (idle and iowait are not busy; guest time is
+    already inside user)."""
+    name, *fields = proc_stat_cpu_line.split()
+    if name != "cpu" or len(fields) < 8:
+        raise ValueError(f"not /proc/stat's cpu line: {proc_stat_cpu_line[:60]!r}")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / ticks_per_s
+
+
+#: What a process of the benchmark's stack is, from its command line (first match wins).
+_COMPONENTS: tuple[tuple[str, str], ...] = (
+    ("radalign.cli worker ", ""),  # the stage's name follows
+    ("radalign.cli bench", "bench (HTTP clients, polling)"),
+    ("LoopbackFhirServer", "FHIR server (loopback)"),
+    ("triton", "Triton"),
+    ("postgres", "PostgreSQL"),
+    ("Orthanc", "Orthanc"),
+    ("tansu", "Kafka broker (tansu)"),
+)
+
+
+def component_of(cmdline: str) -> str | None:
+    """The benchmark stack's component a process belongs to (None: not one of them)."""
+    for marker, name in _COMPONENTS:
+        if marker in cmdline:
+            return name or f"worker {cmdline.split(marker, 1)[1].split()[0]}"
+    return None
+
+
+def process_cpu_s(stat_line: str, ticks_per_s: int) -> float:
+    """User + system CPU seconds of one process from its /proc/<pid>/stat line (fields 14 and 15;
+    the command name in parentheses may hold spaces, so fields are counted after its ')')."""
+    fields = stat_line.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / ticks_per_s
+
+
+def cpu_bound(cpu_s_per_study: Mapping[str, float], cpus: int) -> float:
+    """Studies/s the machine can reach when every core is busy and each study costs the sum of
+    the CPU seconds (all processes: the worker, Triton, PostgreSQL, the broker, the peers) each
+    stage spent per study alone. Unlike `shared_core_bound`, a stage that waits (delivery on its
+    peers' answers) is charged only for the CPU it used, so the pipeline cannot beat this bound
+    except by doing less work per study than the stages did alone (batching)."""
+    if cpus <= 0 or not cpu_s_per_study or any(c <= 0 for c in cpu_s_per_study.values()):
+        raise ValueError("need cpus > 0 and a positive CPU cost for every stage")
+    return cpus / sum(cpu_s_per_study.values())
+
+
 @dataclass(frozen=True)
 class Ratios:
     pipeline: float
@@ -84,6 +133,20 @@ def ratios(pipeline: float, alone: Mapping[str, float]) -> Ratios:
 def rate(count: int, first: float, last: float) -> float:
     """Events per second between two instants (count / elapsed); NaN when no time elapsed."""
     return count / (last - first) if last > first else math.nan
+
+
+def steady_rate(completions: Sequence[float], lo: float = 0.1, hi: float = 0.9) -> float:
+    """Completions per second while the pipeline is full: between the `lo` and `hi` quantiles of
+    the completion times, leaving out the fill (the first study's own end-to-end time, when later
+    stages wait for work) and the drain (the last stages finishing alone). NaN for fewer than
+    two completions in the window."""
+    if not 0 <= lo < hi <= 1:
+        raise ValueError("need 0 <= lo < hi <= 1")
+    times = sorted(completions)
+    if len(times) < 2:
+        return math.nan
+    i, j = round(lo * (len(times) - 1)), round(hi * (len(times) - 1))
+    return rate(j - i, times[i], times[j])
 
 
 def time_series(events: Iterable[tuple[float, float]], start: float, bin_s: float = 1.0) -> list[dict[str, float]]:

@@ -7,7 +7,21 @@ import math
 
 import pytest
 
-from radalign.bench.stats import by_lane, latency_summary, percentile, ratios, shared_core_bound, stat_vs_idle, time_series
+from radalign.bench.stats import (
+    busy_cpu_s,
+    by_lane,
+    component_of,
+    cpu_bound,
+    latency_summary,
+    percentile,
+    process_cpu_s,
+    rate,
+    ratios,
+    shared_core_bound,
+    stat_vs_idle,
+    steady_rate,
+    time_series,
+)
 
 
 def test_percentile_interpolates_between_closest_ranks() -> None:
@@ -72,3 +86,43 @@ def test_stage_waits_split_queueing_from_work() -> None:
     assert waits == pytest.approx({"wait.preprocess": 0.5, "run.preprocess": 0.2, "wait.concepts": 1.0, "run.concepts": 0.3,
                                    "after.concepts": 1.0})
     assert mean_by_key([{"a": 1.0}, {"a": 3.0, "b": 2.0}]) == {"a": 2.0, "b": 2.0}
+
+
+
+def test_steady_rate_leaves_out_the_fill_and_the_drain() -> None:
+    # 11 completions: one at 0 s, one a second from 10 s to 18 s, a straggler at 100 s.
+    # Window: ranks round(0.1 * 10) = 1 and round(0.9 * 10) = 9, i.e. 10 s and 18 s: 8 in 8 s.
+    times = [100.0, 0.0, *(10.0 + i for i in range(9))]
+    assert steady_rate(times) == pytest.approx(1.0)
+    assert rate(len(times), 0.0, 100.0) == pytest.approx(0.11)  # the whole run's, fill and drain in
+    assert math.isnan(steady_rate([1.0]))
+    with pytest.raises(ValueError):
+        steady_rate(times, 0.9, 0.1)
+
+
+def test_busy_cpu_counts_every_state_but_idle_and_iowait() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice, in ticks of 1/100 s
+    line = "cpu  1000 20 300 5000 400 5 15 10 7 0"
+    assert busy_cpu_s(line, 100) == pytest.approx((1000 + 20 + 300 + 5 + 15 + 10) / 100)
+    with pytest.raises(ValueError):
+        busy_cpu_s("cpu0 1 2 3 4 5 6 7 8", 100)
+
+
+def test_cpu_bound_is_the_cores_over_the_summed_cost() -> None:
+    # 2 cores; 10 ms + 30 ms + 60 ms of CPU per study: 2 / 0.1 = 20 studies/s
+    assert cpu_bound({"a": 0.01, "b": 0.03, "c": 0.06}, 2) == pytest.approx(20.0)
+    with pytest.raises(ValueError):
+        cpu_bound({"a": 0.0}, 2)
+
+
+def test_components_are_named_from_the_command_line() -> None:
+    assert component_of("/work/.venv/bin/python -m radalign.cli worker delivery") == "worker delivery"
+    assert component_of("postgres: postgres postgres [local] idle") == "PostgreSQL"
+    assert component_of("/usr/sbin/Orthanc /tmp/x/orthanc.json") == "Orthanc"
+    assert component_of("/usr/bin/bash -c sleep 1") is None
+
+
+def test_process_cpu_reads_utime_and_stime_after_the_command_name() -> None:
+    # pid (comm with a ") " inside) state ppid ...; utime and stime are fields 14 and 15
+    line = "42 (a) b) S 1 2 3 4 5 6 7 8 9 10 250 150 0 0 20 0 1 0 99"
+    assert process_cpu_s(line, 100) == pytest.approx(4.0)
