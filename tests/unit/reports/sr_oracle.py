@@ -45,7 +45,7 @@ class BasicTextSR(_SR):
     """Basic Text SR document (SOP Class 1.2.840.10008.5.1.4.1.1.88.11)."""
 
     def __init__(self, evidence: list[Dataset], content: Dataset, **kwargs: object) -> None:
-        super().__init__(evidence=evidence, content=content, sop_class_uid=BASIC_TEXT_SR, **kwargs)
+        super().__init__(evidence=evidence, content=content, sop_class_uid=BASIC_TEXT_SR, **kwargs)  # type: ignore[arg-type]  # highdicom private base class: its init is typed narrower than it accepts
 
 
 def _text(name, value: str) -> hd.sr.TextContentItem:
@@ -72,13 +72,13 @@ def _person_observers(people: Sequence[Signer]) -> list:
 
 def _section(name, item_name, value: str) -> hd.sr.ContainerContentItem:
     section = hd.sr.ContainerContentItem(name=name, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
-    section.ContentSequence = [_text(item_name, value)]
+    section.ContentSequence = [_text(item_name, value)]  # type: ignore[assignment]  # highdicom's __setattr__ wraps a list
     return section
 
 
 def _content(report: ReportDrafted, people: Sequence[Signer] = ()) -> Dataset:
     root = hd.sr.ContainerContentItem(name=REPORT_TITLE, template_id="2000")
-    root.ContentSequence = [
+    root.ContentSequence = [  # type: ignore[assignment]  # highdicom's __setattr__ wraps a list
         *_device_observer(report), *_person_observers(people),
         _section(FINDINGS_SECTION, FINDING, report.findings),
         _section(IMPRESSIONS_SECTION, IMPRESSION, report.impression),
@@ -205,6 +205,6 @@ def oracle_basic_text_sr(
             if keyword in sr:
                 delattr(sr, keyword)
     when = created or datetime.now(UTC)
-    sr.ContentDate = when.strftime("%Y%m%d")
-    sr.ContentTime = when.strftime("%H%M%S")
+    sr.ContentDate = when.strftime("%Y%m%d")  # type: ignore[assignment]  # pydicom converts the string
+    sr.ContentTime = when.strftime("%H%M%S")  # type: ignore[assignment]  # pydicom converts the string
     return sr

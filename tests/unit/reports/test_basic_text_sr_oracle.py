@@ -109,7 +109,7 @@ def _set_aside(ds: Dataset, kwargs: dict) -> list[tuple]:
 
 def _parent(ds: Dataset, path: tuple) -> Dataset:
     for step in path[:-1]:
-        ds = ds[step] if isinstance(step, int) else getattr(ds, step)
+        ds = ds[step] if isinstance(step, int) else getattr(ds, step)  # type: ignore[assignment]  # an item of a sequence is a Dataset
     return ds
 
 
