@@ -30,11 +30,13 @@ from radalign.reports.sr import (
     IMPRESSION,
     IMPRESSIONS_SECTION,
     REPORT_TITLE,
-    SIGNER_SCHEME,
     SR_SERIES_NUMBER,
     VERIFIED_STATUSES,
+    _evidence,  # the patient/study evidence highdicom copies from (ai_results_sr's too): an input, not under test
+    _signer_code,  # set on the dataset after highdicom's construction, in the old code too
     _uid,
     device_uid,
+    requested_procedures,
     signed_instance_uid,
 )
 from radalign.review.signers import Signer
@@ -87,54 +89,6 @@ def _content(report: ReportDrafted, people: Sequence[Signer] = ()) -> Dataset:
     return root
 
 
-def _evidence(identity: StudyIdentity, report_id: str) -> tuple[list[Dataset], bool]:
-    def header() -> Dataset:
-        ds = Dataset()
-        ds.StudyInstanceUID = identity.study_instance_uid
-        ds.PatientID = identity.patient_id
-        ds.PatientName = identity.patient_name
-        ds.PatientBirthDate = identity.birth_date.strftime("%Y%m%d") if identity.birth_date else ""
-        ds.PatientSex = identity.sex
-        if identity.issuer_of_patient_id:
-            ds.IssuerOfPatientID = identity.issuer_of_patient_id
-        ds.AccessionNumber = identity.accession_number
-        ds.StudyID = identity.study_id
-        ds.StudyDate = identity.study_date
-        ds.StudyTime = identity.study_time
-        ds.ReferringPhysicianName = identity.referring_physician_name
-        return ds
-
-    evidence = []
-    for instance in identity.instances:
-        ds = header()
-        ds.SOPClassUID = instance.sop_class_uid
-        ds.SOPInstanceUID = instance.sop_instance_uid
-        ds.SeriesInstanceUID = instance.series_instance_uid
-        evidence.append(ds)
-    if evidence:
-        return evidence, True
-    ds = header()
-    ds.SOPClassUID = BASIC_TEXT_SR
-    ds.SOPInstanceUID = _uid(report_id, "placeholder")
-    ds.SeriesInstanceUID = _uid(report_id, "placeholder-series")
-    return [ds], False
-
-
-def _requested_procedures(identity: StudyIdentity) -> list[Dataset] | None:
-    if not (identity.accession_number or identity.requested_procedure_id or identity.placer_order_number or identity.filler_order_number):
-        return None
-    item = Dataset()
-    item.StudyInstanceUID = identity.study_instance_uid
-    item.ReferencedStudySequence = []
-    item.AccessionNumber = identity.accession_number
-    item.PlacerOrderNumberImagingServiceRequest = identity.placer_order_number
-    item.FillerOrderNumberImagingServiceRequest = identity.filler_order_number
-    item.RequestedProcedureID = identity.requested_procedure_id
-    item.RequestedProcedureDescription = identity.requested_procedure_description
-    item.RequestedProcedureCodeSequence = []
-    return [item]
-
-
 def _predecessor(report_id: str, identity: StudyIdentity, replaced_uid: str) -> list[Dataset]:
     pre = Dataset()
     pre.StudyInstanceUID = identity.study_instance_uid
@@ -142,17 +96,6 @@ def _predecessor(report_id: str, identity: StudyIdentity, replaced_uid: str) -> 
     pre.SOPClassUID = BASIC_TEXT_SR
     pre.SOPInstanceUID = replaced_uid
     return [pre]
-
-
-def _signer_code(signer: Signer) -> Dataset:
-    code = Dataset()
-    if len(signer.identifier) <= 16:
-        code.CodeValue = signer.identifier
-    else:
-        code.LongCodeValue = signer.identifier[:1024]
-    code.CodingSchemeDesignator = SIGNER_SCHEME
-    code.CodeMeaning = signer.display_name[:64]
-    return code
 
 
 def oracle_basic_text_sr(
@@ -188,7 +131,7 @@ def oracle_basic_text_sr(
         is_verified=verified,
         verifying_observer_name=verifier if verified else None,
         verifying_organization=verifying_organization if verified else None,
-        requested_procedures=_requested_procedures(identity),
+        requested_procedures=requested_procedures(identity),
         previous_versions=previous,
         record_evidence=real,
         series_description=("AI report (verified)" if verified else "AI report (preliminary, signed by a resident)" if signer
