@@ -225,6 +225,7 @@ async def read_topic(settings: Settings, topics: Sequence[str], keys: set[str], 
 def build_stages(settings: Settings) -> dict[str, Any]:
     """Every consuming stage in graph order, as its worker builds it (`main(settings)` of the
     stage's adapter module runs `run_worker(<Stage>(settings), settings)`)."""
+    from radalign.pipeline import CONSUMER_STAGES
     from services.concepts.agent import ConceptsStage
     from services.delivery.agent import DeliveryStage
     from services.drafting.agent import DraftingStage
@@ -234,8 +235,6 @@ def build_stages(settings: Settings) -> dict[str, Any]:
 
     built = {"preprocess": PreprocessStage(), "concepts": ConceptsStage(settings), "retrieval": RetrievalStage(),
              "drafting": DraftingStage(settings), "review": ReviewStage(settings), "delivery": DeliveryStage(settings)}
-    from radalign.pipeline import CONSUMER_STAGES
-
     if set(built) != set(CONSUMER_STAGES):  # a stage added to the graph must be benchmarked too
         raise RuntimeError(f"the bench builds {sorted(built)}, the graph has {sorted(CONSUMER_STAGES)}")
     return {name: built[name] for name in CONSUMER_STAGES}
@@ -646,7 +645,7 @@ def plot(result: dict[str, Any], path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib is not installed: no PNG"
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.8))
     p = result["pipeline"]
     series = p["series"]
     ax = axes[0]
@@ -681,6 +680,15 @@ def plot(result: dict[str, Any], path: Path) -> str:
         for i, v in enumerate(values):
             ax.text(v, i, f" {v:.1f}", va="center", fontsize=8)
         ax.set(title="studies/s: each stage alone, bound, pipeline", xlabel="studies/s (log)")
+    ax = axes[3]
+    by_component = p.get("cpu_s_per_study_by_component", {})
+    if by_component:
+        names = list(by_component)[::-1]
+        ax.barh(names, [1000 * by_component[n] for n in names], color="tab:blue")
+        for i, n in enumerate(names):
+            ax.text(1000 * by_component[n], i, f" {1000 * by_component[n]:.1f}", va="center", fontsize=8)
+        ax.set(title=f"machine CPU per study in the pipeline ({1000 * p['machine_cpu_s_per_study']:.0f} ms)", xlabel="ms")
+        ax.tick_params(axis="y", labelsize=8)
     fig.suptitle(f"radalign bench ({result['load']['start']['uptime'].split('load')[-1].strip()})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
