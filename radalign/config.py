@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_session_timeout_ms: int = 6000  # tansu joins take about half the session timeout
     kafka_heartbeat_ms: int = 1000
+    # How long a worker's fetch waits for records (Faust fixes 1,500 ms): radalign/framework/kafka_fetch.py
+    kafka_fetch_max_wait_ms: int = 500
     kafka_partitions: int = 4
     # Kafka security (aiokafka and Faust alike). PLAINTEXT is the embedded broker's; production
     # clusters use SSL or SASL_SSL.

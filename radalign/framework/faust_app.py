@@ -23,6 +23,7 @@ from faust.exceptions import ConsumerNotStarted
 
 from radalign.config import Settings, csv_list
 from radalign.framework.http import Probes, probe_routes
+from radalign.framework.kafka_fetch import transport_with_fetch_wait
 from radalign.framework.lanes import StatFirst
 from radalign.framework.logredact import install_log_redaction
 from radalign.framework.retry import retry_until_done
@@ -43,6 +44,7 @@ def broker_urls(bootstrap: str) -> str:
 def create_app(stage: Stage[Any], settings: Settings) -> faust.App:
     # The app id is the stage's consumer group (k8s/ names the groups after it: keep it here).
     app = faust.App(f"radalign-{stage.name}", **_app_options(stage, settings))
+    app.transport = transport_with_fetch_wait(app, settings.kafka_fetch_max_wait_ms)
     runner = StageRunner(stage, settings)
     lifecycle = _Lifecycle()
     _add_agents(app, stage, _consumer(app, runner, lifecycle))
