@@ -94,8 +94,9 @@ def cpu_bound(cpu_s_per_study: Mapping[str, float], cpus: int) -> float:
     stage spent per study alone. Unlike `shared_core_bound`, a stage that waits (delivery on its
     peers' answers) is charged only for the CPU it used, so the pipeline cannot beat this bound
     except by doing less work per study than the stages did alone (batching)."""
-    if cpus <= 0 or not cpu_s_per_study or any(c <= 0 for c in cpu_s_per_study.values()):
-        raise ValueError("need cpus > 0 and a positive CPU cost for every stage")
+    # A stage can read 0: its CPU stayed under /proc/stat's resolution (10 ms) over a short run.
+    if cpus <= 0 or any(c < 0 for c in cpu_s_per_study.values()) or sum(cpu_s_per_study.values()) <= 0:
+        raise ValueError("need cpus > 0, no negative CPU cost and some CPU spent")
     return cpus / sum(cpu_s_per_study.values())
 
 

@@ -37,7 +37,9 @@ def test_a_tiny_bench_run_measures_every_phase(tmp_path) -> None:
     alone = result["alone"]
     assert set(alone["studies_per_s"]) == {"gateway", *CONSUMER_STAGES}  # review and delivery included
     assert all(rate > 0 for rate in alone["studies_per_s"].values())
-    assert all(cpu > 0 for cpu in alone["cpu"]["machine_cpu_s_per_study"].values())
+    machine_cpu = alone["cpu"]["machine_cpu_s_per_study"]
+    assert set(machine_cpu) == set(alone["studies_per_s"]) and all(cpu >= 0 for cpu in machine_cpu.values())
+    assert machine_cpu["concepts"] > 0  # the encoder's CPU shows even over 8 studies (fast stages may read 0: 10 ms ticks)
     assert alone["cpu"]["cpu_bound_studies_per_s"] > 0 and not math.isnan(alone["cpu"]["pipeline_over_cpu_bound"])
 
     assert result["baseline"]["studies"] == 3 and result["baseline"]["studies_per_s"] > 0

@@ -111,8 +111,11 @@ def test_busy_cpu_counts_every_state_but_idle_and_iowait() -> None:
 def test_cpu_bound_is_the_cores_over_the_summed_cost() -> None:
     # 2 cores; 10 ms + 30 ms + 60 ms of CPU per study: 2 / 0.1 = 20 studies/s
     assert cpu_bound({"a": 0.01, "b": 0.03, "c": 0.06}, 2) == pytest.approx(20.0)
+    assert cpu_bound({"a": 0.0, "b": 0.1}, 2) == pytest.approx(20.0)  # a stage under the clock's resolution
     with pytest.raises(ValueError):
         cpu_bound({"a": 0.0}, 2)
+    with pytest.raises(ValueError):
+        cpu_bound({"a": -0.01, "b": 0.1}, 2)
 
 
 def test_components_are_named_from_the_command_line() -> None:
